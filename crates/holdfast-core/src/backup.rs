@@ -1,0 +1,581 @@
+//! Backup: walk the source paths, store changed file content and the directory trees, and write
+//! a snapshot.
+//!
+//! The walker runs on the calling thread and hands each file that must be read to a pool of
+//! workers (chunk, hash, compress, encrypt); a background thread stores full packs. A file whose
+//! size, mtime, ctime and inode equal its entry in the parent snapshot is not read again.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use crossbeam_channel::unbounded;
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+
+use crate::blob::{BlobType, Compressor};
+use crate::error::{Error, Result};
+use crate::fsmeta;
+use crate::id::Id;
+use crate::index::Index;
+use crate::progress::Progress;
+use crate::repo::{ChunkerParams, Repository};
+use crate::session::{self, Session};
+use crate::snapshot::{self, Snapshot, Summary};
+use crate::tree::{FsName, Node, NodeKind, Tree};
+use crate::writer::BlobWriter;
+
+/// Which snapshot to compare with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ParentChoice {
+    /// The newest snapshot of the same host and paths.
+    #[default]
+    Auto,
+    /// Read every file.
+    None,
+    /// This snapshot.
+    Id(Id),
+}
+
+/// What to back up and how.
+#[derive(Debug, Clone, Default)]
+pub struct BackupOptions {
+    /// Paths to back up.
+    pub paths: Vec<PathBuf>,
+    /// Tags for the snapshot.
+    pub tags: Vec<String>,
+    /// Exclude patterns: with a `/` they match the whole path, without one the file name.
+    pub excludes: Vec<String>,
+    /// Do not cross into other file systems.
+    pub one_file_system: bool,
+    /// Read and count everything, store nothing.
+    pub dry_run: bool,
+    /// Parent snapshot.
+    pub parent: ParentChoice,
+    /// Host name to record (default: this host).
+    pub hostname: Option<String>,
+    /// Snapshot time (default: now). Lets callers inject a clock.
+    pub time: Option<DateTime<Utc>>,
+    /// Worker threads (0 = one per core).
+    pub threads: usize,
+}
+
+/// What a backup produced.
+#[derive(Debug, Clone)]
+pub struct BackupOutcome {
+    /// The snapshot id (none for a dry run).
+    pub id: Option<Id>,
+    /// The snapshot.
+    pub snapshot: Snapshot,
+}
+
+/// Read exclude patterns from a file: one per line, `#` comments and blank lines ignored.
+pub fn read_exclude_file(path: &Path) -> Result<Vec<String>> {
+    let text = fs::read_to_string(path).map_err(|e| Error::io("reading exclude file", path, e))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect())
+}
+
+struct Excludes {
+    by_path: GlobSet,
+    by_name: GlobSet,
+}
+
+impl Excludes {
+    fn new(patterns: &[String]) -> Result<Self> {
+        let mut p = GlobSetBuilder::new();
+        let mut n = GlobSetBuilder::new();
+        for pat in patterns {
+            let g = GlobBuilder::new(pat.trim_end_matches('/'))
+                .literal_separator(true)
+                .backslash_escape(true)
+                .build()
+                .map_err(|e| Error::Invalid(format!("exclude pattern {pat:?}: {e}")))?;
+            if pat.contains('/') {
+                p.add(g);
+            } else {
+                n.add(g);
+            }
+        }
+        let build = |b: GlobSetBuilder| b.build().map_err(|e| Error::Invalid(format!("exclude patterns: {e}")));
+        Ok(Excludes {
+            by_path: build(p)?,
+            by_name: build(n)?,
+        })
+    }
+
+    fn excluded(&self, path: &Path, name: &[u8]) -> bool {
+        self.by_name.is_match(Path::new(std::ffi::OsStr::from_bytes(name))) || self.by_path.is_match(path)
+    }
+}
+
+enum Pending {
+    Ready(Node),
+    File { node: Node, job: usize },
+    Dir { node: Node, children: Vec<Pending> },
+}
+
+struct Job {
+    id: usize,
+    path: PathBuf,
+    size: u64,
+    mtime: i64,
+}
+
+struct FileDone {
+    content: Vec<Id>,
+    size: u64,
+}
+
+/// State shared by the walker and the workers.
+struct Ctx<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    new_ids: Mutex<HashSet<Id>>,
+    writer: BlobWriter,
+    chunker: ChunkerParams,
+    seed: u64,
+    level: i32,
+    progress: &'a dyn Progress,
+    errors: Mutex<Vec<String>>,
+    warnings: Mutex<Vec<String>>,
+    bytes_read: AtomicU64,
+    blobs_added: AtomicU64,
+    bytes_added: AtomicU64,
+}
+
+impl Ctx<'_> {
+    fn known(&self, id: &Id) -> bool {
+        self.index.contains(id) || self.new_ids.lock().unwrap_or_else(|p| p.into_inner()).contains(id)
+    }
+
+    /// Store a blob unless the repository (or this backup) already has it.
+    fn store(&self, c: &mut Compressor, t: BlobType, data: &[u8]) -> Result<Id> {
+        let id = self.repo.key().blob_id(data);
+        if self.index.contains(&id) || !self.new_ids.lock().unwrap_or_else(|p| p.into_inner()).insert(id) {
+            return Ok(id);
+        }
+        let sealed = c.seal(self.repo.key(), t, &id, data);
+        self.blobs_added.fetch_add(1, Ordering::Relaxed);
+        self.bytes_added.fetch_add(sealed.len() as u64, Ordering::Relaxed);
+        self.writer.add(t, id, &sealed, data.len() as u32)?;
+        Ok(id)
+    }
+
+    fn error(&self, msg: String) {
+        self.progress.warn(&msg);
+        self.errors.lock().unwrap_or_else(|p| p.into_inner()).push(msg);
+    }
+
+    fn warning(&self, msg: String) {
+        self.progress.warn(&msg);
+        self.warnings.lock().unwrap_or_else(|p| p.into_inner()).push(msg);
+    }
+
+    /// Read, chunk and store one file.
+    fn read_file(&self, c: &mut Compressor, job: &Job) -> std::result::Result<FileDone, String> {
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&job.path)
+            .map_err(|e| describe_io(&job.path, "cannot be opened", e))?;
+        if job.size >= self.chunker.min as u64 {
+            return self.read_large(c, job, f);
+        }
+        let mut buf = Vec::with_capacity(job.size as usize);
+        (&f).take(self.chunker.min as u64)
+            .read_to_end(&mut buf)
+            .map_err(|e| describe_io(&job.path, "cannot be read", e))?;
+        if buf.len() as u64 >= self.chunker.min as u64 {
+            // It grew while we looked: chunk it properly from the start.
+            use std::io::Seek;
+            (&f).seek(io::SeekFrom::Start(0)).map_err(|e| describe_io(&job.path, "cannot be read", e))?;
+            return self.read_large(c, job, f);
+        }
+        let mut content = Vec::new();
+        if !buf.is_empty() {
+            self.progress.inc(0, buf.len() as u64);
+            content.push(self.store(c, BlobType::Data, &buf).map_err(|e| e.to_string())?);
+        }
+        let size = buf.len() as u64;
+        self.check_unchanged(&f, job, size);
+        Ok(FileDone { content, size })
+    }
+
+    fn read_large(&self, c: &mut Compressor, job: &Job, f: File) -> std::result::Result<FileDone, String> {
+        let cdc = fastcdc::v2020::StreamCDC::with_level_and_seed(
+            &f,
+            self.chunker.min,
+            self.chunker.avg,
+            self.chunker.max,
+            fastcdc::v2020::Normalization::Level1,
+            self.seed,
+        );
+        let mut content = Vec::new();
+        let mut size = 0u64;
+        for chunk in cdc {
+            let chunk = chunk.map_err(|e| match e {
+                fastcdc::v2020::Error::IoError(e) => describe_io(&job.path, "cannot be read", e),
+                e => format!("{}: cannot be read: {e}", job.path.display()),
+            })?;
+            size += chunk.length as u64;
+            self.progress.inc(0, chunk.length as u64);
+            content.push(self.store(c, BlobType::Data, &chunk.data).map_err(|e| e.to_string())?);
+        }
+        self.check_unchanged(&f, job, size);
+        Ok(FileDone { content, size })
+    }
+
+    fn check_unchanged(&self, f: &File, job: &Job, read: u64) {
+        self.bytes_read.fetch_add(read, Ordering::Relaxed);
+        let changed = match f.metadata() {
+            Ok(m) => m.size() != read || m.mtime() * 1_000_000_000 + m.mtime_nsec() != job.mtime,
+            Err(_) => true,
+        };
+        if changed || read != job.size {
+            self.warning(format!(
+                "{}: changed while it was read (stored {read} bytes as read)",
+                job.path.display()
+            ));
+        }
+    }
+}
+
+fn describe_io(path: &Path, what: &str, e: io::Error) -> String {
+    let why = match e.kind() {
+        io::ErrorKind::NotFound => "it vanished during the backup".to_string(),
+        io::ErrorKind::PermissionDenied => "permission denied (run as a user who can read it, or exclude it)".to_string(),
+        _ => e.to_string(),
+    };
+    format!("{}: {what}: {why}", path.display())
+}
+
+struct Walker<'a, 'b> {
+    ctx: &'b Ctx<'a>,
+    excludes: Excludes,
+    one_fs: bool,
+    jobs: crossbeam_channel::Sender<Job>,
+    next_job: usize,
+    summary: Summary,
+}
+
+impl Walker<'_, '_> {
+    fn parent_tree(&self, id: Option<Id>) -> Option<Tree> {
+        let id = id?;
+        match self.ctx.repo.read_blob(self.ctx.index, BlobType::Tree, &id) {
+            Ok(data) => Tree::decode(&id, &data).ok(),
+            Err(e) => {
+                tracing::warn!("parent tree {id} unreadable, files below are read again: {e}");
+                None
+            }
+        }
+    }
+
+    /// Walk one entry whose metadata we have.
+    fn entry(&mut self, path: &Path, name: FsName, m: &fs::Metadata, parent: Option<&Node>, root_dev: u64) -> Pending {
+        let mut node = fsmeta::node_from_metadata(name, m);
+        match fsmeta::read_xattrs(path) {
+            Ok(x) => node.xattrs = x,
+            Err(e) => self.ctx.warning(format!("{}: extended attributes not read: {e}", path.display())),
+        }
+        match node.kind {
+            NodeKind::File => {
+                if let Some(p) = parent.filter(|p| {
+                    p.kind == NodeKind::File
+                        && p.size == node.size
+                        && p.mtime == node.mtime
+                        && p.ctime == node.ctime
+                        && p.inode == node.inode
+                        && p.content.iter().all(|c| self.ctx.known(c))
+                }) {
+                    node.content = p.content.clone();
+                    self.summary.files_unmodified += 1;
+                    self.summary.total_bytes += node.size;
+                    self.ctx.progress.add_total(1, node.size);
+                    self.ctx.progress.inc(1, node.size);
+                    return Pending::Ready(node);
+                }
+                if parent.is_some_and(|p| p.kind == NodeKind::File) {
+                    self.summary.files_changed += 1;
+                } else {
+                    self.summary.files_new += 1;
+                }
+                self.ctx.progress.add_total(1, node.size);
+                let job = self.next_job;
+                self.next_job += 1;
+                let _ = self.jobs.send(Job {
+                    id: job,
+                    path: path.to_path_buf(),
+                    size: node.size,
+                    mtime: node.mtime,
+                });
+                Pending::File { node, job }
+            }
+            NodeKind::Dir => {
+                self.summary.dirs += 1;
+                if self.one_fs && m.dev() != root_dev {
+                    return Pending::Dir { node, children: Vec::new() };
+                }
+                let ptree = self.parent_tree(parent.filter(|p| p.kind == NodeKind::Dir).and_then(|p| p.subtree));
+                let children = self.dir(path, ptree.as_ref(), root_dev);
+                Pending::Dir { node, children }
+            }
+            NodeKind::Symlink => {
+                self.summary.others += 1;
+                match fs::read_link(path) {
+                    Ok(t) => node.target = Some(FsName::from_os(t.as_os_str())),
+                    Err(e) => {
+                        self.ctx.error(describe_io(path, "link target cannot be read", e));
+                        node.target = Some(FsName::default());
+                    }
+                }
+                Pending::Ready(node)
+            }
+            _ => {
+                self.summary.others += 1;
+                Pending::Ready(node)
+            }
+        }
+    }
+
+    fn dir(&mut self, path: &Path, ptree: Option<&Tree>, root_dev: u64) -> Vec<Pending> {
+        let rd = match fs::read_dir(path) {
+            Ok(rd) => rd,
+            Err(e) => {
+                self.ctx.error(describe_io(path, "directory cannot be listed", e));
+                return Vec::new();
+            }
+        };
+        let mut names: Vec<std::ffi::OsString> = Vec::new();
+        for e in rd {
+            match e {
+                Ok(e) => names.push(e.file_name()),
+                Err(e) => self.ctx.error(describe_io(path, "directory listing failed part way", e)),
+            }
+        }
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let child = path.join(&name);
+            if self.excludes.excluded(&child, name.as_bytes()) {
+                continue;
+            }
+            let m = match fs::symlink_metadata(&child) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.ctx.error(describe_io(&child, "cannot be examined", e));
+                    continue;
+                }
+            };
+            let pnode = ptree.and_then(|t| t.get(name.as_bytes()));
+            out.push(self.entry(&child, FsName::from_os(&name), &m, pnode, root_dev));
+        }
+        out
+    }
+}
+
+/// Turn pending entries into nodes, storing directory trees bottom-up.
+fn assemble(ctx: &Ctx, c: &mut Compressor, p: Pending, done: &mut HashMap<usize, std::result::Result<FileDone, String>>) -> Result<Option<Node>> {
+    Ok(match p {
+        Pending::Ready(n) => Some(n),
+        Pending::File { mut node, job } => match done.remove(&job) {
+            Some(Ok(f)) => {
+                node.content = f.content;
+                node.size = f.size;
+                Some(node)
+            }
+            Some(Err(msg)) => {
+                ctx.error(msg);
+                None
+            }
+            None => return Err(Error::Refused("a file job produced no result".into())),
+        },
+        Pending::Dir { mut node, children } => {
+            let mut nodes = Vec::with_capacity(children.len());
+            for ch in children {
+                if let Some(n) = assemble(ctx, c, ch, done)? {
+                    nodes.push(n);
+                }
+            }
+            let tree = Tree { nodes };
+            node.subtree = Some(ctx.store(c, BlobType::Tree, &tree.encode())?);
+            Some(node)
+        }
+    })
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(p).map_err(|e| Error::io("resolving", p, e))?;
+    // Lexically normalise `.` and `..` without following symlinks.
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+/// Load the index, adopt packs that a crashed writer stored but never indexed, and drop the
+/// packs that garbage collection condemned (so nothing new references them).
+pub fn writable_index(repo: &Repository, adopt: bool) -> Result<Index> {
+    let condemned = session::condemned_packs(repo)?;
+    let (mut index, _) = repo.load_index()?;
+    if adopt {
+        crate::check::adopt_orphans(repo, &mut index, &condemned)?;
+    }
+    Ok(index.without_packs(&condemned))
+}
+
+/// Run a backup.
+pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupOutcome> {
+    let started = Instant::now();
+    let time = opts.time.unwrap_or_else(Utc::now);
+    if opts.paths.is_empty() {
+        return Err(Error::Invalid("nothing to back up: give at least one path".into()));
+    }
+    let mut roots = Vec::new();
+    let mut seen_names = HashSet::new();
+    for p in &opts.paths {
+        let abs = absolute(p)?;
+        let m = fs::symlink_metadata(&abs).map_err(|e| Error::io("reading", &abs, e))?;
+        let name = abs.file_name().map(FsName::from_os).unwrap_or_else(|| FsName(b"root".to_vec()));
+        if !seen_names.insert(name.clone()) {
+            return Err(Error::Invalid(format!(
+                "two paths end in the same name {:?}: back them up in separate snapshots or give their common parent",
+                name.display()
+            )));
+        }
+        roots.push((abs, name, m));
+    }
+    roots.sort_by(|a, b| a.1.cmp(&b.1));
+    let hostname = opts.hostname.clone().unwrap_or_else(crate::util::hostname);
+    let paths: Vec<String> = roots.iter().map(|r| r.0.display().to_string()).collect();
+
+    // Register before reading the index: garbage collection waits for sessions older than its plan.
+    let _session = if opts.dry_run { None } else { Some(Session::start(repo, "backup")?) };
+    let index = writable_index(repo, !opts.dry_run)?;
+
+    let (all, _) = snapshot::load_all(repo)?;
+    let parent = match &opts.parent {
+        ParentChoice::None => None,
+        ParentChoice::Id(id) => Some(snapshot::find(&all, &id.to_hex())?.clone()),
+        ParentChoice::Auto => {
+            let mut sorted = paths.clone();
+            sorted.sort();
+            all.iter()
+                .rev()
+                .find(|s| s.snapshot.hostname == hostname && {
+                    let mut p = s.snapshot.paths.clone();
+                    p.sort();
+                    p == sorted
+                })
+                .cloned()
+        }
+    };
+
+    let ctx = Ctx {
+        repo,
+        index: &index,
+        new_ids: Mutex::new(HashSet::new()),
+        writer: BlobWriter::new(repo, opts.dry_run),
+        chunker: repo.config().chunker,
+        seed: repo.key().chunker_seed(),
+        level: repo.config().compression,
+        progress,
+        errors: Mutex::new(Vec::new()),
+        warnings: Mutex::new(Vec::new()),
+        bytes_read: AtomicU64::new(0),
+        blobs_added: AtomicU64::new(0),
+        bytes_added: AtomicU64::new(0),
+    };
+    progress.phase("backup");
+    let threads = if opts.threads == 0 {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+    } else {
+        opts.threads
+    };
+    let excludes = Excludes::new(&opts.excludes)?;
+    let (job_tx, job_rx) = unbounded::<Job>();
+    let (done_tx, done_rx) = unbounded::<(usize, std::result::Result<FileDone, String>)>();
+    let (pending, mut summary) = std::thread::scope(|s| {
+        for _ in 0..threads {
+            let (rx, tx, ctx) = (job_rx.clone(), done_tx.clone(), &ctx);
+            s.spawn(move || {
+                let mut c = Compressor::new(ctx.level);
+                for job in rx.iter() {
+                    let r = ctx.read_file(&mut c, &job);
+                    ctx.progress.inc(1, 0);
+                    let _ = tx.send((job.id, r));
+                }
+            });
+        }
+        drop(done_tx);
+        let mut w = Walker {
+            ctx: &ctx,
+            excludes,
+            one_fs: opts.one_file_system,
+            jobs: job_tx,
+            next_job: 0,
+            summary: Summary::default(),
+        };
+        let ptree = parent.as_ref().and_then(|p| w.parent_tree(Some(p.snapshot.tree)));
+        let mut pending = Vec::new();
+        for (abs, name, m) in &roots {
+            let pnode = ptree.as_ref().and_then(|t| t.get(&name.0));
+            pending.push(w.entry(abs, name.clone(), m, pnode, m.dev()));
+        }
+        let summary = std::mem::take(&mut w.summary);
+        drop(w); // closes the job channel: workers end when it drains
+        (pending, summary)
+    });
+    let mut done: HashMap<usize, _> = done_rx.iter().collect();
+    let mut c = Compressor::new(ctx.level);
+    let mut nodes = Vec::new();
+    for p in pending {
+        if let Some(n) = assemble(&ctx, &mut c, p, &mut done)? {
+            nodes.push(n);
+        }
+    }
+    let root = ctx.store(&mut c, BlobType::Tree, &Tree { nodes }.encode())?;
+    ctx.writer.finish()?;
+
+    let errors = std::mem::take(&mut *ctx.errors.lock().unwrap_or_else(|p| p.into_inner()));
+    let warnings = std::mem::take(&mut *ctx.warnings.lock().unwrap_or_else(|p| p.into_inner()));
+    summary.bytes_read = ctx.bytes_read.load(Ordering::Relaxed);
+    summary.blobs_added = ctx.blobs_added.load(Ordering::Relaxed);
+    summary.bytes_added = ctx.bytes_added.load(Ordering::Relaxed);
+    summary.total_bytes += summary.bytes_read;
+    summary.seconds = started.elapsed().as_secs_f64();
+    let snap = Snapshot {
+        time,
+        tree: root,
+        paths,
+        hostname,
+        username: crate::util::username(),
+        tags: opts.tags.clone(),
+        parent: parent.map(|p| p.id),
+        complete: errors.is_empty(),
+        errors,
+        warnings,
+        summary,
+        program: format!("holdfast {}", env!("CARGO_PKG_VERSION")),
+    };
+    progress.finish();
+    let id = if opts.dry_run { None } else { Some(snapshot::save(repo, &snap)?) };
+    Ok(BackupOutcome { id, snapshot: snap })
+}

@@ -1,0 +1,258 @@
+//! `check`: verify the repository's structure, and with `read_data` every byte of its packs.
+//! Also the recovery of packs that an interrupted writer stored but never indexed.
+
+use std::collections::{HashMap, HashSet};
+
+use holdfast_storage::ObjectKind;
+use serde::Serialize;
+
+use crate::blob::{self, BlobType};
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::index::{Index, IndexFile};
+use crate::pack::{self, PackEntry};
+use crate::progress::Progress;
+use crate::repo::Repository;
+use crate::snapshot;
+use crate::tree::{NodeKind, Tree};
+
+/// How much pack data to read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ReadData {
+    /// Structure only.
+    None,
+    /// Every pack.
+    All,
+    /// A random share of the packs, in percent.
+    Subset(f64),
+}
+
+/// What check found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CheckReport {
+    /// Snapshots checked.
+    pub snapshots: usize,
+    /// Packs in the repository.
+    pub packs: usize,
+    /// Packs whose data was read.
+    pub packs_read: usize,
+    /// Distinct trees walked.
+    pub trees: usize,
+    /// Problems that mean lost or unreadable data.
+    pub errors: Vec<String>,
+    /// Harmless findings (packs left by interrupted backups, ...).
+    pub warnings: Vec<String>,
+    /// Damaged objects.
+    pub damaged: Vec<String>,
+    /// Files (and trees) that a damaged or missing blob affects: `snapshot-id:path`.
+    pub affected: Vec<String>,
+}
+
+impl CheckReport {
+    /// Whether the repository is sound.
+    pub fn ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+/// Read a pack's header from storage with two ranged reads.
+pub fn read_pack_header(repo: &Repository, name: &str, size: u64) -> Result<Vec<PackEntry>> {
+    if size < 4 {
+        return Err(Error::corrupt(format!("pack {name}"), "shorter than its trailer"));
+    }
+    let t = repo.storage().get_range(ObjectKind::Pack, name, size - 4, 4)?;
+    let (start, len) = pack::header_range(name, size, t[..4].try_into().expect("4 bytes"))?;
+    let sealed = repo.storage().get_range(ObjectKind::Pack, name, start, len)?;
+    pack::decrypt_header(repo.key(), name, &sealed, start)
+}
+
+/// Index packs that exist but that no index file names (left by an interrupted writer), unless
+/// garbage collection condemned them. Returns how many packs were adopted.
+pub fn adopt_orphans(repo: &Repository, index: &mut Index, condemned: &HashSet<Id>) -> Result<usize> {
+    let mut found = Vec::new();
+    for o in repo.storage().list(ObjectKind::Pack)? {
+        let Some(id) = Id::from_hex(&o.name) else { continue };
+        if index.has_pack(&id) || condemned.contains(&id) {
+            continue;
+        }
+        match read_pack_header(repo, &o.name, o.size) {
+            Ok(entries) => found.push((id, entries)),
+            Err(e) => tracing::warn!("pack {} not adopted: {e}", o.name),
+        }
+    }
+    if found.is_empty() {
+        return Ok(0);
+    }
+    for (id, entries) in &found {
+        index.add_pack(*id, entries);
+    }
+    let n = found.len();
+    crate::writer::write_index(repo, found)?;
+    tracing::info!("adopted {n} pack(s) left unindexed by an interrupted writer");
+    Ok(n)
+}
+
+/// Check the repository.
+pub fn check(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -> Result<CheckReport> {
+    let mut r = CheckReport::default();
+    progress.phase("check structure");
+    let packs: HashMap<Id, u64> = repo
+        .storage()
+        .list(ObjectKind::Pack)?
+        .into_iter()
+        .filter_map(|o| Id::from_hex(&o.name).map(|id| (id, o.size)))
+        .collect();
+    r.packs = packs.len();
+    let mut index = Index::default();
+    let mut pack_entries: HashMap<Id, Vec<PackEntry>> = HashMap::new();
+    for o in repo.storage().list(ObjectKind::Index)? {
+        match repo.read_index_file(&o.name) {
+            Ok(IndexFile { packs: ps, .. }) => {
+                for (p, entries) in ps {
+                    index.add_pack(p, &entries);
+                    pack_entries.entry(p).or_insert(entries);
+                }
+            }
+            Err(e) => {
+                r.damaged.push(format!("index {}", o.name));
+                r.errors.push(e.to_string());
+            }
+        }
+    }
+    for (p, entries) in &pack_entries {
+        match packs.get(p) {
+            None => r.errors.push(format!("pack {p} is named by the index but missing")),
+            Some(&size) => {
+                let end = entries.iter().map(|e| e.offset as u64 + e.length as u64).max().unwrap_or(0);
+                if end + 4 > size {
+                    r.errors.push(format!("pack {p} is {size} bytes, shorter than its indexed blobs ({end})"));
+                }
+            }
+        }
+    }
+    let condemned = crate::session::condemned_packs(repo)?;
+    for p in packs.keys() {
+        if !pack_entries.contains_key(p) && !condemned.contains(p) {
+            r.warnings.push(format!(
+                "pack {p} is not indexed (left by an interrupted backup: the next backup adopts it, prune removes it if unused)"
+            ));
+        }
+    }
+
+    let (snaps, bad) = snapshot::load_all(repo)?;
+    for e in bad {
+        r.errors.push(e.to_string());
+    }
+    r.snapshots = snaps.len();
+    // Walk every tree once; remember which blobs are missing or unreadable.
+    let mut seen: HashSet<Id> = HashSet::new();
+    let mut lost: HashSet<Id> = HashSet::new();
+    for s in &snaps {
+        let mut stack = vec![s.snapshot.tree];
+        while let Some(t) = stack.pop() {
+            if !seen.insert(t) {
+                continue;
+            }
+            let tree = match repo.read_blob(&index, BlobType::Tree, &t).and_then(|d| Tree::decode(&t, &d)) {
+                Ok(tree) => tree,
+                Err(e) => {
+                    lost.insert(t);
+                    r.errors.push(e.to_string());
+                    continue;
+                }
+            };
+            for n in &tree.nodes {
+                if let Some(sub) = n.subtree {
+                    stack.push(sub);
+                }
+                for c in &n.content {
+                    if !index.contains(c) && lost.insert(*c) {
+                        r.errors.push(format!("data blob {c} is missing from the index"));
+                    }
+                }
+            }
+        }
+    }
+    r.trees = seen.len();
+
+    let selected: Vec<(&Id, &Vec<PackEntry>)> = match read_data {
+        ReadData::None => Vec::new(),
+        ReadData::All => pack_entries.iter().collect(),
+        ReadData::Subset(pct) => {
+            let mut v: Vec<_> = pack_entries.iter().collect();
+            v.sort_by_key(|(id, _)| **id);
+            let n = ((v.len() as f64 * pct / 100.0).ceil() as usize).min(v.len());
+            use rand::seq::SliceRandom;
+            v.shuffle(&mut rand::thread_rng());
+            v.truncate(n);
+            v
+        }
+    };
+    if !selected.is_empty() {
+        progress.phase("check data");
+        progress.add_total(selected.len() as u64, selected.iter().map(|(p, _)| packs.get(*p).copied().unwrap_or(0)).sum());
+    }
+    for (p, entries) in selected {
+        r.packs_read += 1;
+        let name = p.to_hex();
+        let data = match repo.storage().get(ObjectKind::Pack, &name) {
+            Ok(d) => d,
+            Err(e) if e.is_not_found() => continue, // reported above
+            Err(e) => return Err(e.into()),
+        };
+        progress.inc(1, data.len() as u64);
+        if Id::of_bytes(&data) != *p {
+            r.damaged.push(format!("pack {name}"));
+            r.errors.push(format!("pack {name}: content does not match its name (damaged on storage)"));
+        }
+        if let Err(e) = pack::read_header(repo.key(), &name, &data) {
+            r.errors.push(e.to_string());
+        }
+        for e in entries {
+            let range = e.offset as usize..(e.offset as usize + e.length as usize);
+            let ok = data
+                .get(range)
+                .ok_or_else(|| Error::corrupt(format!("pack {name}"), "truncated"))
+                .and_then(|s| blob::open(repo.key(), e.blob_type, &e.id, s, e.raw_len));
+            if let Err(err) = ok {
+                if lost.insert(e.id) {
+                    r.errors.push(format!("{err} (in pack {name})"));
+                }
+            }
+        }
+    }
+    if !lost.is_empty() {
+        r.affected = affected_paths(repo, &index, &snaps, &lost);
+    }
+    progress.finish();
+    Ok(r)
+}
+
+/// Which files and directories of which snapshots reference any of `lost`.
+pub fn affected_paths(repo: &Repository, index: &Index, snaps: &[snapshot::SnapshotEntry], lost: &HashSet<Id>) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in snaps {
+        let mut stack = vec![(s.snapshot.tree, String::new())];
+        while let Some((t, path)) = stack.pop() {
+            if lost.contains(&t) {
+                out.push(format!("{}:{}/ (directory listing)", s.id.short(), path));
+                continue;
+            }
+            let Ok(tree) = repo.read_blob(index, BlobType::Tree, &t).and_then(|d| Tree::decode(&t, &d)) else {
+                continue;
+            };
+            for n in &tree.nodes {
+                let p = format!("{path}/{}", n.name.display());
+                if n.kind == NodeKind::Dir {
+                    if let Some(sub) = n.subtree {
+                        stack.push((sub, p));
+                    }
+                } else if n.content.iter().any(|c| lost.contains(c)) {
+                    out.push(format!("{}:{p}", s.id.short()));
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}

@@ -1,0 +1,116 @@
+//! The engine's error type: every variant names the cause and, where there is one, the fix.
+
+use holdfast_storage::StorageError;
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The backend failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// There is no repository at the location.
+    #[error("no holdfast repository at {location}: create one with `holdfast init --repo {location}`, or check the path")]
+    NoRepository {
+        /// Where we looked.
+        location: String,
+    },
+    /// The location holds something that is not a holdfast repository.
+    #[error("{location} is not a holdfast repository ({detail}): check the path")]
+    Foreign {
+        /// Where.
+        location: String,
+        /// What was found.
+        detail: String,
+    },
+    /// The repository was written by a newer holdfast.
+    #[error("repository {location} has format version {found}, this holdfast reads up to version {supported}: upgrade holdfast")]
+    NewerFormat {
+        /// Where.
+        location: String,
+        /// Version found.
+        found: u32,
+        /// Highest supported version.
+        supported: u32,
+    },
+    /// No key slot opens with the password.
+    #[error("wrong password: none of the {slots} key slot(s) of {location} opens with it; check HOLDFAST_PASSWORD, HOLDFAST_PASSWORD_FILE or HOLDFAST_PASSWORD_COMMAND")]
+    WrongPassword {
+        /// Where.
+        location: String,
+        /// How many slots were tried.
+        slots: usize,
+    },
+    /// Data read back failed authentication or does not parse.
+    #[error("{what} is damaged: {detail}")]
+    Corrupt {
+        /// Which object or blob.
+        what: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// A blob the repository should hold is not in the index.
+    #[error("blob {id} is missing from the repository index (referenced by {by}): run `holdfast check` to see what is affected")]
+    MissingBlob {
+        /// The blob id.
+        id: String,
+        /// Who referenced it.
+        by: String,
+    },
+    /// No snapshot matched.
+    #[error("no snapshot matches {0:?}: list them with `holdfast snapshots`")]
+    SnapshotNotFound(String),
+    /// Several snapshots matched a prefix.
+    #[error("snapshot prefix {0:?} is ambiguous: give more characters of the id")]
+    AmbiguousSnapshot(String),
+    /// A path given on the command line is not in the snapshot.
+    #[error("{path} is not in snapshot {snapshot}")]
+    PathNotInSnapshot {
+        /// The path.
+        path: String,
+        /// The snapshot id.
+        snapshot: String,
+    },
+    /// A local file operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An argument is not acceptable.
+    #[error("{0}")]
+    Invalid(String),
+    /// The operation cannot proceed because of the repository's state.
+    #[error("{0}")]
+    Refused(String),
+    /// The operation was interrupted.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl Error {
+    /// Wrap an I/O error with what was being done and where.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Shorthand for a damaged object.
+    pub fn corrupt(what: impl Into<String>, detail: impl Into<String>) -> Self {
+        Error::Corrupt {
+            what: what.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Result type of the engine.
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,123 @@
+//! Key slots: the master secret wrapped by a key derived from a passphrase with Argon2id.
+//!
+//! A key slot is a plaintext JSON object (`keys/<random id>`) holding the Argon2id parameters,
+//! the salt, and the master secret encrypted with XChaCha20-Poly1305 under the derived key, with
+//! the repository id as associated data (so a slot cannot be moved to another repository).
+
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::{self, AuthError, MasterKey};
+
+/// Argon2id cost parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KdfParams {
+    /// Memory in KiB.
+    pub m_cost: u32,
+    /// Iterations.
+    pub t_cost: u32,
+    /// Lanes.
+    pub p_cost: u32,
+}
+
+impl Default for KdfParams {
+    /// 64 MiB, 3 passes, 1 lane: about a quarter second on a current core.
+    fn default() -> Self {
+        KdfParams {
+            m_cost: 64 * 1024,
+            t_cost: 3,
+            p_cost: 1,
+        }
+    }
+}
+
+impl KdfParams {
+    /// The cheapest parameters Argon2 accepts: for tests only (`HOLDFAST_INSECURE_TEST_KDF=1`).
+    pub fn insecure_for_tests() -> Self {
+        KdfParams {
+            m_cost: 8,
+            t_cost: 1,
+            p_cost: 1,
+        }
+    }
+}
+
+/// A key slot as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeySlot {
+    /// Always "argon2id".
+    pub kdf: String,
+    /// Cost parameters.
+    pub params: KdfParams,
+    /// Salt, hex.
+    pub salt: String,
+    /// `nonce || E(master secret) || tag`, hex.
+    pub wrapped: String,
+    /// When the slot was made (RFC 3339).
+    pub created: String,
+    /// Host that made it.
+    pub host: String,
+    /// User that made it.
+    pub user: String,
+}
+
+fn derive(password: &[u8], salt: &[u8], p: KdfParams) -> Result<[u8; 32], String> {
+    let params = argon2::Params::new(p.m_cost, p.t_cost, p.p_cost, Some(32))
+        .map_err(|e| format!("invalid Argon2 parameters: {e}"))?;
+    let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let mut out = [0u8; 32];
+    a.hash_password_into(password, salt, &mut out)
+        .map_err(|e| format!("Argon2 failed: {e}"))?;
+    Ok(out)
+}
+
+impl KeySlot {
+    /// Wrap `master` under `password`.
+    pub fn wrap(master: &MasterKey, password: &[u8], params: KdfParams, repo_id: &str) -> Self {
+        let salt: [u8; 16] = rand::random();
+        let k = derive(password, &salt, params).expect("valid default parameters");
+        let wrapped = crypto::seal(&crypto::cipher_from(&k), repo_id.as_bytes(), master.secret());
+        KeySlot {
+            kdf: "argon2id".into(),
+            params,
+            salt: hex::encode(salt),
+            wrapped: hex::encode(wrapped),
+            created: chrono::Utc::now().to_rfc3339(),
+            host: crate::util::hostname(),
+            user: crate::util::username(),
+        }
+    }
+
+    /// Unwrap with `password`. `Err(None)` is a wrong password; `Err(Some(msg))` a malformed slot.
+    pub fn unwrap_key(&self, password: &[u8], repo_id: &str) -> Result<MasterKey, Option<String>> {
+        if self.kdf != "argon2id" {
+            return Err(Some(format!("unknown key derivation {:?}", self.kdf)));
+        }
+        let salt = hex::decode(&self.salt).map_err(|e| Some(format!("salt: {e}")))?;
+        let wrapped = hex::decode(&self.wrapped).map_err(|e| Some(format!("wrapped key: {e}")))?;
+        let k = derive(password, &salt, self.params).map_err(Some)?;
+        let secret = crypto::open(&crypto::cipher_from(&k), repo_id.as_bytes(), &wrapped)
+            .map_err(|AuthError| None)?;
+        let secret: [u8; 64] = secret
+            .try_into()
+            .map_err(|_| Some("wrapped key has the wrong length".to_string()))?;
+        Ok(MasterKey::from_secret(secret))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrap_unwrap() {
+        let m = MasterKey::generate();
+        let s = KeySlot::wrap(&m, b"pw", KdfParams::insecure_for_tests(), "repo1");
+        let back = s.unwrap_key(b"pw", "repo1").unwrap();
+        assert_eq!(back.secret(), m.secret());
+        assert!(matches!(s.unwrap_key(b"nope", "repo1"), Err(None)));
+        assert!(matches!(s.unwrap_key(b"pw", "repo2"), Err(None)));
+        let mut bad = s.clone();
+        bad.salt = "zz".into();
+        assert!(matches!(bad.unwrap_key(b"pw", "repo1"), Err(Some(_))));
+    }
+}

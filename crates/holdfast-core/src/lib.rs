@@ -1,0 +1,33 @@
+//! The holdfast engine: a deduplicating, compressing, always-encrypted backup repository.
+//!
+//! This crate has no terminal I/O. Front ends report progress through [`progress::Progress`],
+//! and every failure is an [`Error`] that names its cause and fix. The repository format is
+//! specified in `docs/DESIGN.md`.
+
+#![warn(missing_docs)]
+
+pub mod backup;
+pub mod blob;
+pub mod browse;
+pub mod check;
+pub mod crypto;
+pub mod error;
+pub mod fsmeta;
+pub mod id;
+pub mod index;
+pub mod keys;
+pub mod pack;
+pub mod progress;
+pub mod prune;
+pub mod repo;
+pub mod restore;
+pub mod retention;
+pub mod session;
+pub mod snapshot;
+pub mod tree;
+pub mod util;
+pub mod writer;
+
+pub use error::{Error, Result};
+pub use id::Id;
+pub use repo::Repository;

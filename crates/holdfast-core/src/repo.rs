@@ -1,0 +1,384 @@
+//! Opening, creating and reading a repository.
+
+use std::sync::Arc;
+
+use holdfast_storage::{ObjectKind, PutMode, Storage, StorageError};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::blob::{self, BlobType};
+use crate::crypto::MasterKey;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::index::{Index, IndexFile};
+use crate::keys::{KdfParams, KeySlot};
+
+/// The repository format version this build writes and the highest it reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Content-defined chunking parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkerParams {
+    /// Smallest chunk.
+    pub min: u32,
+    /// Target average.
+    pub avg: u32,
+    /// Largest chunk.
+    pub max: u32,
+}
+
+impl Default for ChunkerParams {
+    /// 512 KiB / 1 MiB / 8 MiB; see docs/DESIGN.md for the measurement behind it.
+    fn default() -> Self {
+        ChunkerParams {
+            min: 512 * 1024,
+            avg: 1024 * 1024,
+            max: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// The plaintext `config` object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoConfig {
+    /// Always "holdfast".
+    pub format: String,
+    /// Format version.
+    pub version: u32,
+    /// Random repository id (hex).
+    pub id: String,
+    /// Creation time (RFC 3339).
+    pub created: String,
+    /// Chunker parameters.
+    pub chunker: ChunkerParams,
+    /// zstd level for new blobs (0 = off).
+    pub compression: i32,
+    /// Target pack size in bytes.
+    pub pack_size: u32,
+    /// Always "xchacha20-poly1305".
+    pub cipher: String,
+}
+
+/// Options for [`Repository::init`].
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// zstd level.
+    pub compression: i32,
+    /// Chunker parameters.
+    pub chunker: ChunkerParams,
+    /// Target pack size.
+    pub pack_size: u32,
+    /// Argon2id cost.
+    pub kdf: KdfParams,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            compression: 3,
+            chunker: ChunkerParams::default(),
+            pack_size: 16 << 20,
+            kdf: KdfParams::default(),
+        }
+    }
+}
+
+/// An open repository.
+#[derive(Debug, Clone)]
+pub struct Repository {
+    storage: Arc<dyn Storage>,
+    key: MasterKey,
+    config: RepoConfig,
+    key_id: String,
+}
+
+/// A key slot as listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyInfo {
+    /// Slot id.
+    pub id: String,
+    /// Whether this is the slot the repository was opened with.
+    pub current: bool,
+    /// Host that created it.
+    pub host: String,
+    /// User that created it.
+    pub user: String,
+    /// Creation time.
+    pub created: String,
+}
+
+fn read_config(storage: &dyn Storage) -> Result<RepoConfig> {
+    let location = storage.location();
+    let raw = match storage.get(ObjectKind::Config, "config") {
+        Ok(r) => r,
+        Err(StorageError::NotFound { .. }) => {
+            // Distinguish "nothing here" from "something else here".
+            let has_keys = storage.list(ObjectKind::Key).map(|l| !l.is_empty()).unwrap_or(false);
+            return Err(if has_keys {
+                Error::Foreign {
+                    location,
+                    detail: "key slots but no config object".into(),
+                }
+            } else {
+                Error::NoRepository { location }
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let v: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| Error::Foreign {
+        location: location.clone(),
+        detail: format!("its config is not JSON: {e}"),
+    })?;
+    if v.get("format").and_then(|f| f.as_str()) != Some("holdfast") {
+        return Err(Error::Foreign {
+            location,
+            detail: "its config does not say format \"holdfast\"".into(),
+        });
+    }
+    let version = v.get("version").and_then(|f| f.as_u64()).unwrap_or(0) as u32;
+    if version > FORMAT_VERSION {
+        return Err(Error::NewerFormat {
+            location,
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    let c: RepoConfig = serde_json::from_value(v).map_err(|e| Error::corrupt("repository config", e.to_string()))?;
+    if c.chunker.min == 0 || c.chunker.min > c.chunker.avg || c.chunker.avg > c.chunker.max || c.chunker.max > 64 << 20 {
+        return Err(Error::corrupt("repository config", "chunker parameters out of range"));
+    }
+    Ok(c)
+}
+
+impl Repository {
+    /// Create a repository and its first key slot.
+    pub fn init(storage: Arc<dyn Storage>, password: &[u8], opts: &InitOptions) -> Result<Repository> {
+        if !(-7..=22).contains(&opts.compression) {
+            return Err(Error::Invalid(format!(
+                "compression level {} is outside zstd's range (0 = off, 1..=22)",
+                opts.compression
+            )));
+        }
+        match read_config(&*storage) {
+            Ok(_) => {
+                return Err(Error::Refused(format!(
+                    "{} already holds a holdfast repository",
+                    storage.location()
+                )))
+            }
+            Err(Error::NoRepository { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        storage.create()?;
+        let key = MasterKey::generate();
+        let config = RepoConfig {
+            format: "holdfast".into(),
+            version: FORMAT_VERSION,
+            id: Id::random().to_hex(),
+            created: chrono::Utc::now().to_rfc3339(),
+            chunker: opts.chunker,
+            compression: opts.compression,
+            pack_size: opts.pack_size,
+            cipher: "xchacha20-poly1305".into(),
+        };
+        let slot = KeySlot::wrap(&key, password, opts.kdf, &config.id);
+        let key_id = Id::random().to_hex();
+        storage.put(ObjectKind::Key, &key_id, &serde_json::to_vec_pretty(&slot).expect("serializable"), PutMode::CreateNew)?;
+        storage.flush()?;
+        // The config goes last: a crash before this leaves no repository, not half of one.
+        let cfg = serde_json::to_vec_pretty(&config).expect("serializable");
+        storage.put(ObjectKind::Config, "config", &cfg, PutMode::CreateNew)?;
+        storage.flush()?;
+        Ok(Repository {
+            storage,
+            key,
+            config,
+            key_id,
+        })
+    }
+
+    /// Open with a password, trying each key slot.
+    pub fn open(storage: Arc<dyn Storage>, password: &[u8]) -> Result<Repository> {
+        let config = read_config(&*storage)?;
+        let slots = storage.list(ObjectKind::Key)?;
+        for s in &slots {
+            let raw = storage.get(ObjectKind::Key, &s.name)?;
+            let slot: KeySlot = match serde_json::from_slice(&raw) {
+                Ok(k) => k,
+                Err(e) => {
+                    tracing::warn!("key slot {} is malformed and was skipped: {e}", s.name);
+                    continue;
+                }
+            };
+            match slot.unwrap_key(password, &config.id) {
+                Ok(key) => {
+                    return Ok(Repository {
+                        storage,
+                        key,
+                        config,
+                        key_id: s.name.clone(),
+                    })
+                }
+                Err(None) => continue,
+                Err(Some(m)) => tracing::warn!("key slot {} is malformed and was skipped: {m}", s.name),
+            }
+        }
+        Err(Error::WrongPassword {
+            location: storage.location(),
+            slots: slots.len(),
+        })
+    }
+
+    /// The backend.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    /// The keys.
+    pub fn key(&self) -> &MasterKey {
+        &self.key
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    /// The key slot this repository was opened with.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// Add a key slot for another password; returns its id.
+    pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<String> {
+        let slot = KeySlot::wrap(&self.key, password, kdf, &self.config.id);
+        let id = Id::random().to_hex();
+        self.storage.put(ObjectKind::Key, &id, &serde_json::to_vec_pretty(&slot).expect("serializable"), PutMode::CreateNew)?;
+        self.storage.flush()?;
+        Ok(id)
+    }
+
+    /// List key slots.
+    pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
+        let mut out = Vec::new();
+        for s in self.storage.list(ObjectKind::Key)? {
+            let raw = self.storage.get(ObjectKind::Key, &s.name)?;
+            let (host, user, created) = match serde_json::from_slice::<KeySlot>(&raw) {
+                Ok(k) => (k.host, k.user, k.created),
+                Err(_) => ("?".into(), "?".into(), "malformed".into()),
+            };
+            out.push(KeyInfo {
+                current: s.name == self.key_id,
+                id: s.name,
+                host,
+                user,
+                created,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Remove a key slot by id or unique prefix. Refuses the slot in use and the last slot.
+    pub fn remove_key(&self, id_prefix: &str) -> Result<String> {
+        let keys = self.list_keys()?;
+        let matches: Vec<_> = keys.iter().filter(|k| k.id.starts_with(id_prefix)).collect();
+        let k = match matches.as_slice() {
+            [k] => *k,
+            [] => return Err(Error::Invalid(format!("no key slot matches {id_prefix:?}: see `holdfast key list`"))),
+            _ => return Err(Error::Invalid(format!("key prefix {id_prefix:?} is ambiguous"))),
+        };
+        if k.current {
+            return Err(Error::Refused("refusing to remove the key slot this command was opened with: open with another password first".into()));
+        }
+        if keys.len() <= 1 {
+            return Err(Error::Refused("refusing to remove the last key slot: the repository could never be opened again".into()));
+        }
+        self.storage.delete(ObjectKind::Key, &k.id)?;
+        self.storage.flush()?;
+        Ok(k.id.clone())
+    }
+
+    /// Replace the current slot's password: add a new slot, then remove the old one.
+    pub fn change_password(&mut self, new_password: &[u8], kdf: KdfParams) -> Result<String> {
+        let new_id = self.add_key(new_password, kdf)?;
+        let old = std::mem::replace(&mut self.key_id, new_id.clone());
+        self.storage.delete(ObjectKind::Key, &old)?;
+        self.storage.flush()?;
+        Ok(new_id)
+    }
+
+    /// Encrypt and store a JSON object under the BLAKE3 of its encrypted bytes.
+    pub fn save_json<T: Serialize>(&self, kind: ObjectKind, aad: &[u8], value: &T) -> Result<Id> {
+        let plain = serde_json::to_vec(value).expect("serializable");
+        let sealed = self.key.encrypt(aad, &plain);
+        let id = Id::of_bytes(&sealed);
+        self.storage.put(kind, &id.to_hex(), &sealed, PutMode::CreateNew)?;
+        Ok(id)
+    }
+
+    /// Load and decrypt a JSON object.
+    pub fn load_json<T: DeserializeOwned>(&self, kind: ObjectKind, name: &str, aad: &[u8]) -> Result<T> {
+        let raw = self.storage.get(kind, name)?;
+        let what = || format!("{kind} {name}");
+        if Id::from_hex(name).is_some_and(|id| id != Id::of_bytes(&raw)) && kind != ObjectKind::Session {
+            return Err(Error::corrupt(what(), "content does not match its name"));
+        }
+        let plain = self.key.decrypt(aad, &raw).map_err(|e| Error::corrupt(what(), e.to_string()))?;
+        serde_json::from_slice(&plain).map_err(|e| Error::corrupt(what(), e.to_string()))
+    }
+
+    /// Read every index file into one index. Returns the index and the ids of the files read.
+    pub fn load_index(&self) -> Result<(Index, Vec<Id>)> {
+        let mut idx = Index::default();
+        let mut files = Vec::new();
+        for o in self.storage.list(ObjectKind::Index)? {
+            let f = self.read_index_file(&o.name)?;
+            for (pack, entries) in &f.packs {
+                idx.add_pack(*pack, entries);
+            }
+            if let Some(id) = Id::from_hex(&o.name) {
+                files.push(id);
+            }
+        }
+        Ok((idx, files))
+    }
+
+    /// Read one index file.
+    pub fn read_index_file(&self, name: &str) -> Result<IndexFile> {
+        let raw = self.storage.get(ObjectKind::Index, name)?;
+        if Id::from_hex(name) != Some(Id::of_bytes(&raw)) {
+            return Err(Error::corrupt(format!("index {name}"), "content does not match its name"));
+        }
+        IndexFile::open(&self.key, name, &raw)
+    }
+
+    /// Write an index file; returns its id.
+    pub fn write_index_file(&self, f: &IndexFile) -> Result<Id> {
+        let sealed = f.seal(&self.key);
+        let id = Id::of_bytes(&sealed);
+        self.storage.put(ObjectKind::Index, &id.to_hex(), &sealed, PutMode::Overwrite)?;
+        Ok(id)
+    }
+
+    /// Read, authenticate and decode one blob.
+    pub fn read_blob(&self, index: &Index, t: BlobType, id: &Id) -> Result<Vec<u8>> {
+        let (pack, loc) = index.get(id).ok_or_else(|| Error::MissingBlob {
+            id: id.to_hex(),
+            by: "a tree or snapshot".into(),
+        })?;
+        let stored = self
+            .storage
+            .get_range(ObjectKind::Pack, &pack.to_hex(), loc.offset as u64, loc.length as u64)
+            .map_err(|e| match e {
+                StorageError::NotFound { .. } => Error::corrupt(
+                    format!("pack {}", pack.to_hex()),
+                    format!("missing, but the index says it holds blob {id}"),
+                ),
+                e => e.into(),
+            })?;
+        blob::open(&self.key, t, id, &stored, loc.raw_len)
+            .map_err(|e| match e {
+                Error::Corrupt { what, detail } => Error::corrupt(format!("{what} in pack {}", pack.short()), detail),
+                e => e,
+            })
+    }
+}

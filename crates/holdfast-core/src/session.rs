@@ -1,0 +1,192 @@
+//! Writer sessions and garbage-collection plans: the two records that let backups and prune run
+//! at the same time without a lock (see docs/DESIGN.md, "Garbage collection").
+//!
+//! A backup registers a session (`sessions/<random>`) *before* it reads the index and the plans,
+//! and refreshes its heartbeat every [`HEARTBEAT`]. Prune writes a plan (`gc/<id>`) naming the
+//! packs it condemns, and deletes them only when no live session started before the plan.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use holdfast_storage::{ObjectKind, PutMode};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::repo::Repository;
+
+/// How often a session refreshes its heartbeat.
+pub const HEARTBEAT: Duration = Duration::from_secs(60);
+/// A session whose heartbeat is older than this is considered dead.
+pub const STALE_AFTER: Duration = Duration::from_secs(15 * 60);
+
+const SESSION_AAD: &[u8] = b"holdfast session";
+const PLAN_AAD: &[u8] = b"holdfast gc plan";
+
+/// A live writer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// What it is doing.
+    pub operation: String,
+    /// Host.
+    pub hostname: String,
+    /// Process id.
+    pub pid: u32,
+    /// When it started.
+    pub started: DateTime<Utc>,
+    /// Last heartbeat.
+    pub heartbeat: DateTime<Utc>,
+}
+
+/// A registered session; removed when dropped.
+pub struct Session {
+    repo: Repository,
+    name: String,
+    record: SessionRecord,
+    stop: Arc<AtomicBool>,
+    beat: Option<JoinHandle<()>>,
+}
+
+impl Session {
+    /// Register a session and start its heartbeat.
+    pub fn start(repo: &Repository, operation: &str) -> Result<Session> {
+        let now = Utc::now();
+        let record = SessionRecord {
+            operation: operation.into(),
+            hostname: crate::util::hostname(),
+            pid: std::process::id(),
+            started: now,
+            heartbeat: now,
+        };
+        let name = Id::random().to_hex();
+        write_session(repo, &name, &record)?;
+        repo.storage().flush()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r, n, mut rec, s) = (repo.clone(), name.clone(), record.clone(), stop.clone());
+        let beat = std::thread::Builder::new()
+            .name("holdfast-heartbeat".into())
+            .spawn(move || {
+                let step = Duration::from_millis(200);
+                let mut waited = Duration::ZERO;
+                while !s.load(Ordering::Relaxed) {
+                    std::thread::sleep(step);
+                    waited += step;
+                    if waited >= HEARTBEAT {
+                        waited = Duration::ZERO;
+                        rec.heartbeat = Utc::now();
+                        if let Err(e) = write_session(&r, &n, &rec) {
+                            tracing::warn!("could not refresh session heartbeat: {e}");
+                        }
+                    }
+                }
+            })
+            .expect("spawning a thread");
+        Ok(Session {
+            repo: repo.clone(),
+            name,
+            record,
+            stop,
+            beat: Some(beat),
+        })
+    }
+
+    /// When this session started.
+    pub fn started(&self) -> DateTime<Utc> {
+        self.record.started
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.beat.take() {
+            let _ = h.join();
+        }
+        let _ = self.repo.storage().delete(ObjectKind::Session, &self.name);
+        let _ = self.repo.storage().flush();
+    }
+}
+
+fn write_session(repo: &Repository, name: &str, rec: &SessionRecord) -> Result<()> {
+    let sealed = repo.key().encrypt(SESSION_AAD, &serde_json::to_vec(rec).expect("serializable"));
+    repo.storage().put(ObjectKind::Session, name, &sealed, PutMode::Overwrite)?;
+    Ok(())
+}
+
+/// Every session whose heartbeat is fresh at `now`.
+pub fn live_sessions(repo: &Repository, now: DateTime<Utc>) -> Result<Vec<SessionRecord>> {
+    let mut out = Vec::new();
+    for o in repo.storage().list(ObjectKind::Session)? {
+        let raw = match repo.storage().get(ObjectKind::Session, &o.name) {
+            Ok(r) => r,
+            Err(e) if e.is_not_found() => continue, // ended meanwhile
+            Err(e) => return Err(e.into()),
+        };
+        let rec: SessionRecord = match repo
+            .key()
+            .decrypt(SESSION_AAD, &raw)
+            .ok()
+            .and_then(|p| serde_json::from_slice(&p).ok())
+        {
+            Some(r) => r,
+            None => {
+                tracing::warn!("session record {} is unreadable; treating it as live", o.name);
+                SessionRecord {
+                    operation: "unknown".into(),
+                    hostname: "?".into(),
+                    pid: 0,
+                    started: DateTime::<Utc>::MIN_UTC,
+                    heartbeat: now,
+                }
+            }
+        };
+        let age = now.signed_duration_since(rec.heartbeat);
+        if age.to_std().map(|a| a < STALE_AFTER).unwrap_or(true) {
+            out.push(rec);
+        }
+    }
+    Ok(out)
+}
+
+/// A prune's plan: packs to delete once no older session is alive.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GcPlan {
+    /// When the plan was written.
+    pub created: DateTime<Utc>,
+    /// Packs to delete.
+    pub condemned: Vec<Id>,
+}
+
+/// Store a plan; returns its id.
+pub fn save_plan(repo: &Repository, plan: &GcPlan) -> Result<Id> {
+    let id = repo.save_json(ObjectKind::Gc, PLAN_AAD, plan)?;
+    repo.storage().flush()?;
+    Ok(id)
+}
+
+/// Every plan, with its id.
+pub fn load_plans(repo: &Repository) -> Result<Vec<(Id, GcPlan)>> {
+    let mut out = Vec::new();
+    for o in repo.storage().list(ObjectKind::Gc)? {
+        let Some(id) = Id::from_hex(&o.name) else { continue };
+        match repo.load_json::<GcPlan>(ObjectKind::Gc, &o.name, PLAN_AAD) {
+            Ok(p) => out.push((id, p)),
+            Err(e) if matches!(e, Error::Storage(ref s) if s.is_not_found()) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    out.sort_by_key(|(_, p)| p.created);
+    Ok(out)
+}
+
+/// Every pack that some plan condemns: writers must not deduplicate against them.
+pub fn condemned_packs(repo: &Repository) -> Result<HashSet<Id>> {
+    Ok(load_plans(repo)?
+        .into_iter()
+        .flat_map(|(_, p)| p.condemned)
+        .collect())
+}

@@ -1,0 +1,115 @@
+//! Snapshots: one encrypted JSON object per recovery point (`snapshots/<id>`).
+
+use holdfast_storage::ObjectKind;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::repo::Repository;
+
+/// Associated data of snapshot objects.
+pub const AAD: &[u8] = b"holdfast snapshot";
+
+/// What a backup did, stored with its snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Files that were new.
+    pub files_new: u64,
+    /// Files that changed since the parent snapshot.
+    pub files_changed: u64,
+    /// Files taken from the parent snapshot without reading them.
+    pub files_unmodified: u64,
+    /// Directories.
+    pub dirs: u64,
+    /// Other entries (symlinks, devices, fifos).
+    pub others: u64,
+    /// Bytes of file content in the snapshot.
+    pub total_bytes: u64,
+    /// Bytes of file content read.
+    pub bytes_read: u64,
+    /// Blobs added to the repository.
+    pub blobs_added: u64,
+    /// Stored (compressed, encrypted) bytes added to the repository.
+    pub bytes_added: u64,
+    /// Duration in seconds.
+    pub seconds: f64,
+}
+
+/// A recovery point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// When the backup started (RFC 3339, UTC).
+    pub time: chrono::DateTime<chrono::Utc>,
+    /// Root tree: one entry per backed-up path, named by its last component.
+    pub tree: Id,
+    /// Absolute paths that were backed up.
+    pub paths: Vec<String>,
+    /// Host.
+    pub hostname: String,
+    /// User.
+    pub username: String,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Snapshot this one was compared with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Id>,
+    /// False when something could not be read: the snapshot is not a complete recovery point.
+    pub complete: bool,
+    /// What could not be read, one line per path.
+    #[serde(default)]
+    pub errors: Vec<String>,
+    /// Things that did not stop the backup (a file that changed while it was read).
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// What the backup did.
+    pub summary: Summary,
+    /// holdfast version that wrote it.
+    pub program: String,
+}
+
+/// A snapshot with its id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotEntry {
+    /// Snapshot id.
+    pub id: Id,
+    /// Content.
+    pub snapshot: Snapshot,
+}
+
+/// Load every snapshot, oldest first. Damaged snapshots are returned as errors in the second list.
+pub fn load_all(repo: &Repository) -> Result<(Vec<SnapshotEntry>, Vec<Error>)> {
+    let mut out = Vec::new();
+    let mut bad = Vec::new();
+    for o in repo.storage().list(ObjectKind::Snapshot)? {
+        let Some(id) = Id::from_hex(&o.name) else { continue };
+        match repo.load_json::<Snapshot>(ObjectKind::Snapshot, &o.name, AAD) {
+            Ok(snapshot) => out.push(SnapshotEntry { id, snapshot }),
+            Err(e @ Error::Corrupt { .. }) => bad.push(e),
+            Err(e) => return Err(e),
+        }
+    }
+    out.sort_by(|a, b| a.snapshot.time.cmp(&b.snapshot.time).then(a.id.cmp(&b.id)));
+    Ok((out, bad))
+}
+
+/// Find a snapshot by `latest` or an id prefix.
+pub fn find<'a>(all: &'a [SnapshotEntry], spec: &str) -> Result<&'a SnapshotEntry> {
+    if spec == "latest" {
+        return all.last().ok_or_else(|| Error::SnapshotNotFound(spec.into()));
+    }
+    let spec_l = spec.to_ascii_lowercase();
+    let m: Vec<_> = all.iter().filter(|s| s.id.to_hex().starts_with(&spec_l)).collect();
+    match m.as_slice() {
+        [one] => Ok(one),
+        [] => Err(Error::SnapshotNotFound(spec.into())),
+        _ => Err(Error::AmbiguousSnapshot(spec.into())),
+    }
+}
+
+/// Store a snapshot; returns its id.
+pub fn save(repo: &Repository, s: &Snapshot) -> Result<Id> {
+    let id = repo.save_json(ObjectKind::Snapshot, AAD, s)?;
+    repo.storage().flush()?;
+    Ok(id)
+}

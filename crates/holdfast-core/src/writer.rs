@@ -1,0 +1,166 @@
+//! Writing blobs: packing them, uploading packs in the background, and indexing them.
+//!
+//! Order of writes (the crash-safety argument, see docs/DESIGN.md): a pack is stored whole under
+//! its final name; every [`INDEX_EVERY`] packs the backend is flushed (the packs are durable) and
+//! only then an index file naming them is written and flushed. A snapshot is written only after
+//! [`BlobWriter::finish`] returned, so everything it references is indexed and durable.
+
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{bounded, Sender};
+use holdfast_storage::{ObjectKind, PutMode};
+
+use crate::blob::BlobType;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::index::IndexFile;
+use crate::pack::{PackBuilder, PackEntry};
+use crate::repo::Repository;
+
+/// Packs per index file while a backup runs (a crash loses at most this many packs' index
+/// entries, and the next backup adopts those packs from their headers).
+pub const INDEX_EVERY: usize = 8;
+
+/// What a writer stored.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Packs written, with their entries.
+    pub packs: Vec<(Id, Vec<PackEntry>)>,
+    /// Index files written.
+    pub index_files: Vec<Id>,
+    /// Bytes of packs written.
+    pub bytes: u64,
+}
+
+struct Sealed {
+    bytes: Vec<u8>,
+    id: Id,
+    entries: Vec<PackEntry>,
+}
+
+/// Packs blobs and stores packs on a background thread. Shared by reference between workers.
+pub struct BlobWriter {
+    repo: Repository,
+    current: Mutex<PackBuilder>,
+    target: usize,
+    tx: Mutex<Option<Sender<Sealed>>>,
+    uploader: Mutex<Option<JoinHandle<Result<WriterStats>>>>,
+    failed: Arc<Mutex<Option<String>>>,
+}
+
+impl BlobWriter {
+    /// A writer into `repo`. With `dry_run`, packs are built and counted but not stored.
+    pub fn new(repo: &Repository, dry_run: bool) -> Self {
+        let target = repo.config().pack_size.max(1 << 20) as usize;
+        let (tx, rx) = bounded::<Sealed>(1);
+        let r = repo.clone();
+        let failed = Arc::new(Mutex::new(None));
+        let failed2 = failed.clone();
+        let uploader = std::thread::Builder::new()
+            .name("holdfast-upload".into())
+            .spawn(move || {
+                let mut stats = WriterStats::default();
+                let mut pending: Vec<(Id, Vec<PackEntry>)> = Vec::new();
+                let run = |stats: &mut WriterStats, pending: &mut Vec<(Id, Vec<PackEntry>)>| -> Result<()> {
+                    for s in rx.iter() {
+                        stats.bytes += s.bytes.len() as u64;
+                        if !dry_run {
+                            r.storage().put(ObjectKind::Pack, &s.id.to_hex(), &s.bytes, PutMode::Overwrite)?;
+                        }
+                        drop(s.bytes);
+                        pending.push((s.id, s.entries.clone()));
+                        stats.packs.push((s.id, s.entries));
+                        if pending.len() >= INDEX_EVERY && !dry_run {
+                            stats.index_files.push(write_index(&r, std::mem::take(pending))?);
+                        }
+                    }
+                    if !pending.is_empty() && !dry_run {
+                        stats.index_files.push(write_index(&r, std::mem::take(pending))?);
+                    }
+                    Ok(())
+                };
+                let res = run(&mut stats, &mut pending);
+                if let Err(e) = &res {
+                    *failed2.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                    // Drain so senders never block on a dead receiver.
+                    for _ in rx.iter() {}
+                }
+                res.map(|_| stats)
+            })
+            .expect("spawning a thread");
+        BlobWriter {
+            repo: repo.clone(),
+            current: Mutex::new(PackBuilder::with_capacity(target + (1 << 20))),
+            target,
+            tx: Mutex::new(Some(tx)),
+            uploader: Mutex::new(Some(uploader)),
+            failed,
+        }
+    }
+
+    /// Add a stored (sealed) blob.
+    pub fn add(&self, t: BlobType, id: Id, stored: &[u8], raw_len: u32) -> Result<()> {
+        if let Some(msg) = self.failed.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            return Err(Error::Refused(format!("storing packs failed: {msg}")));
+        }
+        let full = {
+            let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+            cur.add(t, id, stored, raw_len);
+            if cur.len() >= self.target {
+                Some(std::mem::replace(&mut *cur, PackBuilder::with_capacity(self.target + (1 << 20))))
+            } else {
+                None
+            }
+        };
+        if let Some(b) = full {
+            self.send(b)?;
+        }
+        Ok(())
+    }
+
+    fn send(&self, b: PackBuilder) -> Result<()> {
+        let (bytes, id, entries) = b.finish(self.repo.key());
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match tx {
+            Some(tx) => tx
+                .send(Sealed { bytes, id, entries })
+                .map_err(|_| Error::Refused("the pack uploader stopped".into())),
+            None => Err(Error::Refused("the blob writer is finished".into())),
+        }
+    }
+
+    /// Store the last partial pack, wait for every upload and index write; returns what was stored.
+    pub fn finish(&self) -> Result<WriterStats> {
+        let last = std::mem::take(&mut *self.current.lock().unwrap_or_else(|p| p.into_inner()));
+        if !last.is_empty() {
+            self.send(last)?;
+        }
+        drop(self.tx.lock().unwrap_or_else(|p| p.into_inner()).take());
+        let h = self.uploader.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match h {
+            Some(h) => h.join().map_err(|_| Error::Refused("the pack uploader panicked".into()))?,
+            None => Ok(WriterStats::default()),
+        }
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        drop(self.tx.lock().unwrap_or_else(|p| p.into_inner()).take());
+        if let Some(h) = self.uploader.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Make packs durable, then write and flush an index file naming them.
+pub fn write_index(repo: &Repository, packs: Vec<(Id, Vec<PackEntry>)>) -> Result<Id> {
+    repo.storage().flush()?;
+    let id = repo.write_index_file(&IndexFile {
+        packs,
+        superseded: Vec::new(),
+    })?;
+    repo.storage().flush()?;
+    Ok(id)
+}

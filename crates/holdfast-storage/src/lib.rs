@@ -1,0 +1,286 @@
+//! The storage trait of holdfast.
+//!
+//! A repository is a set of immutable objects, each addressed by an [`ObjectKind`] and a name
+//! (lowercase hex, content-derived or random, so two writers never pick the same name for
+//! different bytes). A backend stores and returns those objects; it knows nothing of encryption,
+//! chunking or snapshots. The engine relies on four properties, which every backend must keep:
+//!
+//! 1. **Atomic puts.** After `put` returns, a reader sees either the whole object or nothing;
+//!    never a prefix. A crash during `put` leaves no object under the final name.
+//! 2. **Put-if-absent.** [`PutMode::CreateNew`] fails with [`StorageError::AlreadyExists`] if the
+//!    object exists, so two writers cannot both believe they created it.
+//! 3. **Durability barrier.** After [`Storage::flush`] returns, every put and delete that returned
+//!    before the call survives a crash (power loss) of this host.
+//! 4. **Batched existence.** [`Storage::exists_many`] answers for many names at once, so that
+//!    object stores can answer from one listing instead of one request per name.
+
+#![warn(missing_docs)]
+
+use std::fmt;
+use std::io;
+
+/// The kinds of object a repository holds. Each kind has its own namespace (a directory on a
+/// file system, a key prefix on an object store).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ObjectKind {
+    /// The repository's plaintext description (format version, id). Exactly one, named `config`.
+    Config,
+    /// Key slots: the master key wrapped by a passphrase-derived key.
+    Key,
+    /// Pack files: many encrypted blobs and an encrypted header.
+    Pack,
+    /// Index files: which blob is in which pack, at which offset.
+    Index,
+    /// Snapshots: one per recovery point.
+    Snapshot,
+    /// Live writer sessions (heartbeats), read by garbage collection.
+    Session,
+    /// Garbage-collection plans: packs condemned by a prune, deleted by a later one.
+    Gc,
+    /// Records of jobs and restore drills.
+    Record,
+}
+
+impl ObjectKind {
+    /// Every kind, in a stable order.
+    pub const ALL: [ObjectKind; 8] = [
+        ObjectKind::Config,
+        ObjectKind::Key,
+        ObjectKind::Pack,
+        ObjectKind::Index,
+        ObjectKind::Snapshot,
+        ObjectKind::Session,
+        ObjectKind::Gc,
+        ObjectKind::Record,
+    ];
+
+    /// The directory (or key prefix) that holds objects of this kind.
+    pub fn dir(self) -> &'static str {
+        match self {
+            ObjectKind::Config => "",
+            ObjectKind::Key => "keys",
+            ObjectKind::Pack => "data",
+            ObjectKind::Index => "index",
+            ObjectKind::Snapshot => "snapshots",
+            ObjectKind::Session => "sessions",
+            ObjectKind::Gc => "gc",
+            ObjectKind::Record => "records",
+        }
+    }
+
+    /// Whether objects of this kind are fanned out into 256 sub-directories by the first two
+    /// hex digits of their name (only packs: there are many of them).
+    pub fn fanned_out(self) -> bool {
+        matches!(self, ObjectKind::Pack)
+    }
+}
+
+impl fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            ObjectKind::Config => "config",
+            ObjectKind::Key => "key",
+            ObjectKind::Pack => "pack",
+            ObjectKind::Index => "index",
+            ObjectKind::Snapshot => "snapshot",
+            ObjectKind::Session => "session",
+            ObjectKind::Gc => "gc plan",
+            ObjectKind::Record => "record",
+        };
+        f.write_str(s)
+    }
+}
+
+/// How [`Storage::put`] treats an existing object of the same name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutMode {
+    /// Fail with [`StorageError::AlreadyExists`] if the object exists.
+    CreateNew,
+    /// Replace an existing object atomically. Only used for content-addressed objects (where
+    /// the same name means the same bytes) and for session heartbeats.
+    Overwrite,
+}
+
+/// One listed object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// The object's name within its kind.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// What went wrong in a backend, with enough context to name the cause and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The object does not exist.
+    #[error("{kind} {name} does not exist in {location}")]
+    NotFound {
+        /// Kind of the missing object.
+        kind: ObjectKind,
+        /// Name of the missing object.
+        name: String,
+        /// Where the backend looked.
+        location: String,
+    },
+    /// A put with [`PutMode::CreateNew`] found the object already there.
+    #[error("{kind} {name} already exists in {location}")]
+    AlreadyExists {
+        /// Kind of the object.
+        kind: ObjectKind,
+        /// Name of the object.
+        name: String,
+        /// Where.
+        location: String,
+    },
+    /// The store has no space left. Nothing was left half-written.
+    #[error("no space left on {location} while {op}: free space or move the repository, then run the command again")]
+    NoSpace {
+        /// What was being done.
+        op: String,
+        /// Where.
+        location: String,
+    },
+    /// The store refused access.
+    #[error("permission denied on {location} while {op}: check the owner and mode of the repository, or that it is not mounted read-only")]
+    PermissionDenied {
+        /// What was being done.
+        op: String,
+        /// Where.
+        location: String,
+    },
+    /// The store is read-only.
+    #[error("{location} is read-only (while {op}): this command writes to the repository; remount it read-write or use a writable copy")]
+    ReadOnly {
+        /// What was being done.
+        op: String,
+        /// Where.
+        location: String,
+    },
+    /// A read asked for bytes past the object's end.
+    #[error("{kind} {name} is shorter than expected: wanted bytes {offset}..{end}, object has {size}")]
+    ShortRead {
+        /// Kind of the object.
+        kind: ObjectKind,
+        /// Name of the object.
+        name: String,
+        /// Requested start.
+        offset: u64,
+        /// Requested end.
+        end: u64,
+        /// Actual size.
+        size: u64,
+    },
+    /// Any other I/O failure.
+    #[error("{op} {location}: {source}")]
+    Io {
+        /// What was being done.
+        op: String,
+        /// Where.
+        location: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// A failure of a remote store (network, service).
+    #[error("{op} {location}: {message}")]
+    Remote {
+        /// What was being done.
+        op: String,
+        /// Where.
+        location: String,
+        /// The service's message.
+        message: String,
+        /// Whether retrying may succeed.
+        transient: bool,
+    },
+}
+
+impl StorageError {
+    /// Classify an I/O error, keeping the context.
+    pub fn from_io(op: impl Into<String>, location: impl Into<String>, e: io::Error) -> Self {
+        let op = op.into();
+        let location = location.into();
+        // ENOSPC and EDQUOT are "storage full"; EROFS is read-only.
+        match e.raw_os_error() {
+            Some(28) | Some(122) => return StorageError::NoSpace { op, location },
+            Some(30) => return StorageError::ReadOnly { op, location },
+            _ => {}
+        }
+        match e.kind() {
+            io::ErrorKind::PermissionDenied => StorageError::PermissionDenied { op, location },
+            _ => StorageError::Io {
+                op,
+                location,
+                source: e,
+            },
+        }
+    }
+
+    /// Whether this error says the object does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StorageError::NotFound { .. })
+    }
+}
+
+/// Result type of storage operations.
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// A place that stores repository objects. Object-safe: the engine holds a `dyn Storage`.
+pub trait Storage: Send + Sync + fmt::Debug {
+    /// A human-readable location (a path or URL) for messages.
+    fn location(&self) -> String;
+
+    /// Create the layout of an empty repository. Fails if a repository already exists there.
+    fn create(&self) -> Result<()>;
+
+    /// Store an object atomically.
+    fn put(&self, kind: ObjectKind, name: &str, data: &[u8], mode: PutMode) -> Result<()>;
+
+    /// Read a whole object.
+    fn get(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>>;
+
+    /// Read `len` bytes of an object from `offset`.
+    fn get_range(&self, kind: ObjectKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
+
+    /// List every object of a kind.
+    fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>>;
+
+    /// Which of `names` exist, in the same order.
+    fn exists_many(&self, kind: ObjectKind, names: &[String]) -> Result<Vec<bool>>;
+
+    /// Delete an object. Deleting a missing object is not an error.
+    fn delete(&self, kind: ObjectKind, name: &str) -> Result<()>;
+
+    /// Durability barrier: every put and delete that returned before this call is durable when it
+    /// returns.
+    fn flush(&self) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_enospc_and_erofs() {
+        let e = StorageError::from_io("writing", "/r", io::Error::from_raw_os_error(28));
+        assert!(matches!(e, StorageError::NoSpace { .. }));
+        assert!(e.to_string().contains("free space"));
+        let e = StorageError::from_io("writing", "/r", io::Error::from_raw_os_error(30));
+        assert!(matches!(e, StorageError::ReadOnly { .. }));
+        let e = StorageError::from_io(
+            "writing",
+            "/r",
+            io::Error::from(io::ErrorKind::PermissionDenied),
+        );
+        assert!(matches!(e, StorageError::PermissionDenied { .. }));
+    }
+
+    #[test]
+    fn kinds_have_distinct_dirs() {
+        let mut dirs: Vec<_> = ObjectKind::ALL.iter().map(|k| k.dir()).collect();
+        dirs.sort();
+        dirs.dedup();
+        assert_eq!(dirs.len(), ObjectKind::ALL.len());
+    }
+}

@@ -1,0 +1,218 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// holdfast: keep every piece of a workload's data recoverable within its recovery objectives.
+#[derive(Debug, Parser)]
+#[command(name = "holdfast", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Repository location (a directory).
+    #[arg(short = 'r', long, env = "HOLDFAST_REPOSITORY", global = true)]
+    pub repo: Option<String>,
+    /// Read the password from this file (first line).
+    #[arg(long, env = "HOLDFAST_PASSWORD_FILE", global = true)]
+    pub password_file: Option<PathBuf>,
+    /// Run this shell command and use its output as the password.
+    #[arg(long, env = "HOLDFAST_PASSWORD_COMMAND", global = true)]
+    pub password_command: Option<String>,
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print only errors and warnings.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// More log output (-v, -vv).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a repository.
+    Init {
+        /// zstd compression level for new data (0 = off).
+        #[arg(long, default_value_t = 3)]
+        compression: i32,
+        /// Target pack size in MiB.
+        #[arg(long, default_value_t = 16)]
+        pack_size_mib: u32,
+    },
+    /// Back up files and directories into a new snapshot.
+    Backup(BackupArgs),
+    /// List snapshots.
+    Snapshots {
+        /// Only snapshots of this host.
+        #[arg(long)]
+        host: Option<String>,
+        /// Only snapshots with this tag.
+        #[arg(long)]
+        tag: Option<String>,
+    },
+    /// List the contents of a snapshot.
+    Ls {
+        /// Snapshot id prefix, or `latest`.
+        snapshot: String,
+        /// Only this path (relative to the snapshot root) and below.
+        path: Option<String>,
+        /// Show details (mode, size, time).
+        #[arg(short, long)]
+        long: bool,
+    },
+    /// Show what changed between two snapshots.
+    Diff {
+        /// First snapshot.
+        a: String,
+        /// Second snapshot.
+        b: String,
+    },
+    /// Repository and snapshot statistics.
+    Stats {
+        /// Only this snapshot.
+        snapshot: Option<String>,
+    },
+    /// Restore a snapshot into a directory.
+    Restore(RestoreArgs),
+    /// Verify the repository.
+    Check {
+        /// Read and verify every byte of every pack.
+        #[arg(long, conflicts_with = "read_data_subset")]
+        read_data: bool,
+        /// Read and verify a random share of the packs, e.g. `10%`.
+        #[arg(long, value_name = "N%")]
+        read_data_subset: Option<String>,
+    },
+    /// Remove snapshots according to a keep-policy.
+    Forget(ForgetArgs),
+    /// Remove data no snapshot references.
+    Prune {
+        /// Show what would be done.
+        #[arg(long)]
+        dry_run: bool,
+        /// Repack packs with more than this percentage unused.
+        #[arg(long, default_value_t = 10.0)]
+        max_unused: f64,
+    },
+    /// Manage key slots (passwords).
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Files and directories to back up.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Tag the snapshot (repeatable).
+    #[arg(long)]
+    pub tag: Vec<String>,
+    /// Exclude paths matching a glob (repeatable). With a `/` it matches the whole path,
+    /// without one any file name.
+    #[arg(short, long)]
+    pub exclude: Vec<String>,
+    /// Read exclude globs from a file, one per line.
+    #[arg(long)]
+    pub exclude_file: Vec<PathBuf>,
+    /// Do not cross file-system boundaries.
+    #[arg(short = 'x', long)]
+    pub one_file_system: bool,
+    /// Read everything and report, store nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Compare with this snapshot instead of the newest of the same host and paths.
+    #[arg(long, conflicts_with = "force")]
+    pub parent: Option<String>,
+    /// Read every file, even unchanged ones.
+    #[arg(short, long)]
+    pub force: bool,
+    /// Host name to record.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Snapshot time (RFC 3339), default now.
+    #[arg(long, env = "HOLDFAST_NOW", hide = true)]
+    pub time: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Snapshot id prefix, or `latest`.
+    pub snapshot: String,
+    /// Target directory.
+    #[arg(required_unless_present = "target_opt")]
+    pub target: Option<PathBuf>,
+    /// Target directory (alternative to the positional argument).
+    #[arg(short = 't', long = "target", conflicts_with = "target")]
+    pub target_opt: Option<PathBuf>,
+    /// Restore only this path (repeatable), relative to the snapshot root or as backed up.
+    #[arg(short, long)]
+    pub include: Vec<String>,
+    /// Restore into a non-empty directory, replacing what is there.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// Keep the N newest snapshots.
+    #[arg(long)]
+    pub keep_last: Option<u32>,
+    /// Keep one snapshot per hour for N hours.
+    #[arg(long)]
+    pub keep_hourly: Option<u32>,
+    /// Keep one per day for N days.
+    #[arg(long)]
+    pub keep_daily: Option<u32>,
+    /// Keep one per week for N weeks.
+    #[arg(long)]
+    pub keep_weekly: Option<u32>,
+    /// Keep one per month for N months.
+    #[arg(long)]
+    pub keep_monthly: Option<u32>,
+    /// Keep one per year for N years.
+    #[arg(long)]
+    pub keep_yearly: Option<u32>,
+    /// Keep every snapshot newer than this duration (e.g. `7d`, `36h`).
+    #[arg(long)]
+    pub keep_within: Option<String>,
+    /// Prune afterwards.
+    #[arg(long)]
+    pub prune: bool,
+    /// Show what would be removed.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyAction {
+    /// Add a password (from HOLDFAST_NEW_PASSWORD, --new-password-file or a prompt).
+    Add {
+        /// File holding the new password.
+        #[arg(long, env = "HOLDFAST_NEW_PASSWORD_FILE")]
+        new_password_file: Option<PathBuf>,
+    },
+    /// List key slots.
+    List,
+    /// Remove a key slot.
+    Remove {
+        /// Key slot id prefix.
+        id: String,
+    },
+    /// Change the password of the key slot in use.
+    Passwd {
+        /// File holding the new password.
+        #[arg(long, env = "HOLDFAST_NEW_PASSWORD_FILE")]
+        new_password_file: Option<PathBuf>,
+    },
+}

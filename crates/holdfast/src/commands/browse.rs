@@ -1,0 +1,165 @@
+//! snapshots, ls, diff, stats.
+
+use anyhow::Result;
+use holdfast_core::browse;
+use holdfast_core::tree::NodeKind;
+use holdfast_core::util::human_bytes;
+use holdfast_core::{snapshot, Error};
+use holdfast_storage::ObjectKind;
+
+use super::{open, print_json};
+use crate::cli::Global;
+use crate::exit;
+
+pub fn snapshots(g: &Global, host: Option<String>, tag: Option<String>) -> Result<u8> {
+    let repo = open(g)?;
+    let (all, bad) = snapshot::load_all(&repo)?;
+    for e in &bad {
+        eprintln!("warning: {e}");
+    }
+    let list: Vec<_> = all
+        .iter()
+        .filter(|s| host.as_ref().is_none_or(|h| &s.snapshot.hostname == h))
+        .filter(|s| tag.as_ref().is_none_or(|t| s.snapshot.tags.contains(t)))
+        .collect();
+    if g.json {
+        let v: Vec<_> = list
+            .iter()
+            .map(|s| {
+                let mut j = serde_json::to_value(&s.snapshot).unwrap_or_default();
+                j["id"] = s.id.to_hex().into();
+                j
+            })
+            .collect();
+        print_json(&v)?;
+        return Ok(exit::OK);
+    }
+    println!("{:<10} {:<20} {:<16} {:<12} {:>10}  paths", "id", "time (UTC)", "host", "tags", "size");
+    for s in &list {
+        let sn = &s.snapshot;
+        println!(
+            "{:<10} {:<20} {:<16} {:<12} {:>10}  {}{}",
+            s.id.short(),
+            sn.time.format("%Y-%m-%d %H:%M:%S"),
+            sn.hostname,
+            sn.tags.join(","),
+            human_bytes(sn.summary.total_bytes),
+            sn.paths.join(" "),
+            if sn.complete { "" } else { "  (INCOMPLETE)" }
+        );
+    }
+    println!("{} snapshot(s)", list.len());
+    Ok(exit::OK)
+}
+
+pub fn ls(g: &Global, spec: &str, path: Option<&str>, long: bool) -> Result<u8> {
+    let repo = open(g)?;
+    let (all, _) = snapshot::load_all(&repo)?;
+    let s = snapshot::find(&all, spec)?;
+    let (index, _) = repo.load_index()?;
+    let (root, prefix) = match path.map(|p| p.trim_matches('/')).filter(|p| !p.is_empty()) {
+        None => (s.snapshot.tree, String::new()),
+        Some(p) => match browse::find_node(&repo, &index, &s.snapshot.tree, p)? {
+            Some(n) if n.kind == NodeKind::Dir => (n.subtree.unwrap_or_default(), format!("/{p}")),
+            Some(n) => {
+                print_entries(g, long, &[(format!("/{p}"), n)])?;
+                return Ok(exit::OK);
+            }
+            None => {
+                return Err(Error::PathNotInSnapshot {
+                    path: p.to_string(),
+                    snapshot: s.id.short(),
+                }
+                .into())
+            }
+        },
+    };
+    let mut entries = Vec::new();
+    browse::walk(&repo, &index, &root, &prefix, &mut |p, n| entries.push((p.to_string(), n.clone())))?;
+    print_entries(g, long, &entries)?;
+    Ok(exit::OK)
+}
+
+fn print_entries(g: &Global, long: bool, entries: &[(String, holdfast_core::tree::Node)]) -> Result<()> {
+    if g.json {
+        let v: Vec<_> = entries
+            .iter()
+            .map(|(p, n)| {
+                serde_json::json!({
+                    "path": p, "type": n.kind, "size": n.size, "mode": n.mode,
+                    "uid": n.uid, "gid": n.gid, "mtime_ns": n.mtime,
+                })
+            })
+            .collect();
+        return print_json(&v);
+    }
+    for (p, n) in entries {
+        if long {
+            let t = chrono::DateTime::from_timestamp(n.mtime.div_euclid(1_000_000_000), 0).unwrap_or_default();
+            println!("{:?} {:o} {:>5} {:>5} {:>12} {} {}", n.kind, n.mode, n.uid, n.gid, n.size, t.format("%Y-%m-%d %H:%M:%S"), p);
+        } else {
+            println!("{p}");
+        }
+    }
+    Ok(())
+}
+
+pub fn diff(g: &Global, a: &str, b: &str) -> Result<u8> {
+    let repo = open(g)?;
+    let (all, _) = snapshot::load_all(&repo)?;
+    let sa = snapshot::find(&all, a)?;
+    let sb = snapshot::find(&all, b)?;
+    let (index, _) = repo.load_index()?;
+    let mut out = Vec::new();
+    browse::diff(&repo, &index, Some(&sa.snapshot.tree), Some(&sb.snapshot.tree), "", &mut out)?;
+    if g.json {
+        print_json(&out)?;
+    } else {
+        for c in &out {
+            println!("{}  {}", c.change, c.path);
+        }
+        let count = |ch| out.iter().filter(|c| c.change == ch).count();
+        println!(
+            "{} added, {} removed, {} modified, {} metadata only, {} type changed",
+            count('+'),
+            count('-'),
+            count('M'),
+            count('U'),
+            count('T')
+        );
+    }
+    Ok(exit::OK)
+}
+
+pub fn stats(g: &Global, spec: Option<&str>) -> Result<u8> {
+    let repo = open(g)?;
+    let (all, _) = snapshot::load_all(&repo)?;
+    let roots: Vec<_> = match spec {
+        Some(s) => vec![snapshot::find(&all, s)?.snapshot.tree],
+        None => all.iter().map(|s| s.snapshot.tree).collect(),
+    };
+    let (index, _) = repo.load_index()?;
+    let s = browse::snapshot_stats(&repo, &index, &roots)?;
+    let packs = repo.storage().list(ObjectKind::Pack)?;
+    let repo_bytes: u64 = packs.iter().map(|p| p.size).sum();
+    if g.json {
+        print_json(&serde_json::json!({
+            "snapshots": s, "packs": packs.len(), "pack_bytes": repo_bytes, "blobs": index.len(),
+        }))?;
+        return Ok(exit::OK);
+    }
+    println!("snapshots:            {}", s.snapshots);
+    println!("files:                {} (in {} directories)", s.files, s.dirs);
+    println!("restore size:         {}", human_bytes(s.restore_size));
+    println!("unique data:          {} in {} blobs", human_bytes(s.unique_raw_bytes), s.unique_blobs);
+    println!("stored for that:      {}", human_bytes(s.unique_stored_bytes));
+    if s.unique_stored_bytes > 0 {
+        println!(
+            "space saving:         {:.2}x dedup, {:.2}x compression",
+            s.restore_size as f64 / s.unique_raw_bytes.max(1) as f64,
+            s.unique_raw_bytes as f64 / s.unique_stored_bytes as f64
+        );
+    }
+    println!("repository packs:     {} ({})", packs.len(), human_bytes(repo_bytes));
+    Ok(exit::OK)
+}

@@ -1,0 +1,150 @@
+//! init, backup, restore.
+
+use anyhow::{Context, Result};
+use holdfast_core::backup::{self, BackupOptions, ParentChoice};
+use holdfast_core::repo::InitOptions;
+use holdfast_core::restore::{self, RestoreOptions};
+use holdfast_core::util::human_bytes;
+use holdfast_core::{snapshot, Repository};
+
+use super::{kdf, open, print_json, storage_for};
+use crate::cli::{BackupArgs, Global, RestoreArgs};
+use crate::exit;
+use crate::progress::CliProgress;
+
+pub fn init(g: &Global, compression: i32, pack_size_mib: u32) -> Result<u8> {
+    let storage = storage_for(g)?;
+    let pw = crate::password::password(g, true)?;
+    if pw.is_empty() {
+        anyhow::bail!("an empty password is not allowed");
+    }
+    let opts = InitOptions {
+        compression,
+        pack_size: pack_size_mib.clamp(1, 512) << 20,
+        kdf: kdf(),
+        ..Default::default()
+    };
+    let repo = Repository::init(storage, pw.as_bytes(), &opts)?;
+    if g.json {
+        print_json(&serde_json::json!({ "id": repo.config().id, "location": repo.storage().location() }))?;
+    } else if !g.quiet {
+        println!("created holdfast repository {} at {}", &repo.config().id[..8], repo.storage().location());
+        println!("keep the password safe: without it the data cannot be recovered");
+    }
+    Ok(exit::OK)
+}
+
+pub fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
+    let repo = open(g)?;
+    let mut excludes = a.exclude.clone();
+    for f in &a.exclude_file {
+        excludes.extend(backup::read_exclude_file(f)?);
+    }
+    let parent = if a.force {
+        ParentChoice::None
+    } else if let Some(p) = &a.parent {
+        let (all, _) = snapshot::load_all(&repo)?;
+        ParentChoice::Id(snapshot::find(&all, p)?.id)
+    } else {
+        ParentChoice::Auto
+    };
+    let time = match &a.time {
+        Some(t) => Some(
+            chrono::DateTime::parse_from_rfc3339(t)
+                .with_context(|| format!("--time / HOLDFAST_NOW {t:?} is not an RFC 3339 time"))?
+                .with_timezone(&chrono::Utc),
+        ),
+        None => None,
+    };
+    let opts = BackupOptions {
+        paths: a.paths.clone(),
+        tags: a.tag.clone(),
+        excludes,
+        one_file_system: a.one_file_system,
+        dry_run: a.dry_run,
+        parent,
+        hostname: a.host.clone(),
+        time,
+        threads: 0,
+    };
+    let progress = CliProgress::new(g.quiet || g.json);
+    let out = backup::backup(&repo, &opts, &progress)?;
+    let s = &out.snapshot;
+    if g.json {
+        print_json(&serde_json::json!({
+            "snapshot": out.id.map(|i| i.to_hex()),
+            "dry_run": a.dry_run,
+            "complete": s.complete,
+            "errors": s.errors,
+            "warnings": s.warnings,
+            "summary": s.summary,
+        }))?;
+    } else if !g.quiet {
+        let m = &s.summary;
+        println!(
+            "files: {} new, {} changed, {} unmodified; dirs: {}",
+            m.files_new, m.files_changed, m.files_unmodified, m.dirs
+        );
+        println!(
+            "added to the repository: {} ({} blobs) from {} read, {} in total, {:.2}s",
+            human_bytes(m.bytes_added),
+            m.blobs_added,
+            human_bytes(m.bytes_read),
+            human_bytes(m.total_bytes),
+            m.seconds
+        );
+        match out.id {
+            Some(id) if s.complete => println!("snapshot {} saved", id.short()),
+            Some(id) => println!(
+                "snapshot {} saved INCOMPLETE: {} path(s) could not be read (listed above); it is not a complete recovery point",
+                id.short(),
+                s.errors.len()
+            ),
+            None => println!("dry run: nothing was stored"),
+        }
+    }
+    if !s.errors.is_empty() && !g.json {
+        eprintln!("{} path(s) were skipped:", s.errors.len());
+        for e in &s.errors {
+            eprintln!("  {e}");
+        }
+    }
+    Ok(if s.complete { exit::OK } else { exit::WARNINGS })
+}
+
+pub fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
+    let repo = open(g)?;
+    let (all, _) = snapshot::load_all(&repo)?;
+    let snap = snapshot::find(&all, &a.snapshot)?;
+    let (index, _) = repo.load_index()?;
+    let target = a.target.or(a.target_opt).context("a target directory is required")?;
+    let opts = RestoreOptions {
+        target,
+        include: a.include,
+        overwrite: a.overwrite,
+        threads: 0,
+    };
+    let progress = CliProgress::new(g.quiet || g.json);
+    let out = restore::restore(&repo, &index, snap, &opts, &progress)?;
+    if g.json {
+        print_json(&serde_json::json!({ "snapshot": snap.id.to_hex(), "result": out }))?;
+    } else if !g.quiet {
+        println!(
+            "restored snapshot {} to {}: {} files, {} dirs, {} other, {}",
+            snap.id.short(),
+            opts.target.display(),
+            out.files,
+            out.dirs,
+            out.others,
+            human_bytes(out.bytes)
+        );
+    }
+    if !out.errors.is_empty() {
+        eprintln!("{} entries could not be restored:", out.errors.len());
+        for e in &out.errors {
+            eprintln!("  {e}");
+        }
+        return Ok(exit::WARNINGS);
+    }
+    Ok(exit::OK)
+}

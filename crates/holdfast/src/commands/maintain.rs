@@ -1,0 +1,175 @@
+//! check, forget, prune, key.
+
+use anyhow::{bail, Context, Result};
+use holdfast_core::check::{self, ReadData};
+use holdfast_core::prune::{self, PruneOptions};
+use holdfast_core::retention::KeepPolicy;
+use holdfast_core::util::human_bytes;
+
+use super::{kdf, open, print_json};
+use crate::cli::{ForgetArgs, Global, KeyAction};
+use crate::exit;
+use crate::progress::CliProgress;
+
+pub fn check(g: &Global, read_data: bool, subset: Option<String>) -> Result<u8> {
+    let repo = open(g)?;
+    let mode = match (read_data, subset) {
+        (true, _) => ReadData::All,
+        (false, Some(s)) => {
+            let n: f64 = s
+                .trim_end_matches('%')
+                .parse()
+                .ok()
+                .filter(|n: &f64| *n > 0.0 && *n <= 100.0)
+                .with_context(|| format!("--read-data-subset {s:?}: give a percentage between 0 and 100, e.g. 10%"))?;
+            ReadData::Subset(n)
+        }
+        _ => ReadData::None,
+    };
+    let progress = CliProgress::new(g.quiet || g.json);
+    let r = check::check(&repo, mode, &progress)?;
+    if g.json {
+        print_json(&r)?;
+    } else {
+        for w in &r.warnings {
+            eprintln!("warning: {w}");
+        }
+        for e in &r.errors {
+            println!("error: {e}");
+        }
+        if !r.affected.is_empty() {
+            println!("affected (snapshot:path):");
+            for a in &r.affected {
+                println!("  {a}");
+            }
+        }
+        println!(
+            "{} snapshots, {} trees, {} packs ({} read): {}",
+            r.snapshots,
+            r.trees,
+            r.packs,
+            r.packs_read,
+            if r.ok() { "no errors".to_string() } else { format!("{} ERRORS", r.errors.len()) }
+        );
+    }
+    Ok(if r.ok() { exit::OK } else { exit::ERROR })
+}
+
+/// Parse "7d", "36h", "2w", "1y", "90m".
+pub fn parse_duration(s: &str) -> Result<chrono::Duration> {
+    let d = humantime::parse_duration(s).with_context(|| format!("{s:?} is not a duration (e.g. 7d, 36h, 90m)"))?;
+    chrono::Duration::from_std(d).context("duration too large")
+}
+
+pub fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
+    let repo = open(g)?;
+    let policy = KeepPolicy {
+        last: a.keep_last,
+        hourly: a.keep_hourly,
+        daily: a.keep_daily,
+        weekly: a.keep_weekly,
+        monthly: a.keep_monthly,
+        yearly: a.keep_yearly,
+        within: a.keep_within.as_deref().map(parse_duration).transpose()?,
+    };
+    let now = match std::env::var("HOLDFAST_NOW") {
+        Ok(t) => chrono::DateTime::parse_from_rfc3339(&t)
+            .with_context(|| format!("HOLDFAST_NOW {t:?} is not an RFC 3339 time"))?
+            .with_timezone(&chrono::Utc),
+        Err(_) => chrono::Utc::now(),
+    };
+    let items = prune::forget(&repo, &policy, now, a.dry_run)?;
+    let removed = items.iter().filter(|i| i.reasons.is_empty()).count();
+    if g.json {
+        print_json(&serde_json::json!({ "dry_run": a.dry_run, "snapshots": items }))?;
+    } else if !g.quiet {
+        for i in &items {
+            let what = if i.reasons.is_empty() { "remove".to_string() } else { format!("keep ({})", i.reasons.join(", ")) };
+            println!("{} {} {} {}", &i.id[..8], i.time.format("%Y-%m-%d %H:%M:%S"), i.hostname, what);
+        }
+        println!(
+            "{} snapshot(s) {}, {} kept",
+            removed,
+            if a.dry_run { "would be removed" } else { "removed" },
+            items.len() - removed
+        );
+    }
+    if a.prune && !a.dry_run {
+        return run_prune(g, &repo, false, 10.0);
+    }
+    Ok(exit::OK)
+}
+
+pub fn prune(g: &Global, dry_run: bool, max_unused: f64) -> Result<u8> {
+    let repo = open(g)?;
+    run_prune(g, &repo, dry_run, max_unused)
+}
+
+fn run_prune(g: &Global, repo: &holdfast_core::Repository, dry_run: bool, max_unused: f64) -> Result<u8> {
+    if !(0.0..=100.0).contains(&max_unused) {
+        bail!("--max-unused must be between 0 and 100");
+    }
+    let opts = PruneOptions {
+        dry_run,
+        max_unused_percent: max_unused,
+        now: None,
+    };
+    let progress = CliProgress::new(g.quiet || g.json);
+    let r = prune::prune(repo, &opts, &progress)?;
+    if g.json {
+        print_json(&r)?;
+    } else if !g.quiet {
+        for w in &r.waiting {
+            println!("{w}");
+        }
+        println!(
+            "{}: {} pack(s) condemned ({} repacked), {} deleted, {} freed",
+            if dry_run { "dry run" } else { "prune" },
+            r.packs_condemned,
+            r.packs_repacked,
+            r.packs_deleted,
+            human_bytes(r.bytes_freed)
+        );
+    }
+    Ok(exit::OK)
+}
+
+pub fn key(g: &Global, action: KeyAction) -> Result<u8> {
+    let mut repo = open(g)?;
+    match action {
+        KeyAction::List => {
+            let keys = repo.list_keys()?;
+            if g.json {
+                print_json(&keys)?;
+            } else {
+                for k in keys {
+                    println!("{} {} {}@{} {}", if k.current { "*" } else { " " }, &k.id[..8], k.user, k.host, k.created);
+                }
+            }
+        }
+        KeyAction::Add { new_password_file } => {
+            let pw = crate::password::new_password(new_password_file.as_deref())?;
+            let id = repo.add_key(pw.as_bytes(), kdf())?;
+            report(g, "added key slot", &id)?;
+        }
+        KeyAction::Remove { id } => {
+            let id = repo.remove_key(&id)?;
+            report(g, "removed key slot", &id)?;
+        }
+        KeyAction::Passwd { new_password_file } => {
+            let pw = crate::password::new_password(new_password_file.as_deref())?;
+            let id = repo.change_password(pw.as_bytes(), kdf())?;
+            report(g, "password changed; new key slot", &id)?;
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn report(g: &Global, what: &str, id: &str) -> Result<()> {
+    if g.json {
+        print_json(&serde_json::json!({ "key": id }))
+    } else {
+        println!("{what} {}", &id[..8.min(id.len())]);
+        Ok(())
+    }
+}

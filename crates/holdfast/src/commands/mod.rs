@@ -1,0 +1,88 @@
+//! Command implementations: parse arguments into engine calls, print results.
+
+mod browse;
+mod data;
+mod maintain;
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use holdfast_core::keys::KdfParams;
+use holdfast_core::Repository;
+use holdfast_storage::Storage;
+
+use crate::cli::{Cli, Command, Global};
+
+/// Run a command; returns the exit code.
+pub fn run(cli: Cli) -> Result<u8> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Init { compression, pack_size_mib } => data::init(g, compression, pack_size_mib),
+        Command::Backup(a) => data::backup(g, a),
+        Command::Restore(a) => data::restore(g, a),
+        Command::Snapshots { host, tag } => browse::snapshots(g, host, tag),
+        Command::Ls { snapshot, path, long } => browse::ls(g, &snapshot, path.as_deref(), long),
+        Command::Diff { a, b } => browse::diff(g, &a, &b),
+        Command::Stats { snapshot } => browse::stats(g, snapshot.as_deref()),
+        Command::Check { read_data, read_data_subset } => maintain::check(g, read_data, read_data_subset),
+        Command::Forget(a) => maintain::forget(g, a),
+        Command::Prune { dry_run, max_unused } => maintain::prune(g, dry_run, max_unused),
+        Command::Key { action } => maintain::key(g, action),
+    }
+}
+
+/// The storage backend for a repository location.
+pub fn storage_for(g: &Global) -> Result<Arc<dyn Storage>> {
+    let Some(loc) = g.repo.as_deref() else {
+        bail!("no repository given: pass --repo DIR or set HOLDFAST_REPOSITORY");
+    };
+    if let Some((scheme, _)) = loc.split_once("://") {
+        if scheme != "file" {
+            bail!("repository URL scheme {scheme:?} is not supported by this build: use a local directory");
+        }
+    }
+    let path = loc.strip_prefix("file://").unwrap_or(loc);
+    #[cfg(feature = "local")]
+    {
+        Ok(Arc::new(holdfast_backend_local::LocalStorage::new(path)))
+    }
+    #[cfg(not(feature = "local"))]
+    {
+        let _ = path;
+        bail!("this build has no local-directory backend (feature `local`)")
+    }
+}
+
+/// Open the repository named by the global options.
+pub fn open(g: &Global) -> Result<Repository> {
+    let storage = storage_for(g)?;
+    // Refuse early, before asking for a password, if there is nothing to open.
+    let pw = password_for_existing(g, &storage)?;
+    Ok(Repository::open(storage, pw.as_bytes())?)
+}
+
+fn password_for_existing(g: &Global, storage: &Arc<dyn Storage>) -> Result<String> {
+    match storage.get(holdfast_storage::ObjectKind::Config, "config") {
+        Err(e) if e.is_not_found() => {
+            // Let the engine produce the precise error (missing vs foreign).
+            Repository::open(storage.clone(), b"")?;
+            unreachable!("opening a repository without config cannot succeed")
+        }
+        _ => crate::password::password(g, false),
+    }
+}
+
+/// Argon2 parameters: real ones, unless the test suite asks for cheap ones.
+pub fn kdf() -> KdfParams {
+    if std::env::var_os("HOLDFAST_INSECURE_TEST_KDF").is_some() {
+        KdfParams::insecure_for_tests()
+    } else {
+        KdfParams::default()
+    }
+}
+
+/// Print a value as JSON on stdout.
+pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v).context("serializing output")?);
+    Ok(())
+}

@@ -1,0 +1,72 @@
+//! The `holdfast` command line.
+
+mod cli;
+mod commands;
+mod password;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Exit codes (documented in the README).
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// A fatal error.
+    pub const ERROR: u8 = 1;
+    /// Invalid usage (clap also uses 2).
+    pub const USAGE: u8 = 2;
+    /// Completed with warnings: something was skipped or could not be restored.
+    pub const WARNINGS: u8 = 3;
+    /// The repository does not exist.
+    pub const NO_REPOSITORY: u8 = 10;
+    /// Wrong password.
+    pub const WRONG_PASSWORD: u8 = 12;
+}
+
+fn code_for(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if let Some(err) = cause.downcast_ref::<holdfast_core::Error>() {
+            return match err {
+                holdfast_core::Error::NoRepository { .. } => exit::NO_REPOSITORY,
+                holdfast_core::Error::WrongPassword { .. } => exit::WRONG_PASSWORD,
+                holdfast_core::Error::Invalid(_) => exit::USAGE,
+                _ => exit::ERROR,
+            };
+        }
+    }
+    exit::ERROR
+}
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    let filter = match args.global.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG").unwrap_or_else(|_| filter.into()))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+    let json = args.global.json;
+    match commands::run(args) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let code = code_for(&e);
+            if json {
+                let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+                let v = serde_json::json!({ "error": chain.join(": "), "causes": chain, "exit_code": code });
+                println!("{v}");
+            }
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}
