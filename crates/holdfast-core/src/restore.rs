@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -193,7 +193,7 @@ impl Walk<'_> {
 /// Write one file's content; returns bytes written.
 fn write_file(repo: &Repository, index: &Index, job: &FileJob, progress: &dyn Progress) -> std::result::Result<u64, String> {
     let p = &job.path;
-    let mut f = OpenOptions::new()
+    let f = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
@@ -201,23 +201,39 @@ fn write_file(repo: &Repository, index: &Index, job: &FileJob, progress: &dyn Pr
         .mode(0o600)
         .open(p)
         .map_err(|e| format!("{}: cannot be created: {e}", p.display()))?;
+    // Write non-zero runs at their offsets and skip all-zero blocks, so holes stay holes.
+    use std::os::unix::fs::FileExt;
+    const BLOCK: usize = 4096;
     let mut pos = 0u64;
-    let mut seeked = false;
+    let mut written_end = 0u64;
     for id in &job.node.content {
         let data = repo
             .read_blob(index, BlobType::Data, id)
             .map_err(|e| format!("{}: content lost from byte {pos}: {e}", p.display()))?;
-        if data.iter().all(|&b| b == 0) && !data.is_empty() {
-            f.seek(SeekFrom::Current(data.len() as i64)).map_err(|e| format!("{}: {e}", p.display()))?;
-            seeked = true;
-        } else {
-            f.write_all(&data).map_err(|e| format!("{}: write failed: {e}", p.display()))?;
-            seeked = false;
+        let mut run_start: Option<usize> = None;
+        let mut i = 0;
+        while i < data.len() {
+            let end = (i + BLOCK).min(data.len());
+            let zero = data[i..end].iter().all(|&b| b == 0);
+            match (zero, run_start) {
+                (false, None) => run_start = Some(i),
+                (true, Some(s)) => {
+                    f.write_all_at(&data[s..i], pos + s as u64).map_err(|e| format!("{}: write failed: {e}", p.display()))?;
+                    written_end = pos + i as u64;
+                    run_start = None;
+                }
+                _ => {}
+            }
+            i = end;
+        }
+        if let Some(s) = run_start {
+            f.write_all_at(&data[s..], pos + s as u64).map_err(|e| format!("{}: write failed: {e}", p.display()))?;
+            written_end = pos + data.len() as u64;
         }
         pos += data.len() as u64;
         progress.inc(0, data.len() as u64);
     }
-    if seeked {
+    if written_end < pos {
         f.set_len(pos).map_err(|e| format!("{}: {e}", p.display()))?;
     }
     if pos != job.node.size {
