@@ -107,7 +107,10 @@ impl Excludes {
                 n.add(g);
             }
         }
-        let build = |b: GlobSetBuilder| b.build().map_err(|e| Error::Invalid(format!("exclude patterns: {e}")));
+        let build = |b: GlobSetBuilder| {
+            b.build()
+                .map_err(|e| Error::Invalid(format!("exclude patterns: {e}")))
+        };
         Ok(Excludes {
             by_path: build(p)?,
             by_name: build(n)?,
@@ -115,7 +118,9 @@ impl Excludes {
     }
 
     fn excluded(&self, path: &Path, name: &[u8]) -> bool {
-        self.by_name.is_match(Path::new(std::ffi::OsStr::from_bytes(name))) || self.by_path.is_match(path)
+        self.by_name
+            .is_match(Path::new(std::ffi::OsStr::from_bytes(name)))
+            || self.by_path.is_match(path)
     }
 }
 
@@ -156,30 +161,48 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn known(&self, id: &Id) -> bool {
-        self.index.contains(id) || self.new_ids.lock().unwrap_or_else(|p| p.into_inner()).contains(id)
+        self.index.contains(id)
+            || self
+                .new_ids
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(id)
     }
 
     /// Store a blob unless the repository (or this backup) already has it.
     fn store(&self, c: &mut Compressor, t: BlobType, data: &[u8]) -> Result<Id> {
         let id = self.repo.key().blob_id(data);
-        if self.index.contains(&id) || !self.new_ids.lock().unwrap_or_else(|p| p.into_inner()).insert(id) {
+        if self.index.contains(&id)
+            || !self
+                .new_ids
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id)
+        {
             return Ok(id);
         }
         let sealed = c.seal(self.repo.key(), t, &id, data);
         self.blobs_added.fetch_add(1, Ordering::Relaxed);
-        self.bytes_added.fetch_add(sealed.len() as u64, Ordering::Relaxed);
+        self.bytes_added
+            .fetch_add(sealed.len() as u64, Ordering::Relaxed);
         self.writer.add(t, id, &sealed, data.len() as u32)?;
         Ok(id)
     }
 
     fn error(&self, msg: String) {
         self.progress.warn(&msg);
-        self.errors.lock().unwrap_or_else(|p| p.into_inner()).push(msg);
+        self.errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(msg);
     }
 
     fn warning(&self, msg: String) {
         self.progress.warn(&msg);
-        self.warnings.lock().unwrap_or_else(|p| p.into_inner()).push(msg);
+        self.warnings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(msg);
     }
 
     /// Read, chunk and store one file.
@@ -199,20 +222,29 @@ impl Ctx<'_> {
         if buf.len() as u64 >= self.chunker.min as u64 {
             // It grew while we looked: chunk it properly from the start.
             use std::io::Seek;
-            (&f).seek(io::SeekFrom::Start(0)).map_err(|e| describe_io(&job.path, "cannot be read", e))?;
+            (&f).seek(io::SeekFrom::Start(0))
+                .map_err(|e| describe_io(&job.path, "cannot be read", e))?;
             return self.read_large(c, job, f);
         }
         let mut content = Vec::new();
         if !buf.is_empty() {
             self.progress.inc(0, buf.len() as u64);
-            content.push(self.store(c, BlobType::Data, &buf).map_err(|e| e.to_string())?);
+            content.push(
+                self.store(c, BlobType::Data, &buf)
+                    .map_err(|e| e.to_string())?,
+            );
         }
         let size = buf.len() as u64;
         self.check_unchanged(&f, job, size);
         Ok(FileDone { content, size })
     }
 
-    fn read_large(&self, c: &mut Compressor, job: &Job, f: File) -> std::result::Result<FileDone, String> {
+    fn read_large(
+        &self,
+        c: &mut Compressor,
+        job: &Job,
+        f: File,
+    ) -> std::result::Result<FileDone, String> {
         let cdc = fastcdc::v2020::StreamCDC::with_level_and_seed(
             &f,
             self.chunker.min,
@@ -230,7 +262,10 @@ impl Ctx<'_> {
             })?;
             size += chunk.length as u64;
             self.progress.inc(0, chunk.length as u64);
-            content.push(self.store(c, BlobType::Data, &chunk.data).map_err(|e| e.to_string())?);
+            content.push(
+                self.store(c, BlobType::Data, &chunk.data)
+                    .map_err(|e| e.to_string())?,
+            );
         }
         self.check_unchanged(&f, job, size);
         Ok(FileDone { content, size })
@@ -254,7 +289,9 @@ impl Ctx<'_> {
 fn describe_io(path: &Path, what: &str, e: io::Error) -> String {
     let why = match e.kind() {
         io::ErrorKind::NotFound => "it vanished during the backup".to_string(),
-        io::ErrorKind::PermissionDenied => "permission denied (run as a user who can read it, or exclude it)".to_string(),
+        io::ErrorKind::PermissionDenied => {
+            "permission denied (run as a user who can read it, or exclude it)".to_string()
+        }
         _ => e.to_string(),
     };
     format!("{}: {what}: {why}", path.display())
@@ -282,11 +319,21 @@ impl Walker<'_, '_> {
     }
 
     /// Walk one entry whose metadata we have.
-    fn entry(&mut self, path: &Path, name: FsName, m: &fs::Metadata, parent: Option<&Node>, root_dev: u64) -> Pending {
+    fn entry(
+        &mut self,
+        path: &Path,
+        name: FsName,
+        m: &fs::Metadata,
+        parent: Option<&Node>,
+        root_dev: u64,
+    ) -> Pending {
         let mut node = fsmeta::node_from_metadata(name, m);
         match fsmeta::read_xattrs(path) {
             Ok(x) => node.xattrs = x,
-            Err(e) => self.ctx.warning(format!("{}: extended attributes not read: {e}", path.display())),
+            Err(e) => self.ctx.warning(format!(
+                "{}: extended attributes not read: {e}",
+                path.display()
+            )),
         }
         match node.kind {
             NodeKind::File => {
@@ -324,9 +371,16 @@ impl Walker<'_, '_> {
             NodeKind::Dir => {
                 self.summary.dirs += 1;
                 if self.one_fs && m.dev() != root_dev {
-                    return Pending::Dir { node, children: Vec::new() };
+                    return Pending::Dir {
+                        node,
+                        children: Vec::new(),
+                    };
                 }
-                let ptree = self.parent_tree(parent.filter(|p| p.kind == NodeKind::Dir).and_then(|p| p.subtree));
+                let ptree = self.parent_tree(
+                    parent
+                        .filter(|p| p.kind == NodeKind::Dir)
+                        .and_then(|p| p.subtree),
+                );
                 let children = self.dir(path, ptree.as_ref(), root_dev);
                 Pending::Dir { node, children }
             }
@@ -335,7 +389,8 @@ impl Walker<'_, '_> {
                 match fs::read_link(path) {
                     Ok(t) => node.target = Some(FsName::from_os(t.as_os_str())),
                     Err(e) => {
-                        self.ctx.error(describe_io(path, "link target cannot be read", e));
+                        self.ctx
+                            .error(describe_io(path, "link target cannot be read", e));
                         node.target = Some(FsName::default());
                     }
                 }
@@ -352,7 +407,8 @@ impl Walker<'_, '_> {
         let rd = match fs::read_dir(path) {
             Ok(rd) => rd,
             Err(e) => {
-                self.ctx.error(describe_io(path, "directory cannot be listed", e));
+                self.ctx
+                    .error(describe_io(path, "directory cannot be listed", e));
                 return Vec::new();
             }
         };
@@ -360,7 +416,9 @@ impl Walker<'_, '_> {
         for e in rd {
             match e {
                 Ok(e) => names.push(e.file_name()),
-                Err(e) => self.ctx.error(describe_io(path, "directory listing failed part way", e)),
+                Err(e) => self
+                    .ctx
+                    .error(describe_io(path, "directory listing failed part way", e)),
             }
         }
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
@@ -385,7 +443,12 @@ impl Walker<'_, '_> {
 }
 
 /// Turn pending entries into nodes, storing directory trees bottom-up.
-fn assemble(ctx: &Ctx, c: &mut Compressor, p: Pending, done: &mut HashMap<usize, std::result::Result<FileDone, String>>) -> Result<Option<Node>> {
+fn assemble(
+    ctx: &Ctx,
+    c: &mut Compressor,
+    p: Pending,
+    done: &mut HashMap<usize, std::result::Result<FileDone, String>>,
+) -> Result<Option<Node>> {
     Ok(match p {
         Pending::Ready(n) => Some(n),
         Pending::File { mut node, job } => match done.remove(&job) {
@@ -442,18 +505,27 @@ pub fn writable_index(repo: &Repository, adopt: bool) -> Result<Index> {
 }
 
 /// Run a backup.
-pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupOutcome> {
+pub fn backup(
+    repo: &Repository,
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<BackupOutcome> {
     let started = Instant::now();
     let time = opts.time.unwrap_or_else(Utc::now);
     if opts.paths.is_empty() {
-        return Err(Error::Invalid("nothing to back up: give at least one path".into()));
+        return Err(Error::Invalid(
+            "nothing to back up: give at least one path".into(),
+        ));
     }
     let mut roots = Vec::new();
     let mut seen_names = HashSet::new();
     for p in &opts.paths {
         let abs = absolute(p)?;
         let m = fs::symlink_metadata(&abs).map_err(|e| Error::io("reading", &abs, e))?;
-        let name = abs.file_name().map(FsName::from_os).unwrap_or_else(|| FsName(b"root".to_vec()));
+        let name = abs
+            .file_name()
+            .map(FsName::from_os)
+            .unwrap_or_else(|| FsName(b"root".to_vec()));
         if !seen_names.insert(name.clone()) {
             return Err(Error::Invalid(format!(
                 "two paths end in the same name {:?}: back them up in separate snapshots or give their common parent",
@@ -467,7 +539,11 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &dyn Progress) 
     let paths: Vec<String> = roots.iter().map(|r| r.0.display().to_string()).collect();
 
     // Register before reading the index: garbage collection waits for sessions older than its plan.
-    let _session = if opts.dry_run { None } else { Some(Session::start(repo, "backup")?) };
+    let _session = if opts.dry_run {
+        None
+    } else {
+        Some(Session::start(repo, "backup")?)
+    };
     let index = writable_index(repo, !opts.dry_run)?;
 
     let (all, _) = snapshot::load_all(repo)?;
@@ -479,10 +555,12 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &dyn Progress) 
             sorted.sort();
             all.iter()
                 .rev()
-                .find(|s| s.snapshot.hostname == hostname && {
-                    let mut p = s.snapshot.paths.clone();
-                    p.sort();
-                    p == sorted
+                .find(|s| {
+                    s.snapshot.hostname == hostname && {
+                        let mut p = s.snapshot.paths.clone();
+                        p.sort();
+                        p == sorted
+                    }
                 })
                 .cloned()
         }
@@ -505,7 +583,9 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &dyn Progress) 
     };
     progress.phase("backup");
     let threads = if opts.threads == 0 {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
     } else {
         opts.threads
     };
@@ -533,7 +613,9 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &dyn Progress) 
             next_job: 0,
             summary: Summary::default(),
         };
-        let ptree = parent.as_ref().and_then(|p| w.parent_tree(Some(p.snapshot.tree)));
+        let ptree = parent
+            .as_ref()
+            .and_then(|p| w.parent_tree(Some(p.snapshot.tree)));
         let mut pending = Vec::new();
         for (abs, name, m) in &roots {
             let pnode = ptree.as_ref().and_then(|t| t.get(&name.0));
@@ -576,6 +658,10 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &dyn Progress) 
         program: format!("holdfast {}", env!("CARGO_PKG_VERSION")),
     };
     progress.finish();
-    let id = if opts.dry_run { None } else { Some(snapshot::save(repo, &snap)?) };
+    let id = if opts.dry_run {
+        None
+    } else {
+        Some(snapshot::save(repo, &snap)?)
+    };
     Ok(BackupOutcome { id, snapshot: snap })
 }

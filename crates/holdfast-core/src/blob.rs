@@ -87,7 +87,13 @@ impl Compressor {
 /// Decrypt, decompress and verify a stored blob. `raw_len` is the plaintext length from the
 /// index (an upper bound for decompression).
 pub fn open(key: &MasterKey, t: BlobType, id: &Id, stored: &[u8], raw_len: u32) -> Result<Vec<u8>> {
-    let what = || format!("{} blob {}", if t == BlobType::Tree { "tree" } else { "data" }, id);
+    let what = || {
+        format!(
+            "{} blob {}",
+            if t == BlobType::Tree { "tree" } else { "data" },
+            id
+        )
+    };
     let framed = key
         .decrypt(&aad(t, id), stored)
         .map_err(|e| Error::corrupt(what(), e.to_string()))?;

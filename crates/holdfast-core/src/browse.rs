@@ -18,7 +18,13 @@ pub fn load_tree(repo: &Repository, index: &Index, id: &Id) -> Result<Tree> {
 
 /// Visit every node below `tree` depth-first, in name order, with its path (components joined
 /// by `/`, starting with `prefix`).
-pub fn walk(repo: &Repository, index: &Index, tree: &Id, prefix: &str, f: &mut dyn FnMut(&str, &Node)) -> Result<()> {
+pub fn walk(
+    repo: &Repository,
+    index: &Index,
+    tree: &Id,
+    prefix: &str,
+    f: &mut dyn FnMut(&str, &Node),
+) -> Result<()> {
     let t = load_tree(repo, index, tree)?;
     for n in &t.nodes {
         let p = format!("{prefix}/{}", n.name.display());
@@ -36,7 +42,9 @@ pub fn find_node(repo: &Repository, index: &Index, root: &Id, path: &str) -> Res
     let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
     for (i, c) in comps.iter().enumerate() {
         let t = load_tree(repo, index, &tree)?;
-        let Some(n) = t.get(c.as_bytes()) else { return Ok(None) };
+        let Some(n) = t.get(c.as_bytes()) else {
+            return Ok(None);
+        };
         if i + 1 == comps.len() {
             return Ok(Some(n.clone()));
         }
@@ -58,7 +66,14 @@ pub struct Change {
 }
 
 /// Compare two trees.
-pub fn diff(repo: &Repository, index: &Index, a: Option<&Id>, b: Option<&Id>, prefix: &str, out: &mut Vec<Change>) -> Result<()> {
+pub fn diff(
+    repo: &Repository,
+    index: &Index,
+    a: Option<&Id>,
+    b: Option<&Id>,
+    prefix: &str,
+    out: &mut Vec<Change>,
+) -> Result<()> {
     if a == b {
         return Ok(());
     }
@@ -94,11 +109,25 @@ pub fn diff(repo: &Repository, index: &Index, a: Option<&Id>, b: Option<&Id>, pr
                 let (x, y) = (na.expect("some"), nb.expect("some"));
                 let p = format!("{prefix}/{}", x.name.display());
                 if x.kind != y.kind {
-                    out.push(Change { change: 'T', path: p.clone() });
+                    out.push(Change {
+                        change: 'T',
+                        path: p.clone(),
+                    });
                 } else if x.content != y.content || x.target != y.target || x.size != y.size {
-                    out.push(Change { change: 'M', path: p.clone() });
-                } else if x.mode != y.mode || x.uid != y.uid || x.gid != y.gid || x.mtime != y.mtime || x.xattrs != y.xattrs {
-                    out.push(Change { change: 'U', path: p.clone() });
+                    out.push(Change {
+                        change: 'M',
+                        path: p.clone(),
+                    });
+                } else if x.mode != y.mode
+                    || x.uid != y.uid
+                    || x.gid != y.gid
+                    || x.mtime != y.mtime
+                    || x.xattrs != y.xattrs
+                {
+                    out.push(Change {
+                        change: 'U',
+                        path: p.clone(),
+                    });
                 }
                 if x.kind == NodeKind::Dir || y.kind == NodeKind::Dir {
                     let sa = (x.kind == NodeKind::Dir).then_some(x.subtree).flatten();
@@ -113,12 +142,25 @@ pub fn diff(repo: &Repository, index: &Index, a: Option<&Id>, b: Option<&Id>, pr
     Ok(())
 }
 
-fn removed_or_added(repo: &Repository, index: &Index, n: &Node, prefix: &str, c: char, out: &mut Vec<Change>) -> Result<()> {
+fn removed_or_added(
+    repo: &Repository,
+    index: &Index,
+    n: &Node,
+    prefix: &str,
+    c: char,
+    out: &mut Vec<Change>,
+) -> Result<()> {
     let p = format!("{prefix}/{}", n.name.display());
-    out.push(Change { change: c, path: p.clone() });
+    out.push(Change {
+        change: c,
+        path: p.clone(),
+    });
     if let (NodeKind::Dir, Some(sub)) = (n.kind, n.subtree) {
         walk(repo, index, &sub, &p, &mut |path, _| {
-            out.push(Change { change: c, path: path.to_string() })
+            out.push(Change {
+                change: c,
+                path: path.to_string(),
+            })
         })?;
     }
     Ok(())

@@ -58,20 +58,33 @@ impl CheckReport {
 /// Read a pack's header from storage with two ranged reads.
 pub fn read_pack_header(repo: &Repository, name: &str, size: u64) -> Result<Vec<PackEntry>> {
     if size < 4 {
-        return Err(Error::corrupt(format!("pack {name}"), "shorter than its trailer"));
+        return Err(Error::corrupt(
+            format!("pack {name}"),
+            "shorter than its trailer",
+        ));
     }
-    let t = repo.storage().get_range(ObjectKind::Pack, name, size - 4, 4)?;
+    let t = repo
+        .storage()
+        .get_range(ObjectKind::Pack, name, size - 4, 4)?;
     let (start, len) = pack::header_range(name, size, t[..4].try_into().expect("4 bytes"))?;
-    let sealed = repo.storage().get_range(ObjectKind::Pack, name, start, len)?;
+    let sealed = repo
+        .storage()
+        .get_range(ObjectKind::Pack, name, start, len)?;
     pack::decrypt_header(repo.key(), name, &sealed, start)
 }
 
 /// Index packs that exist but that no index file names (left by an interrupted writer), unless
 /// garbage collection condemned them. Returns how many packs were adopted.
-pub fn adopt_orphans(repo: &Repository, index: &mut Index, condemned: &HashSet<Id>) -> Result<usize> {
+pub fn adopt_orphans(
+    repo: &Repository,
+    index: &mut Index,
+    condemned: &HashSet<Id>,
+) -> Result<usize> {
     let mut found = Vec::new();
     for o in repo.storage().list(ObjectKind::Pack)? {
-        let Some(id) = Id::from_hex(&o.name) else { continue };
+        let Some(id) = Id::from_hex(&o.name) else {
+            continue;
+        };
         if index.has_pack(&id) || condemned.contains(&id) {
             continue;
         }
@@ -93,7 +106,11 @@ pub fn adopt_orphans(repo: &Repository, index: &mut Index, condemned: &HashSet<I
 }
 
 /// Check the repository.
-pub fn check(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -> Result<CheckReport> {
+pub fn check(
+    repo: &Repository,
+    read_data: ReadData,
+    progress: &dyn Progress,
+) -> Result<CheckReport> {
     let mut r = CheckReport::default();
     progress.phase("check structure");
     let packs: HashMap<Id, u64> = repo
@@ -121,11 +138,19 @@ pub fn check(repo: &Repository, read_data: ReadData, progress: &dyn Progress) ->
     }
     for (p, entries) in &pack_entries {
         match packs.get(p) {
-            None => r.errors.push(format!("pack {p} is named by the index but missing")),
+            None => r
+                .errors
+                .push(format!("pack {p} is named by the index but missing")),
             Some(&size) => {
-                let end = entries.iter().map(|e| e.offset as u64 + e.length as u64).max().unwrap_or(0);
+                let end = entries
+                    .iter()
+                    .map(|e| e.offset as u64 + e.length as u64)
+                    .max()
+                    .unwrap_or(0);
                 if end + 4 > size {
-                    r.errors.push(format!("pack {p} is {size} bytes, shorter than its indexed blobs ({end})"));
+                    r.errors.push(format!(
+                        "pack {p} is {size} bytes, shorter than its indexed blobs ({end})"
+                    ));
                 }
             }
         }
@@ -153,7 +178,10 @@ pub fn check(repo: &Repository, read_data: ReadData, progress: &dyn Progress) ->
             if !seen.insert(t) {
                 continue;
             }
-            let tree = match repo.read_blob(&index, BlobType::Tree, &t).and_then(|d| Tree::decode(&t, &d)) {
+            let tree = match repo
+                .read_blob(&index, BlobType::Tree, &t)
+                .and_then(|d| Tree::decode(&t, &d))
+            {
                 Ok(tree) => tree,
                 Err(e) => {
                     lost.insert(t);
@@ -167,7 +195,8 @@ pub fn check(repo: &Repository, read_data: ReadData, progress: &dyn Progress) ->
                 }
                 for c in &n.content {
                     if !index.contains(c) && lost.insert(*c) {
-                        r.errors.push(format!("data blob {c} is missing from the index"));
+                        r.errors
+                            .push(format!("data blob {c} is missing from the index"));
                     }
                 }
             }
@@ -190,7 +219,13 @@ pub fn check(repo: &Repository, read_data: ReadData, progress: &dyn Progress) ->
     };
     if !selected.is_empty() {
         progress.phase("check data");
-        progress.add_total(selected.len() as u64, selected.iter().map(|(p, _)| packs.get(*p).copied().unwrap_or(0)).sum());
+        progress.add_total(
+            selected.len() as u64,
+            selected
+                .iter()
+                .map(|(p, _)| packs.get(*p).copied().unwrap_or(0))
+                .sum(),
+        );
     }
     for (p, entries) in selected {
         r.packs_read += 1;
@@ -203,7 +238,9 @@ pub fn check(repo: &Repository, read_data: ReadData, progress: &dyn Progress) ->
         progress.inc(1, data.len() as u64);
         if Id::of_bytes(&data) != *p {
             r.damaged.push(format!("pack {name}"));
-            r.errors.push(format!("pack {name}: content does not match its name (damaged on storage)"));
+            r.errors.push(format!(
+                "pack {name}: content does not match its name (damaged on storage)"
+            ));
         }
         if let Err(e) = pack::read_header(repo.key(), &name, &data) {
             r.errors.push(e.to_string());
@@ -229,7 +266,12 @@ pub fn check(repo: &Repository, read_data: ReadData, progress: &dyn Progress) ->
 }
 
 /// Which files and directories of which snapshots reference any of `lost`.
-pub fn affected_paths(repo: &Repository, index: &Index, snaps: &[snapshot::SnapshotEntry], lost: &HashSet<Id>) -> Vec<String> {
+pub fn affected_paths(
+    repo: &Repository,
+    index: &Index,
+    snaps: &[snapshot::SnapshotEntry],
+    lost: &HashSet<Id>,
+) -> Vec<String> {
     let mut out = Vec::new();
     for s in snaps {
         let mut stack = vec![(s.snapshot.tree, String::new())];
@@ -238,7 +280,10 @@ pub fn affected_paths(repo: &Repository, index: &Index, snaps: &[snapshot::Snaps
                 out.push(format!("{}:{}/ (directory listing)", s.id.short(), path));
                 continue;
             }
-            let Ok(tree) = repo.read_blob(index, BlobType::Tree, &t).and_then(|d| Tree::decode(&t, &d)) else {
+            let Ok(tree) = repo
+                .read_blob(index, BlobType::Tree, &t)
+                .and_then(|d| Tree::decode(&t, &d))
+            else {
                 continue;
             };
             for n in &tree.nodes {

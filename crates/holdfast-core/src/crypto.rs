@@ -98,7 +98,11 @@ pub(crate) fn seal(cipher: &XChaCha20Poly1305, aad: &[u8], plain: &[u8]) -> Vec<
 }
 
 /// Decrypt `nonce || ciphertext || tag`.
-pub(crate) fn open(cipher: &XChaCha20Poly1305, aad: &[u8], data: &[u8]) -> Result<Vec<u8>, AuthError> {
+pub(crate) fn open(
+    cipher: &XChaCha20Poly1305,
+    aad: &[u8],
+    data: &[u8],
+) -> Result<Vec<u8>, AuthError> {
     if data.len() < OVERHEAD {
         return Err(AuthError);
     }

@@ -34,8 +34,14 @@ pub fn node_from_metadata(name: FsName, m: &Metadata) -> Node {
         mode: m.mode() & 0o7777,
         uid: m.uid(),
         gid: m.gid(),
-        mtime: m.mtime().saturating_mul(1_000_000_000).saturating_add(m.mtime_nsec()),
-        ctime: m.ctime().saturating_mul(1_000_000_000).saturating_add(m.ctime_nsec()),
+        mtime: m
+            .mtime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(m.mtime_nsec()),
+        ctime: m
+            .ctime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(m.ctime_nsec()),
         inode: m.ino(),
         dev: m.dev(),
         links: m.nlink(),
@@ -70,7 +76,8 @@ pub fn read_xattrs(path: &Path) -> io::Result<Vec<Xattr>> {
 }
 
 fn cpath(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
 }
 
 fn check(r: libc::c_int) -> io::Result<()> {
@@ -91,7 +98,13 @@ pub fn make_special(path: &Path, node: &Node) -> io::Result<()> {
         _ => return Ok(()),
     };
     // SAFETY: c is a valid NUL-terminated path.
-    check(unsafe { libc::mknod(c.as_ptr(), t | (node.mode & 0o7777) as libc::mode_t, dev as libc::dev_t) })
+    check(unsafe {
+        libc::mknod(
+            c.as_ptr(),
+            t | (node.mode & 0o7777) as libc::mode_t,
+            dev as libc::dev_t,
+        )
+    })
 }
 
 /// Apply owner, mode, extended attributes and times to a restored entry (not following
@@ -122,5 +135,12 @@ pub fn apply(path: &Path, node: &Node) -> io::Result<()> {
     };
     let times = [ts, ts];
     // SAFETY: valid path pointer and a two-element timespec array.
-    check(unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) })
+    check(unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
 }

@@ -186,7 +186,9 @@ impl Index {
 
     /// Where a blob is.
     pub fn get(&self, id: &Id) -> Option<(Id, Location)> {
-        self.blobs.get(id).map(|l| (self.packs[l.pack as usize], *l))
+        self.blobs
+            .get(id)
+            .map(|l| (self.packs[l.pack as usize], *l))
     }
 
     /// Whether a blob is indexed.
@@ -255,7 +257,11 @@ mod tests {
 
     fn entry(i: u8) -> PackEntry {
         PackEntry {
-            blob_type: if i % 2 == 0 { BlobType::Data } else { BlobType::Tree },
+            blob_type: if i.is_multiple_of(2) {
+                BlobType::Data
+            } else {
+                BlobType::Tree
+            },
             id: Id([i; 32]),
             offset: i as u32 * 10,
             length: 10,
@@ -266,7 +272,10 @@ mod tests {
     #[test]
     fn encode_decode_and_lookup() {
         let f = IndexFile {
-            packs: vec![(Id([1; 32]), vec![entry(1), entry(2)]), (Id([2; 32]), vec![entry(3)])],
+            packs: vec![
+                (Id([1; 32]), vec![entry(1), entry(2)]),
+                (Id([2; 32]), vec![entry(3)]),
+            ],
             superseded: vec![Id([9; 32])],
         };
         let k = MasterKey::generate();

@@ -75,7 +75,11 @@ impl KeySlot {
     pub fn wrap(master: &MasterKey, password: &[u8], params: KdfParams, repo_id: &str) -> Self {
         let salt: [u8; 16] = rand::random();
         let k = derive(password, &salt, params).expect("valid default parameters");
-        let wrapped = crypto::seal(&crypto::cipher_from(&k), repo_id.as_bytes(), master.secret());
+        let wrapped = crypto::seal(
+            &crypto::cipher_from(&k),
+            repo_id.as_bytes(),
+            master.secret(),
+        );
         KeySlot {
             kdf: "argon2id".into(),
             params,

@@ -148,7 +148,10 @@ pub fn header_range(what: &str, pack_len: u64, trailer: [u8; 4]) -> Result<(u64,
 /// Decrypt and parse the header of a whole pack in memory.
 pub fn read_header(key: &MasterKey, what: &str, pack: &[u8]) -> Result<Vec<PackEntry>> {
     if pack.len() < 4 {
-        return Err(Error::corrupt(format!("pack {what}"), "shorter than its trailer"));
+        return Err(Error::corrupt(
+            format!("pack {what}"),
+            "shorter than its trailer",
+        ));
     }
     let trailer: [u8; 4] = pack[pack.len() - 4..].try_into().expect("4 bytes");
     let (start, len) = header_range(what, pack.len() as u64, trailer)?;
@@ -157,7 +160,12 @@ pub fn read_header(key: &MasterKey, what: &str, pack: &[u8]) -> Result<Vec<PackE
 }
 
 /// Decrypt and parse a sealed header that starts at `start`.
-pub fn decrypt_header(key: &MasterKey, what: &str, sealed: &[u8], start: u64) -> Result<Vec<PackEntry>> {
+pub fn decrypt_header(
+    key: &MasterKey,
+    what: &str,
+    sealed: &[u8],
+    start: u64,
+) -> Result<Vec<PackEntry>> {
     let h = key
         .decrypt(HEADER_AAD, sealed)
         .map_err(|e| Error::corrupt(format!("header of pack {what}"), e.to_string()))?;

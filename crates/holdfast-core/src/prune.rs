@@ -40,7 +40,12 @@ pub struct ForgetItem {
 }
 
 /// Apply a keep-policy per group (host and paths). With `dry_run`, nothing is removed.
-pub fn forget(repo: &Repository, policy: &KeepPolicy, now: DateTime<Utc>, dry_run: bool) -> Result<Vec<ForgetItem>> {
+pub fn forget(
+    repo: &Repository,
+    policy: &KeepPolicy,
+    now: DateTime<Utc>,
+    dry_run: bool,
+) -> Result<Vec<ForgetItem>> {
     if policy.is_empty() {
         return Err(Error::Invalid(
             "no keep rule given: forget would remove every snapshot. Give at least one --keep-* option".into(),
@@ -51,7 +56,10 @@ pub fn forget(repo: &Repository, policy: &KeepPolicy, now: DateTime<Utc>, dry_ru
     for s in &all {
         let mut p = s.snapshot.paths.clone();
         p.sort();
-        groups.entry((s.snapshot.hostname.clone(), p)).or_default().push(s);
+        groups
+            .entry((s.snapshot.hostname.clone(), p))
+            .or_default()
+            .push(s);
     }
     let mut out = Vec::new();
     for (_, snaps) in groups {
@@ -154,14 +162,20 @@ fn by_pack(index: &Index) -> HashMap<Id, Vec<PackEntry>> {
 }
 
 /// Run prune.
-pub fn prune(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> Result<PruneReport> {
+pub fn prune(
+    repo: &Repository,
+    opts: &PruneOptions,
+    progress: &dyn Progress,
+) -> Result<PruneReport> {
     let now = opts.now.unwrap_or_else(Utc::now);
     let mut report = PruneReport::default();
     progress.phase("prune: finding used data");
     let (index, _) = repo.load_index()?;
     let (snaps, bad) = snapshot::load_all(repo)?;
     if let Some(e) = bad.into_iter().next() {
-        return Err(Error::Refused(format!("prune stopped, nothing was deleted: {e}")));
+        return Err(Error::Refused(format!(
+            "prune stopped, nothing was deleted: {e}"
+        )));
     }
     let used = used_blobs(repo, &index, &snaps)?;
     report.used_blobs = used.len();
@@ -195,7 +209,10 @@ pub fn prune(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) ->
 
     // Phase one: a new plan.
     let plans = session::load_plans(repo)?;
-    let already: HashSet<Id> = plans.iter().flat_map(|(_, p)| p.condemned.iter().copied()).collect();
+    let already: HashSet<Id> = plans
+        .iter()
+        .flat_map(|(_, p)| p.condemned.iter().copied())
+        .collect();
     let (index, _) = repo.load_index()?;
     let live_index = index.without_packs(&already);
     let packs = by_pack(&live_index);
@@ -212,12 +229,16 @@ pub fn prune(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) ->
         // A blob is live here only if this pack is where the index finds it.
         let live: u64 = entries
             .iter()
-            .filter(|e| used.contains(&e.id) && live_index.get(&e.id).map(|(p, _)| p) == Some(*pack))
+            .filter(|e| {
+                used.contains(&e.id) && live_index.get(&e.id).map(|(p, _)| p) == Some(*pack)
+            })
             .map(|e| e.length as u64)
             .sum();
         if live == 0 {
             condemn.push(*pack);
-        } else if total > 0 && (total - live) as f64 * 100.0 / total as f64 > opts.max_unused_percent {
+        } else if total > 0
+            && (total - live) as f64 * 100.0 / total as f64 > opts.max_unused_percent
+        {
             repack.push(*pack);
         }
     }
@@ -243,9 +264,15 @@ pub fn prune(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) ->
                     continue;
                 }
                 // Stored bytes are position independent: copy them without re-encrypting.
-                let stored = repo.storage().get_range(ObjectKind::Pack, &pack.to_hex(), e.offset as u64, e.length as u64)?;
-                crate::blob::open(repo.key(), e.blob_type, &e.id, &stored, e.raw_len)
-                    .map_err(|err| Error::Refused(format!("prune stopped before deleting anything: {err}")))?;
+                let stored = repo.storage().get_range(
+                    ObjectKind::Pack,
+                    &pack.to_hex(),
+                    e.offset as u64,
+                    e.length as u64,
+                )?;
+                crate::blob::open(repo.key(), e.blob_type, &e.id, &stored, e.raw_len).map_err(
+                    |err| Error::Refused(format!("prune stopped before deleting anything: {err}")),
+                )?;
                 w.add(e.blob_type, e.id, &stored, e.raw_len)?;
             }
         }
@@ -278,7 +305,13 @@ pub fn prune(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) ->
 }
 
 /// Phase two: delete a plan's packs that no used blob depends on.
-fn execute(repo: &Repository, plan_id: &Id, plan: &GcPlan, used: &HashSet<Id>, report: &mut PruneReport) -> Result<()> {
+fn execute(
+    repo: &Repository,
+    plan_id: &Id,
+    plan: &GcPlan,
+    used: &HashSet<Id>,
+    report: &mut PruneReport,
+) -> Result<()> {
     let (index, files) = repo.load_index()?;
     let condemned: HashSet<Id> = plan.condemned.iter().copied().collect();
     let survivors = index.without_packs(&condemned);
@@ -307,7 +340,12 @@ fn execute(repo: &Repository, plan_id: &Id, plan: &GcPlan, used: &HashSet<Id>, r
         repo.storage().delete(ObjectKind::Index, &old.to_hex())?;
     }
     repo.storage().flush()?;
-    let sizes: HashMap<String, u64> = repo.storage().list(ObjectKind::Pack)?.into_iter().map(|o| (o.name, o.size)).collect();
+    let sizes: HashMap<String, u64> = repo
+        .storage()
+        .list(ObjectKind::Pack)?
+        .into_iter()
+        .map(|o| (o.name, o.size))
+        .collect();
     for p in &delete {
         let name = p.to_hex();
         if let Some(sz) = sizes.get(&name) {

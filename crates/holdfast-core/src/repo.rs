@@ -112,7 +112,10 @@ fn read_config(storage: &dyn Storage) -> Result<RepoConfig> {
         Ok(r) => r,
         Err(StorageError::NotFound { .. }) => {
             // Distinguish "nothing here" from "something else here".
-            let has_keys = storage.list(ObjectKind::Key).map(|l| !l.is_empty()).unwrap_or(false);
+            let has_keys = storage
+                .list(ObjectKind::Key)
+                .map(|l| !l.is_empty())
+                .unwrap_or(false);
             return Err(if has_keys {
                 Error::Foreign {
                     location,
@@ -142,16 +145,28 @@ fn read_config(storage: &dyn Storage) -> Result<RepoConfig> {
             supported: FORMAT_VERSION,
         });
     }
-    let c: RepoConfig = serde_json::from_value(v).map_err(|e| Error::corrupt("repository config", e.to_string()))?;
-    if c.chunker.min == 0 || c.chunker.min > c.chunker.avg || c.chunker.avg > c.chunker.max || c.chunker.max > 64 << 20 {
-        return Err(Error::corrupt("repository config", "chunker parameters out of range"));
+    let c: RepoConfig = serde_json::from_value(v)
+        .map_err(|e| Error::corrupt("repository config", e.to_string()))?;
+    if c.chunker.min == 0
+        || c.chunker.min > c.chunker.avg
+        || c.chunker.avg > c.chunker.max
+        || c.chunker.max > 64 << 20
+    {
+        return Err(Error::corrupt(
+            "repository config",
+            "chunker parameters out of range",
+        ));
     }
     Ok(c)
 }
 
 impl Repository {
     /// Create a repository and its first key slot.
-    pub fn init(storage: Arc<dyn Storage>, password: &[u8], opts: &InitOptions) -> Result<Repository> {
+    pub fn init(
+        storage: Arc<dyn Storage>,
+        password: &[u8],
+        opts: &InitOptions,
+    ) -> Result<Repository> {
         if !(-7..=22).contains(&opts.compression) {
             return Err(Error::Invalid(format!(
                 "compression level {} is outside zstd's range (0 = off, 1..=22)",
@@ -182,7 +197,12 @@ impl Repository {
         };
         let slot = KeySlot::wrap(&key, password, opts.kdf, &config.id);
         let key_id = Id::random().to_hex();
-        storage.put(ObjectKind::Key, &key_id, &serde_json::to_vec_pretty(&slot).expect("serializable"), PutMode::CreateNew)?;
+        storage.put(
+            ObjectKind::Key,
+            &key_id,
+            &serde_json::to_vec_pretty(&slot).expect("serializable"),
+            PutMode::CreateNew,
+        )?;
         storage.flush()?;
         // The config goes last: a crash before this leaves no repository, not half of one.
         let cfg = serde_json::to_vec_pretty(&config).expect("serializable");
@@ -219,7 +239,9 @@ impl Repository {
                     })
                 }
                 Err(None) => continue,
-                Err(Some(m)) => tracing::warn!("key slot {} is malformed and was skipped: {m}", s.name),
+                Err(Some(m)) => {
+                    tracing::warn!("key slot {} is malformed and was skipped: {m}", s.name)
+                }
             }
         }
         Err(Error::WrongPassword {
@@ -252,7 +274,12 @@ impl Repository {
     pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<String> {
         let slot = KeySlot::wrap(&self.key, password, kdf, &self.config.id);
         let id = Id::random().to_hex();
-        self.storage.put(ObjectKind::Key, &id, &serde_json::to_vec_pretty(&slot).expect("serializable"), PutMode::CreateNew)?;
+        self.storage.put(
+            ObjectKind::Key,
+            &id,
+            &serde_json::to_vec_pretty(&slot).expect("serializable"),
+            PutMode::CreateNew,
+        )?;
         self.storage.flush()?;
         Ok(id)
     }
@@ -280,17 +307,31 @@ impl Repository {
     /// Remove a key slot by id or unique prefix. Refuses the slot in use and the last slot.
     pub fn remove_key(&self, id_prefix: &str) -> Result<String> {
         let keys = self.list_keys()?;
-        let matches: Vec<_> = keys.iter().filter(|k| k.id.starts_with(id_prefix)).collect();
+        let matches: Vec<_> = keys
+            .iter()
+            .filter(|k| k.id.starts_with(id_prefix))
+            .collect();
         let k = match matches.as_slice() {
             [k] => *k,
-            [] => return Err(Error::Invalid(format!("no key slot matches {id_prefix:?}: see `holdfast key list`"))),
-            _ => return Err(Error::Invalid(format!("key prefix {id_prefix:?} is ambiguous"))),
+            [] => {
+                return Err(Error::Invalid(format!(
+                    "no key slot matches {id_prefix:?}: see `holdfast key list`"
+                )))
+            }
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "key prefix {id_prefix:?} is ambiguous"
+                )))
+            }
         };
         if k.current {
             return Err(Error::Refused("refusing to remove the key slot this command was opened with: open with another password first".into()));
         }
         if keys.len() <= 1 {
-            return Err(Error::Refused("refusing to remove the last key slot: the repository could never be opened again".into()));
+            return Err(Error::Refused(
+                "refusing to remove the last key slot: the repository could never be opened again"
+                    .into(),
+            ));
         }
         self.storage.delete(ObjectKind::Key, &k.id)?;
         self.storage.flush()?;
@@ -311,18 +352,29 @@ impl Repository {
         let plain = serde_json::to_vec(value).expect("serializable");
         let sealed = self.key.encrypt(aad, &plain);
         let id = Id::of_bytes(&sealed);
-        self.storage.put(kind, &id.to_hex(), &sealed, PutMode::CreateNew)?;
+        self.storage
+            .put(kind, &id.to_hex(), &sealed, PutMode::CreateNew)?;
         Ok(id)
     }
 
     /// Load and decrypt a JSON object.
-    pub fn load_json<T: DeserializeOwned>(&self, kind: ObjectKind, name: &str, aad: &[u8]) -> Result<T> {
+    pub fn load_json<T: DeserializeOwned>(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        aad: &[u8],
+    ) -> Result<T> {
         let raw = self.storage.get(kind, name)?;
         let what = || format!("{kind} {name}");
-        if Id::from_hex(name).is_some_and(|id| id != Id::of_bytes(&raw)) && kind != ObjectKind::Session {
+        if Id::from_hex(name).is_some_and(|id| id != Id::of_bytes(&raw))
+            && kind != ObjectKind::Session
+        {
             return Err(Error::corrupt(what(), "content does not match its name"));
         }
-        let plain = self.key.decrypt(aad, &raw).map_err(|e| Error::corrupt(what(), e.to_string()))?;
+        let plain = self
+            .key
+            .decrypt(aad, &raw)
+            .map_err(|e| Error::corrupt(what(), e.to_string()))?;
         serde_json::from_slice(&plain).map_err(|e| Error::corrupt(what(), e.to_string()))
     }
 
@@ -346,7 +398,10 @@ impl Repository {
     pub fn read_index_file(&self, name: &str) -> Result<IndexFile> {
         let raw = self.storage.get(ObjectKind::Index, name)?;
         if Id::from_hex(name) != Some(Id::of_bytes(&raw)) {
-            return Err(Error::corrupt(format!("index {name}"), "content does not match its name"));
+            return Err(Error::corrupt(
+                format!("index {name}"),
+                "content does not match its name",
+            ));
         }
         IndexFile::open(&self.key, name, &raw)
     }
@@ -355,7 +410,8 @@ impl Repository {
     pub fn write_index_file(&self, f: &IndexFile) -> Result<Id> {
         let sealed = f.seal(&self.key);
         let id = Id::of_bytes(&sealed);
-        self.storage.put(ObjectKind::Index, &id.to_hex(), &sealed, PutMode::Overwrite)?;
+        self.storage
+            .put(ObjectKind::Index, &id.to_hex(), &sealed, PutMode::Overwrite)?;
         Ok(id)
     }
 
@@ -367,7 +423,12 @@ impl Repository {
         })?;
         let stored = self
             .storage
-            .get_range(ObjectKind::Pack, &pack.to_hex(), loc.offset as u64, loc.length as u64)
+            .get_range(
+                ObjectKind::Pack,
+                &pack.to_hex(),
+                loc.offset as u64,
+                loc.length as u64,
+            )
             .map_err(|e| match e {
                 StorageError::NotFound { .. } => Error::corrupt(
                     format!("pack {}", pack.to_hex()),
@@ -375,10 +436,11 @@ impl Repository {
                 ),
                 e => e.into(),
             })?;
-        blob::open(&self.key, t, id, &stored, loc.raw_len)
-            .map_err(|e| match e {
-                Error::Corrupt { what, detail } => Error::corrupt(format!("{what} in pack {}", pack.short()), detail),
-                e => e,
-            })
+        blob::open(&self.key, t, id, &stored, loc.raw_len).map_err(|e| match e {
+            Error::Corrupt { what, detail } => {
+                Error::corrupt(format!("{what} in pack {}", pack.short()), detail)
+            }
+            e => e,
+        })
     }
 }

@@ -68,15 +68,25 @@ fn normalize_includes(snap: &SnapshotEntry, include: &[String]) -> Vec<Vec<Vec<u
             for p in &snap.snapshot.paths {
                 if let Some(rest) = inc.strip_prefix(p.as_str()) {
                     if rest.is_empty() || rest.starts_with('/') {
-                        let base = Path::new(p).file_name().map(|b| b.to_string_lossy().into_owned()).unwrap_or_default();
+                        let base = Path::new(p)
+                            .file_name()
+                            .map(|b| b.to_string_lossy().into_owned())
+                            .unwrap_or_default();
                         return std::iter::once(base.into_bytes())
-                            .chain(rest.split('/').filter(|c| !c.is_empty()).map(|c| c.as_bytes().to_vec()))
+                            .chain(
+                                rest.split('/')
+                                    .filter(|c| !c.is_empty())
+                                    .map(|c| c.as_bytes().to_vec()),
+                            )
                             .collect();
                     }
                 }
             }
             rel = rel.trim_start_matches('/');
-            rel.split('/').filter(|c| !c.is_empty() && *c != ".").map(|c| c.as_bytes().to_vec()).collect()
+            rel.split('/')
+                .filter(|c| !c.is_empty() && *c != ".")
+                .map(|c| c.as_bytes().to_vec())
+                .collect()
         })
         .collect()
 }
@@ -120,7 +130,9 @@ impl Walk<'_> {
         {
             Ok(t) => t,
             Err(e) => {
-                self.out.errors.push(format!("{}: directory contents lost: {e}", dir.display()));
+                self.out
+                    .errors
+                    .push(format!("{}: directory contents lost: {e}", dir.display()));
                 return;
             }
         };
@@ -142,7 +154,9 @@ impl Walk<'_> {
     }
 
     fn node(&mut self, node: Node, path: PathBuf, rel: &mut Vec<Vec<u8>>, full: bool) {
-        let fail = |out: &mut RestoreOutcome, e: io::Error| out.errors.push(format!("{}: {e}", path.display()));
+        let fail = |out: &mut RestoreOutcome, e: io::Error| {
+            out.errors.push(format!("{}: {e}", path.display()))
+        };
         match node.kind {
             NodeKind::Dir => {
                 if let Err(e) = fs::create_dir(&path) {
@@ -173,7 +187,9 @@ impl Walk<'_> {
             NodeKind::Symlink => {
                 let _ = fs::remove_file(&path);
                 let target = node.target.clone().unwrap_or_default().to_os();
-                match std::os::unix::fs::symlink(&target, &path).and_then(|_| fsmeta::apply(&path, &node)) {
+                match std::os::unix::fs::symlink(&target, &path)
+                    .and_then(|_| fsmeta::apply(&path, &node))
+                {
                     Ok(()) => self.out.others += 1,
                     Err(e) => fail(&mut self.out, e),
                 }
@@ -191,7 +207,12 @@ impl Walk<'_> {
 }
 
 /// Write one file's content; returns bytes written.
-fn write_file(repo: &Repository, index: &Index, job: &FileJob, progress: &dyn Progress) -> std::result::Result<u64, String> {
+fn write_file(
+    repo: &Repository,
+    index: &Index,
+    job: &FileJob,
+    progress: &dyn Progress,
+) -> std::result::Result<u64, String> {
     let p = &job.path;
     let f = OpenOptions::new()
         .write(true)
@@ -218,7 +239,8 @@ fn write_file(repo: &Repository, index: &Index, job: &FileJob, progress: &dyn Pr
             match (zero, run_start) {
                 (false, None) => run_start = Some(i),
                 (true, Some(s)) => {
-                    f.write_all_at(&data[s..i], pos + s as u64).map_err(|e| format!("{}: write failed: {e}", p.display()))?;
+                    f.write_all_at(&data[s..i], pos + s as u64)
+                        .map_err(|e| format!("{}: write failed: {e}", p.display()))?;
                     written_end = pos + i as u64;
                     run_start = None;
                 }
@@ -227,25 +249,38 @@ fn write_file(repo: &Repository, index: &Index, job: &FileJob, progress: &dyn Pr
             i = end;
         }
         if let Some(s) = run_start {
-            f.write_all_at(&data[s..], pos + s as u64).map_err(|e| format!("{}: write failed: {e}", p.display()))?;
+            f.write_all_at(&data[s..], pos + s as u64)
+                .map_err(|e| format!("{}: write failed: {e}", p.display()))?;
             written_end = pos + data.len() as u64;
         }
         pos += data.len() as u64;
         progress.inc(0, data.len() as u64);
     }
     if written_end < pos {
-        f.set_len(pos).map_err(|e| format!("{}: {e}", p.display()))?;
+        f.set_len(pos)
+            .map_err(|e| format!("{}: {e}", p.display()))?;
     }
     if pos != job.node.size {
-        return Err(format!("{}: restored {pos} bytes where the snapshot says {}", p.display(), job.node.size));
+        return Err(format!(
+            "{}: restored {pos} bytes where the snapshot says {}",
+            p.display(),
+            job.node.size
+        ));
     }
     drop(f);
-    fsmeta::apply(p, &job.node).map_err(|e| format!("{}: metadata not restored: {e}", p.display()))?;
+    fsmeta::apply(p, &job.node)
+        .map_err(|e| format!("{}: metadata not restored: {e}", p.display()))?;
     Ok(pos)
 }
 
 /// Restore a snapshot.
-pub fn restore(repo: &Repository, index: &Index, snap: &SnapshotEntry, opts: &RestoreOptions, progress: &dyn Progress) -> Result<RestoreOutcome> {
+pub fn restore(
+    repo: &Repository,
+    index: &Index,
+    snap: &SnapshotEntry,
+    opts: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreOutcome> {
     let t = &opts.target;
     match fs::read_dir(t) {
         Ok(mut rd) => {
@@ -285,7 +320,11 @@ pub fn restore(repo: &Repository, index: &Index, snap: &SnapshotEntry, opts: &Re
     progress.add_total(w.files.len() as u64, total);
 
     let threads = if opts.threads == 0 {
-        (std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) * 2).max(4)
+        (std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            * 2)
+        .max(4)
     } else {
         opts.threads
     };
@@ -293,7 +332,7 @@ pub fn restore(repo: &Repository, index: &Index, snap: &SnapshotEntry, opts: &Re
     let (tx, rx) = unbounded::<&FileJob>();
     // Biggest first keeps the workers busy to the end.
     let mut order: Vec<&FileJob> = w.files.iter().collect();
-    order.sort_by(|a, b| b.node.size.cmp(&a.node.size));
+    order.sort_by_key(|j| std::cmp::Reverse(j.node.size));
     for j in order {
         let _ = tx.send(j);
     }
@@ -327,18 +366,26 @@ pub fn restore(repo: &Repository, index: &Index, snap: &SnapshotEntry, opts: &Re
     });
     w.out.files = files;
     w.out.bytes = bytes;
-    w.out.errors.extend(errors.into_inner().unwrap_or_else(|p| p.into_inner()));
+    w.out
+        .errors
+        .extend(errors.into_inner().unwrap_or_else(|p| p.into_inner()));
     for (path, key) in &w.links {
         let first = &w.first_link[key];
         let _ = fs::remove_file(path);
         match fs::hard_link(first, path) {
             Ok(()) => w.out.files += 1,
-            Err(e) => w.out.errors.push(format!("{}: hard link to {} failed: {e}", path.display(), first.display())),
+            Err(e) => w.out.errors.push(format!(
+                "{}: hard link to {} failed: {e}",
+                path.display(),
+                first.display()
+            )),
         }
     }
     for (path, node) in w.dirs.iter().rev() {
         if let Err(e) = fsmeta::apply(path, node) {
-            w.out.errors.push(format!("{}: metadata not restored: {e}", path.display()));
+            w.out
+                .errors
+                .push(format!("{}: metadata not restored: {e}", path.display()));
         }
     }
     progress.finish();

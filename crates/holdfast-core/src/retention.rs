@@ -154,25 +154,92 @@ mod tests {
     }
 
     fn kept(times: &[DateTime<Utc>], p: &KeepPolicy, now: DateTime<Utc>) -> Vec<usize> {
-        decide(times, p, now).into_iter().filter(|d| d.keep()).map(|d| d.index).collect()
+        decide(times, p, now)
+            .into_iter()
+            .filter(|d| d.keep())
+            .map(|d| d.index)
+            .collect()
     }
 
     #[test]
     fn table() {
         // Two snapshots a day for five days: indexes 0..10, oldest first.
-        let times: Vec<_> = (0..10).map(|i| t(2026, 1, 1 + i / 2, if i % 2 == 0 { 6 } else { 18 })).collect();
+        let times: Vec<_> = (0..10)
+            .map(|i| t(2026, 1, 1 + i / 2, if i % 2 == 0 { 6 } else { 18 }))
+            .collect();
         let now = t(2026, 1, 6, 0);
         let cases: Vec<(KeepPolicy, Vec<usize>)> = vec![
-            (KeepPolicy { last: Some(3), ..Default::default() }, vec![7, 8, 9]),
-            (KeepPolicy { daily: Some(2), ..Default::default() }, vec![7, 9]),
-            (KeepPolicy { daily: Some(100), ..Default::default() }, vec![1, 3, 5, 7, 9]),
-            (KeepPolicy { last: Some(1), daily: Some(2), ..Default::default() }, vec![7, 9]),
-            (KeepPolicy { hourly: Some(3), ..Default::default() }, vec![7, 8, 9]),
-            (KeepPolicy { weekly: Some(2), ..Default::default() }, vec![7, 9]), // 2026-01-05 starts ISO week 2
-            (KeepPolicy { monthly: Some(1), ..Default::default() }, vec![9]),
-            (KeepPolicy { yearly: Some(5), ..Default::default() }, vec![9]),
-            (KeepPolicy { within: Some(Duration::hours(36)), ..Default::default() }, vec![7, 8, 9]),
-            (KeepPolicy { last: Some(0), ..Default::default() }, vec![]),
+            (
+                KeepPolicy {
+                    last: Some(3),
+                    ..Default::default()
+                },
+                vec![7, 8, 9],
+            ),
+            (
+                KeepPolicy {
+                    daily: Some(2),
+                    ..Default::default()
+                },
+                vec![7, 9],
+            ),
+            (
+                KeepPolicy {
+                    daily: Some(100),
+                    ..Default::default()
+                },
+                vec![1, 3, 5, 7, 9],
+            ),
+            (
+                KeepPolicy {
+                    last: Some(1),
+                    daily: Some(2),
+                    ..Default::default()
+                },
+                vec![7, 9],
+            ),
+            (
+                KeepPolicy {
+                    hourly: Some(3),
+                    ..Default::default()
+                },
+                vec![7, 8, 9],
+            ),
+            (
+                KeepPolicy {
+                    weekly: Some(2),
+                    ..Default::default()
+                },
+                vec![7, 9],
+            ), // 2026-01-05 starts ISO week 2
+            (
+                KeepPolicy {
+                    monthly: Some(1),
+                    ..Default::default()
+                },
+                vec![9],
+            ),
+            (
+                KeepPolicy {
+                    yearly: Some(5),
+                    ..Default::default()
+                },
+                vec![9],
+            ),
+            (
+                KeepPolicy {
+                    within: Some(Duration::hours(36)),
+                    ..Default::default()
+                },
+                vec![7, 8, 9],
+            ),
+            (
+                KeepPolicy {
+                    last: Some(0),
+                    ..Default::default()
+                },
+                vec![],
+            ),
         ];
         for (p, want) in cases {
             assert_eq!(kept(&times, &p, now), want, "{p:?}");
@@ -182,16 +249,53 @@ mod tests {
     #[test]
     fn edge_cases() {
         let now = t(2026, 1, 1, 0);
-        assert!(decide(&[], &KeepPolicy { last: Some(1), ..Default::default() }, now).is_empty());
+        assert!(decide(
+            &[],
+            &KeepPolicy {
+                last: Some(1),
+                ..Default::default()
+            },
+            now
+        )
+        .is_empty());
         assert!(KeepPolicy::default().is_empty());
         // Identical times: both are distinct snapshots; last=1 keeps exactly one.
         let same = [now, now];
-        assert_eq!(kept(&same, &KeepPolicy { last: Some(1), ..Default::default() }, now).len(), 1);
+        assert_eq!(
+            kept(
+                &same,
+                &KeepPolicy {
+                    last: Some(1),
+                    ..Default::default()
+                },
+                now
+            )
+            .len(),
+            1
+        );
         // A snapshot from the future (clock moved back) is within any window and newest.
         let fut = [t(2027, 1, 1, 0), now];
-        assert_eq!(kept(&fut, &KeepPolicy { within: Some(Duration::hours(1)), ..Default::default() }, now), vec![0, 1]);
+        assert_eq!(
+            kept(
+                &fut,
+                &KeepPolicy {
+                    within: Some(Duration::hours(1)),
+                    ..Default::default()
+                },
+                now
+            ),
+            vec![0, 1]
+        );
         // Reasons are reported.
-        let d = decide(&[now], &KeepPolicy { last: Some(1), daily: Some(1), ..Default::default() }, now);
+        let d = decide(
+            &[now],
+            &KeepPolicy {
+                last: Some(1),
+                daily: Some(1),
+                ..Default::default()
+            },
+            now,
+        );
         assert_eq!(d[0].reasons, vec!["last", "daily"]);
     }
 }

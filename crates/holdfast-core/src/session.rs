@@ -112,8 +112,11 @@ impl Drop for Session {
 }
 
 fn write_session(repo: &Repository, name: &str, rec: &SessionRecord) -> Result<()> {
-    let sealed = repo.key().encrypt(SESSION_AAD, &serde_json::to_vec(rec).expect("serializable"));
-    repo.storage().put(ObjectKind::Session, name, &sealed, PutMode::Overwrite)?;
+    let sealed = repo
+        .key()
+        .encrypt(SESSION_AAD, &serde_json::to_vec(rec).expect("serializable"));
+    repo.storage()
+        .put(ObjectKind::Session, name, &sealed, PutMode::Overwrite)?;
     Ok(())
 }
 
@@ -134,7 +137,10 @@ pub fn live_sessions(repo: &Repository, now: DateTime<Utc>) -> Result<Vec<Sessio
         {
             Some(r) => r,
             None => {
-                tracing::warn!("session record {} is unreadable; treating it as live", o.name);
+                tracing::warn!(
+                    "session record {} is unreadable; treating it as live",
+                    o.name
+                );
                 SessionRecord {
                     operation: "unknown".into(),
                     hostname: "?".into(),
@@ -172,10 +178,12 @@ pub fn save_plan(repo: &Repository, plan: &GcPlan) -> Result<Id> {
 pub fn load_plans(repo: &Repository) -> Result<Vec<(Id, GcPlan)>> {
     let mut out = Vec::new();
     for o in repo.storage().list(ObjectKind::Gc)? {
-        let Some(id) = Id::from_hex(&o.name) else { continue };
+        let Some(id) = Id::from_hex(&o.name) else {
+            continue;
+        };
         match repo.load_json::<GcPlan>(ObjectKind::Gc, &o.name, PLAN_AAD) {
             Ok(p) => out.push((id, p)),
-            Err(e) if matches!(e, Error::Storage(ref s) if s.is_not_found()) => continue,
+            Err(Error::Storage(s)) if s.is_not_found() => continue,
             Err(e) => return Err(e),
         }
     }

@@ -82,7 +82,9 @@ pub fn load_all(repo: &Repository) -> Result<(Vec<SnapshotEntry>, Vec<Error>)> {
     let mut out = Vec::new();
     let mut bad = Vec::new();
     for o in repo.storage().list(ObjectKind::Snapshot)? {
-        let Some(id) = Id::from_hex(&o.name) else { continue };
+        let Some(id) = Id::from_hex(&o.name) else {
+            continue;
+        };
         match repo.load_json::<Snapshot>(ObjectKind::Snapshot, &o.name, AAD) {
             Ok(snapshot) => out.push(SnapshotEntry { id, snapshot }),
             Err(e @ Error::Corrupt { .. }) => bad.push(e),
@@ -96,10 +98,15 @@ pub fn load_all(repo: &Repository) -> Result<(Vec<SnapshotEntry>, Vec<Error>)> {
 /// Find a snapshot by `latest` or an id prefix.
 pub fn find<'a>(all: &'a [SnapshotEntry], spec: &str) -> Result<&'a SnapshotEntry> {
     if spec == "latest" {
-        return all.last().ok_or_else(|| Error::SnapshotNotFound(spec.into()));
+        return all
+            .last()
+            .ok_or_else(|| Error::SnapshotNotFound(spec.into()));
     }
     let spec_l = spec.to_ascii_lowercase();
-    let m: Vec<_> = all.iter().filter(|s| s.id.to_hex().starts_with(&spec_l)).collect();
+    let m: Vec<_> = all
+        .iter()
+        .filter(|s| s.id.to_hex().starts_with(&spec_l))
+        .collect();
     match m.as_slice() {
         [one] => Ok(one),
         [] => Err(Error::SnapshotNotFound(spec.into())),

@@ -153,11 +153,19 @@ impl Tree {
             .map_err(|e| Error::corrupt(format!("tree {id}"), e.to_string()))?;
         for w in t.nodes.windows(2) {
             if w[0].name >= w[1].name {
-                return Err(Error::corrupt(format!("tree {id}"), "entries not sorted or not unique"));
+                return Err(Error::corrupt(
+                    format!("tree {id}"),
+                    "entries not sorted or not unique",
+                ));
             }
         }
         for n in &t.nodes {
-            if n.name.0.is_empty() || n.name.0 == b"." || n.name.0 == b".." || n.name.0.contains(&b'/') || n.name.0.contains(&0) {
+            if n.name.0.is_empty()
+                || n.name.0 == b"."
+                || n.name.0 == b".."
+                || n.name.0.contains(&b'/')
+                || n.name.0.contains(&0)
+            {
                 return Err(Error::corrupt(
                     format!("tree {id}"),
                     format!("entry name {:?} is not a plain file name", n.name.display()),
@@ -215,9 +223,13 @@ mod tests {
 
     #[test]
     fn rejects_unsorted_and_path_names() {
-        let t = Tree { nodes: vec![node(b"b"), node(b"a")] };
+        let t = Tree {
+            nodes: vec![node(b"b"), node(b"a")],
+        };
         assert!(Tree::decode(&Id::default(), &t.encode()).is_err());
-        let t = Tree { nodes: vec![node(b"../x")] };
+        let t = Tree {
+            nodes: vec![node(b"../x")],
+        };
         assert!(Tree::decode(&Id::default(), &t.encode()).is_err());
         assert!(Tree::decode(&Id::default(), b"{").is_err());
     }

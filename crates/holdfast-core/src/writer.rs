@@ -62,21 +62,32 @@ impl BlobWriter {
             .spawn(move || {
                 let mut stats = WriterStats::default();
                 let mut pending: Vec<(Id, Vec<PackEntry>)> = Vec::new();
-                let run = |stats: &mut WriterStats, pending: &mut Vec<(Id, Vec<PackEntry>)>| -> Result<()> {
+                let run = |stats: &mut WriterStats,
+                           pending: &mut Vec<(Id, Vec<PackEntry>)>|
+                 -> Result<()> {
                     for s in rx.iter() {
                         stats.bytes += s.bytes.len() as u64;
                         if !dry_run {
-                            r.storage().put(ObjectKind::Pack, &s.id.to_hex(), &s.bytes, PutMode::Overwrite)?;
+                            r.storage().put(
+                                ObjectKind::Pack,
+                                &s.id.to_hex(),
+                                &s.bytes,
+                                PutMode::Overwrite,
+                            )?;
                         }
                         drop(s.bytes);
                         pending.push((s.id, s.entries.clone()));
                         stats.packs.push((s.id, s.entries));
                         if pending.len() >= INDEX_EVERY && !dry_run {
-                            stats.index_files.push(write_index(&r, std::mem::take(pending))?);
+                            stats
+                                .index_files
+                                .push(write_index(&r, std::mem::take(pending))?);
                         }
                     }
                     if !pending.is_empty() && !dry_run {
-                        stats.index_files.push(write_index(&r, std::mem::take(pending))?);
+                        stats
+                            .index_files
+                            .push(write_index(&r, std::mem::take(pending))?);
                     }
                     Ok(())
                 };
@@ -101,14 +112,22 @@ impl BlobWriter {
 
     /// Add a stored (sealed) blob.
     pub fn add(&self, t: BlobType, id: Id, stored: &[u8], raw_len: u32) -> Result<()> {
-        if let Some(msg) = self.failed.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if let Some(msg) = self
+            .failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             return Err(Error::Refused(format!("storing packs failed: {msg}")));
         }
         let full = {
             let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
             cur.add(t, id, stored, raw_len);
             if cur.len() >= self.target {
-                Some(std::mem::replace(&mut *cur, PackBuilder::with_capacity(self.target + (1 << 20))))
+                Some(std::mem::replace(
+                    &mut *cur,
+                    PackBuilder::with_capacity(self.target + (1 << 20)),
+                ))
             } else {
                 None
             }
@@ -137,9 +156,15 @@ impl BlobWriter {
             self.send(last)?;
         }
         drop(self.tx.lock().unwrap_or_else(|p| p.into_inner()).take());
-        let h = self.uploader.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let h = self
+            .uploader
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         match h {
-            Some(h) => h.join().map_err(|_| Error::Refused("the pack uploader panicked".into()))?,
+            Some(h) => h
+                .join()
+                .map_err(|_| Error::Refused("the pack uploader panicked".into()))?,
             None => Ok(WriterStats::default()),
         }
     }
@@ -148,7 +173,12 @@ impl BlobWriter {
 impl Drop for BlobWriter {
     fn drop(&mut self) {
         drop(self.tx.lock().unwrap_or_else(|p| p.into_inner()).take());
-        if let Some(h) = self.uploader.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(h) = self
+            .uploader
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             let _ = h.join();
         }
     }
