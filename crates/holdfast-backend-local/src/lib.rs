@@ -57,7 +57,10 @@ impl LocalStorage {
     }
 
     fn mark_dirty(&self, dir: PathBuf) {
-        self.dirty.lock().unwrap_or_else(|e| e.into_inner()).insert(dir);
+        self.dirty
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(dir);
     }
 
     fn not_found(&self, kind: ObjectKind, name: &str) -> StorageError {
@@ -370,7 +373,13 @@ mod tests {
         assert_eq!(s.get(ObjectKind::Pack, "abcd").unwrap(), b"hello");
         assert_eq!(s.get_range(ObjectKind::Pack, "abcd", 1, 3).unwrap(), b"ell");
         let l = s.list(ObjectKind::Pack).unwrap();
-        assert_eq!(l, vec![ObjectInfo { name: "abcd".into(), size: 5 }]);
+        assert_eq!(
+            l,
+            vec![ObjectInfo {
+                name: "abcd".into(),
+                size: 5
+            }]
+        );
         assert_eq!(
             s.exists_many(ObjectKind::Pack, &["abcd".into(), "ef".into()])
                 .unwrap(),
@@ -380,17 +389,24 @@ mod tests {
         s.delete(ObjectKind::Pack, "abcd").unwrap();
         s.delete(ObjectKind::Pack, "abcd").unwrap();
         assert!(s.get(ObjectKind::Pack, "abcd").unwrap_err().is_not_found());
-        assert!(std::fs::read_dir(s.root().join("tmp")).unwrap().next().is_none());
+        assert!(std::fs::read_dir(s.root().join("tmp"))
+            .unwrap()
+            .next()
+            .is_none());
     }
 
     #[test]
     fn create_new_refuses_existing() {
         let (_d, s) = repo();
-        s.put(ObjectKind::Key, "aa", b"1", PutMode::CreateNew).unwrap();
-        let e = s.put(ObjectKind::Key, "aa", b"2", PutMode::CreateNew).unwrap_err();
+        s.put(ObjectKind::Key, "aa", b"1", PutMode::CreateNew)
+            .unwrap();
+        let e = s
+            .put(ObjectKind::Key, "aa", b"2", PutMode::CreateNew)
+            .unwrap_err();
         assert!(matches!(e, StorageError::AlreadyExists { .. }));
         assert_eq!(s.get(ObjectKind::Key, "aa").unwrap(), b"1");
-        s.put(ObjectKind::Key, "aa", b"3", PutMode::Overwrite).unwrap();
+        s.put(ObjectKind::Key, "aa", b"3", PutMode::Overwrite)
+            .unwrap();
         assert_eq!(s.get(ObjectKind::Key, "aa").unwrap(), b"3");
     }
 
@@ -398,8 +414,11 @@ mod tests {
     fn rejects_path_escapes_and_short_reads() {
         let (_d, s) = repo();
         assert!(s.get(ObjectKind::Key, "../config").is_err());
-        assert!(s.put(ObjectKind::Key, "AB", b"x", PutMode::CreateNew).is_err());
-        s.put(ObjectKind::Index, "01", b"xyz", PutMode::CreateNew).unwrap();
+        assert!(s
+            .put(ObjectKind::Key, "AB", b"x", PutMode::CreateNew)
+            .is_err());
+        s.put(ObjectKind::Index, "01", b"xyz", PutMode::CreateNew)
+            .unwrap();
         let e = s.get_range(ObjectKind::Index, "01", 2, 5).unwrap_err();
         assert!(matches!(e, StorageError::ShortRead { size: 3, .. }));
     }

@@ -64,6 +64,8 @@ pub struct BackupOptions {
     pub time: Option<DateTime<Utc>>,
     /// Worker threads (0 = one per core).
     pub threads: usize,
+    /// The workload source this backup is for (recorded in the snapshot).
+    pub source: Option<String>,
 }
 
 /// What a backup produced.
@@ -284,6 +286,26 @@ impl Ctx<'_> {
             ));
         }
     }
+}
+
+/// The blob ids a file's content has in this repository (chunked exactly as backup chunks it).
+/// Used by restore drills to validate restored files against their snapshot.
+pub fn content_ids(repo: &Repository, path: &Path) -> io::Result<Vec<Id>> {
+    let p = repo.config().chunker;
+    let f = File::open(path)?;
+    let len = f.metadata()?.len();
+    if len < p.min as u64 {
+        let mut buf = Vec::with_capacity(len as usize);
+        (&f).read_to_end(&mut buf)?;
+        return Ok(if buf.is_empty() { Vec::new() } else { vec![repo.key().blob_id(&buf)] });
+    }
+    let cdc = fastcdc::v2020::StreamCDC::with_level_and_seed(f, p.min, p.avg, p.max, fastcdc::v2020::Normalization::Level1, repo.key().chunker_seed());
+    let mut out = Vec::new();
+    for c in cdc {
+        let c = c.map_err(|e| io::Error::other(e.to_string()))?;
+        out.push(repo.key().blob_id(&c.data));
+    }
+    Ok(out)
 }
 
 fn describe_io(path: &Path, what: &str, e: io::Error) -> String {
@@ -650,6 +672,7 @@ pub fn backup(
         hostname,
         username: crate::util::username(),
         tags: opts.tags.clone(),
+        source: opts.source.clone(),
         parent: parent.map(|p| p.id),
         complete: errors.is_empty(),
         errors,

@@ -17,6 +17,7 @@ pub mod id;
 pub mod index;
 pub mod keys;
 pub mod pack;
+pub mod records;
 pub mod progress;
 pub mod prune;
 pub mod repo;

@@ -40,11 +40,17 @@ pub struct ForgetItem {
 }
 
 /// Apply a keep-policy per group (host and paths). With `dry_run`, nothing is removed.
-pub fn forget(
+pub fn forget(repo: &Repository, policy: &KeepPolicy, now: DateTime<Utc>, dry_run: bool) -> Result<Vec<ForgetItem>> {
+    forget_matching(repo, policy, now, dry_run, &|_| true)
+}
+
+/// [`forget`] restricted to the snapshots `select` accepts (e.g. one workload source's).
+pub fn forget_matching(
     repo: &Repository,
     policy: &KeepPolicy,
     now: DateTime<Utc>,
     dry_run: bool,
+    select: &dyn Fn(&snapshot::Snapshot) -> bool,
 ) -> Result<Vec<ForgetItem>> {
     if policy.is_empty() {
         return Err(Error::Invalid(
@@ -53,7 +59,7 @@ pub fn forget(
     }
     let (all, _) = snapshot::load_all(repo)?;
     let mut groups: HashMap<(String, Vec<String>), Vec<&SnapshotEntry>> = HashMap::new();
-    for s in &all {
+    for s in all.iter().filter(|s| select(&s.snapshot)) {
         let mut p = s.snapshot.paths.clone();
         p.sort();
         groups

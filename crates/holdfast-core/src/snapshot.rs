@@ -51,6 +51,9 @@ pub struct Snapshot {
     /// Tags.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// The workload source this recovery point belongs to (set by `protect`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     /// Snapshot this one was compared with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<Id>,

@@ -127,6 +127,7 @@ fn plan_spares_packs_a_newer_snapshot_uses() {
         hostname: "h".into(),
         username: "u".into(),
         tags: vec![],
+        source: None,
         parent: None,
         complete: true,
         errors: vec![],

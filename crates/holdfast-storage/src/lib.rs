@@ -158,7 +158,9 @@ pub enum StorageError {
         location: String,
     },
     /// A read asked for bytes past the object's end.
-    #[error("{kind} {name} is shorter than expected: wanted bytes {offset}..{end}, object has {size}")]
+    #[error(
+        "{kind} {name} is shorter than expected: wanted bytes {offset}..{end}, object has {size}"
+    )]
     ShortRead {
         /// Kind of the object.
         kind: ObjectKind,

@@ -46,7 +46,8 @@ pub fn new_password(file: Option<&Path>) -> Result<String> {
 }
 
 fn read_file(f: &Path) -> Result<String> {
-    let s = std::fs::read_to_string(f).with_context(|| format!("reading password file {}", f.display()))?;
+    let s = std::fs::read_to_string(f)
+        .with_context(|| format!("reading password file {}", f.display()))?;
     Ok(first_line(&s))
 }
 

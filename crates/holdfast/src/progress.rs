@@ -74,7 +74,13 @@ impl Progress for CliProgress {
         }
         let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if !self.quiet && self.bar.is_none() && !s.0.is_empty() {
-            tracing::info!("{}: {} files, {} bytes in {:.2?}", s.0, s.2, s.3, s.1.elapsed());
+            tracing::info!(
+                "{}: {} files, {} bytes in {:.2?}",
+                s.0,
+                s.2,
+                s.3,
+                s.1.elapsed()
+            );
         }
     }
 }

@@ -11,8 +11,18 @@ use support::{assert_same_tree, bytes, Env};
 
 fn set_mtime_ns(p: &Path, secs: i64, nsec: i64) {
     let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
-    let ts = libc::timespec { tv_sec: secs, tv_nsec: nsec };
-    let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), [ts, ts].as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    let ts = libc::timespec {
+        tv_sec: secs,
+        tv_nsec: nsec,
+    };
+    let r = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            [ts, ts].as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
     assert_eq!(r, 0, "utimensat {}", p.display());
 }
 
@@ -23,7 +33,11 @@ fn rich_tree(root: &Path) {
     fs::write(root.join("small.txt"), b"hello holdfast\n").unwrap();
     fs::write(root.join("empty-file"), b"").unwrap();
     fs::write(root.join("dir/deep/er/big.bin"), bytes(1, 3_000_000)).unwrap();
-    fs::write(root.join("dir/compressible.txt"), "line of text\n".repeat(100_000)).unwrap();
+    fs::write(
+        root.join("dir/compressible.txt"),
+        "line of text\n".repeat(100_000),
+    )
+    .unwrap();
     // Hard links.
     fs::write(root.join("dir/h1"), b"linked content").unwrap();
     fs::hard_link(root.join("dir/h1"), root.join("h2")).unwrap();
@@ -41,7 +55,12 @@ fn rich_tree(root: &Path) {
     let odd = std::ffi::OsStr::from_bytes(b"caf\xe9-latin1");
     fs::write(root.join(odd), b"odd name").unwrap();
     // Extended attributes.
-    xattr::set(root.join("small.txt"), "user.holdfast.test", b"value\x00\xff").unwrap();
+    xattr::set(
+        root.join("small.txt"),
+        "user.holdfast.test",
+        b"value\x00\xff",
+    )
+    .unwrap();
     // Sparse file: 64 MiB with 4 KiB of data in the middle.
     let f = fs::File::create(root.join("sparse")).unwrap();
     f.set_len(64 << 20).unwrap();
@@ -52,7 +71,11 @@ fn rich_tree(root: &Path) {
     let c = std::ffi::CString::new(root.join("fifo").as_os_str().as_bytes()).unwrap();
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o640) }, 0);
     let c = std::ffi::CString::new(root.join("null-dev").as_os_str().as_bytes()).unwrap();
-    assert_eq!(unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) }, 0, "mknod needs root");
+    assert_eq!(
+        unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) },
+        0,
+        "mknod needs root"
+    );
     // Nanosecond mtimes, directories last.
     set_mtime_ns(&root.join("small.txt"), 1_600_000_000, 123_456_789);
     set_mtime_ns(&root.join("link-rel"), 1_500_000_000, 987_654_321);
@@ -69,12 +92,18 @@ fn round_trip_keeps_content_and_metadata() {
     let b = e.json(&["backup", src.to_str().unwrap()], 0);
     assert_eq!(b["complete"], true);
     let out = e.path("out");
-    e.cmd(&["restore", "latest", out.to_str().unwrap()]).assert().success();
+    e.cmd(&["restore", "latest", out.to_str().unwrap()])
+        .assert()
+        .success();
     assert_same_tree(&src, &out.join("src"));
     // The sparse file came back sparse: far fewer blocks than its length.
     let m = fs::metadata(out.join("src/sparse")).unwrap();
     assert_eq!(m.len(), 64 << 20);
-    assert!(m.blocks() * 512 < 1 << 20, "sparse file restored with {} blocks", m.blocks());
+    assert!(
+        m.blocks() * 512 < 1 << 20,
+        "sparse file restored with {} blocks",
+        m.blocks()
+    );
     e.cmd(&["check", "--read-data"]).assert().success();
 }
 
@@ -126,11 +155,27 @@ fn excludes_dry_run_and_tags() {
     assert_eq!(e.json(&["snapshots"], 0).as_array().unwrap().len(), 0);
     let cache_glob = format!("{s}/cache");
     e.json(
-        &["backup", "--tag", "nightly", "-e", "*.log", "-e", &cache_glob, "--exclude-file", ex.to_str().unwrap(), s],
+        &[
+            "backup",
+            "--tag",
+            "nightly",
+            "-e",
+            "*.log",
+            "-e",
+            &cache_glob,
+            "--exclude-file",
+            ex.to_str().unwrap(),
+            s,
+        ],
         0,
     );
     let ls = e.json(&["ls", "latest"], 0);
-    let paths: Vec<&str> = ls.as_array().unwrap().iter().map(|v| v["path"].as_str().unwrap()).collect();
+    let paths: Vec<&str> = ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["path"].as_str().unwrap())
+        .collect();
     assert_eq!(paths, vec!["/src", "/src/keep", "/src/keep/a.txt"]);
     let snaps = e.json(&["snapshots", "--tag", "nightly"], 0);
     assert_eq!(snaps.as_array().unwrap().len(), 1);
@@ -148,23 +193,53 @@ fn restore_include_and_non_empty_target() {
     e.init();
     e.cmd(&["backup", src.to_str().unwrap()]).assert().success();
     let out = e.path("out");
-    e.cmd(&["restore", "latest", out.to_str().unwrap(), "--include", "src/a"]).assert().success();
+    e.cmd(&[
+        "restore",
+        "latest",
+        out.to_str().unwrap(),
+        "--include",
+        "src/a",
+    ])
+    .assert()
+    .success();
     assert_eq!(fs::read(out.join("src/a/b/f")).unwrap(), b"f");
     assert!(!out.join("src/c").exists());
     // Non-empty target: refused without --overwrite, and nothing changed.
     fs::write(out.join("src/a/b/f"), b"local edit").unwrap();
-    let o = e.cmd(&["restore", "latest", out.to_str().unwrap()]).output().unwrap();
+    let o = e
+        .cmd(&["restore", "latest", out.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--overwrite"));
     assert_eq!(fs::read(out.join("src/a/b/f")).unwrap(), b"local edit");
-    e.cmd(&["restore", "latest", out.to_str().unwrap(), "--overwrite"]).assert().success();
+    e.cmd(&["restore", "latest", out.to_str().unwrap(), "--overwrite"])
+        .assert()
+        .success();
     assert_eq!(fs::read(out.join("src/a/b/f")).unwrap(), b"f");
     // An include that is not in the snapshot is an error, not an empty success.
-    let o = e.cmd(&["restore", "latest", e.path("o2").to_str().unwrap(), "-i", "src/nope"]).output().unwrap();
+    let o = e
+        .cmd(&[
+            "restore",
+            "latest",
+            e.path("o2").to_str().unwrap(),
+            "-i",
+            "src/nope",
+        ])
+        .output()
+        .unwrap();
     assert_ne!(o.status.code(), Some(0));
     // The original absolute path works as an include too.
     let abs = format!("{}/c", src.display());
-    e.cmd(&["restore", "latest", e.path("o3").to_str().unwrap(), "-i", &abs]).assert().success();
+    e.cmd(&[
+        "restore",
+        "latest",
+        e.path("o3").to_str().unwrap(),
+        "-i",
+        &abs,
+    ])
+    .assert()
+    .success();
     assert_eq!(fs::read(e.path("o3/src/c/g")).unwrap(), b"g");
 }
 
@@ -178,22 +253,37 @@ fn snapshots_ls_diff_stats() {
     fs::write(src.join("goes"), b"bye").unwrap();
     e.init();
     let s = src.to_str().unwrap();
-    let a = e.json(&["backup", s], 0)["snapshot"].as_str().unwrap().to_string();
+    let a = e.json(&["backup", s], 0)["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
     fs::write(src.join("changes"), b"v2").unwrap();
     fs::remove_file(src.join("goes")).unwrap();
     fs::write(src.join("comes"), b"hi").unwrap();
-    let b = e.json(&["backup", s], 0)["snapshot"].as_str().unwrap().to_string();
+    let b = e.json(&["backup", s], 0)["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let d = e.json(&["diff", &a[..8], &b[..8]], 0);
     let mut changes: Vec<String> = d
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| format!("{} {}", c["change"].as_str().unwrap(), c["path"].as_str().unwrap()))
+        .map(|c| {
+            format!(
+                "{} {}",
+                c["change"].as_str().unwrap(),
+                c["path"].as_str().unwrap()
+            )
+        })
         .collect();
     changes.sort();
     assert!(changes.contains(&"+ /src/comes".to_string()), "{changes:?}");
     assert!(changes.contains(&"- /src/goes".to_string()), "{changes:?}");
-    assert!(changes.contains(&"M /src/changes".to_string()), "{changes:?}");
+    assert!(
+        changes.contains(&"M /src/changes".to_string()),
+        "{changes:?}"
+    );
     assert!(!changes.iter().any(|c| c.ends_with("/same")), "{changes:?}");
     let st = e.json(&["stats"], 0);
     assert_eq!(st["snapshots"]["snapshots"], 2);
@@ -217,25 +307,41 @@ fn forget_and_prune_reclaim_space() {
     for i in 0..4u64 {
         fs::write(src.join("data"), bytes(i, 2_000_000)).unwrap();
         let t = format!("2026-01-0{}T12:00:00Z", i + 1);
-        e.cmd(&["backup", s]).env("HOLDFAST_NOW", &t).assert().success();
+        e.cmd(&["backup", s])
+            .env("HOLDFAST_NOW", &t)
+            .assert()
+            .success();
     }
-    let size = |p: &Path| -> u64 {
-        walk_size(p)
-    };
+    let size = |p: &Path| -> u64 { walk_size(p) };
     let before = size(&e.repo().join("data"));
     let dry = e.json(&["forget", "--keep-last", "1", "--dry-run"], 0);
-    assert_eq!(dry["snapshots"].as_array().unwrap().iter().filter(|s| s["reasons"].as_array().unwrap().is_empty()).count(), 3);
+    assert_eq!(
+        dry["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["reasons"].as_array().unwrap().is_empty())
+            .count(),
+        3
+    );
     assert_eq!(e.json(&["snapshots"], 0).as_array().unwrap().len(), 4);
     // No rule at all is refused.
     let o = e.cmd(&["forget"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
-    e.cmd(&["forget", "--keep-last", "1", "--prune"]).assert().success();
+    e.cmd(&["forget", "--keep-last", "1", "--prune"])
+        .assert()
+        .success();
     assert_eq!(e.json(&["snapshots"], 0).as_array().unwrap().len(), 1);
     let after = size(&e.repo().join("data"));
-    assert!(after * 3 < before, "prune freed too little: {before} -> {after}");
+    assert!(
+        after * 3 < before,
+        "prune freed too little: {before} -> {after}"
+    );
     e.cmd(&["check", "--read-data"]).assert().success();
     let out = e.path("out");
-    e.cmd(&["restore", "latest", out.to_str().unwrap()]).assert().success();
+    e.cmd(&["restore", "latest", out.to_str().unwrap()])
+        .assert()
+        .success();
     assert_eq!(fs::read(out.join("src/data")).unwrap(), bytes(3, 2_000_000));
 }
 
@@ -244,7 +350,11 @@ fn walk_size(p: &Path) -> u64 {
     for e in fs::read_dir(p).unwrap() {
         let e = e.unwrap();
         let m = e.metadata().unwrap();
-        n += if m.is_dir() { walk_size(&e.path()) } else { m.len() };
+        n += if m.is_dir() {
+            walk_size(&e.path())
+        } else {
+            m.len()
+        };
     }
     n
 }
@@ -255,26 +365,79 @@ fn key_management() {
     e.init();
     let pwfile = e.path("pw2");
     fs::write(&pwfile, "second password\n").unwrap();
-    e.cmd(&["key", "add", "--new-password-file", pwfile.to_str().unwrap()]).assert().success();
+    e.cmd(&[
+        "key",
+        "add",
+        "--new-password-file",
+        pwfile.to_str().unwrap(),
+    ])
+    .assert()
+    .success();
     let keys = e.json(&["key", "list"], 0);
     assert_eq!(keys.as_array().unwrap().len(), 2);
     // The new password opens the repository, through a password file and a password command.
-    e.cmd(&["snapshots"]).env_remove("HOLDFAST_PASSWORD").env("HOLDFAST_PASSWORD_FILE", &pwfile).assert().success();
-    e.cmd(&["snapshots"]).env_remove("HOLDFAST_PASSWORD").env("HOLDFAST_PASSWORD_COMMAND", "echo second password").assert().success();
+    e.cmd(&["snapshots"])
+        .env_remove("HOLDFAST_PASSWORD")
+        .env("HOLDFAST_PASSWORD_FILE", &pwfile)
+        .assert()
+        .success();
+    e.cmd(&["snapshots"])
+        .env_remove("HOLDFAST_PASSWORD")
+        .env("HOLDFAST_PASSWORD_COMMAND", "echo second password")
+        .assert()
+        .success();
     // The slot in use and the last slot cannot be removed.
-    let current = keys.as_array().unwrap().iter().find(|k| k["current"] == true).unwrap()["id"].as_str().unwrap().to_string();
-    let other = keys.as_array().unwrap().iter().find(|k| k["current"] == false).unwrap()["id"].as_str().unwrap().to_string();
+    let current = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["current"] == true)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["current"] == false)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let o = e.cmd(&["key", "remove", &current[..8]]).output().unwrap();
     assert!(!o.status.success());
     // passwd replaces the current slot.
-    e.cmd(&["key", "passwd"]).env("HOLDFAST_NEW_PASSWORD", "third").assert().success();
+    e.cmd(&["key", "passwd"])
+        .env("HOLDFAST_NEW_PASSWORD", "third")
+        .assert()
+        .success();
     let o = e.cmd(&["snapshots"]).output().unwrap();
-    assert_eq!(o.status.code(), Some(12), "old password must no longer open");
-    e.cmd(&["snapshots"]).env("HOLDFAST_PASSWORD", "third").assert().success();
-    e.cmd(&["key", "remove", &other[..8]]).env("HOLDFAST_PASSWORD", "third").assert().success();
-    let o = e.cmd(&["snapshots"]).env_remove("HOLDFAST_PASSWORD").env("HOLDFAST_PASSWORD_FILE", &pwfile).output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(12),
+        "old password must no longer open"
+    );
+    e.cmd(&["snapshots"])
+        .env("HOLDFAST_PASSWORD", "third")
+        .assert()
+        .success();
+    e.cmd(&["key", "remove", &other[..8]])
+        .env("HOLDFAST_PASSWORD", "third")
+        .assert()
+        .success();
+    let o = e
+        .cmd(&["snapshots"])
+        .env_remove("HOLDFAST_PASSWORD")
+        .env("HOLDFAST_PASSWORD_FILE", &pwfile)
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(12));
-    let o = e.cmd(&["--json", "key", "list"]).env("HOLDFAST_PASSWORD", "third").output().unwrap();
+    let o = e
+        .cmd(&["--json", "key", "list"])
+        .env("HOLDFAST_PASSWORD", "third")
+        .output()
+        .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 1);
 }
@@ -341,7 +504,9 @@ fn concurrent_backups_both_succeed() {
             .as_str()
             .unwrap()
             .to_string();
-        e.cmd(&["restore", &id, out.to_str().unwrap()]).assert().success();
+        e.cmd(&["restore", &id, out.to_str().unwrap()])
+            .assert()
+            .success();
         assert_same_tree(s, &out.join(s.file_name().unwrap()));
     }
 }
@@ -383,7 +548,9 @@ fn prune_beside_a_running_backup_deletes_nothing_it_needs() {
     e.cmd(&["prune", "--max-unused", "0"]).assert().success();
     e.cmd(&["check", "--read-data"]).assert().success();
     let out = e.path("out");
-    e.cmd(&["restore", "latest", out.to_str().unwrap()]).assert().success();
+    e.cmd(&["restore", "latest", out.to_str().unwrap()])
+        .assert()
+        .success();
     assert_same_tree(&src, &out.join("src"));
 }
 
@@ -398,11 +565,18 @@ fn exit_codes_for_common_mistakes() {
     // Init twice is refused and leaves the repository usable.
     assert!(!e.cmd(&["init"]).output().unwrap().status.success());
     // Wrong password: exit 12.
-    let o = e.cmd(&["snapshots"]).env("HOLDFAST_PASSWORD", "wrong").output().unwrap();
+    let o = e
+        .cmd(&["snapshots"])
+        .env("HOLDFAST_PASSWORD", "wrong")
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(12));
     assert!(String::from_utf8_lossy(&o.stderr).contains("wrong password"));
     // A backup path that does not exist.
-    let o = e.cmd(&["backup", "/nonexistent/holdfast-test"]).output().unwrap();
+    let o = e
+        .cmd(&["backup", "/nonexistent/holdfast-test"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/holdfast-test"));
     e.cmd(&["check"]).assert().success();

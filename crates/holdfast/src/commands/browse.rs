@@ -34,7 +34,10 @@ pub fn snapshots(g: &Global, host: Option<String>, tag: Option<String>) -> Resul
         print_json(&v)?;
         return Ok(exit::OK);
     }
-    println!("{:<10} {:<20} {:<16} {:<12} {:>10}  paths", "id", "time (UTC)", "host", "tags", "size");
+    println!(
+        "{:<10} {:<20} {:<16} {:<12} {:>10}  paths",
+        "id", "time (UTC)", "host", "tags", "size"
+    );
     for s in &list {
         let sn = &s.snapshot;
         println!(
@@ -75,12 +78,18 @@ pub fn ls(g: &Global, spec: &str, path: Option<&str>, long: bool) -> Result<u8> 
         },
     };
     let mut entries = Vec::new();
-    browse::walk(&repo, &index, &root, &prefix, &mut |p, n| entries.push((p.to_string(), n.clone())))?;
+    browse::walk(&repo, &index, &root, &prefix, &mut |p, n| {
+        entries.push((p.to_string(), n.clone()))
+    })?;
     print_entries(g, long, &entries)?;
     Ok(exit::OK)
 }
 
-fn print_entries(g: &Global, long: bool, entries: &[(String, holdfast_core::tree::Node)]) -> Result<()> {
+fn print_entries(
+    g: &Global,
+    long: bool,
+    entries: &[(String, holdfast_core::tree::Node)],
+) -> Result<()> {
     if g.json {
         let v: Vec<_> = entries
             .iter()
@@ -95,8 +104,18 @@ fn print_entries(g: &Global, long: bool, entries: &[(String, holdfast_core::tree
     }
     for (p, n) in entries {
         if long {
-            let t = chrono::DateTime::from_timestamp(n.mtime.div_euclid(1_000_000_000), 0).unwrap_or_default();
-            println!("{:?} {:o} {:>5} {:>5} {:>12} {} {}", n.kind, n.mode, n.uid, n.gid, n.size, t.format("%Y-%m-%d %H:%M:%S"), p);
+            let t = chrono::DateTime::from_timestamp(n.mtime.div_euclid(1_000_000_000), 0)
+                .unwrap_or_default();
+            println!(
+                "{:?} {:o} {:>5} {:>5} {:>12} {} {}",
+                n.kind,
+                n.mode,
+                n.uid,
+                n.gid,
+                n.size,
+                t.format("%Y-%m-%d %H:%M:%S"),
+                p
+            );
         } else {
             println!("{p}");
         }
@@ -111,7 +130,14 @@ pub fn diff(g: &Global, a: &str, b: &str) -> Result<u8> {
     let sb = snapshot::find(&all, b)?;
     let (index, _) = repo.load_index()?;
     let mut out = Vec::new();
-    browse::diff(&repo, &index, Some(&sa.snapshot.tree), Some(&sb.snapshot.tree), "", &mut out)?;
+    browse::diff(
+        &repo,
+        &index,
+        Some(&sa.snapshot.tree),
+        Some(&sb.snapshot.tree),
+        "",
+        &mut out,
+    )?;
     if g.json {
         print_json(&out)?;
     } else {
@@ -149,10 +175,20 @@ pub fn stats(g: &Global, spec: Option<&str>) -> Result<u8> {
         return Ok(exit::OK);
     }
     println!("snapshots:            {}", s.snapshots);
-    println!("files:                {} (in {} directories)", s.files, s.dirs);
+    println!(
+        "files:                {} (in {} directories)",
+        s.files, s.dirs
+    );
     println!("restore size:         {}", human_bytes(s.restore_size));
-    println!("unique data:          {} in {} blobs", human_bytes(s.unique_raw_bytes), s.unique_blobs);
-    println!("stored for that:      {}", human_bytes(s.unique_stored_bytes));
+    println!(
+        "unique data:          {} in {} blobs",
+        human_bytes(s.unique_raw_bytes),
+        s.unique_blobs
+    );
+    println!(
+        "stored for that:      {}",
+        human_bytes(s.unique_stored_bytes)
+    );
     if s.unique_stored_bytes > 0 {
         println!(
             "space saving:         {:.2}x dedup, {:.2}x compression",
@@ -160,6 +196,10 @@ pub fn stats(g: &Global, spec: Option<&str>) -> Result<u8> {
             s.unique_raw_bytes as f64 / s.unique_stored_bytes as f64
         );
     }
-    println!("repository packs:     {} ({})", packs.len(), human_bytes(repo_bytes));
+    println!(
+        "repository packs:     {} ({})",
+        packs.len(),
+        human_bytes(repo_bytes)
+    );
     Ok(exit::OK)
 }

@@ -26,9 +26,15 @@ pub fn init(g: &Global, compression: i32, pack_size_mib: u32) -> Result<u8> {
     };
     let repo = Repository::init(storage, pw.as_bytes(), &opts)?;
     if g.json {
-        print_json(&serde_json::json!({ "id": repo.config().id, "location": repo.storage().location() }))?;
+        print_json(
+            &serde_json::json!({ "id": repo.config().id, "location": repo.storage().location() }),
+        )?;
     } else if !g.quiet {
-        println!("created holdfast repository {} at {}", &repo.config().id[..8], repo.storage().location());
+        println!(
+            "created holdfast repository {} at {}",
+            &repo.config().id[..8],
+            repo.storage().location()
+        );
         println!("keep the password safe: without it the data cannot be recovered");
     }
     Ok(exit::OK)
@@ -66,6 +72,7 @@ pub fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
         hostname: a.host.clone(),
         time,
         threads: 0,
+        source: None,
     };
     let progress = CliProgress::new(g.quiet || g.json);
     let out = backup::backup(&repo, &opts, &progress)?;
@@ -117,7 +124,10 @@ pub fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
     let (all, _) = snapshot::load_all(&repo)?;
     let snap = snapshot::find(&all, &a.snapshot)?;
     let (index, _) = repo.load_index()?;
-    let target = a.target.or(a.target_opt).context("a target directory is required")?;
+    let target = a
+        .target
+        .or(a.target_opt)
+        .context("a target directory is required")?;
     let opts = RestoreOptions {
         target,
         include: a.include,

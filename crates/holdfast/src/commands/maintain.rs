@@ -21,7 +21,11 @@ pub fn check(g: &Global, read_data: bool, subset: Option<String>) -> Result<u8> 
                 .parse()
                 .ok()
                 .filter(|n: &f64| *n > 0.0 && *n <= 100.0)
-                .with_context(|| format!("--read-data-subset {s:?}: give a percentage between 0 and 100, e.g. 10%"))?;
+                .with_context(|| {
+                    format!(
+                        "--read-data-subset {s:?}: give a percentage between 0 and 100, e.g. 10%"
+                    )
+                })?;
             ReadData::Subset(n)
         }
         _ => ReadData::None,
@@ -49,7 +53,11 @@ pub fn check(g: &Global, read_data: bool, subset: Option<String>) -> Result<u8> 
             r.trees,
             r.packs,
             r.packs_read,
-            if r.ok() { "no errors".to_string() } else { format!("{} ERRORS", r.errors.len()) }
+            if r.ok() {
+                "no errors".to_string()
+            } else {
+                format!("{} ERRORS", r.errors.len())
+            }
         );
     }
     Ok(if r.ok() { exit::OK } else { exit::ERROR })
@@ -57,7 +65,8 @@ pub fn check(g: &Global, read_data: bool, subset: Option<String>) -> Result<u8> 
 
 /// Parse "7d", "36h", "2w", "1y", "90m".
 pub fn parse_duration(s: &str) -> Result<chrono::Duration> {
-    let d = humantime::parse_duration(s).with_context(|| format!("{s:?} is not a duration (e.g. 7d, 36h, 90m)"))?;
+    let d = humantime::parse_duration(s)
+        .with_context(|| format!("{s:?} is not a duration (e.g. 7d, 36h, 90m)"))?;
     chrono::Duration::from_std(d).context("duration too large")
 }
 
@@ -84,13 +93,27 @@ pub fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
         print_json(&serde_json::json!({ "dry_run": a.dry_run, "snapshots": items }))?;
     } else if !g.quiet {
         for i in &items {
-            let what = if i.reasons.is_empty() { "remove".to_string() } else { format!("keep ({})", i.reasons.join(", ")) };
-            println!("{} {} {} {}", &i.id[..8], i.time.format("%Y-%m-%d %H:%M:%S"), i.hostname, what);
+            let what = if i.reasons.is_empty() {
+                "remove".to_string()
+            } else {
+                format!("keep ({})", i.reasons.join(", "))
+            };
+            println!(
+                "{} {} {} {}",
+                &i.id[..8],
+                i.time.format("%Y-%m-%d %H:%M:%S"),
+                i.hostname,
+                what
+            );
         }
         println!(
             "{} snapshot(s) {}, {} kept",
             removed,
-            if a.dry_run { "would be removed" } else { "removed" },
+            if a.dry_run {
+                "would be removed"
+            } else {
+                "removed"
+            },
             items.len() - removed
         );
     }
@@ -105,7 +128,12 @@ pub fn prune(g: &Global, dry_run: bool, max_unused: f64) -> Result<u8> {
     run_prune(g, &repo, dry_run, max_unused)
 }
 
-fn run_prune(g: &Global, repo: &holdfast_core::Repository, dry_run: bool, max_unused: f64) -> Result<u8> {
+fn run_prune(
+    g: &Global,
+    repo: &holdfast_core::Repository,
+    dry_run: bool,
+    max_unused: f64,
+) -> Result<u8> {
     if !(0.0..=100.0).contains(&max_unused) {
         bail!("--max-unused must be between 0 and 100");
     }
@@ -143,7 +171,14 @@ pub fn key(g: &Global, action: KeyAction) -> Result<u8> {
                 print_json(&keys)?;
             } else {
                 for k in keys {
-                    println!("{} {} {}@{} {}", if k.current { "*" } else { " " }, &k.id[..8], k.user, k.host, k.created);
+                    println!(
+                        "{} {} {}@{} {}",
+                        if k.current { "*" } else { " " },
+                        &k.id[..8],
+                        k.user,
+                        k.host,
+                        k.created
+                    );
                 }
             }
         }

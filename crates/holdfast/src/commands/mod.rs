@@ -17,16 +17,29 @@ use crate::cli::{Cli, Command, Global};
 pub fn run(cli: Cli) -> Result<u8> {
     let g = &cli.global;
     match cli.command {
-        Command::Init { compression, pack_size_mib } => data::init(g, compression, pack_size_mib),
+        Command::Init {
+            compression,
+            pack_size_mib,
+        } => data::init(g, compression, pack_size_mib),
         Command::Backup(a) => data::backup(g, a),
         Command::Restore(a) => data::restore(g, a),
         Command::Snapshots { host, tag } => browse::snapshots(g, host, tag),
-        Command::Ls { snapshot, path, long } => browse::ls(g, &snapshot, path.as_deref(), long),
+        Command::Ls {
+            snapshot,
+            path,
+            long,
+        } => browse::ls(g, &snapshot, path.as_deref(), long),
         Command::Diff { a, b } => browse::diff(g, &a, &b),
         Command::Stats { snapshot } => browse::stats(g, snapshot.as_deref()),
-        Command::Check { read_data, read_data_subset } => maintain::check(g, read_data, read_data_subset),
+        Command::Check {
+            read_data,
+            read_data_subset,
+        } => maintain::check(g, read_data, read_data_subset),
         Command::Forget(a) => maintain::forget(g, a),
-        Command::Prune { dry_run, max_unused } => maintain::prune(g, dry_run, max_unused),
+        Command::Prune {
+            dry_run,
+            max_unused,
+        } => maintain::prune(g, dry_run, max_unused),
         Command::Key { action } => maintain::key(g, action),
     }
 }
@@ -83,6 +96,9 @@ pub fn kdf() -> KdfParams {
 
 /// Print a value as JSON on stdout.
 pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v).context("serializing output")?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).context("serializing output")?
+    );
     Ok(())
 }

@@ -17,7 +17,9 @@ pub struct Env {
 
 impl Env {
     pub fn new() -> Self {
-        Env { dir: tempfile::tempdir().expect("tempdir") }
+        Env {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
     }
     pub fn repo(&self) -> PathBuf {
         self.dir.path().join("repo")
@@ -52,7 +54,12 @@ impl Env {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("json from {args:?}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "json from {args:?}: {e}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
     }
 }
 
@@ -105,7 +112,12 @@ pub fn describe(root: &Path) -> HashMap<Vec<u8>, Entry> {
     }
     all.sort_by(|a, b| a.0.cmp(&b.0));
     for (p, m) in all {
-        let rel = p.strip_prefix(root).unwrap().as_os_str().as_bytes().to_vec();
+        let rel = p
+            .strip_prefix(root)
+            .unwrap()
+            .as_os_str()
+            .as_bytes()
+            .to_vec();
         let ft = m.file_type();
         let kind = if ft.is_dir() {
             "dir"
@@ -143,7 +155,8 @@ pub fn describe(root: &Path) -> HashMap<Vec<u8>, Entry> {
                 mode: m.mode() & 0o7777,
                 uid: m.uid(),
                 gid: m.gid(),
-                mtime_ns: if kind == "symlink" || kind == "dir" || kind == "file" || kind == "fifo" {
+                mtime_ns: if kind == "symlink" || kind == "dir" || kind == "file" || kind == "fifo"
+                {
                     m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128
                 } else {
                     0

@@ -1,0 +1,503 @@
+//! The workload file (`holdfast.toml`): repositories, criticality classes, data sources.
+//!
+//! Parsing is strict (unknown keys are errors, so a typo cannot silently drop a setting) and
+//! every error names the file, line and column, and how to fix it.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use chrono::Duration;
+use holdfast_core::retention::KeepPolicy;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::duration;
+
+/// A problem with the workload file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read workload file {path}: {source} (give one with --config or HOLDFAST_CONFIG)")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Syntax or type error, or a value that makes no sense.
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+/// A repository where recovery points go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RepositoryConfig {
+    /// A local directory (object storage URLs arrive with the object-storage backend).
+    pub url: String,
+    /// File holding the password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Command printing the password.
+    #[serde(default)]
+    pub password_command: Option<String>,
+    /// Environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+}
+
+/// How critical a class is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Criticality {
+    /// Losing it stops the business.
+    Critical,
+    /// Important.
+    High,
+    /// Useful.
+    Medium,
+    /// Can be lost or rebuilt.
+    Low,
+}
+
+/// The `keep` table of a class.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeepConfig {
+    /// Newest N.
+    pub last: Option<u32>,
+    /// One per hour.
+    pub hourly: Option<u32>,
+    /// One per day.
+    pub daily: Option<u32>,
+    /// One per week.
+    pub weekly: Option<u32>,
+    /// One per month.
+    pub monthly: Option<u32>,
+    /// One per year.
+    pub yearly: Option<u32>,
+    /// Everything newer than this.
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub within: Option<Duration>,
+}
+
+impl KeepConfig {
+    /// As an engine keep-policy.
+    pub fn policy(&self) -> KeepPolicy {
+        KeepPolicy {
+            last: self.last,
+            hourly: self.hourly,
+            daily: self.daily,
+            weekly: self.weekly,
+            monthly: self.monthly,
+            yearly: self.yearly,
+            within: self.within,
+        }
+    }
+}
+
+/// A criticality class.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ClassConfig {
+    /// How critical; defaults from the class name when it is one of the four words, else medium.
+    #[serde(default)]
+    pub criticality: Option<Criticality>,
+    /// Recovery point objective.
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub rpo: Option<Duration>,
+    /// Recovery time objective.
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub rto: Option<Duration>,
+    /// Retention.
+    #[serde(default)]
+    pub keep: Option<KeepConfig>,
+    /// Other repositories that must hold a copy.
+    #[serde(default)]
+    pub copies: Vec<Spanned<String>>,
+    /// How often to prove restores.
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub drill_every: Option<Duration>,
+}
+
+/// What kind of data source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// Files and directories.
+    Path,
+    /// An SQLite database file.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+    /// A MySQL or MariaDB server.
+    Mysql,
+    /// The output of a command.
+    Command,
+    /// An S3 bucket.
+    S3,
+}
+
+/// Backup or reproduce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Back it up.
+    Backup,
+    /// Reproduce it from other sources.
+    Reproduce,
+}
+
+/// How to reproduce a source.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// What it is reproduced from (a source name or a description).
+    #[serde(default)]
+    pub from: Option<Spanned<String>>,
+    /// The command that reproduces it. `$HOLDFAST_SCRATCH` is a scratch directory during drills.
+    #[serde(default)]
+    pub command: Option<String>,
+    /// A command that checks the result (exit 0 = good).
+    #[serde(default)]
+    pub verify: Option<String>,
+}
+
+/// One data source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Unique name.
+    pub name: Spanned<String>,
+    /// Kind.
+    pub kind: SourceKind,
+    /// What it reads (kind `path`, `sqlite`).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Several paths (kind `path`).
+    #[serde(default)]
+    pub paths: Vec<PathBuf>,
+    /// Criticality class.
+    #[serde(default)]
+    pub class: Option<Spanned<String>>,
+    /// Backup or reproduce.
+    #[serde(default)]
+    pub strategy: Option<Strategy>,
+    /// Repository (default: the only one).
+    #[serde(default)]
+    pub repository: Option<Spanned<String>>,
+    /// Recipe for `reproduce`.
+    #[serde(default)]
+    pub reproduce: Option<Recipe>,
+    /// Why a backup is not needed (for `reproduce`).
+    #[serde(default)]
+    pub why_not_backup: Option<String>,
+    /// Exclude globs.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Tags for its snapshots.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Command run before the backup (freeze, flush); failing fails the job.
+    #[serde(default)]
+    pub pre: Option<String>,
+    /// Command run after the backup, whatever happened.
+    #[serde(default)]
+    pub post: Option<String>,
+    /// Limit for each hook.
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub hook_timeout: Option<Duration>,
+    /// Command that checks a restored copy during a drill (`$HOLDFAST_DRILL_DIR` is the
+    /// restore directory).
+    #[serde(default)]
+    pub verify: Option<String>,
+}
+
+impl SourceConfig {
+    /// The source's name.
+    pub fn name(&self) -> &str {
+        self.name.get_ref()
+    }
+    /// The class name, if any.
+    pub fn class_name(&self) -> Option<&str> {
+        self.class.as_ref().map(|c| c.get_ref().as_str())
+    }
+    /// Every path it reads.
+    pub fn all_paths(&self) -> Vec<PathBuf> {
+        self.path.iter().cloned().chain(self.paths.iter().cloned()).collect()
+    }
+}
+
+/// Where `discover` looks.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DiscoverConfig {
+    /// Directories to search for data (SQLite files, large data directories).
+    #[serde(default)]
+    pub roots: Vec<PathBuf>,
+    /// Paths known to hold nothing worth protecting.
+    #[serde(default)]
+    pub ignore: Vec<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[serde(default)]
+    repository: BTreeMap<String, RepositoryConfig>,
+    #[serde(default)]
+    class: BTreeMap<String, ClassConfig>,
+    #[serde(default)]
+    source: Vec<SourceConfig>,
+    #[serde(default)]
+    discover: DiscoverConfig,
+}
+
+/// A parsed and validated workload.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Repositories by name.
+    pub repositories: BTreeMap<String, RepositoryConfig>,
+    /// Classes by name.
+    pub classes: BTreeMap<String, ClassConfig>,
+    /// Sources in file order.
+    pub sources: Vec<SourceConfig>,
+    /// Discovery settings.
+    pub discover: DiscoverConfig,
+    text: String,
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    (line, col)
+}
+
+impl Workload {
+    /// Read and validate a workload file.
+    pub fn load(path: &Path) -> Result<Workload, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parse and validate workload text.
+    pub fn parse(path: &Path, text: &str) -> Result<Workload, ConfigError> {
+        let raw: Raw = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+            ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        let w = Workload {
+            path: path.to_path_buf(),
+            repositories: raw.repository,
+            classes: raw.class,
+            sources: raw.source,
+            discover: raw.discover,
+            text: text.to_string(),
+        };
+        w.validate()?;
+        Ok(w)
+    }
+
+    fn err_at<T>(&self, span: std::ops::Range<usize>, message: String) -> Result<T, ConfigError> {
+        let (line, column) = line_col(&self.text, span.start);
+        Err(ConfigError::Invalid {
+            path: self.path.clone(),
+            line,
+            column,
+            message,
+        })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut names = HashSet::new();
+        for s in &self.sources {
+            let n = s.name.get_ref();
+            if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                return self.err_at(s.name.span(), format!("source name {n:?} must be letters, digits, '-', '_' or '.'"));
+            }
+            if !names.insert(n.clone()) {
+                return self.err_at(s.name.span(), format!("source name {n:?} is used twice: names must be unique"));
+            }
+            if let Some(c) = &s.class {
+                if !self.classes.contains_key(c.get_ref()) {
+                    let known: Vec<_> = self.classes.keys().cloned().collect();
+                    return self.err_at(c.span(), format!("source {n:?} names class {:?}, which is not defined: add [class.{}] or use one of {known:?}", c.get_ref(), c.get_ref()));
+                }
+            }
+            if let Some(r) = &s.repository {
+                if !self.repositories.contains_key(r.get_ref()) {
+                    return self.err_at(r.span(), format!("source {n:?} names repository {:?}, which is not defined: add [repository.{}]", r.get_ref(), r.get_ref()));
+                }
+            } else if s.strategy == Some(Strategy::Backup) && self.repositories.len() != 1 {
+                return self.err_at(s.name.span(), format!(
+                    "source {n:?} is backed up but names no repository, and there are {} repositories: add repository = \"...\"",
+                    self.repositories.len()
+                ));
+            }
+            if matches!(s.kind, SourceKind::Path | SourceKind::Sqlite) && s.all_paths().is_empty() {
+                return self.err_at(s.name.span(), format!("source {n:?} of kind {:?} needs path = \"...\"", s.kind));
+            }
+            for p in s.all_paths() {
+                if !p.is_absolute() {
+                    return self.err_at(s.name.span(), format!("source {n:?}: path {} must be absolute", p.display()));
+                }
+            }
+        }
+        for (cname, c) in &self.classes {
+            for copy in &c.copies {
+                if !self.repositories.contains_key(copy.get_ref()) {
+                    return self.err_at(copy.span(), format!("class {cname:?} wants a copy in repository {:?}, which is not defined", copy.get_ref()));
+                }
+            }
+        }
+        for (rname, r) in &self.repositories {
+            if r.url.is_empty() {
+                return Err(ConfigError::Invalid {
+                    path: self.path.clone(),
+                    line: 1,
+                    column: 1,
+                    message: format!("repository {rname:?} has an empty url"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A source by name.
+    pub fn source(&self, name: &str) -> Option<&SourceConfig> {
+        self.sources.iter().find(|s| s.name() == name)
+    }
+
+    /// The class of a source.
+    pub fn class_of(&self, s: &SourceConfig) -> Option<(&str, &ClassConfig)> {
+        let n = s.class_name()?;
+        self.classes.get_key_value(n).map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// The repository a source's recovery points go to.
+    pub fn repository_of(&self, s: &SourceConfig) -> Option<(&str, &RepositoryConfig)> {
+        match &s.repository {
+            Some(r) => self.repositories.get_key_value(r.get_ref()).map(|(k, v)| (k.as_str(), v)),
+            None if self.repositories.len() == 1 => self.repositories.iter().next().map(|(k, v)| (k.as_str(), v)),
+            None => None,
+        }
+    }
+
+    /// Resolve relative repository URLs and password files against the workload file's directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.path.parent().unwrap_or(Path::new(".")).join(p)
+        }
+    }
+}
+
+impl ClassConfig {
+    /// The class's criticality: explicit, or from its name, or medium.
+    pub fn criticality(&self, name: &str) -> Criticality {
+        self.criticality.unwrap_or(match name {
+            "critical" => Criticality::Critical,
+            "high" => Criticality::High,
+            "low" => Criticality::Low,
+            _ => Criticality::Medium,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[repository.local]
+url = "/var/backups/holdfast"
+password-file = "/etc/holdfast/key"
+
+[class.critical]
+rpo = "15m"
+rto = "1h"
+keep = { last = 10, daily = 14 }
+drill-every = "7d"
+
+[[source]]
+name = "orders-db"
+kind = "path"
+path = "/srv/orders"
+class = "critical"
+strategy = "backup"
+
+[[source]]
+name = "thumbs"
+kind = "path"
+path = "/srv/thumbs"
+class = "critical"
+strategy = "reproduce"
+reproduce = { from = "orders-db", command = "regen", verify = "test -s x" }
+why-not-backup = "derived"
+"#;
+
+    fn parse(t: &str) -> Result<Workload, ConfigError> {
+        Workload::parse(Path::new("w.toml"), t)
+    }
+
+    #[test]
+    fn parses_the_documented_shape() {
+        let w = parse(GOOD).unwrap();
+        assert_eq!(w.sources.len(), 2);
+        let s = w.source("orders-db").unwrap();
+        assert_eq!(w.class_of(s).unwrap().1.rpo, Some(Duration::minutes(15)));
+        assert_eq!(w.repository_of(s).unwrap().0, "local");
+        assert_eq!(w.class_of(s).unwrap().1.keep.as_ref().unwrap().policy().daily, Some(14));
+    }
+
+    #[test]
+    fn errors_name_line_and_column() {
+        let cases = [
+            (GOOD.replace("class = \"critical\"\nstrategy = \"backup\"", "class = \"gold\"\nstrategy = \"backup\""), 16, "class \"gold\""),
+            (GOOD.replace("rpo = \"15m\"", "rpo = \"soon\""), 7, "not a duration"),
+            (GOOD.replace("drill-every", "drill-evry"), 10, "unknown field"),
+            (GOOD.replace("name = \"thumbs\"", "name = \"orders-db\""), 20, "used twice"),
+            (GOOD.replace("path = \"/srv/orders\"", "path = \"srv/orders\""), 13, "absolute"),
+            (GOOD.replace("kind = \"path\"\npath = \"/srv/orders\"", "kind = \"tape\"\npath = \"/srv/orders\""), 14, "unknown variant"),
+        ];
+        for (text, line, needle) in cases {
+            let e = parse(&text).unwrap_err();
+            let msg = e.to_string();
+            match e {
+                ConfigError::Invalid { line: l, .. } => assert_eq!(l, line, "{msg}"),
+                _ => panic!("{msg}"),
+            }
+            assert!(msg.contains(needle), "{msg}");
+            assert!(msg.starts_with("w.toml:"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn criticality_defaults_from_name() {
+        let w = parse(GOOD).unwrap();
+        assert_eq!(w.classes["critical"].criticality("critical"), Criticality::Critical);
+        assert_eq!(w.classes["critical"].criticality("bronze"), Criticality::Medium);
+    }
+}

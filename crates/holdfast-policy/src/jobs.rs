@@ -1,0 +1,520 @@
+//! Running the policy against repositories: `protect` (what is due, and nothing else),
+//! `drill` (timed, validated restores and reproductions), and the facts `status` and `plan` read.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::Read;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration as StdDuration, Instant};
+
+use chrono::{DateTime, Duration, Utc};
+use holdfast_core::backup::{self, BackupOptions};
+use holdfast_core::progress::Progress;
+use holdfast_core::records::{self, DrillRecord, JobRecord, JobState, Record};
+use holdfast_core::restore::{self, RestoreOptions};
+use holdfast_core::snapshot::{self, SnapshotEntry};
+use holdfast_core::Repository;
+use serde::Serialize;
+
+use crate::cadence::{self, Due};
+use crate::compliance::{self, DrillFact, SourceFacts, SourceStatus};
+use crate::config::{RepositoryConfig, SourceConfig, SourceKind, Strategy, Workload};
+use crate::findings::Measured;
+
+/// Errors of policy jobs.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The engine failed.
+    #[error(transparent)]
+    Engine(#[from] holdfast_core::Error),
+    /// A repository could not be opened.
+    #[error("repository {name:?}: {message}")]
+    Repository {
+        /// Its name in the workload.
+        name: String,
+        /// Why.
+        message: String,
+    },
+    /// Bad request.
+    #[error("{0}")]
+    Invalid(String),
+    /// Local I/O.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What.
+        op: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Opens the repository a workload names (the CLI knows the backends and passwords).
+pub type Opener<'a> = dyn Fn(&str, &RepositoryConfig) -> Result<Repository, JobError> + 'a;
+
+/// What jobs need from their caller.
+pub struct Env<'a> {
+    /// The workload.
+    pub workload: &'a Workload,
+    /// "Now" (injectable for tests).
+    pub now: DateTime<Utc>,
+    /// Opens repositories.
+    pub open: &'a Opener<'a>,
+    /// Where per-source locks live (so two `protect` runs never run one source twice).
+    pub state_dir: PathBuf,
+    /// Progress of long operations.
+    pub progress: &'a dyn Progress,
+}
+
+/// Everything read from the repositories about the sources.
+pub struct Observed {
+    /// Snapshots of each source, oldest first.
+    pub snapshots: HashMap<String, Vec<SnapshotEntry>>,
+    /// Job records per source, oldest first.
+    pub jobs: HashMap<String, Vec<JobRecord>>,
+    /// Drill records per source, oldest first.
+    pub drills: HashMap<String, Vec<DrillRecord>>,
+    /// Per repository: snapshots (for copies), by source.
+    pub by_repo: HashMap<String, HashMap<String, Vec<DateTime<Utc>>>>,
+    /// Repositories that could not be read, and why.
+    pub unreadable: Vec<String>,
+}
+
+/// Read snapshots and records of every repository the workload names.
+pub fn observe(env: &Env) -> Observed {
+    let mut o = Observed {
+        snapshots: HashMap::new(),
+        jobs: HashMap::new(),
+        drills: HashMap::new(),
+        by_repo: HashMap::new(),
+        unreadable: Vec::new(),
+    };
+    for (name, cfg) in &env.workload.repositories {
+        let repo = match (env.open)(name, cfg) {
+            Ok(r) => r,
+            Err(e) => {
+                o.unreadable.push(e.to_string());
+                continue;
+            }
+        };
+        let snaps = match snapshot::load_all(&repo) {
+            Ok((s, _)) => s,
+            Err(e) => {
+                o.unreadable.push(format!("repository {name:?}: {e}"));
+                continue;
+            }
+        };
+        let per = o.by_repo.entry(name.clone()).or_default();
+        for s in snaps {
+            if let Some(src) = s.snapshot.source.clone() {
+                if s.snapshot.complete {
+                    per.entry(src.clone()).or_default().push(s.snapshot.time);
+                }
+                // Only the source's own repository holds its primary recovery points.
+                let own = env.workload.source(&src).and_then(|sc| env.workload.repository_of(sc)).map(|(n, _)| n == name.as_str()).unwrap_or(false);
+                if own {
+                    o.snapshots.entry(src).or_default().push(s);
+                }
+            }
+        }
+        match records::load_all(&repo) {
+            Ok(rs) => {
+                for r in rs {
+                    match r {
+                        Record::Job(j) => o.jobs.entry(j.source.clone()).or_default().push(j),
+                        Record::Drill(d) => o.drills.entry(d.source.clone()).or_default().push(d),
+                    }
+                }
+            }
+            Err(e) => o.unreadable.push(format!("repository {name:?}: records: {e}")),
+        }
+    }
+    for v in o.snapshots.values_mut() {
+        v.sort_by_key(|s| s.snapshot.time);
+    }
+    for v in o.jobs.values_mut() {
+        v.sort_by_key(|j| j.started);
+    }
+    for v in o.drills.values_mut() {
+        v.sort_by_key(|d| d.started);
+    }
+    o
+}
+
+impl Observed {
+    fn newest_point(&self, source: &str) -> Option<&SnapshotEntry> {
+        self.snapshots.get(source)?.iter().rev().find(|s| s.snapshot.complete)
+    }
+
+    fn backup_seconds(&self, source: &str) -> Vec<f64> {
+        self.jobs
+            .get(source)
+            .map(|js| js.iter().filter(|j| j.job == "backup" && j.state == JobState::Completed).map(|j| j.seconds).collect())
+            .unwrap_or_default()
+    }
+
+    /// What `plan` needs per source.
+    pub fn measured(&self) -> HashMap<String, Measured> {
+        let mut m: HashMap<String, Measured> = HashMap::new();
+        for name in self.jobs.keys().chain(self.drills.keys()) {
+            let e = m.entry(name.clone()).or_default();
+            e.backup_seconds = self.backup_seconds(name);
+            e.reproduce_proved = self.drills.get(name).and_then(|ds| ds.iter().rev().find(|d| d.kind == "reproduce" && d.passed).map(|d| d.started));
+        }
+        m
+    }
+}
+
+/// Facts and verdicts for every source.
+pub fn facts(env: &Env, o: &Observed) -> Vec<(SourceFacts, SourceStatus)> {
+    let w = env.workload;
+    let mut out: Vec<(SourceFacts, SourceStatus)> = Vec::new();
+    for s in &w.sources {
+        let class = w.class_of(s);
+        let newest = o.newest_point(s.name());
+        let f = SourceFacts {
+            name: s.name().to_string(),
+            class: class.map(|(n, _)| n.to_string()),
+            criticality: class.map(|(n, c)| c.criticality(n)),
+            strategy: s.strategy,
+            rpo: class.and_then(|(_, c)| c.rpo),
+            rto: class.and_then(|(_, c)| c.rto),
+            drill_every: class.and_then(|(_, c)| c.drill_every),
+            has_retention: class.and_then(|(_, c)| c.keep.as_ref()).is_some_and(|k| !k.policy().is_empty()),
+            newest_point: newest.map(|n| n.snapshot.time),
+            points: o.snapshots.get(s.name()).map(|v| v.iter().filter(|x| x.snapshot.complete).count()).unwrap_or(0),
+            last_drill: o.drills.get(s.name()).and_then(|d| d.last()).map(|d| DrillFact {
+                at: d.started,
+                seconds: d.seconds,
+                passed: d.passed,
+            }),
+            copies: class
+                .map(|(_, c)| {
+                    c.copies
+                        .iter()
+                        .map(|r| {
+                            let t = o.by_repo.get(r.get_ref()).and_then(|m| m.get(s.name())).and_then(|v| v.iter().max().copied());
+                            (r.get_ref().clone(), t)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            encrypted: true,
+        };
+        let mut st = compliance::evaluate(&f, env.now);
+        if s.strategy == Some(Strategy::Reproduce) {
+            // Its recovery point is that of what it is reproduced from.
+            if let Some(from) = s.reproduce.as_ref().and_then(|r| r.from.as_ref()) {
+                if let Some((_, fst)) = out.iter().find(|(ff, _)| ff.name == *from.get_ref()) {
+                    st.rpo = fst.rpo;
+                    if fst.rpo.fails() {
+                        st.problems.push(format!("reproduced from {}, whose RPO is not met", from.get_ref()));
+                    }
+                }
+            }
+        }
+        out.push((f, st));
+    }
+    out
+}
+
+/// One line of what `protect` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProtectLine {
+    /// Source.
+    pub source: String,
+    /// What happened: "ran", "not due", "running elsewhere", "reproduced (nothing to back up)".
+    pub action: String,
+    /// The job records written.
+    pub jobs: Vec<JobRecord>,
+}
+
+struct SourceLock {
+    _file: File,
+}
+
+fn lock(state_dir: &Path, source: &str) -> Result<Option<SourceLock>, JobError> {
+    fs::create_dir_all(state_dir).map_err(|source| JobError::Io { op: "creating state directory", path: state_dir.to_path_buf(), source })?;
+    let p = state_dir.join(format!("{source}.lock"));
+    let f = File::create(&p).map_err(|source| JobError::Io { op: "opening lock", path: p.clone(), source })?;
+    // SAFETY: flock on a valid descriptor we own.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    Ok((r == 0).then_some(SourceLock { _file: f }))
+}
+
+/// Run a shell command with a timeout; returns (success, combined output).
+pub fn run_hook(cmd: &str, timeout: StdDuration, env: &[(&str, &Path)]) -> (bool, String) {
+    let out = match tempfile::tempfile() {
+        Ok(f) => f,
+        Err(e) => return (false, format!("cannot create a temporary file: {e}")),
+    };
+    let mut c = Command::new("sh");
+    c.arg("-c").arg(cmd).stdin(Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let (o1, o2) = match (out.try_clone(), out.try_clone()) {
+        (Ok(a), Ok(b)) => (a, b),
+        _ => return (false, "cannot capture output".into()),
+    };
+    c.stdout(o1).stderr(o2);
+    let mut child = match c.spawn() {
+        Ok(c) => c,
+        Err(e) => return (false, format!("cannot run {cmd:?}: {e}")),
+    };
+    let start = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) if start.elapsed() >= timeout => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => std::thread::sleep(StdDuration::from_millis(20)),
+            Err(_) => break None,
+        }
+    };
+    let mut text = String::new();
+    let mut f = out;
+    use std::io::Seek;
+    let _ = f.seek(std::io::SeekFrom::Start(0));
+    let _ = f.take(64 * 1024).read_to_string(&mut text);
+    match status {
+        Some(s) if s.success() => (true, text),
+        Some(s) => (false, format!("{cmd:?} failed ({s}): {}", text.trim())),
+        None => (false, format!("{cmd:?} did not finish within {}s and was killed: {}", timeout.as_secs(), text.trim())),
+    }
+}
+
+fn host() -> String {
+    holdfast_core::util::hostname()
+}
+
+fn job(source: &str, kind: &str, started: DateTime<Utc>, secs: f64, state: JobState, snapshot: Option<String>, messages: Vec<String>) -> JobRecord {
+    JobRecord {
+        source: source.into(),
+        job: kind.into(),
+        started,
+        seconds: secs,
+        state,
+        snapshot,
+        messages,
+        host: host(),
+    }
+}
+
+/// Run everything that is due now, and nothing else.
+pub fn protect(env: &Env) -> Result<Vec<ProtectLine>, JobError> {
+    let o = observe(env);
+    let mut lines = Vec::new();
+    for s in &env.workload.sources {
+        let name = s.name();
+        match s.strategy {
+            Some(Strategy::Backup) => {}
+            Some(Strategy::Reproduce) => {
+                lines.push(ProtectLine { source: name.into(), action: "reproducible: nothing to back up (drills prove the recipe)".into(), jobs: vec![] });
+                continue;
+            }
+            None => {
+                lines.push(ProtectLine { source: name.into(), action: "skipped: no strategy (see `holdfast plan`)".into(), jobs: vec![] });
+                continue;
+            }
+        }
+        let Some((_, class)) = env.workload.class_of(s) else {
+            lines.push(ProtectLine { source: name.into(), action: "skipped: no class, so no RPO to schedule by (see `holdfast plan`)".into(), jobs: vec![] });
+            continue;
+        };
+        let Some(rpo) = class.rpo else {
+            lines.push(ProtectLine { source: name.into(), action: "skipped: its class has no RPO (see `holdfast plan`)".into(), jobs: vec![] });
+            continue;
+        };
+        let cad = cadence::cadence(rpo, cadence::expected_run(&o.backup_seconds(name)));
+        let newest = o.newest_point(name).map(|p| p.snapshot.time);
+        let missed = match cadence::due(env.now, newest, cad.interval) {
+            Due::NotYet { next } => {
+                lines.push(ProtectLine { source: name.into(), action: format!("not due until {}", next.format("%Y-%m-%d %H:%M:%S")), jobs: vec![] });
+                continue;
+            }
+            Due::Now { missed, .. } => missed,
+        };
+        let Some(_lock) = lock(&env.state_dir, name)? else {
+            lines.push(ProtectLine { source: name.into(), action: "skipped: another protect is running it".into(), jobs: vec![] });
+            continue;
+        };
+        let (rname, rcfg) = env.workload.repository_of(s).ok_or_else(|| JobError::Invalid(format!("source {name}: no repository")))?;
+        let repo = (env.open)(rname, rcfg)?;
+        let mut jobs = Vec::new();
+        if missed > 0 {
+            let due_at = newest.map(|n| n + cad.interval).unwrap_or(env.now);
+            let r = job(name, "backup", due_at, 0.0, JobState::Expired, None, vec![format!("{missed} scheduled run(s) did not start in time (host off or protect not running); one catch-up run follows")]);
+            records::save(&repo, &Record::Job(r.clone()))?;
+            jobs.push(r);
+        }
+        let r = run_backup(env, &repo, s)?;
+        records::save(&repo, &Record::Job(r.clone()))?;
+        let ok = r.state != JobState::Failed;
+        jobs.push(r);
+        if ok {
+            if let Some(keep) = class.keep.as_ref().map(|k| k.policy()).filter(|p| !p.is_empty()) {
+                let t = Instant::now();
+                let started = env.now;
+                let res = holdfast_core::prune::forget_matching(&repo, &keep, env.now, false, &|sn| sn.source.as_deref() == Some(name));
+                let r = match res {
+                    Ok(items) => {
+                        let removed = items.iter().filter(|i| i.reasons.is_empty()).count();
+                        let mut msgs = vec![format!("{removed} recovery point(s) removed by the class's keep policy")];
+                        let mut state = JobState::Completed;
+                        if removed > 0 {
+                            match holdfast_core::prune::prune(&repo, &Default::default(), env.progress) {
+                                Ok(p) => msgs.push(format!("prune: {} pack(s) deleted, {} bytes freed", p.packs_deleted, p.bytes_freed)),
+                                Err(e) => {
+                                    msgs.push(format!("prune failed: {e}"));
+                                    state = JobState::Failed;
+                                }
+                            }
+                        }
+                        job(name, "retention", started, t.elapsed().as_secs_f64(), state, None, msgs)
+                    }
+                    Err(e) => job(name, "retention", started, t.elapsed().as_secs_f64(), JobState::Failed, None, vec![e.to_string()]),
+                };
+                records::save(&repo, &Record::Job(r.clone()))?;
+                jobs.push(r);
+            }
+        }
+        lines.push(ProtectLine { source: name.into(), action: "ran".into(), jobs });
+    }
+    Ok(lines)
+}
+
+fn hook_timeout(s: &SourceConfig) -> StdDuration {
+    s.hook_timeout.and_then(|d| d.to_std().ok()).unwrap_or(StdDuration::from_secs(300))
+}
+
+/// Back up one source now; returns its job record (not yet saved).
+pub fn run_backup(env: &Env, repo: &Repository, s: &SourceConfig) -> Result<JobRecord, JobError> {
+    let name = s.name();
+    let started = env.now;
+    let t = Instant::now();
+    let mut messages = Vec::new();
+    let fail = |mut messages: Vec<String>, m: String| {
+        messages.push(m);
+        Ok(job(name, "backup", started, t.elapsed().as_secs_f64(), JobState::Failed, None, messages))
+    };
+    if s.kind != SourceKind::Path {
+        return fail(messages, format!("source kind {:?} is not supported by this version yet; only \"path\" is", s.kind));
+    }
+    if let Some(pre) = &s.pre {
+        let (ok, out) = run_hook(pre, hook_timeout(s), &[]);
+        if !ok {
+            return fail(messages, format!("pre hook failed, nothing was backed up: {out}"));
+        }
+    }
+    let opts = BackupOptions {
+        paths: s.all_paths(),
+        tags: s.tags.clone(),
+        excludes: s.exclude.clone(),
+        time: Some(env.now),
+        source: Some(name.to_string()),
+        ..Default::default()
+    };
+    let res = backup::backup(repo, &opts, env.progress);
+    if let Some(post) = &s.post {
+        let (ok, out) = run_hook(post, hook_timeout(s), &[]);
+        if !ok {
+            messages.push(format!("post hook failed: {out}"));
+        }
+    }
+    match res {
+        Ok(out) => {
+            let snap = &out.snapshot;
+            messages.extend(snap.errors.iter().cloned());
+            let state = if snap.complete && messages.is_empty() { JobState::Completed } else { JobState::CompletedWithWarnings };
+            Ok(job(name, "backup", started, t.elapsed().as_secs_f64(), state, out.id.map(|i| i.to_hex()), messages))
+        }
+        Err(e) => fail(messages, e.to_string()),
+    }
+}
+
+/// Run a drill for one source and record it.
+pub fn drill(env: &Env, source: &str, random: bool, scratch: &Path) -> Result<DrillRecord, JobError> {
+    let w = env.workload;
+    let s = w.source(source).ok_or_else(|| JobError::Invalid(format!("no source named {source:?} in {}", w.path.display())))?;
+    let (rname, rcfg) = w
+        .repository_of(s)
+        .or_else(|| w.repositories.iter().next().map(|(k, v)| (k.as_str(), v)))
+        .ok_or_else(|| JobError::Invalid("the workload defines no repository to record drills in".into()))?;
+    let repo = (env.open)(rname, rcfg)?;
+    fs::create_dir_all(scratch).map_err(|e| JobError::Io { op: "creating scratch directory", path: scratch.to_path_buf(), source: e })?;
+    let dir = tempfile::Builder::new().prefix("holdfast-drill-").tempdir_in(scratch).map_err(|e| JobError::Io { op: "creating scratch directory", path: scratch.to_path_buf(), source: e })?;
+    let started = env.now;
+    let t = Instant::now();
+    let timeout = w.class_of(s).and_then(|(_, c)| c.rto).and_then(|r| (r * 2).to_std().ok()).unwrap_or(StdDuration::from_secs(3600));
+    let mut messages = Vec::new();
+    let rec = match s.strategy {
+        Some(Strategy::Reproduce) => {
+            let r = s.reproduce.clone().unwrap_or_default();
+            let mut passed = false;
+            match &r.command {
+                None => messages.push("no reproduce command: nothing to prove".into()),
+                Some(cmd) => {
+                    let env_vars = [("HOLDFAST_SCRATCH", dir.path())];
+                    let (ok, out) = run_hook(cmd, timeout, &env_vars);
+                    messages.push(format!("reproduce: {}", if ok { "ok".to_string() } else { out }));
+                    passed = ok;
+                    if ok {
+                        if let Some(v) = &r.verify {
+                            let (vok, vout) = run_hook(v, timeout, &env_vars);
+                            messages.push(format!("verify: {}", if vok { "ok".to_string() } else { vout }));
+                            passed = vok;
+                        } else {
+                            messages.push("no verify command: the recipe ran but its result was not checked".into());
+                            passed = false;
+                        }
+                    }
+                }
+            }
+            DrillRecord { source: source.into(), kind: "reproduce".into(), snapshot: None, started, seconds: t.elapsed().as_secs_f64(), passed, files: 0, bytes: 0, messages, host: host() }
+        }
+        _ => {
+            let (all, _) = snapshot::load_all(&repo)?;
+            let mine: Vec<&SnapshotEntry> = all.iter().filter(|x| x.snapshot.source.as_deref() == Some(source) && x.snapshot.complete).collect();
+            let pick = if random && !mine.is_empty() {
+                mine[rand_index(mine.len())]
+            } else {
+                *mine.last().ok_or_else(|| JobError::Invalid(format!("source {source} has no complete recovery point to drill: run `holdfast protect` first")))?
+            };
+            let (index, _) = repo.load_index()?;
+            let target = dir.path().join("restore");
+            let res = restore::restore(&repo, &index, pick, &RestoreOptions { target: target.clone(), ..Default::default() }, env.progress)?;
+            messages.extend(res.errors.iter().cloned());
+            let v = restore::validate(&repo, &index, &pick.snapshot.tree, &target)?;
+            messages.extend(v.errors.iter().cloned());
+            let mut passed = res.errors.is_empty() && v.errors.is_empty();
+            messages.push(format!("validated {} files ({} bytes) against snapshot {}", v.files, v.bytes, pick.id.short()));
+            if let Some(cmd) = &s.verify {
+                let (ok, out) = run_hook(cmd, timeout, &[("HOLDFAST_DRILL_DIR", &target)]);
+                messages.push(format!("verify: {}", if ok { "ok".to_string() } else { out }));
+                passed &= ok;
+            }
+            DrillRecord { source: source.into(), kind: "restore".into(), snapshot: Some(pick.id.to_hex()), started, seconds: t.elapsed().as_secs_f64(), passed, files: v.files, bytes: v.bytes, messages, host: host() }
+        }
+    };
+    records::save(&repo, &Record::Drill(rec.clone()))?;
+    Ok(rec)
+}
+
+fn rand_index(n: usize) -> usize {
+    let mut b = [0u8; 8];
+    let _ = File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    (u64::from_le_bytes(b) % n as u64) as usize
+}
+
+/// The age of the newest recovery point, for people.
+pub fn show_age(d: Option<i64>) -> String {
+    d.map(|s| crate::duration::show(Duration::seconds(s))).unwrap_or_else(|| "never".into())
+}

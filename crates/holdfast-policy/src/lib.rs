@@ -1,0 +1,16 @@
+//! holdfast's workload model and the policy that REL09-BP01 asks for: data sources classified
+//! by criticality, each class with an RPO and an RTO; cadence derived from the RPO; compliance
+//! judged from measurements; anti-patterns named; data sources discovered.
+//!
+//! The rules (cadence, compliance, findings, retention in `holdfast-core`) are pure functions
+//! tested with tables; [`jobs`] runs them against a repository.
+
+#![warn(missing_docs)]
+
+pub mod cadence;
+pub mod compliance;
+pub mod config;
+pub mod discover;
+pub mod duration;
+pub mod findings;
+pub mod jobs;
