@@ -1,21 +1,20 @@
 #!/usr/bin/env bash
-# Run holdfast's main job on the embedded default: a local repository, no server.
-# Creates a repository under ./holdfast-demo, backs up PATH (default: this project's sources),
-# backs it up again (incremental), verifies every byte, restores it and compares.
+# holdfast's main job on the embedded default (a local repository, no server): the shipped demo
+# workload (examples/demo/holdfast.toml) is protected, its restores drilled, and its status shown.
+# Run it again at any time: protect only runs what is due.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-src=$(realpath "${1:-crates}")
-demo=$PWD/holdfast-demo
 cargo build --release -q -p holdfast
 hf=$PWD/target/release/holdfast
-mkdir -p "$demo"
-[ -f "$demo/password" ] || head -c 24 /dev/urandom | base64 > "$demo/password"
-export HOLDFAST_REPOSITORY=$demo/repo HOLDFAST_PASSWORD_FILE=$demo/password
-[ -f "$demo/repo/config" ] || "$hf" init
-"$hf" backup "$src"
-"$hf" backup "$src"
-"$hf" snapshots
-"$hf" check --read-data
-rm -rf "$demo/restore"
-"$hf" restore latest "$demo/restore"
-diff -r "$src" "$demo/restore/$(basename "$src")" && echo "restored tree matches $src"
+demo=examples/demo
+cd "$demo"
+# Demo data: an orders ledger (critical), application logs (low), a derived report cache.
+mkdir -p data/orders data/logs data/report-cache
+[ -s data/orders/ledger.csv ] || seq 1 5000 | awk '{print $1",order-"$1","($1*7)%100}' > data/orders/ledger.csv
+date -u +"%FT%TZ demo run" >> data/logs/app.log
+sort data/orders/ledger.csv > data/report-cache/report.csv
+export HOLDFAST_CONFIG=$PWD/holdfast.toml HOLDFAST_STATE_DIR=$PWD/state
+"$hf" plan || true
+"$hf" protect || true
+"$hf" drill
+"$hf" status --html status.html && echo "status page: $PWD/status.html"

@@ -44,7 +44,11 @@ fuzz_target!(|data: &[u8]| {
 
     let _ = blob::open(key, BlobType::Data, &id, framed, raw_len);
 
-    let t = if raw_len & 1 == 0 { BlobType::Data } else { BlobType::Tree };
+    let t = if raw_len & 1 == 0 {
+        BlobType::Data
+    } else {
+        BlobType::Tree
+    };
     let sealed = key.encrypt(&aad(t, &id), framed);
     match blob::open(key, t, &id, &sealed, raw_len) {
         Ok(plain) => {

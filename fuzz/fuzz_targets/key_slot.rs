@@ -7,7 +7,9 @@ use holdfast_core::keys::KeySlot;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(slot) = serde_json::from_slice::<KeySlot>(data) else { return };
+    let Ok(slot) = serde_json::from_slice::<KeySlot>(data) else {
+        return;
+    };
     let p = slot.params;
     if p.m_cost > 64 || p.t_cost > 2 || p.p_cost > 2 {
         return;

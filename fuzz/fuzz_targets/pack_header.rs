@@ -27,7 +27,10 @@ fn key() -> &'static MasterKey {
         let (bytes, _, _) = pack::PackBuilder::default().finish(&k);
         let hl = u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().unwrap()) as usize;
         let sealed = &bytes[bytes.len() - 4 - hl..bytes.len() - 4];
-        assert!(k.decrypt(HEADER_AAD, sealed).is_ok(), "harness HEADER_AAD is stale");
+        assert!(
+            k.decrypt(HEADER_AAD, sealed).is_ok(),
+            "harness HEADER_AAD is stale"
+        );
         k
     })
 }

@@ -31,26 +31,36 @@ impl Storage for Mem {
         Ok(())
     }
     fn put(&self, kind: ObjectKind, name: &str, data: &[u8], _: PutMode) -> Result<()> {
-        self.0.lock().unwrap().insert((kind, name.into()), data.to_vec());
+        self.0
+            .lock()
+            .unwrap()
+            .insert((kind, name.into()), data.to_vec());
         Ok(())
     }
     fn get(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
-        self.0.lock().unwrap().get(&(kind, name.into())).cloned().ok_or_else(|| StorageError::NotFound {
-            kind,
-            name: name.into(),
-            location: self.location(),
-        })
+        self.0
+            .lock()
+            .unwrap()
+            .get(&(kind, name.into()))
+            .cloned()
+            .ok_or_else(|| StorageError::NotFound {
+                kind,
+                name: name.into(),
+                location: self.location(),
+            })
     }
     fn get_range(&self, kind: ObjectKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         let all = self.get(kind, name)?;
         let end = offset.saturating_add(len);
-        all.get(offset as usize..end as usize).map(<[u8]>::to_vec).ok_or(StorageError::ShortRead {
-            kind,
-            name: name.into(),
-            offset,
-            end,
-            size: all.len() as u64,
-        })
+        all.get(offset as usize..end as usize)
+            .map(<[u8]>::to_vec)
+            .ok_or(StorageError::ShortRead {
+                kind,
+                name: name.into(),
+                offset,
+                end,
+                size: all.len() as u64,
+            })
     }
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
         Ok(self
@@ -59,12 +69,18 @@ impl Storage for Mem {
             .unwrap()
             .iter()
             .filter(|((k, _), _)| *k == kind)
-            .map(|((_, n), v)| ObjectInfo { name: n.clone(), size: v.len() as u64 })
+            .map(|((_, n), v)| ObjectInfo {
+                name: n.clone(),
+                size: v.len() as u64,
+            })
             .collect())
     }
     fn exists_many(&self, kind: ObjectKind, names: &[String]) -> Result<Vec<bool>> {
         let m = self.0.lock().unwrap();
-        Ok(names.iter().map(|n| m.contains_key(&(kind, n.clone()))).collect())
+        Ok(names
+            .iter()
+            .map(|n| m.contains_key(&(kind, n.clone())))
+            .collect())
     }
     fn delete(&self, kind: ObjectKind, name: &str) -> Result<()> {
         self.0.lock().unwrap().remove(&(kind, name.into()));
@@ -86,15 +102,30 @@ fuzz_target!(|data: &[u8]| {
 
     // 2. Through Repository::open. The key slot is bound to the repository id, so take the id
     // the way the engine will see it (a config without a string id is rejected anyway).
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) else { return };
-    let repo_id = v.get("id").and_then(|i| i.as_str()).unwrap_or("").to_owned();
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
+    let repo_id = v
+        .get("id")
+        .and_then(|i| i.as_str())
+        .unwrap_or("")
+        .to_owned();
     let storage = Arc::new(Mem::default());
-    storage.put(ObjectKind::Config, "config", data, PutMode::CreateNew).unwrap();
+    storage
+        .put(ObjectKind::Config, "config", data, PutMode::CreateNew)
+        .unwrap();
     let slot = KeySlot::wrap(key(), b"pw", KdfParams::insecure_for_tests(), &repo_id);
     storage
-        .put(ObjectKind::Key, "00", &serde_json::to_vec(&slot).unwrap(), PutMode::CreateNew)
+        .put(
+            ObjectKind::Key,
+            "00",
+            &serde_json::to_vec(&slot).unwrap(),
+            PutMode::CreateNew,
+        )
         .unwrap();
-    let Ok(repo) = Repository::open(storage, b"pw") else { return };
+    let Ok(repo) = Repository::open(storage, b"pw") else {
+        return;
+    };
     let c = repo.config();
 
     // 3. What the first backup does with an accepted config (backup.rs, read_large).

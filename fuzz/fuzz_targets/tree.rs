@@ -7,7 +7,9 @@ use holdfast_core::Id;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(t) = Tree::decode(&Id::default(), data) else { return };
+    let Ok(t) = Tree::decode(&Id::default(), data) else {
+        return;
+    };
     let enc = t.encode();
     let back = Tree::decode(&Id::default(), &enc).expect("re-encoded tree must decode");
     assert_eq!(back, t, "decode(encode(t)) != t");

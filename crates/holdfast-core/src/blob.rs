@@ -102,8 +102,20 @@ pub fn open(key: &MasterKey, t: BlobType, id: &Id, stored: &[u8], raw_len: u32) 
         .ok_or_else(|| Error::corrupt(what(), "empty"))?;
     let plain = match *flag {
         RAW => payload.to_vec(),
-        ZSTD => zstd::bulk::decompress(payload, raw_len as usize)
+        ZSTD if raw_len <= 16 << 20 => zstd::bulk::decompress(payload, raw_len as usize)
             .map_err(|e| Error::corrupt(what(), format!("zstd: {e}")))?,
+        ZSTD => {
+            // Large (tree) blobs: grow the output as data arrives (never trust raw_len for the allocation), and
+            // stop one byte past it so an oversized frame is detected without reading it all.
+            use std::io::Read;
+            let mut out = Vec::with_capacity((raw_len as usize).min(payload.len().saturating_mul(8)).min(16 << 20));
+            zstd::stream::read::Decoder::with_buffer(payload)
+                .map_err(|e| Error::corrupt(what(), format!("zstd: {e}")))?
+                .take(raw_len as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| Error::corrupt(what(), format!("zstd: {e}")))?;
+            out
+        }
         f => return Err(Error::corrupt(what(), format!("unknown framing byte {f}"))),
     };
     if plain.len() != raw_len as usize {

@@ -26,6 +26,26 @@ pub struct ChunkerParams {
     pub max: u32,
 }
 
+impl ChunkerParams {
+    /// Check the parameters against what FastCDC accepts (64 B..=1 MiB minimum,
+    /// 256 B..=4 MiB average, 1 KiB..=16 MiB maximum, min <= avg <= max).
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let ok = (64..=1 << 20).contains(&self.min)
+            && (256..=4 << 20).contains(&self.avg)
+            && (1024..=16 << 20).contains(&self.max)
+            && self.min <= self.avg
+            && self.avg <= self.max;
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "chunker parameters min {} avg {} max {} are out of range (min 64 B..=1 MiB, avg 256 B..=4 MiB, max 1 KiB..=16 MiB, min <= avg <= max)",
+                self.min, self.avg, self.max
+            ))
+        }
+    }
+}
+
 impl Default for ChunkerParams {
     /// 512 KiB / 1 MiB / 8 MiB; see docs/DESIGN.md for the measurement behind it.
     fn default() -> Self {
@@ -147,15 +167,11 @@ fn read_config(storage: &dyn Storage) -> Result<RepoConfig> {
     }
     let c: RepoConfig = serde_json::from_value(v)
         .map_err(|e| Error::corrupt("repository config", e.to_string()))?;
-    if c.chunker.min == 0
-        || c.chunker.min > c.chunker.avg
-        || c.chunker.avg > c.chunker.max
-        || c.chunker.max > 64 << 20
-    {
-        return Err(Error::corrupt(
-            "repository config",
-            "chunker parameters out of range",
-        ));
+    if let Err(m) = c.chunker.validate() {
+        return Err(Error::corrupt("repository config", m));
+    }
+    if !(1 << 20..=1 << 30).contains(&c.pack_size) {
+        return Err(Error::corrupt("repository config", format!("pack size {} is outside 1 MiB..=1 GiB", c.pack_size)));
     }
     Ok(c)
 }
@@ -172,6 +188,10 @@ impl Repository {
                 "compression level {} is outside zstd's range (0 = off, 1..=22)",
                 opts.compression
             )));
+        }
+        opts.chunker.validate().map_err(Error::Invalid)?;
+        if !(1 << 20..=1 << 30).contains(&opts.pack_size) {
+            return Err(Error::Invalid(format!("pack size {} is outside 1 MiB..=1 GiB", opts.pack_size)));
         }
         match read_config(&*storage) {
             Ok(_) => {

@@ -293,7 +293,8 @@ impl Workload {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::parse(path, &text)
+        let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        Self::parse(&abs, &text)
     }
 
     /// Parse and validate workload text.
@@ -307,7 +308,7 @@ impl Workload {
                 message: e.message().trim().to_string(),
             }
         })?;
-        let w = Workload {
+        let mut w = Workload {
             path: path.to_path_buf(),
             repositories: raw.repository,
             classes: raw.class,
@@ -316,6 +317,19 @@ impl Workload {
             text: text.to_string(),
         };
         w.validate()?;
+        // Relative paths are relative to the workload file's directory.
+        let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        for s in &mut w.sources {
+            s.path.iter_mut().for_each(fix);
+            s.paths.iter_mut().for_each(fix);
+        }
+        w.discover.roots.iter_mut().for_each(fix);
+        w.discover.ignore.iter_mut().for_each(fix);
         Ok(w)
     }
 
@@ -359,8 +373,8 @@ impl Workload {
                 return self.err_at(s.name.span(), format!("source {n:?} of kind {:?} needs path = \"...\"", s.kind));
             }
             for p in s.all_paths() {
-                if !p.is_absolute() {
-                    return self.err_at(s.name.span(), format!("source {n:?}: path {} must be absolute", p.display()));
+                if p.as_os_str().is_empty() {
+                    return self.err_at(s.name.span(), format!("source {n:?}: path is empty"));
                 }
             }
         }
@@ -479,7 +493,7 @@ why-not-backup = "derived"
             (GOOD.replace("rpo = \"15m\"", "rpo = \"soon\""), 7, "not a duration"),
             (GOOD.replace("drill-every", "drill-evry"), 10, "unknown field"),
             (GOOD.replace("name = \"thumbs\"", "name = \"orders-db\""), 20, "used twice"),
-            (GOOD.replace("path = \"/srv/orders\"", "path = \"srv/orders\""), 13, "absolute"),
+            (GOOD.replace("path = \"/srv/orders\"", "path = \"\""), 13, "path is empty"),
             (GOOD.replace("kind = \"path\"\npath = \"/srv/orders\"", "kind = \"tape\"\npath = \"/srv/orders\""), 14, "unknown variant"),
         ];
         for (text, line, needle) in cases {

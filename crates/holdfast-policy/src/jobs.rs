@@ -518,3 +518,38 @@ fn rand_index(n: usize) -> usize {
 pub fn show_age(d: Option<i64>) -> String {
     d.map(|s| crate::duration::show(Duration::seconds(s))).unwrap_or_else(|| "never".into())
 }
+
+/// Build the status report from what the repositories hold.
+pub fn status(env: &Env) -> crate::report::StatusReport {
+    let o = observe(env);
+    status_from(env, &o)
+}
+
+/// Build the status report from already observed data.
+pub fn status_from(env: &Env, o: &Observed) -> crate::report::StatusReport {
+    let pairs = facts(env, o);
+    let (fs, ss): (Vec<_>, Vec<_>) = pairs.iter().cloned().unzip();
+    let controls = compliance::controls(&fs, &ss);
+    let sources = pairs
+        .into_iter()
+        .map(|(f, st)| {
+            let name = f.name.clone();
+            crate::report::SourceRow {
+                rpo_seconds: f.rpo.map(|d| d.num_seconds()),
+                rto_seconds: f.rto.map(|d| d.num_seconds()),
+                last_job: o.jobs.get(&name).and_then(|j| j.last()).map(|j| (j.job.clone(), serde_json::to_value(j.state).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(), j.started)),
+                points: o.snapshots.get(&name).map(|v| v.iter().filter(|s| s.snapshot.complete).map(|s| s.snapshot.time).collect()).unwrap_or_default(),
+                drills: o.drills.get(&name).map(|v| v.iter().map(|d| (d.started, d.passed, d.seconds)).collect()).unwrap_or_default(),
+                facts: f,
+                status: st,
+            }
+        })
+        .collect();
+    crate::report::StatusReport {
+        now: env.now,
+        workload: env.workload.path.display().to_string(),
+        sources,
+        controls,
+        unreadable: o.unreadable.clone(),
+    }
+}

@@ -14,3 +14,4 @@ pub mod discover;
 pub mod duration;
 pub mod findings;
 pub mod jobs;
+pub mod report;

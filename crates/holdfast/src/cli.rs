@@ -26,6 +26,9 @@ pub struct Global {
     /// Run this shell command and use its output as the password.
     #[arg(long, env = "HOLDFAST_PASSWORD_COMMAND", global = true)]
     pub password_command: Option<String>,
+    /// Workload file for the policy commands (discover, plan, protect, drill, status).
+    #[arg(long, env = "HOLDFAST_CONFIG", global = true, default_value = "holdfast.toml")]
+    pub config: PathBuf,
     /// Print machine-readable JSON on stdout.
     #[arg(long, global = true)]
     pub json: bool,
@@ -102,6 +105,47 @@ pub enum Command {
         /// Repack packs with more than this percentage unused.
         #[arg(long, default_value_t = 10.0)]
         max_unused: f64,
+    },
+    /// Find data sources on this host and show the ones the workload does not protect.
+    Discover {
+        /// Also search these directories (added to the workload's [discover] roots).
+        #[arg(long)]
+        root: Vec<PathBuf>,
+        /// Print a ready-to-paste [[source]] block for each unprotected location.
+        #[arg(long)]
+        suggest: bool,
+        /// Only search the roots (skip mounts, servers and well-known directories).
+        #[arg(long)]
+        no_host: bool,
+    },
+    /// Check the workload against the anti-patterns of REL09-BP01 and show the cadence.
+    Plan {
+        /// Skip discovery of unprotected data.
+        #[arg(long)]
+        no_discover: bool,
+    },
+    /// Run every job that is due now (backups by cadence, retention), then show status.
+    Protect {
+        /// Only this source.
+        #[arg(long)]
+        source: Option<String>,
+    },
+    /// Restore-test a source (or reproduce it) in a scratch place, timed and validated.
+    Drill {
+        /// The source (default: every source whose drill is due).
+        source: Option<String>,
+        /// Drill a random recovery point instead of the newest.
+        #[arg(long)]
+        random: bool,
+        /// Where to restore (default: the system temporary directory).
+        #[arg(long)]
+        scratch: Option<PathBuf>,
+    },
+    /// Per source: RPO and RTO met or not, from measurements; workload controls.
+    Status {
+        /// Also write a self-contained HTML page.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
     },
     /// Manage key slots (passwords).
     Key {

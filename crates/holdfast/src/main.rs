@@ -21,12 +21,18 @@ pub mod exit {
     pub const WARNINGS: u8 = 3;
     /// The repository does not exist.
     pub const NO_REPOSITORY: u8 = 10;
+    /// A compliance control fails (`status`, `protect`), or `plan` found high-severity
+    /// anti-patterns, or a drill failed.
+    pub const NONCOMPLIANT: u8 = 4;
     /// Wrong password.
     pub const WRONG_PASSWORD: u8 = 12;
 }
 
 fn code_for(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
+        if cause.downcast_ref::<holdfast_policy::config::ConfigError>().is_some() {
+            return exit::USAGE;
+        }
         if let Some(err) = cause.downcast_ref::<holdfast_core::Error>() {
             return match err {
                 holdfast_core::Error::NoRepository { .. } => exit::NO_REPOSITORY,

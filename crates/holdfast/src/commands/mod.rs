@@ -3,6 +3,7 @@
 mod browse;
 mod data;
 mod maintain;
+mod policy;
 
 use std::sync::Arc;
 
@@ -41,6 +42,11 @@ pub fn run(cli: Cli) -> Result<u8> {
             max_unused,
         } => maintain::prune(g, dry_run, max_unused),
         Command::Key { action } => maintain::key(g, action),
+        Command::Discover { root, suggest, no_host } => policy::discover(g, root, suggest, no_host),
+        Command::Plan { no_discover } => policy::plan(g, no_discover),
+        Command::Protect { source } => policy::protect(g, source.as_deref()),
+        Command::Drill { source, random, scratch } => policy::drill(g, source.as_deref(), random, scratch),
+        Command::Status { html } => policy::status(g, html.as_deref()),
     }
 }
 
@@ -49,6 +55,11 @@ pub fn storage_for(g: &Global) -> Result<Arc<dyn Storage>> {
     let Some(loc) = g.repo.as_deref() else {
         bail!("no repository given: pass --repo DIR or set HOLDFAST_REPOSITORY");
     };
+    storage_at(loc)
+}
+
+/// The storage backend for a location string.
+pub fn storage_at(loc: &str) -> Result<Arc<dyn Storage>> {
     if let Some((scheme, _)) = loc.split_once("://") {
         if scheme != "file" {
             bail!("repository URL scheme {scheme:?} is not supported by this build: use a local directory");

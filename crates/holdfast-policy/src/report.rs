@@ -1,0 +1,140 @@
+//! The `status` report as data, and as one self-contained HTML page.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+
+use crate::compliance::{Control, SourceFacts, SourceStatus, Verdict};
+use crate::duration::show;
+
+/// Everything `status` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    /// When it was computed.
+    pub now: DateTime<Utc>,
+    /// The workload file.
+    pub workload: String,
+    /// Per source.
+    pub sources: Vec<SourceRow>,
+    /// Workload controls.
+    pub controls: Vec<Control>,
+    /// Repositories that could not be read.
+    pub unreadable: Vec<String>,
+}
+
+/// One source's row.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceRow {
+    /// Facts.
+    pub facts: SourceFacts,
+    /// RPO seconds (for display).
+    pub rpo_seconds: Option<i64>,
+    /// RTO seconds.
+    pub rto_seconds: Option<i64>,
+    /// Verdicts.
+    pub status: SourceStatus,
+    /// Last job: kind, state, time.
+    pub last_job: Option<(String, String, DateTime<Utc>)>,
+    /// Recovery point times (timeline).
+    pub points: Vec<DateTime<Utc>>,
+    /// Drill times and whether they passed (timeline).
+    pub drills: Vec<(DateTime<Utc>, bool, f64)>,
+}
+
+impl StatusReport {
+    /// Whether every control passes (and every repository was readable).
+    pub fn ok(&self) -> bool {
+        self.controls.iter().all(|c| c.passed) && self.unreadable.is_empty()
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn badge(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Met => "<span class=ok>met</span>",
+        Verdict::Breached => "<span class=bad>breached</span>",
+        Verdict::NotMeasured => "<span class=bad>not measured</span>",
+        Verdict::NotApplicable => "<span class=na>n/a</span>",
+    }
+}
+
+fn opt_dur(s: Option<i64>) -> String {
+    s.map(|s| show(Duration::seconds(s))).unwrap_or_else(|| "—".into())
+}
+
+/// Render the report as one HTML page with inline CSS and SVG (no external resources).
+pub fn html(r: &StatusReport) -> String {
+    let mut h = String::new();
+    let failing = r.controls.iter().filter(|c| !c.passed).count();
+    h += "<!doctype html><html lang=en><head><meta charset=utf-8><title>holdfast status</title><style>";
+    h += "body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}h1{margin:0 0 .2em}table{border-collapse:collapse;margin:1em 0}";
+    h += "td,th{padding:.35em .7em;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}th{background:#f4f4f4}";
+    h += ".ok{color:#fff;background:#2e7d32;padding:1px 6px;border-radius:3px}.bad{color:#fff;background:#c62828;padding:1px 6px;border-radius:3px}";
+    h += ".na{color:#666}.summary{font-size:1.2em;padding:.6em 1em;border-radius:4px;display:inline-block}.problems{color:#c62828;font-size:.9em}svg{background:#fafafa}";
+    h += "</style></head><body>";
+    h += &format!("<h1>holdfast status</h1><div>workload <code>{}</code>, computed {} UTC</div>", esc(&r.workload), r.now.format("%Y-%m-%d %H:%M:%S"));
+    h += &if failing == 0 && r.unreadable.is_empty() {
+        "<p class=\"summary ok\">every control passes</p>".to_string()
+    } else {
+        format!("<p class=\"summary bad\">{failing} control(s) failing{}</p>", if r.unreadable.is_empty() { String::new() } else { format!(", {} repository(ies) unreadable", r.unreadable.len()) })
+    };
+    for u in &r.unreadable {
+        h += &format!("<p class=problems>{}</p>", esc(u));
+    }
+    h += "<h2>Sources</h2><table><tr><th>source</th><th>class</th><th>strategy</th><th>RPO</th><th>newest point</th><th>RPO</th><th>RTO</th><th>last drill</th><th>RTO</th><th>copies</th><th>last job</th></tr>";
+    for s in &r.sources {
+        let f = &s.facts;
+        h += &format!(
+            "<tr><td><b>{}</b>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} ago</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&f.name),
+            if s.status.problems.is_empty() { String::new() } else { format!("<div class=problems>{}</div>", s.status.problems.iter().map(|p| esc(p)).collect::<Vec<_>>().join("<br>")) },
+            esc(f.class.as_deref().unwrap_or("—")),
+            f.strategy.map(|s| format!("{s:?}").to_lowercase()).unwrap_or_else(|| "—".into()),
+            opt_dur(s.rpo_seconds),
+            opt_dur(s.status.age_seconds),
+            badge(s.status.rpo),
+            opt_dur(s.rto_seconds),
+            s.status.drill_seconds.map(|x| format!("{x:.1}s")).unwrap_or_else(|| "never".into()),
+            badge(s.status.rto),
+            badge(s.status.copies),
+            s.last_job.as_ref().map(|(k, st, t)| format!("{} {} {}", esc(k), esc(st), t.format("%m-%d %H:%M"))).unwrap_or_else(|| "—".into()),
+        );
+    }
+    h += "</table><h2>Controls</h2><table><tr><th>control</th><th>result</th><th>failing sources</th></tr>";
+    for c in &r.controls {
+        h += &format!("<tr><td>{}</td><td>{}</td><td>{}</td></tr>", esc(c.title), if c.passed { "<span class=ok>pass</span>" } else { "<span class=bad>fail</span>" }, esc(&c.failing.join(", ")));
+    }
+    h += "</table><h2>Timeline (last 14 days)</h2><p>dots: recovery points; diamonds: drills (green passed, red failed)</p>";
+    let (w, row) = (900.0, 28.0);
+    let start = r.now - Duration::days(14);
+    let x = |t: DateTime<Utc>| -> f64 { 160.0 + ((t - start).num_seconds() as f64 / Duration::days(14).num_seconds() as f64).clamp(0.0, 1.0) * (w - 170.0) };
+    h += &format!("<svg width={w} height={} xmlns=\"http://www.w3.org/2000/svg\">", row * (r.sources.len() as f64 + 1.0));
+    for d in 0..=14 {
+        let t = start + Duration::days(d);
+        h += &format!("<line x1={0:.1} x2={0:.1} y1=0 y2={1} stroke=#e4e4e4 />", x(t), row * (r.sources.len() as f64 + 1.0));
+        if d % 2 == 0 {
+            h += &format!("<text x={:.1} y={} font-size=10 fill=#888>{}</text>", x(t) - 12.0, row * (r.sources.len() as f64 + 1.0) - 6.0, t.format("%m-%d"));
+        }
+    }
+    for (i, s) in r.sources.iter().enumerate() {
+        let y = row * (i as f64 + 0.6);
+        h += &format!("<text x=4 y={:.1} font-size=12>{}</text>", y + 4.0, esc(&s.facts.name));
+        for p in s.points.iter().filter(|p| **p >= start) {
+            h += &format!("<circle cx={:.1} cy={y:.1} r=3.5 fill=#1565c0><title>recovery point {}</title></circle>", x(*p), p.format("%Y-%m-%d %H:%M"));
+        }
+        for (t, ok, secs) in s.drills.iter().filter(|d| d.0 >= start) {
+            let cx = x(*t);
+            h += &format!(
+                "<polygon points=\"{:.1},{:.1} {:.1},{:.1} {:.1},{:.1} {:.1},{:.1}\" fill={}><title>drill {} {:.1}s</title></polygon>",
+                cx, y - 7.0, cx + 6.0, y, cx, y + 7.0, cx - 6.0, y,
+                if *ok { "#2e7d32" } else { "#c62828" },
+                t.format("%Y-%m-%d %H:%M"),
+                secs
+            );
+        }
+    }
+    h += "</svg></body></html>\n";
+    h
+}
