@@ -7,7 +7,10 @@ use holdfast_core::crypto::MasterKey;
 
 fn input(n: usize) -> Vec<u8> {
     // Text-like data: compressible like source code.
-    let words = ["static ", "int ", "return ", "struct ", "if (", "->next", "= NULL;", "\n\t", "u32 ", "kmalloc("];
+    let words = [
+        "static ", "int ", "return ", "struct ", "if (", "->next", "= NULL;", "\n\t", "u32 ",
+        "kmalloc(",
+    ];
     let mut out = Vec::with_capacity(n);
     let mut x: u64 = 1;
     while out.len() < n {
@@ -51,7 +54,9 @@ fn compression(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(data.len() as u64));
     for level in [1, 3, 6] {
         let mut z = zstd::bulk::Compressor::new(level).unwrap();
-        g.bench_with_input(BenchmarkId::from_parameter(level), &level, |b, _| b.iter(|| z.compress(&data).unwrap()));
+        g.bench_with_input(BenchmarkId::from_parameter(level), &level, |b, _| {
+            b.iter(|| z.compress(&data).unwrap())
+        });
     }
     g.finish();
 }
@@ -61,7 +66,17 @@ fn chunking(c: &mut Criterion) {
     let mut g = c.benchmark_group("fastcdc-16MiB");
     g.throughput(Throughput::Bytes(data.len() as u64));
     g.bench_function("512K-1M-8M", |b| {
-        b.iter(|| fastcdc::v2020::FastCDC::with_level_and_seed(&data, 512 << 10, 1 << 20, 8 << 20, fastcdc::v2020::Normalization::Level1, 42).count())
+        b.iter(|| {
+            fastcdc::v2020::FastCDC::with_level_and_seed(
+                &data,
+                512 << 10,
+                1 << 20,
+                8 << 20,
+                fastcdc::v2020::Normalization::Level1,
+                42,
+            )
+            .count()
+        })
     });
     g.finish();
 }

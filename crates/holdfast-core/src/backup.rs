@@ -297,9 +297,20 @@ pub fn content_ids(repo: &Repository, path: &Path) -> io::Result<Vec<Id>> {
     if len < p.min as u64 {
         let mut buf = Vec::with_capacity(len as usize);
         (&f).read_to_end(&mut buf)?;
-        return Ok(if buf.is_empty() { Vec::new() } else { vec![repo.key().blob_id(&buf)] });
+        return Ok(if buf.is_empty() {
+            Vec::new()
+        } else {
+            vec![repo.key().blob_id(&buf)]
+        });
     }
-    let cdc = fastcdc::v2020::StreamCDC::with_level_and_seed(f, p.min, p.avg, p.max, fastcdc::v2020::Normalization::Level1, repo.key().chunker_seed());
+    let cdc = fastcdc::v2020::StreamCDC::with_level_and_seed(
+        f,
+        p.min,
+        p.avg,
+        p.max,
+        fastcdc::v2020::Normalization::Level1,
+        repo.key().chunker_seed(),
+    );
     let mut out = Vec::new();
     for c in cdc {
         let c = c.map_err(|e| io::Error::other(e.to_string()))?;

@@ -108,7 +108,11 @@ pub fn open(key: &MasterKey, t: BlobType, id: &Id, stored: &[u8], raw_len: u32) 
             // Large (tree) blobs: grow the output as data arrives (never trust raw_len for the allocation), and
             // stop one byte past it so an oversized frame is detected without reading it all.
             use std::io::Read;
-            let mut out = Vec::with_capacity((raw_len as usize).min(payload.len().saturating_mul(8)).min(16 << 20));
+            let mut out = Vec::with_capacity(
+                (raw_len as usize)
+                    .min(payload.len().saturating_mul(8))
+                    .min(16 << 20),
+            );
             zstd::stream::read::Decoder::with_buffer(payload)
                 .map_err(|e| Error::corrupt(what(), format!("zstd: {e}")))?
                 .take(raw_len as u64 + 1)

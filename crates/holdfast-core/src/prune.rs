@@ -40,7 +40,12 @@ pub struct ForgetItem {
 }
 
 /// Apply a keep-policy per group (host and paths). With `dry_run`, nothing is removed.
-pub fn forget(repo: &Repository, policy: &KeepPolicy, now: DateTime<Utc>, dry_run: bool) -> Result<Vec<ForgetItem>> {
+pub fn forget(
+    repo: &Repository,
+    policy: &KeepPolicy,
+    now: DateTime<Utc>,
+    dry_run: bool,
+) -> Result<Vec<ForgetItem>> {
     forget_matching(repo, policy, now, dry_run, &|_| true)
 }
 

@@ -171,7 +171,10 @@ fn read_config(storage: &dyn Storage) -> Result<RepoConfig> {
         return Err(Error::corrupt("repository config", m));
     }
     if !(1 << 20..=1 << 30).contains(&c.pack_size) {
-        return Err(Error::corrupt("repository config", format!("pack size {} is outside 1 MiB..=1 GiB", c.pack_size)));
+        return Err(Error::corrupt(
+            "repository config",
+            format!("pack size {} is outside 1 MiB..=1 GiB", c.pack_size),
+        ));
     }
     Ok(c)
 }
@@ -191,7 +194,10 @@ impl Repository {
         }
         opts.chunker.validate().map_err(Error::Invalid)?;
         if !(1 << 20..=1 << 30).contains(&opts.pack_size) {
-            return Err(Error::Invalid(format!("pack size {} is outside 1 MiB..=1 GiB", opts.pack_size)));
+            return Err(Error::Invalid(format!(
+                "pack size {} is outside 1 MiB..=1 GiB",
+                opts.pack_size
+            )));
         }
         match read_config(&*storage) {
             Ok(_) => {

@@ -434,7 +434,8 @@ pub fn validate(repo: &Repository, index: &Index, tree: &Id, dir: &Path) -> Resu
             let m = match fs::symlink_metadata(&p) {
                 Ok(m) => m,
                 Err(e) => {
-                    v.errors.push(format!("{}: missing after restore: {e}", p.display()));
+                    v.errors
+                        .push(format!("{}: missing after restore: {e}", p.display()));
                     continue;
                 }
             };
@@ -451,13 +452,22 @@ pub fn validate(repo: &Repository, index: &Index, tree: &Id, dir: &Path) -> Resu
                         v.files += 1;
                         v.bytes += n.size;
                     }
-                    Ok(_) => v.errors.push(format!("{}: content differs from the snapshot", p.display())),
-                    Err(e) => v.errors.push(format!("{}: cannot be read: {e}", p.display())),
+                    Ok(_) => v.errors.push(format!(
+                        "{}: content differs from the snapshot",
+                        p.display()
+                    )),
+                    Err(e) => v
+                        .errors
+                        .push(format!("{}: cannot be read: {e}", p.display())),
                 },
                 NodeKind::Symlink => {
-                    let ok = fs::read_link(&p).ok().map(|t| crate::tree::FsName::from_os(t.as_os_str())) == n.target;
+                    let ok = fs::read_link(&p)
+                        .ok()
+                        .map(|t| crate::tree::FsName::from_os(t.as_os_str()))
+                        == n.target;
                     if !ok {
-                        v.errors.push(format!("{}: link target differs", p.display()));
+                        v.errors
+                            .push(format!("{}: link target differs", p.display()));
                     }
                 }
                 _ => {}

@@ -56,7 +56,11 @@ pub fn cadence(rpo: Duration, expected_run: Duration) -> Cadence {
 }
 
 /// Latest start of the next backup that still keeps the RPO: `last + RPO - D`.
-pub fn start_deadline(last_point: DateTime<Utc>, rpo: Duration, expected_run: Duration) -> DateTime<Utc> {
+pub fn start_deadline(
+    last_point: DateTime<Utc>,
+    rpo: Duration,
+    expected_run: Duration,
+) -> DateTime<Utc> {
     last_point + rpo - expected_run.max(Duration::zero())
 }
 
@@ -90,7 +94,9 @@ pub fn due(now: DateTime<Utc>, last_point: Option<DateTime<Utc>>, interval: Dura
         // The newest point is further in the future than one interval: the clock moved back.
         // Do not trust it to mean "recent".
         return Due::Now {
-            reason: format!("newest recovery point is dated in the future ({last}): the clock moved back"),
+            reason: format!(
+                "newest recovery point is dated in the future ({last}): the clock moved back"
+            ),
             missed: 0,
         };
     }
@@ -105,14 +111,22 @@ pub fn due(now: DateTime<Utc>, last_point: Option<DateTime<Utc>>, interval: Dura
         0
     };
     Due::Now {
-        reason: format!("newest recovery point is {} old", crate::duration::show(now - last)),
+        reason: format!(
+            "newest recovery point is {} old",
+            crate::duration::show(now - last)
+        ),
         missed,
     }
 }
 
 /// The duration to plan with: the longest of the recent completed runs (conservative).
 pub fn expected_run(recent_seconds: &[f64]) -> Duration {
-    let max = recent_seconds.iter().rev().take(5).cloned().fold(0.0, f64::max);
+    let max = recent_seconds
+        .iter()
+        .rev()
+        .take(5)
+        .cloned()
+        .fold(0.0, f64::max);
     Duration::milliseconds((max * 1000.0).ceil() as i64)
 }
 
@@ -140,7 +154,11 @@ mod tests {
         ];
         for (rpo, d, interval, feasible) in cases {
             let c = cadence(rpo, d);
-            assert_eq!((c.interval, c.feasible), (interval, feasible), "rpo {rpo} run {d}");
+            assert_eq!(
+                (c.interval, c.feasible),
+                (interval, feasible),
+                "rpo {rpo} run {d}"
+            );
         }
     }
 
@@ -148,10 +166,19 @@ mod tests {
     fn due_table() {
         let i = Duration::minutes(14);
         assert!(matches!(due(t(0, 0), None, i), Due::Now { missed: 0, .. }));
-        assert_eq!(due(t(0, 10), Some(t(0, 0)), i), Due::NotYet { next: t(0, 14) });
-        assert!(matches!(due(t(0, 14), Some(t(0, 0)), i), Due::Now { missed: 0, .. }));
+        assert_eq!(
+            due(t(0, 10), Some(t(0, 0)), i),
+            Due::NotYet { next: t(0, 14) }
+        );
+        assert!(matches!(
+            due(t(0, 14), Some(t(0, 0)), i),
+            Due::Now { missed: 0, .. }
+        ));
         // Asleep for an hour: four intervals missed, one catch-up run.
-        assert!(matches!(due(t(1, 14), Some(t(0, 0)), i), Due::Now { missed: 4, .. }));
+        assert!(matches!(
+            due(t(1, 14), Some(t(0, 0)), i),
+            Due::Now { missed: 4, .. }
+        ));
         // Clock moved back by less than an interval: not due yet.
         assert!(matches!(due(t(0, 0), Some(t(0, 5)), i), Due::NotYet { .. }));
         // Clock moved back by a day: due, and said why.
@@ -163,8 +190,14 @@ mod tests {
 
     #[test]
     fn deadline_and_expected_run() {
-        assert_eq!(start_deadline(t(0, 0), Duration::minutes(15), Duration::minutes(4)), t(0, 11));
+        assert_eq!(
+            start_deadline(t(0, 0), Duration::minutes(15), Duration::minutes(4)),
+            t(0, 11)
+        );
         assert_eq!(expected_run(&[]), Duration::zero());
-        assert_eq!(expected_run(&[1.0, 30.5, 2.0]), Duration::milliseconds(30_500));
+        assert_eq!(
+            expected_run(&[1.0, 30.5, 2.0]),
+            Duration::milliseconds(30_500)
+        );
     }
 }

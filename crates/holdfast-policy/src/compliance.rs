@@ -112,7 +112,11 @@ pub fn evaluate(f: &SourceFacts, now: DateTime<Utc>) -> SourceStatus {
             if age <= rpo {
                 Verdict::Met
             } else {
-                problems.push(format!("newest recovery point is {} old, RPO is {}", show(age), show(rpo)));
+                problems.push(format!(
+                    "newest recovery point is {} old, RPO is {}",
+                    show(age),
+                    show(rpo)
+                ));
                 Verdict::Breached
             }
         }
@@ -127,14 +131,21 @@ pub fn evaluate(f: &SourceFacts, now: DateTime<Utc>) -> SourceStatus {
             Verdict::NotMeasured
         }
         (Some(_), Some(d)) if !d.passed => {
-            problems.push(format!("last drill ({}) failed", d.at.format("%Y-%m-%d %H:%M")));
+            problems.push(format!(
+                "last drill ({}) failed",
+                d.at.format("%Y-%m-%d %H:%M")
+            ));
             Verdict::Breached
         }
         (Some(rto), Some(d)) => {
             if d.seconds <= rto.num_milliseconds() as f64 / 1000.0 {
                 Verdict::Met
             } else {
-                problems.push(format!("last drill took {:.1}s, RTO is {}", d.seconds, show(rto)));
+                problems.push(format!(
+                    "last drill took {:.1}s, RTO is {}",
+                    d.seconds,
+                    show(rto)
+                ));
                 Verdict::Breached
             }
         }
@@ -146,7 +157,11 @@ pub fn evaluate(f: &SourceFacts, now: DateTime<Utc>) -> SourceStatus {
             if now - d.at <= every {
                 Verdict::Met
             } else {
-                problems.push(format!("last drill is {} old, drills are due every {}", show(now - d.at), show(every)));
+                problems.push(format!(
+                    "last drill is {} old, drills are due every {}",
+                    show(now - d.at),
+                    show(every)
+                ));
                 Verdict::Breached
             }
         }
@@ -162,7 +177,10 @@ pub fn evaluate(f: &SourceFacts, now: DateTime<Utc>) -> SourceStatus {
                     v = Verdict::Breached;
                 }
                 (Some(c), Some(p)) if *c < p => {
-                    problems.push(format!("newest recovery point is not yet copied to {repo:?} (newest copy {})", c.format("%Y-%m-%d %H:%M")));
+                    problems.push(format!(
+                        "newest recovery point is not yet copied to {repo:?} (newest copy {})",
+                        c.format("%Y-%m-%d %H:%M")
+                    ));
                     v = Verdict::Breached;
                 }
                 _ => {}
@@ -212,19 +230,41 @@ pub fn controls(facts: &[SourceFacts], statuses: &[SourceStatus]) -> Vec<Control
             failing,
         });
     };
-    add("protected-by-plan", "every source has a class and a strategy (backup or reproduce)", &|f, _| {
-        f.class.is_none() || f.strategy.is_none()
-    });
-    add("frequency-and-retention", "backed-up sources have an RPO and a retention policy", &|f, _| {
-        f.strategy == Some(Strategy::Backup) && (f.rpo.is_none() || !f.has_retention)
-    });
-    add("recovery-point-within-rpo", "the newest recovery point is within the RPO", &|_, s| s.rpo.fails());
-    add("restore-time-meets-rto", "the last measured restore or reproduction meets the RTO", &|_, s| s.rto.fails());
-    add("drills-on-schedule", "restore drills are run as often as the class requires", &|_, s| s.drill_fresh.fails());
-    add("copy-in-another-location", "classes that require copies have them, up to date", &|_, s| s.copies.fails());
-    add("recovery-points-encrypted", "recovery points are encrypted", &|f, _| {
-        f.strategy == Some(Strategy::Backup) && !f.encrypted
-    });
+    add(
+        "protected-by-plan",
+        "every source has a class and a strategy (backup or reproduce)",
+        &|f, _| f.class.is_none() || f.strategy.is_none(),
+    );
+    add(
+        "frequency-and-retention",
+        "backed-up sources have an RPO and a retention policy",
+        &|f, _| f.strategy == Some(Strategy::Backup) && (f.rpo.is_none() || !f.has_retention),
+    );
+    add(
+        "recovery-point-within-rpo",
+        "the newest recovery point is within the RPO",
+        &|_, s| s.rpo.fails(),
+    );
+    add(
+        "restore-time-meets-rto",
+        "the last measured restore or reproduction meets the RTO",
+        &|_, s| s.rto.fails(),
+    );
+    add(
+        "drills-on-schedule",
+        "restore drills are run as often as the class requires",
+        &|_, s| s.drill_fresh.fails(),
+    );
+    add(
+        "copy-in-another-location",
+        "classes that require copies have them, up to date",
+        &|_, s| s.copies.fails(),
+    );
+    add(
+        "recovery-points-encrypted",
+        "recovery points are encrypted",
+        &|f, _| f.strategy == Some(Strategy::Backup) && !f.encrypted,
+    );
     out
 }
 
@@ -264,15 +304,60 @@ mod tests {
         type Case = (&'static str, fn(&mut SourceFacts), Verdict, Verdict);
         let cases: Vec<Case> = vec![
             ("all good", |_| {}, Verdict::Met, Verdict::Met),
-            ("point too old", |f| f.newest_point = Some(now() - Duration::minutes(16)), Verdict::Breached, Verdict::Met),
-            ("exactly at the RPO", |f| f.newest_point = Some(now() - Duration::minutes(15)), Verdict::Met, Verdict::Met),
-            ("no point", |f| f.newest_point = None, Verdict::Breached, Verdict::Met),
-            ("point from the future (clock change)", |f| f.newest_point = Some(now() + Duration::hours(2)), Verdict::Met, Verdict::Met),
-            ("never drilled", |f| f.last_drill = None, Verdict::Met, Verdict::NotMeasured),
-            ("slow drill", |f| f.last_drill.as_mut().unwrap().seconds = 3601.0, Verdict::Met, Verdict::Breached),
-            ("failed drill", |f| f.last_drill.as_mut().unwrap().passed = false, Verdict::Met, Verdict::Breached),
-            ("no RPO", |f| f.rpo = None, Verdict::NotMeasured, Verdict::Met),
-            ("reproduce", |f| f.strategy = Some(Strategy::Reproduce), Verdict::NotApplicable, Verdict::Met),
+            (
+                "point too old",
+                |f| f.newest_point = Some(now() - Duration::minutes(16)),
+                Verdict::Breached,
+                Verdict::Met,
+            ),
+            (
+                "exactly at the RPO",
+                |f| f.newest_point = Some(now() - Duration::minutes(15)),
+                Verdict::Met,
+                Verdict::Met,
+            ),
+            (
+                "no point",
+                |f| f.newest_point = None,
+                Verdict::Breached,
+                Verdict::Met,
+            ),
+            (
+                "point from the future (clock change)",
+                |f| f.newest_point = Some(now() + Duration::hours(2)),
+                Verdict::Met,
+                Verdict::Met,
+            ),
+            (
+                "never drilled",
+                |f| f.last_drill = None,
+                Verdict::Met,
+                Verdict::NotMeasured,
+            ),
+            (
+                "slow drill",
+                |f| f.last_drill.as_mut().unwrap().seconds = 3601.0,
+                Verdict::Met,
+                Verdict::Breached,
+            ),
+            (
+                "failed drill",
+                |f| f.last_drill.as_mut().unwrap().passed = false,
+                Verdict::Met,
+                Verdict::Breached,
+            ),
+            (
+                "no RPO",
+                |f| f.rpo = None,
+                Verdict::NotMeasured,
+                Verdict::Met,
+            ),
+            (
+                "reproduce",
+                |f| f.strategy = Some(Strategy::Reproduce),
+                Verdict::NotApplicable,
+                Verdict::Met,
+            ),
         ];
         for (name, tweak, rpo, rto) in cases {
             let mut f = facts();
@@ -288,7 +373,11 @@ mod tests {
         f.copies = vec![("offsite".into(), None)];
         assert_eq!(evaluate(&f, now()).copies, Verdict::Breached);
         f.copies = vec![("offsite".into(), Some(now() - Duration::hours(1)))];
-        assert_eq!(evaluate(&f, now()).copies, Verdict::Breached, "copy older than the newest point");
+        assert_eq!(
+            evaluate(&f, now()).copies,
+            Verdict::Breached,
+            "copy older than the newest point"
+        );
         f.copies = vec![("offsite".into(), f.newest_point)];
         assert_eq!(evaluate(&f, now()).copies, Verdict::Met);
         f.last_drill.as_mut().unwrap().at = now() - Duration::days(8);
@@ -307,7 +396,10 @@ mod tests {
         let cs = controls(&fs, &ss);
         let get = |id| cs.iter().find(|c| c.id == id).unwrap();
         assert!(!get("recovery-point-within-rpo").passed);
-        assert_eq!(get("recovery-point-within-rpo").failing, vec!["logs".to_string()]);
+        assert_eq!(
+            get("recovery-point-within-rpo").failing,
+            vec!["logs".to_string()]
+        );
         assert!(!get("protected-by-plan").passed);
         assert!(get("recovery-points-encrypted").passed);
         // No sources: every control passes vacuously.

@@ -17,7 +17,9 @@ use crate::duration;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file cannot be read.
-    #[error("cannot read workload file {path}: {source} (give one with --config or HOLDFAST_CONFIG)")]
+    #[error(
+        "cannot read workload file {path}: {source} (give one with --config or HOLDFAST_CONFIG)"
+    )]
     Read {
         /// The file.
         path: PathBuf,
@@ -234,7 +236,11 @@ impl SourceConfig {
     }
     /// Every path it reads.
     pub fn all_paths(&self) -> Vec<PathBuf> {
-        self.path.iter().cloned().chain(self.paths.iter().cloned()).collect()
+        self.path
+            .iter()
+            .cloned()
+            .chain(self.paths.iter().cloned())
+            .collect()
     }
 }
 
@@ -282,7 +288,12 @@ pub struct Workload {
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
     (line, col)
 }
 
@@ -347,11 +358,21 @@ impl Workload {
         let mut names = HashSet::new();
         for s in &self.sources {
             let n = s.name.get_ref();
-            if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-                return self.err_at(s.name.span(), format!("source name {n:?} must be letters, digits, '-', '_' or '.'"));
+            if n.is_empty()
+                || !n
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return self.err_at(
+                    s.name.span(),
+                    format!("source name {n:?} must be letters, digits, '-', '_' or '.'"),
+                );
             }
             if !names.insert(n.clone()) {
-                return self.err_at(s.name.span(), format!("source name {n:?} is used twice: names must be unique"));
+                return self.err_at(
+                    s.name.span(),
+                    format!("source name {n:?} is used twice: names must be unique"),
+                );
             }
             if let Some(c) = &s.class {
                 if !self.classes.contains_key(c.get_ref()) {
@@ -370,7 +391,10 @@ impl Workload {
                 ));
             }
             if matches!(s.kind, SourceKind::Path | SourceKind::Sqlite) && s.all_paths().is_empty() {
-                return self.err_at(s.name.span(), format!("source {n:?} of kind {:?} needs path = \"...\"", s.kind));
+                return self.err_at(
+                    s.name.span(),
+                    format!("source {n:?} of kind {:?} needs path = \"...\"", s.kind),
+                );
             }
             for p in s.all_paths() {
                 if p.as_os_str().is_empty() {
@@ -381,7 +405,13 @@ impl Workload {
         for (cname, c) in &self.classes {
             for copy in &c.copies {
                 if !self.repositories.contains_key(copy.get_ref()) {
-                    return self.err_at(copy.span(), format!("class {cname:?} wants a copy in repository {:?}, which is not defined", copy.get_ref()));
+                    return self.err_at(
+                        copy.span(),
+                        format!(
+                            "class {cname:?} wants a copy in repository {:?}, which is not defined",
+                            copy.get_ref()
+                        ),
+                    );
                 }
             }
         }
@@ -412,8 +442,15 @@ impl Workload {
     /// The repository a source's recovery points go to.
     pub fn repository_of(&self, s: &SourceConfig) -> Option<(&str, &RepositoryConfig)> {
         match &s.repository {
-            Some(r) => self.repositories.get_key_value(r.get_ref()).map(|(k, v)| (k.as_str(), v)),
-            None if self.repositories.len() == 1 => self.repositories.iter().next().map(|(k, v)| (k.as_str(), v)),
+            Some(r) => self
+                .repositories
+                .get_key_value(r.get_ref())
+                .map(|(k, v)| (k.as_str(), v)),
+            None if self.repositories.len() == 1 => self
+                .repositories
+                .iter()
+                .next()
+                .map(|(k, v)| (k.as_str(), v)),
             None => None,
         }
     }
@@ -483,18 +520,58 @@ why-not-backup = "derived"
         let s = w.source("orders-db").unwrap();
         assert_eq!(w.class_of(s).unwrap().1.rpo, Some(Duration::minutes(15)));
         assert_eq!(w.repository_of(s).unwrap().0, "local");
-        assert_eq!(w.class_of(s).unwrap().1.keep.as_ref().unwrap().policy().daily, Some(14));
+        assert_eq!(
+            w.class_of(s)
+                .unwrap()
+                .1
+                .keep
+                .as_ref()
+                .unwrap()
+                .policy()
+                .daily,
+            Some(14)
+        );
     }
 
     #[test]
     fn errors_name_line_and_column() {
         let cases = [
-            (GOOD.replace("class = \"critical\"\nstrategy = \"backup\"", "class = \"gold\"\nstrategy = \"backup\""), 16, "class \"gold\""),
-            (GOOD.replace("rpo = \"15m\"", "rpo = \"soon\""), 7, "not a duration"),
-            (GOOD.replace("drill-every", "drill-evry"), 10, "unknown field"),
-            (GOOD.replace("name = \"thumbs\"", "name = \"orders-db\""), 20, "used twice"),
-            (GOOD.replace("path = \"/srv/orders\"", "path = \"\""), 13, "path is empty"),
-            (GOOD.replace("kind = \"path\"\npath = \"/srv/orders\"", "kind = \"tape\"\npath = \"/srv/orders\""), 14, "unknown variant"),
+            (
+                GOOD.replace(
+                    "class = \"critical\"\nstrategy = \"backup\"",
+                    "class = \"gold\"\nstrategy = \"backup\"",
+                ),
+                16,
+                "class \"gold\"",
+            ),
+            (
+                GOOD.replace("rpo = \"15m\"", "rpo = \"soon\""),
+                7,
+                "not a duration",
+            ),
+            (
+                GOOD.replace("drill-every", "drill-evry"),
+                10,
+                "unknown field",
+            ),
+            (
+                GOOD.replace("name = \"thumbs\"", "name = \"orders-db\""),
+                20,
+                "used twice",
+            ),
+            (
+                GOOD.replace("path = \"/srv/orders\"", "path = \"\""),
+                13,
+                "path is empty",
+            ),
+            (
+                GOOD.replace(
+                    "kind = \"path\"\npath = \"/srv/orders\"",
+                    "kind = \"tape\"\npath = \"/srv/orders\"",
+                ),
+                14,
+                "unknown variant",
+            ),
         ];
         for (text, line, needle) in cases {
             let e = parse(&text).unwrap_err();
@@ -511,7 +588,13 @@ why-not-backup = "derived"
     #[test]
     fn criticality_defaults_from_name() {
         let w = parse(GOOD).unwrap();
-        assert_eq!(w.classes["critical"].criticality("critical"), Criticality::Critical);
-        assert_eq!(w.classes["critical"].criticality("bronze"), Criticality::Medium);
+        assert_eq!(
+            w.classes["critical"].criticality("critical"),
+            Criticality::Critical
+        );
+        assert_eq!(
+            w.classes["critical"].criticality("bronze"),
+            Criticality::Medium
+        );
     }
 }

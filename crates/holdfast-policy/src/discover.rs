@@ -77,7 +77,9 @@ fn dir_usage(p: &Path, budget: &mut usize) -> (u64, Option<DateTime<Utc>>) {
                 return (size, newest);
             }
             *budget -= 1;
-            let Ok(m) = e.path().symlink_metadata() else { continue };
+            let Ok(m) = e.path().symlink_metadata() else {
+                continue;
+            };
             if m.is_dir() {
                 stack.push(e.path());
             } else if m.is_file() {
@@ -91,7 +93,10 @@ fn dir_usage(p: &Path, budget: &mut usize) -> (u64, Option<DateTime<Utc>>) {
 
 fn is_sqlite(p: &Path) -> bool {
     let mut buf = [0u8; 16];
-    fs::File::open(p).and_then(|mut f| f.read_exact(&mut buf)).is_ok() && &buf == SQLITE_MAGIC
+    fs::File::open(p)
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .is_ok()
+        && &buf == SQLITE_MAGIC
 }
 
 fn found(kind: &str, path: &Path, detail: &str, budget: &mut usize) -> Found {
@@ -113,8 +118,13 @@ fn found(kind: &str, path: &Path, detail: &str, budget: &mut usize) -> Found {
 }
 
 fn mounts(out: &mut Vec<Found>) {
-    let Ok(text) = fs::read_to_string("/proc/self/mounts") else { return };
-    let real = ["ext2", "ext3", "ext4", "xfs", "btrfs", "zfs", "f2fs", "vfat", "exfat", "ntfs", "ntfs3", "nfs", "nfs4", "cifs", "overlay", "jfs", "reiserfs"];
+    let Ok(text) = fs::read_to_string("/proc/self/mounts") else {
+        return;
+    };
+    let real = [
+        "ext2", "ext3", "ext4", "xfs", "btrfs", "zfs", "f2fs", "vfat", "exfat", "ntfs", "ntfs3",
+        "nfs", "nfs4", "cifs", "overlay", "jfs", "reiserfs",
+    ];
     let mut seen = HashSet::new();
     for line in text.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
@@ -122,10 +132,13 @@ fn mounts(out: &mut Vec<Found>) {
             continue;
         }
         let mp = f[1].replace("\\040", " ");
-        let Ok(c) = std::ffi::CString::new(mp.as_bytes()) else { continue };
+        let Ok(c) = std::ffi::CString::new(mp.as_bytes()) else {
+            continue;
+        };
         // SAFETY: statvfs fills the struct for a valid path pointer.
         let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-        let used = (unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0).then(|| (st.f_blocks - st.f_bfree) as u64 * st.f_frsize as u64);
+        let used = (unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0)
+            .then(|| (st.f_blocks - st.f_bfree) as u64 * st.f_frsize as u64);
         out.push(Found {
             kind: "filesystem".into(),
             location: mp,
@@ -139,16 +152,29 @@ fn mounts(out: &mut Vec<Found>) {
 }
 
 fn servers(out: &mut Vec<Found>) {
-    let ports = [(5432u16, "postgres"), (3306, "mysql"), (6379, "redis"), (27017, "mongodb")];
+    let ports = [
+        (5432u16, "postgres"),
+        (3306, "mysql"),
+        (6379, "redis"),
+        (27017, "mongodb"),
+    ];
     let mut seen = HashSet::new();
     for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = fs::read_to_string(file) else { continue };
+        let Ok(text) = fs::read_to_string(file) else {
+            continue;
+        };
         for line in text.lines().skip(1) {
             let f: Vec<&str> = line.split_whitespace().collect();
             if f.len() < 4 || f[3] != "0A" {
                 continue; // not LISTEN
             }
-            let Some(port) = f[1].rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok()) else { continue };
+            let Some(port) = f[1]
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok())
+            else {
+                continue;
+            };
             if let Some((_, kind)) = ports.iter().find(|(p, _)| *p == port) {
                 if seen.insert(port) {
                     out.push(Found {
@@ -166,7 +192,9 @@ fn servers(out: &mut Vec<Found>) {
     }
     if let Ok(text) = fs::read_to_string("/proc/net/unix") {
         for line in text.lines().skip(1) {
-            let Some(path) = line.split_whitespace().nth(7) else { continue };
+            let Some(path) = line.split_whitespace().nth(7) else {
+                continue;
+            };
             let kind = if path.contains(".s.PGSQL.") {
                 "postgres"
             } else if path.ends_with("mysqld.sock") || path.ends_with("mysql.sock") {
@@ -193,13 +221,21 @@ fn servers(out: &mut Vec<Found>) {
 
 fn well_known(out: &mut Vec<Found>, budget: &mut usize) {
     for (p, kind, detail) in [
-        ("/var/lib/postgresql", "postgres", "PostgreSQL data directory"),
+        (
+            "/var/lib/postgresql",
+            "postgres",
+            "PostgreSQL data directory",
+        ),
         ("/var/lib/pgsql", "postgres", "PostgreSQL data directory"),
         ("/var/lib/mysql", "mysql", "MySQL/MariaDB data directory"),
         ("/var/lib/redis", "redis", "Redis data directory"),
         ("/var/lib/mongodb", "mongodb", "MongoDB data directory"),
         ("/var/lib/docker/volumes", "volumes", "Docker volumes"),
-        ("/var/lib/containers/storage/volumes", "volumes", "Podman volumes"),
+        (
+            "/var/lib/containers/storage/volumes",
+            "volumes",
+            "Podman volumes",
+        ),
         ("/var/log", "logs", "system logs"),
     ] {
         let path = Path::new(p);
@@ -234,7 +270,9 @@ fn search_root(root: &Path, o: &Options, out: &mut Vec<Found>, budget: &mut usiz
             }
             *budget -= 1;
             let p = d.join(n);
-            let Ok(m) = p.symlink_metadata() else { continue };
+            let Ok(m) = p.symlink_metadata() else {
+                continue;
+            };
             if m.is_dir() {
                 let name = n.to_string_lossy();
                 if name == "log" || name == "logs" {
@@ -253,7 +291,12 @@ fn search_root(root: &Path, o: &Options, out: &mut Vec<Found>, budget: &mut usiz
     if let Ok(rd) = fs::read_dir(root) {
         for e in rd.flatten() {
             let p = e.path();
-            if p.is_dir() && !out.iter().any(|f| Path::new(&f.location).starts_with(&p) || p.starts_with(&f.location) && f.kind != "filesystem") {
+            if p.is_dir()
+                && !out.iter().any(|f| {
+                    Path::new(&f.location).starts_with(&p)
+                        || p.starts_with(&f.location) && f.kind != "filesystem"
+                })
+            {
                 let mut b = o.max_entries;
                 let (size, modified) = dir_usage(&p, &mut b);
                 if size >= o.large_dir_bytes {
@@ -288,12 +331,27 @@ pub fn discover(w: Option<&Workload>, o: &Options) -> Vec<Found> {
     if let Some(w) = w {
         for f in &mut out {
             f.protected_by = covering_source(w, f);
-            f.ignored = w.discover.ignore.iter().any(|i| Path::new(&f.location).starts_with(i));
+            f.ignored = w
+                .discover
+                .ignore
+                .iter()
+                .any(|i| Path::new(&f.location).starts_with(i));
         }
     }
     // Unprotected first, then by kind and location.
     out.sort_by(|a, b| {
-        (a.protected_by.is_some() || a.ignored, a.kind == "filesystem", &a.kind, &a.location).cmp(&(b.protected_by.is_some() || b.ignored, b.kind == "filesystem", &b.kind, &b.location))
+        (
+            a.protected_by.is_some() || a.ignored,
+            a.kind == "filesystem",
+            &a.kind,
+            &a.location,
+        )
+            .cmp(&(
+                b.protected_by.is_some() || b.ignored,
+                b.kind == "filesystem",
+                &b.kind,
+                &b.location,
+            ))
     });
     out
 }
@@ -305,7 +363,9 @@ fn covering_source(w: &Workload, f: &Found) -> Option<String> {
             continue;
         }
         let by_path = s.all_paths().iter().any(|p| loc.starts_with(p));
-        let by_kind = f.location.starts_with("tcp:") || !f.location.starts_with('/') || f.detail.contains("socket");
+        let by_kind = f.location.starts_with("tcp:")
+            || !f.location.starts_with('/')
+            || f.detail.contains("socket");
         let kind_match = matches!(
             (f.kind.as_str(), s.kind),
             ("postgres", SourceKind::Postgres) | ("mysql", SourceKind::Mysql)
@@ -332,7 +392,13 @@ pub fn suggest(f: &Found, class: &str) -> String {
         .unwrap_or_else(|| f.kind.clone());
     let name: String = base
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     let kind = match f.kind.as_str() {
         "sqlite" => "sqlite",
@@ -342,9 +408,15 @@ pub fn suggest(f: &Found, class: &str) -> String {
     };
     let mut s = format!("[[source]]\nname = \"{name}\"\nkind = \"{kind}\"\n");
     if f.location.starts_with('/') && !f.detail.contains("socket") {
-        s += &format!("path = \"{}\"\n", f.location.replace('\\', "\\\\").replace('"', "\\\""));
+        s += &format!(
+            "path = \"{}\"\n",
+            f.location.replace('\\', "\\\\").replace('"', "\\\"")
+        );
     }
-    s += &format!("class = \"{class}\"\nstrategy = \"backup\"\n# found: {}\n", f.detail);
+    s += &format!(
+        "class = \"{class}\"\nstrategy = \"backup\"\n# found: {}\n",
+        f.detail
+    );
     s
 }
 
@@ -365,18 +437,33 @@ mod tests {
         fs::write(root.join("app/logs/a.log"), b"x").unwrap();
         fs::create_dir_all(root.join("media")).unwrap();
         fs::write(root.join("media/big"), vec![0u8; 2 << 20]).unwrap();
-        let o = Options { roots: vec![root.to_path_buf()], large_dir_bytes: 1 << 20, host: false, ..Default::default() };
+        let o = Options {
+            roots: vec![root.to_path_buf()],
+            large_dir_bytes: 1 << 20,
+            host: false,
+            ..Default::default()
+        };
         let text = format!(
             "[repository.r]\nurl = \"/tmp/x\"\n[class.c]\nrpo = \"1h\"\n[[source]]\nname = \"media\"\nkind = \"path\"\npath = \"{}\"\nclass = \"c\"\nstrategy = \"backup\"\n",
             root.join("media").display()
         );
         let w = Workload::parse(Path::new("w.toml"), &text).unwrap();
         let f = discover(Some(&w), &o);
-        let kinds: Vec<(&str, bool)> = f.iter().map(|x| (x.kind.as_str(), x.protected_by.is_some())).collect();
-        assert!(f.iter().any(|x| x.kind == "sqlite" && x.location.ends_with("main.sqlite")), "{f:?}");
+        let kinds: Vec<(&str, bool)> = f
+            .iter()
+            .map(|x| (x.kind.as_str(), x.protected_by.is_some()))
+            .collect();
+        assert!(
+            f.iter()
+                .any(|x| x.kind == "sqlite" && x.location.ends_with("main.sqlite")),
+            "{f:?}"
+        );
         assert!(!f.iter().any(|x| x.location.ends_with("not-sqlite.db")));
         assert!(f.iter().any(|x| x.kind == "logs"), "{f:?}");
-        let media = f.iter().find(|x| x.kind == "data-dir").expect("large dir found");
+        let media = f
+            .iter()
+            .find(|x| x.kind == "data-dir")
+            .expect("large dir found");
         assert_eq!(media.protected_by.as_deref(), Some("media"));
         // Unprotected come first.
         assert!(!kinds[0].1, "{kinds:?}");

@@ -7,9 +7,12 @@ use serde::{Deserialize, Deserializer};
 pub fn parse(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     if t.is_empty() || t.chars().all(|c| c.is_ascii_digit()) {
-        return Err(format!("{s:?} is not a duration: give a number with a unit, e.g. \"15m\", \"4h\", \"7d\""));
+        return Err(format!(
+            "{s:?} is not a duration: give a number with a unit, e.g. \"15m\", \"4h\", \"7d\""
+        ));
     }
-    let d = humantime::parse_duration(t).map_err(|e| format!("{s:?} is not a duration ({e}): use e.g. \"15m\", \"4h\", \"7d\""))?;
+    let d = humantime::parse_duration(t)
+        .map_err(|e| format!("{s:?} is not a duration ({e}): use e.g. \"15m\", \"4h\", \"7d\""))?;
     Duration::from_std(d).map_err(|_| format!("{s:?} is too long"))
 }
 
@@ -56,7 +59,14 @@ mod tests {
 
     #[test]
     fn table() {
-        for (s, secs) in [("15m", 900), ("4h", 14_400), ("7d", 604_800), ("90s", 90), ("1h 30m", 5400), ("2w", 1_209_600)] {
+        for (s, secs) in [
+            ("15m", 900),
+            ("4h", 14_400),
+            ("7d", 604_800),
+            ("90s", 90),
+            ("1h 30m", 5400),
+            ("2w", 1_209_600),
+        ] {
             assert_eq!(parse(s).unwrap().num_seconds(), secs, "{s}");
         }
         for bad in ["", "15", "fast", "-3m"] {

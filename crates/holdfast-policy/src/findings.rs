@@ -40,15 +40,18 @@ pub struct Finding {
 /// Anti-patterns as the seed names them.
 pub mod anti {
     /// Not aware of all data sources and their criticality.
-    pub const UNKNOWN: &str = "Not aware of all data sources for the workload and their criticality";
+    pub const UNKNOWN: &str =
+        "Not aware of all data sources for the workload and their criticality";
     /// Critical data without backup.
     pub const NO_BACKUP: &str = "Not taking backups of critical data sources";
     /// Backups chosen without criticality.
-    pub const NO_CRITERION: &str = "Taking backups of only some data sources without using criticality as a criterion";
+    pub const NO_CRITERION: &str =
+        "Taking backups of only some data sources without using criticality as a criterion";
     /// No RPO or a cadence that cannot meet it.
     pub const NO_RPO: &str = "No defined RPO, or backup frequency cannot meet RPO";
     /// No decision between backup and reproduction.
-    pub const NO_DECISION: &str = "Not evaluating if a backup is necessary or if data can be reproduced from other sources";
+    pub const NO_DECISION: &str =
+        "Not evaluating if a backup is necessary or if data can be reproduced from other sources";
 }
 
 /// What has been measured per source (read from the repository).
@@ -72,7 +75,12 @@ pub struct ScheduleLine {
 }
 
 /// Check the workload. `unprotected` lists discovered data locations that no source covers.
-pub fn findings(w: &Workload, measured: &HashMap<String, Measured>, unprotected: &[String], now: DateTime<Utc>) -> (Vec<Finding>, Vec<ScheduleLine>) {
+pub fn findings(
+    w: &Workload,
+    measured: &HashMap<String, Measured>,
+    unprotected: &[String],
+    now: DateTime<Utc>,
+) -> (Vec<Finding>, Vec<ScheduleLine>) {
     let mut out = Vec::new();
     let mut sched = Vec::new();
     let mut f = |code, anti_pattern, subject: &str, severity, message: String, fix: String| {
@@ -90,20 +98,61 @@ pub fn findings(w: &Workload, measured: &HashMap<String, Measured>, unprotected:
     }
     for (name, c) in &w.classes {
         if c.rpo.is_none() {
-            f("class-without-rpo", anti::NO_RPO, name, Severity::High, format!("class {name:?} has no RPO"), format!("set rpo = \"...\" in [class.{name}]"));
+            f(
+                "class-without-rpo",
+                anti::NO_RPO,
+                name,
+                Severity::High,
+                format!("class {name:?} has no RPO"),
+                format!("set rpo = \"...\" in [class.{name}]"),
+            );
         }
         if c.rto.is_none() {
-            f("class-without-rto", anti::NO_RPO, name, Severity::Medium, format!("class {name:?} has no RTO"), format!("set rto = \"...\" in [class.{name}]"));
+            f(
+                "class-without-rto",
+                anti::NO_RPO,
+                name,
+                Severity::Medium,
+                format!("class {name:?} has no RTO"),
+                format!("set rto = \"...\" in [class.{name}]"),
+            );
         }
-        let used: Vec<_> = w.sources.iter().filter(|s| s.class_name() == Some(name)).collect();
+        let used: Vec<_> = w
+            .sources
+            .iter()
+            .filter(|s| s.class_name() == Some(name))
+            .collect();
         let crit = c.criticality(name);
-        if crit <= Criticality::High && !used.is_empty() && used.iter().all(|s| s.strategy != Some(Strategy::Backup)) && crit == Criticality::Critical {
-            f("critical-class-without-backup", anti::NO_BACKUP, name, Severity::High, format!("no source of critical class {name:?} is backed up"), "back up at least the sources the others are reproduced from".into());
+        if crit <= Criticality::High
+            && !used.is_empty()
+            && used.iter().all(|s| s.strategy != Some(Strategy::Backup))
+            && crit == Criticality::Critical
+        {
+            f(
+                "critical-class-without-backup",
+                anti::NO_BACKUP,
+                name,
+                Severity::High,
+                format!("no source of critical class {name:?} is backed up"),
+                "back up at least the sources the others are reproduced from".into(),
+            );
         }
-        if crit <= Criticality::High && c.copies.is_empty() && used.iter().any(|s| s.strategy == Some(Strategy::Backup)) {
-            f("no-copy-elsewhere", anti::NO_BACKUP, name, Severity::Medium, format!("class {name:?} is {crit:?} but keeps no copy in another location"), format!("add copies = [\"<other repository>\"] to [class.{name}]"));
+        if crit <= Criticality::High
+            && c.copies.is_empty()
+            && used.iter().any(|s| s.strategy == Some(Strategy::Backup))
+        {
+            f(
+                "no-copy-elsewhere",
+                anti::NO_BACKUP,
+                name,
+                Severity::Medium,
+                format!("class {name:?} is {crit:?} but keeps no copy in another location"),
+                format!("add copies = [\"<other repository>\"] to [class.{name}]"),
+            );
         }
-        if c.keep.as_ref().is_none_or(|k| k.policy().is_empty()) && used.iter().any(|s| s.strategy == Some(Strategy::Backup)) {
+        if c.keep.as_ref().is_none_or(|k| k.policy().is_empty())
+            && used.iter().any(|s| s.strategy == Some(Strategy::Backup))
+        {
             f("class-without-retention", anti::NO_RPO, name, Severity::Low, format!("class {name:?} has no retention (keep) policy: recovery points accumulate forever"), format!("set keep = {{ daily = 7, weekly = 4 }} in [class.{name}]"));
         }
     }
@@ -111,28 +160,103 @@ pub fn findings(w: &Workload, measured: &HashMap<String, Measured>, unprotected:
         let n = s.name();
         let class = w.class_of(s);
         match (class.is_some(), s.strategy) {
-            (false, Some(Strategy::Backup)) => f("backup-without-criticality", anti::NO_CRITERION, n, Severity::Medium, format!("{n} is backed up but has no class: its RPO/RTO and retention are unknown"), "set class = \"...\"".into()),
-            (false, _) => f("source-without-class", anti::UNKNOWN, n, Severity::High, format!("{n} has no criticality class"), "set class = \"...\"".into()),
+            (false, Some(Strategy::Backup)) => f(
+                "backup-without-criticality",
+                anti::NO_CRITERION,
+                n,
+                Severity::Medium,
+                format!("{n} is backed up but has no class: its RPO/RTO and retention are unknown"),
+                "set class = \"...\"".into(),
+            ),
+            (false, _) => f(
+                "source-without-class",
+                anti::UNKNOWN,
+                n,
+                Severity::High,
+                format!("{n} has no criticality class"),
+                "set class = \"...\"".into(),
+            ),
             _ => {}
         }
         match s.strategy {
-            None => f("no-backup-or-reproduce-decision", anti::NO_DECISION, n, Severity::High, format!("{n} has no strategy: neither backed up nor known to be reproducible"), "set strategy = \"backup\", or strategy = \"reproduce\" with a recipe".into()),
+            None => f(
+                "no-backup-or-reproduce-decision",
+                anti::NO_DECISION,
+                n,
+                Severity::High,
+                format!("{n} has no strategy: neither backed up nor known to be reproducible"),
+                "set strategy = \"backup\", or strategy = \"reproduce\" with a recipe".into(),
+            ),
             Some(Strategy::Reproduce) => {
                 let r = s.reproduce.clone().unwrap_or_default();
                 if r.command.is_none() || r.from.is_none() {
-                    f("reproduce-without-recipe", anti::NO_DECISION, n, Severity::High, format!("{n} is to be reproduced but its recipe lacks {}", if r.command.is_none() { "a command" } else { "`from`" }), "set reproduce = { from = \"...\", command = \"...\", verify = \"...\" }".into());
+                    f(
+                        "reproduce-without-recipe",
+                        anti::NO_DECISION,
+                        n,
+                        Severity::High,
+                        format!(
+                            "{n} is to be reproduced but its recipe lacks {}",
+                            if r.command.is_none() {
+                                "a command"
+                            } else {
+                                "`from`"
+                            }
+                        ),
+                        "set reproduce = { from = \"...\", command = \"...\", verify = \"...\" }"
+                            .into(),
+                    );
                 }
                 if s.why_not_backup.is_none() {
-                    f("reproduce-without-reason", anti::NO_DECISION, n, Severity::Low, format!("{n} is reproduced but says not why a backup is unnecessary"), "set why-not-backup = \"...\"".into());
+                    f(
+                        "reproduce-without-reason",
+                        anti::NO_DECISION,
+                        n,
+                        Severity::Low,
+                        format!("{n} is reproduced but says not why a backup is unnecessary"),
+                        "set why-not-backup = \"...\"".into(),
+                    );
                 }
                 let every = class.and_then(|(_, c)| c.drill_every);
                 match measured.get(n).and_then(|m| m.reproduce_proved) {
-                    None => f("reproduce-never-proved", anti::NO_DECISION, n, Severity::High, format!("the reproduction of {n} has never been proved"), format!("run `holdfast drill {n}`")),
-                    Some(t) if every.is_some_and(|e| now - t > e) => f("reproduce-proof-stale", anti::NO_DECISION, n, Severity::Medium, format!("the reproduction of {n} was last proved {}", t.format("%Y-%m-%d %H:%M")), format!("run `holdfast drill {n}`")),
+                    None => f(
+                        "reproduce-never-proved",
+                        anti::NO_DECISION,
+                        n,
+                        Severity::High,
+                        format!("the reproduction of {n} has never been proved"),
+                        format!("run `holdfast drill {n}`"),
+                    ),
+                    Some(t) if every.is_some_and(|e| now - t > e) => f(
+                        "reproduce-proof-stale",
+                        anti::NO_DECISION,
+                        n,
+                        Severity::Medium,
+                        format!(
+                            "the reproduction of {n} was last proved {}",
+                            t.format("%Y-%m-%d %H:%M")
+                        ),
+                        format!("run `holdfast drill {n}`"),
+                    ),
                     _ => {}
                 }
-                if class.is_some_and(|(cn, c)| c.criticality(cn) == Criticality::Critical) && r.from.as_ref().is_some_and(|from| w.source(from.get_ref()).is_none_or(|fs| fs.strategy != Some(Strategy::Backup))) {
-                    f("reproduced-from-unprotected", anti::NO_BACKUP, n, Severity::High, format!("critical {n} is reproduced from something holdfast does not back up"), "back up the source it is reproduced from, or declare it as a [[source]]".into());
+                if class.is_some_and(|(cn, c)| c.criticality(cn) == Criticality::Critical)
+                    && r.from.as_ref().is_some_and(|from| {
+                        w.source(from.get_ref())
+                            .is_none_or(|fs| fs.strategy != Some(Strategy::Backup))
+                    })
+                {
+                    f(
+                        "reproduced-from-unprotected",
+                        anti::NO_BACKUP,
+                        n,
+                        Severity::High,
+                        format!(
+                            "critical {n} is reproduced from something holdfast does not back up"
+                        ),
+                        "back up the source it is reproduced from, or declare it as a [[source]]"
+                            .into(),
+                    );
                 }
             }
             Some(Strategy::Backup) => {}
@@ -147,13 +271,26 @@ pub fn findings(w: &Workload, measured: &HashMap<String, Measured>, unprotected:
                           format!("{n}: RPO {} cannot be met by periodic backups (a backup takes {}, protect runs every {})", crate::duration::show(rpo), crate::duration::show(cad.expected_run), crate::duration::show(cadence::tick())),
                           "raise the RPO, make the backup faster (exclude what is reproducible), or use continuous protection (WAL archiving / point-in-time recovery)".into());
                     }
-                    sched.push(ScheduleLine { source: n.to_string(), rpo_seconds: Some(rpo.num_seconds()), cadence: Some(cad) });
+                    sched.push(ScheduleLine {
+                        source: n.to_string(),
+                        rpo_seconds: Some(rpo.num_seconds()),
+                        cadence: Some(cad),
+                    });
                     continue;
                 }
             }
-            sched.push(ScheduleLine { source: n.to_string(), rpo_seconds: None, cadence: None });
+            sched.push(ScheduleLine {
+                source: n.to_string(),
+                rpo_seconds: None,
+                cadence: None,
+            });
         }
     }
-    out.sort_by(|a, b| a.severity.cmp(&b.severity).then(a.code.cmp(b.code)).then(a.subject.cmp(&b.subject)));
+    out.sort_by(|a, b| {
+        a.severity
+            .cmp(&b.severity)
+            .then(a.code.cmp(b.code))
+            .then(a.subject.cmp(&b.subject))
+    });
     (out, sched)
 }

@@ -115,7 +115,12 @@ pub fn observe(env: &Env) -> Observed {
                     per.entry(src.clone()).or_default().push(s.snapshot.time);
                 }
                 // Only the source's own repository holds its primary recovery points.
-                let own = env.workload.source(&src).and_then(|sc| env.workload.repository_of(sc)).map(|(n, _)| n == name.as_str()).unwrap_or(false);
+                let own = env
+                    .workload
+                    .source(&src)
+                    .and_then(|sc| env.workload.repository_of(sc))
+                    .map(|(n, _)| n == name.as_str())
+                    .unwrap_or(false);
                 if own {
                     o.snapshots.entry(src).or_default().push(s);
                 }
@@ -130,7 +135,9 @@ pub fn observe(env: &Env) -> Observed {
                     }
                 }
             }
-            Err(e) => o.unreadable.push(format!("repository {name:?}: records: {e}")),
+            Err(e) => o
+                .unreadable
+                .push(format!("repository {name:?}: records: {e}")),
         }
     }
     for v in o.snapshots.values_mut() {
@@ -147,13 +154,22 @@ pub fn observe(env: &Env) -> Observed {
 
 impl Observed {
     fn newest_point(&self, source: &str) -> Option<&SnapshotEntry> {
-        self.snapshots.get(source)?.iter().rev().find(|s| s.snapshot.complete)
+        self.snapshots
+            .get(source)?
+            .iter()
+            .rev()
+            .find(|s| s.snapshot.complete)
     }
 
     fn backup_seconds(&self, source: &str) -> Vec<f64> {
         self.jobs
             .get(source)
-            .map(|js| js.iter().filter(|j| j.job == "backup" && j.state == JobState::Completed).map(|j| j.seconds).collect())
+            .map(|js| {
+                js.iter()
+                    .filter(|j| j.job == "backup" && j.state == JobState::Completed)
+                    .map(|j| j.seconds)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -163,7 +179,12 @@ impl Observed {
         for name in self.jobs.keys().chain(self.drills.keys()) {
             let e = m.entry(name.clone()).or_default();
             e.backup_seconds = self.backup_seconds(name);
-            e.reproduce_proved = self.drills.get(name).and_then(|ds| ds.iter().rev().find(|d| d.kind == "reproduce" && d.passed).map(|d| d.started));
+            e.reproduce_proved = self.drills.get(name).and_then(|ds| {
+                ds.iter()
+                    .rev()
+                    .find(|d| d.kind == "reproduce" && d.passed)
+                    .map(|d| d.started)
+            });
         }
         m
     }
@@ -184,20 +205,34 @@ pub fn facts(env: &Env, o: &Observed) -> Vec<(SourceFacts, SourceStatus)> {
             rpo: class.and_then(|(_, c)| c.rpo),
             rto: class.and_then(|(_, c)| c.rto),
             drill_every: class.and_then(|(_, c)| c.drill_every),
-            has_retention: class.and_then(|(_, c)| c.keep.as_ref()).is_some_and(|k| !k.policy().is_empty()),
+            has_retention: class
+                .and_then(|(_, c)| c.keep.as_ref())
+                .is_some_and(|k| !k.policy().is_empty()),
             newest_point: newest.map(|n| n.snapshot.time),
-            points: o.snapshots.get(s.name()).map(|v| v.iter().filter(|x| x.snapshot.complete).count()).unwrap_or(0),
-            last_drill: o.drills.get(s.name()).and_then(|d| d.last()).map(|d| DrillFact {
-                at: d.started,
-                seconds: d.seconds,
-                passed: d.passed,
-            }),
+            points: o
+                .snapshots
+                .get(s.name())
+                .map(|v| v.iter().filter(|x| x.snapshot.complete).count())
+                .unwrap_or(0),
+            last_drill: o
+                .drills
+                .get(s.name())
+                .and_then(|d| d.last())
+                .map(|d| DrillFact {
+                    at: d.started,
+                    seconds: d.seconds,
+                    passed: d.passed,
+                }),
             copies: class
                 .map(|(_, c)| {
                     c.copies
                         .iter()
                         .map(|r| {
-                            let t = o.by_repo.get(r.get_ref()).and_then(|m| m.get(s.name())).and_then(|v| v.iter().max().copied());
+                            let t = o
+                                .by_repo
+                                .get(r.get_ref())
+                                .and_then(|m| m.get(s.name()))
+                                .and_then(|v| v.iter().max().copied());
                             (r.get_ref().clone(), t)
                         })
                         .collect()
@@ -212,7 +247,10 @@ pub fn facts(env: &Env, o: &Observed) -> Vec<(SourceFacts, SourceStatus)> {
                 if let Some((_, fst)) = out.iter().find(|(ff, _)| ff.name == *from.get_ref()) {
                     st.rpo = fst.rpo;
                     if fst.rpo.fails() {
-                        st.problems.push(format!("reproduced from {}, whose RPO is not met", from.get_ref()));
+                        st.problems.push(format!(
+                            "reproduced from {}, whose RPO is not met",
+                            from.get_ref()
+                        ));
                     }
                 }
             }
@@ -238,9 +276,17 @@ struct SourceLock {
 }
 
 fn lock(state_dir: &Path, source: &str) -> Result<Option<SourceLock>, JobError> {
-    fs::create_dir_all(state_dir).map_err(|source| JobError::Io { op: "creating state directory", path: state_dir.to_path_buf(), source })?;
+    fs::create_dir_all(state_dir).map_err(|source| JobError::Io {
+        op: "creating state directory",
+        path: state_dir.to_path_buf(),
+        source,
+    })?;
     let p = state_dir.join(format!("{source}.lock"));
-    let f = File::create(&p).map_err(|source| JobError::Io { op: "opening lock", path: p.clone(), source })?;
+    let f = File::create(&p).map_err(|source| JobError::Io {
+        op: "opening lock",
+        path: p.clone(),
+        source,
+    })?;
     // SAFETY: flock on a valid descriptor we own.
     let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     Ok((r == 0).then_some(SourceLock { _file: f }))
@@ -287,7 +333,14 @@ pub fn run_hook(cmd: &str, timeout: StdDuration, env: &[(&str, &Path)]) -> (bool
     match status {
         Some(s) if s.success() => (true, text),
         Some(s) => (false, format!("{cmd:?} failed ({s}): {}", text.trim())),
-        None => (false, format!("{cmd:?} did not finish within {}s and was killed: {}", timeout.as_secs(), text.trim())),
+        None => (
+            false,
+            format!(
+                "{cmd:?} did not finish within {}s and was killed: {}",
+                timeout.as_secs(),
+                text.trim()
+            ),
+        ),
     }
 }
 
@@ -295,7 +348,15 @@ fn host() -> String {
     holdfast_core::util::hostname()
 }
 
-fn job(source: &str, kind: &str, started: DateTime<Utc>, secs: f64, state: JobState, snapshot: Option<String>, messages: Vec<String>) -> JobRecord {
+fn job(
+    source: &str,
+    kind: &str,
+    started: DateTime<Utc>,
+    secs: f64,
+    state: JobState,
+    snapshot: Option<String>,
+    messages: Vec<String>,
+) -> JobRecord {
     JobRecord {
         source: source.into(),
         job: kind.into(),
@@ -317,36 +378,63 @@ pub fn protect(env: &Env) -> Result<Vec<ProtectLine>, JobError> {
         match s.strategy {
             Some(Strategy::Backup) => {}
             Some(Strategy::Reproduce) => {
-                lines.push(ProtectLine { source: name.into(), action: "reproducible: nothing to back up (drills prove the recipe)".into(), jobs: vec![] });
+                lines.push(ProtectLine {
+                    source: name.into(),
+                    action: "reproducible: nothing to back up (drills prove the recipe)".into(),
+                    jobs: vec![],
+                });
                 continue;
             }
             None => {
-                lines.push(ProtectLine { source: name.into(), action: "skipped: no strategy (see `holdfast plan`)".into(), jobs: vec![] });
+                lines.push(ProtectLine {
+                    source: name.into(),
+                    action: "skipped: no strategy (see `holdfast plan`)".into(),
+                    jobs: vec![],
+                });
                 continue;
             }
         }
         let Some((_, class)) = env.workload.class_of(s) else {
-            lines.push(ProtectLine { source: name.into(), action: "skipped: no class, so no RPO to schedule by (see `holdfast plan`)".into(), jobs: vec![] });
+            lines.push(ProtectLine {
+                source: name.into(),
+                action: "skipped: no class, so no RPO to schedule by (see `holdfast plan`)".into(),
+                jobs: vec![],
+            });
             continue;
         };
         let Some(rpo) = class.rpo else {
-            lines.push(ProtectLine { source: name.into(), action: "skipped: its class has no RPO (see `holdfast plan`)".into(), jobs: vec![] });
+            lines.push(ProtectLine {
+                source: name.into(),
+                action: "skipped: its class has no RPO (see `holdfast plan`)".into(),
+                jobs: vec![],
+            });
             continue;
         };
         let cad = cadence::cadence(rpo, cadence::expected_run(&o.backup_seconds(name)));
         let newest = o.newest_point(name).map(|p| p.snapshot.time);
         let missed = match cadence::due(env.now, newest, cad.interval) {
             Due::NotYet { next } => {
-                lines.push(ProtectLine { source: name.into(), action: format!("not due until {}", next.format("%Y-%m-%d %H:%M:%S")), jobs: vec![] });
+                lines.push(ProtectLine {
+                    source: name.into(),
+                    action: format!("not due until {}", next.format("%Y-%m-%d %H:%M:%S")),
+                    jobs: vec![],
+                });
                 continue;
             }
             Due::Now { missed, .. } => missed,
         };
         let Some(_lock) = lock(&env.state_dir, name)? else {
-            lines.push(ProtectLine { source: name.into(), action: "skipped: another protect is running it".into(), jobs: vec![] });
+            lines.push(ProtectLine {
+                source: name.into(),
+                action: "skipped: another protect is running it".into(),
+                jobs: vec![],
+            });
             continue;
         };
-        let (rname, rcfg) = env.workload.repository_of(s).ok_or_else(|| JobError::Invalid(format!("source {name}: no repository")))?;
+        let (rname, rcfg) = env
+            .workload
+            .repository_of(s)
+            .ok_or_else(|| JobError::Invalid(format!("source {name}: no repository")))?;
         let repo = (env.open)(rname, rcfg)?;
         let mut jobs = Vec::new();
         if missed > 0 {
@@ -360,39 +448,78 @@ pub fn protect(env: &Env) -> Result<Vec<ProtectLine>, JobError> {
         let ok = r.state != JobState::Failed;
         jobs.push(r);
         if ok {
-            if let Some(keep) = class.keep.as_ref().map(|k| k.policy()).filter(|p| !p.is_empty()) {
+            if let Some(keep) = class
+                .keep
+                .as_ref()
+                .map(|k| k.policy())
+                .filter(|p| !p.is_empty())
+            {
                 let t = Instant::now();
                 let started = env.now;
-                let res = holdfast_core::prune::forget_matching(&repo, &keep, env.now, false, &|sn| sn.source.as_deref() == Some(name));
+                let res =
+                    holdfast_core::prune::forget_matching(&repo, &keep, env.now, false, &|sn| {
+                        sn.source.as_deref() == Some(name)
+                    });
                 let r = match res {
                     Ok(items) => {
                         let removed = items.iter().filter(|i| i.reasons.is_empty()).count();
-                        let mut msgs = vec![format!("{removed} recovery point(s) removed by the class's keep policy")];
+                        let mut msgs = vec![format!(
+                            "{removed} recovery point(s) removed by the class's keep policy"
+                        )];
                         let mut state = JobState::Completed;
                         if removed > 0 {
-                            match holdfast_core::prune::prune(&repo, &Default::default(), env.progress) {
-                                Ok(p) => msgs.push(format!("prune: {} pack(s) deleted, {} bytes freed", p.packs_deleted, p.bytes_freed)),
+                            match holdfast_core::prune::prune(
+                                &repo,
+                                &Default::default(),
+                                env.progress,
+                            ) {
+                                Ok(p) => msgs.push(format!(
+                                    "prune: {} pack(s) deleted, {} bytes freed",
+                                    p.packs_deleted, p.bytes_freed
+                                )),
                                 Err(e) => {
                                     msgs.push(format!("prune failed: {e}"));
                                     state = JobState::Failed;
                                 }
                             }
                         }
-                        job(name, "retention", started, t.elapsed().as_secs_f64(), state, None, msgs)
+                        job(
+                            name,
+                            "retention",
+                            started,
+                            t.elapsed().as_secs_f64(),
+                            state,
+                            None,
+                            msgs,
+                        )
                     }
-                    Err(e) => job(name, "retention", started, t.elapsed().as_secs_f64(), JobState::Failed, None, vec![e.to_string()]),
+                    Err(e) => job(
+                        name,
+                        "retention",
+                        started,
+                        t.elapsed().as_secs_f64(),
+                        JobState::Failed,
+                        None,
+                        vec![e.to_string()],
+                    ),
                 };
                 records::save(&repo, &Record::Job(r.clone()))?;
                 jobs.push(r);
             }
         }
-        lines.push(ProtectLine { source: name.into(), action: "ran".into(), jobs });
+        lines.push(ProtectLine {
+            source: name.into(),
+            action: "ran".into(),
+            jobs,
+        });
     }
     Ok(lines)
 }
 
 fn hook_timeout(s: &SourceConfig) -> StdDuration {
-    s.hook_timeout.and_then(|d| d.to_std().ok()).unwrap_or(StdDuration::from_secs(300))
+    s.hook_timeout
+        .and_then(|d| d.to_std().ok())
+        .unwrap_or(StdDuration::from_secs(300))
 }
 
 /// Back up one source now; returns its job record (not yet saved).
@@ -403,15 +530,32 @@ pub fn run_backup(env: &Env, repo: &Repository, s: &SourceConfig) -> Result<JobR
     let mut messages = Vec::new();
     let fail = |mut messages: Vec<String>, m: String| {
         messages.push(m);
-        Ok(job(name, "backup", started, t.elapsed().as_secs_f64(), JobState::Failed, None, messages))
+        Ok(job(
+            name,
+            "backup",
+            started,
+            t.elapsed().as_secs_f64(),
+            JobState::Failed,
+            None,
+            messages,
+        ))
     };
     if s.kind != SourceKind::Path {
-        return fail(messages, format!("source kind {:?} is not supported by this version yet; only \"path\" is", s.kind));
+        return fail(
+            messages,
+            format!(
+                "source kind {:?} is not supported by this version yet; only \"path\" is",
+                s.kind
+            ),
+        );
     }
     if let Some(pre) = &s.pre {
         let (ok, out) = run_hook(pre, hook_timeout(s), &[]);
         if !ok {
-            return fail(messages, format!("pre hook failed, nothing was backed up: {out}"));
+            return fail(
+                messages,
+                format!("pre hook failed, nothing was backed up: {out}"),
+            );
         }
     }
     let opts = BackupOptions {
@@ -433,27 +577,66 @@ pub fn run_backup(env: &Env, repo: &Repository, s: &SourceConfig) -> Result<JobR
         Ok(out) => {
             let snap = &out.snapshot;
             messages.extend(snap.errors.iter().cloned());
-            let state = if snap.complete && messages.is_empty() { JobState::Completed } else { JobState::CompletedWithWarnings };
-            Ok(job(name, "backup", started, t.elapsed().as_secs_f64(), state, out.id.map(|i| i.to_hex()), messages))
+            let state = if snap.complete && messages.is_empty() {
+                JobState::Completed
+            } else {
+                JobState::CompletedWithWarnings
+            };
+            Ok(job(
+                name,
+                "backup",
+                started,
+                t.elapsed().as_secs_f64(),
+                state,
+                out.id.map(|i| i.to_hex()),
+                messages,
+            ))
         }
         Err(e) => fail(messages, e.to_string()),
     }
 }
 
 /// Run a drill for one source and record it.
-pub fn drill(env: &Env, source: &str, random: bool, scratch: &Path) -> Result<DrillRecord, JobError> {
+pub fn drill(
+    env: &Env,
+    source: &str,
+    random: bool,
+    scratch: &Path,
+) -> Result<DrillRecord, JobError> {
     let w = env.workload;
-    let s = w.source(source).ok_or_else(|| JobError::Invalid(format!("no source named {source:?} in {}", w.path.display())))?;
+    let s = w.source(source).ok_or_else(|| {
+        JobError::Invalid(format!(
+            "no source named {source:?} in {}",
+            w.path.display()
+        ))
+    })?;
     let (rname, rcfg) = w
         .repository_of(s)
         .or_else(|| w.repositories.iter().next().map(|(k, v)| (k.as_str(), v)))
-        .ok_or_else(|| JobError::Invalid("the workload defines no repository to record drills in".into()))?;
+        .ok_or_else(|| {
+            JobError::Invalid("the workload defines no repository to record drills in".into())
+        })?;
     let repo = (env.open)(rname, rcfg)?;
-    fs::create_dir_all(scratch).map_err(|e| JobError::Io { op: "creating scratch directory", path: scratch.to_path_buf(), source: e })?;
-    let dir = tempfile::Builder::new().prefix("holdfast-drill-").tempdir_in(scratch).map_err(|e| JobError::Io { op: "creating scratch directory", path: scratch.to_path_buf(), source: e })?;
+    fs::create_dir_all(scratch).map_err(|e| JobError::Io {
+        op: "creating scratch directory",
+        path: scratch.to_path_buf(),
+        source: e,
+    })?;
+    let dir = tempfile::Builder::new()
+        .prefix("holdfast-drill-")
+        .tempdir_in(scratch)
+        .map_err(|e| JobError::Io {
+            op: "creating scratch directory",
+            path: scratch.to_path_buf(),
+            source: e,
+        })?;
     let started = env.now;
     let t = Instant::now();
-    let timeout = w.class_of(s).and_then(|(_, c)| c.rto).and_then(|r| (r * 2).to_std().ok()).unwrap_or(StdDuration::from_secs(3600));
+    let timeout = w
+        .class_of(s)
+        .and_then(|(_, c)| c.rto)
+        .and_then(|r| (r * 2).to_std().ok())
+        .unwrap_or(StdDuration::from_secs(3600));
     let mut messages = Vec::new();
     let rec = match s.strategy {
         Some(Strategy::Reproduce) => {
@@ -464,25 +647,48 @@ pub fn drill(env: &Env, source: &str, random: bool, scratch: &Path) -> Result<Dr
                 Some(cmd) => {
                     let env_vars = [("HOLDFAST_SCRATCH", dir.path())];
                     let (ok, out) = run_hook(cmd, timeout, &env_vars);
-                    messages.push(format!("reproduce: {}", if ok { "ok".to_string() } else { out }));
+                    messages.push(format!(
+                        "reproduce: {}",
+                        if ok { "ok".to_string() } else { out }
+                    ));
                     passed = ok;
                     if ok {
                         if let Some(v) = &r.verify {
                             let (vok, vout) = run_hook(v, timeout, &env_vars);
-                            messages.push(format!("verify: {}", if vok { "ok".to_string() } else { vout }));
+                            messages.push(format!(
+                                "verify: {}",
+                                if vok { "ok".to_string() } else { vout }
+                            ));
                             passed = vok;
                         } else {
-                            messages.push("no verify command: the recipe ran but its result was not checked".into());
+                            messages.push(
+                                "no verify command: the recipe ran but its result was not checked"
+                                    .into(),
+                            );
                             passed = false;
                         }
                     }
                 }
             }
-            DrillRecord { source: source.into(), kind: "reproduce".into(), snapshot: None, started, seconds: t.elapsed().as_secs_f64(), passed, files: 0, bytes: 0, messages, host: host() }
+            DrillRecord {
+                source: source.into(),
+                kind: "reproduce".into(),
+                snapshot: None,
+                started,
+                seconds: t.elapsed().as_secs_f64(),
+                passed,
+                files: 0,
+                bytes: 0,
+                messages,
+                host: host(),
+            }
         }
         _ => {
             let (all, _) = snapshot::load_all(&repo)?;
-            let mine: Vec<&SnapshotEntry> = all.iter().filter(|x| x.snapshot.source.as_deref() == Some(source) && x.snapshot.complete).collect();
+            let mine: Vec<&SnapshotEntry> = all
+                .iter()
+                .filter(|x| x.snapshot.source.as_deref() == Some(source) && x.snapshot.complete)
+                .collect();
             let pick = if random && !mine.is_empty() {
                 mine[rand_index(mine.len())]
             } else {
@@ -490,18 +696,46 @@ pub fn drill(env: &Env, source: &str, random: bool, scratch: &Path) -> Result<Dr
             };
             let (index, _) = repo.load_index()?;
             let target = dir.path().join("restore");
-            let res = restore::restore(&repo, &index, pick, &RestoreOptions { target: target.clone(), ..Default::default() }, env.progress)?;
+            let res = restore::restore(
+                &repo,
+                &index,
+                pick,
+                &RestoreOptions {
+                    target: target.clone(),
+                    ..Default::default()
+                },
+                env.progress,
+            )?;
             messages.extend(res.errors.iter().cloned());
             let v = restore::validate(&repo, &index, &pick.snapshot.tree, &target)?;
             messages.extend(v.errors.iter().cloned());
             let mut passed = res.errors.is_empty() && v.errors.is_empty();
-            messages.push(format!("validated {} files ({} bytes) against snapshot {}", v.files, v.bytes, pick.id.short()));
+            messages.push(format!(
+                "validated {} files ({} bytes) against snapshot {}",
+                v.files,
+                v.bytes,
+                pick.id.short()
+            ));
             if let Some(cmd) = &s.verify {
                 let (ok, out) = run_hook(cmd, timeout, &[("HOLDFAST_DRILL_DIR", &target)]);
-                messages.push(format!("verify: {}", if ok { "ok".to_string() } else { out }));
+                messages.push(format!(
+                    "verify: {}",
+                    if ok { "ok".to_string() } else { out }
+                ));
                 passed &= ok;
             }
-            DrillRecord { source: source.into(), kind: "restore".into(), snapshot: Some(pick.id.to_hex()), started, seconds: t.elapsed().as_secs_f64(), passed, files: v.files, bytes: v.bytes, messages, host: host() }
+            DrillRecord {
+                source: source.into(),
+                kind: "restore".into(),
+                snapshot: Some(pick.id.to_hex()),
+                started,
+                seconds: t.elapsed().as_secs_f64(),
+                passed,
+                files: v.files,
+                bytes: v.bytes,
+                messages,
+                host: host(),
+            }
         }
     };
     records::save(&repo, &Record::Drill(rec.clone()))?;
@@ -516,7 +750,8 @@ fn rand_index(n: usize) -> usize {
 
 /// The age of the newest recovery point, for people.
 pub fn show_age(d: Option<i64>) -> String {
-    d.map(|s| crate::duration::show(Duration::seconds(s))).unwrap_or_else(|| "never".into())
+    d.map(|s| crate::duration::show(Duration::seconds(s)))
+        .unwrap_or_else(|| "never".into())
 }
 
 /// Build the status report from what the repositories hold.
@@ -537,9 +772,31 @@ pub fn status_from(env: &Env, o: &Observed) -> crate::report::StatusReport {
             crate::report::SourceRow {
                 rpo_seconds: f.rpo.map(|d| d.num_seconds()),
                 rto_seconds: f.rto.map(|d| d.num_seconds()),
-                last_job: o.jobs.get(&name).and_then(|j| j.last()).map(|j| (j.job.clone(), serde_json::to_value(j.state).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(), j.started)),
-                points: o.snapshots.get(&name).map(|v| v.iter().filter(|s| s.snapshot.complete).map(|s| s.snapshot.time).collect()).unwrap_or_default(),
-                drills: o.drills.get(&name).map(|v| v.iter().map(|d| (d.started, d.passed, d.seconds)).collect()).unwrap_or_default(),
+                last_job: o.jobs.get(&name).and_then(|j| j.last()).map(|j| {
+                    (
+                        j.job.clone(),
+                        serde_json::to_value(j.state)
+                            .ok()
+                            .and_then(|v| v.as_str().map(String::from))
+                            .unwrap_or_default(),
+                        j.started,
+                    )
+                }),
+                points: o
+                    .snapshots
+                    .get(&name)
+                    .map(|v| {
+                        v.iter()
+                            .filter(|s| s.snapshot.complete)
+                            .map(|s| s.snapshot.time)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                drills: o
+                    .drills
+                    .get(&name)
+                    .map(|v| v.iter().map(|d| (d.started, d.passed, d.seconds)).collect())
+                    .unwrap_or_default(),
                 facts: f,
                 status: st,
             }

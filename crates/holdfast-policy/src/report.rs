@@ -48,7 +48,10 @@ impl StatusReport {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn badge(v: Verdict) -> &'static str {
@@ -61,7 +64,8 @@ fn badge(v: Verdict) -> &'static str {
 }
 
 fn opt_dur(s: Option<i64>) -> String {
-    s.map(|s| show(Duration::seconds(s))).unwrap_or_else(|| "—".into())
+    s.map(|s| show(Duration::seconds(s)))
+        .unwrap_or_else(|| "—".into())
 }
 
 /// Render the report as one HTML page with inline CSS and SVG (no external resources).
@@ -74,11 +78,22 @@ pub fn html(r: &StatusReport) -> String {
     h += ".ok{color:#fff;background:#2e7d32;padding:1px 6px;border-radius:3px}.bad{color:#fff;background:#c62828;padding:1px 6px;border-radius:3px}";
     h += ".na{color:#666}.summary{font-size:1.2em;padding:.6em 1em;border-radius:4px;display:inline-block}.problems{color:#c62828;font-size:.9em}svg{background:#fafafa}";
     h += "</style></head><body>";
-    h += &format!("<h1>holdfast status</h1><div>workload <code>{}</code>, computed {} UTC</div>", esc(&r.workload), r.now.format("%Y-%m-%d %H:%M:%S"));
+    h += &format!(
+        "<h1>holdfast status</h1><div>workload <code>{}</code>, computed {} UTC</div>",
+        esc(&r.workload),
+        r.now.format("%Y-%m-%d %H:%M:%S")
+    );
     h += &if failing == 0 && r.unreadable.is_empty() {
         "<p class=\"summary ok\">every control passes</p>".to_string()
     } else {
-        format!("<p class=\"summary bad\">{failing} control(s) failing{}</p>", if r.unreadable.is_empty() { String::new() } else { format!(", {} repository(ies) unreadable", r.unreadable.len()) })
+        format!(
+            "<p class=\"summary bad\">{failing} control(s) failing{}</p>",
+            if r.unreadable.is_empty() {
+                String::new()
+            } else {
+                format!(", {} repository(ies) unreadable", r.unreadable.len())
+            }
+        )
     };
     for u in &r.unreadable {
         h += &format!("<p class=problems>{}</p>", esc(u));
@@ -104,23 +119,53 @@ pub fn html(r: &StatusReport) -> String {
     }
     h += "</table><h2>Controls</h2><table><tr><th>control</th><th>result</th><th>failing sources</th></tr>";
     for c in &r.controls {
-        h += &format!("<tr><td>{}</td><td>{}</td><td>{}</td></tr>", esc(c.title), if c.passed { "<span class=ok>pass</span>" } else { "<span class=bad>fail</span>" }, esc(&c.failing.join(", ")));
+        h += &format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(c.title),
+            if c.passed {
+                "<span class=ok>pass</span>"
+            } else {
+                "<span class=bad>fail</span>"
+            },
+            esc(&c.failing.join(", "))
+        );
     }
     h += "</table><h2>Timeline (last 14 days)</h2><p>dots: recovery points; diamonds: drills (green passed, red failed)</p>";
     let (w, row) = (900.0, 28.0);
     let start = r.now - Duration::days(14);
-    let x = |t: DateTime<Utc>| -> f64 { 160.0 + ((t - start).num_seconds() as f64 / Duration::days(14).num_seconds() as f64).clamp(0.0, 1.0) * (w - 170.0) };
-    h += &format!("<svg width={w} height={} xmlns=\"http://www.w3.org/2000/svg\">", row * (r.sources.len() as f64 + 1.0));
+    let x = |t: DateTime<Utc>| -> f64 {
+        160.0
+            + ((t - start).num_seconds() as f64 / Duration::days(14).num_seconds() as f64)
+                .clamp(0.0, 1.0)
+                * (w - 170.0)
+    };
+    h += &format!(
+        "<svg width={w} height={} xmlns=\"http://www.w3.org/2000/svg\">",
+        row * (r.sources.len() as f64 + 1.0)
+    );
     for d in 0..=14 {
         let t = start + Duration::days(d);
-        h += &format!("<line x1={0:.1} x2={0:.1} y1=0 y2={1} stroke=#e4e4e4 />", x(t), row * (r.sources.len() as f64 + 1.0));
+        h += &format!(
+            "<line x1={0:.1} x2={0:.1} y1=0 y2={1} stroke=#e4e4e4 />",
+            x(t),
+            row * (r.sources.len() as f64 + 1.0)
+        );
         if d % 2 == 0 {
-            h += &format!("<text x={:.1} y={} font-size=10 fill=#888>{}</text>", x(t) - 12.0, row * (r.sources.len() as f64 + 1.0) - 6.0, t.format("%m-%d"));
+            h += &format!(
+                "<text x={:.1} y={} font-size=10 fill=#888>{}</text>",
+                x(t) - 12.0,
+                row * (r.sources.len() as f64 + 1.0) - 6.0,
+                t.format("%m-%d")
+            );
         }
     }
     for (i, s) in r.sources.iter().enumerate() {
         let y = row * (i as f64 + 0.6);
-        h += &format!("<text x=4 y={:.1} font-size=12>{}</text>", y + 4.0, esc(&s.facts.name));
+        h += &format!(
+            "<text x=4 y={:.1} font-size=12>{}</text>",
+            y + 4.0,
+            esc(&s.facts.name)
+        );
         for p in s.points.iter().filter(|p| **p >= start) {
             h += &format!("<circle cx={:.1} cy={y:.1} r=3.5 fill=#1565c0><title>recovery point {}</title></circle>", x(*p), p.format("%Y-%m-%d %H:%M"));
         }

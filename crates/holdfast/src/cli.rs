@@ -27,7 +27,12 @@ pub struct Global {
     #[arg(long, env = "HOLDFAST_PASSWORD_COMMAND", global = true)]
     pub password_command: Option<String>,
     /// Workload file for the policy commands (discover, plan, protect, drill, status).
-    #[arg(long, env = "HOLDFAST_CONFIG", global = true, default_value = "holdfast.toml")]
+    #[arg(
+        long,
+        env = "HOLDFAST_CONFIG",
+        global = true,
+        default_value = "holdfast.toml"
+    )]
     pub config: PathBuf,
     /// Print machine-readable JSON on stdout.
     #[arg(long, global = true)]

@@ -30,7 +30,10 @@ pub mod exit {
 
 fn code_for(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
-        if cause.downcast_ref::<holdfast_policy::config::ConfigError>().is_some() {
+        if cause
+            .downcast_ref::<holdfast_policy::config::ConfigError>()
+            .is_some()
+        {
             return exit::USAGE;
         }
         if let Some(err) = cause.downcast_ref::<holdfast_core::Error>() {

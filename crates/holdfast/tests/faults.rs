@@ -837,7 +837,10 @@ fn prune_reclaims_repacked_packs_in_one_run() {
         let r = hf!(&repo, "--json", "prune", "--max-unused", "0");
         r.expect_ok();
         let report = r.json();
-        assert!(report["packs_repacked"].as_u64().unwrap() >= 1, "trial {trial}: {report}");
+        assert!(
+            report["packs_repacked"].as_u64().unwrap() >= 1,
+            "trial {trial}: {report}"
+        );
         assert_eq!(
             report["packs_deleted"], report["packs_condemned"],
             "trial {trial}: prune condemned packs but did not delete them all: {report}"
@@ -852,10 +855,16 @@ fn prune_reclaims_repacked_packs_in_one_run() {
         let again = hf!(&repo, "--json", "prune", "--max-unused", "0");
         again.expect_ok();
         assert_eq!(
-            again.json()["packs_condemned"], 0,
+            again.json()["packs_condemned"],
+            0,
             "trial {trial}: a second prune still finds work: {again}"
         );
-        restore_and_compare(&repo, &keep, &src, &t.path().join(format!("restored{trial}")));
+        restore_and_compare(
+            &repo,
+            &keep,
+            &src,
+            &t.path().join(format!("restored{trial}")),
+        );
     }
 }
 

@@ -42,10 +42,18 @@ pub fn run(cli: Cli) -> Result<u8> {
             max_unused,
         } => maintain::prune(g, dry_run, max_unused),
         Command::Key { action } => maintain::key(g, action),
-        Command::Discover { root, suggest, no_host } => policy::discover(g, root, suggest, no_host),
+        Command::Discover {
+            root,
+            suggest,
+            no_host,
+        } => policy::discover(g, root, suggest, no_host),
         Command::Plan { no_discover } => policy::plan(g, no_discover),
         Command::Protect { source } => policy::protect(g, source.as_deref()),
-        Command::Drill { source, random, scratch } => policy::drill(g, source.as_deref(), random, scratch),
+        Command::Drill {
+            source,
+            random,
+            scratch,
+        } => policy::drill(g, source.as_deref(), random, scratch),
         Command::Status { html } => policy::status(g, html.as_deref()),
     }
 }

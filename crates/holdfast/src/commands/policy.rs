@@ -23,7 +23,9 @@ fn workload(g: &Global) -> Result<Workload> {
 
 fn now() -> Result<DateTime<Utc>> {
     match std::env::var("HOLDFAST_NOW") {
-        Ok(t) => Ok(DateTime::parse_from_rfc3339(&t).with_context(|| format!("HOLDFAST_NOW {t:?} is not an RFC 3339 time"))?.with_timezone(&Utc)),
+        Ok(t) => Ok(DateTime::parse_from_rfc3339(&t)
+            .with_context(|| format!("HOLDFAST_NOW {t:?} is not an RFC 3339 time"))?
+            .with_timezone(&Utc)),
         Err(_) => Ok(Utc::now()),
     }
 }
@@ -44,36 +46,78 @@ fn state_dir() -> PathBuf {
 }
 
 fn password(w: &Workload, name: &str, r: &RepositoryConfig) -> Result<String, JobError> {
-    let fail = |m: String| JobError::Repository { name: name.into(), message: m };
+    let fail = |m: String| JobError::Repository {
+        name: name.into(),
+        message: m,
+    };
     if let Some(f) = &r.password_file {
         let p = w.resolve(f);
-        let s = std::fs::read_to_string(&p).map_err(|e| fail(format!("password-file {}: {e}", p.display())))?;
+        let s = std::fs::read_to_string(&p)
+            .map_err(|e| fail(format!("password-file {}: {e}", p.display())))?;
         return Ok(s.lines().next().unwrap_or("").to_string());
     }
     if let Some(c) = &r.password_command {
-        let out = std::process::Command::new("sh").arg("-c").arg(c).output().map_err(|e| fail(format!("password-command: {e}")))?;
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(c)
+            .output()
+            .map_err(|e| fail(format!("password-command: {e}")))?;
         if !out.status.success() {
-            return Err(fail(format!("password-command {c:?} failed with {}", out.status)));
+            return Err(fail(format!(
+                "password-command {c:?} failed with {}",
+                out.status
+            )));
         }
-        return Ok(String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or("").to_string());
+        return Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string());
     }
     if let Some(v) = &r.password_env {
-        return std::env::var(v).map_err(|_| fail(format!("environment variable {v} (password-env) is not set")));
+        return std::env::var(v).map_err(|_| {
+            fail(format!(
+                "environment variable {v} (password-env) is not set"
+            ))
+        });
     }
-    std::env::var("HOLDFAST_PASSWORD").map_err(|_| fail("no password-file, password-command or password-env, and HOLDFAST_PASSWORD is not set".into()))
+    std::env::var("HOLDFAST_PASSWORD").map_err(|_| {
+        fail(
+            "no password-file, password-command or password-env, and HOLDFAST_PASSWORD is not set"
+                .into(),
+        )
+    })
 }
 
 /// Open (and with `create`, initialise) a workload repository.
-fn opener(w: &Workload, create: bool) -> impl Fn(&str, &RepositoryConfig) -> Result<Repository, JobError> + '_ {
+fn opener(
+    w: &Workload,
+    create: bool,
+) -> impl Fn(&str, &RepositoryConfig) -> Result<Repository, JobError> + '_ {
     move |name, r| {
-        let fail = |m: String| JobError::Repository { name: name.into(), message: m };
-        let url = if r.url.contains("://") { r.url.clone() } else { w.resolve(Path::new(&r.url)).display().to_string() };
+        let fail = |m: String| JobError::Repository {
+            name: name.into(),
+            message: m,
+        };
+        let url = if r.url.contains("://") {
+            r.url.clone()
+        } else {
+            w.resolve(Path::new(&r.url)).display().to_string()
+        };
         let storage = storage_at(&url).map_err(|e| fail(e.to_string()))?;
         let pw = password(w, name, r)?;
         match Repository::open(storage.clone(), pw.as_bytes()) {
             Err(Error::NoRepository { .. }) if create => {
                 tracing::info!("creating repository {name} at {url}");
-                Repository::init(storage, pw.as_bytes(), &InitOptions { kdf: kdf(), ..Default::default() }).map_err(JobError::from)
+                Repository::init(
+                    storage,
+                    pw.as_bytes(),
+                    &InitOptions {
+                        kdf: kdf(),
+                        ..Default::default()
+                    },
+                )
+                .map_err(JobError::from)
             }
             r => r.map_err(JobError::from),
         }
@@ -81,17 +125,34 @@ fn opener(w: &Workload, create: bool) -> impl Fn(&str, &RepositoryConfig) -> Res
 }
 
 pub fn discover(g: &Global, roots: Vec<PathBuf>, suggest: bool, no_host: bool) -> Result<u8> {
-    let w = if g.config.exists() { Some(workload(g)?) } else { None };
-    let mut all_roots = w.as_ref().map(|w| w.discover.roots.clone()).unwrap_or_default();
+    let w = if g.config.exists() {
+        Some(workload(g)?)
+    } else {
+        None
+    };
+    let mut all_roots = w
+        .as_ref()
+        .map(|w| w.discover.roots.clone())
+        .unwrap_or_default();
     all_roots.extend(roots);
-    let opts = disc::Options { roots: all_roots, host: !no_host, ..Default::default() };
+    let opts = disc::Options {
+        roots: all_roots,
+        host: !no_host,
+        ..Default::default()
+    };
     let found = disc::discover(w.as_ref(), &opts);
     if g.json {
         print_json(&found)?;
         return Ok(exit::OK);
     }
-    let unprotected: Vec<_> = found.iter().filter(|f| f.protected_by.is_none() && !f.ignored).collect();
-    println!("{:<11} {:<12} {:>10} {:<17} location", "protected", "kind", "size", "last change");
+    let unprotected: Vec<_> = found
+        .iter()
+        .filter(|f| f.protected_by.is_none() && !f.ignored)
+        .collect();
+    println!(
+        "{:<11} {:<12} {:>10} {:<17} location",
+        "protected", "kind", "size", "last change"
+    );
     for f in &found {
         println!(
             "{:<11} {:<12} {:>10} {:<17} {}  ({})",
@@ -101,15 +162,26 @@ pub fn discover(g: &Global, roots: Vec<PathBuf>, suggest: bool, no_host: bool) -
                 (None, false) => "NO".to_string(),
             },
             f.kind,
-            f.size.map(holdfast_core::util::human_bytes).unwrap_or_default(),
-            f.modified.map(|t| t.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_default(),
+            f.size
+                .map(holdfast_core::util::human_bytes)
+                .unwrap_or_default(),
+            f.modified
+                .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                .unwrap_or_default(),
             f.location,
             f.detail
         );
     }
-    println!("{} location(s), {} not protected by any source", found.len(), unprotected.len());
+    println!(
+        "{} location(s), {} not protected by any source",
+        found.len(),
+        unprotected.len()
+    );
     if suggest {
-        let class = w.as_ref().and_then(|w| w.classes.keys().next().cloned()).unwrap_or_else(|| "CHOOSE-A-CLASS".into());
+        let class = w
+            .as_ref()
+            .and_then(|w| w.classes.keys().next().cloned())
+            .unwrap_or_else(|| "CHOOSE-A-CLASS".into());
         for f in unprotected.iter().filter(|f| f.kind != "filesystem") {
             println!("\n{}", disc::suggest(f, &class));
         }
@@ -121,18 +193,34 @@ pub fn plan(g: &Global, no_discover: bool) -> Result<u8> {
     let w = workload(g)?;
     let open = opener(&w, false);
     let progress = CliProgress::new(true);
-    let env = Env { workload: &w, now: now()?, open: &open, state_dir: state_dir(), progress: &progress };
+    let env = Env {
+        workload: &w,
+        now: now()?,
+        open: &open,
+        state_dir: state_dir(),
+        progress: &progress,
+    };
     let o = jobs::observe(&env);
     let unprotected: Vec<String> = if no_discover {
         Vec::new()
     } else {
-        let opts = disc::Options { roots: w.discover.roots.clone(), host: false, ..Default::default() };
-        disc::discover(Some(&w), &opts).into_iter().filter(|f| f.protected_by.is_none() && !f.ignored).map(|f| f.location).collect()
+        let opts = disc::Options {
+            roots: w.discover.roots.clone(),
+            host: false,
+            ..Default::default()
+        };
+        disc::discover(Some(&w), &opts)
+            .into_iter()
+            .filter(|f| f.protected_by.is_none() && !f.ignored)
+            .map(|f| f.location)
+            .collect()
     };
     let (fs, sched) = findings::findings(&w, &o.measured(), &unprotected, env.now);
     let high = fs.iter().any(|f| f.severity == Severity::High);
     if g.json {
-        print_json(&serde_json::json!({ "findings": fs, "schedule": sched, "unreadable": o.unreadable }))?;
+        print_json(
+            &serde_json::json!({ "findings": fs, "schedule": sched, "unreadable": o.unreadable }),
+        )?;
     } else {
         for u in &o.unreadable {
             eprintln!("warning: {u}");
@@ -141,10 +229,16 @@ pub fn plan(g: &Global, no_discover: bool) -> Result<u8> {
             println!("no anti-patterns found");
         }
         for f in &fs {
-            println!("[{:?}] {} ({}): {}\n    anti-pattern: {}\n    fix: {}", f.severity, f.code, f.subject, f.message, f.anti_pattern, f.fix);
+            println!(
+                "[{:?}] {} ({}): {}\n    anti-pattern: {}\n    fix: {}",
+                f.severity, f.code, f.subject, f.message, f.anti_pattern, f.fix
+            );
         }
         println!("\ncadence derived from each RPO:");
-        println!("{:<20} {:>8} {:>10} {:>10}  note", "source", "RPO", "interval", "run takes");
+        println!(
+            "{:<20} {:>8} {:>10} {:>10}  note",
+            "source", "RPO", "interval", "run takes"
+        );
         for s in &sched {
             match &s.cadence {
                 Some(c) => println!(
@@ -153,7 +247,11 @@ pub fn plan(g: &Global, no_discover: bool) -> Result<u8> {
                     duration::show(chrono::Duration::seconds(s.rpo_seconds.unwrap_or(0))),
                     duration::show(c.interval),
                     duration::show(c.expected_run),
-                    if c.feasible { "start deadline = newest point + RPO - run time".to_string() } else { "CANNOT MEET THE RPO".to_string() }
+                    if c.feasible {
+                        "start deadline = newest point + RPO - run time".to_string()
+                    } else {
+                        "CANNOT MEET THE RPO".to_string()
+                    }
                 ),
                 None => println!("{:<20} {:>8}", s.source, "none"),
             }
@@ -169,23 +267,43 @@ fn print_status(g: &Global, r: &StatusReport) -> Result<()> {
     for u in &r.unreadable {
         println!("UNREADABLE: {u}");
     }
-    println!("{:<18} {:<10} {:<9} {:>7} {:>10} {:<12} {:>7} {:>9} {:<12} {:<10} last job", "source", "class", "strategy", "RPO", "newest", "RPO", "RTO", "drill", "RTO", "copies");
-    let v = |v: holdfast_policy::compliance::Verdict| serde_json::to_value(v).ok().and_then(|x| x.as_str().map(String::from)).unwrap_or_default();
+    println!(
+        "{:<18} {:<10} {:<9} {:>7} {:>10} {:<12} {:>7} {:>9} {:<12} {:<10} last job",
+        "source", "class", "strategy", "RPO", "newest", "RPO", "RTO", "drill", "RTO", "copies"
+    );
+    let v = |v: holdfast_policy::compliance::Verdict| {
+        serde_json::to_value(v)
+            .ok()
+            .and_then(|x| x.as_str().map(String::from))
+            .unwrap_or_default()
+    };
     for s in &r.sources {
         let f = &s.facts;
         println!(
             "{:<18} {:<10} {:<9} {:>7} {:>10} {:<12} {:>7} {:>9} {:<12} {:<10} {}",
             f.name,
             f.class.as_deref().unwrap_or("-"),
-            f.strategy.map(|s| format!("{s:?}").to_lowercase()).unwrap_or_else(|| "-".into()),
-            s.rpo_seconds.map(|x| duration::show(chrono::Duration::seconds(x))).unwrap_or_else(|| "-".into()),
+            f.strategy
+                .map(|s| format!("{s:?}").to_lowercase())
+                .unwrap_or_else(|| "-".into()),
+            s.rpo_seconds
+                .map(|x| duration::show(chrono::Duration::seconds(x)))
+                .unwrap_or_else(|| "-".into()),
             jobs::show_age(s.status.age_seconds),
             v(s.status.rpo),
-            s.rto_seconds.map(|x| duration::show(chrono::Duration::seconds(x))).unwrap_or_else(|| "-".into()),
-            s.status.drill_seconds.map(|x| format!("{x:.1}s")).unwrap_or_else(|| "never".into()),
+            s.rto_seconds
+                .map(|x| duration::show(chrono::Duration::seconds(x)))
+                .unwrap_or_else(|| "-".into()),
+            s.status
+                .drill_seconds
+                .map(|x| format!("{x:.1}s"))
+                .unwrap_or_else(|| "never".into()),
             v(s.status.rto),
             v(s.status.copies),
-            s.last_job.as_ref().map(|(k, st, t)| format!("{k} {st} {}", t.format("%m-%d %H:%M"))).unwrap_or_else(|| "-".into()),
+            s.last_job
+                .as_ref()
+                .map(|(k, st, t)| format!("{k} {st} {}", t.format("%m-%d %H:%M")))
+                .unwrap_or_else(|| "-".into()),
         );
         for p in &s.status.problems {
             println!("    - {p}");
@@ -193,7 +311,16 @@ fn print_status(g: &Global, r: &StatusReport) -> Result<()> {
     }
     println!("\ncontrols (encryption: every holdfast recovery point is encrypted with XChaCha20-Poly1305):");
     for c in &r.controls {
-        println!("  [{}] {}{}", if c.passed { "pass" } else { "FAIL" }, c.title, if c.failing.is_empty() { String::new() } else { format!(": {}", c.failing.join(", ")) });
+        println!(
+            "  [{}] {}{}",
+            if c.passed { "pass" } else { "FAIL" },
+            c.title,
+            if c.failing.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", c.failing.join(", "))
+            }
+        );
     }
     Ok(())
 }
@@ -202,10 +329,17 @@ pub fn status(g: &Global, html: Option<&Path>) -> Result<u8> {
     let w = workload(g)?;
     let open = opener(&w, false);
     let progress = CliProgress::new(true);
-    let env = Env { workload: &w, now: now()?, open: &open, state_dir: state_dir(), progress: &progress };
+    let env = Env {
+        workload: &w,
+        now: now()?,
+        open: &open,
+        state_dir: state_dir(),
+        progress: &progress,
+    };
     let r = jobs::status(&env);
     if let Some(h) = html {
-        std::fs::write(h, holdfast_policy::report::html(&r)).with_context(|| format!("writing {}", h.display()))?;
+        std::fs::write(h, holdfast_policy::report::html(&r))
+            .with_context(|| format!("writing {}", h.display()))?;
     }
     print_status(g, &r)?;
     Ok(if r.ok() { exit::OK } else { exit::NONCOMPLIANT })
@@ -214,16 +348,32 @@ pub fn status(g: &Global, html: Option<&Path>) -> Result<u8> {
 pub fn protect(g: &Global, only: Option<&str>) -> Result<u8> {
     let mut w = workload(g)?;
     if let Some(o) = only {
-        anyhow::ensure!(w.source(o).is_some(), "no source named {o:?} in {}", w.path.display());
+        anyhow::ensure!(
+            w.source(o).is_some(),
+            "no source named {o:?} in {}",
+            w.path.display()
+        );
         w.sources.retain(|s| s.name() == o);
     }
     let open = opener(&w, true);
     let progress = CliProgress::new(g.quiet || g.json);
-    let env = Env { workload: &w, now: now()?, open: &open, state_dir: state_dir(), progress: &progress };
+    let env = Env {
+        workload: &w,
+        now: now()?,
+        open: &open,
+        state_dir: state_dir(),
+        progress: &progress,
+    };
     let lines = jobs::protect(&env)?;
     let full = workload(g)?;
     let open2 = opener(&full, false);
-    let env2 = Env { workload: &full, now: now()?, open: &open2, state_dir: state_dir(), progress: &progress };
+    let env2 = Env {
+        workload: &full,
+        now: now()?,
+        open: &open2,
+        state_dir: state_dir(),
+        progress: &progress,
+    };
     let r = jobs::status(&env2);
     if g.json {
         print_json(&serde_json::json!({ "protect": lines, "status": r }))?;
@@ -236,23 +386,50 @@ pub fn protect(g: &Global, only: Option<&str>) -> Result<u8> {
                     j.job,
                     serde_json::to_value(j.state)?.as_str().unwrap_or_default(),
                     j.seconds,
-                    j.snapshot.as_deref().map(|s| format!(", snapshot {}", &s[..8])).unwrap_or_default(),
-                    if j.messages.is_empty() { String::new() } else { format!(": {}", j.messages.join("; ")) }
+                    j.snapshot
+                        .as_deref()
+                        .map(|s| format!(", snapshot {}", &s[..8]))
+                        .unwrap_or_default(),
+                    if j.messages.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", j.messages.join("; "))
+                    }
                 );
             }
         }
         println!();
         print_status(g, &r)?;
     }
-    let failed = lines.iter().flat_map(|l| &l.jobs).any(|j| j.state == holdfast_core::records::JobState::Failed);
-    Ok(if failed { exit::ERROR } else if r.ok() { exit::OK } else { exit::NONCOMPLIANT })
+    let failed = lines
+        .iter()
+        .flat_map(|l| &l.jobs)
+        .any(|j| j.state == holdfast_core::records::JobState::Failed);
+    Ok(if failed {
+        exit::ERROR
+    } else if r.ok() {
+        exit::OK
+    } else {
+        exit::NONCOMPLIANT
+    })
 }
 
-pub fn drill(g: &Global, source: Option<&str>, random: bool, scratch: Option<PathBuf>) -> Result<u8> {
+pub fn drill(
+    g: &Global,
+    source: Option<&str>,
+    random: bool,
+    scratch: Option<PathBuf>,
+) -> Result<u8> {
     let w = workload(g)?;
-    let open = opener(&w, false);
+    let open = opener(&w, true);
     let progress = CliProgress::new(g.quiet || g.json);
-    let env = Env { workload: &w, now: now()?, open: &open, state_dir: state_dir(), progress: &progress };
+    let env = Env {
+        workload: &w,
+        now: now()?,
+        open: &open,
+        state_dir: state_dir(),
+        progress: &progress,
+    };
     let scratch = scratch.unwrap_or_else(std::env::temp_dir);
     let names: Vec<String> = match source {
         Some(s) => vec![s.to_string()],
@@ -261,7 +438,10 @@ pub fn drill(g: &Global, source: Option<&str>, random: bool, scratch: Option<Pat
             let r = jobs::status(&env);
             r.sources
                 .iter()
-                .filter(|s| s.facts.strategy.is_some() && (s.facts.last_drill.is_none() || s.status.drill_fresh.fails()))
+                .filter(|s| {
+                    s.facts.strategy.is_some()
+                        && (s.facts.last_drill.is_none() || s.status.drill_fresh.fails())
+                })
                 .map(|s| s.facts.name.clone())
                 .collect()
         }
@@ -283,12 +463,19 @@ pub fn drill(g: &Global, source: Option<&str>, random: bool, scratch: Option<Pat
                 d.kind,
                 if d.passed { "PASSED" } else { "FAILED" },
                 d.seconds,
-                d.snapshot.as_deref().map(|s| format!(" (snapshot {})", &s[..8])).unwrap_or_default()
+                d.snapshot
+                    .as_deref()
+                    .map(|s| format!(" (snapshot {})", &s[..8]))
+                    .unwrap_or_default()
             );
             for m in &d.messages {
                 println!("    {m}");
             }
         }
     }
-    Ok(if results.iter().all(|d| d.passed) { exit::OK } else { exit::NONCOMPLIANT })
+    Ok(if results.iter().all(|d| d.passed) {
+        exit::OK
+    } else {
+        exit::NONCOMPLIANT
+    })
 }
