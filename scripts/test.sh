@@ -9,9 +9,15 @@ command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustu
 # Tools the tests use from the system (real components, no mocks).
 command -v setpriv >/dev/null || need_apt+=(util-linux)
 command -v zstd >/dev/null || need_apt+=(zstd)
+# Real database servers for the source tests (each test starts its own throwaway server).
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+command -v pgbench >/dev/null || need_apt+=(postgresql-contrib)
+command -v mariadbd >/dev/null || need_apt+=(mariadb-server)
+command -v mariadb-dump >/dev/null || need_apt+=(mariadb-client)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -qq && apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    echo "installing: ${need_apt[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
   else
     echo "missing system packages: ${need_apt[*]} (install them, then re-run)" >&2; exit 1
   fi

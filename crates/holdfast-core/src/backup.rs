@@ -29,7 +29,7 @@ use crate::repo::{ChunkerParams, Repository};
 use crate::session::{self, Session};
 use crate::snapshot::{self, Snapshot, Summary};
 use crate::tree::{FsName, Node, NodeKind, Tree};
-use crate::writer::BlobWriter;
+use crate::writer::Dedup;
 
 /// Which snapshot to compare with.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -148,8 +148,7 @@ struct FileDone {
 struct Ctx<'a> {
     repo: &'a Repository,
     index: &'a Index,
-    new_ids: Mutex<HashSet<Id>>,
-    writer: BlobWriter,
+    dedup: Dedup<'a>,
     chunker: ChunkerParams,
     seed: u64,
     level: i32,
@@ -157,38 +156,15 @@ struct Ctx<'a> {
     errors: Mutex<Vec<String>>,
     warnings: Mutex<Vec<String>>,
     bytes_read: AtomicU64,
-    blobs_added: AtomicU64,
-    bytes_added: AtomicU64,
 }
 
 impl Ctx<'_> {
     fn known(&self, id: &Id) -> bool {
-        self.index.contains(id)
-            || self
-                .new_ids
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(id)
+        self.dedup.known(id)
     }
 
-    /// Store a blob unless the repository (or this backup) already has it.
     fn store(&self, c: &mut Compressor, t: BlobType, data: &[u8]) -> Result<Id> {
-        let id = self.repo.key().blob_id(data);
-        if self.index.contains(&id)
-            || !self
-                .new_ids
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id)
-        {
-            return Ok(id);
-        }
-        let sealed = c.seal(self.repo.key(), t, &id, data);
-        self.blobs_added.fetch_add(1, Ordering::Relaxed);
-        self.bytes_added
-            .fetch_add(sealed.len() as u64, Ordering::Relaxed);
-        self.writer.add(t, id, &sealed, data.len() as u32)?;
-        Ok(id)
+        self.dedup.store(c, t, data)
     }
 
     fn error(&self, msg: String) {
@@ -602,8 +578,7 @@ pub fn backup(
     let ctx = Ctx {
         repo,
         index: &index,
-        new_ids: Mutex::new(HashSet::new()),
-        writer: BlobWriter::new(repo, opts.dry_run),
+        dedup: Dedup::new(repo, &index, opts.dry_run),
         chunker: repo.config().chunker,
         seed: repo.key().chunker_seed(),
         level: repo.config().compression,
@@ -611,8 +586,6 @@ pub fn backup(
         errors: Mutex::new(Vec::new()),
         warnings: Mutex::new(Vec::new()),
         bytes_read: AtomicU64::new(0),
-        blobs_added: AtomicU64::new(0),
-        bytes_added: AtomicU64::new(0),
     };
     progress.phase("backup");
     let threads = if opts.threads == 0 {
@@ -667,13 +640,12 @@ pub fn backup(
         }
     }
     let root = ctx.store(&mut c, BlobType::Tree, &Tree { nodes }.encode())?;
-    ctx.writer.finish()?;
+    ctx.dedup.writer.finish()?;
 
     let errors = std::mem::take(&mut *ctx.errors.lock().unwrap_or_else(|p| p.into_inner()));
     let warnings = std::mem::take(&mut *ctx.warnings.lock().unwrap_or_else(|p| p.into_inner()));
     summary.bytes_read = ctx.bytes_read.load(Ordering::Relaxed);
-    summary.blobs_added = ctx.blobs_added.load(Ordering::Relaxed);
-    summary.bytes_added = ctx.bytes_added.load(Ordering::Relaxed);
+    (summary.blobs_added, summary.bytes_added) = ctx.dedup.added();
     summary.total_bytes += summary.bytes_read;
     summary.seconds = started.elapsed().as_secs_f64();
     let snap = Snapshot {

@@ -25,6 +25,7 @@ pub mod restore;
 pub mod retention;
 pub mod session;
 pub mod snapshot;
+pub mod stream;
 pub mod tree;
 pub mod util;
 pub mod writer;

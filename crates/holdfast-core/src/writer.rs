@@ -5,15 +5,18 @@
 //! only then an index file naming them is written and flushed. A snapshot is written only after
 //! [`BlobWriter::finish`] returned, so everything it references is indexed and durable.
 
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, Sender};
 use holdfast_storage::{ObjectKind, PutMode};
 
-use crate::blob::BlobType;
+use crate::blob::{BlobType, Compressor};
 use crate::error::{Error, Result};
 use crate::id::Id;
+use crate::index::Index;
 use crate::index::IndexFile;
 use crate::pack::{PackBuilder, PackEntry};
 use crate::repo::Repository;
@@ -193,4 +196,67 @@ pub fn write_index(repo: &Repository, packs: Vec<(Id, Vec<PackEntry>)>) -> Resul
     })?;
     repo.storage().flush()?;
     Ok(id)
+}
+
+/// Deduplicating blob storage for one writer: skips blobs the index (or this writer) already has.
+pub struct Dedup<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    new_ids: Mutex<HashSet<Id>>,
+    /// The pack writer.
+    pub writer: BlobWriter,
+    blobs_added: AtomicU64,
+    bytes_added: AtomicU64,
+}
+
+impl<'a> Dedup<'a> {
+    /// Store into `repo`, deduplicating against `index`.
+    pub fn new(repo: &'a Repository, index: &'a Index, dry_run: bool) -> Self {
+        Dedup {
+            repo,
+            index,
+            new_ids: Mutex::new(HashSet::new()),
+            writer: BlobWriter::new(repo, dry_run),
+            blobs_added: AtomicU64::new(0),
+            bytes_added: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether the blob is already stored (or being stored by this writer).
+    pub fn known(&self, id: &Id) -> bool {
+        self.index.contains(id)
+            || self
+                .new_ids
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(id)
+    }
+
+    /// Store a blob unless it is known; returns its id.
+    pub fn store(&self, c: &mut Compressor, t: BlobType, data: &[u8]) -> Result<Id> {
+        let id = self.repo.key().blob_id(data);
+        if self.index.contains(&id)
+            || !self
+                .new_ids
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id)
+        {
+            return Ok(id);
+        }
+        let sealed = c.seal(self.repo.key(), t, &id, data);
+        self.blobs_added.fetch_add(1, Ordering::Relaxed);
+        self.bytes_added
+            .fetch_add(sealed.len() as u64, Ordering::Relaxed);
+        self.writer.add(t, id, &sealed, data.len() as u32)?;
+        Ok(id)
+    }
+
+    /// Blobs and stored bytes added so far.
+    pub fn added(&self) -> (u64, u64) {
+        (
+            self.blobs_added.load(Ordering::Relaxed),
+            self.bytes_added.load(Ordering::Relaxed),
+        )
+    }
 }

@@ -220,9 +220,37 @@ pub struct SourceConfig {
     #[serde(default, deserialize_with = "duration::de_opt")]
     pub hook_timeout: Option<Duration>,
     /// Command that checks a restored copy during a drill (`$HOLDFAST_DRILL_DIR` is the
-    /// restore directory).
+    /// restore directory). For `postgres` and `mysql` sources: an SQL query run on the scratch
+    /// server; the drill passes if its first value is true (not empty, `f`, `false` or `0`).
     #[serde(default)]
     pub verify: Option<String>,
+    /// Database name (`postgres`, `mysql`); default: every database (with globals).
+    #[serde(default)]
+    pub database: Option<String>,
+    /// `logical` (pg_dump, default) or `physical` (pg_basebackup) for `postgres`.
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// Server host or socket directory (`postgres`, `mysql`).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Server port.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Database user.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Environment variable holding the database password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// Command whose standard output is the data (`command` sources).
+    #[serde(default)]
+    pub command: Option<String>,
+    /// Command that takes the data on standard input to restore it (`command` sources).
+    #[serde(default)]
+    pub restore_command: Option<String>,
+    /// File name of the data inside the snapshot (`command` sources; default `NAME.out`).
+    #[serde(default)]
+    pub file_name: Option<String>,
 }
 
 impl SourceConfig {
@@ -389,6 +417,15 @@ impl Workload {
                     "source {n:?} is backed up but names no repository, and there are {} repositories: add repository = \"...\"",
                     self.repositories.len()
                 ));
+            }
+            if s.kind == SourceKind::Command && s.command.is_none() {
+                return self.err_at(s.name.span(), format!("source {n:?} of kind command needs command = \"...\" (its standard output is backed up)"));
+            }
+            if let Some(m) = &s.mode {
+                if s.kind != SourceKind::Postgres || !["logical", "physical"].contains(&m.as_str())
+                {
+                    return self.err_at(s.name.span(), format!("source {n:?}: mode {m:?} is only for postgres sources: \"logical\" or \"physical\""));
+                }
             }
             if matches!(s.kind, SourceKind::Path | SourceKind::Sqlite) && s.all_paths().is_empty() {
                 return self.err_at(

@@ -540,13 +540,10 @@ pub fn run_backup(env: &Env, repo: &Repository, s: &SourceConfig) -> Result<JobR
             messages,
         ))
     };
-    if s.kind != SourceKind::Path {
+    if s.kind == SourceKind::S3 {
         return fail(
             messages,
-            format!(
-                "source kind {:?} is not supported by this version yet; only \"path\" is",
-                s.kind
-            ),
+            "source kind s3 is not supported by this version yet".into(),
         );
     }
     if let Some(pre) = &s.pre {
@@ -557,6 +554,34 @@ pub fn run_backup(env: &Env, repo: &Repository, s: &SourceConfig) -> Result<JobR
                 format!("pre hook failed, nothing was backed up: {out}"),
             );
         }
+    }
+    if s.kind != SourceKind::Path {
+        let res = crate::sources::backup(repo, s, env.now, &std::env::temp_dir(), env.progress);
+        if let Some(post) = &s.post {
+            let (ok, out) = run_hook(post, hook_timeout(s), &[]);
+            if !ok {
+                messages.push(format!("post hook failed: {out}"));
+            }
+        }
+        return match res {
+            Ok(id) => {
+                let state = if messages.is_empty() {
+                    JobState::Completed
+                } else {
+                    JobState::CompletedWithWarnings
+                };
+                Ok(job(
+                    name,
+                    "backup",
+                    started,
+                    t.elapsed().as_secs_f64(),
+                    state,
+                    Some(id.to_hex()),
+                    messages,
+                ))
+            }
+            Err(e) => fail(messages, e),
+        };
     }
     let opts = BackupOptions {
         paths: s.all_paths(),
@@ -694,6 +719,27 @@ pub fn drill(
             } else {
                 *mine.last().ok_or_else(|| JobError::Invalid(format!("source {source} has no complete recovery point to drill: run `holdfast protect` first")))?
             };
+            if s.kind != SourceKind::Path {
+                let o = crate::sources::drill(&repo, s, pick, dir.path(), timeout);
+                let (passed, msgs, bytes) = match o {
+                    Ok(o) => (o.passed, o.messages, o.bytes),
+                    Err(e) => (false, vec![e], 0),
+                };
+                let rec = DrillRecord {
+                    source: source.into(),
+                    kind: "restore".into(),
+                    snapshot: Some(pick.id.to_hex()),
+                    started,
+                    seconds: t.elapsed().as_secs_f64(),
+                    passed,
+                    files: 1,
+                    bytes,
+                    messages: msgs,
+                    host: host(),
+                };
+                records::save(&repo, &Record::Drill(rec.clone()))?;
+                return Ok(rec);
+            }
             let (index, _) = repo.load_index()?;
             let target = dir.path().join("restore");
             let res = restore::restore(

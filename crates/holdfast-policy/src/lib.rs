@@ -15,3 +15,4 @@ pub mod duration;
 pub mod findings;
 pub mod jobs;
 pub mod report;
+pub mod sources;

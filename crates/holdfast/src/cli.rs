@@ -196,10 +196,11 @@ pub struct BackupArgs {
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// Snapshot id prefix, or `latest`.
-    pub snapshot: String,
+    /// Snapshot id prefix, or `latest` (with --source: default the source's newest).
+    #[arg(required_unless_present = "source")]
+    pub snapshot: Option<String>,
     /// Target directory.
-    #[arg(required_unless_present = "target_opt")]
+    #[arg(required_unless_present_any = ["target_opt", "source"])]
     pub target: Option<PathBuf>,
     /// Target directory (alternative to the positional argument).
     #[arg(short = 't', long = "target", conflicts_with = "target")]
@@ -210,6 +211,17 @@ pub struct RestoreArgs {
     /// Restore into a non-empty directory, replacing what is there.
     #[arg(long)]
     pub overwrite: bool,
+    /// Restore a workload source (from --config) with its own tool: a database into a server,
+    /// an SQLite file, a command's restore-command.
+    #[arg(long, value_name = "NAME")]
+    pub source: Option<String>,
+    /// With --source: where to (SQLite: a file; PostgreSQL: a database name, or an empty data
+    /// directory for physical backups; path sources: a directory).
+    #[arg(long, requires = "source")]
+    pub into: Option<String>,
+    /// With --source: restore over a non-empty target.
+    #[arg(long, requires = "source")]
+    pub replace: bool,
 }
 
 #[derive(Debug, Args)]

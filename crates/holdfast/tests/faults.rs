@@ -485,7 +485,7 @@ fn mutate(rng: &mut StdRng, root: &Path, round: usize) {
         let len = rng.gen_range(1..12_000);
         write_file(&root.join(f), &random_content(rng, len));
     }
-    if round % 3 == 0 {
+    if round == 1 || rng.gen_ratio(1, 3) {
         let big: Vec<_> = files
             .iter()
             .filter(|f| f.to_string_lossy().starts_with("big"))
@@ -533,20 +533,27 @@ fn sigkill_during_backup_leaves_a_consistent_repository() {
 
     let started = Instant::now();
     let (mut killed, mut finished) = (0, 0);
-    for round in 0..18 {
-        if started.elapsed() > Duration::from_secs(30) {
+    // Kill points are uniform over the duration of the last backup that ran to the end (at first
+    // the uninterrupted one measured above; later backups have less to do).
+    let mut bound = full;
+    // At least 15 rounds, and more until 8 backups were really killed, within a time budget.
+    for round in 0..25 {
+        let enough = round >= 15 && killed >= 8;
+        if enough || (round >= 15 && started.elapsed() > Duration::from_secs(35)) {
             break;
         }
         if round > 0 {
             mutate(&mut rng, &src, round);
         }
-        let delay = Duration::from_micros(rng.gen_range(0..=full.as_micros() as u64));
+        let delay = Duration::from_micros(rng.gen_range(0..=bound.as_micros() as u64));
         let mut c = std_cmd(&repo);
         c.arg("backup").arg(&src);
+        let t0 = Instant::now();
         let (was_killed, code) = kill_after(spawn(c), delay);
         if was_killed {
             killed += 1;
         } else {
+            bound = t0.elapsed();
             assert_eq!(
                 code,
                 Some(0),
@@ -743,9 +750,11 @@ fn sigkill_during_prune_leaves_a_consistent_repository() {
     });
     eprintln!("uninterrupted prune: {full:?}: {report}");
     assert!(
-        report["packs_deleted"].as_u64().unwrap() > 0,
+        report["packs_condemned"].as_u64().unwrap() > 0,
         "prune had nothing to delete: {report}"
     );
+    // (Not asserted here: that every condemned pack was deleted; see
+    // prune_reclaims_repacked_packs_in_one_run.)
     assert!(
         report["packs_repacked"].as_u64().unwrap() > 0,
         "prune had nothing to repack: {report}"
@@ -763,19 +772,25 @@ fn sigkill_during_prune_leaves_a_consistent_repository() {
 
     let started = Instant::now();
     let mut killed = 0;
-    for round in 0..10 {
-        if started.elapsed() > Duration::from_secs(25) {
+    let mut bound = full;
+    // At least 6 rounds, and more until 5 prunes were really killed, within a time budget.
+    for round in 0..12 {
+        let enough = round >= 6 && killed >= 5;
+        if enough || (round >= 6 && started.elapsed() > Duration::from_secs(30)) {
             break;
         }
         let work = t.path().join(format!("work{round}"));
         copy_tree(&repo, &work);
-        let delay = Duration::from_micros(rng.gen_range(0..=full.as_micros() as u64));
+        let delay = Duration::from_micros(rng.gen_range(0..=bound.as_micros() as u64));
         let mut c = std_cmd(&work);
         c.args(["prune", "--max-unused", "0"]);
+        let t0 = Instant::now();
         let (was_killed, code) = kill_after(spawn(c), delay);
         if was_killed {
             killed += 1;
         } else {
+            // The machine is less busy than when we measured: aim within this run's duration.
+            bound = bound.min(t0.elapsed());
             assert_eq!(
                 code,
                 Some(0),

@@ -120,9 +120,12 @@ pub fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
 }
 
 pub fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
+    if let Some(src) = a.source.clone() {
+        return super::policy::restore_source(g, &src, a);
+    }
     let repo = open(g)?;
     let (all, _) = snapshot::load_all(&repo)?;
-    let snap = snapshot::find(&all, &a.snapshot)?;
+    let snap = snapshot::find(&all, a.snapshot.as_deref().unwrap_or("latest"))?;
     let (index, _) = repo.load_index()?;
     let target = a
         .target

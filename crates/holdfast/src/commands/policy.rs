@@ -479,3 +479,79 @@ pub fn drill(
         exit::NONCOMPLIANT
     })
 }
+
+pub fn restore_source(g: &Global, name: &str, a: crate::cli::RestoreArgs) -> Result<u8> {
+    use holdfast_policy::config::SourceKind;
+    let w = workload(g)?;
+    let s = w
+        .source(name)
+        .with_context(|| format!("no source named {name:?} in {}", w.path.display()))?;
+    let (rname, rcfg) = w
+        .repository_of(s)
+        .with_context(|| format!("source {name} has no repository"))?;
+    let repo = opener(&w, false)(rname, rcfg)?;
+    let (all, _) = holdfast_core::snapshot::load_all(&repo)?;
+    let mine: Vec<_> = all
+        .iter()
+        .filter(|x| x.snapshot.source.as_deref() == Some(name))
+        .cloned()
+        .collect();
+    let snap = match a.snapshot.as_deref() {
+        None | Some("latest") => mine
+            .iter()
+            .rev()
+            .find(|x| x.snapshot.complete)
+            .cloned()
+            .with_context(|| format!("source {name} has no complete recovery point"))?,
+        Some(id) => holdfast_core::snapshot::find(&mine, id)?.clone(),
+    };
+    if s.kind == SourceKind::Path {
+        let target = a
+            .into
+            .map(PathBuf::from)
+            .or(a.target)
+            .or(a.target_opt)
+            .context("give --into DIRECTORY")?;
+        let (index, _) = repo.load_index()?;
+        let opts = holdfast_core::restore::RestoreOptions {
+            target,
+            include: a.include,
+            overwrite: a.replace || a.overwrite,
+            threads: 0,
+        };
+        let out = holdfast_core::restore::restore(
+            &repo,
+            &index,
+            &snap,
+            &opts,
+            &CliProgress::new(g.quiet || g.json),
+        )?;
+        if g.json {
+            print_json(&serde_json::json!({ "snapshot": snap.id.to_hex(), "result": out }))?;
+        } else {
+            println!(
+                "restored {name} from snapshot {} into {}: {} files",
+                snap.id.short(),
+                opts.target.display(),
+                out.files
+            );
+        }
+        return Ok(if out.errors.is_empty() {
+            exit::OK
+        } else {
+            exit::WARNINGS
+        });
+    }
+    let conn = holdfast_policy::sources::Conn::of(s).map_err(anyhow::Error::msg)?;
+    let done =
+        holdfast_policy::sources::restore(&repo, s, &snap, a.into.as_deref(), a.replace, &conn)
+            .map_err(|e| anyhow::anyhow!("restoring {name}: {e}"))?;
+    if g.json {
+        print_json(&serde_json::json!({ "snapshot": snap.id.to_hex(), "done": done }))?;
+    } else {
+        for d in &done {
+            println!("{d}");
+        }
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,970 @@
+//! Data sources that are backed up through their own backup mechanism, never by copying live
+//! files: SQLite (online backup API), PostgreSQL (pg_dump / pg_dumpall, or pg_basebackup),
+//! MySQL/MariaDB (mysqldump --single-transaction), and any command's output. Each dump is
+//! streamed into the repository; each is restored by the store's own restore tool; each can be
+//! drilled on a scratch server.
+
+use std::cell::RefCell;
+use std::fs::{self, File};
+use std::io::{self, Read, Seek};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
+use std::time::Duration;
+
+use holdfast_core::index::Index;
+use holdfast_core::progress::Progress;
+use holdfast_core::snapshot::SnapshotEntry;
+use holdfast_core::stream::{self, StreamItem, StreamOptions};
+use holdfast_core::{Id, Repository};
+
+use crate::config::{SourceConfig, SourceKind};
+
+/// Connection settings for a database client.
+#[derive(Debug, Clone, Default)]
+pub struct Conn {
+    /// Host or socket directory.
+    pub host: Option<String>,
+    /// Port.
+    pub port: Option<u16>,
+    /// User.
+    pub user: Option<String>,
+    /// Password.
+    pub password: Option<String>,
+}
+
+impl Conn {
+    /// From a source's settings.
+    pub fn of(s: &SourceConfig) -> Result<Conn, String> {
+        let password = match &s.password_env {
+            Some(v) => Some(
+                std::env::var(v)
+                    .map_err(|_| format!("environment variable {v} (password-env) is not set"))?,
+            ),
+            None => None,
+        };
+        Ok(Conn {
+            host: s.host.clone(),
+            port: s.port,
+            user: s.user.clone(),
+            password,
+        })
+    }
+
+    fn pg(&self, c: &mut Command) {
+        if let Some(h) = &self.host {
+            c.env("PGHOST", h);
+        }
+        if let Some(p) = self.port {
+            c.env("PGPORT", p.to_string());
+        }
+        if let Some(u) = &self.user {
+            c.env("PGUSER", u);
+        }
+        if let Some(p) = &self.password {
+            c.env("PGPASSWORD", p);
+        }
+        c.env("PGCONNECT_TIMEOUT", "10");
+    }
+
+    fn my(&self, c: &mut Command) {
+        if let Some(h) = &self.host {
+            if h.starts_with('/') {
+                c.arg(format!("--socket={h}"));
+            } else {
+                c.arg(format!("--host={h}"));
+            }
+        }
+        if let Some(p) = self.port {
+            c.arg(format!("--port={p}"));
+        }
+        if let Some(u) = &self.user {
+            c.arg(format!("--user={u}"));
+        }
+        if let Some(p) = &self.password {
+            c.env("MYSQL_PWD", p);
+        }
+    }
+}
+
+/// A process whose standard output is read as a stream; started on first read.
+struct Proc {
+    cmd: Option<Command>,
+    what: String,
+    child: Option<Child>,
+    stderr: Option<File>,
+    spawn_error: Option<String>,
+}
+
+type Shared = Rc<RefCell<Proc>>;
+
+struct ProcReader(Shared);
+
+impl Read for ProcReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut p = self.0.borrow_mut();
+        if p.child.is_none() && p.spawn_error.is_none() {
+            let mut cmd = p.cmd.take().expect("command set until spawned");
+            let err = tempfile::tempfile()?;
+            cmd.stdout(Stdio::piped())
+                .stderr(err.try_clone()?)
+                .stdin(Stdio::null());
+            match cmd.spawn() {
+                Ok(c) => {
+                    p.child = Some(c);
+                    p.stderr = Some(err);
+                }
+                Err(e) => {
+                    let msg = if e.kind() == io::ErrorKind::NotFound {
+                        format!("{} is not installed (or not on PATH): install the database's client tools", p.what)
+                    } else {
+                        format!("cannot run {}: {e}", p.what)
+                    };
+                    p.spawn_error = Some(msg.clone());
+                    return Err(io::Error::other(msg));
+                }
+            }
+        }
+        match p.child.as_mut().and_then(|c| c.stdout.as_mut()) {
+            Some(out) => out.read(buf),
+            None => Err(io::Error::other(p.spawn_error.clone().unwrap_or_default())),
+        }
+    }
+}
+
+fn finish(p: &Shared) -> Result<(), String> {
+    let mut p = p.borrow_mut();
+    if let Some(e) = &p.spawn_error {
+        return Err(e.clone());
+    }
+    let what = p.what.clone();
+    let Some(mut child) = p.child.take() else {
+        return Err(format!("{what} never ran"));
+    };
+    drop(child.stdout.take());
+    let status = child.wait().map_err(|e| format!("{what}: {e}"))?;
+    let mut text = String::new();
+    if let Some(mut f) = p.stderr.take() {
+        let _ = f.rewind();
+        let _ = f.take(16 * 1024).read_to_string(&mut text);
+    }
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{what} failed ({status}): {}", text.trim()))
+    }
+}
+
+fn item<'a>(name: &str, what: &str, cmd: Command) -> StreamItem<'a> {
+    let p: Shared = Rc::new(RefCell::new(Proc {
+        cmd: Some(cmd),
+        what: what.into(),
+        child: None,
+        stderr: None,
+        spawn_error: None,
+    }));
+    let q = p.clone();
+    StreamItem {
+        name: name.into(),
+        reader: Box::new(ProcReader(p)),
+        finish: Box::new(move || finish(&q)),
+    }
+}
+
+/// Run a command to completion; returns stdout, or the error with stderr.
+fn output(mut c: Command, what: &str) -> Result<String, String> {
+    let o = c.stdin(Stdio::null()).output().map_err(|e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            format!("{what} is not installed (or not on PATH)")
+        } else {
+            format!("cannot run {what}: {e}")
+        }
+    })?;
+    if o.status.success() {
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{what} failed ({}): {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        ))
+    }
+}
+
+/// The MySQL/MariaDB client program names available (prefers the mariadb-* names).
+fn my_tool(mariadb: &str, mysql: &str) -> String {
+    let found = |n: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(n).is_file()))
+    };
+    if found(mariadb) {
+        mariadb.into()
+    } else {
+        mysql.into()
+    }
+}
+
+/// Back up a non-path source through its own mechanism; returns the snapshot id.
+pub fn backup(
+    repo: &Repository,
+    s: &SourceConfig,
+    time: chrono::DateTime<chrono::Utc>,
+    scratch: &Path,
+    progress: &dyn Progress,
+) -> Result<Id, String> {
+    let name = s.name();
+    let opts = StreamOptions {
+        dir: name.to_string(),
+        label: format!("{}:{name}", format!("{:?}", s.kind).to_lowercase()),
+        source: Some(name.to_string()),
+        tags: s.tags.clone(),
+        time: Some(time),
+    };
+    let conn = Conn::of(s)?;
+    let mut _tmp = None;
+    let items: Vec<StreamItem> = match s.kind {
+        SourceKind::Sqlite => {
+            let path = s
+                .all_paths()
+                .into_iter()
+                .next()
+                .ok_or("sqlite source without path")?;
+            let dir = tempfile::Builder::new()
+                .prefix("holdfast-sqlite-")
+                .tempdir_in(scratch)
+                .map_err(|e| format!("scratch directory {}: {e}", scratch.display()))?;
+            let copy = dir.path().join("copy.sqlite");
+            sqlite_online_backup(&path, &copy)?;
+            let f = File::open(&copy).map_err(|e| e.to_string())?;
+            _tmp = Some(dir);
+            let base = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "db.sqlite".into());
+            vec![StreamItem {
+                name: base,
+                reader: Box::new(f),
+                finish: Box::new(|| Ok(())),
+            }]
+        }
+        SourceKind::Postgres if s.mode.as_deref() == Some("physical") => {
+            let mut c = Command::new("pg_basebackup");
+            c.args([
+                "-D",
+                "-",
+                "-F",
+                "tar",
+                "-X",
+                "fetch",
+                "--checkpoint=fast",
+                "--no-password",
+            ]);
+            conn.pg(&mut c);
+            vec![item("base.tar", "pg_basebackup", c)]
+        }
+        SourceKind::Postgres => {
+            let dbs = match s.database.as_deref() {
+                Some(db) if db != "all" => vec![db.to_string()],
+                _ => {
+                    let mut c = Command::new("psql");
+                    c.args(["-X", "-At", "--no-password", "-d", "postgres", "-c", "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1"]);
+                    conn.pg(&mut c);
+                    output(c, "psql (listing databases)")?
+                        .lines()
+                        .map(String::from)
+                        .collect()
+                }
+            };
+            let mut items = Vec::new();
+            if s.database.as_deref().is_none_or(|d| d == "all") {
+                let mut c = Command::new("pg_dumpall");
+                c.args(["--globals-only", "--no-password"]);
+                conn.pg(&mut c);
+                items.push(item("globals.sql", "pg_dumpall --globals-only", c));
+            }
+            for db in dbs {
+                let mut c = Command::new("pg_dump");
+                // Uncompressed: holdfast deduplicates first and compresses after (a zlib stream
+                // would change entirely with any row and defeat deduplication).
+                c.args(["-F", "custom", "-Z", "0", "--no-password", "-d", &db]);
+                conn.pg(&mut c);
+                items.push(item(&format!("{db}.dump"), &format!("pg_dump {db}"), c));
+            }
+            items
+        }
+        SourceKind::Mysql => {
+            let tool = my_tool("mariadb-dump", "mysqldump");
+            let mut c = Command::new(&tool);
+            conn.my(&mut c);
+            c.args([
+                "--single-transaction",
+                "--routines",
+                "--events",
+                "--triggers",
+                "--hex-blob",
+            ]);
+            match s.database.as_deref() {
+                Some(db) if db != "all" => c.args(["--databases", db]),
+                _ => c.arg("--all-databases"),
+            };
+            vec![item("dump.sql", &tool, c)]
+        }
+        SourceKind::Command => {
+            let cmd = s.command.clone().ok_or("command source without command")?;
+            let mut c = Command::new("sh");
+            c.arg("-c").arg(&cmd);
+            let file = s.file_name.clone().unwrap_or_else(|| format!("{name}.out"));
+            vec![item(&file, &format!("command {cmd:?}"), c)]
+        }
+        SourceKind::Path | SourceKind::S3 => {
+            return Err(format!("kind {:?} is not a stream source", s.kind))
+        }
+    };
+    stream::backup_streams(repo, &opts, items, progress)
+        .map(|(id, _)| id)
+        .map_err(|e| e.to_string())
+}
+
+/// A consistent copy of a live SQLite database through SQLite's online backup API, in one step
+/// (the source's read lock is held for the copy, so writers in WAL mode go on).
+pub fn sqlite_online_backup(src: &Path, dst: &Path) -> Result<(), String> {
+    let from = rusqlite::Connection::open_with_flags(
+        src,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| format!("opening SQLite database {}: {e}", src.display()))?;
+    from.busy_timeout(Duration::from_secs(30))
+        .map_err(|e| e.to_string())?;
+    let mut to = rusqlite::Connection::open(dst).map_err(|e| format!("{}: {e}", dst.display()))?;
+    let b = rusqlite::backup::Backup::new(&from, &mut to)
+        .map_err(|e| format!("SQLite backup of {}: {e}", src.display()))?;
+    // One step copies every page under one read lock: a consistent copy even while writers in
+    // WAL mode go on (a multi-step copy restarts whenever another connection writes).
+    loop {
+        match b
+            .step(-1)
+            .map_err(|e| format!("SQLite backup of {}: {e}", src.display()))?
+        {
+            rusqlite::backup::StepResult::Done => break,
+            rusqlite::backup::StepResult::More => {}
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    Ok(())
+}
+
+/// Stream one file of a snapshot into a command's standard input.
+fn feed(
+    repo: &Repository,
+    index: &Index,
+    root: &Id,
+    path: &str,
+    mut cmd: Command,
+    what: &str,
+) -> Result<(), String> {
+    let err = tempfile::tempfile().map_err(|e| e.to_string())?;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(err.try_clone().map_err(|e| e.to_string())?)
+        .stderr(err.try_clone().map_err(|e| e.to_string())?)
+        .spawn()
+        .map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                format!("{what} is not installed (or not on PATH)")
+            } else {
+                format!("cannot run {what}: {e}")
+            }
+        })?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let fed = stream::read_file(repo, index, root, path, &mut stdin);
+    drop(stdin);
+    let status = child.wait().map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    let mut f = err;
+    let _ = f.rewind();
+    let _ = f.take(16 * 1024).read_to_string(&mut text);
+    fed.map_err(|e| format!("reading {path} from the repository: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{what} failed ({status}): {}", text.trim()))
+    }
+}
+
+/// Files of a stream snapshot: `(directory, file)`.
+fn files(
+    repo: &Repository,
+    index: &Index,
+    snap: &SnapshotEntry,
+) -> Result<Vec<(String, String)>, String> {
+    stream::list_files(repo, index, &snap.snapshot.tree).map_err(|e| e.to_string())
+}
+
+/// Whether a PostgreSQL database has user tables. `None`: it does not exist.
+fn pg_user_tables(conn: &Conn, db: &str) -> Result<Option<u64>, String> {
+    let mut c = Command::new("psql");
+    c.args([
+        "-X",
+        "-At",
+        "--no-password",
+        "-d",
+        "postgres",
+        "-c",
+        &format!(
+            "SELECT count(*) FROM pg_database WHERE datname = '{}'",
+            db.replace('\'', "''")
+        ),
+    ]);
+    conn.pg(&mut c);
+    if output(c, "psql")?.trim() == "0" {
+        return Ok(None);
+    }
+    let mut c = Command::new("psql");
+    c.args(["-X", "-At", "--no-password", "-d", db, "-c", "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r','v','m','S','f','p') AND n.nspname NOT IN ('pg_catalog','information_schema') AND n.nspname NOT LIKE 'pg_toast%'"]);
+    conn.pg(&mut c);
+    Ok(Some(output(c, "psql")?.trim().parse().unwrap_or(0)))
+}
+
+/// Restore a database source's snapshot with the store's own tools.
+///
+/// `into`: sqlite: a file; postgres logical: a database name (default: the original names);
+/// postgres physical: an empty directory; mysql: ignored (the dump names its databases);
+/// command: ignored (the restore command decides). Refuses a non-empty target unless `replace`.
+pub fn restore(
+    repo: &Repository,
+    s: &SourceConfig,
+    snap: &SnapshotEntry,
+    into: Option<&str>,
+    replace: bool,
+    conn: &Conn,
+) -> Result<Vec<String>, String> {
+    let (index, _) = repo.load_index().map_err(|e| e.to_string())?;
+    let root = &snap.snapshot.tree;
+    let fs_ = files(repo, &index, snap)?;
+    let mut done = Vec::new();
+    match s.kind {
+        SourceKind::Sqlite => {
+            let (d, f) = fs_.first().ok_or("the snapshot holds no database file")?;
+            let target = PathBuf::from(into.ok_or("restoring an sqlite source needs --into FILE")?);
+            if target.exists()
+                && fs::metadata(&target).map(|m| m.len() > 0).unwrap_or(true)
+                && !replace
+            {
+                return Err(format!(
+                    "{} exists: pass --replace to overwrite it",
+                    target.display()
+                ));
+            }
+            let tmp = target.with_extension("holdfast-restore");
+            let mut out = File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+            stream::read_file(repo, &index, root, &format!("{d}/{f}"), &mut out)
+                .map_err(|e| e.to_string())?;
+            out.sync_all().map_err(|e| e.to_string())?;
+            fs::rename(&tmp, &target).map_err(|e| e.to_string())?;
+            done.push(format!("restored {} to {}", f, target.display()));
+        }
+        SourceKind::Postgres if s.mode.as_deref() == Some("physical") => {
+            let (d, f) = fs_.first().ok_or("the snapshot holds no base backup")?;
+            let target = PathBuf::from(
+                into.ok_or("restoring a physical postgres backup needs --into DATA_DIRECTORY")?,
+            );
+            if fs::read_dir(&target)
+                .map(|mut r| r.next().is_some())
+                .unwrap_or(false)
+                && !replace
+            {
+                return Err(format!(
+                    "{} is not empty: pass --replace, or give an empty directory",
+                    target.display()
+                ));
+            }
+            fs::create_dir_all(&target).map_err(|e| e.to_string())?;
+            let mut c = Command::new("tar");
+            c.arg("-x").arg("-C").arg(&target).arg("-f").arg("-");
+            feed(repo, &index, root, &format!("{d}/{f}"), c, "tar")?;
+            done.push(format!(
+                "extracted the base backup into {} (start PostgreSQL on it to recover)",
+                target.display()
+            ));
+        }
+        SourceKind::Postgres => {
+            if let Some((d, f)) = fs_.iter().find(|(_, f)| f == "globals.sql") {
+                let mut c = Command::new("psql");
+                c.args(["-X", "-q", "--no-password", "-d", "postgres", "-f", "-"]);
+                conn.pg(&mut c);
+                // Roles that exist already make harmless errors; the dumps below must succeed.
+                let _ = feed(repo, &index, root, &format!("{d}/{f}"), c, "psql (globals)");
+                done.push("roles and tablespaces applied".into());
+            }
+            let dumps: Vec<_> = fs_.iter().filter(|(_, f)| f.ends_with(".dump")).collect();
+            if into.is_some() && dumps.len() != 1 {
+                return Err(format!(
+                    "--into names one database, but the snapshot holds {} dumps",
+                    dumps.len()
+                ));
+            }
+            for (d, f) in dumps {
+                let db = into
+                    .map(String::from)
+                    .unwrap_or_else(|| f.trim_end_matches(".dump").to_string());
+                match pg_user_tables(conn, &db)? {
+                    Some(n) if n > 0 && !replace => return Err(format!("database {db} is not empty ({n} relations): pass --replace to restore over it")),
+                    Some(_) => {}
+                    None => {
+                        let mut c = Command::new("createdb");
+                        c.args(["--no-password", &db]);
+                        conn.pg(&mut c);
+                        output(c, "createdb")?;
+                    }
+                }
+                let mut c = Command::new("pg_restore");
+                c.args(["--no-password", "--exit-on-error", "--no-owner", "-d", &db]);
+                if replace {
+                    c.args(["--clean", "--if-exists"]);
+                }
+                conn.pg(&mut c);
+                feed(
+                    repo,
+                    &index,
+                    root,
+                    &format!("{d}/{f}"),
+                    c,
+                    &format!("pg_restore into {db}"),
+                )?;
+                done.push(format!("restored database {db}"));
+            }
+        }
+        SourceKind::Mysql => {
+            let (d, f) = fs_.first().ok_or("the snapshot holds no dump")?;
+            let tool = my_tool("mariadb", "mysql");
+            if !replace {
+                let mut c = Command::new(&tool);
+                conn.my(&mut c);
+                c.args(["-N", "-B", "-e", "SELECT count(*) FROM information_schema.tables WHERE table_schema NOT IN ('mysql','information_schema','performance_schema','sys')"]);
+                let n: u64 = output(c, &tool)?.trim().parse().unwrap_or(0);
+                if n > 0 {
+                    return Err(format!("the server already holds {n} user tables: pass --replace to restore over them"));
+                }
+            }
+            let mut c = Command::new(&tool);
+            conn.my(&mut c);
+            feed(repo, &index, root, &format!("{d}/{f}"), c, &tool)?;
+            done.push("restored the dump".into());
+        }
+        SourceKind::Command => {
+            let (d, f) = fs_.first().ok_or("the snapshot holds no data")?;
+            let cmd = s
+                .restore_command
+                .clone()
+                .ok_or("this command source has no restore-command")?;
+            let mut c = Command::new("sh");
+            c.arg("-c").arg(&cmd);
+            if let Some(t) = into {
+                c.env("HOLDFAST_RESTORE_TARGET", t);
+            }
+            feed(
+                repo,
+                &index,
+                root,
+                &format!("{d}/{f}"),
+                c,
+                &format!("restore-command {cmd:?}"),
+            )?;
+            done.push(format!("fed {f} to the restore command"));
+        }
+        SourceKind::Path | SourceKind::S3 => return Err("not a stream source".into()),
+    }
+    Ok(done)
+}
+
+/// Result of a database drill.
+pub struct DrillOutcome {
+    /// Passed.
+    pub passed: bool,
+    /// What was done and checked.
+    pub messages: Vec<String>,
+    /// Bytes of dumps restored.
+    pub bytes: u64,
+}
+
+fn truthy(s: &str) -> bool {
+    let v = s.lines().next().unwrap_or("").trim();
+    !(v.is_empty() || v == "f" || v == "false" || v == "0")
+}
+
+/// Drill a stream source: restore into a scratch place (a scratch server for databases),
+/// check it, run the verify query or command.
+pub fn drill(
+    repo: &Repository,
+    s: &SourceConfig,
+    snap: &SnapshotEntry,
+    scratch: &Path,
+    timeout: Duration,
+) -> Result<DrillOutcome, String> {
+    let mut messages = Vec::new();
+    let bytes = snap.snapshot.summary.total_bytes;
+    let passed = match s.kind {
+        SourceKind::Sqlite => {
+            let db = scratch.join("restored.sqlite");
+            messages.extend(restore(
+                repo,
+                s,
+                snap,
+                Some(db.to_str().ok_or("scratch path is not UTF-8")?),
+                false,
+                &Conn::default(),
+            )?);
+            let c = rusqlite::Connection::open(&db).map_err(|e| e.to_string())?;
+            let ic: String = c
+                .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+                .map_err(|e| e.to_string())?;
+            messages.push(format!("PRAGMA integrity_check: {ic}"));
+            let mut ok = ic == "ok";
+            let tables: Vec<String> = c
+                .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY 1")
+                .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+                .map_err(|e| e.to_string())?;
+            for t in tables {
+                let n: i64 = c
+                    .query_row(
+                        &format!("SELECT count(*) FROM \"{}\"", t.replace('"', "\"\"")),
+                        [],
+                        |r| r.get(0),
+                    )
+                    .map_err(|e| e.to_string())?;
+                messages.push(format!("table {t}: {n} rows"));
+            }
+            if let Some(q) = &s.verify {
+                match c.query_row(q, [], |r| r.get::<_, rusqlite::types::Value>(0)) {
+                    Ok(v) => {
+                        let t = match v {
+                            rusqlite::types::Value::Integer(i) => i.to_string(),
+                            rusqlite::types::Value::Text(t) => t,
+                            rusqlite::types::Value::Real(r) => r.to_string(),
+                            _ => String::new(),
+                        };
+                        messages.push(format!("verify query returned {t:?}"));
+                        ok &= truthy(&t);
+                    }
+                    Err(e) => {
+                        messages.push(format!("verify query failed: {e}"));
+                        ok = false;
+                    }
+                }
+            }
+            ok
+        }
+        SourceKind::Postgres => {
+            let server = pg_scratch::Server::start(scratch, timeout)?;
+            let conn = server.conn();
+            let physical = s.mode.as_deref() == Some("physical");
+            let r = if physical {
+                server.stop();
+                let data = server.data_dir();
+                fs::remove_dir_all(&data).map_err(|e| e.to_string())?;
+                let msgs = restore(
+                    repo,
+                    s,
+                    snap,
+                    Some(data.to_str().unwrap_or_default()),
+                    false,
+                    &conn,
+                )?;
+                server.adopt_restored_data()?;
+                Ok(msgs)
+            } else {
+                restore(repo, s, snap, None, false, &conn)
+            };
+            let mut ok = match r {
+                Ok(m) => {
+                    messages.extend(m);
+                    true
+                }
+                Err(e) => {
+                    messages.push(e);
+                    false
+                }
+            };
+            if ok {
+                if let Some(q) = &s.verify {
+                    let db = s
+                        .database
+                        .clone()
+                        .filter(|d| d != "all")
+                        .unwrap_or_else(|| "postgres".into());
+                    let mut c = Command::new("psql");
+                    c.args([
+                        "-X",
+                        "-At",
+                        "--no-password",
+                        "-v",
+                        "ON_ERROR_STOP=1",
+                        "-d",
+                        &db,
+                        "-c",
+                        q,
+                    ]);
+                    conn.pg(&mut c);
+                    match output(c, "psql (verify)") {
+                        Ok(out) => {
+                            messages.push(format!("verify query returned {:?}", out.trim()));
+                            ok = truthy(&out);
+                        }
+                        Err(e) => {
+                            messages.push(e);
+                            ok = false;
+                        }
+                    }
+                }
+            }
+            server.stop();
+            ok
+        }
+        SourceKind::Mysql => return Err(
+            "drills of mysql sources need a scratch MariaDB server; not available in this version"
+                .into(),
+        ),
+        SourceKind::Command => {
+            let target = scratch.join("restored");
+            fs::create_dir_all(&target).map_err(|e| e.to_string())?;
+            let mut ok = true;
+            match restore(
+                repo,
+                s,
+                snap,
+                Some(target.to_str().unwrap_or_default()),
+                false,
+                &Conn::default(),
+            ) {
+                Ok(m) => messages.extend(m),
+                Err(e) => {
+                    messages.push(e);
+                    ok = false;
+                }
+            }
+            if ok {
+                if let Some(v) = &s.verify {
+                    let (vok, out) =
+                        crate::jobs::run_hook(v, timeout, &[("HOLDFAST_DRILL_DIR", &target)]);
+                    messages.push(format!("verify: {}", if vok { "ok".into() } else { out }));
+                    ok = vok;
+                }
+            }
+            ok
+        }
+        SourceKind::Path | SourceKind::S3 => return Err("not a stream source".into()),
+    };
+    Ok(DrillOutcome {
+        passed,
+        messages,
+        bytes,
+    })
+}
+
+/// Throwaway PostgreSQL servers on a free loopback port, for drills (and tests).
+pub mod pg_scratch {
+    use super::*;
+
+    /// The directory of PostgreSQL's server programs (initdb, pg_ctl).
+    pub fn bindir() -> Result<PathBuf, String> {
+        if let Some(d) = std::env::var_os("HOLDFAST_PG_BINDIR") {
+            return Ok(d.into());
+        }
+        let mut found: Vec<PathBuf> = fs::read_dir("/usr/lib/postgresql")
+            .map(|r| {
+                r.flatten()
+                    .map(|e| e.path().join("bin"))
+                    .filter(|p| p.join("initdb").is_file())
+                    .collect()
+            })
+            .unwrap_or_default();
+        found.sort_by_key(|p| {
+            p.parent()
+                .and_then(|v| v.file_name())
+                .and_then(|v| v.to_str())
+                .and_then(|v| v.parse::<u32>().ok())
+                .unwrap_or(0)
+        });
+        if let Some(d) = found.pop() {
+            return Ok(d);
+        }
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .find(|d| d.join("initdb").is_file())
+            .ok_or_else(|| "PostgreSQL server programs (initdb, pg_ctl) not found: install the postgresql package or set HOLDFAST_PG_BINDIR".into())
+    }
+
+    fn free_port() -> Result<u16, String> {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(|e| e.to_string())
+    }
+
+    /// A running scratch server.
+    pub struct Server {
+        dir: PathBuf,
+        port: u16,
+        bin: PathBuf,
+        timeout: Duration,
+        as_user: Option<String>,
+        running: std::cell::Cell<bool>,
+    }
+
+    impl Server {
+        fn cmd(&self, prog: &str) -> Command {
+            let exe = self.bin.join(prog);
+            match &self.as_user {
+                Some(u) => {
+                    let mut c = Command::new("setpriv");
+                    c.args([
+                        format!("--reuid={u}"),
+                        format!("--regid={u}"),
+                        "--init-groups".into(),
+                        "--".into(),
+                    ])
+                    .arg(exe);
+                    c
+                }
+                None => Command::new(exe),
+            }
+        }
+
+        /// initdb and start a server under `scratch` (as user `postgres` when running as root:
+        /// PostgreSQL refuses to run as root).
+        pub fn start(scratch: &Path, timeout: Duration) -> Result<Server, String> {
+            let bin = bindir()?;
+            let dir = tempfile::Builder::new()
+                .prefix("pg-")
+                .tempdir_in(scratch)
+                .map_err(|e| e.to_string())?
+                .keep();
+            // SAFETY: geteuid has no preconditions.
+            let as_user = (unsafe { libc::geteuid() } == 0).then(|| "postgres".to_string());
+            if let Some(u) = &as_user {
+                let o = Command::new("chown")
+                    .arg("-R")
+                    .arg(format!("{u}:"))
+                    .arg(&dir)
+                    .output()
+                    .map_err(|e| e.to_string())?;
+                if !o.status.success() {
+                    return Err(format!("chown {} to {u}: {} (a scratch PostgreSQL server must not run as root; the postgresql package creates the user)", dir.display(), String::from_utf8_lossy(&o.stderr).trim()));
+                }
+                // The parents must be traversable by that user.
+                let mut p = dir.parent();
+                while let Some(d) = p {
+                    use std::os::unix::fs::PermissionsExt;
+                    if let Ok(m) = fs::metadata(d) {
+                        if m.permissions().mode() & 0o001 == 0 {
+                            let _ = fs::set_permissions(
+                                d,
+                                fs::Permissions::from_mode(m.permissions().mode() | 0o711),
+                            );
+                        }
+                    }
+                    p = d.parent();
+                }
+            }
+            let s = Server {
+                dir,
+                port: free_port()?,
+                bin,
+                timeout,
+                as_user,
+                running: std::cell::Cell::new(false),
+            };
+            let mut c = s.cmd("initdb");
+            c.arg("-D").arg(s.data_dir()).args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ]);
+            output(c, "initdb")?;
+            s.launch()?;
+            Ok(s)
+        }
+
+        /// The data directory.
+        pub fn data_dir(&self) -> PathBuf {
+            self.dir.join("data")
+        }
+
+        fn launch(&self) -> Result<(), String> {
+            let mut c = self.cmd("pg_ctl");
+            c.arg("-D")
+                .arg(self.data_dir())
+                .arg("-l")
+                .arg(self.dir.join("server.log"))
+                .args(["-w", "-t"])
+                .arg(self.timeout.as_secs().max(30).to_string())
+                .arg("-o")
+                .arg(format!(
+                    "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+                    self.port,
+                    self.dir.display()
+                ));
+            c.arg("start");
+            match output(c, "pg_ctl start") {
+                Ok(_) => {
+                    self.running.set(true);
+                    Ok(())
+                }
+                Err(e) => {
+                    let log = fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+                    Err(format!(
+                        "{e}; server log: {}",
+                        log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
+                    ))
+                }
+            }
+        }
+
+        /// After a base backup was extracted into the data directory: fix ownership and mode,
+        /// then start the server on it (it recovers from the WAL in the backup).
+        pub fn adopt_restored_data(&self) -> Result<(), String> {
+            use std::os::unix::fs::PermissionsExt;
+            let d = self.data_dir();
+            fs::set_permissions(&d, fs::Permissions::from_mode(0o700))
+                .map_err(|e| e.to_string())?;
+            if let Some(u) = &self.as_user {
+                let mut c = Command::new("chown");
+                c.arg("-R").arg(format!("{u}:")).arg(&d);
+                output(c, "chown")?;
+            }
+            self.launch()
+        }
+
+        /// Client settings for this server.
+        pub fn conn(&self) -> Conn {
+            Conn {
+                host: Some("127.0.0.1".into()),
+                port: Some(self.port),
+                user: Some("postgres".into()),
+                password: None,
+            }
+        }
+
+        /// Stop it (idempotent).
+        pub fn stop(&self) {
+            if self.running.replace(false) {
+                let mut c = self.cmd("pg_ctl");
+                c.arg("-D")
+                    .arg(self.data_dir())
+                    .args(["-m", "immediate", "-w", "stop"]);
+                let _ = c.stdout(Stdio::null()).stderr(Stdio::null()).status();
+            }
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            self.stop();
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
