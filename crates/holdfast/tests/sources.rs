@@ -57,8 +57,13 @@ impl W {
     }
     /// Run protect for one source and return its backup job record.
     fn protect(&self, source: &str) -> Value {
+        self.protect_at(source, chrono::Utc::now())
+    }
+    /// The same, at a given time.
+    fn protect_at(&self, source: &str, now: chrono::DateTime<chrono::Utc>) -> Value {
         let o = self
             .cmd(&["--json", "protect", "--source", source])
+            .env("HOLDFAST_NOW", now.to_rfc3339())
             .output()
             .unwrap();
         let v: Value = serde_json::from_slice(&o.stdout)
@@ -409,4 +414,91 @@ fn command_streams_and_failures() {
         .args(["check", "--read-data", "--repo", repo.to_str().unwrap()])
         .assert()
         .success();
+}
+
+fn maria(conn: &holdfast_policy::sources::Conn, db: Option<&str>, q: &str) -> String {
+    let mut c = Std::new("mariadb");
+    c.arg(format!("--socket={}", conn.host.as_deref().unwrap()))
+        .args(["--user=root", "-N", "-B"]);
+    if let Some(db) = db {
+        c.arg(format!("--database={db}"));
+    }
+    let o = c.args(["-e", q]).output().unwrap();
+    assert!(
+        o.status.success(),
+        "mariadb {q}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+#[test]
+fn mariadb_dump_is_consistent_under_inserts_and_drills() {
+    let scratch = tempfile::tempdir().unwrap();
+    let server = holdfast_policy::sources::my_scratch::Server::start(
+        scratch.path(),
+        Duration::from_secs(60),
+    )
+    .expect("a MariaDB server (scripts/test.sh installs mariadb-server)");
+    let conn = server.conn();
+    maria(&conn, None, "CREATE DATABASE shop");
+    maria(
+        &conn,
+        Some("shop"),
+        "CREATE TABLE ledger(id INT AUTO_INCREMENT PRIMARY KEY, amount INT NOT NULL) ENGINE=InnoDB",
+    );
+    // Every transaction inserts a pair that sums to zero: any consistent copy sums to zero.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (s2, sock) = (stop.clone(), conn.host.clone().unwrap());
+    let writer = std::thread::spawn(move || {
+        let mut n = 0;
+        while !s2.load(Ordering::Relaxed) {
+            let q = "START TRANSACTION; INSERT INTO ledger(amount) VALUES (7); INSERT INTO ledger(amount) VALUES (-7); COMMIT;".repeat(20);
+            let o = Std::new("mariadb")
+                .arg(format!("--socket={sock}"))
+                .args(["--user=root", "--database=shop", "-e", &q])
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            n += 20;
+        }
+        n
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let w = W::new(&format!(
+        "[[source]]\nname = \"shop\"\nkind = \"mysql\"\nhost = \"{}\"\nuser = \"root\"\ndatabase = \"shop\"\nclass = \"critical\"\nstrategy = \"backup\"\nverify = \"SELECT count(*) > 0 AND sum(amount) = 0 FROM ledger\"\n",
+        conn.host.as_deref().unwrap()
+    ));
+    let j = w.protect("shop");
+    stop.store(true, Ordering::Relaxed);
+    assert!(writer.join().unwrap() > 0);
+    assert_eq!(j["state"], "completed", "{j}");
+    // The drill restores into a scratch server and checks the invariant.
+    let d = w.json(&["drill", "shop"], 0);
+    assert_eq!(d[0]["passed"], true, "{d}");
+    // Restoring over the live (non-empty) server is refused without --replace.
+    let o = w.cmd(&["restore", "--source", "shop"]).output().unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--replace"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // After losing the database, one command brings it back, consistent.
+    maria(&conn, None, "DROP DATABASE shop");
+    w.cmd(&["restore", "--source", "shop"]).assert().success();
+    assert_eq!(
+        maria(
+            &conn,
+            Some("shop"),
+            "SELECT sum(amount) = 0 AND count(*) > 0 FROM ledger"
+        ),
+        "1"
+    );
+    // Down server: failed job, no recovery point.
+    let before = w.snapshot_count("shop");
+    drop(server);
+    let j = w.protect_at("shop", chrono::Utc::now() + chrono::Duration::minutes(20));
+    assert_eq!(j["state"], "failed", "{j}");
+    assert_eq!(w.snapshot_count("shop"), before);
 }
