@@ -506,10 +506,11 @@ fn absolute(p: &Path) -> Result<PathBuf> {
 /// packs that garbage collection condemned (so nothing new references them).
 pub fn writable_index(repo: &Repository, adopt: bool) -> Result<Index> {
     let condemned = session::condemned_packs(repo)?;
-    let (mut index, _) = repo.load_index()?;
-    if adopt {
-        crate::check::adopt_orphans(repo, &mut index, &condemned)?;
+    if !adopt {
+        return Ok(repo.load_index()?.0.without_packs(&condemned));
     }
+    let (mut index, _, _) = repo.load_index_files()?;
+    crate::check::adopt_orphans(repo, &mut index, &condemned)?;
     Ok(index.without_packs(&condemned))
 }
 

@@ -158,6 +158,8 @@ pub struct Index {
     packs: Vec<Id>,
     pack_pos: HashMap<Id, u32>,
     blobs: HashMap<Id, Location>,
+    /// Further locations of blobs stored more than once.
+    alternates: HashMap<Id, Vec<Location>>,
 }
 
 impl Index {
@@ -174,13 +176,25 @@ impl Index {
         };
         self.blobs.reserve(entries.len());
         for e in entries {
-            self.blobs.entry(e.id).or_insert(Location {
+            let loc = Location {
                 pack: p,
                 blob_type: e.blob_type,
                 offset: e.offset,
                 length: e.length,
                 raw_len: e.raw_len,
-            });
+            };
+            match self.blobs.entry(e.id) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(loc);
+                }
+                std::collections::hash_map::Entry::Occupied(o) => {
+                    // A second copy (concurrent writers, or a repack): remember it, so dropping
+                    // the first pack does not lose the blob.
+                    if o.get().pack != p {
+                        self.alternates.entry(e.id).or_default().push(loc);
+                    }
+                }
+            }
         }
     }
 
@@ -223,6 +237,15 @@ impl Index {
             .map(move |(id, l)| (id, self.packs[l.pack as usize], l))
     }
 
+    /// Every location of every blob, duplicates included.
+    pub fn iter_all(&self) -> impl Iterator<Item = (&Id, Id, &Location)> + '_ {
+        self.iter().chain(
+            self.alternates.iter().flat_map(move |(id, ls)| {
+                ls.iter().map(move |l| (id, self.packs[l.pack as usize], l))
+            }),
+        )
+    }
+
     /// A copy without the blobs of the given packs (used to avoid deduplicating against packs
     /// that garbage collection has condemned).
     pub fn without_packs(&self, drop: &std::collections::HashSet<Id>) -> Index {
@@ -231,7 +254,12 @@ impl Index {
         }
         let mut out = Index::default();
         let mut by_pack: HashMap<u32, Vec<PackEntry>> = HashMap::new();
-        for (id, l) in &self.blobs {
+        let all = self.blobs.iter().map(|(id, l)| (id, l)).chain(
+            self.alternates
+                .iter()
+                .flat_map(|(id, ls)| ls.iter().map(move |l| (id, l))),
+        );
+        for (id, l) in all {
             by_pack.entry(l.pack).or_default().push(PackEntry {
                 blob_type: l.blob_type,
                 id: *id,
@@ -240,7 +268,9 @@ impl Index {
                 raw_len: l.raw_len,
             });
         }
-        for (p, entries) in by_pack {
+        let mut ps: Vec<_> = by_pack.into_iter().collect();
+        ps.sort_by_key(|(p, _)| *p);
+        for (p, entries) in ps {
             let pack = self.packs[p as usize];
             if !drop.contains(&pack) {
                 out.add_pack(pack, &entries);

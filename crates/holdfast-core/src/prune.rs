@@ -160,7 +160,7 @@ fn used_blobs(repo: &Repository, index: &Index, snaps: &[SnapshotEntry]) -> Resu
 /// Group an index by pack.
 fn by_pack(index: &Index) -> HashMap<Id, Vec<PackEntry>> {
     let mut m: HashMap<Id, Vec<PackEntry>> = HashMap::new();
-    for (id, pack, l) in index.iter() {
+    for (id, pack, l) in index.iter_all() {
         m.entry(pack).or_default().push(PackEntry {
             blob_type: l.blob_type,
             id: *id,

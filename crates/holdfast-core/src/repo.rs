@@ -406,18 +406,52 @@ impl Repository {
 
     /// Read every index file into one index. Returns the index and the ids of the files read.
     pub fn load_index(&self) -> Result<(Index, Vec<Id>)> {
+        let (mut idx, files, _) = self.load_index_files()?;
+        // Packs no readable index names (an interrupted writer's, or the index file naming them
+        // is damaged): index them from their own headers, in memory.
+        for o in self.storage.list(ObjectKind::Pack)? {
+            let Some(id) = Id::from_hex(&o.name) else {
+                continue;
+            };
+            if idx.has_pack(&id) {
+                continue;
+            }
+            match crate::check::read_pack_header(self, &o.name, o.size) {
+                Ok(entries) => idx.add_pack(id, &entries),
+                Err(e) => tracing::warn!(
+                    "pack {} is in no index and its header is unreadable: {e}",
+                    o.name
+                ),
+            }
+        }
+        Ok((idx, files))
+    }
+
+    /// Read the index files only. Damaged files are skipped with a warning (their packs can be
+    /// indexed from the packs' headers) and named in the third list; the second list has every
+    /// index file, damaged ones included.
+    pub fn load_index_files(&self) -> Result<(Index, Vec<Id>, Vec<String>)> {
         let mut idx = Index::default();
         let mut files = Vec::new();
+        let mut damaged = Vec::new();
         for o in self.storage.list(ObjectKind::Index)? {
-            let f = self.read_index_file(&o.name)?;
-            for (pack, entries) in &f.packs {
-                idx.add_pack(*pack, entries);
+            match self.read_index_file(&o.name) {
+                Ok(f) => {
+                    for (pack, entries) in &f.packs {
+                        idx.add_pack(*pack, entries);
+                    }
+                }
+                Err(e @ Error::Corrupt { .. }) => {
+                    tracing::warn!("{e}; its packs are indexed from their headers instead");
+                    damaged.push(e.to_string());
+                }
+                Err(e) => return Err(e),
             }
             if let Some(id) = Id::from_hex(&o.name) {
                 files.push(id);
             }
         }
-        Ok((idx, files))
+        Ok((idx, files, damaged))
     }
 
     /// Read one index file.

@@ -164,6 +164,17 @@ impl Walk<'_> {
                         fail(&mut self.out, e);
                         return;
                     }
+                    // Something is there (only with --overwrite). Never follow a symlink out of
+                    // the target: replace anything that is not a real directory.
+                    let is_dir = fs::symlink_metadata(&path)
+                        .map(|m| m.is_dir())
+                        .unwrap_or(false);
+                    if !is_dir {
+                        if let Err(e) = fs::remove_file(&path).and_then(|_| fs::create_dir(&path)) {
+                            fail(&mut self.out, e);
+                            return;
+                        }
+                    }
                 }
                 self.out.dirs += 1;
                 if let Some(sub) = node.subtree {

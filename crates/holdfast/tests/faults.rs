@@ -830,7 +830,6 @@ fn sigkill_during_prune_leaves_a_consistent_repository() {
 /// depends on random index file names (about one prune in two here), so the test tries several
 /// fresh repositories.
 #[test]
-#[ignore = "bug: prune spares a repacked pack and leaves the new pack unindexed when the old pack's index file sorts first (index.rs add_pack keeps one location; prune.rs execute)"]
 fn prune_reclaims_repacked_packs_in_one_run() {
     let mut rng = rng("prune_reclaims");
     let t = TempDir::new().unwrap();
@@ -1169,7 +1168,6 @@ fn flipped_bit_in_an_index_file_is_found() {
 /// BUG (reported): one damaged index file makes every restore (and backup) of the repository
 /// fail, although the index is redundant with the pack headers and no data is lost.
 #[test]
-#[ignore = "bug: a single damaged index file makes restore and backup fail outright (Repository::load_index propagates the first bad file)"]
 fn restore_survives_a_damaged_index_file() {
     let mut rng = rng("flip_index_restore");
     let d = Damage::new(&mut rng);
@@ -1583,7 +1581,6 @@ fn restore_into_non_empty_target_needs_overwrite() {
 /// symlink's destination (restore.rs, `Walk::node`, `NodeKind::Dir`: `create_dir` failing with
 /// AlreadyExists is taken as "the directory is there" without checking it is not a symlink).
 #[test]
-#[ignore = "bug: restore --overwrite follows a pre-existing symlink where the snapshot has a directory and writes outside the target (restore.rs Walk::node)"]
 fn restore_overwrite_does_not_follow_symlinks_out_of_the_target() {
     let mut rng = rng("overwrite_symlink");
     let t = TempDir::new().unwrap();
