@@ -254,7 +254,7 @@ impl Index {
         }
         let mut out = Index::default();
         let mut by_pack: HashMap<u32, Vec<PackEntry>> = HashMap::new();
-        let all = self.blobs.iter().map(|(id, l)| (id, l)).chain(
+        let all = self.blobs.iter().chain(
             self.alternates
                 .iter()
                 .flat_map(|(id, ls)| ls.iter().map(move |l| (id, l))),

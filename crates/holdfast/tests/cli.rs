@@ -581,3 +581,70 @@ fn exit_codes_for_common_mistakes() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/holdfast-test"));
     e.cmd(&["check"]).assert().success();
 }
+
+#[test]
+fn growing_and_rotated_logs_are_cheap_to_back_up_again() {
+    let e = Env::new();
+    let logs = e.path("logs");
+    fs::create_dir_all(&logs).unwrap();
+    // A 12 MB log of varied lines.
+    let line = |i: u64| {
+        format!(
+            "2026-01-01T00:00:{:02}Z host app[{}]: request {} took {} ms\n",
+            i % 60,
+            i % 977,
+            i * 7919 % 1_000_003,
+            i % 113
+        )
+    };
+    let mut text = String::new();
+    let mut i = 0u64;
+    while text.len() < 12_000_000 {
+        text.push_str(&line(i));
+        i += 1;
+    }
+    fs::write(logs.join("app.log"), &text).unwrap();
+    e.init();
+    let s = logs.to_str().unwrap();
+    let first = e.json(&["backup", s], 0);
+    let full = first["summary"]["bytes_added"].as_u64().unwrap();
+    // It grows by 100 KB: only the tail is new.
+    let mut more = String::new();
+    while more.len() < 100_000 {
+        more.push_str(&line(i));
+        i += 1;
+    }
+    use std::io::Write;
+    fs::OpenOptions::new()
+        .append(true)
+        .open(logs.join("app.log"))
+        .unwrap()
+        .write_all(more.as_bytes())
+        .unwrap();
+    let grown = e.json(&["backup", s], 0);
+    let added = grown["summary"]["bytes_added"].as_u64().unwrap();
+    assert!(
+        added * 5 < full,
+        "appending 100 KB to a 12 MB log stored {added} bytes (first backup {full})"
+    );
+    // Rotation: the log is renamed and a new one started; the renamed file adds no data.
+    fs::rename(logs.join("app.log"), logs.join("app.log.1")).unwrap();
+    fs::write(logs.join("app.log"), b"fresh\n").unwrap();
+    let rotated = e.json(&["backup", s], 0);
+    assert_eq!(rotated["summary"]["files_new"], 2);
+    assert!(
+        rotated["summary"]["blobs_added"].as_u64().unwrap() <= 3,
+        "{rotated}"
+    );
+    // Compressed rotation: stored once, then unchanged.
+    let gz = std::process::Command::new("gzip")
+        .arg("-k")
+        .arg(logs.join("app.log.1"))
+        .status()
+        .unwrap();
+    assert!(gz.success());
+    e.json(&["backup", s], 0);
+    let again = e.json(&["backup", s], 0);
+    assert_eq!(again["summary"]["bytes_read"], 0);
+    assert_eq!(again["summary"]["blobs_added"], 0);
+}

@@ -332,8 +332,7 @@ fn postgres_logical_and_physical_under_pgbench() {
             .as_array()
             .unwrap()
             .iter()
-            .filter(|s| s["source"] == "shop")
-            .last()
+            .rfind(|s| s["source"] == "shop")
             .unwrap()["summary"]["total_bytes"]
             .as_u64()
             .unwrap();
