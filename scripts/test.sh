@@ -29,6 +29,10 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cargo test"
-cargo test --workspace 2>&1 | tee /tmp/holdfast-test.log
+set +e
+cargo test --workspace --no-fail-fast 2>&1 | tee /tmp/holdfast-test.log
+status=${PIPESTATUS[0]}
+set -e
 # A summary line CI can read: the totals over every test binary.
 awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, i }' /tmp/holdfast-test.log
+exit "$status"
