@@ -66,11 +66,27 @@ pub fn storage_for(g: &Global) -> Result<Arc<dyn Storage>> {
     storage_at(loc)
 }
 
-/// The storage backend for a location string.
+/// The storage backend for a location string: a directory, `file://DIR`, or `s3://BUCKET/PREFIX`.
 pub fn storage_at(loc: &str) -> Result<Arc<dyn Storage>> {
+    if let Some(rest) = loc.strip_prefix("s3://") {
+        #[cfg(feature = "s3")]
+        {
+            let _ = rest;
+            let c =
+                holdfast_backend_opendal::S3Config::from_url(loc).map_err(anyhow::Error::msg)?;
+            return Ok(Arc::new(
+                holdfast_backend_opendal::ObjectStorage::s3(&c).map_err(anyhow::Error::msg)?,
+            ));
+        }
+        #[cfg(not(feature = "s3"))]
+        {
+            let _ = rest;
+            bail!("this build has no object-storage backend (feature `s3`)");
+        }
+    }
     if let Some((scheme, _)) = loc.split_once("://") {
         if scheme != "file" {
-            bail!("repository URL scheme {scheme:?} is not supported by this build: use a local directory");
+            bail!("repository URL scheme {scheme:?} is not supported: use a directory, file://DIR or s3://BUCKET/PREFIX");
         }
     }
     let path = loc.strip_prefix("file://").unwrap_or(loc);

@@ -1,0 +1,292 @@
+//! holdfast repositories on object storage, through OpenDAL: `s3://bucket/prefix` on any
+//! S3-compatible store (AWS S3, Garage, Ceph RGW, MinIO).
+//!
+//! Objects live under `prefix/` with the same names as in a local repository
+//! (`config`, `keys/…`, `data/xx/…`, `index/…`, …). A PUT is atomic on every S3 store (an object
+//! is visible whole or not at all), so no temporary names are needed. `flush` is a no-op: a PUT
+//! that returned is durable. `CreateNew` is a HEAD before the PUT; it is only used for objects
+//! with random or content-derived names, where a lost race cannot write different bytes under a
+//! taken name. Every request is retried with exponential backoff and jitter on transient errors.
+
+#![warn(missing_docs)]
+
+use std::time::Duration;
+
+use holdfast_storage::{ObjectInfo, ObjectKind, PutMode, Result, Storage, StorageError};
+use opendal::layers::{RetryLayer, TimeoutLayer};
+use opendal::{ErrorKind, Operator};
+
+/// Where and how to reach an S3-compatible store.
+#[derive(Debug, Clone, Default)]
+pub struct S3Config {
+    /// Bucket.
+    pub bucket: String,
+    /// Key prefix (the repository's "directory").
+    pub prefix: String,
+    /// Endpoint URL (default from `AWS_ENDPOINT_URL`, else AWS).
+    pub endpoint: Option<String>,
+    /// Region (default from `AWS_REGION` / `AWS_DEFAULT_REGION`, else `us-east-1`).
+    pub region: Option<String>,
+    /// Access key (default from `AWS_ACCESS_KEY_ID`).
+    pub access_key_id: Option<String>,
+    /// Secret key (default from `AWS_SECRET_ACCESS_KEY`).
+    pub secret_access_key: Option<String>,
+}
+
+impl S3Config {
+    /// Parse `s3://bucket/prefix`; the rest comes from the usual AWS environment variables.
+    pub fn from_url(url: &str) -> std::result::Result<S3Config, String> {
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| format!("{url:?} is not an s3:// URL"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(format!("{url:?} names no bucket: use s3://BUCKET/PREFIX"));
+        }
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Ok(S3Config {
+            bucket: bucket.into(),
+            prefix: prefix.trim_matches('/').into(),
+            endpoint: env("AWS_ENDPOINT_URL"),
+            region: env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")),
+            access_key_id: env("AWS_ACCESS_KEY_ID"),
+            secret_access_key: env("AWS_SECRET_ACCESS_KEY"),
+        })
+    }
+}
+
+/// A repository in an S3 bucket.
+pub struct ObjectStorage {
+    op: Operator,
+    rt: tokio::runtime::Runtime,
+    location: String,
+}
+
+impl std::fmt::Debug for ObjectStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ObjectStorage({})", self.location)
+    }
+}
+
+impl ObjectStorage {
+    /// Connect (lazily: nothing is sent until the first call).
+    pub fn s3(c: &S3Config) -> std::result::Result<ObjectStorage, String> {
+        let mut b = opendal::services::S3::default()
+            .bucket(&c.bucket)
+            .root(&format!("/{}", c.prefix))
+            .region(c.region.as_deref().unwrap_or("us-east-1"))
+            .disable_config_load();
+        if let Some(e) = &c.endpoint {
+            b = b.endpoint(e);
+        }
+        if let Some(k) = &c.access_key_id {
+            b = b.access_key_id(k);
+        }
+        if let Some(k) = &c.secret_access_key {
+            b = b.secret_access_key(k);
+        }
+        let op = Operator::new(b)
+            .map_err(|e| format!("configuring s3://{}/{}: {e}", c.bucket, c.prefix))?
+            .layer(
+                TimeoutLayer::new()
+                    .with_timeout(Duration::from_secs(60))
+                    .with_io_timeout(Duration::from_secs(30)),
+            )
+            .layer(
+                RetryLayer::new()
+                    .with_jitter()
+                    .with_max_times(8)
+                    .with_min_delay(Duration::from_millis(100))
+                    .with_max_delay(Duration::from_secs(10)),
+            )
+            .finish();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .map_err(|e| format!("starting the I/O runtime: {e}"))?;
+        Ok(ObjectStorage {
+            op,
+            rt,
+            location: format!("s3://{}/{}", c.bucket, c.prefix),
+        })
+    }
+
+    fn key(kind: ObjectKind, name: &str) -> String {
+        match kind {
+            ObjectKind::Config => "config".into(),
+            k if k.fanned_out() && name.len() >= 2 => {
+                format!("{}/{}/{}", k.dir(), &name[..2], name)
+            }
+            k => format!("{}/{}", k.dir(), name),
+        }
+    }
+
+    fn err(&self, op: &str, kind: ObjectKind, name: &str, e: opendal::Error) -> StorageError {
+        match e.kind() {
+            ErrorKind::NotFound => StorageError::NotFound {
+                kind,
+                name: name.into(),
+                location: self.location.clone(),
+            },
+            ErrorKind::PermissionDenied => StorageError::PermissionDenied {
+                op: format!("{op} {kind} {name}"),
+                location: self.location.clone(),
+            },
+            ErrorKind::ConditionNotMatch | ErrorKind::AlreadyExists => StorageError::AlreadyExists {
+                kind,
+                name: name.into(),
+                location: self.location.clone(),
+            },
+            _ => StorageError::Remote {
+                op: format!("{op} {kind} {name}"),
+                location: self.location.clone(),
+                transient: e.is_temporary(),
+                message: format!("{e} (after retries; check that the store is reachable and the credentials are right)"),
+            },
+        }
+    }
+}
+
+impl Storage for ObjectStorage {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    fn create(&self) -> Result<()> {
+        match self.rt.block_on(self.op.stat("config")) {
+            Ok(_) => Err(StorageError::AlreadyExists {
+                kind: ObjectKind::Config,
+                name: "config".into(),
+                location: self.location.clone(),
+            }),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.err("checking", ObjectKind::Config, "config", e)),
+        }
+    }
+
+    fn put(&self, kind: ObjectKind, name: &str, data: &[u8], mode: PutMode) -> Result<()> {
+        let key = Self::key(kind, name);
+        if mode == PutMode::CreateNew {
+            match self.rt.block_on(self.op.stat(&key)) {
+                Ok(_) => {
+                    return Err(StorageError::AlreadyExists {
+                        kind,
+                        name: name.into(),
+                        location: self.location.clone(),
+                    })
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(self.err("checking", kind, name, e)),
+            }
+        }
+        self.rt
+            .block_on(self.op.write(&key, data.to_vec()))
+            .map(|_| ())
+            .map_err(|e| self.err("writing", kind, name, e))
+    }
+
+    fn get(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
+        let key = Self::key(kind, name);
+        self.rt
+            .block_on(self.op.read(&key))
+            .map(|b| b.to_vec())
+            .map_err(|e| self.err("reading", kind, name, e))
+    }
+
+    fn get_range(&self, kind: ObjectKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let key = Self::key(kind, name);
+        let b = self
+            .rt
+            .block_on(async { self.op.read_with(&key).range(offset..offset + len).await })
+            .map_err(|e| self.err("reading", kind, name, e))?
+            .to_vec();
+        if (b.len() as u64) < len {
+            return Err(StorageError::ShortRead {
+                kind,
+                name: name.into(),
+                offset,
+                end: offset + len,
+                size: offset + b.len() as u64,
+            });
+        }
+        Ok(b)
+    }
+
+    fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {
+        if kind == ObjectKind::Config {
+            return match self.rt.block_on(self.op.stat("config")) {
+                Ok(m) => Ok(vec![ObjectInfo {
+                    name: "config".into(),
+                    size: m.content_length(),
+                }]),
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(vec![]),
+                Err(e) => Err(self.err("listing", kind, "", e)),
+            };
+        }
+        let dir = format!("{}/", kind.dir());
+        let entries = self
+            .rt
+            .block_on(async { self.op.list_with(&dir).recursive(true).await })
+            .map_err(|e| self.err("listing", kind, "", e))?;
+        let mut out = Vec::new();
+        for e in entries {
+            if e.metadata().is_dir() {
+                continue;
+            }
+            let name = e.name().to_string();
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            {
+                continue;
+            }
+            out.push(ObjectInfo {
+                name,
+                size: e.metadata().content_length(),
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn exists_many(&self, kind: ObjectKind, names: &[String]) -> Result<Vec<bool>> {
+        // One listing answers for any number of names.
+        let have: std::collections::HashSet<String> =
+            self.list(kind)?.into_iter().map(|o| o.name).collect();
+        Ok(names.iter().map(|n| have.contains(n)).collect())
+    }
+
+    fn delete(&self, kind: ObjectKind, name: &str) -> Result<()> {
+        let key = Self::key(kind, name);
+        match self.rt.block_on(self.op.delete(&key)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.err("deleting", kind, name, e)),
+        }
+    }
+
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_keys() {
+        let c = S3Config::from_url("s3://bucket/some/prefix/").unwrap();
+        assert_eq!(
+            (c.bucket.as_str(), c.prefix.as_str()),
+            ("bucket", "some/prefix")
+        );
+        assert!(S3Config::from_url("s3:///x").is_err());
+        assert!(S3Config::from_url("/local").is_err());
+        assert_eq!(ObjectStorage::key(ObjectKind::Pack, "abcd"), "data/ab/abcd");
+        assert_eq!(ObjectStorage::key(ObjectKind::Index, "abcd"), "index/abcd");
+        assert_eq!(ObjectStorage::key(ObjectKind::Config, "config"), "config");
+    }
+}
