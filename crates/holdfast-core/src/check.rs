@@ -113,13 +113,9 @@ pub fn check(
 ) -> Result<CheckReport> {
     let mut r = CheckReport::default();
     progress.phase("check structure");
-    let packs: HashMap<Id, u64> = repo
-        .storage()
-        .list(ObjectKind::Pack)?
-        .into_iter()
-        .filter_map(|o| Id::from_hex(&o.name).map(|id| (id, o.size)))
-        .collect();
-    r.packs = packs.len();
+    // Snapshots first, then the index, then the packs: each is written after the one before
+    // it, so a backup finishing meanwhile cannot look like damage.
+    let (snaps, bad) = snapshot::load_all(repo)?;
     let mut index = Index::default();
     let mut pack_entries: HashMap<Id, Vec<PackEntry>> = HashMap::new();
     for o in repo.storage().list(ObjectKind::Index)? {
@@ -136,6 +132,13 @@ pub fn check(
             }
         }
     }
+    let packs: HashMap<Id, u64> = repo
+        .storage()
+        .list(ObjectKind::Pack)?
+        .into_iter()
+        .filter_map(|o| Id::from_hex(&o.name).map(|id| (id, o.size)))
+        .collect();
+    r.packs = packs.len();
     for (p, entries) in &pack_entries {
         match packs.get(p) {
             None => r
@@ -164,7 +167,6 @@ pub fn check(
         }
     }
 
-    let (snaps, bad) = snapshot::load_all(repo)?;
     for e in bad {
         r.errors.push(e.to_string());
     }

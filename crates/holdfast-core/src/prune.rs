@@ -181,8 +181,11 @@ pub fn prune(
     let now = opts.now.unwrap_or_else(Utc::now);
     let mut report = PruneReport::default();
     progress.phase("prune: finding used data");
-    let (index, _) = repo.load_index()?;
+    // Snapshots before the index: a snapshot is written after its index entries, so every
+    // snapshot seen here has its blobs in the index read next (a backup finishing meanwhile
+    // cannot make a referenced blob look unindexed).
     let (snaps, bad) = snapshot::load_all(repo)?;
+    let (index, _) = repo.load_index()?;
     if let Some(e) = bad.into_iter().next() {
         return Err(Error::Refused(format!(
             "prune stopped, nothing was deleted: {e}"
@@ -301,8 +304,9 @@ pub fn prune(
     // Phase two at once if no writer could have read the index before the plan existed.
     let live = session::live_sessions(repo, now)?;
     if live.is_empty() {
+        let snaps = snapshot::load_all(repo)?.0;
         let (index, _) = repo.load_index()?;
-        let used = used_blobs(repo, &index, &snapshot::load_all(repo)?.0)?;
+        let used = used_blobs(repo, &index, &snaps)?;
         execute(repo, &plan_id, &plan, &used, &mut report)?;
     } else {
         report.waiting.push(format!(

@@ -25,6 +25,9 @@ use crate::repo::Repository;
 /// entries, and the next backup adopts those packs from their headers).
 pub const INDEX_EVERY: usize = 8;
 
+/// Packs uploaded at the same time.
+pub const UPLOADERS: usize = 3;
+
 /// What a writer stored.
 #[derive(Debug, Default)]
 pub struct WriterStats {
@@ -56,51 +59,80 @@ impl BlobWriter {
     /// A writer into `repo`. With `dry_run`, packs are built and counted but not stored.
     pub fn new(repo: &Repository, dry_run: bool) -> Self {
         let target = repo.config().pack_size.max(1 << 20) as usize;
-        let (tx, rx) = bounded::<Sealed>(1);
+        let (tx, rx) = bounded::<Sealed>(UPLOADERS - 1);
         let r = repo.clone();
         let failed = Arc::new(Mutex::new(None));
         let failed2 = failed.clone();
         let uploader = std::thread::Builder::new()
             .name("holdfast-upload".into())
             .spawn(move || {
-                let mut stats = WriterStats::default();
-                let mut pending: Vec<(Id, Vec<PackEntry>)> = Vec::new();
-                let run = |stats: &mut WriterStats,
-                           pending: &mut Vec<(Id, Vec<PackEntry>)>|
-                 -> Result<()> {
-                    for s in rx.iter() {
-                        stats.bytes += s.bytes.len() as u64;
-                        if !dry_run {
-                            r.storage().put(
-                                ObjectKind::Pack,
-                                &s.id.to_hex(),
-                                &s.bytes,
-                                PutMode::Overwrite,
-                            )?;
-                        }
-                        drop(s.bytes);
-                        pending.push((s.id, s.entries.clone()));
-                        stats.packs.push((s.id, s.entries));
-                        if pending.len() >= INDEX_EVERY && !dry_run {
-                            stats
-                                .index_files
-                                .push(write_index(&r, std::mem::take(pending))?);
-                        }
+                // Several uploads in flight: object stores are latency-bound per request.
+                let stats = Mutex::new(WriterStats::default());
+                let pending: Mutex<Vec<(Id, Vec<PackEntry>)>> = Mutex::new(Vec::new());
+                let upload = |s: Sealed| -> Result<()> {
+                    if !dry_run {
+                        r.storage().put(
+                            ObjectKind::Pack,
+                            &s.id.to_hex(),
+                            &s.bytes,
+                            PutMode::Overwrite,
+                        )?;
                     }
-                    if !pending.is_empty() && !dry_run {
+                    let full = {
+                        let mut st = stats.lock().unwrap_or_else(|p| p.into_inner());
+                        st.bytes += s.bytes.len() as u64;
+                        st.packs.push((s.id, s.entries.clone()));
+                        let mut p = pending.lock().unwrap_or_else(|p| p.into_inner());
+                        p.push((s.id, s.entries));
+                        (p.len() >= INDEX_EVERY).then(|| std::mem::take(&mut *p))
+                    };
+                    if let (Some(batch), false) = (full, dry_run) {
+                        let id = write_index(&r, batch)?;
                         stats
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
                             .index_files
-                            .push(write_index(&r, std::mem::take(pending))?);
+                            .push(id);
                     }
                     Ok(())
                 };
-                let res = run(&mut stats, &mut pending);
-                if let Err(e) = &res {
-                    *failed2.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
-                    // Drain so senders never block on a dead receiver.
-                    for _ in rx.iter() {}
+                let res: Result<()> = std::thread::scope(|sc| {
+                    let hs: Vec<_> = (0..UPLOADERS)
+                        .map(|_| {
+                            let rx = rx.clone();
+                            let (upload, failed2) = (&upload, &failed2);
+                            sc.spawn(move || -> Result<()> {
+                                for s in rx.iter() {
+                                    if let Err(e) = upload(s) {
+                                        *failed2.lock().unwrap_or_else(|p| p.into_inner()) =
+                                            Some(e.to_string());
+                                        // Drain so senders never block on a dead receiver.
+                                        for _ in rx.iter() {}
+                                        return Err(e);
+                                    }
+                                }
+                                Ok(())
+                            })
+                        })
+                        .collect();
+                    let mut first = Ok(());
+                    for h in hs {
+                        let r = h.join().unwrap_or_else(|_| {
+                            Err(Error::Refused("a pack uploader panicked".into()))
+                        });
+                        if first.is_ok() {
+                            first = r;
+                        }
+                    }
+                    first
+                });
+                res?;
+                let rest = std::mem::take(&mut *pending.lock().unwrap_or_else(|p| p.into_inner()));
+                let mut stats = stats.into_inner().unwrap_or_else(|p| p.into_inner());
+                if !rest.is_empty() && !dry_run {
+                    stats.index_files.push(write_index(&r, rest)?);
                 }
-                res.map(|_| stats)
+                Ok(stats)
             })
             .expect("spawning a thread");
         BlobWriter {
