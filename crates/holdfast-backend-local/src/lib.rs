@@ -12,7 +12,7 @@
 use holdfast_storage::{ObjectInfo, ObjectKind, PutMode, Result, Storage, StorageError};
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -21,7 +21,12 @@ use std::sync::Mutex;
 pub struct LocalStorage {
     root: PathBuf,
     dirty: Mutex<HashSet<PathBuf>>,
+    /// Open packs, for ranged reads without an open per blob.
+    readers: Mutex<std::collections::HashMap<String, std::sync::Arc<File>>>,
 }
+
+/// Packs kept open for ranged reads.
+const OPEN_PACKS: usize = 64;
 
 impl LocalStorage {
     /// A backend rooted at `root`. Nothing is touched until the first call.
@@ -29,6 +34,7 @@ impl LocalStorage {
         LocalStorage {
             root: root.into(),
             dirty: Mutex::new(HashSet::new()),
+            readers: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -223,12 +229,33 @@ impl Storage for LocalStorage {
     }
 
     fn get_range(&self, kind: ObjectKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        let (mut f, path) = self.open_read(kind, name)?;
+        use std::os::unix::fs::FileExt;
+        let cached = if kind == ObjectKind::Pack {
+            self.readers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(name)
+                .cloned()
+        } else {
+            None
+        };
+        let (f, path) = match cached {
+            Some(f) => (f, self.path_of(kind, name)),
+            None => {
+                let (f, path) = self.open_read(kind, name)?;
+                let f = std::sync::Arc::new(f);
+                if kind == ObjectKind::Pack {
+                    let mut r = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+                    if r.len() >= OPEN_PACKS {
+                        r.clear();
+                    }
+                    r.insert(name.to_string(), f.clone());
+                }
+                (f, path)
+            }
+        };
         let mut buf = vec![0u8; len as usize];
-        let r = f
-            .seek(SeekFrom::Start(offset))
-            .and_then(|_| f.read_exact(&mut buf));
-        match r {
+        match f.read_exact_at(&mut buf, offset) {
             Ok(()) => Ok(buf),
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(StorageError::ShortRead {
                 kind,
@@ -300,6 +327,10 @@ impl Storage for LocalStorage {
 
     fn delete(&self, kind: ObjectKind, name: &str) -> Result<()> {
         validate_name(kind, name, &self.location())?;
+        self.readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
         let p = self.path_of(kind, name);
         match fs::remove_file(&p) {
             Ok(()) => {

@@ -270,6 +270,10 @@ impl Storage for ObjectStorage {
     fn flush(&self) -> Result<()> {
         Ok(())
     }
+
+    fn write_concurrency(&self) -> usize {
+        4
+    }
 }
 
 #[cfg(test)]

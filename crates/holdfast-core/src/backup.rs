@@ -337,12 +337,28 @@ impl Walker<'_, '_> {
         root_dev: u64,
     ) -> Pending {
         let mut node = fsmeta::node_from_metadata(name, m);
-        match fsmeta::read_xattrs(path) {
-            Ok(x) => node.xattrs = x,
-            Err(e) => self.ctx.warning(format!(
-                "{}: extended attributes not read: {e}",
-                path.display()
-            )),
+        // Extended attributes and link targets change the ctime: an entry whose ctime, inode
+        // and type are those of the parent snapshot's keeps them without asking again.
+        let same = parent.filter(|p| {
+            p.kind == node.kind
+                && p.ctime == node.ctime
+                && p.inode == node.inode
+                && p.dev == node.dev
+        });
+        match same {
+            Some(p) => node.xattrs = p.xattrs.clone(),
+            None => match fsmeta::read_xattrs(path) {
+                Ok(x) => node.xattrs = x,
+                Err(e) => self.ctx.warning(format!(
+                    "{}: extended attributes not read: {e}",
+                    path.display()
+                )),
+            },
+        }
+        if let (NodeKind::Symlink, Some(p)) = (node.kind, same) {
+            self.summary.others += 1;
+            node.target = p.target.clone();
+            return Pending::Ready(node);
         }
         match node.kind {
             NodeKind::File => {
@@ -421,23 +437,25 @@ impl Walker<'_, '_> {
                 return Vec::new();
             }
         };
-        let mut names: Vec<std::ffi::OsString> = Vec::new();
+        let mut entries: Vec<fs::DirEntry> = Vec::new();
         for e in rd {
             match e {
-                Ok(e) => names.push(e.file_name()),
+                Ok(e) => entries.push(e),
                 Err(e) => self
                     .ctx
                     .error(describe_io(path, "directory listing failed part way", e)),
             }
         }
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        let mut out = Vec::with_capacity(names.len());
-        for name in names {
+        entries.sort_by_cached_key(|e| e.file_name());
+        let mut out = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let name = entry.file_name();
             let child = path.join(&name);
             if self.excludes.excluded(&child, name.as_bytes()) {
                 continue;
             }
-            let m = match fs::symlink_metadata(&child) {
+            // lstat relative to the open directory (no path walk per entry).
+            let m = match entry.metadata() {
                 Ok(m) => m,
                 Err(e) => {
                     self.ctx.error(describe_io(&child, "cannot be examined", e));

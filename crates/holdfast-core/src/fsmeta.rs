@@ -144,3 +144,33 @@ pub fn apply(path: &Path, node: &Node) -> io::Result<()> {
         )
     })
 }
+
+/// [`apply`] through an open file (no path lookups): owner, extended attributes, mode, times.
+pub fn apply_file(f: &std::fs::File, node: &Node) -> io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    let fd = f.as_raw_fd();
+    // SAFETY: fd is a valid open descriptor for the duration of these calls.
+    let r = unsafe { libc::fchown(fd, node.uid, node.gid) };
+    // SAFETY: geteuid has no preconditions.
+    if r != 0 && unsafe { libc::geteuid() } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    for x in &node.xattrs {
+        use xattr::FileExt;
+        let v = hex::decode(&x.value).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        if let Err(e) = f.set_xattr(x.name.to_os(), &v) {
+            if e.raw_os_error() != Some(libc::ENOTSUP) {
+                return Err(e);
+            }
+        }
+    }
+    // SAFETY: valid descriptor.
+    check(unsafe { libc::fchmod(fd, node.mode as libc::mode_t) })?;
+    let ts = libc::timespec {
+        tv_sec: node.mtime.div_euclid(1_000_000_000) as libc::time_t,
+        tv_nsec: node.mtime.rem_euclid(1_000_000_000) as _,
+    };
+    let times = [ts, ts];
+    // SAFETY: valid descriptor and a two-element timespec array.
+    check(unsafe { libc::futimens(fd, times.as_ptr()) })
+}

@@ -278,8 +278,7 @@ fn write_file(
             job.node.size
         ));
     }
-    drop(f);
-    fsmeta::apply(p, &job.node)
+    fsmeta::apply_file(&f, &job.node)
         .map_err(|e| format!("{}: metadata not restored: {e}", p.display()))?;
     Ok(pos)
 }

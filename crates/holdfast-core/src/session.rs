@@ -70,17 +70,18 @@ impl Session {
         let beat = std::thread::Builder::new()
             .name("holdfast-heartbeat".into())
             .spawn(move || {
-                let step = Duration::from_millis(200);
-                let mut waited = Duration::ZERO;
-                while !s.load(Ordering::Relaxed) {
-                    std::thread::sleep(step);
-                    waited += step;
-                    if waited >= HEARTBEAT {
-                        waited = Duration::ZERO;
-                        rec.heartbeat = Utc::now();
-                        if let Err(e) = write_session(&r, &n, &rec) {
-                            tracing::warn!("could not refresh session heartbeat: {e}");
-                        }
+                // Parked until the next beat; Drop unparks it, so ending a session is immediate.
+                let mut next = std::time::Instant::now() + HEARTBEAT;
+                while !s.load(Ordering::Acquire) {
+                    let now = std::time::Instant::now();
+                    if now < next {
+                        std::thread::park_timeout(next - now);
+                        continue;
+                    }
+                    next = now + HEARTBEAT;
+                    rec.heartbeat = Utc::now();
+                    if let Err(e) = write_session(&r, &n, &rec) {
+                        tracing::warn!("could not refresh session heartbeat: {e}");
                     }
                 }
             })
@@ -102,8 +103,9 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.store(true, Ordering::Release);
         if let Some(h) = self.beat.take() {
+            h.thread().unpark();
             let _ = h.join();
         }
         let _ = self.repo.storage().delete(ObjectKind::Session, &self.name);

@@ -25,9 +25,6 @@ use crate::repo::Repository;
 /// entries, and the next backup adopts those packs from their headers).
 pub const INDEX_EVERY: usize = 8;
 
-/// Packs uploaded at the same time.
-pub const UPLOADERS: usize = 3;
-
 /// What a writer stored.
 #[derive(Debug, Default)]
 pub struct WriterStats {
@@ -59,7 +56,8 @@ impl BlobWriter {
     /// A writer into `repo`. With `dry_run`, packs are built and counted but not stored.
     pub fn new(repo: &Repository, dry_run: bool) -> Self {
         let target = repo.config().pack_size.max(1 << 20) as usize;
-        let (tx, rx) = bounded::<Sealed>(UPLOADERS - 1);
+        let uploaders = repo.storage().write_concurrency().clamp(1, 16);
+        let (tx, rx) = bounded::<Sealed>(uploaders - 1);
         let r = repo.clone();
         let failed = Arc::new(Mutex::new(None));
         let failed2 = failed.clone();
@@ -97,7 +95,7 @@ impl BlobWriter {
                     Ok(())
                 };
                 let res: Result<()> = std::thread::scope(|sc| {
-                    let hs: Vec<_> = (0..UPLOADERS)
+                    let hs: Vec<_> = (0..uploaders)
                         .map(|_| {
                             let rx = rx.clone();
                             let (upload, failed2) = (&upload, &failed2);
@@ -137,7 +135,7 @@ impl BlobWriter {
             .expect("spawning a thread");
         BlobWriter {
             repo: repo.clone(),
-            current: Mutex::new(PackBuilder::with_capacity(target + (1 << 20))),
+            current: Mutex::new(PackBuilder::with_capacity(target + 4096)),
             target,
             tx: Mutex::new(Some(tx)),
             uploader: Mutex::new(Some(uploader)),
@@ -157,15 +155,18 @@ impl BlobWriter {
         }
         let full = {
             let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
-            cur.add(t, id, stored, raw_len);
-            if cur.len() >= self.target {
+            // Close the pack before it would outgrow its buffer (no reallocation to twice the
+            // size), or once it reached the target.
+            let full = if !cur.is_empty() && cur.len() + stored.len() > self.target {
                 Some(std::mem::replace(
                     &mut *cur,
-                    PackBuilder::with_capacity(self.target + (1 << 20)),
+                    PackBuilder::with_capacity(self.target + 4096),
                 ))
             } else {
                 None
-            }
+            };
+            cur.add(t, id, stored, raw_len);
+            full
         };
         if let Some(b) = full {
             self.send(b)?;

@@ -257,6 +257,12 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Durability barrier: every put and delete that returned before this call is durable when it
     /// returns.
     fn flush(&self) -> Result<()>;
+
+    /// How many large puts to keep in flight (1 for a local disk; more for object stores,
+    /// whose throughput per request is bounded by latency). Each costs one pack of memory.
+    fn write_concurrency(&self) -> usize {
+        1
+    }
 }
 
 #[cfg(test)]

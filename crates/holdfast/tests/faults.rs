@@ -837,9 +837,10 @@ fn prune_reclaims_repacked_packs_in_one_run() {
         let src = t.path().join(format!("src{trial}"));
         let repo = t.path().join(format!("repo{trial}"));
         init(&repo);
-        // One pack holding a (soon dead) and b (live), then a snapshot without a.
+        // One pack holding a (soon dead) and b (live), then a snapshot without a. (Both fit in
+        // one 1 MiB pack: the writer closes a pack before a blob would overflow it.)
         for name in ["a.bin", "b.bin"] {
-            let mut v = vec![0u8; 600_000];
+            let mut v = vec![0u8; 400_000];
             rng.fill_bytes(&mut v);
             write_file(&src.join(name), &v);
         }
