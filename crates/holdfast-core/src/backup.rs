@@ -675,6 +675,7 @@ pub fn backup(
         username: crate::util::username(),
         tags: opts.tags.clone(),
         source: opts.source.clone(),
+        copied_from: None,
         parent: parent.map(|p| p.id),
         complete: errors.is_empty(),
         errors,

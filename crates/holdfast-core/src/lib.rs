@@ -10,6 +10,7 @@ pub mod backup;
 pub mod blob;
 pub mod browse;
 pub mod check;
+pub mod copy;
 pub mod crypto;
 pub mod error;
 pub mod fsmeta;

@@ -51,6 +51,9 @@ pub struct Snapshot {
     /// Tags.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// For a copy: the id of the snapshot it was copied from (in the source repository).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copied_from: Option<Id>,
     /// The workload source this recovery point belongs to (set by `protect`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,

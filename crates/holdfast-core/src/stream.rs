@@ -152,6 +152,7 @@ pub fn backup_streams(
         username: crate::util::username(),
         tags: opts.tags.clone(),
         source: opts.source.clone(),
+        copied_from: None,
         parent: None,
         complete: true,
         errors: Vec::new(),

@@ -128,6 +128,7 @@ fn plan_spares_packs_a_newer_snapshot_uses() {
         username: "u".into(),
         tags: vec![],
         source: None,
+        copied_from: None,
         parent: None,
         complete: true,
         errors: vec![],

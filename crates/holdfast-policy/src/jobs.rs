@@ -414,10 +414,33 @@ pub fn protect(env: &Env) -> Result<Vec<ProtectLine>, JobError> {
         let newest = o.newest_point(name).map(|p| p.snapshot.time);
         let missed = match cadence::due(env.now, newest, cad.interval) {
             Due::NotYet { next } => {
+                // Copies are due whenever the newest point is not yet in every copy repository.
+                let copies_behind = class.copies.iter().any(|c| {
+                    let copied = o
+                        .by_repo
+                        .get(c.get_ref())
+                        .and_then(|m| m.get(name))
+                        .and_then(|v| v.iter().max().copied());
+                    newest.is_some() && copied < newest
+                });
+                let mut jobs = Vec::new();
+                if copies_behind {
+                    if let Some(_lock) = lock(&env.state_dir, name)? {
+                        let (rname, rcfg) = env.workload.repository_of(s).ok_or_else(|| {
+                            JobError::Invalid(format!("source {name}: no repository"))
+                        })?;
+                        let repo = (env.open)(rname, rcfg)?;
+                        jobs = run_copies(env, &repo, s, class)?;
+                    }
+                }
                 lines.push(ProtectLine {
                     source: name.into(),
-                    action: format!("not due until {}", next.format("%Y-%m-%d %H:%M:%S")),
-                    jobs: vec![],
+                    action: if jobs.is_empty() {
+                        format!("not due until {}", next.format("%Y-%m-%d %H:%M:%S"))
+                    } else {
+                        "copied".into()
+                    },
+                    jobs,
                 });
                 continue;
             }
@@ -507,6 +530,9 @@ pub fn protect(env: &Env) -> Result<Vec<ProtectLine>, JobError> {
                 jobs.push(r);
             }
         }
+        if ok {
+            jobs.extend(run_copies(env, &repo, s, class)?);
+        }
         lines.push(ProtectLine {
             source: name.into(),
             action: "ran".into(),
@@ -514,6 +540,54 @@ pub fn protect(env: &Env) -> Result<Vec<ProtectLine>, JobError> {
         });
     }
     Ok(lines)
+}
+
+/// Copy the source's recovery points to every repository its class requires; one job record
+/// per destination (saved in the source's repository).
+fn run_copies(
+    env: &Env,
+    repo: &Repository,
+    s: &SourceConfig,
+    class: &crate::config::ClassConfig,
+) -> Result<Vec<JobRecord>, JobError> {
+    let name = s.name();
+    let mut out = Vec::new();
+    for dest in &class.copies {
+        let t = Instant::now();
+        let res = env
+            .workload
+            .repositories
+            .get(dest.get_ref())
+            .ok_or_else(|| {
+                JobError::Invalid(format!(
+                    "copy repository {:?} is not defined",
+                    dest.get_ref()
+                ))
+            })
+            .and_then(|cfg| (env.open)(dest.get_ref(), cfg))
+            .and_then(|dst| {
+                holdfast_core::copy::copy(
+                    repo,
+                    &dst,
+                    &|x| x.snapshot.source.as_deref() == Some(name) && x.snapshot.complete,
+                    env.progress,
+                )
+                .map_err(JobError::from)
+            });
+        let r = match res {
+            Ok(rep) => job(name, "copy", env.now, t.elapsed().as_secs_f64(), JobState::Completed, None, vec![format!(
+                "to {}: {} recovery point(s) copied and verified, {} already there, {} bytes uploaded",
+                dest.get_ref(),
+                rep.copied.len(),
+                rep.already_present,
+                rep.bytes_added
+            )]),
+            Err(e) => job(name, "copy", env.now, t.elapsed().as_secs_f64(), JobState::Failed, None, vec![format!("to {}: {e}", dest.get_ref())]),
+        };
+        records::save(repo, &Record::Job(r.clone()))?;
+        out.push(r);
+    }
+    Ok(out)
 }
 
 fn hook_timeout(s: &SourceConfig) -> StdDuration {

@@ -152,6 +152,23 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         html: Option<PathBuf>,
     },
+    /// Copy snapshots to another repository (another region); only missing data travels.
+    Copy {
+        /// Source repository (directory or s3://bucket/prefix).
+        #[arg(long)]
+        from: String,
+        /// Destination repository.
+        #[arg(long)]
+        to: String,
+        /// Password file of the source (else HOLDFAST_FROM_PASSWORD, else the usual password).
+        #[arg(long, env = "HOLDFAST_FROM_PASSWORD_FILE")]
+        from_password_file: Option<PathBuf>,
+        /// Password file of the destination (else HOLDFAST_TO_PASSWORD, else the usual password).
+        #[arg(long, env = "HOLDFAST_TO_PASSWORD_FILE")]
+        to_password_file: Option<PathBuf>,
+        /// Snapshots to copy (id prefixes or `latest`); default all.
+        snapshots: Vec<String>,
+    },
     /// Manage key slots (passwords).
     Key {
         #[command(subcommand)]

@@ -651,3 +651,70 @@ fn growing_and_rotated_logs_are_cheap_to_back_up_again() {
     assert_eq!(again["summary"]["bytes_read"], 0);
     assert_eq!(again["summary"]["blobs_added"], 0);
 }
+
+#[test]
+fn copy_to_another_repository_with_other_keys() {
+    let e = Env::new();
+    let src = e.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), bytes(1, 2_000_000)).unwrap();
+    fs::write(src.join("b"), b"small").unwrap();
+    e.init();
+    e.json(&["backup", src.to_str().unwrap()], 0);
+    let other = e.path("offsite");
+    let mut c = assert_cmd::Command::cargo_bin("holdfast").unwrap();
+    c.env("HOLDFAST_PASSWORD", "offsite password")
+        .env("HOLDFAST_INSECURE_TEST_KDF", "1")
+        .arg("--repo")
+        .arg(&other)
+        .arg("init")
+        .assert()
+        .success();
+    let copy = |expect_copied: usize| {
+        let mut c = assert_cmd::Command::cargo_bin("holdfast").unwrap();
+        let o = c
+            .env("HOLDFAST_FROM_PASSWORD", support::PASSWORD)
+            .env("HOLDFAST_TO_PASSWORD", "offsite password")
+            .env("HOLDFAST_INSECURE_TEST_KDF", "1")
+            .args([
+                "--json",
+                "copy",
+                "--from",
+                e.repo().to_str().unwrap(),
+                "--to",
+                other.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["copied"].as_array().unwrap().len(), expect_copied, "{v}");
+        v
+    };
+    let first = copy(1);
+    assert!(first["bytes_added"].as_u64().unwrap() > 1_000_000);
+    // Nothing to do the second time; after a small change only the new data travels.
+    let again = copy(0);
+    assert_eq!(again["already_present"], 1);
+    fs::write(src.join("b"), b"changed").unwrap();
+    e.json(&["backup", src.to_str().unwrap()], 0);
+    let second = copy(1);
+    assert!(second["bytes_added"].as_u64().unwrap() < 10_000, "{second}");
+    // The copy restores equal to the source, with the other repository's password.
+    let out = e.path("out");
+    let mut c = assert_cmd::Command::cargo_bin("holdfast").unwrap();
+    c.env("HOLDFAST_PASSWORD", "offsite password")
+        .arg("--repo")
+        .arg(&other)
+        .args(["restore", "latest", out.to_str().unwrap()])
+        .assert()
+        .success();
+    assert_same_tree(&src, &out.join("src"));
+    let mut c = assert_cmd::Command::cargo_bin("holdfast").unwrap();
+    c.env("HOLDFAST_PASSWORD", "offsite password")
+        .arg("--repo")
+        .arg(&other)
+        .args(["check", "--read-data"])
+        .assert()
+        .success();
+}

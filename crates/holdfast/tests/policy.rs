@@ -462,3 +462,87 @@ fn workload_errors_name_file_line_and_column() {
     assert_ne!(o.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&o.stderr).contains("missing.toml"));
 }
+
+#[test]
+fn class_copies_are_made_verified_and_reported() {
+    let w = W::new("");
+    let t = fs::read_to_string(w.path("holdfast.toml")).unwrap();
+    let t = t.replace(
+        "[class.critical]\n",
+        "[repository.offsite]\nurl = \"offsite\"\npassword-env = \"TEST_OFFSITE_PW\"\n\n[class.critical]\ncopies = [\"offsite\"]\n",
+    );
+    let t = t.replace(
+        "strategy = \"backup\"\n",
+        "strategy = \"backup\"\nrepository = \"local\"\n",
+    );
+    fs::write(w.path("holdfast.toml"), t).unwrap();
+    let run = |now: &str, args: &[&str]| -> Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        let o = w
+            .cmd(now, &a)
+            .env("TEST_OFFSITE_PW", "other")
+            .output()
+            .unwrap();
+        serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&o.stderr)))
+    };
+    let p = run(T0, &["protect"]);
+    let orders = p["protect"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["source"] == "orders")
+        .unwrap();
+    let copy = orders["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["job"] == "copy")
+        .unwrap();
+    assert_eq!(copy["state"], "completed", "{orders}");
+    assert!(copy["messages"][0]
+        .as_str()
+        .unwrap()
+        .contains("1 recovery point(s) copied and verified"));
+    let st = &p["status"];
+    assert_eq!(source(st, "orders")["status"]["copies"], "met", "{st}");
+    assert!(control(st, "copy-in-another-location"));
+    // A later point not yet copied turns the control red until protect copies it.
+    let later = at(20);
+    let o = w
+        .cmd(&later, &["--json", "protect"])
+        .env("TEST_OFFSITE_PW", "wrong")
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let orders = v["protect"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["source"] == "orders")
+        .unwrap();
+    let copy = orders["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["job"] == "copy")
+        .unwrap();
+    assert_eq!(copy["state"], "failed", "{orders}");
+    let st = run(&later, &["status"]);
+    assert_eq!(
+        source(&st, "orders")["status"]["copies"],
+        "breached",
+        "{st}"
+    );
+    // protect catches up the copy even though no backup is due.
+    let p = run(&at(21), &["protect"]);
+    let orders = p["protect"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["source"] == "orders")
+        .unwrap();
+    assert_eq!(orders["action"], "copied", "{orders}");
+    assert_eq!(source(&p["status"], "orders")["status"]["copies"], "met");
+}

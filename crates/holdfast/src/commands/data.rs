@@ -161,3 +161,62 @@ pub fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
     }
     Ok(exit::OK)
 }
+
+fn side_password(g: &Global, file: Option<std::path::PathBuf>, env: &str) -> Result<String> {
+    if let Some(f) = file {
+        let s = std::fs::read_to_string(&f)
+            .with_context(|| format!("reading password file {}", f.display()))?;
+        return Ok(s.lines().next().unwrap_or("").to_string());
+    }
+    if let Ok(p) = std::env::var(env) {
+        return Ok(p);
+    }
+    crate::password::password(g, false)
+}
+
+pub fn copy(
+    g: &Global,
+    from: &str,
+    to: &str,
+    from_pw: Option<std::path::PathBuf>,
+    to_pw: Option<std::path::PathBuf>,
+    which: &[String],
+) -> Result<u8> {
+    let src = Repository::open(
+        super::storage_at(from)?,
+        side_password(g, from_pw, "HOLDFAST_FROM_PASSWORD")?.as_bytes(),
+    )
+    .with_context(|| format!("opening the source repository {from}"))?;
+    let dst = Repository::open(
+        super::storage_at(to)?,
+        side_password(g, to_pw, "HOLDFAST_TO_PASSWORD")?.as_bytes(),
+    )
+    .with_context(|| format!("opening the destination repository {to}"))?;
+    let (all, _) = snapshot::load_all(&src)?;
+    let mut wanted = std::collections::HashSet::new();
+    for w in which {
+        wanted.insert(snapshot::find(&all, w)?.id);
+    }
+    let progress = CliProgress::new(g.quiet || g.json);
+    let r = holdfast_core::copy::copy(
+        &src,
+        &dst,
+        &|s| wanted.is_empty() || wanted.contains(&s.id),
+        &progress,
+    )?;
+    if g.json {
+        print_json(&r)?;
+    } else if !g.quiet {
+        for (a, b) in &r.copied {
+            println!("copied {} -> {}", &a[..8], &b[..8]);
+        }
+        println!(
+            "{} snapshot(s) copied, {} already present; {} uploaded in {} blobs",
+            r.copied.len(),
+            r.already_present,
+            human_bytes(r.bytes_added),
+            r.blobs_added
+        );
+    }
+    Ok(exit::OK)
+}

@@ -42,6 +42,20 @@ pub fn run(cli: Cli) -> Result<u8> {
             max_unused,
         } => maintain::prune(g, dry_run, max_unused),
         Command::Key { action } => maintain::key(g, action),
+        Command::Copy {
+            from,
+            to,
+            from_password_file,
+            to_password_file,
+            snapshots,
+        } => data::copy(
+            g,
+            &from,
+            &to,
+            from_password_file,
+            to_password_file,
+            &snapshots,
+        ),
         Command::Discover {
             root,
             suggest,
