@@ -23,6 +23,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+# A real S3-compatible store for the object-storage tests: Garage, built from crates.io once.
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! command -v garage >/dev/null; then
+  echo "installing garage (cargo install; takes a while the first time)"
+  cargo install garage --locked --no-default-features --features bundled-libs,lmdb,sqlite --quiet
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

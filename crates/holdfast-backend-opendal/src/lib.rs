@@ -35,22 +35,52 @@ pub struct S3Config {
 
 impl S3Config {
     /// Parse `s3://bucket/prefix`; the rest comes from the usual AWS environment variables.
+    ///
+    /// Query parameters override the environment per repository (so one command can reach two
+    /// stores, as `copy` does): `endpoint=URL`, `region=R`, and `env=PREFIX` to read
+    /// `PREFIX_ACCESS_KEY_ID`, `PREFIX_SECRET_ACCESS_KEY` (and `PREFIX_ENDPOINT_URL`,
+    /// `PREFIX_REGION`) instead of the `AWS_` ones. Secrets never go in the URL.
     pub fn from_url(url: &str) -> std::result::Result<S3Config, String> {
         let rest = url
             .strip_prefix("s3://")
             .ok_or_else(|| format!("{url:?} is not an s3:// URL"))?;
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
             return Err(format!("{url:?} names no bucket: use s3://BUCKET/PREFIX"));
         }
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let mut params = std::collections::HashMap::new();
+        for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| format!("{url:?}: query parameter {kv:?} needs a value"))?;
+            if !["endpoint", "region", "env"].contains(&k) {
+                return Err(format!(
+                    "{url:?}: unknown parameter {k:?} (endpoint, region, env)"
+                ));
+            }
+            params.insert(k.to_string(), v.to_string());
+        }
+        let prefix_env = params.get("env").cloned().unwrap_or_else(|| "AWS".into());
+        let env = |k: &str| {
+            std::env::var(format!("{prefix_env}_{k}"))
+                .ok()
+                .filter(|v| !v.is_empty())
+        };
         Ok(S3Config {
             bucket: bucket.into(),
             prefix: prefix.trim_matches('/').into(),
-            endpoint: env("AWS_ENDPOINT_URL"),
-            region: env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")),
-            access_key_id: env("AWS_ACCESS_KEY_ID"),
-            secret_access_key: env("AWS_SECRET_ACCESS_KEY"),
+            endpoint: params
+                .get("endpoint")
+                .cloned()
+                .or_else(|| env("ENDPOINT_URL")),
+            region: params
+                .get("region")
+                .cloned()
+                .or_else(|| env("REGION"))
+                .or_else(|| env("DEFAULT_REGION")),
+            access_key_id: env("ACCESS_KEY_ID"),
+            secret_access_key: env("SECRET_ACCESS_KEY"),
         })
     }
 }
@@ -288,6 +318,14 @@ mod tests {
             ("bucket", "some/prefix")
         );
         assert!(S3Config::from_url("s3:///x").is_err());
+        let c = S3Config::from_url(
+            "s3://b/p?endpoint=http://127.0.0.1:1&region=r&env=HOLDFAST_NO_SUCH",
+        )
+        .unwrap();
+        assert_eq!(c.endpoint.as_deref(), Some("http://127.0.0.1:1"));
+        assert_eq!(c.region.as_deref(), Some("r"));
+        assert!(c.access_key_id.is_none());
+        assert!(S3Config::from_url("s3://b/p?secret=x").is_err());
         assert!(S3Config::from_url("/local").is_err());
         assert_eq!(ObjectStorage::key(ObjectKind::Pack, "abcd"), "data/ab/abcd");
         assert_eq!(ObjectStorage::key(ObjectKind::Index, "abcd"), "index/abcd");
