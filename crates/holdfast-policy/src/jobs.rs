@@ -629,43 +629,23 @@ pub fn run_backup(env: &Env, repo: &Repository, s: &SourceConfig) -> Result<JobR
             );
         }
     }
-    if s.kind != SourceKind::Path {
-        let res = crate::sources::backup(repo, s, env.now, &std::env::temp_dir(), env.progress);
-        if let Some(post) = &s.post {
-            let (ok, out) = run_hook(post, hook_timeout(s), &[]);
-            if !ok {
-                messages.push(format!("post hook failed: {out}"));
-            }
-        }
-        return match res {
-            Ok(id) => {
-                let state = if messages.is_empty() {
-                    JobState::Completed
-                } else {
-                    JobState::CompletedWithWarnings
-                };
-                Ok(job(
-                    name,
-                    "backup",
-                    started,
-                    t.elapsed().as_secs_f64(),
-                    state,
-                    Some(id.to_hex()),
-                    messages,
-                ))
-            }
-            Err(e) => fail(messages, e),
+    // (snapshot id, what was skipped) or the failure.
+    let res: Result<(Option<String>, Vec<String>), String> = if s.kind != SourceKind::Path {
+        crate::sources::backup(repo, s, env.now, &std::env::temp_dir(), env.progress)
+            .map(|id| (Some(id.to_hex()), Vec::new()))
+    } else {
+        let opts = BackupOptions {
+            paths: s.all_paths(),
+            tags: s.tags.clone(),
+            excludes: s.exclude.clone(),
+            time: Some(env.now),
+            source: Some(name.to_string()),
+            ..Default::default()
         };
-    }
-    let opts = BackupOptions {
-        paths: s.all_paths(),
-        tags: s.tags.clone(),
-        excludes: s.exclude.clone(),
-        time: Some(env.now),
-        source: Some(name.to_string()),
-        ..Default::default()
+        backup::backup(repo, &opts, env.progress)
+            .map(|out| (out.id.map(|i| i.to_hex()), out.snapshot.errors))
+            .map_err(|e| e.to_string())
     };
-    let res = backup::backup(repo, &opts, env.progress);
     if let Some(post) = &s.post {
         let (ok, out) = run_hook(post, hook_timeout(s), &[]);
         if !ok {
@@ -673,10 +653,9 @@ pub fn run_backup(env: &Env, repo: &Repository, s: &SourceConfig) -> Result<JobR
         }
     }
     match res {
-        Ok(out) => {
-            let snap = &out.snapshot;
-            messages.extend(snap.errors.iter().cloned());
-            let state = if snap.complete && messages.is_empty() {
+        Ok((snapshot, skipped)) => {
+            messages.extend(skipped);
+            let state = if messages.is_empty() {
                 JobState::Completed
             } else {
                 JobState::CompletedWithWarnings
@@ -687,11 +666,11 @@ pub fn run_backup(env: &Env, repo: &Repository, s: &SourceConfig) -> Result<JobR
                 started,
                 t.elapsed().as_secs_f64(),
                 state,
-                out.id.map(|i| i.to_hex()),
+                snapshot,
                 messages,
             ))
         }
-        Err(e) => fail(messages, e.to_string()),
+        Err(e) => fail(messages, e),
     }
 }
 

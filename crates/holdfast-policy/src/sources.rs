@@ -587,6 +587,20 @@ pub struct DrillOutcome {
     pub bytes: u64,
 }
 
+/// Run a verify query with a client command; records what it returned; true if it passed.
+fn verify_query(c: Command, messages: &mut Vec<String>) -> bool {
+    match output(c, "verify query") {
+        Ok(out) => {
+            messages.push(format!("verify query returned {:?}", out.trim()));
+            truthy(&out)
+        }
+        Err(e) => {
+            messages.push(e);
+            false
+        }
+    }
+}
+
 fn truthy(s: &str) -> bool {
     let v = s.lines().next().unwrap_or("").trim();
     !(v.is_empty() || v == "f" || v == "false" || v == "0")
@@ -705,16 +719,7 @@ pub fn drill(
                         q,
                     ]);
                     conn.pg(&mut c);
-                    match output(c, "psql (verify)") {
-                        Ok(out) => {
-                            messages.push(format!("verify query returned {:?}", out.trim()));
-                            ok = truthy(&out);
-                        }
-                        Err(e) => {
-                            messages.push(e);
-                            ok = false;
-                        }
-                    }
+                    ok = verify_query(c, &mut messages);
                 }
             }
             server.stop();
@@ -743,16 +748,7 @@ pub fn drill(
                         c.arg(format!("--database={db}"));
                     }
                     c.args(["-e", q]);
-                    match output(c, "verify query") {
-                        Ok(out) => {
-                            messages.push(format!("verify query returned {:?}", out.trim()));
-                            ok = truthy(&out);
-                        }
-                        Err(e) => {
-                            messages.push(e);
-                            ok = false;
-                        }
-                    }
+                    ok = verify_query(c, &mut messages);
                 }
             }
             drop(server);
