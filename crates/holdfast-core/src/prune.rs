@@ -87,6 +87,19 @@ pub fn forget_matching(
         }
     }
     out.sort_by(|a, b| a.time.cmp(&b.time).then(a.id.cmp(&b.id)));
+    if let Some(lock) = crate::records::retention_lock(repo)? {
+        let limit = now - chrono::Duration::seconds(lock.min_age_seconds);
+        for item in out
+            .iter_mut()
+            .filter(|i| i.reasons.is_empty() && i.time > limit)
+        {
+            item.reasons.push(if lock.compliance {
+                "retention lock (compliance)"
+            } else {
+                "retention lock"
+            });
+        }
+    }
     if !dry_run {
         for item in out.iter().filter(|i| i.reasons.is_empty()) {
             repo.storage().delete(ObjectKind::Snapshot, &item.id)?;

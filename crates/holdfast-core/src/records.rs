@@ -83,6 +83,75 @@ pub enum Record {
     Job(JobRecord),
     /// A drill.
     Drill(DrillRecord),
+    /// A retention lock setting.
+    RetentionLock(RetentionLock),
+}
+
+/// A minimum retention that `forget` never goes below (REL09-BP02). In compliance mode it can
+/// never be lowered or removed through holdfast. It is enforced by holdfast: a principal with
+/// delete permission on the store can still delete objects, which only the store's own object
+/// lock prevents.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetentionLock {
+    /// Snapshots younger than this many seconds are never forgotten.
+    pub min_age_seconds: i64,
+    /// Whether the lock may never be lowered.
+    pub compliance: bool,
+    /// When it was set.
+    pub set_at: DateTime<Utc>,
+    /// Host that set it.
+    pub host: String,
+}
+
+/// The strongest retention lock in force: the largest minimum age, compliance if any
+/// compliance lock exists.
+pub fn retention_lock(repo: &Repository) -> Result<Option<RetentionLock>> {
+    let mut best: Option<RetentionLock> = None;
+    for r in load_all(repo)? {
+        if let Record::RetentionLock(l) = r {
+            best = Some(match best {
+                None => l,
+                Some(b) => RetentionLock {
+                    min_age_seconds: b.min_age_seconds.max(l.min_age_seconds),
+                    compliance: b.compliance || l.compliance,
+                    set_at: b.set_at.max(l.set_at),
+                    host: l.host,
+                },
+            });
+        }
+    }
+    Ok(best)
+}
+
+/// Set a retention lock. Locks only ever add up: a new lock below the one in force is refused
+/// when that one is in compliance mode, and otherwise the strongest still wins.
+pub fn set_retention_lock(
+    repo: &Repository,
+    min_age_seconds: i64,
+    compliance: bool,
+    now: DateTime<Utc>,
+) -> Result<RetentionLock> {
+    if min_age_seconds <= 0 {
+        return Err(Error::Invalid(
+            "a retention lock needs a positive minimum age".into(),
+        ));
+    }
+    if let Some(cur) = retention_lock(repo)? {
+        if cur.compliance && min_age_seconds < cur.min_age_seconds {
+            return Err(Error::Refused(format!(
+                "the repository has a compliance-mode retention lock of {} days, which cannot be lowered",
+                cur.min_age_seconds / 86_400
+            )));
+        }
+    }
+    let l = RetentionLock {
+        min_age_seconds,
+        compliance,
+        set_at: now,
+        host: crate::util::hostname(),
+    };
+    save(repo, &Record::RetentionLock(l.clone()))?;
+    Ok(retention_lock(repo)?.unwrap_or(l))
 }
 
 /// Store a record.
@@ -105,6 +174,7 @@ pub fn load_all(repo: &Repository) -> Result<Vec<Record>> {
     out.sort_by_key(|r| match r {
         Record::Job(j) => j.started,
         Record::Drill(d) => d.started,
+        Record::RetentionLock(l) => l.set_at,
     });
     Ok(out)
 }

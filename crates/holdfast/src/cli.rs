@@ -169,6 +169,16 @@ pub enum Command {
         /// Snapshots to copy (id prefixes or `latest`); default all.
         snapshots: Vec<String>,
     },
+    /// Show or set the repository's retention lock: snapshots younger than the minimum age are
+    /// never forgotten; in compliance mode the lock can never be lowered.
+    RetentionLock {
+        /// Minimum age (e.g. `30d`); without it, show the lock in force.
+        #[arg(long)]
+        min_age: Option<String>,
+        /// Compliance mode: the lock can never be lowered.
+        #[arg(long, requires = "min_age")]
+        compliance: bool,
+    },
     /// Manage key slots (passwords).
     Key {
         #[command(subcommand)]

@@ -718,3 +718,58 @@ fn copy_to_another_repository_with_other_keys() {
         .assert()
         .success();
 }
+
+#[test]
+fn retention_lock_keeps_young_snapshots_and_compliance_cannot_be_lowered() {
+    let e = Env::new();
+    let src = e.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), b"a").unwrap();
+    e.init();
+    for day in 1..=3 {
+        let t = format!("2026-01-0{day}T00:00:00Z");
+        e.cmd(&["backup", src.to_str().unwrap()])
+            .env("HOLDFAST_NOW", &t)
+            .assert()
+            .success();
+    }
+    e.cmd(&["retention-lock", "--min-age", "36h", "--compliance"])
+        .assert()
+        .success();
+    // At 2026-01-04 00:00 the lock protects the snapshots of the 3rd (and not older ones).
+    let out = e
+        .cmd(&["--json", "forget", "--keep-last", "1"])
+        .env("HOLDFAST_NOW", "2026-01-04T00:00:00Z")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let reasons: Vec<String> = v["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["reasons"].to_string())
+        .collect();
+    assert_eq!(
+        e.json(&["snapshots"], 0).as_array().unwrap().len(),
+        1,
+        "{reasons:?}"
+    );
+    // With the lock far longer, nothing young can be forgotten.
+    e.cmd(&["retention-lock", "--min-age", "3650d", "--compliance"])
+        .assert()
+        .success();
+    e.cmd(&["backup", src.to_str().unwrap()]).assert().success();
+    e.cmd(&["forget", "--keep-last", "1"]).assert().success();
+    assert_eq!(e.json(&["snapshots"], 0).as_array().unwrap().len(), 2);
+    // Compliance mode cannot be lowered.
+    let o = e
+        .cmd(&["retention-lock", "--min-age", "1d"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot be lowered"));
+    let l = e.json(&["retention-lock"], 0);
+    assert_eq!(l["min_age_seconds"], 3650 * 86_400);
+    assert_eq!(l["compliance"], true);
+}

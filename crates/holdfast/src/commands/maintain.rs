@@ -208,3 +208,40 @@ fn report(g: &Global, what: &str, id: &str) -> Result<()> {
         Ok(())
     }
 }
+
+pub fn retention_lock(g: &Global, min_age: Option<&str>, compliance: bool) -> Result<u8> {
+    let repo = open(g)?;
+    let lock = match min_age {
+        Some(a) => {
+            let d = parse_duration(a)?;
+            Some(holdfast_core::records::set_retention_lock(
+                &repo,
+                d.num_seconds(),
+                compliance,
+                chrono::Utc::now(),
+            )?)
+        }
+        None => holdfast_core::records::retention_lock(&repo)?,
+    };
+    if g.json {
+        print_json(&lock)?;
+    } else {
+        match lock {
+            Some(l) => println!(
+                "retention lock: snapshots younger than {} are never forgotten{} (set {} on {})",
+                humantime::format_duration(std::time::Duration::from_secs(
+                    l.min_age_seconds as u64
+                )),
+                if l.compliance {
+                    "; compliance mode: it cannot be lowered"
+                } else {
+                    ""
+                },
+                l.set_at.format("%Y-%m-%d %H:%M"),
+                l.host
+            ),
+            None => println!("no retention lock"),
+        }
+    }
+    Ok(exit::OK)
+}

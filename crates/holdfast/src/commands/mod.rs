@@ -42,6 +42,10 @@ pub fn run(cli: Cli) -> Result<u8> {
             max_unused,
         } => maintain::prune(g, dry_run, max_unused),
         Command::Key { action } => maintain::key(g, action),
+        Command::RetentionLock {
+            min_age,
+            compliance,
+        } => maintain::retention_lock(g, min_age.as_deref(), compliance),
         Command::Copy {
             from,
             to,
