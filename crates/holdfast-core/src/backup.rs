@@ -308,11 +308,26 @@ fn describe_io(path: &Path, what: &str, e: io::Error) -> String {
 
 struct Walker<'a, 'b> {
     ctx: &'b Ctx<'a>,
-    excludes: Excludes,
+    excludes: &'b Excludes,
     one_fs: bool,
     jobs: crossbeam_channel::Sender<Job>,
-    next_job: usize,
+    next_job: &'b AtomicU64,
     summary: Summary,
+    /// Depth below a backed-up path; the top levels are walked by several threads.
+    depth: usize,
+    threads: usize,
+}
+
+/// Directories this shallow are walked by several threads (stat-bound walks scale with cores).
+const PARALLEL_DEPTH: usize = 2;
+
+fn merge(into: &mut Summary, s: &Summary) {
+    into.files_new += s.files_new;
+    into.files_changed += s.files_changed;
+    into.files_unmodified += s.files_unmodified;
+    into.dirs += s.dirs;
+    into.others += s.others;
+    into.total_bytes += s.total_bytes;
 }
 
 impl Walker<'_, '_> {
@@ -383,8 +398,7 @@ impl Walker<'_, '_> {
                     self.summary.files_new += 1;
                 }
                 self.ctx.progress.add_total(1, node.size);
-                let job = self.next_job;
-                self.next_job += 1;
+                let job = self.next_job.fetch_add(1, Ordering::Relaxed) as usize;
                 let _ = self.jobs.send(Job {
                     id: job,
                     path: path.to_path_buf(),
@@ -447,25 +461,98 @@ impl Walker<'_, '_> {
             }
         }
         entries.sort_by_cached_key(|e| e.file_name());
+        if self.depth < PARALLEL_DEPTH && self.threads > 1 && entries.len() > 1 {
+            return self.children_parallel(path, &entries, ptree, root_dev);
+        }
         let mut out = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let name = entry.file_name();
-            let child = path.join(&name);
-            if self.excludes.excluded(&child, name.as_bytes()) {
-                continue;
+        for entry in &entries {
+            if let Some(p) = self.child(path, entry, ptree, root_dev) {
+                out.push(p);
             }
-            // lstat relative to the open directory (no path walk per entry).
-            let m = match entry.metadata() {
-                Ok(m) => m,
-                Err(e) => {
-                    self.ctx.error(describe_io(&child, "cannot be examined", e));
-                    continue;
-                }
-            };
-            let pnode = ptree.and_then(|t| t.get(name.as_bytes()));
-            out.push(self.entry(&child, FsName::from_os(&name), &m, pnode, root_dev));
         }
         out
+    }
+
+    /// One directory entry: excluded, examined, walked.
+    fn child(
+        &mut self,
+        path: &Path,
+        entry: &fs::DirEntry,
+        ptree: Option<&Tree>,
+        root_dev: u64,
+    ) -> Option<Pending> {
+        let name = entry.file_name();
+        let child = path.join(&name);
+        if self.excludes.excluded(&child, name.as_bytes()) {
+            return None;
+        }
+        // lstat relative to the open directory (no path walk per entry).
+        let m = match entry.metadata() {
+            Ok(m) => m,
+            Err(e) => {
+                self.ctx.error(describe_io(&child, "cannot be examined", e));
+                return None;
+            }
+        };
+        let pnode = ptree.and_then(|t| t.get(name.as_bytes()));
+        Some(self.entry(&child, FsName::from_os(&name), &m, pnode, root_dev))
+    }
+
+    /// The entries of a shallow directory, taken in turn by several walkers; results keep
+    /// their (sorted) order.
+    fn children_parallel(
+        &mut self,
+        path: &Path,
+        entries: &[fs::DirEntry],
+        ptree: Option<&Tree>,
+        root_dev: u64,
+    ) -> Vec<Pending> {
+        let slots: Vec<Mutex<Option<Pending>>> = entries.iter().map(|_| Mutex::new(None)).collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let (ctx, excludes, one_fs, next_job, depth, threads) = (
+            self.ctx,
+            self.excludes,
+            self.one_fs,
+            self.next_job,
+            self.depth,
+            self.threads,
+        );
+        let summaries: Vec<Summary> = std::thread::scope(|sc| {
+            let hs: Vec<_> = (0..threads)
+                .map(|_| {
+                    let (jobs, slots, next) = (self.jobs.clone(), &slots, &next);
+                    sc.spawn(move || {
+                        let mut w = Walker {
+                            ctx,
+                            excludes,
+                            one_fs,
+                            jobs,
+                            next_job,
+                            summary: Summary::default(),
+                            depth: depth + 1,
+                            threads,
+                        };
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(entry) = entries.get(i) else { break };
+                            let p = w.child(path, entry, ptree, root_dev);
+                            *slots[i].lock().unwrap_or_else(|p| p.into_inner()) = p;
+                        }
+                        w.summary
+                    })
+                })
+                .collect();
+            hs.into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        });
+        for s in &summaries {
+            merge(&mut self.summary, s);
+        }
+        slots
+            .into_iter()
+            .filter_map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
+            .collect()
     }
 }
 
@@ -615,6 +702,7 @@ pub fn backup(
         opts.threads
     };
     let excludes = Excludes::new(&opts.excludes)?;
+    let next_job = AtomicU64::new(0);
     let (job_tx, job_rx) = unbounded::<Job>();
     let (done_tx, done_rx) = unbounded::<(usize, std::result::Result<FileDone, String>)>();
     let (pending, mut summary) = std::thread::scope(|s| {
@@ -632,11 +720,13 @@ pub fn backup(
         drop(done_tx);
         let mut w = Walker {
             ctx: &ctx,
-            excludes,
+            excludes: &excludes,
             one_fs: opts.one_file_system,
             jobs: job_tx,
-            next_job: 0,
+            next_job: &next_job,
             summary: Summary::default(),
+            depth: 0,
+            threads,
         };
         let ptree = parent
             .as_ref()
