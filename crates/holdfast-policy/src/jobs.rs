@@ -82,6 +82,8 @@ pub struct Observed {
     pub by_repo: HashMap<String, HashMap<String, Vec<DateTime<Utc>>>>,
     /// Repositories that could not be read, and why.
     pub unreadable: Vec<String>,
+    /// Per repository: cipher and retention lock.
+    pub repo_info: HashMap<String, (String, Option<holdfast_core::records::RetentionLock>)>,
 }
 
 /// Read snapshots and records of every repository the workload names.
@@ -92,6 +94,7 @@ pub fn observe(env: &Env) -> Observed {
         drills: HashMap::new(),
         by_repo: HashMap::new(),
         unreadable: Vec::new(),
+        repo_info: HashMap::new(),
     };
     for (name, cfg) in &env.workload.repositories {
         let repo = match (env.open)(name, cfg) {
@@ -108,6 +111,9 @@ pub fn observe(env: &Env) -> Observed {
                 continue;
             }
         };
+        let lock = records::retention_lock(&repo).unwrap_or(None);
+        o.repo_info
+            .insert(name.clone(), (repo.config().cipher.clone(), lock));
         let per = o.by_repo.entry(name.clone()).or_default();
         for s in snaps {
             if let Some(src) = s.snapshot.source.clone() {
@@ -908,5 +914,33 @@ pub fn status_from(env: &Env, o: &Observed) -> crate::report::StatusReport {
         sources,
         controls,
         unreadable: o.unreadable.clone(),
+        repositories: env
+            .workload
+            .repositories
+            .iter()
+            .map(|(name, cfg)| {
+                let (cipher, lock) = o.repo_info.get(name).cloned().unwrap_or_else(|| ("unknown (unreadable)".into(), None));
+                let mut holds: Vec<(String, DateTime<Utc>)> = o
+                    .by_repo
+                    .get(name)
+                    .map(|m| m.iter().filter_map(|(s, ts)| ts.iter().max().map(|t| (s.clone(), *t))).collect())
+                    .unwrap_or_default();
+                holds.sort();
+                crate::report::RepositoryRow {
+                    name: name.clone(),
+                    url: cfg.url.clone(),
+                    encryption: cipher,
+                    immutability: match lock {
+                        Some(l) => format!(
+                            "retention lock {}{} (enforced by holdfast; the store has no object lock)",
+                            crate::duration::show(Duration::seconds(l.min_age_seconds)),
+                            if l.compliance { ", compliance mode" } else { "" }
+                        ),
+                        None => "none: anyone with delete permission on the store can remove recovery points".into(),
+                    },
+                    holds,
+                }
+            })
+            .collect(),
     }
 }

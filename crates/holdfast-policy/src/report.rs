@@ -19,6 +19,23 @@ pub struct StatusReport {
     pub controls: Vec<Control>,
     /// Repositories that could not be read.
     pub unreadable: Vec<String>,
+    /// Per repository: encryption, immutability, copies held.
+    pub repositories: Vec<RepositoryRow>,
+}
+
+/// One repository's protection, as read from it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepositoryRow {
+    /// Name in the workload.
+    pub name: String,
+    /// Where.
+    pub url: String,
+    /// The cipher of its recovery points.
+    pub encryption: String,
+    /// How its recovery points are protected from deletion.
+    pub immutability: String,
+    /// Sources with recovery points here, and the newest one's time.
+    pub holds: Vec<(String, DateTime<Utc>)>,
 }
 
 /// One source's row.
@@ -115,6 +132,22 @@ pub fn html(r: &StatusReport) -> String {
             badge(s.status.rto),
             badge(s.status.copies),
             s.last_job.as_ref().map(|(k, st, t)| format!("{} {} {}", esc(k), esc(st), t.format("%m-%d %H:%M"))).unwrap_or_else(|| "—".into()),
+        );
+    }
+    h += "</table><h2>Repositories</h2><table><tr><th>repository</th><th>url</th><th>encryption</th><th>immutability</th><th>holds (newest point)</th></tr>";
+    for r in &r.repositories {
+        h += &format!(
+            "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&r.name),
+            esc(&r.url),
+            esc(&r.encryption),
+            esc(&r.immutability),
+            esc(&r
+                .holds
+                .iter()
+                .map(|(s, t)| format!("{s} {}", t.format("%m-%d %H:%M")))
+                .collect::<Vec<_>>()
+                .join(", "))
         );
     }
     h += "</table><h2>Controls</h2><table><tr><th>control</th><th>result</th><th>failing sources</th></tr>";

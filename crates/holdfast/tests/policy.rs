@@ -545,4 +545,17 @@ fn class_copies_are_made_verified_and_reported() {
         .unwrap();
     assert_eq!(orders["action"], "copied", "{orders}");
     assert_eq!(source(&p["status"], "orders")["status"]["copies"], "met");
+    // Per repository: encryption, immutability, and what it holds.
+    let repos = p["status"]["repositories"].as_array().unwrap();
+    let off = repos.iter().find(|r| r["name"] == "offsite").unwrap();
+    assert_eq!(off["encryption"], "xchacha20-poly1305");
+    assert!(off["immutability"].as_str().unwrap().starts_with("none"));
+    assert!(
+        off["holds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h[0] == "orders"),
+        "{off}"
+    );
 }

@@ -309,7 +309,17 @@ fn print_status(g: &Global, r: &StatusReport) -> Result<()> {
             println!("    - {p}");
         }
     }
-    println!("\ncontrols (encryption: every holdfast recovery point is encrypted with XChaCha20-Poly1305):");
+    println!("\nrepositories:");
+    for repo in &r.repositories {
+        println!(
+            "  {} ({}): encryption {}; immutability: {}",
+            repo.name, repo.url, repo.encryption, repo.immutability
+        );
+        for (src, t) in &repo.holds {
+            println!("    holds {src}, newest {}", t.format("%Y-%m-%d %H:%M"));
+        }
+    }
+    println!("\ncontrols:");
     for c in &r.controls {
         println!(
             "  [{}] {}{}",
