@@ -587,6 +587,20 @@ pub struct DrillOutcome {
     pub bytes: u64,
 }
 
+/// Record a step's messages (or its error); true if it succeeded.
+fn noted(r: Result<Vec<String>, String>, messages: &mut Vec<String>) -> bool {
+    match r {
+        Ok(m) => {
+            messages.extend(m);
+            true
+        }
+        Err(e) => {
+            messages.push(e);
+            false
+        }
+    }
+}
+
 /// Run a verify query with a client command; records what it returned; true if it passed.
 fn verify_query(c: Command, messages: &mut Vec<String>) -> bool {
     match output(c, "verify query") {
@@ -689,16 +703,7 @@ pub fn drill(
             } else {
                 restore(repo, s, snap, None, false, &conn)
             };
-            let mut ok = match r {
-                Ok(m) => {
-                    messages.extend(m);
-                    true
-                }
-                Err(e) => {
-                    messages.push(e);
-                    false
-                }
-            };
+            let mut ok = noted(r, &mut messages);
             if ok {
                 if let Some(q) = &s.verify {
                     let db = s
@@ -728,16 +733,7 @@ pub fn drill(
         SourceKind::Mysql => {
             let server = my_scratch::Server::start(scratch, timeout)?;
             let conn = server.conn();
-            let mut ok = match restore(repo, s, snap, None, false, &conn) {
-                Ok(m) => {
-                    messages.extend(m);
-                    true
-                }
-                Err(e) => {
-                    messages.push(e);
-                    false
-                }
-            };
+            let mut ok = noted(restore(repo, s, snap, None, false, &conn), &mut messages);
             if ok {
                 if let Some(q) = &s.verify {
                     let tool = my_tool("mariadb", "mysql");

@@ -30,6 +30,21 @@ fn now() -> Result<DateTime<Utc>> {
     }
 }
 
+/// The job environment for a workload: clock, opener, state directory, progress.
+fn env<'a>(
+    w: &'a Workload,
+    open: &'a jobs::Opener<'a>,
+    progress: &'a CliProgress,
+) -> Result<Env<'a>> {
+    Ok(Env {
+        workload: w,
+        now: now()?,
+        open,
+        state_dir: state_dir(),
+        progress,
+    })
+}
+
 fn state_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("HOLDFAST_STATE_DIR") {
         return d.into();
@@ -193,13 +208,7 @@ pub fn plan(g: &Global, no_discover: bool) -> Result<u8> {
     let w = workload(g)?;
     let open = opener(&w, false);
     let progress = CliProgress::new(true);
-    let env = Env {
-        workload: &w,
-        now: now()?,
-        open: &open,
-        state_dir: state_dir(),
-        progress: &progress,
-    };
+    let env = env(&w, &open, &progress)?;
     let o = jobs::observe(&env);
     let unprotected: Vec<String> = if no_discover {
         Vec::new()
@@ -339,13 +348,7 @@ pub fn status(g: &Global, html: Option<&Path>) -> Result<u8> {
     let w = workload(g)?;
     let open = opener(&w, false);
     let progress = CliProgress::new(true);
-    let env = Env {
-        workload: &w,
-        now: now()?,
-        open: &open,
-        state_dir: state_dir(),
-        progress: &progress,
-    };
+    let env = env(&w, &open, &progress)?;
     let r = jobs::status(&env);
     if let Some(h) = html {
         std::fs::write(h, holdfast_policy::report::html(&r))
@@ -367,13 +370,7 @@ pub fn protect(g: &Global, only: Option<&str>) -> Result<u8> {
     }
     let open = opener(&w, true);
     let progress = CliProgress::new(g.quiet || g.json);
-    let env = Env {
-        workload: &w,
-        now: now()?,
-        open: &open,
-        state_dir: state_dir(),
-        progress: &progress,
-    };
+    let env = env(&w, &open, &progress)?;
     let lines = jobs::protect(&env)?;
     let full = workload(g)?;
     let open2 = opener(&full, false);
@@ -433,13 +430,7 @@ pub fn drill(
     let w = workload(g)?;
     let open = opener(&w, true);
     let progress = CliProgress::new(g.quiet || g.json);
-    let env = Env {
-        workload: &w,
-        now: now()?,
-        open: &open,
-        state_dir: state_dir(),
-        progress: &progress,
-    };
+    let env = env(&w, &open, &progress)?;
     let scratch = scratch.unwrap_or_else(std::env::temp_dir);
     let names: Vec<String> = match source {
         Some(s) => vec![s.to_string()],
