@@ -168,6 +168,7 @@ pub fn load_all(repo: &Repository) -> Result<Vec<Record>> {
         match repo.load_json::<Record>(ObjectKind::Record, &o.name, AAD) {
             Ok(r) => out.push(r),
             Err(e @ Error::Corrupt { .. }) => tracing::warn!("record skipped: {e}"),
+            Err(Error::Storage(e)) if e.is_not_found() => continue,
             Err(e) => return Err(e),
         }
     }

@@ -445,6 +445,8 @@ impl Repository {
                     tracing::warn!("{e}; its packs are indexed from their headers instead");
                     damaged.push(e.to_string());
                 }
+                // Listed, then replaced by a concurrent prune: its content is in the new file.
+                Err(Error::Storage(e)) if e.is_not_found() => continue,
                 Err(e) => return Err(e),
             }
             if let Some(id) = Id::from_hex(&o.name) {

@@ -94,6 +94,8 @@ pub fn load_all(repo: &Repository) -> Result<(Vec<SnapshotEntry>, Vec<Error>)> {
         match repo.load_json::<Snapshot>(ObjectKind::Snapshot, &o.name, AAD) {
             Ok(snapshot) => out.push(SnapshotEntry { id, snapshot }),
             Err(e @ Error::Corrupt { .. }) => bad.push(e),
+            // Listed, then removed by a concurrent forget (or a listing that lags a delete).
+            Err(Error::Storage(e)) if e.is_not_found() => continue,
             Err(e) => return Err(e),
         }
     }
