@@ -38,8 +38,27 @@ mod opt_secs {
             None => s.serialize_none(),
         }
     }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Seconds(i64),
+        Human(String),
+    }
+    /// Seconds, or a human duration such as `"7d"` (as written in a workload file).
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        Ok(Option::<i64>::deserialize(d)?.map(Duration::seconds))
+        match Option::<Repr>::deserialize(d)? {
+            None => Ok(None),
+            Some(Repr::Seconds(s)) => Ok(Some(Duration::seconds(s))),
+            Some(Repr::Human(h)) => humantime::parse_duration(&h)
+                .ok()
+                .and_then(|d| Duration::from_std(d).ok())
+                .map(Some)
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!(
+                        "{h:?} is not a duration: use e.g. \"7d\", \"36h\""
+                    ))
+                }),
+        }
     }
 }
 

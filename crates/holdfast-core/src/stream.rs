@@ -45,6 +45,34 @@ pub struct StreamOptions {
     pub time: Option<DateTime<Utc>>,
 }
 
+/// A node for an entry that exists only in the snapshot (no file system behind it).
+fn synthetic(
+    name: String,
+    kind: NodeKind,
+    mode: u32,
+    (uid, gid): (u32, u32),
+    time_ns: i64,
+) -> Node {
+    Node {
+        name: FsName(name.into_bytes()),
+        kind,
+        mode,
+        uid,
+        gid,
+        mtime: time_ns,
+        ctime: time_ns,
+        inode: 0,
+        dev: 0,
+        links: 1,
+        size: 0,
+        content: Vec::new(),
+        subtree: None,
+        target: None,
+        rdev: None,
+        xattrs: Vec::new(),
+    }
+}
+
 /// Store the items as files `DIR/NAME` of a new snapshot.
 pub fn backup_streams(
     repo: &Repository,
@@ -91,24 +119,10 @@ pub fn backup_streams(
         summary.files_new += 1;
         summary.bytes_read += size;
         summary.total_bytes += size;
-        nodes.push(Node {
-            name: FsName(item.name.into_bytes()),
-            kind: NodeKind::File,
-            mode: 0o600,
-            uid,
-            gid,
-            mtime: now_ns,
-            ctime: now_ns,
-            inode: 0,
-            dev: 0,
-            links: 1,
-            size,
-            content,
-            subtree: None,
-            target: None,
-            rdev: None,
-            xattrs: Vec::new(),
-        });
+        let mut n = synthetic(item.name, NodeKind::File, 0o600, (uid, gid), now_ns);
+        n.size = size;
+        n.content = content;
+        nodes.push(n);
     }
     nodes.sort_by(|a, b| a.name.cmp(&b.name));
     for w in nodes.windows(2) {
@@ -120,24 +134,8 @@ pub fn backup_streams(
         }
     }
     let sub = dedup.store(&mut c, BlobType::Tree, &Tree { nodes }.encode())?;
-    let dir = Node {
-        name: FsName(opts.dir.clone().into_bytes()),
-        kind: NodeKind::Dir,
-        mode: 0o700,
-        uid,
-        gid,
-        mtime: now_ns,
-        ctime: now_ns,
-        inode: 0,
-        dev: 0,
-        links: 1,
-        size: 0,
-        content: Vec::new(),
-        subtree: Some(sub),
-        target: None,
-        rdev: None,
-        xattrs: Vec::new(),
-    };
+    let mut dir = synthetic(opts.dir.clone(), NodeKind::Dir, 0o700, (uid, gid), now_ns);
+    dir.subtree = Some(sub);
     let root = dedup.store(&mut c, BlobType::Tree, &Tree { nodes: vec![dir] }.encode())?;
     dedup.writer.finish()?;
     (summary.blobs_added, summary.bytes_added) = dedup.added();

@@ -72,42 +72,6 @@ pub enum Criticality {
     Low,
 }
 
-/// The `keep` table of a class.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KeepConfig {
-    /// Newest N.
-    pub last: Option<u32>,
-    /// One per hour.
-    pub hourly: Option<u32>,
-    /// One per day.
-    pub daily: Option<u32>,
-    /// One per week.
-    pub weekly: Option<u32>,
-    /// One per month.
-    pub monthly: Option<u32>,
-    /// One per year.
-    pub yearly: Option<u32>,
-    /// Everything newer than this.
-    #[serde(default, deserialize_with = "duration::de_opt")]
-    pub within: Option<Duration>,
-}
-
-impl KeepConfig {
-    /// As an engine keep-policy.
-    pub fn policy(&self) -> KeepPolicy {
-        KeepPolicy {
-            last: self.last,
-            hourly: self.hourly,
-            daily: self.daily,
-            weekly: self.weekly,
-            monthly: self.monthly,
-            yearly: self.yearly,
-            within: self.within,
-        }
-    }
-}
-
 /// A criticality class.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -123,7 +87,7 @@ pub struct ClassConfig {
     pub rto: Option<Duration>,
     /// Retention.
     #[serde(default)]
-    pub keep: Option<KeepConfig>,
+    pub keep: Option<KeepPolicy>,
     /// Other repositories that must hold a copy.
     #[serde(default)]
     pub copies: Vec<Spanned<String>>,
@@ -558,16 +522,24 @@ why-not-backup = "derived"
         assert_eq!(w.class_of(s).unwrap().1.rpo, Some(Duration::minutes(15)));
         assert_eq!(w.repository_of(s).unwrap().0, "local");
         assert_eq!(
-            w.class_of(s)
-                .unwrap()
-                .1
-                .keep
-                .as_ref()
-                .unwrap()
-                .policy()
-                .daily,
+            w.class_of(s).unwrap().1.keep.as_ref().unwrap().daily,
             Some(14)
         );
+        let w = parse(&GOOD.replace(
+            "keep = { last = 10, daily = 14 }",
+            "keep = { within = \"7d\" }",
+        ))
+        .unwrap();
+        assert_eq!(
+            w.classes["critical"].keep.as_ref().unwrap().within,
+            Some(Duration::days(7))
+        );
+        let e = parse(&GOOD.replace(
+            "keep = { last = 10, daily = 14 }",
+            "keep = { within = \"soon\" }",
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("not a duration"), "{e}");
     }
 
     #[test]

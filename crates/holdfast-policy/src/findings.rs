@@ -150,7 +150,7 @@ pub fn findings(
                 format!("add copies = [\"<other repository>\"] to [class.{name}]"),
             );
         }
-        if c.keep.as_ref().is_none_or(|k| k.policy().is_empty())
+        if c.keep.as_ref().is_none_or(|k| k.is_empty())
             && used.iter().any(|s| s.strategy == Some(Strategy::Backup))
         {
             f("class-without-retention", anti::NO_RPO, name, Severity::Low, format!("class {name:?} has no retention (keep) policy: recovery points accumulate forever"), format!("set keep = {{ daily = 7, weekly = 4 }} in [class.{name}]"));

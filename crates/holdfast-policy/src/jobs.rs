@@ -214,7 +214,7 @@ pub fn facts(env: &Env, o: &Observed) -> Vec<(SourceFacts, SourceStatus)> {
             drill_every: class.and_then(|(_, c)| c.drill_every),
             has_retention: class
                 .and_then(|(_, c)| c.keep.as_ref())
-                .is_some_and(|k| !k.policy().is_empty()),
+                .is_some_and(|k| !k.is_empty()),
             newest_point: newest.map(|n| n.snapshot.time),
             points: o
                 .snapshots
@@ -478,12 +478,7 @@ pub fn protect(env: &Env) -> Result<Vec<ProtectLine>, JobError> {
         let ok = r.state != JobState::Failed;
         jobs.push(r);
         if ok {
-            if let Some(keep) = class
-                .keep
-                .as_ref()
-                .map(|k| k.policy())
-                .filter(|p| !p.is_empty())
-            {
+            if let Some(keep) = class.keep.as_ref().cloned().filter(|p| !p.is_empty()) {
                 let t = Instant::now();
                 let started = env.now;
                 let res =
