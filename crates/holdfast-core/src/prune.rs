@@ -217,8 +217,13 @@ pub fn prune(
     // Phase two for earlier plans.
     let plans = session::load_plans(repo)?;
     for (plan_id, plan) in &plans {
+        // A writer that registered up to a minute after the plan's time also waits: it may
+        // have read the index just before the plan became visible (and clocks differ).
         let live = session::live_sessions(repo, now)?;
-        if let Some(s) = live.iter().find(|s| s.started < plan.created) {
+        if let Some(s) = live
+            .iter()
+            .find(|s| s.started < plan.created + chrono::Duration::seconds(60))
+        {
             report.waiting.push(format!(
                 "plan {} waits for {} on {} (pid {}, started {})",
                 plan_id.short(),
@@ -230,7 +235,7 @@ pub fn prune(
             continue;
         }
         if !opts.dry_run {
-            execute(repo, plan_id, plan, &used, &mut report)?;
+            execute(repo, plan_id, plan, &mut report)?;
         }
     }
 
@@ -310,17 +315,17 @@ pub fn prune(
     condemn.dedup();
     report.packs_condemned = condemn.len();
     let plan = GcPlan {
-        created: now,
+        // The plan's time is when it is written, not when this prune started: a writer that
+        // registered in between may have read the index before the plan existed, and must
+        // count as older than the plan.
+        created: Utc::now().max(now),
         condemned: condemn,
     };
     let plan_id = session::save_plan(repo, &plan)?;
     // Phase two at once if no writer could have read the index before the plan existed.
     let live = session::live_sessions(repo, now)?;
     if live.is_empty() {
-        let snaps = snapshot::load_all(repo)?.0;
-        let (index, _) = repo.load_index()?;
-        let used = used_blobs(repo, &index, &snaps)?;
-        execute(repo, &plan_id, &plan, &used, &mut report)?;
+        execute(repo, &plan_id, &plan, &mut report)?;
     } else {
         report.waiting.push(format!(
             "plan {} waits for {} running writer(s); the next prune completes it",
@@ -333,14 +338,13 @@ pub fn prune(
 }
 
 /// Phase two: delete a plan's packs that no used blob depends on.
-fn execute(
-    repo: &Repository,
-    plan_id: &Id,
-    plan: &GcPlan,
-    used: &HashSet<Id>,
-    report: &mut PruneReport,
-) -> Result<()> {
+fn execute(repo: &Repository, plan_id: &Id, plan: &GcPlan, report: &mut PruneReport) -> Result<()> {
+    // What is referenced is read now, after the caller saw no writer older than the plan: a
+    // writer that ended meanwhile wrote its snapshot before removing its session, so it is seen
+    // here (a set computed earlier would miss it and delete what it references).
+    let snaps = snapshot::load_all(repo)?.0;
     let (index, files) = repo.load_index()?;
+    let used = &used_blobs(repo, &index, &snaps)?;
     let condemned: HashSet<Id> = plan.condemned.iter().copied().collect();
     let survivors = index.without_packs(&condemned);
     // Spare a condemned pack if a used blob is only there (a snapshot written meanwhile).
