@@ -5,6 +5,10 @@
 #   scripts/garage-cluster.sh down DIR          stop it
 #   scripts/garage-cluster.sh kill DIR N        SIGKILL node N (1..3), for fault tests
 #   scripts/garage-cluster.sh start DIR N       restart node N
+#   scripts/garage-cluster.sh key DIR NAME PERM...  a new key with PERM (read, write, owner) on the
+#                                               bucket; prints its AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY
+# With GARAGE_OWNER_PID set, `up` also starts a watchdog that stops the cluster when that process
+# exits (tests pass their own pid, so no node outlives the test run).
 set -euo pipefail
 cmd=${1:?usage: garage-cluster.sh up|down|kill|start DIR ...}
 dir=${2:?directory}
@@ -56,6 +60,9 @@ TOML
     done
     ids+=("$id")
   done
+  # Every node knows every peer at start-up, so the cluster re-forms after a full restart.
+  peers=$(printf '"%s",' "${ids[@]}"); peers="bootstrap_peers = [${peers%,}]"
+  for n in 1 2 3; do sed -i "/^replication_factor/a $peers" "$(node_cfg "$n")"; done
   g node connect "${ids[1]}" >/dev/null
   g node connect "${ids[2]}" >/dev/null
   for n in 1 2 3; do g layout assign -z "dc$n" -c 1G "${ids[$((n-1))]%@*}" >/dev/null; done
@@ -72,6 +79,12 @@ AWS_ACCESS_KEY_ID=$kid
 AWS_SECRET_ACCESS_KEY=$ksec
 HOLDFAST_TEST_BUCKET=$bucket
 ENV
+  if [ -n "${GARAGE_OWNER_PID:-}" ]; then
+    (
+      while kill -0 "$GARAGE_OWNER_PID" 2>/dev/null; do sleep 1; done
+      "$0" down "$dir" >/dev/null 2>&1
+    ) >/dev/null 2>&1 </dev/null &
+  fi
   echo "garage cluster up in $dir"
   ;;
 down)
@@ -81,5 +94,15 @@ down)
   ;;
 kill) kill -9 "$(cat "$dir/node${3:?node}/pid")" ;;
 start) start_node "${3:?node}" ;;
+key)
+  name=${3:?key name}; shift 3
+  bucket=$(awk -F= '/^HOLDFAST_TEST_BUCKET=/ {print $2}' "$dir/env")
+  g() { "$garage" -c "$(node_cfg 1)" "$@"; }
+  keyinfo=$(g key create "$name")
+  flags=(); for p in "$@"; do flags+=("--$p"); done
+  g bucket allow "${flags[@]}" "$bucket" --key "$name" >/dev/null
+  echo "AWS_ACCESS_KEY_ID=$(echo "$keyinfo" | awk '/Key ID/ {print $NF}')"
+  echo "AWS_SECRET_ACCESS_KEY=$(echo "$keyinfo" | awk '/Secret key/ {print $NF}')"
+  ;;
 *) echo "unknown command $cmd" >&2; exit 2 ;;
 esac

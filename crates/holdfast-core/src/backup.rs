@@ -156,6 +156,8 @@ struct Ctx<'a> {
     errors: Mutex<Vec<String>>,
     warnings: Mutex<Vec<String>>,
     bytes_read: AtomicU64,
+    /// The first repository error: it ends the backup (unlike an unreadable source file).
+    fatal: Mutex<Option<Error>>,
 }
 
 impl Ctx<'_> {
@@ -165,6 +167,25 @@ impl Ctx<'_> {
 
     fn store(&self, c: &mut Compressor, t: BlobType, data: &[u8]) -> Result<Id> {
         self.dedup.store(c, t, data)
+    }
+
+    /// Store a file's chunk. A repository error is kept as the backup's fatal error (once, not
+    /// once per file) and stops the remaining file jobs.
+    fn store_chunk(&self, c: &mut Compressor, data: &[u8]) -> std::result::Result<Id, String> {
+        self.store(c, BlobType::Data, data).map_err(|e| {
+            let mut f = self.fatal.lock().unwrap_or_else(|p| p.into_inner());
+            if f.is_none() {
+                *f = Some(e);
+            }
+            "the repository failed".to_string()
+        })
+    }
+
+    fn failed(&self) -> bool {
+        self.fatal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
     }
 
     fn error(&self, msg: String) {
@@ -207,10 +228,7 @@ impl Ctx<'_> {
         let mut content = Vec::new();
         if !buf.is_empty() {
             self.progress.inc(0, buf.len() as u64);
-            content.push(
-                self.store(c, BlobType::Data, &buf)
-                    .map_err(|e| e.to_string())?,
-            );
+            content.push(self.store_chunk(c, &buf)?);
         }
         let size = buf.len() as u64;
         self.check_unchanged(&f, job, size);
@@ -240,10 +258,7 @@ impl Ctx<'_> {
             })?;
             size += chunk.length as u64;
             self.progress.inc(0, chunk.length as u64);
-            content.push(
-                self.store(c, BlobType::Data, &chunk.data)
-                    .map_err(|e| e.to_string())?,
-            );
+            content.push(self.store_chunk(c, &chunk.data)?);
         }
         self.check_unchanged(&f, job, size);
         Ok(FileDone { content, size })
@@ -692,6 +707,7 @@ pub fn backup(
         errors: Mutex::new(Vec::new()),
         warnings: Mutex::new(Vec::new()),
         bytes_read: AtomicU64::new(0),
+        fatal: Mutex::new(None),
     };
     progress.phase("backup");
     let threads = if opts.threads == 0 {
@@ -711,7 +727,11 @@ pub fn backup(
             s.spawn(move || {
                 let mut c = Compressor::new(ctx.level);
                 for job in rx.iter() {
-                    let r = ctx.read_file(&mut c, &job);
+                    let r = if ctx.failed() {
+                        Err("not read: the repository failed".into())
+                    } else {
+                        ctx.read_file(&mut c, &job)
+                    };
                     ctx.progress.inc(1, 0);
                     let _ = tx.send((job.id, r));
                 }
@@ -741,6 +761,9 @@ pub fn backup(
         (pending, summary)
     });
     let mut done: HashMap<usize, _> = done_rx.iter().collect();
+    if let Some(e) = ctx.fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(e);
+    }
     let mut c = Compressor::new(ctx.level);
     let mut nodes = Vec::new();
     for p in pending {

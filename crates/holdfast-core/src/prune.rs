@@ -145,6 +145,8 @@ pub struct PruneReport {
     pub bytes_freed: u64,
     /// Plans left for a later prune, and why.
     pub waiting: Vec<String>,
+    /// Records of dead writer sessions removed.
+    pub stale_sessions_removed: usize,
 }
 
 /// Every blob any snapshot references. Refuses on a damaged tree: pruning a repository whose
@@ -212,6 +214,10 @@ pub fn prune(
                 "prune stopped, nothing was deleted: blob {u} is referenced but not indexed. Run `holdfast check`"
             )));
         }
+    }
+
+    if !opts.dry_run {
+        report.stale_sessions_removed = session::sweep_stale_sessions(repo, now)?;
     }
 
     // Phase two for earlier plans.

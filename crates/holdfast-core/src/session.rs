@@ -108,7 +108,11 @@ impl Drop for Session {
             h.thread().unpark();
             let _ = h.join();
         }
-        let _ = self.repo.storage().delete(ObjectKind::Session, &self.name);
+        // A backup may hold credentials without delete permission: the ended record is then
+        // left for prune, which removes it once its heartbeat is stale.
+        if let Err(e) = self.repo.storage().delete(ObjectKind::Session, &self.name) {
+            tracing::info!("session record {} left for prune: {e}", self.name);
+        }
         let _ = self.repo.storage().flush();
     }
 }
@@ -122,8 +126,9 @@ fn write_session(repo: &Repository, name: &str, rec: &SessionRecord) -> Result<(
     Ok(())
 }
 
-/// Every session whose heartbeat is fresh at `now`.
-pub fn live_sessions(repo: &Repository, now: DateTime<Utc>) -> Result<Vec<SessionRecord>> {
+/// Every session record, by name. An unreadable record reads as a live session of unknown
+/// origin (`None`), so that nothing is deleted under a writer we cannot see.
+fn all_sessions(repo: &Repository) -> Result<Vec<(String, Option<SessionRecord>)>> {
     let mut out = Vec::new();
     for o in repo.storage().list(ObjectKind::Session)? {
         let raw = match repo.storage().get(ObjectKind::Session, &o.name) {
@@ -131,33 +136,59 @@ pub fn live_sessions(repo: &Repository, now: DateTime<Utc>) -> Result<Vec<Sessio
             Err(e) if e.is_not_found() => continue, // ended meanwhile
             Err(e) => return Err(e.into()),
         };
-        let rec: SessionRecord = match repo
+        let rec = repo
             .key()
             .decrypt(SESSION_AAD, &raw)
             .ok()
-            .and_then(|p| serde_json::from_slice(&p).ok())
-        {
-            Some(r) => r,
-            None => {
-                tracing::warn!(
-                    "session record {} is unreadable; treating it as live",
-                    o.name
-                );
-                SessionRecord {
-                    operation: "unknown".into(),
-                    hostname: "?".into(),
-                    pid: 0,
-                    started: DateTime::<Utc>::MIN_UTC,
-                    heartbeat: now,
-                }
-            }
-        };
-        let age = now.signed_duration_since(rec.heartbeat);
-        if age.to_std().map(|a| a < STALE_AFTER).unwrap_or(true) {
-            out.push(rec);
+            .and_then(|p| serde_json::from_slice(&p).ok());
+        if rec.is_none() {
+            tracing::warn!(
+                "session record {} is unreadable; treating it as live",
+                o.name
+            );
         }
+        out.push((o.name, rec));
     }
     Ok(out)
+}
+
+fn is_stale(rec: &SessionRecord, now: DateTime<Utc>) -> bool {
+    let age = now.signed_duration_since(rec.heartbeat);
+    age.to_std().is_ok_and(|a| a >= STALE_AFTER)
+}
+
+/// Every session whose heartbeat is fresh at `now`.
+pub fn live_sessions(repo: &Repository, now: DateTime<Utc>) -> Result<Vec<SessionRecord>> {
+    Ok(all_sessions(repo)?
+        .into_iter()
+        .map(|(_, rec)| {
+            rec.unwrap_or_else(|| SessionRecord {
+                operation: "unknown".into(),
+                hostname: "?".into(),
+                pid: 0,
+                started: DateTime::<Utc>::MIN_UTC,
+                heartbeat: now,
+            })
+        })
+        .filter(|rec| !is_stale(rec, now))
+        .collect())
+}
+
+/// Delete the records of sessions that are dead at `now` (no heartbeat for [`STALE_AFTER`]):
+/// a killed writer, or a backup whose credentials may not delete (backup never needs delete
+/// permission; it leaves its ended session for the next prune). Returns how many were removed.
+pub fn sweep_stale_sessions(repo: &Repository, now: DateTime<Utc>) -> Result<usize> {
+    let mut n = 0;
+    for (name, rec) in all_sessions(repo)? {
+        if rec.is_some_and(|r| is_stale(&r, now)) {
+            repo.storage().delete(ObjectKind::Session, &name)?;
+            n += 1;
+        }
+    }
+    if n > 0 {
+        repo.storage().flush()?;
+    }
+    Ok(n)
 }
 
 /// A prune's plan: packs to delete once no older session is alive.

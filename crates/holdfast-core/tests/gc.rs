@@ -158,3 +158,39 @@ fn plan_spares_packs_a_newer_snapshot_uses() {
     assert!(res.errors.is_empty(), "{:?}", res.errors);
     assert_eq!(fs::read(out.join("src/a")).unwrap(), data(2, 1_500_000));
 }
+
+#[test]
+fn prune_removes_dead_sessions_and_keeps_live_ones() {
+    let d = tempfile::tempdir().unwrap();
+    let r = repo(d.path());
+    // A writer that ended without removing its record (killed, or no delete permission).
+    std::mem::forget(Session::start(&r, "backup").unwrap());
+    let live = Session::start(&r, "backup").unwrap();
+    let sessions = |r: &Repository| r.storage().list(ObjectKind::Session).unwrap().len();
+    assert_eq!(sessions(&r), 2);
+    // Within the stale period both count as live, and nothing is removed.
+    let rep = prune::prune(&r, &PruneOptions::default(), &NoProgress).unwrap();
+    assert_eq!(rep.stale_sessions_removed, 0);
+    assert_eq!(sessions(&r), 2);
+    // After it, both heartbeats look dead from the future... but a dry run removes nothing.
+    let later = chrono::Utc::now() + chrono::Duration::from_std(session::STALE_AFTER).unwrap();
+    let dry = PruneOptions {
+        dry_run: true,
+        now: Some(later),
+        ..Default::default()
+    };
+    prune::prune(&r, &dry, &NoProgress).unwrap();
+    assert_eq!(sessions(&r), 2);
+    let opts = PruneOptions {
+        now: Some(later),
+        ..Default::default()
+    };
+    let rep = prune::prune(&r, &opts, &NoProgress).unwrap();
+    assert_eq!(rep.stale_sessions_removed, 2, "{rep:?}");
+    assert_eq!(sessions(&r), 0);
+    drop(live); // its record is already gone: ending is still clean
+    assert_eq!(sessions(&r), 0);
+    assert!(session::live_sessions(&r, chrono::Utc::now())
+        .unwrap()
+        .is_empty());
+}

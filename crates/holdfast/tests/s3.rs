@@ -7,123 +7,14 @@ mod support;
 
 use std::collections::HashMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command as Std;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 use serde_json::Value;
-use support::{assert_same_tree, bytes};
-
-struct Cluster {
-    dir: PathBuf,
-    env: HashMap<String, String>,
-}
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/garage-cluster.sh")
-}
-
-impl Cluster {
-    fn up(name: &str) -> Cluster {
-        let dir =
-            std::env::temp_dir().join(format!("holdfast-garage-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        let o = Std::new("bash")
-            .arg(script())
-            .arg("up")
-            .arg(&dir)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "starting Garage failed (install it with `cargo install garage`, as scripts/test.sh does, or set HOLDFAST_SKIP_S3=1 to opt out): {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let env = fs::read_to_string(dir.join("env"))
-            .unwrap()
-            .lines()
-            .filter_map(|l| {
-                l.split_once('=')
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-            })
-            .collect();
-        Cluster { dir, env }
-    }
-    fn url(&self, prefix: &str) -> String {
-        format!("s3://{}/{prefix}", self.env["HOLDFAST_TEST_BUCKET"])
-    }
-    fn node(&self, action: &str, n: u32) {
-        let o = Std::new("bash")
-            .arg(script())
-            .arg(action)
-            .arg(&self.dir)
-            .arg(n.to_string())
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    }
-    fn hf(&self, repo: &str, args: &[&str]) -> Command {
-        let mut c = Command::cargo_bin("holdfast").unwrap();
-        c.envs(&self.env)
-            .env("HOLDFAST_PASSWORD", "s3 test")
-            .env("HOLDFAST_INSECURE_TEST_KDF", "1")
-            .arg("--repo")
-            .arg(repo)
-            .args(args);
-        c
-    }
-    fn json(&self, repo: &str, args: &[&str]) -> Value {
-        let mut a = vec!["--json"];
-        a.extend_from_slice(args);
-        let o = self.hf(repo, &a).output().unwrap();
-        assert!(
-            o.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        serde_json::from_slice(&o.stdout).unwrap()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Std::new("bash")
-            .arg(script())
-            .arg("down")
-            .arg(&self.dir)
-            .output();
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn skip() -> bool {
-    std::env::var("HOLDFAST_SKIP_S3").is_ok_and(|v| v == "1")
-}
-
-fn cluster() -> &'static Cluster {
-    static C: OnceLock<Cluster> = OnceLock::new();
-    C.get_or_init(|| Cluster::up("a"))
-}
-
-fn tree(dir: &Path, seed: u64, files: u64) {
-    fs::create_dir_all(dir.join("sub")).unwrap();
-    for i in 0..files {
-        let d = if i % 3 == 0 {
-            dir.join("sub")
-        } else {
-            dir.to_path_buf()
-        };
-        let n = if i % 7 == 0 {
-            1_500_000
-        } else {
-            20_000 + (i as usize * 997) % 50_000
-        };
-        fs::write(d.join(format!("f{i}")), bytes(seed * 1000 + i, n)).unwrap();
-    }
-}
+use support::assert_same_tree;
+use support::garage::{cluster, skip, tree, Cluster};
 
 #[test]
 fn s3_backup_restore_check_prune() {
@@ -269,10 +160,13 @@ fn s3_copy_to_another_region() {
     a.hf(&ra, &["init"]).assert().success();
     b.hf(&rb, &["init"]).assert().success();
     a.json(&ra, &["backup", src.to_str().unwrap()]);
-    // One copy job reaches both regions, each with its own credentials (env=PREFIX in the URL).
+    // A pull from the other side: the copy job holds a read-only key on region A (it cannot
+    // write or delete there) and region B's key, which the protected host never holds. Each
+    // side's credentials come from its own variables (env=PREFIX in the URL).
+    let puller = a.key("region-b-puller", &["read"]);
     let mut envs: HashMap<String, String> = HashMap::new();
-    for (side, c) in [("REGION_A", a), ("REGION_B", &b)] {
-        for (k, v) in &c.env {
+    for (side, vars) in [("REGION_A", &puller), ("REGION_B", &b.env)] {
+        for (k, v) in vars {
             if let Some(rest) = k.strip_prefix("AWS_") {
                 envs.insert(format!("{side}_{rest}"), v.clone());
             }
@@ -295,6 +189,19 @@ fn s3_copy_to_another_region() {
     };
     copy(1);
     copy(0);
+    // The puller's key really is read-only on region A.
+    let o = Command::cargo_bin("holdfast")
+        .unwrap()
+        .envs(&puller)
+        .env("HOLDFAST_PASSWORD", "s3 test")
+        .env("HOLDFAST_INSECURE_TEST_KDF", "1")
+        .args(["--repo", &ra, "backup"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "a read-only key must not write");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("denied") || err.contains("ermission"), "{err}");
     // Region A's credentials cannot reach region B's store at all.
     let o = Command::cargo_bin("holdfast")
         .unwrap()

@@ -1,6 +1,9 @@
 //! Helpers for the CLI integration tests: run the real binary, build and compare real trees.
 #![allow(dead_code)]
 
+pub mod garage;
+pub mod s3proxy;
+
 use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
