@@ -498,7 +498,19 @@ impl Repository {
                 ),
                 e => e.into(),
             })?;
-        blob::open(&self.key, t, id, &stored, loc.raw_len).map_err(|e| match e {
+        self.open_blob(t, id, &pack, &stored, loc.raw_len)
+    }
+
+    /// Authenticate and decode one blob from its stored bytes, read from `pack`.
+    pub fn open_blob(
+        &self,
+        t: BlobType,
+        id: &Id,
+        pack: &Id,
+        stored: &[u8],
+        raw_len: u32,
+    ) -> Result<Vec<u8>> {
+        blob::open(&self.key, t, id, stored, raw_len).map_err(|e| match e {
             Error::Corrupt { what, detail } => {
                 Error::corrupt(format!("{what} in pack {}", pack.short()), detail)
             }

@@ -1,7 +1,8 @@
 //! Restore: recreate a snapshot's files under a target directory.
 //!
 //! Directories, symlinks and special files are created while the trees are walked; file
-//! contents are written by a pool of workers; hard links are made once their first path exists;
+//! contents are written by a pool of workers (small files in batches that share one ranged read
+//! of their pack, see [`crate::fetch`]); hard links are made once their first path exists;
 //! directory metadata is applied last, deepest first, so writing children does not disturb it.
 //! Blocks of zeros are skipped with a seek, so sparse files come back sparse.
 
@@ -13,10 +14,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crossbeam_channel::unbounded;
+use holdfast_storage::ObjectKind;
 use serde::Serialize;
 
 use crate::blob::BlobType;
 use crate::error::{Error, Result};
+use crate::fetch::{self, Batch};
 use crate::fsmeta;
 use crate::id::Id;
 use crate::index::Index;
@@ -217,31 +220,37 @@ impl Walk<'_> {
     }
 }
 
-/// Write one file's content; returns bytes written.
-fn write_file(
-    repo: &Repository,
-    index: &Index,
-    job: &FileJob,
-    progress: &dyn Progress,
-) -> std::result::Result<u64, String> {
-    let p = &job.path;
-    let f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .mode(0o600)
-        .open(p)
-        .map_err(|e| format!("{}: cannot be created: {e}", p.display()))?;
-    // Write non-zero runs at their offsets and skip all-zero blocks, so holes stay holes.
-    use std::os::unix::fs::FileExt;
-    const BLOCK: usize = 4096;
-    let mut pos = 0u64;
-    let mut written_end = 0u64;
-    for id in &job.node.content {
-        let data = repo
-            .read_blob(index, BlobType::Data, id)
-            .map_err(|e| format!("{}: content lost from byte {pos}: {e}", p.display()))?;
+/// A file being written: non-zero runs go to their offsets and all-zero blocks are skipped,
+/// so holes stay holes.
+struct Sink<'a> {
+    f: fs::File,
+    job: &'a FileJob,
+    pos: u64,
+    written_end: u64,
+}
+
+impl<'a> Sink<'a> {
+    fn create(job: &'a FileJob) -> std::result::Result<Sink<'a>, String> {
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o600)
+            .open(&job.path)
+            .map_err(|e| format!("{}: cannot be created: {e}", job.path.display()))?;
+        Ok(Sink {
+            f,
+            job,
+            pos: 0,
+            written_end: 0,
+        })
+    }
+
+    fn write(&mut self, data: &[u8]) -> std::result::Result<(), String> {
+        use std::os::unix::fs::FileExt;
+        const BLOCK: usize = 4096;
+        let fail = |e: io::Error| format!("{}: write failed: {e}", self.job.path.display());
         let mut run_start: Option<usize> = None;
         let mut i = 0;
         while i < data.len() {
@@ -250,9 +259,10 @@ fn write_file(
             match (zero, run_start) {
                 (false, None) => run_start = Some(i),
                 (true, Some(s)) => {
-                    f.write_all_at(&data[s..i], pos + s as u64)
-                        .map_err(|e| format!("{}: write failed: {e}", p.display()))?;
-                    written_end = pos + i as u64;
+                    self.f
+                        .write_all_at(&data[s..i], self.pos + s as u64)
+                        .map_err(fail)?;
+                    self.written_end = self.pos + i as u64;
                     run_start = None;
                 }
                 _ => {}
@@ -260,27 +270,119 @@ fn write_file(
             i = end;
         }
         if let Some(s) = run_start {
-            f.write_all_at(&data[s..], pos + s as u64)
-                .map_err(|e| format!("{}: write failed: {e}", p.display()))?;
-            written_end = pos + data.len() as u64;
+            self.f
+                .write_all_at(&data[s..], self.pos + s as u64)
+                .map_err(fail)?;
+            self.written_end = self.pos + data.len() as u64;
         }
-        pos += data.len() as u64;
+        self.pos += data.len() as u64;
+        Ok(())
+    }
+
+    /// Set the length (a trailing hole), check it, apply metadata; returns bytes written.
+    fn finish(self) -> std::result::Result<u64, String> {
+        let p = &self.job.path;
+        if self.written_end < self.pos {
+            self.f
+                .set_len(self.pos)
+                .map_err(|e| format!("{}: {e}", p.display()))?;
+        }
+        if self.pos != self.job.node.size {
+            return Err(format!(
+                "{}: restored {} bytes where the snapshot says {}",
+                p.display(),
+                self.pos,
+                self.job.node.size
+            ));
+        }
+        fsmeta::apply_file(&self.f, &self.job.node)
+            .map_err(|e| format!("{}: metadata not restored: {e}", p.display()))?;
+        Ok(self.pos)
+    }
+}
+
+/// Write one file's content, reading blob by blob; returns bytes written.
+fn write_file(
+    repo: &Repository,
+    index: &Index,
+    job: &FileJob,
+    progress: &dyn Progress,
+) -> std::result::Result<u64, String> {
+    let mut sink = Sink::create(job)?;
+    for id in &job.node.content {
+        let data = repo.read_blob(index, BlobType::Data, id).map_err(|e| {
+            format!(
+                "{}: content lost from byte {}: {e}",
+                job.path.display(),
+                sink.pos
+            )
+        })?;
+        sink.write(&data)?;
         progress.inc(0, data.len() as u64);
     }
-    if written_end < pos {
-        f.set_len(pos)
-            .map_err(|e| format!("{}: {e}", p.display()))?;
+    sink.finish()
+}
+
+/// Work for a restore worker: one file read blob by blob, or a batch of one-blob files served
+/// by one ranged read of their pack.
+enum Work<'a> {
+    File(&'a FileJob),
+    Batch(Batch<&'a FileJob>),
+}
+
+/// Write the files of a batch; each result is one file's. If the ranged read fails, each file
+/// is read on its own, so an error names exactly the files it touches.
+fn write_batch<'a>(
+    repo: &Repository,
+    index: &Index,
+    b: &Batch<&'a FileJob>,
+    progress: &dyn Progress,
+) -> Vec<std::result::Result<u64, String>> {
+    let Ok(buf) =
+        repo.storage()
+            .get_range(ObjectKind::Pack, &b.pack.to_hex(), b.start, b.end - b.start)
+    else {
+        return b
+            .items
+            .iter()
+            .map(|(job, _, _)| write_file(repo, index, job, progress))
+            .collect();
+    };
+    b.items
+        .iter()
+        .map(|(job, id, loc)| {
+            let data = match b.slice(&buf, loc) {
+                Some(stored) => repo.open_blob(BlobType::Data, id, &b.pack, stored, loc.raw_len),
+                None => repo.read_blob(index, BlobType::Data, id),
+            }
+            .map_err(|e| format!("{}: content lost from byte 0: {e}", job.path.display()))?;
+            let mut sink = Sink::create(job)?;
+            sink.write(&data)?;
+            progress.inc(0, data.len() as u64);
+            sink.finish()
+        })
+        .collect()
+}
+
+/// Order the work: big multi-blob files first (they keep workers busy to the end), then the
+/// batches of small files, pack by pack.
+fn plan_work<'a>(files: &'a [FileJob], index: &Index) -> Vec<Work<'a>> {
+    let mut singles = Vec::new();
+    let mut work = Vec::new();
+    for j in files {
+        match j.node.content.as_slice() {
+            [id] => singles.push((j, *id)),
+            _ => work.push(Work::File(j)),
+        }
     }
-    if pos != job.node.size {
-        return Err(format!(
-            "{}: restored {pos} bytes where the snapshot says {}",
-            p.display(),
-            job.node.size
-        ));
-    }
-    fsmeta::apply_file(&f, &job.node)
-        .map_err(|e| format!("{}: metadata not restored: {e}", p.display()))?;
-    Ok(pos)
+    work.sort_by_key(|w| match w {
+        Work::File(j) => std::cmp::Reverse(j.node.size),
+        Work::Batch(_) => std::cmp::Reverse(0),
+    });
+    let (batches, unindexed) = fetch::batches(singles, index, fetch::MAX_GAP, fetch::MAX_SPAN);
+    work.extend(batches.into_iter().map(Work::Batch));
+    work.extend(unindexed.into_iter().map(Work::File));
+    work
 }
 
 /// Restore a snapshot.
@@ -339,12 +441,9 @@ pub fn restore(
         opts.threads
     };
     let errors = Mutex::new(Vec::new());
-    let (tx, rx) = unbounded::<&FileJob>();
-    // Biggest first keeps the workers busy to the end.
-    let mut order: Vec<&FileJob> = w.files.iter().collect();
-    order.sort_by_key(|j| std::cmp::Reverse(j.node.size));
-    for j in order {
-        let _ = tx.send(j);
+    let (tx, rx) = unbounded::<Work>();
+    for item in plan_work(&w.files, index) {
+        let _ = tx.send(item);
     }
     drop(tx);
     let (files, bytes) = std::thread::scope(|s| {
@@ -353,18 +452,24 @@ pub fn restore(
                 let (rx, errors) = (rx.clone(), &errors);
                 s.spawn(move || {
                     let (mut n, mut b) = (0u64, 0u64);
-                    for job in rx.iter() {
-                        match write_file(repo, index, job, progress) {
-                            Ok(len) => {
-                                n += 1;
-                                b += len;
+                    for item in rx.iter() {
+                        let results = match &item {
+                            Work::File(job) => vec![write_file(repo, index, job, progress)],
+                            Work::Batch(batch) => write_batch(repo, index, batch, progress),
+                        };
+                        for r in results {
+                            match r {
+                                Ok(len) => {
+                                    n += 1;
+                                    b += len;
+                                }
+                                Err(e) => {
+                                    progress.warn(&e);
+                                    errors.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+                                }
                             }
-                            Err(e) => {
-                                progress.warn(&e);
-                                errors.lock().unwrap_or_else(|p| p.into_inner()).push(e);
-                            }
+                            progress.inc(1, 0);
                         }
-                        progress.inc(1, 0);
                     }
                     (n, b)
                 })

@@ -1,0 +1,142 @@
+//! Pack-grouped reads: many small blobs of one pack fetched with one ranged read.
+//!
+//! On object storage every read is a request with its own latency, so restoring many small
+//! files blob by blob is bound by request count, not bandwidth. Blobs are grouped by pack and
+//! sorted by offset; neighbours closer than a gap limit join one range, up to a span limit (so
+//! several workers still share a big pack). The bytes of a gap are read and dropped: a restore
+//! of a whole snapshot needs nearly every blob of its packs, so gaps are rare and small.
+
+use crate::id::Id;
+use crate::index::{Index, Location};
+
+/// Read gaps up to this size rather than splitting the range.
+pub const MAX_GAP: u64 = 256 * 1024;
+/// Never read more than this in one range.
+pub const MAX_SPAN: u64 = 8 * 1024 * 1024;
+
+/// One ranged read of a pack and the items it serves.
+#[derive(Debug)]
+pub struct Batch<T> {
+    /// The pack.
+    pub pack: Id,
+    /// First byte read.
+    pub start: u64,
+    /// One past the last byte read.
+    pub end: u64,
+    /// Each item, with its blob and where the blob lies in the pack.
+    pub items: Vec<(T, Id, Location)>,
+}
+
+impl<T> Batch<T> {
+    /// The stored bytes of one item's blob within the batch's bytes (`buf` = `start..end`).
+    pub fn slice<'b>(&self, buf: &'b [u8], loc: &Location) -> Option<&'b [u8]> {
+        let from = (loc.offset as u64).checked_sub(self.start)? as usize;
+        buf.get(from..from + loc.length as usize)
+    }
+}
+
+/// Group items (each needing one blob) into batches. Items whose blob is not indexed come back
+/// in the second list, for the caller to report.
+pub fn batches<T>(
+    items: Vec<(T, Id)>,
+    index: &Index,
+    max_gap: u64,
+    max_span: u64,
+) -> (Vec<Batch<T>>, Vec<T>) {
+    let mut located = Vec::with_capacity(items.len());
+    let mut missing = Vec::new();
+    for (t, id) in items {
+        match index.get(&id) {
+            Some((pack, loc)) => located.push((pack, loc, t, id)),
+            None => missing.push(t),
+        }
+    }
+    located.sort_by_key(|(pack, loc, _, _)| (*pack, loc.offset));
+    let mut out: Vec<Batch<T>> = Vec::new();
+    for (pack, loc, t, id) in located {
+        let (s, e) = (loc.offset as u64, loc.offset as u64 + loc.length as u64);
+        match out.last_mut() {
+            Some(b)
+                if b.pack == pack && s <= b.end + max_gap && e.max(b.end) - b.start <= max_span =>
+            {
+                b.end = b.end.max(e);
+                b.items.push((t, id, loc));
+            }
+            _ => out.push(Batch {
+                pack,
+                start: s,
+                end: e,
+                items: vec![(t, id, loc)],
+            }),
+        }
+    }
+    (out, missing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blob::BlobType;
+    use crate::pack::PackEntry;
+
+    fn entry(seed: u8, offset: u32, length: u32) -> PackEntry {
+        PackEntry {
+            id: Id::of_bytes(&[seed]),
+            blob_type: BlobType::Data,
+            offset,
+            length,
+            raw_len: length,
+        }
+    }
+
+    #[test]
+    fn grouping_table() {
+        let p1 = Id::of_bytes(b"pack1");
+        let p2 = Id::of_bytes(b"pack2");
+        let mut index = Index::default();
+        index.add_pack(
+            p1,
+            &[
+                entry(1, 0, 100),
+                entry(2, 100, 100),
+                entry(3, 200 + 300_000, 100), // beyond the gap limit
+                entry(4, 400_000, 5_000_000),
+                entry(5, 5_500_000, 5_000_000), // near, but would exceed the span
+            ],
+        );
+        index.add_pack(p2, &[entry(6, 50, 10)]);
+        let mut items: Vec<(u8, Id)> = (1..=6).map(|s| (s, Id::of_bytes(&[s]))).collect();
+        items.push((9, Id::of_bytes(b"unindexed")));
+        items.push((7, Id::of_bytes(&[1]))); // two items, one blob
+        items.reverse();
+        let (b, missing) = batches(items, &index, MAX_GAP, MAX_SPAN);
+        assert_eq!(missing, vec![9]);
+        let got: Vec<(Id, u64, u64, Vec<u8>)> = b
+            .iter()
+            .map(|b| {
+                let mut t: Vec<u8> = b.items.iter().map(|(t, _, _)| *t).collect();
+                t.sort();
+                (b.pack, b.start, b.end, t)
+            })
+            .collect();
+        let mut want = vec![
+            (p1, 0, 200, vec![1, 2, 7]),
+            (p1, 300_200, 5_400_000, vec![3, 4]),
+            (p1, 5_500_000, 10_500_000, vec![5]),
+            (p2, 50, 60, vec![6]),
+        ];
+        want.sort_by_key(|w| (w.0, w.1));
+        let mut got = got;
+        got.sort_by_key(|g| (g.0, g.1));
+        assert_eq!(got, want);
+        // Slices land on the right bytes.
+        let first = b.iter().find(|b| b.start == 300_200).unwrap();
+        let buf: Vec<u8> = (0..(first.end - first.start))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let loc = first.items.iter().find(|(t, _, _)| *t == 4).unwrap().2;
+        let s = first.slice(&buf, &loc).unwrap();
+        assert_eq!(s.len(), 5_000_000);
+        assert_eq!(s[0], ((400_000 - 300_200) % 251) as u8);
+    }
+}
