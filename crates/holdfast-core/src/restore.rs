@@ -332,10 +332,10 @@ enum Work<'a> {
 
 /// Write the files of a batch; each result is one file's. If the ranged read fails, each file
 /// is read on its own, so an error names exactly the files it touches.
-fn write_batch<'a>(
+fn write_batch(
     repo: &Repository,
     index: &Index,
-    b: &Batch<&'a FileJob>,
+    b: &Batch<&FileJob>,
     progress: &dyn Progress,
 ) -> Vec<std::result::Result<u64, String>> {
     let Ok(buf) =

@@ -149,7 +149,7 @@ fn serve(client: TcpStream, upstream: SocketAddr, sh: &Shared) -> io::Result<()>
             )?;
             continue;
         }
-        if f.fail_every > 0 && n % f.fail_every == 0 {
+        if f.fail_every > 0 && n.is_multiple_of(f.fail_every) {
             sh.counts.lock().unwrap().failed_503 += 1;
             reply(
                 &mut to_client,
@@ -175,7 +175,7 @@ fn serve(client: TcpStream, upstream: SocketAddr, sh: &Shared) -> io::Result<()>
         let Some(resp) = read_message(up_r, Some(&req.method))? else {
             return to_client.shutdown(Shutdown::Both);
         };
-        if f.reset_every > 0 && n % f.reset_every == 0 {
+        if f.reset_every > 0 && n.is_multiple_of(f.reset_every) {
             sh.counts.lock().unwrap().resets += 1;
             to_client.write_all(&resp.raw[..resp.raw.len() / 2])?;
             to_client.flush()?;
