@@ -23,13 +23,7 @@ fn s3_backup_restore_check_prune() {
         return;
     }
     let c = cluster();
-    let repo = c.url("roundtrip");
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    tree(&src, 1, 40);
-    c.hf(&repo, &["init", "--pack-size-mib", "1"])
-        .assert()
-        .success();
+    let (tmp, src, repo) = c.scratch("roundtrip", 1, 40);
     let first = c.json(&repo, &["backup", src.to_str().unwrap()]);
     assert_eq!(first["complete"], true);
     fs::write(src.join("f1"), b"changed").unwrap();
@@ -69,13 +63,7 @@ fn s3_survives_a_node_killed_mid_backup_and_resumes_after_sigkill() {
         return;
     }
     let c = cluster();
-    let repo = c.url("faults");
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    tree(&src, 3, 60);
-    c.hf(&repo, &["init", "--pack-size-mib", "1"])
-        .assert()
-        .success();
+    let (tmp, src, repo) = c.scratch("faults", 3, 60);
     // A node dies while the backup runs: replication factor 3 keeps a write quorum.
     let mut child = Std::new(assert_cmd::cargo::cargo_bin("holdfast"))
         .envs(&c.env)

@@ -48,6 +48,24 @@ fn spawn_backup(c: &Cluster, endpoint: &str, repo: &str, src: &Path) -> std::pro
         .unwrap()
 }
 
+/// A proxy in front of the cluster, injecting `f`.
+fn proxy(c: &Cluster, f: Faults) -> FaultProxy {
+    let p = FaultProxy::start(&c.env["AWS_ENDPOINT_URL"]);
+    p.set(f);
+    p
+}
+
+/// A proxy that only slows every request down, so a fault lands in the middle of a job.
+fn slow(c: &Cluster, ms: u64) -> FaultProxy {
+    proxy(
+        c,
+        Faults {
+            delay: Duration::from_millis(ms),
+            ..Default::default()
+        },
+    )
+}
+
 fn snapshot_count(c: &Cluster, repo: &str) -> usize {
     c.json(repo, &["snapshots"]).as_array().unwrap().len()
 }
@@ -59,20 +77,16 @@ fn s3_retries_through_503s_resets_and_slow_responses() {
         return;
     }
     let c = cluster();
-    let repo = c.url("flaky");
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    tree(&src, 11, 40);
-    c.hf(&repo, &["init", "--pack-size-mib", "1"])
-        .assert()
-        .success();
-    let p = FaultProxy::start(&c.env["AWS_ENDPOINT_URL"]);
-    p.set(Faults {
-        fail_every: 4,
-        reset_every: 7,
-        delay: Duration::from_millis(30),
-        ..Default::default()
-    });
+    let (tmp, src, repo) = c.scratch("flaky", 11, 40);
+    let p = proxy(
+        c,
+        Faults {
+            fail_every: 4,
+            reset_every: 7,
+            delay: Duration::from_millis(30),
+            ..Default::default()
+        },
+    );
     let snap = json_via(c, &p, &repo, &["backup", src.to_str().unwrap()]);
     assert_eq!(snap["complete"], true, "{snap}");
     via(c, &p, &repo, &["check", "--read-data"])
@@ -101,20 +115,10 @@ fn s3_backup_rides_out_the_whole_store_going_down_for_a_while() {
     // Its own cluster: the other tests share one and must not see this outage.
     let own = Cluster::up("outage");
     let c = &own;
-    let repo = c.url("outage");
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    tree(&src, 12, 40);
-    c.hf(&repo, &["init", "--pack-size-mib", "1"])
-        .assert()
-        .success();
+    let (tmp, src, repo) = c.scratch("outage", 12, 40);
     // Slow the backup down through the proxy so the outage lands in the middle of it; the
     // outage itself is real: every Garage node is killed, then restarted.
-    let p = FaultProxy::start(&c.env["AWS_ENDPOINT_URL"]);
-    p.set(Faults {
-        delay: Duration::from_millis(40),
-        ..Default::default()
-    });
+    let p = slow(c, 40);
     let child = spawn_backup(c, &p.endpoint(), &repo, &src);
     std::thread::sleep(Duration::from_millis(800));
     for n in 1..=3 {
@@ -146,18 +150,8 @@ fn s3_outage_longer_than_the_retry_budget_fails_clearly_and_resumes() {
         return;
     }
     let c = cluster();
-    let repo = c.url("long-outage");
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    tree(&src, 13, 60);
-    c.hf(&repo, &["init", "--pack-size-mib", "1"])
-        .assert()
-        .success();
-    let p = FaultProxy::start(&c.env["AWS_ENDPOINT_URL"]);
-    p.set(Faults {
-        delay: Duration::from_millis(40),
-        ..Default::default()
-    });
+    let (_tmp, src, repo) = c.scratch("long-outage", 13, 60);
+    let p = slow(c, 40);
     let child = spawn_backup(c, &p.endpoint(), &repo, &src);
     std::thread::sleep(Duration::from_millis(1500));
     p.set(Faults {
@@ -223,11 +217,13 @@ fn s3_backup_never_needs_delete_permission() {
     // The host's key may PUT, GET and LIST; every DELETE is refused as AWS refuses it for a
     // policy without s3:DeleteObject (Garage's own key permissions cannot separate write from
     // delete, so the proxy enforces it in front of the real store).
-    let p = FaultProxy::start(&c.env["AWS_ENDPOINT_URL"]);
-    p.set(Faults {
-        deny_delete: true,
-        ..Default::default()
-    });
+    let p = proxy(
+        c,
+        Faults {
+            deny_delete: true,
+            ..Default::default()
+        },
+    );
     let first = json_via(c, &p, &repo, &["backup", src.to_str().unwrap()]);
     assert_eq!(first["complete"], true);
     std::fs::write(src.join("f1"), b"changed").unwrap();
@@ -285,11 +281,7 @@ fn s3_sigkill_during_prune_leaves_a_consistent_repository() {
         .assert()
         .success();
     // Slow every request so the kill lands inside the prune, at several points.
-    let p = FaultProxy::start(&c.env["AWS_ENDPOINT_URL"]);
-    p.set(Faults {
-        delay: Duration::from_millis(25),
-        ..Default::default()
-    });
+    let p = slow(c, 25);
     for (i, wait) in [300u64, 900, 1800].into_iter().enumerate() {
         let mut child = Std::new(assert_cmd::cargo::cargo_bin("holdfast"))
             .envs(&c.env)

@@ -84,6 +84,24 @@ impl Cluster {
         env
     }
 
+    /// A scratch directory, a source tree of `files` files in it (`seed` picks the bytes), and
+    /// a new repository `name` with 1 MiB packs (many packs from little data).
+    pub fn scratch(
+        &self,
+        name: &str,
+        seed: u64,
+        files: u64,
+    ) -> (tempfile::TempDir, PathBuf, String) {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        tree(&src, seed, files);
+        let repo = self.url(name);
+        self.hf(&repo, &["init", "--pack-size-mib", "1"])
+            .assert()
+            .success();
+        (tmp, src, repo)
+    }
+
     pub fn hf(&self, repo: &str, args: &[&str]) -> Command {
         let mut c = Command::cargo_bin("holdfast").unwrap();
         c.envs(&self.env)
