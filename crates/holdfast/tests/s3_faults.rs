@@ -168,6 +168,10 @@ fn s3_outage_longer_than_the_retry_budget_fails_clearly_and_resumes() {
         err.contains("reachable"),
         "the error names the cause: {err}"
     );
+    assert!(
+        err.matches("storing packs failed").count() <= 1 && !err.contains("the repository failed"),
+        "a repository error is reported once, not once per remaining file: {err}"
+    );
     assert!(p.counts().refused > 0);
     assert_eq!(
         snapshot_count(c, &repo),
