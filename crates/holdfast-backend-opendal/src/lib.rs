@@ -304,6 +304,10 @@ impl Storage for ObjectStorage {
     fn write_concurrency(&self) -> usize {
         4
     }
+
+    fn read_concurrency(&self) -> usize {
+        32
+    }
 }
 
 #[cfg(test)]

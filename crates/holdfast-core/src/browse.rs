@@ -10,6 +10,7 @@ use crate::id::Id;
 use crate::index::Index;
 use crate::repo::Repository;
 use crate::tree::{Node, NodeKind, Tree};
+use crate::trees::Trees;
 
 /// Load and parse a tree blob.
 pub fn load_tree(repo: &Repository, index: &Index, id: &Id) -> Result<Tree> {
@@ -17,20 +18,15 @@ pub fn load_tree(repo: &Repository, index: &Index, id: &Id) -> Result<Tree> {
 }
 
 /// Visit every node below `tree` depth-first, in name order, with its path (components joined
-/// by `/`, starting with `prefix`).
-pub fn walk(
-    repo: &Repository,
-    index: &Index,
-    tree: &Id,
-    prefix: &str,
-    f: &mut dyn FnMut(&str, &Node),
-) -> Result<()> {
-    let t = load_tree(repo, index, tree)?;
+/// by `/`, starting with `prefix`). Load `trees` with [`Trees::prefetch`] first when the walk
+/// covers much of the tree.
+pub fn walk(trees: &Trees, tree: &Id, prefix: &str, f: &mut dyn FnMut(&str, &Node)) -> Result<()> {
+    let t = trees.get(tree)?;
     for n in &t.nodes {
         let p = format!("{prefix}/{}", n.name.display());
         f(&p, n);
         if let (NodeKind::Dir, Some(sub)) = (n.kind, n.subtree) {
-            walk(repo, index, &sub, &p, f)?;
+            walk(trees, &sub, &p, f)?;
         }
     }
     Ok(())
@@ -67,8 +63,7 @@ pub struct Change {
 
 /// Compare two trees.
 pub fn diff(
-    repo: &Repository,
-    index: &Index,
+    trees: &Trees,
     a: Option<&Id>,
     b: Option<&Id>,
     prefix: &str,
@@ -78,12 +73,12 @@ pub fn diff(
         return Ok(());
     }
     let ta = match a {
-        Some(a) => load_tree(repo, index, a)?,
-        None => Tree::default(),
+        Some(a) => trees.get(a)?,
+        None => Default::default(),
     };
     let tb = match b {
-        Some(b) => load_tree(repo, index, b)?,
-        None => Tree::default(),
+        Some(b) => trees.get(b)?,
+        None => Default::default(),
     };
     let (mut i, mut j) = (0, 0);
     while i < ta.nodes.len() || j < tb.nodes.len() {
@@ -97,12 +92,12 @@ pub fn diff(
         match ord {
             std::cmp::Ordering::Less => {
                 let n = na.expect("some");
-                removed_or_added(repo, index, n, prefix, '-', out)?;
+                removed_or_added(trees, n, prefix, '-', out)?;
                 i += 1;
             }
             std::cmp::Ordering::Greater => {
                 let n = nb.expect("some");
-                removed_or_added(repo, index, n, prefix, '+', out)?;
+                removed_or_added(trees, n, prefix, '+', out)?;
                 j += 1;
             }
             std::cmp::Ordering::Equal => {
@@ -132,7 +127,7 @@ pub fn diff(
                 if x.kind == NodeKind::Dir || y.kind == NodeKind::Dir {
                     let sa = (x.kind == NodeKind::Dir).then_some(x.subtree).flatten();
                     let sb = (y.kind == NodeKind::Dir).then_some(y.subtree).flatten();
-                    diff(repo, index, sa.as_ref(), sb.as_ref(), &p, out)?;
+                    diff(trees, sa.as_ref(), sb.as_ref(), &p, out)?;
                 }
                 i += 1;
                 j += 1;
@@ -143,8 +138,7 @@ pub fn diff(
 }
 
 fn removed_or_added(
-    repo: &Repository,
-    index: &Index,
+    trees: &Trees,
     n: &Node,
     prefix: &str,
     c: char,
@@ -156,7 +150,7 @@ fn removed_or_added(
         path: p.clone(),
     });
     if let (NodeKind::Dir, Some(sub)) = (n.kind, n.subtree) {
-        walk(repo, index, &sub, &p, &mut |path, _| {
+        walk(trees, &sub, &p, &mut |path, _| {
             out.push(Change {
                 change: c,
                 path: path.to_string(),
@@ -186,14 +180,14 @@ pub struct SnapshotStats {
 }
 
 /// Count files, sizes and distinct blobs of the given root trees.
-pub fn snapshot_stats(repo: &Repository, index: &Index, roots: &[Id]) -> Result<SnapshotStats> {
+pub fn snapshot_stats(trees: &Trees, index: &Index, roots: &[Id]) -> Result<SnapshotStats> {
     let mut s = SnapshotStats {
         snapshots: roots.len(),
         ..Default::default()
     };
     let mut blobs = HashSet::new();
     for r in roots {
-        walk(repo, index, r, "", &mut |_, n| match n.kind {
+        walk(trees, r, "", &mut |_, n| match n.kind {
             NodeKind::Dir => s.dirs += 1,
             NodeKind::File => {
                 s.files += 1;

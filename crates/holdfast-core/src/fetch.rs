@@ -13,6 +13,8 @@ use crate::index::{Index, Location};
 pub const MAX_GAP: u64 = 256 * 1024;
 /// Never read more than this in one range.
 pub const MAX_SPAN: u64 = 8 * 1024 * 1024;
+/// The span limit for tree blobs: smaller, so one level's trees spread over many readers.
+pub const TREE_SPAN: u64 = 2 * 1024 * 1024;
 
 /// One ranged read of a pack and the items it serves.
 #[derive(Debug)]
@@ -73,6 +75,37 @@ pub fn batches<T>(
     (out, missing)
 }
 
+/// Group one file's blobs, in file order, into ranged reads: a blob joins the previous read if
+/// it lies in the same pack, after it and within the gap and span limits (a backup writes a
+/// file's chunks one after another, so a whole file is usually a few reads). Items are the
+/// blobs' positions in `ids`. `None` if a blob is not indexed: the caller then reads blob by
+/// blob, which names the missing blob and where the file breaks.
+pub fn runs(ids: &[Id], index: &Index, max_gap: u64, max_span: u64) -> Option<Vec<Batch<usize>>> {
+    let mut out: Vec<Batch<usize>> = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let (pack, loc) = index.get(id)?;
+        let (s, e) = (loc.offset as u64, loc.offset as u64 + loc.length as u64);
+        match out.last_mut() {
+            Some(b)
+                if b.pack == pack
+                    && s >= b.end
+                    && s <= b.end + max_gap
+                    && e - b.start <= max_span =>
+            {
+                b.end = e;
+                b.items.push((i, *id, loc));
+            }
+            _ => out.push(Batch {
+                pack,
+                start: s,
+                end: e,
+                items: vec![(i, *id, loc)],
+            }),
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,6 +120,61 @@ mod tests {
             length,
             raw_len: length,
         }
+    }
+
+    #[test]
+    fn file_runs_table() {
+        let p1 = Id::of_bytes(b"pack1");
+        let p2 = Id::of_bytes(b"pack2");
+        let mut index = Index::default();
+        index.add_pack(
+            p1,
+            &[
+                entry(1, 0, 100),
+                entry(2, 100, 100),
+                entry(3, 200 + 300_000, 100), // beyond the gap limit
+                entry(4, 300_400, 100),
+                entry(5, 400_000, 8_300_000), // would exceed the span
+            ],
+        );
+        index.add_pack(p2, &[entry(6, 0, 10)]);
+        let ids = |seeds: &[u8]| -> Vec<Id> { seeds.iter().map(|s| Id::of_bytes(&[*s])).collect() };
+        let shape = |seeds: &[u8]| -> Vec<(Id, u64, u64, Vec<usize>)> {
+            runs(&ids(seeds), &index, MAX_GAP, MAX_SPAN)
+                .unwrap()
+                .iter()
+                .map(|b| {
+                    (
+                        b.pack,
+                        b.start,
+                        b.end,
+                        b.items.iter().map(|i| i.0).collect(),
+                    )
+                })
+                .collect()
+        };
+        // In order and adjacent: one read; gap too big, other pack, or span exceeded: new read.
+        assert_eq!(
+            shape(&[1, 2, 3, 4, 5, 6]),
+            vec![
+                (p1, 0, 200, vec![0, 1]),
+                (p1, 300_200, 300_500, vec![2, 3]),
+                (p1, 400_000, 8_700_000, vec![4]),
+                (p2, 0, 10, vec![5]),
+            ]
+        );
+        // A blob that lies before the previous one (a repeated chunk, or a reordered pack)
+        // starts a new read, so positions stay in file order.
+        assert_eq!(
+            shape(&[2, 1, 1]),
+            vec![
+                (p1, 100, 200, vec![0]),
+                (p1, 0, 100, vec![1]),
+                (p1, 0, 100, vec![2]),
+            ]
+        );
+        assert!(runs(&[Id::of_bytes(b"unindexed")], &index, MAX_GAP, MAX_SPAN).is_none());
+        assert!(runs(&[], &index, MAX_GAP, MAX_SPAN).unwrap().is_empty());
     }
 
     #[test]

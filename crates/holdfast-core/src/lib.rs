@@ -29,6 +29,7 @@ pub mod session;
 pub mod snapshot;
 pub mod stream;
 pub mod tree;
+pub mod trees;
 pub mod util;
 pub mod writer;
 

@@ -26,7 +26,8 @@ use crate::index::Index;
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::snapshot::SnapshotEntry;
-use crate::tree::{Node, NodeKind, Tree};
+use crate::tree::{Node, NodeKind};
+use crate::trees::Trees;
 
 /// How to restore.
 #[derive(Debug, Clone, Default)]
@@ -113,8 +114,7 @@ fn selected(path: &[Vec<u8>], includes: &[Vec<Vec<u8>>]) -> Option<bool> {
 }
 
 struct Walk<'a> {
-    repo: &'a Repository,
-    index: &'a Index,
+    trees: &'a Trees<'a>,
     includes: Vec<Vec<Vec<u8>>>,
     files: Vec<FileJob>,
     links: Vec<(PathBuf, (u64, u64))>,
@@ -126,11 +126,7 @@ struct Walk<'a> {
 
 impl Walk<'_> {
     fn tree(&mut self, id: &Id, dir: &Path, rel: &mut Vec<Vec<u8>>) {
-        let tree = match self
-            .repo
-            .read_blob(self.index, BlobType::Tree, id)
-            .and_then(|d| Tree::decode(id, &d))
-        {
+        let tree = match self.trees.get(id) {
             Ok(t) => t,
             Err(e) => {
                 self.out
@@ -139,7 +135,7 @@ impl Walk<'_> {
                 return;
             }
         };
-        for node in tree.nodes {
+        for node in tree.nodes.iter().cloned() {
             rel.push(node.name.0.clone());
             if let Some(full) = selected(rel, &self.includes) {
                 for (i, inc) in self.includes.iter().enumerate() {
@@ -301,7 +297,9 @@ impl<'a> Sink<'a> {
     }
 }
 
-/// Write one file's content, reading blob by blob; returns bytes written.
+/// Write one file's content, with one ranged read per run of its blobs that lie together in a
+/// pack ([`fetch::runs`]); returns bytes written. A run whose read fails, and a file with a blob
+/// the index lacks, are read blob by blob, so an error names the byte where the file breaks.
 fn write_file(
     repo: &Repository,
     index: &Index,
@@ -309,16 +307,38 @@ fn write_file(
     progress: &dyn Progress,
 ) -> std::result::Result<u64, String> {
     let mut sink = Sink::create(job)?;
-    for id in &job.node.content {
-        let data = repo.read_blob(index, BlobType::Data, id).map_err(|e| {
-            format!(
-                "{}: content lost from byte {}: {e}",
-                job.path.display(),
-                sink.pos
+    let lost =
+        |pos: u64, e: Error| format!("{}: content lost from byte {pos}: {e}", job.path.display());
+    let content = &job.node.content;
+    let Some(runs) = fetch::runs(content, index, fetch::MAX_GAP, fetch::MAX_SPAN) else {
+        for id in content {
+            let data = repo
+                .read_blob(index, BlobType::Data, id)
+                .map_err(|e| lost(sink.pos, e))?;
+            sink.write(&data)?;
+            progress.inc(0, data.len() as u64);
+        }
+        return sink.finish();
+    };
+    for run in &runs {
+        let buf = repo
+            .storage()
+            .get_range(
+                ObjectKind::Pack,
+                &run.pack.to_hex(),
+                run.start,
+                run.end - run.start,
             )
-        })?;
-        sink.write(&data)?;
-        progress.inc(0, data.len() as u64);
+            .ok();
+        for (_, id, loc) in &run.items {
+            let data = match buf.as_deref().and_then(|b| run.slice(b, loc)) {
+                Some(stored) => repo.open_blob(BlobType::Data, id, &run.pack, stored, loc.raw_len),
+                None => repo.read_blob(index, BlobType::Data, id),
+            }
+            .map_err(|e| lost(sink.pos, e))?;
+            sink.write(&data)?;
+            progress.inc(0, data.len() as u64);
+        }
     }
     sink.finish()
 }
@@ -409,9 +429,12 @@ pub fn restore(
         Err(e) => return Err(Error::io("opening restore target", t, e)),
     }
     let includes = normalize_includes(snap, &opts.include);
+    progress.phase("restore");
+    let trees = Trees::prefetch(repo, index, &[snap.snapshot.tree], &|p| {
+        selected(p, &includes).is_some()
+    });
     let mut w = Walk {
-        repo,
-        index,
+        trees: &trees,
         matched: vec![false; includes.len()],
         includes,
         files: Vec::new(),
@@ -420,7 +443,6 @@ pub fn restore(
         dirs: Vec::new(),
         out: RestoreOutcome::default(),
     };
-    progress.phase("restore");
     w.tree(&snap.snapshot.tree, t, &mut Vec::new());
     if let Some(i) = w.matched.iter().position(|m| !m) {
         return Err(Error::PathNotInSnapshot {
@@ -432,11 +454,7 @@ pub fn restore(
     progress.add_total(w.files.len() as u64, total);
 
     let threads = if opts.threads == 0 {
-        (std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-            * 2)
-        .max(4)
+        repo.storage().read_concurrency().max(1)
     } else {
         opts.threads
     };

@@ -263,6 +263,16 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn write_concurrency(&self) -> usize {
         1
     }
+
+    /// How many reads to keep in flight when a task needs many (restore, loading trees). The
+    /// default suits a local disk: twice the cores, at least 4. Object stores want more, because
+    /// each request waits a round trip while moving few bytes.
+    fn read_concurrency(&self) -> usize {
+        std::thread::available_parallelism()
+            .map(|n| n.get() * 2)
+            .unwrap_or(4)
+            .max(4)
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 use anyhow::Result;
 use holdfast_core::browse;
 use holdfast_core::tree::NodeKind;
+use holdfast_core::trees::Trees;
 use holdfast_core::util::human_bytes;
 use holdfast_core::{snapshot, Error};
 use holdfast_storage::ObjectKind;
@@ -78,7 +79,8 @@ pub fn ls(g: &Global, spec: &str, path: Option<&str>, long: bool) -> Result<u8> 
         },
     };
     let mut entries = Vec::new();
-    browse::walk(&repo, &index, &root, &prefix, &mut |p, n| {
+    let trees = Trees::prefetch(&repo, &index, &[root], &|_| true);
+    browse::walk(&trees, &root, &prefix, &mut |p, n| {
         entries.push((p.to_string(), n.clone()))
     })?;
     print_entries(g, long, &entries)?;
@@ -130,9 +132,14 @@ pub fn diff(g: &Global, a: &str, b: &str) -> Result<u8> {
     let sb = snapshot::find(&all, b)?;
     let (index, _) = repo.load_index()?;
     let mut out = Vec::new();
-    browse::diff(
+    let trees = Trees::prefetch(
         &repo,
         &index,
+        &[sa.snapshot.tree, sb.snapshot.tree],
+        &|_| true,
+    );
+    browse::diff(
+        &trees,
         Some(&sa.snapshot.tree),
         Some(&sb.snapshot.tree),
         "",
@@ -165,7 +172,8 @@ pub fn stats(g: &Global, spec: Option<&str>) -> Result<u8> {
         None => all.iter().map(|s| s.snapshot.tree).collect(),
     };
     let (index, _) = repo.load_index()?;
-    let s = browse::snapshot_stats(&repo, &index, &roots)?;
+    let trees = Trees::prefetch(&repo, &index, &roots, &|_| true);
+    let s = browse::snapshot_stats(&trees, &index, &roots)?;
     let packs = repo.storage().list(ObjectKind::Pack)?;
     let repo_bytes: u64 = packs.iter().map(|p| p.size).sum();
     if g.json {
