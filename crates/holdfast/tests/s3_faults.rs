@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::fs;
 use std::path::Path;
 use std::process::Command as Std;
 use std::time::Duration;
@@ -310,4 +311,60 @@ fn s3_sigkill_during_prune_leaves_a_consistent_repository() {
         .assert()
         .success();
     c.hf(&repo, &["check", "--read-data"]).assert().success();
+}
+
+/// On object storage every request waits a round trip, so reading a snapshot must cost requests
+/// per tree level and per pack, not per directory and per file. (Read one by one, `ls` of the
+/// Linux sources took 5.9 s for 97 directories on Garage; restore took 308 s.)
+#[test]
+fn s3_ls_and_restore_cost_requests_per_level_and_pack_not_per_file() {
+    if skip() {
+        return;
+    }
+    let c = cluster();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let (mut dirs, mut files) = (1, 0);
+    for a in 0..8 {
+        for b in 0..5 {
+            let d = src.join(format!("a{a}")).join(format!("b{b}"));
+            fs::create_dir_all(&d).unwrap();
+            for f in 0..6 {
+                fs::write(d.join(format!("f{f}")), format!("{a}/{b}/{f} ").repeat(300)).unwrap();
+                files += 1;
+            }
+            dirs += 1;
+        }
+        dirs += 1;
+    }
+    let repo = c.url("requests");
+    c.hf(&repo, &["init"]).assert().success();
+    c.hf(&repo, &["backup", src.to_str().unwrap()])
+        .assert()
+        .success();
+
+    let p = proxy(c, Faults::default());
+    let o = via(c, &p, &repo, &["ls", "latest"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let listed = String::from_utf8_lossy(&o.stdout).lines().count();
+    assert_eq!(listed, dirs + files, "every directory and file is listed");
+    let ls_requests = p.counts().requests;
+    // Opening the repository takes about 8 requests; the 4 tree levels share a few more.
+    assert!(
+        ls_requests < 20,
+        "ls of {dirs} directories took {ls_requests} requests: trees must be read level by level"
+    );
+
+    let p = proxy(c, Faults::default());
+    let out = tmp.path().join("out");
+    via(c, &p, &repo, &["restore", "latest", out.to_str().unwrap()])
+        .assert()
+        .success();
+    assert_same_tree(&src, &out.join("src"));
+    let restore_requests = p.counts().requests;
+    assert!(
+        restore_requests < 30,
+        "restoring {files} files took {restore_requests} requests: small files must share ranged reads"
+    );
+    eprintln!("ls: {ls_requests} requests, restore: {restore_requests} requests ({dirs} dirs, {files} files)");
 }
