@@ -10,9 +10,13 @@
 
 #![warn(missing_docs)]
 
+mod lock;
+
 use std::time::Duration;
 
-use holdfast_storage::{ObjectInfo, ObjectKind, PutMode, Result, Storage, StorageError};
+use holdfast_storage::{
+    BucketLock, LockMode, ObjectInfo, ObjectKind, PutMode, Result, Storage, StorageError,
+};
 use opendal::layers::{RetryLayer, TimeoutLayer};
 use opendal::{ErrorKind, Operator};
 
@@ -31,6 +35,9 @@ pub struct S3Config {
     pub access_key_id: Option<String>,
     /// Secret key (default from `AWS_SECRET_ACCESS_KEY`).
     pub secret_access_key: Option<String>,
+    /// The environment variable prefix the credentials come from (`AWS` unless `env=` says
+    /// otherwise), for error messages.
+    pub env_prefix: String,
 }
 
 impl S3Config {
@@ -81,6 +88,7 @@ impl S3Config {
                 .or_else(|| env("DEFAULT_REGION")),
             access_key_id: env("ACCESS_KEY_ID"),
             secret_access_key: env("SECRET_ACCESS_KEY"),
+            env_prefix: prefix_env,
         })
     }
 }
@@ -90,6 +98,7 @@ pub struct ObjectStorage {
     op: Operator,
     rt: tokio::runtime::Runtime,
     location: String,
+    lock: lock::LockClient,
 }
 
 impl std::fmt::Debug for ObjectStorage {
@@ -100,7 +109,26 @@ impl std::fmt::Debug for ObjectStorage {
 
 impl ObjectStorage {
     /// Connect (lazily: nothing is sent until the first call).
+    ///
+    /// Credentials must be given (as keys, in the environment or the workload file): holdfast
+    /// does not fall back to instance metadata, so a missing key is a clear error at once rather
+    /// than a minute of retries against an unreachable metadata service.
     pub fn s3(c: &S3Config) -> std::result::Result<ObjectStorage, String> {
+        let location = format!("s3://{}/{}", c.bucket, c.prefix);
+        let (Some(key_id), Some(secret)) = (&c.access_key_id, &c.secret_access_key) else {
+            return Err(format!(
+                "no credentials for {location}: set {p}_ACCESS_KEY_ID and {p}_SECRET_ACCESS_KEY",
+                p = c.env_prefix
+            ));
+        };
+        let region = c.region.as_deref().unwrap_or("us-east-1");
+        let endpoint = c
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
+        let lock = lock::LockClient::new(
+            &endpoint, region, &c.bucket, &c.prefix, key_id, secret, &location,
+        )?;
         let mut b = opendal::services::S3::default()
             .bucket(&c.bucket)
             .root(&format!("/{}", c.prefix))
@@ -138,7 +166,8 @@ impl ObjectStorage {
         Ok(ObjectStorage {
             op,
             rt,
-            location: format!("s3://{}/{}", c.bucket, c.prefix),
+            location,
+            lock,
         })
     }
 
@@ -307,6 +336,21 @@ impl Storage for ObjectStorage {
 
     fn read_concurrency(&self) -> usize {
         32
+    }
+
+    fn object_lock(&self) -> Result<Option<BucketLock>> {
+        self.rt.block_on(self.lock.bucket_lock())
+    }
+
+    fn retain(&self, kind: ObjectKind, name: &str, mode: LockMode, until: i64) -> Result<()> {
+        let key = Self::key(kind, name);
+        self.rt
+            .block_on(self.lock.retain(kind, &key, name, mode, until))
+    }
+
+    fn retention(&self, kind: ObjectKind, name: &str) -> Result<Option<(LockMode, i64)>> {
+        let key = Self::key(kind, name);
+        self.rt.block_on(self.lock.retention(kind, &key, name))
     }
 }
 

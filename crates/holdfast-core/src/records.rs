@@ -85,6 +85,8 @@ pub enum Record {
     Drill(DrillRecord),
     /// A retention lock setting.
     RetentionLock(RetentionLock),
+    /// Object Lock extensions made on the store.
+    ObjectLocks(crate::objlock::LockRecord),
 }
 
 /// A minimum retention that `forget` never goes below (REL09-BP02). In compliance mode it can
@@ -176,6 +178,7 @@ pub fn load_all(repo: &Repository) -> Result<Vec<Record>> {
         Record::Job(j) => j.started,
         Record::Drill(d) => d.started,
         Record::RetentionLock(l) => l.set_at,
+        Record::ObjectLocks(l) => l.at,
     });
     Ok(out)
 }

@@ -138,7 +138,7 @@ pub fn observe(env: &Env) -> Observed {
                     match r {
                         Record::Job(j) => o.jobs.entry(j.source.clone()).or_default().push(j),
                         Record::Drill(d) => o.drills.entry(d.source.clone()).or_default().push(d),
-                        Record::RetentionLock(_) => {}
+                        Record::RetentionLock(_) | Record::ObjectLocks(_) => {}
                     }
                 }
             }

@@ -110,6 +110,43 @@ pub struct ObjectInfo {
     pub size: u64,
 }
 
+/// An S3 Object Lock retention mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LockMode {
+    /// Principals with `s3:BypassGovernanceRetention` may still delete or shorten.
+    Governance,
+    /// Nobody, not even the account root, can delete the object or shorten the lock.
+    Compliance,
+}
+
+impl LockMode {
+    /// The S3 wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockMode::Governance => "GOVERNANCE",
+            LockMode::Compliance => "COMPLIANCE",
+        }
+    }
+
+    /// Parse the S3 wire name.
+    pub fn parse(s: &str) -> Option<LockMode> {
+        match s {
+            "GOVERNANCE" => Some(LockMode::Governance),
+            "COMPLIANCE" => Some(LockMode::Compliance),
+            _ => None,
+        }
+    }
+}
+
+/// A bucket's Object Lock configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketLock {
+    /// Object Lock is enabled on the bucket (it then also keeps every object version).
+    pub enabled: bool,
+    /// The default retention the store gives each new object: mode and days.
+    pub default_rule: Option<(LockMode, u32)>,
+}
+
 /// What went wrong in a backend, with enough context to name the cause and the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -183,6 +220,14 @@ pub enum StorageError {
         /// The underlying error.
         #[source]
         source: io::Error,
+    },
+    /// The store cannot do this at all.
+    #[error("{location} does not support {what}")]
+    Unsupported {
+        /// What was asked.
+        what: String,
+        /// Repository location.
+        location: String,
     },
     /// A failure of a remote store (network, service).
     #[error("{op} {location}: {message}")]
@@ -262,6 +307,28 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// whose throughput per request is bounded by latency). Each costs one pack of memory.
     fn write_concurrency(&self) -> usize {
         1
+    }
+
+    /// The store's own immutability (S3 Object Lock) for this repository's bucket: `Ok(None)`
+    /// if the store has none (a local disk), else whether it is enabled and its default rule.
+    fn object_lock(&self) -> Result<Option<BucketLock>> {
+        Ok(None)
+    }
+
+    /// Lock one object until `until` (Unix seconds): it can be neither deleted nor overwritten
+    /// before then, by anyone in compliance mode. Stores without object lock refuse.
+    fn retain(&self, kind: ObjectKind, name: &str, mode: LockMode, until: i64) -> Result<()> {
+        let _ = (kind, name, mode, until);
+        Err(StorageError::Unsupported {
+            what: "object lock".into(),
+            location: self.location(),
+        })
+    }
+
+    /// The lock on one object: its mode and until when (Unix seconds), or `None` if unlocked.
+    fn retention(&self, kind: ObjectKind, name: &str) -> Result<Option<(LockMode, i64)>> {
+        let _ = (kind, name);
+        Ok(None)
     }
 
     /// How many reads to keep in flight when a task needs many (restore, loading trees). The
