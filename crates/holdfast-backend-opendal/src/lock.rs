@@ -3,7 +3,7 @@
 //! OpenDAL (0.50) has no Object Lock calls, so these three requests (`GET ?object-lock`,
 //! `PUT ?retention`, `GET ?retention`) are signed with reqsign, the signer OpenDAL itself uses,
 //! and sent with reqwest. They are retried like OpenDAL's own requests: exponential backoff with
-//! jitter on 5xx, 429 and connection errors.
+//! jitter on 429, 500, 502, 503, 504 and connection errors.
 
 use std::time::Duration;
 
@@ -129,7 +129,8 @@ impl LockClient {
                 Ok(r) => {
                     let status = r.status().as_u16();
                     let bytes = r.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
-                    if status >= 500 || status == 429 {
+                    // 501 Not Implemented is an answer, not a failure.
+                    if matches!(status, 429 | 500 | 502 | 503 | 504) {
                         last = format!("HTTP {status}");
                         continue;
                     }

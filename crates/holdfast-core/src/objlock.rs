@@ -69,6 +69,33 @@ impl LockPolicy {
     }
 }
 
+/// The lock policy of the repository's bucket: `None` if the store has no Object Lock or the
+/// bucket does not enable it; an error if it is enabled without a default retention rule (then
+/// neither the store nor holdfast knows how long recovery points must stay).
+pub fn bucket_policy(repo: &Repository) -> Result<Option<LockPolicy>> {
+    match repo.storage().object_lock()? {
+        None => Ok(None),
+        Some(b) if !b.enabled => Ok(None),
+        Some(b) => match b.default_rule {
+            Some((mode, days)) => Ok(Some(LockPolicy::from_rule(mode, days))),
+            None => Err(Error::Refused(format!(
+                "{} has Object Lock enabled but no default retention rule, so nothing says how long recovery points must stay locked: set one on the bucket (PutObjectLockConfiguration with a Rule of Mode and Days)",
+                repo.storage().location()
+            ))),
+        },
+    }
+}
+
+/// After a backup or copy: if the bucket enforces Object Lock, extend the locks of the young
+/// recovery points. `Ok(None)` if there is no lock to extend.
+pub fn extend_if_locked(repo: &Repository, now: DateTime<Utc>) -> Result<Option<ExtendReport>> {
+    let Some(policy) = bucket_policy(repo)? else {
+        return Ok(None);
+    };
+    let (snaps, _) = crate::snapshot::load_all(repo)?;
+    extend(repo, &snaps, policy, now).map(Some)
+}
+
 /// Which objects need a longer lock, and until when. `needed`: each object and the time it must
 /// stay locked to; `known`: how long each is already locked. An object is extended when
 /// `known < needed`, to `needed + slack`. Pure, so it is tested with a table.
@@ -111,33 +138,39 @@ pub fn needed_objects(
         )
         .chain(index_files.iter().map(|n| (ObjectKind::Index, n.clone())))
         .collect();
-    for s in snaps {
+    // Newest first: a tree already visited was visited for a later (or equal) lock time, so
+    // neither it nor anything below it needs visiting again.
+    let mut order: Vec<&&SnapshotEntry> = snaps.iter().collect();
+    order.sort_by_key(|s| std::cmp::Reverse(s.snapshot.time));
+    let mut visited: HashSet<crate::id::Id> = HashSet::new();
+    for s in order {
         let until = s.snapshot.time.timestamp() + window;
         need((ObjectKind::Snapshot, s.id.to_hex()), until);
         for o in &shared {
             need(o.clone(), until);
         }
-        let mut blobs = HashSet::new();
-        blobs.insert(s.snapshot.tree);
-        let mut missing = None;
-        crate::browse::walk(&trees, &s.snapshot.tree, "", &mut |p, n| {
-            if let (NodeKind::Dir, Some(t)) = (n.kind, n.subtree) {
-                blobs.insert(t);
+        let mut stack = vec![s.snapshot.tree];
+        while let Some(t) = stack.pop() {
+            if !visited.insert(t) {
+                continue;
             }
-            blobs.extend(n.content.iter().copied());
-            if n.kind == NodeKind::File && n.content.iter().any(|b| !index.contains(b)) {
-                missing.get_or_insert_with(|| p.to_string());
+            let mut blobs = vec![t];
+            for n in &trees.get(&t)?.nodes {
+                if let (NodeKind::Dir, Some(sub)) = (n.kind, n.subtree) {
+                    stack.push(sub);
+                }
+                blobs.extend(n.content.iter().copied());
             }
-        })?;
-        if let Some(p) = missing {
-            return Err(Error::MissingBlob {
-                id: format!("content of {p}"),
-                by: format!("snapshot {}", s.id.short()),
-            });
-        }
-        for b in blobs {
-            if let Some((pack, _)) = index.get(&b) {
-                need((ObjectKind::Pack, pack.to_hex()), until);
+            for b in blobs {
+                match index.get(&b) {
+                    Some((pack, _)) => need((ObjectKind::Pack, pack.to_hex()), until),
+                    None => {
+                        return Err(Error::MissingBlob {
+                            id: b.to_hex(),
+                            by: format!("snapshot {}", s.id.short()),
+                        })
+                    }
+                }
             }
         }
     }

@@ -179,6 +179,18 @@ pub enum Command {
         #[arg(long, requires = "min_age")]
         compliance: bool,
     },
+    /// Show the store's Object Lock on this repository (S3 buckets created with Object Lock and
+    /// a default retention rule); extend it over what young recovery points need; or verify it
+    /// with the store, object by object. `backup` and `copy` extend it by themselves.
+    ObjectLock {
+        /// Extend the locks of every object the recovery points younger than the bucket's
+        /// retention need (reused packs included).
+        #[arg(long)]
+        extend: bool,
+        /// Ask the store for the lock of each of those objects; exit 4 if any is too short.
+        #[arg(long)]
+        verify: bool,
+    },
     /// Manage key slots (passwords).
     Key {
         #[command(subcommand)]

@@ -77,6 +77,10 @@ pub fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
     let progress = CliProgress::new(g.quiet || g.json);
     let out = backup::backup(&repo, &opts, &progress)?;
     let s = &out.snapshot;
+    let lock = match out.id {
+        Some(_) => lock_after_write(&repo)?,
+        None => LockOutcome::None,
+    };
     if g.json {
         print_json(&serde_json::json!({
             "snapshot": out.id.map(|i| i.to_hex()),
@@ -85,6 +89,7 @@ pub fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
             "errors": s.errors,
             "warnings": s.warnings,
             "summary": s.summary,
+            "object_lock": lock.json(),
         }))?;
     } else if !g.quiet {
         let m = &s.summary;
@@ -116,7 +121,60 @@ pub fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
             eprintln!("  {e}");
         }
     }
-    Ok(if s.complete { exit::OK } else { exit::WARNINGS })
+    lock.print(g);
+    Ok(if s.complete && !lock.failed() {
+        exit::OK
+    } else {
+        exit::WARNINGS
+    })
+}
+
+/// What extending the store's Object Lock after a write did.
+pub(crate) enum LockOutcome {
+    /// The store or bucket has no Object Lock.
+    None,
+    /// Extended.
+    Done(holdfast_core::objlock::ExtendReport),
+    /// The recovery point was written, but its lock could not be extended.
+    Failed(String),
+}
+
+impl LockOutcome {
+    fn failed(&self) -> bool {
+        matches!(self, LockOutcome::Failed(_))
+    }
+
+    fn json(&self) -> serde_json::Value {
+        match self {
+            LockOutcome::None => serde_json::Value::Null,
+            LockOutcome::Done(r) => serde_json::to_value(r).unwrap_or_default(),
+            LockOutcome::Failed(e) => serde_json::json!({ "error": e }),
+        }
+    }
+
+    fn print(&self, g: &Global) {
+        match self {
+            LockOutcome::Done(r) if !g.quiet && !g.json => println!(
+                "object lock: {} objects needed by young recovery points, {} extended",
+                r.needed, r.extended
+            ),
+            LockOutcome::Failed(e) if !g.json => eprintln!(
+                "warning: the recovery point is stored, but its object lock was not extended: {e}\n  fix the cause, then run `holdfast object-lock --extend`"
+            ),
+            _ => {}
+        }
+    }
+}
+
+/// Extend the store's Object Lock after a backup or copy wrote a recovery point. A failure here
+/// does not undo the write; it is reported, and the command ends with warnings.
+pub(crate) fn lock_after_write(repo: &Repository) -> Result<LockOutcome> {
+    let now = super::now()?;
+    Ok(match holdfast_core::objlock::extend_if_locked(repo, now) {
+        Ok(None) => LockOutcome::None,
+        Ok(Some(r)) => LockOutcome::Done(r),
+        Err(e) => LockOutcome::Failed(format!("{:#}", anyhow::Error::from(e))),
+    })
 }
 
 pub fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
@@ -204,8 +262,15 @@ pub fn copy(
         &|s| wanted.is_empty() || wanted.contains(&s.id),
         &progress,
     )?;
+    let lock = if r.copied.is_empty() {
+        LockOutcome::None
+    } else {
+        lock_after_write(&dst)?
+    };
     if g.json {
-        print_json(&r)?;
+        let mut v = serde_json::to_value(&r)?;
+        v["object_lock"] = lock.json();
+        print_json(&v)?;
     } else if !g.quiet {
         for (a, b) in &r.copied {
             println!("copied {} -> {}", &a[..8], &b[..8]);
@@ -218,5 +283,10 @@ pub fn copy(
             r.blobs_added
         );
     }
-    Ok(exit::OK)
+    lock.print(g);
+    Ok(if lock.failed() {
+        exit::WARNINGS
+    } else {
+        exit::OK
+    })
 }

@@ -81,12 +81,7 @@ pub fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
         yearly: a.keep_yearly,
         within: a.keep_within.as_deref().map(parse_duration).transpose()?,
     };
-    let now = match std::env::var("HOLDFAST_NOW") {
-        Ok(t) => chrono::DateTime::parse_from_rfc3339(&t)
-            .with_context(|| format!("HOLDFAST_NOW {t:?} is not an RFC 3339 time"))?
-            .with_timezone(&chrono::Utc),
-        Err(_) => chrono::Utc::now(),
-    };
+    let now = super::now()?;
     let items = prune::forget(&repo, &policy, now, a.dry_run)?;
     let removed = items.iter().filter(|i| i.reasons.is_empty()).count();
     if g.json {

@@ -2,6 +2,7 @@
 
 mod browse;
 mod data;
+mod lock;
 mod maintain;
 mod policy;
 
@@ -13,6 +14,16 @@ use holdfast_core::Repository;
 use holdfast_storage::Storage;
 
 use crate::cli::{Cli, Command, Global};
+
+/// The current time, or HOLDFAST_NOW (RFC 3339) when set (tests and drills of the future).
+pub(crate) fn now() -> Result<chrono::DateTime<chrono::Utc>> {
+    match std::env::var("HOLDFAST_NOW") {
+        Ok(t) => Ok(chrono::DateTime::parse_from_rfc3339(&t)
+            .with_context(|| format!("HOLDFAST_NOW {t:?} is not an RFC 3339 time"))?
+            .with_timezone(&chrono::Utc)),
+        Err(_) => Ok(chrono::Utc::now()),
+    }
+}
 
 /// Run a command; returns the exit code.
 pub fn run(cli: Cli) -> Result<u8> {
@@ -42,6 +53,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             max_unused,
         } => maintain::prune(g, dry_run, max_unused),
         Command::Key { action } => maintain::key(g, action),
+        Command::ObjectLock { extend, verify } => lock::object_lock(g, extend, verify),
         Command::RetentionLock {
             min_age,
             compliance,

@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use chrono::{DateTime, Utc};
 use holdfast_core::repo::InitOptions;
 use holdfast_core::{Error, Repository};
 use holdfast_policy::config::{RepositoryConfig, Workload};
@@ -21,14 +20,7 @@ fn workload(g: &Global) -> Result<Workload> {
     Ok(Workload::load(&g.config)?)
 }
 
-fn now() -> Result<DateTime<Utc>> {
-    match std::env::var("HOLDFAST_NOW") {
-        Ok(t) => Ok(DateTime::parse_from_rfc3339(&t)
-            .with_context(|| format!("HOLDFAST_NOW {t:?} is not an RFC 3339 time"))?
-            .with_timezone(&Utc)),
-        Err(_) => Ok(Utc::now()),
-    }
-}
+use super::now;
 
 /// The job environment for a workload: clock, opener, state directory, progress.
 fn env<'a>(
