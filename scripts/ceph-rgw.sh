@@ -12,6 +12,8 @@
 # size-1 pools, cephx off (loopback only), and one radosgw (beast) on a free 127.0.0.1 port.
 # Use path-style addressing; the SigV4 region is the zonegroup's name, "default".
 # CEPH_RGW_PORT picks the S3 port; CEPH_RGW_TIMEOUT (default 120) bounds each wait in seconds.
+# With RGW_OWNER_PID set, `up` also starts a watchdog that stops the daemons when that process
+# exits (tests pass their own pid, so no daemon outlives the test run).
 set -euo pipefail
 cmd=${1:?usage: ceph-rgw.sh up|down|status DIR}
 dir=${2:?usage: ceph-rgw.sh up|down|status DIR}
@@ -198,6 +200,12 @@ RGW_REGION=$region
 RGW_CONF=$conf
 ENV
   mv "$dir/env.tmp" "$dir/env"
+  if [ -n "${RGW_OWNER_PID:-}" ]; then
+    (
+      while kill -0 "$RGW_OWNER_PID" 2>/dev/null; do sleep 1; done
+      "$0" down "$dir" >/dev/null 2>&1
+    ) >/dev/null 2>&1 </dev/null &
+  fi
   log "up in $((SECONDS - t0))s: S3 at http://127.0.0.1:$rgw_port (region $region, path-style); env in $dir/env"
   ;;
 down)

@@ -93,6 +93,9 @@ impl S3Config {
     }
 }
 
+/// What to do when the store refuses a request.
+pub(crate) const S3_DENIED_FIX: &str = "these credentials lack the permission for this request (a bucket or IAM policy refuses it): use credentials that have it; backup needs put, get and list, while forget and prune also need delete";
+
 /// A repository in an S3 bucket.
 pub struct ObjectStorage {
     op: Operator,
@@ -191,6 +194,7 @@ impl ObjectStorage {
             ErrorKind::PermissionDenied => StorageError::PermissionDenied {
                 op: format!("{op} {kind} {name}"),
                 location: self.location.clone(),
+                fix: S3_DENIED_FIX.into(),
             },
             ErrorKind::ConditionNotMatch | ErrorKind::AlreadyExists => StorageError::AlreadyExists {
                 kind,

@@ -165,6 +165,7 @@ impl LockClient {
             (403, _) => StorageError::PermissionDenied {
                 op: format!("{op} ({code})"),
                 location: self.location.clone(),
+                fix: format!("these credentials lack {}: grant it in the bucket or IAM policy, or use credentials that have it", permission_for(op)),
             },
             (501, _) | (_, "NotImplemented") | (400, "InvalidRequest") => {
                 StorageError::Unsupported {
@@ -285,6 +286,17 @@ impl LockClient {
             .map_err(|e| self.remote(&op, format!("unreadable date {until:?}: {e}"), false))?
             .timestamp();
         Ok(Some((mode, until)))
+    }
+}
+
+/// The S3 permission an Object Lock request needs.
+fn permission_for(op: &str) -> &'static str {
+    if op.starts_with("locking") {
+        "s3:PutObjectRetention"
+    } else if op.starts_with("reading the lock") {
+        "s3:GetObjectRetention"
+    } else {
+        "s3:GetBucketObjectLockConfiguration"
     }
 }
 

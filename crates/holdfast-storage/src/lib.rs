@@ -179,12 +179,14 @@ pub enum StorageError {
         location: String,
     },
     /// The store refused access.
-    #[error("permission denied on {location} while {op}: check the owner and mode of the repository, or that it is not mounted read-only")]
+    #[error("permission denied on {location} while {op}: {fix}")]
     PermissionDenied {
         /// What was being done.
         op: String,
         /// Where.
         location: String,
+        /// What to do about it (it differs between a disk and an object store).
+        fix: String,
     },
     /// The store is read-only.
     #[error("{location} is read-only (while {op}): this command writes to the repository; remount it read-write or use a writable copy")]
@@ -255,7 +257,12 @@ impl StorageError {
             _ => {}
         }
         match e.kind() {
-            io::ErrorKind::PermissionDenied => StorageError::PermissionDenied { op, location },
+            io::ErrorKind::PermissionDenied => StorageError::PermissionDenied {
+                op,
+                location,
+                fix: "check the owner and mode of the repository, or that it is not mounted read-only"
+                    .into(),
+            },
             _ => StorageError::Io {
                 op,
                 location,

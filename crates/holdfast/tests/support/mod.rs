@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod garage;
+pub mod rgw;
 pub mod s3proxy;
 
 use std::collections::HashMap;

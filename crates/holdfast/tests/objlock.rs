@@ -1,0 +1,267 @@
+//! Immutability on a store that enforces it: Ceph's radosgw (scripts/ceph-rgw.sh), with S3
+//! Object Lock and bucket policies. Set HOLDFAST_SKIP_RGW=1 to opt out explicitly (CI never
+//! does).
+
+mod support;
+
+use std::fs;
+
+use chrono::{Duration, Utc};
+use serde_json::Value;
+use support::garage::tree;
+use support::rgw::{rgw, skip, User};
+
+fn json(o: &std::process::Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    })
+}
+
+fn packs(v: &[(String, String, bool)]) -> Vec<&(String, String, bool)> {
+    v.iter().filter(|(k, _, _)| k.contains("/data/")).collect()
+}
+
+/// Every object a young recovery point needs is locked by the store until the point's time
+/// plus the bucket's retention, reused packs included; nobody can delete a locked version; a
+/// backup whose credentials may not extend locks says so, and `--verify` (asking the store)
+/// finds exactly that gap until the locks are extended.
+#[test]
+fn rgw_object_lock_covers_every_object_of_young_recovery_points() {
+    if skip() {
+        return;
+    }
+    let r = rgw();
+    let owner = r.owner();
+    r.bucket("hf-lock", Some(("COMPLIANCE", 1)));
+    let repo = "s3://hf-lock/repo";
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    tree(&src, 21, 30);
+    r.hf(&owner, repo, &["init", "--pack-size-mib", "1"])
+        .assert()
+        .success();
+
+    // What the store says about the bucket.
+    let o = r
+        .hf(&owner, repo, &["--json", "object-lock"])
+        .output()
+        .unwrap();
+    let v = json(&o);
+    assert_eq!(
+        (v["enabled"].as_bool(), v["mode"].as_str()),
+        (Some(true), Some("COMPLIANCE")),
+        "{v}"
+    );
+    assert_eq!(v["window_days"], 1);
+
+    // First backup: everything it wrote is new, so the store's default rule already covers it;
+    // holdfast still extends what it reused (config, key).
+    let o = r
+        .hf(&owner, repo, &["--json", "backup", src.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let b1 = json(&o);
+    assert!(b1["object_lock"]["needed"].as_u64().unwrap() > 10, "{b1}");
+    let o = r
+        .hf(&owner, repo, &["--json", "object-lock", "--verify"])
+        .output()
+        .unwrap();
+    let v = json(&o);
+    assert_eq!(o.status.code(), Some(0), "{v}");
+    assert_eq!(v["verified_snapshots"], 1);
+    assert_eq!(v["short"].as_array().unwrap().len(), 0, "{v}");
+    let first_packs: Vec<String> = packs(&r.versions("hf-lock", "repo/"))
+        .iter()
+        .map(|(k, _, _)| k.clone())
+        .collect();
+    assert!(first_packs.len() >= 3, "{first_packs:?}");
+
+    // A locked version cannot be deleted, not even by the bucket owner.
+    let (key, version, _) = packs(&r.versions("hf-lock", "repo/"))[0].clone();
+    let a = r.s3(
+        &owner,
+        "DELETE",
+        &format!("/hf-lock/{key}?versionId={version}"),
+        None,
+        &[],
+    );
+    assert_eq!(
+        a.status, 403,
+        "deleting a locked version must be refused: {}",
+        a.body
+    );
+
+    // A second backup 30 hours later reuses the first one's packs, whose locks (1 day from
+    // when they were written, plus holdfast's slack) end too early for it; a user who may
+    // write but not extend locks gets a warning and exit code 3, not plain success.
+    let writer = r.user("hf-lock-writer");
+    r.policy(
+        "hf-lock",
+        &format!(
+            r#"{{"Version":"2012-10-17","Statement":[
+             {{"Effect":"Allow","Principal":{{"AWS":["arn:aws:iam:::user/{w}"]}},
+               "Action":["s3:PutObject","s3:GetObject","s3:ListBucket","s3:GetBucketObjectLockConfiguration","s3:GetObjectRetention"],
+               "Resource":["arn:aws:s3:::hf-lock","arn:aws:s3:::hf-lock/*"]}},
+             {{"Effect":"Deny","Principal":{{"AWS":["arn:aws:iam:::user/{w}"]}},
+               "Action":["s3:PutObjectRetention","s3:DeleteObject","s3:DeleteObjectVersion"],
+               "Resource":["arn:aws:s3:::hf-lock","arn:aws:s3:::hf-lock/*"]}},
+             {{"Effect":"Allow","Principal":{{"AWS":["arn:aws:iam:::user/{o}"]}},
+               "Action":["s3:*"],"Resource":["arn:aws:s3:::hf-lock","arn:aws:s3:::hf-lock/*"]}}]}}"#,
+            w = writer.uid,
+            o = owner.uid
+        ),
+    );
+    fs::write(src.join("f1"), b"changed").unwrap();
+    let later = (Utc::now() + Duration::hours(30)).to_rfc3339();
+    let at_later = |u: &User, args: &[&str]| {
+        let mut c = r.hf(u, repo, args);
+        c.env("HOLDFAST_NOW", &later);
+        c.output().unwrap()
+    };
+    let o = at_later(&writer, &["backup", src.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("object lock was not extended") && err.contains("object-lock --extend"),
+        "{err}"
+    );
+    let o = at_later(&writer, &["--json", "object-lock", "--verify"]);
+    let v = json(&o);
+    assert_eq!(o.status.code(), Some(4), "verify must fail: {v}");
+    let short: Vec<String> = v["short"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        first_packs
+            .iter()
+            .any(|k| short.iter().any(|s| k.ends_with(s.as_str()))),
+        "a reused pack of the first backup must be reported short: {short:?}"
+    );
+
+    // The owner extends; the store now holds everything long enough.
+    let o = at_later(&owner, &["--json", "object-lock", "--extend"]);
+    let v = json(&o);
+    assert!(o.status.success(), "{v}");
+    assert!(
+        v["extend"]["extended"].as_u64().unwrap() >= short.len() as u64,
+        "{v}"
+    );
+    let o = at_later(&owner, &["--json", "object-lock", "--verify"]);
+    let v = json(&o);
+    assert_eq!(o.status.code(), Some(0), "{v}");
+    // 30 hours on, only the second recovery point is inside the 1-day window; what it reuses
+    // from the first is what had to be extended.
+    assert_eq!(v["verified_snapshots"], 1);
+    // A second extension finds nothing to do: the records save the requests.
+    let o = at_later(&owner, &["--json", "object-lock", "--extend"]);
+    assert_eq!(json(&o)["extend"]["extended"], 0);
+
+    // forget + prune on a locked bucket: the snapshot disappears from the listing (delete
+    // markers), but every locked version is still in the store and cannot be deleted.
+    let o = at_later(&owner, &["forget", "--keep-last", "1", "--prune"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let after = r.versions("hf-lock", "repo/");
+    for k in &first_packs {
+        assert!(
+            after.iter().any(|(key, _, marker)| key == k && !marker),
+            "locked pack {k} must survive prune as a version"
+        );
+    }
+    r.hf(&owner, repo, &["check", "--read-data"])
+        .assert()
+        .success();
+}
+
+/// Least privilege on a store that enforces it: the backup user may write, read and list but
+/// never delete (a bucket policy); backups succeed, while forget/prune with its credentials
+/// fail with a permission error that leaves the repository clean; prune with the owner's
+/// credentials works.
+#[test]
+fn rgw_backup_credentials_cannot_delete() {
+    if skip() {
+        return;
+    }
+    let r = rgw();
+    let owner = r.owner();
+    let backup = r.user("hf-backup-only");
+    r.bucket("hf-nodelete", None);
+    r.policy(
+        "hf-nodelete",
+        &format!(
+            r#"{{"Version":"2012-10-17","Statement":[
+             {{"Effect":"Allow","Principal":{{"AWS":["arn:aws:iam:::user/{b}"]}},
+               "Action":["s3:PutObject","s3:GetObject","s3:ListBucket","s3:GetBucketObjectLockConfiguration"],
+               "Resource":["arn:aws:s3:::hf-nodelete","arn:aws:s3:::hf-nodelete/*"]}},
+             {{"Effect":"Deny","Principal":{{"AWS":["arn:aws:iam:::user/{b}"]}},
+               "Action":["s3:DeleteObject","s3:DeleteObjectVersion","s3:PutBucketPolicy"],
+               "Resource":["arn:aws:s3:::hf-nodelete","arn:aws:s3:::hf-nodelete/*"]}},
+             {{"Effect":"Allow","Principal":{{"AWS":["arn:aws:iam:::user/{o}"]}},
+               "Action":["s3:*"],"Resource":["arn:aws:s3:::hf-nodelete","arn:aws:s3:::hf-nodelete/*"]}}]}}"#,
+            b = backup.uid,
+            o = owner.uid
+        ),
+    );
+    let repo = "s3://hf-nodelete/repo";
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    tree(&src, 22, 20);
+    r.hf(&backup, repo, &["init", "--pack-size-mib", "1"])
+        .assert()
+        .success();
+    for i in 0..2 {
+        fs::write(src.join("round"), format!("{i}")).unwrap();
+        let o = r
+            .hf(&backup, repo, &["backup", src.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "backup {i}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    // The policy really holds: a direct DELETE as the backup user is refused.
+    let (key, _, _) = packs(&r.versions("hf-nodelete", "repo/"))[0].clone();
+    let a = r.s3(&backup, "DELETE", &format!("/hf-nodelete/{key}"), None, &[]);
+    assert_eq!(a.status, 403, "{}", a.body);
+    // forget/prune with the backup credentials: a permission error, nothing lost.
+    let o = r
+        .hf(&backup, repo, &["forget", "--keep-last", "1", "--prune"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success(),
+        "prune must fail without delete permission"
+    );
+    assert!(err.contains("permission denied"), "{err}");
+    r.hf(&owner, repo, &["check", "--read-data"])
+        .assert()
+        .success();
+    // The owner's credentials prune; the newest snapshot restores.
+    let o = r
+        .hf(
+            &owner,
+            repo,
+            &["--json", "forget", "--keep-last", "1", "--prune"],
+        )
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    r.hf(&owner, repo, &["check", "--read-data"])
+        .assert()
+        .success();
+    let out = tmp.path().join("out");
+    r.hf(&owner, repo, &["restore", "latest", out.to_str().unwrap()])
+        .assert()
+        .success();
+    support::assert_same_tree(&src, &out.join("src"));
+}
