@@ -14,14 +14,30 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v pgbench >/dev/null || need_apt+=(postgresql-contrib)
 command -v mariadbd >/dev/null || need_apt+=(mariadb-server)
 command -v mariadb-dump >/dev/null || need_apt+=(mariadb-client)
-if [ ${#need_apt[@]} -gt 0 ]; then
+# Ceph's radosgw (Debian's packages): the S3 store that enforces Object Lock and bucket policies,
+# for the immutability tests (scripts/ceph-rgw.sh starts one per test binary on loopback).
+command -v curl >/dev/null || need_apt+=(curl)
+command -v openssl >/dev/null || need_apt+=(openssl)
+need_ceph=()
+for p in ceph-mon ceph-osd radosgw ceph-common; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_ceph+=("$p")
+done
+# apt_need [APT-FLAGS...] -- PACKAGES...: install them (as root), or stop and name them.
+apt_need() {
+  local flags=()
+  while [ "$1" != -- ]; do flags+=("$1"); shift; done
+  shift
+  [ $# -gt 0 ] || return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "installing: ${need_apt[*]}"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    echo "installing: $*"
+    { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${flags[@]}" "$@" ||
+      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${flags[@]}" "$@"; }; } >/dev/null
   else
-    echo "missing system packages: ${need_apt[*]} (install them, then re-run)" >&2; exit 1
+    echo "missing system packages: $* (install them, then re-run)" >&2; exit 1
   fi
-fi
+}
+apt_need -- "${need_apt[@]}"
+apt_need --no-install-recommends -- "${need_ceph[@]}"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 # A real S3-compatible store for the object-storage tests: Garage, built from crates.io once.
 export PATH="$HOME/.cargo/bin:$PATH"
