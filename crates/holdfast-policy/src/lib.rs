@@ -14,5 +14,6 @@ pub mod discover;
 pub mod duration;
 pub mod findings;
 pub mod jobs;
+pub mod observe;
 pub mod report;
 pub mod sources;

@@ -9,7 +9,7 @@ use holdfast_policy::config::{RepositoryConfig, Workload};
 use holdfast_policy::findings::Severity;
 use holdfast_policy::jobs::{self, Env, JobError};
 use holdfast_policy::report::StatusReport;
-use holdfast_policy::{discover as disc, duration, findings};
+use holdfast_policy::{discover as disc, duration, findings, observe};
 
 use super::{kdf, print_json, storage_at};
 use crate::cli::Global;
@@ -201,7 +201,7 @@ pub fn plan(g: &Global, no_discover: bool) -> Result<u8> {
     let open = opener(&w, false);
     let progress = CliProgress::new(true);
     let env = env(&w, &open, &progress)?;
-    let o = jobs::observe(&env);
+    let o = observe::observe(&env);
     let unprotected: Vec<String> = if no_discover {
         Vec::new()
     } else {
@@ -290,7 +290,7 @@ fn print_status(g: &Global, r: &StatusReport) -> Result<()> {
             s.rpo_seconds
                 .map(|x| duration::show(chrono::Duration::seconds(x)))
                 .unwrap_or_else(|| "-".into()),
-            jobs::show_age(s.status.age_seconds),
+            observe::show_age(s.status.age_seconds),
             v(s.status.rpo),
             s.rto_seconds
                 .map(|x| duration::show(chrono::Duration::seconds(x)))
@@ -341,7 +341,7 @@ pub fn status(g: &Global, html: Option<&Path>) -> Result<u8> {
     let open = opener(&w, false);
     let progress = CliProgress::new(true);
     let env = env(&w, &open, &progress)?;
-    let r = jobs::status(&env);
+    let r = observe::status(&env);
     if let Some(h) = html {
         std::fs::write(h, holdfast_policy::report::html(&r))
             .with_context(|| format!("writing {}", h.display()))?;
@@ -373,7 +373,7 @@ pub fn protect(g: &Global, only: Option<&str>) -> Result<u8> {
         state_dir: state_dir(),
         progress: &progress,
     };
-    let r = jobs::status(&env2);
+    let r = observe::status(&env2);
     if g.json {
         print_json(&serde_json::json!({ "protect": lines, "status": r }))?;
     } else {
@@ -428,7 +428,7 @@ pub fn drill(
         Some(s) => vec![s.to_string()],
         None => {
             // Every source whose drill is due: never drilled, or older than its class's drill-every.
-            let r = jobs::status(&env);
+            let r = observe::status(&env);
             r.sources
                 .iter()
                 .filter(|s| {

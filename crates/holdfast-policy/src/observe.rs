@@ -1,0 +1,304 @@
+//! What the repositories say about the workload: snapshots, job and drill records and each
+//! repository's protections, observed once; and the per-source facts and the status report
+//! built from them.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Duration, Utc};
+use holdfast_core::records::{self, DrillRecord, JobRecord, JobState, Record};
+use holdfast_core::snapshot::{self, SnapshotEntry};
+
+use crate::compliance::{self, DrillFact, SourceFacts, SourceStatus};
+use crate::config::Strategy;
+use crate::findings::Measured;
+use crate::jobs::Env;
+
+/// Everything read from the repositories about the sources.
+pub struct Observed {
+    /// Snapshots of each source, oldest first.
+    pub snapshots: HashMap<String, Vec<SnapshotEntry>>,
+    /// Job records per source, oldest first.
+    pub jobs: HashMap<String, Vec<JobRecord>>,
+    /// Drill records per source, oldest first.
+    pub drills: HashMap<String, Vec<DrillRecord>>,
+    /// Per repository: snapshots (for copies), by source.
+    pub by_repo: HashMap<String, HashMap<String, Vec<DateTime<Utc>>>>,
+    /// Repositories that could not be read, and why.
+    pub unreadable: Vec<String>,
+    /// Per repository: cipher and retention lock.
+    pub repo_info: HashMap<String, (String, Option<holdfast_core::records::RetentionLock>)>,
+}
+
+/// Read snapshots and records of every repository the workload names.
+pub fn observe(env: &Env) -> Observed {
+    let mut o = Observed {
+        snapshots: HashMap::new(),
+        jobs: HashMap::new(),
+        drills: HashMap::new(),
+        by_repo: HashMap::new(),
+        unreadable: Vec::new(),
+        repo_info: HashMap::new(),
+    };
+    for (name, cfg) in &env.workload.repositories {
+        let repo = match (env.open)(name, cfg) {
+            Ok(r) => r,
+            Err(e) => {
+                o.unreadable.push(e.to_string());
+                continue;
+            }
+        };
+        let snaps = match snapshot::load_all(&repo) {
+            Ok((s, _)) => s,
+            Err(e) => {
+                o.unreadable.push(format!("repository {name:?}: {e}"));
+                continue;
+            }
+        };
+        let lock = records::retention_lock(&repo).unwrap_or(None);
+        o.repo_info
+            .insert(name.clone(), (repo.config().cipher.clone(), lock));
+        let per = o.by_repo.entry(name.clone()).or_default();
+        for s in snaps {
+            if let Some(src) = s.snapshot.source.clone() {
+                if s.snapshot.complete {
+                    per.entry(src.clone()).or_default().push(s.snapshot.time);
+                }
+                // Only the source's own repository holds its primary recovery points.
+                let own = env
+                    .workload
+                    .source(&src)
+                    .and_then(|sc| env.workload.repository_of(sc))
+                    .map(|(n, _)| n == name.as_str())
+                    .unwrap_or(false);
+                if own {
+                    o.snapshots.entry(src).or_default().push(s);
+                }
+            }
+        }
+        match records::load_all(&repo) {
+            Ok(rs) => {
+                for r in rs {
+                    match r {
+                        Record::Job(j) => o.jobs.entry(j.source.clone()).or_default().push(j),
+                        Record::Drill(d) => o.drills.entry(d.source.clone()).or_default().push(d),
+                        Record::RetentionLock(_) | Record::ObjectLocks(_) => {}
+                    }
+                }
+            }
+            Err(e) => o
+                .unreadable
+                .push(format!("repository {name:?}: records: {e}")),
+        }
+    }
+    for v in o.snapshots.values_mut() {
+        v.sort_by_key(|s| s.snapshot.time);
+    }
+    for v in o.jobs.values_mut() {
+        v.sort_by_key(|j| j.started);
+    }
+    for v in o.drills.values_mut() {
+        v.sort_by_key(|d| d.started);
+    }
+    o
+}
+
+impl Observed {
+    /// The newest complete recovery point of a source.
+    pub fn newest_point(&self, source: &str) -> Option<&SnapshotEntry> {
+        self.snapshots
+            .get(source)?
+            .iter()
+            .rev()
+            .find(|s| s.snapshot.complete)
+    }
+
+    /// How long the completed backups of a source took, in seconds.
+    pub fn backup_seconds(&self, source: &str) -> Vec<f64> {
+        self.jobs
+            .get(source)
+            .map(|js| {
+                js.iter()
+                    .filter(|j| j.job == "backup" && j.state == JobState::Completed)
+                    .map(|j| j.seconds)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// What `plan` needs per source.
+    pub fn measured(&self) -> HashMap<String, Measured> {
+        let mut m: HashMap<String, Measured> = HashMap::new();
+        for name in self.jobs.keys().chain(self.drills.keys()) {
+            let e = m.entry(name.clone()).or_default();
+            e.backup_seconds = self.backup_seconds(name);
+            e.reproduce_proved = self.drills.get(name).and_then(|ds| {
+                ds.iter()
+                    .rev()
+                    .find(|d| d.kind == "reproduce" && d.passed)
+                    .map(|d| d.started)
+            });
+        }
+        m
+    }
+}
+
+/// Facts and verdicts for every source.
+pub fn facts(env: &Env, o: &Observed) -> Vec<(SourceFacts, SourceStatus)> {
+    let w = env.workload;
+    let mut out: Vec<(SourceFacts, SourceStatus)> = Vec::new();
+    for s in &w.sources {
+        let class = w.class_of(s);
+        let newest = o.newest_point(s.name());
+        let f = SourceFacts {
+            name: s.name().to_string(),
+            class: class.map(|(n, _)| n.to_string()),
+            criticality: class.map(|(n, c)| c.criticality(n)),
+            strategy: s.strategy,
+            rpo: class.and_then(|(_, c)| c.rpo),
+            rto: class.and_then(|(_, c)| c.rto),
+            drill_every: class.and_then(|(_, c)| c.drill_every),
+            has_retention: class
+                .and_then(|(_, c)| c.keep.as_ref())
+                .is_some_and(|k| !k.is_empty()),
+            newest_point: newest.map(|n| n.snapshot.time),
+            points: o
+                .snapshots
+                .get(s.name())
+                .map(|v| v.iter().filter(|x| x.snapshot.complete).count())
+                .unwrap_or(0),
+            last_drill: o
+                .drills
+                .get(s.name())
+                .and_then(|d| d.last())
+                .map(|d| DrillFact {
+                    at: d.started,
+                    seconds: d.seconds,
+                    passed: d.passed,
+                }),
+            copies: class
+                .map(|(_, c)| {
+                    c.copies
+                        .iter()
+                        .map(|r| {
+                            let t = o
+                                .by_repo
+                                .get(r.get_ref())
+                                .and_then(|m| m.get(s.name()))
+                                .and_then(|v| v.iter().max().copied());
+                            (r.get_ref().clone(), t)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            encrypted: true,
+        };
+        let mut st = compliance::evaluate(&f, env.now);
+        if s.strategy == Some(Strategy::Reproduce) {
+            // Its recovery point is that of what it is reproduced from.
+            if let Some(from) = s.reproduce.as_ref().and_then(|r| r.from.as_ref()) {
+                if let Some((_, fst)) = out.iter().find(|(ff, _)| ff.name == *from.get_ref()) {
+                    st.rpo = fst.rpo;
+                    if fst.rpo.fails() {
+                        st.problems.push(format!(
+                            "reproduced from {}, whose RPO is not met",
+                            from.get_ref()
+                        ));
+                    }
+                }
+            }
+        }
+        out.push((f, st));
+    }
+    out
+}
+
+/// The age of the newest recovery point, for people.
+pub fn show_age(d: Option<i64>) -> String {
+    d.map(|s| crate::duration::show(Duration::seconds(s)))
+        .unwrap_or_else(|| "never".into())
+}
+
+/// Build the status report from what the repositories hold.
+pub fn status(env: &Env) -> crate::report::StatusReport {
+    let o = observe(env);
+    status_from(env, &o)
+}
+
+/// Build the status report from already observed data.
+pub fn status_from(env: &Env, o: &Observed) -> crate::report::StatusReport {
+    let pairs = facts(env, o);
+    let (fs, ss): (Vec<_>, Vec<_>) = pairs.iter().cloned().unzip();
+    let controls = compliance::controls(&fs, &ss);
+    let sources = pairs
+        .into_iter()
+        .map(|(f, st)| {
+            let name = f.name.clone();
+            crate::report::SourceRow {
+                rpo_seconds: f.rpo.map(|d| d.num_seconds()),
+                rto_seconds: f.rto.map(|d| d.num_seconds()),
+                last_job: o.jobs.get(&name).and_then(|j| j.last()).map(|j| {
+                    (
+                        j.job.clone(),
+                        serde_json::to_value(j.state)
+                            .ok()
+                            .and_then(|v| v.as_str().map(String::from))
+                            .unwrap_or_default(),
+                        j.started,
+                    )
+                }),
+                points: o
+                    .snapshots
+                    .get(&name)
+                    .map(|v| {
+                        v.iter()
+                            .filter(|s| s.snapshot.complete)
+                            .map(|s| s.snapshot.time)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                drills: o
+                    .drills
+                    .get(&name)
+                    .map(|v| v.iter().map(|d| (d.started, d.passed, d.seconds)).collect())
+                    .unwrap_or_default(),
+                facts: f,
+                status: st,
+            }
+        })
+        .collect();
+    crate::report::StatusReport {
+        now: env.now,
+        workload: env.workload.path.display().to_string(),
+        sources,
+        controls,
+        unreadable: o.unreadable.clone(),
+        repositories: env
+            .workload
+            .repositories
+            .iter()
+            .map(|(name, cfg)| {
+                let (cipher, lock) = o.repo_info.get(name).cloned().unwrap_or_else(|| ("unknown (unreadable)".into(), None));
+                let mut holds: Vec<(String, DateTime<Utc>)> = o
+                    .by_repo
+                    .get(name)
+                    .map(|m| m.iter().filter_map(|(s, ts)| ts.iter().max().map(|t| (s.clone(), *t))).collect())
+                    .unwrap_or_default();
+                holds.sort();
+                crate::report::RepositoryRow {
+                    name: name.clone(),
+                    url: cfg.url.clone(),
+                    encryption: cipher,
+                    immutability: match lock {
+                        Some(l) => format!(
+                            "retention lock {}{} (enforced by holdfast; the store has no object lock)",
+                            crate::duration::show(Duration::seconds(l.min_age_seconds)),
+                            if l.compliance { ", compliance mode" } else { "" }
+                        ),
+                        None => "none: anyone with delete permission on the store can remove recovery points".into(),
+                    },
+                    holds,
+                }
+            })
+            .collect(),
+    }
+}
