@@ -368,28 +368,70 @@ fn run_copies(
             })
             .and_then(|cfg| (env.open)(dest.get_ref(), cfg))
             .and_then(|dst| {
-                holdfast_core::copy::copy(
+                let r = holdfast_core::copy::copy(
                     repo,
                     &dst,
                     &|x| x.snapshot.source.as_deref() == Some(name) && x.snapshot.complete,
                     env.progress,
                 )
-                .map_err(JobError::from)
+                .map_err(JobError::from)?;
+                let lock = if r.copied.is_empty() {
+                    Vec::new()
+                } else {
+                    extend_object_lock(&dst, env.now)
+                };
+                Ok((r, lock))
             });
         let r = match res {
-            Ok(rep) => job(name, "copy", env.now, t.elapsed().as_secs_f64(), JobState::Completed, None, vec![format!(
-                "to {}: {} recovery point(s) copied and verified, {} already there, {} bytes uploaded",
-                dest.get_ref(),
-                rep.copied.len(),
-                rep.already_present,
-                rep.bytes_added
-            )]),
-            Err(e) => job(name, "copy", env.now, t.elapsed().as_secs_f64(), JobState::Failed, None, vec![format!("to {}: {e}", dest.get_ref())]),
+            Ok((rep, lock)) => {
+                let mut m = vec![format!(
+                    "to {}: {} recovery point(s) copied and verified, {} already there, {} bytes uploaded",
+                    dest.get_ref(),
+                    rep.copied.len(),
+                    rep.already_present,
+                    rep.bytes_added
+                )];
+                let state = if lock.is_empty() {
+                    JobState::Completed
+                } else {
+                    JobState::CompletedWithWarnings
+                };
+                m.extend(lock);
+                job(
+                    name,
+                    "copy",
+                    env.now,
+                    t.elapsed().as_secs_f64(),
+                    state,
+                    None,
+                    m,
+                )
+            }
+            Err(e) => job(
+                name,
+                "copy",
+                env.now,
+                t.elapsed().as_secs_f64(),
+                JobState::Failed,
+                None,
+                vec![format!("to {}: {e}", dest.get_ref())],
+            ),
         };
         records::save(repo, &Record::Job(r.clone()))?;
         out.push(r);
     }
     Ok(out)
+}
+
+/// Extend the store's Object Lock after a recovery point was written; what went wrong, if
+/// anything (the point is stored either way, so this is a warning, not a failure).
+fn extend_object_lock(repo: &Repository, now: DateTime<Utc>) -> Vec<String> {
+    match holdfast_core::objlock::extend_if_locked(repo, now) {
+        Ok(_) => Vec::new(),
+        Err(e) => vec![format!(
+            "the recovery point is stored, but its object lock was not extended: {e}; fix the cause, then run `holdfast object-lock --extend`"
+        )],
+    }
 }
 
 fn hook_timeout(s: &SourceConfig) -> StdDuration {
@@ -457,6 +499,9 @@ pub fn run_backup(env: &Env, repo: &Repository, s: &SourceConfig) -> Result<JobR
     match res {
         Ok((snapshot, skipped)) => {
             messages.extend(skipped);
+            if snapshot.is_some() {
+                messages.extend(extend_object_lock(repo, env.now));
+            }
             let state = if messages.is_empty() {
                 JobState::Completed
             } else {

@@ -5,13 +5,63 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
-use holdfast_core::records::{self, DrillRecord, JobRecord, JobState, Record};
+use holdfast_core::objlock::{self, LockPolicy};
+use holdfast_core::records::{self, DrillRecord, JobRecord, JobState, Record, RetentionLock};
 use holdfast_core::snapshot::{self, SnapshotEntry};
 
 use crate::compliance::{self, DrillFact, SourceFacts, SourceStatus};
 use crate::config::Strategy;
 use crate::findings::Measured;
 use crate::jobs::Env;
+
+/// What protects one repository's recovery points.
+#[derive(Debug, Clone)]
+pub struct RepoInfo {
+    /// The cipher ("xchacha20-poly1305").
+    pub cipher: String,
+    /// holdfast's own retention lock, if set.
+    pub retention_lock: Option<RetentionLock>,
+    /// The store's Object Lock policy (`Ok(None)`: the store or bucket has none), or why it
+    /// could not be read.
+    pub object_lock: Result<Option<LockPolicy>, String>,
+}
+
+/// How a repository's recovery points are kept from deletion, in words. Pure, tested with a
+/// table.
+pub fn immutability(
+    lock: Option<&RetentionLock>,
+    object_lock: &Result<Option<LockPolicy>, String>,
+) -> String {
+    let holdfast = lock.map(|l| {
+        format!(
+            "retention lock {}{}",
+            crate::duration::show(Duration::seconds(l.min_age_seconds)),
+            if l.compliance {
+                ", compliance mode"
+            } else {
+                ""
+            }
+        )
+    });
+    match (object_lock, holdfast) {
+        (Ok(Some(p)), h) => format!(
+            "S3 Object Lock {} mode, {} per recovery point (enforced by the store){}",
+            p.mode.as_str(),
+            crate::duration::show(Duration::seconds(p.window)),
+            h.map(|h| format!("; {h}")).unwrap_or_default()
+        ),
+        (Ok(None), Some(h)) => format!(
+            "{h} (enforced by holdfast only: the store has no object lock, so credentials with delete permission can still remove recovery points)"
+        ),
+        (Ok(None), None) => {
+            "none: anyone with delete permission on the store can remove recovery points".into()
+        }
+        (Err(e), h) => format!(
+            "unknown: the store's object lock could not be read ({e}){}",
+            h.map(|h| format!("; {h}")).unwrap_or_default()
+        ),
+    }
+}
 
 /// Everything read from the repositories about the sources.
 pub struct Observed {
@@ -25,8 +75,8 @@ pub struct Observed {
     pub by_repo: HashMap<String, HashMap<String, Vec<DateTime<Utc>>>>,
     /// Repositories that could not be read, and why.
     pub unreadable: Vec<String>,
-    /// Per repository: cipher and retention lock.
-    pub repo_info: HashMap<String, (String, Option<holdfast_core::records::RetentionLock>)>,
+    /// Per repository: cipher and protections.
+    pub repo_info: HashMap<String, RepoInfo>,
 }
 
 /// Read snapshots and records of every repository the workload names.
@@ -54,9 +104,14 @@ pub fn observe(env: &Env) -> Observed {
                 continue;
             }
         };
-        let lock = records::retention_lock(&repo).unwrap_or(None);
-        o.repo_info
-            .insert(name.clone(), (repo.config().cipher.clone(), lock));
+        o.repo_info.insert(
+            name.clone(),
+            RepoInfo {
+                cipher: repo.config().cipher.clone(),
+                retention_lock: records::retention_lock(&repo).unwrap_or(None),
+                object_lock: objlock::bucket_policy(&repo).map_err(|e| e.to_string()),
+            },
+        );
         let per = o.by_repo.entry(name.clone()).or_default();
         for s in snaps {
             if let Some(src) = s.snapshot.source.clone() {
@@ -277,28 +332,78 @@ pub fn status_from(env: &Env, o: &Observed) -> crate::report::StatusReport {
             .repositories
             .iter()
             .map(|(name, cfg)| {
-                let (cipher, lock) = o.repo_info.get(name).cloned().unwrap_or_else(|| ("unknown (unreadable)".into(), None));
+                let info = o.repo_info.get(name).cloned().unwrap_or_else(|| RepoInfo {
+                    cipher: "unknown (unreadable)".into(),
+                    retention_lock: None,
+                    object_lock: Err("the repository could not be read".into()),
+                });
                 let mut holds: Vec<(String, DateTime<Utc>)> = o
                     .by_repo
                     .get(name)
-                    .map(|m| m.iter().filter_map(|(s, ts)| ts.iter().max().map(|t| (s.clone(), *t))).collect())
+                    .map(|m| {
+                        m.iter()
+                            .filter_map(|(s, ts)| ts.iter().max().map(|t| (s.clone(), *t)))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 holds.sort();
                 crate::report::RepositoryRow {
                     name: name.clone(),
                     url: cfg.url.clone(),
-                    encryption: cipher,
-                    immutability: match lock {
-                        Some(l) => format!(
-                            "retention lock {}{} (enforced by holdfast; the store has no object lock)",
-                            crate::duration::show(Duration::seconds(l.min_age_seconds)),
-                            if l.compliance { ", compliance mode" } else { "" }
-                        ),
-                        None => "none: anyone with delete permission on the store can remove recovery points".into(),
-                    },
+                    encryption: info.cipher.clone(),
+                    immutability: immutability(info.retention_lock.as_ref(), &info.object_lock),
                     holds,
                 }
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use holdfast_storage::LockMode;
+
+    #[test]
+    fn immutability_table() {
+        let rl = RetentionLock {
+            min_age_seconds: 30 * 86_400,
+            compliance: true,
+            set_at: Utc::now(),
+            host: "h".into(),
+        };
+        let ol = Ok(Some(LockPolicy::from_rule(LockMode::Compliance, 7)));
+        let cases: Vec<(
+            Option<&RetentionLock>,
+            Result<Option<LockPolicy>, String>,
+            &[&str],
+        )> = vec![
+            (None, Ok(None), &["none:", "delete permission"]),
+            (
+                Some(&rl),
+                Ok(None),
+                &["retention lock 30d, compliance mode", "holdfast only"],
+            ),
+            (
+                None,
+                ol.clone(),
+                &[
+                    "S3 Object Lock COMPLIANCE mode, 7d",
+                    "enforced by the store",
+                ],
+            ),
+            (Some(&rl), ol, &["Object Lock", "; retention lock 30d"]),
+            (
+                None,
+                Err("AccessDenied".into()),
+                &["unknown", "AccessDenied"],
+            ),
+        ];
+        for (i, (l, o, want)) in cases.iter().enumerate() {
+            let got = immutability(*l, o);
+            for w in *want {
+                assert!(got.contains(w), "case {i}: {got:?} lacks {w:?}");
+            }
+        }
     }
 }

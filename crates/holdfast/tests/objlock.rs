@@ -265,3 +265,100 @@ fn rgw_backup_credentials_cannot_delete() {
         .success();
     support::assert_same_tree(&src, &out.join("src"));
 }
+
+/// `protect` on a workload whose repository is a locked bucket: the backup extends the locks by
+/// itself, and `status` reports the repository as immutable through the store's Object Lock.
+#[test]
+fn rgw_status_reports_object_lock_and_protect_extends_it() {
+    if skip() {
+        return;
+    }
+    let r = rgw();
+    let owner = r.owner();
+    r.bucket("hf-status", Some(("GOVERNANCE", 2)));
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("data");
+    tree(&src, 23, 10);
+    let url = format!(
+        "s3://hf-status/repo?endpoint={}&region={}&env=HFRGW",
+        r.env["RGW_ENDPOINT"], r.env["RGW_REGION"]
+    );
+    let toml = format!(
+        r#"
+[repository.main]
+url = "{url}"
+password-env = "TEST_RGW_PW"
+
+[class.critical]
+rpo = "1h"
+rto = "1h"
+keep = {{ last = 5 }}
+
+[[source]]
+name = "data"
+kind = "path"
+path = "{}"
+class = "critical"
+strategy = "backup"
+"#,
+        src.display()
+    );
+    let cfg = tmp.path().join("holdfast.toml");
+    fs::write(&cfg, toml).unwrap();
+    let run = |args: &[&str], now: &str| {
+        let mut c = assert_cmd::Command::cargo_bin("holdfast").unwrap();
+        c.env_clear()
+            .env("HOLDFAST_NOW", now)
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HFRGW_ACCESS_KEY_ID", &owner.key)
+            .env("HFRGW_SECRET_ACCESS_KEY", &owner.secret)
+            .env("TEST_RGW_PW", "rgw status")
+            .env("HOLDFAST_INSECURE_TEST_KDF", "1")
+            .env("HOLDFAST_STATE_DIR", tmp.path().join("state"))
+            .arg("--config")
+            .arg(&cfg)
+            .args(args);
+        c.output().unwrap()
+    };
+    // protect creates the repository on first use.
+    let now = Utc::now().to_rfc3339();
+    let o = run(&["--json", "protect"], &now);
+    let v = json(&o);
+    let jobs = v["protect"][0]["jobs"].as_array().unwrap();
+    assert!(
+        jobs.iter()
+            .any(|j| j["job"] == "backup" && j["state"] == "completed"),
+        "{v}"
+    );
+    let repo = &v["status"]["repositories"][0];
+    let imm = repo["immutability"].as_str().unwrap();
+    assert!(
+        imm.contains("S3 Object Lock GOVERNANCE mode, 2d") && imm.contains("enforced by the store"),
+        "{repo}"
+    );
+    // Three hours on, the next backup is due; it reuses every pack of the first, whose locks
+    // end 2 days after they were written, too early for it. protect extends them, and the
+    // store, asked object by object, agrees.
+    let later = (Utc::now() + Duration::hours(3)).to_rfc3339();
+    let o = run(&["--json", "protect"], &later);
+    let v = json(&o);
+    let jobs = v["protect"][0]["jobs"].as_array().unwrap();
+    assert!(
+        jobs.iter()
+            .any(|j| j["job"] == "backup" && j["state"] == "completed"),
+        "{v}"
+    );
+    let o = r
+        .hf(
+            &owner,
+            "s3://hf-status/repo",
+            &["--json", "object-lock", "--verify"],
+        )
+        .env("HOLDFAST_PASSWORD", "rgw status")
+        .env("HOLDFAST_NOW", &later)
+        .output()
+        .unwrap();
+    let v = json(&o);
+    assert_eq!(o.status.code(), Some(0), "{v}");
+    assert_eq!(v["verified_snapshots"], 2, "{v}");
+}
