@@ -7,6 +7,8 @@
 #   scripts/garage-cluster.sh start DIR N       restart node N
 #   scripts/garage-cluster.sh key DIR NAME PERM...  a new key with PERM (read, write, owner) on the
 #                                               bucket; prints its AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY
+# GARAGE_NODES=1 starts a single node with replication factor 1 instead (for benchmarks that
+# separate the store's own cost from the client's).
 # With GARAGE_OWNER_PID set, `up` also starts a watchdog that stops the cluster when that process
 # exits (tests pass their own pid, so no node outlives the test run).
 set -euo pipefail
@@ -16,6 +18,11 @@ garage=${GARAGE_BIN:-$(command -v garage || echo "$HOME/.cargo/bin/garage")}
 [ -x "$garage" ] || { echo "garage not found: cargo install garage (scripts/test.sh does it)" >&2; exit 1; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 node_cfg() { echo "$dir/node$1/garage.toml"; }
+# The nodes this cluster has (from the up call, or from the files it left).
+nodes() {
+  if [ -n "${GARAGE_NODES:-}" ]; then seq 1 "$GARAGE_NODES"
+  else for n in 1 2 3; do [ -d "$dir/node$n" ] && echo "$n"; done; fi
+}
 start_node() {
   local n=$1
   "$garage" -c "$(node_cfg "$n")" server >"$dir/node$n/log" 2>&1 &
@@ -27,7 +34,9 @@ up)
   mkdir -p "$dir"
   secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
   token=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
-  for n in 1 2 3; do
+  count=${GARAGE_NODES:-3}
+  case "$count" in 1 | 3) ;; *) echo "GARAGE_NODES must be 1 or 3" >&2; exit 2 ;; esac
+  for n in $(seq 1 "$count"); do
     mkdir -p "$dir/node$n/meta" "$dir/node$n/data"
     rpc=$(free_port); s3=$(free_port); admin=$(free_port)
     cat >"$(node_cfg "$n")" <<TOML
@@ -36,7 +45,7 @@ data_dir = "$dir/node$n/data"
 db_engine = "sqlite"
 metadata_fsync = false
 data_fsync = false
-replication_factor = 3
+replication_factor = $count
 rpc_bind_addr = "127.0.0.1:$rpc"
 rpc_public_addr = "127.0.0.1:$rpc"
 rpc_secret = "$secret"
@@ -54,7 +63,7 @@ TOML
   g() { "$garage" -c "$(node_cfg 1)" "$@"; }
   for i in $(seq 1 100); do g status >/dev/null 2>&1 && break; sleep 0.2; done
   ids=()
-  for n in 1 2 3; do
+  for n in $(seq 1 "$count"); do
     for i in $(seq 1 100); do
       id=$("$garage" -c "$(node_cfg "$n")" node id -q 2>/dev/null) && break; sleep 0.2
     done
@@ -62,10 +71,9 @@ TOML
   done
   # Every node knows every peer at start-up, so the cluster re-forms after a full restart.
   peers=$(printf '"%s",' "${ids[@]}"); peers="bootstrap_peers = [${peers%,}]"
-  for n in 1 2 3; do sed -i "/^replication_factor/a $peers" "$(node_cfg "$n")"; done
-  g node connect "${ids[1]}" >/dev/null
-  g node connect "${ids[2]}" >/dev/null
-  for n in 1 2 3; do g layout assign -z "dc$n" -c 1G "${ids[$((n-1))]%@*}" >/dev/null; done
+  for n in $(seq 1 "$count"); do sed -i "/^replication_factor/a $peers" "$(node_cfg "$n")"; done
+  for id in "${ids[@]:1}"; do g node connect "$id" >/dev/null; done
+  for n in $(seq 1 "$count"); do g layout assign -z "dc$n" -c 1G "${ids[$((n-1))]%@*}" >/dev/null; done
   g layout apply --version 1 >/dev/null
   for i in $(seq 1 100); do g bucket create "$bucket" >/dev/null 2>&1 && break; sleep 0.3; done
   keyinfo=$(g key create holdfast-key)
@@ -88,9 +96,9 @@ ENV
   echo "garage cluster up in $dir"
   ;;
 down)
-  for n in 1 2 3; do [ -f "$dir/node$n/pid" ] && kill "$(cat "$dir/node$n/pid")" 2>/dev/null || true; done
+  for n in $(nodes); do [ -f "$dir/node$n/pid" ] && kill "$(cat "$dir/node$n/pid")" 2>/dev/null || true; done
   sleep 0.3
-  for n in 1 2 3; do [ -f "$dir/node$n/pid" ] && kill -9 "$(cat "$dir/node$n/pid")" 2>/dev/null || true; done
+  for n in $(nodes); do [ -f "$dir/node$n/pid" ] && kill -9 "$(cat "$dir/node$n/pid")" 2>/dev/null || true; done
   ;;
 kill) kill -9 "$(cat "$dir/node${3:?node}/pid")" ;;
 start) start_node "${3:?node}" ;;

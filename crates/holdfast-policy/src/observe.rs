@@ -373,11 +373,12 @@ mod tests {
             host: "h".into(),
         };
         let ol = Ok(Some(LockPolicy::from_rule(LockMode::Compliance, 7)));
-        let cases: Vec<(
-            Option<&RetentionLock>,
+        type Case<'a> = (
+            Option<&'a RetentionLock>,
             Result<Option<LockPolicy>, String>,
-            &[&str],
-        )> = vec![
+            &'a [&'a str],
+        );
+        let cases: Vec<Case> = vec![
             (None, Ok(None), &["none:", "delete permission"]),
             (
                 Some(&rl),
