@@ -122,13 +122,18 @@ mod tests {
         }
     }
 
+    /// Two packs holding the given entries.
+    fn two_packs(first: &[PackEntry], second: &[PackEntry]) -> (Id, Id, Index) {
+        let (p1, p2) = (Id::of_bytes(b"pack1"), Id::of_bytes(b"pack2"));
+        let mut index = Index::default();
+        index.add_pack(p1, first);
+        index.add_pack(p2, second);
+        (p1, p2, index)
+    }
+
     #[test]
     fn file_runs_table() {
-        let p1 = Id::of_bytes(b"pack1");
-        let p2 = Id::of_bytes(b"pack2");
-        let mut index = Index::default();
-        index.add_pack(
-            p1,
+        let (p1, p2, index) = two_packs(
             &[
                 entry(1, 0, 100),
                 entry(2, 100, 100),
@@ -136,8 +141,8 @@ mod tests {
                 entry(4, 300_400, 100),
                 entry(5, 400_000, 8_300_000), // would exceed the span
             ],
+            &[entry(6, 0, 10)],
         );
-        index.add_pack(p2, &[entry(6, 0, 10)]);
         let ids = |seeds: &[u8]| -> Vec<Id> { seeds.iter().map(|s| Id::of_bytes(&[*s])).collect() };
         let shape = |seeds: &[u8]| -> Vec<(Id, u64, u64, Vec<usize>)> {
             runs(&ids(seeds), &index, MAX_GAP, MAX_SPAN)
@@ -179,11 +184,7 @@ mod tests {
 
     #[test]
     fn grouping_table() {
-        let p1 = Id::of_bytes(b"pack1");
-        let p2 = Id::of_bytes(b"pack2");
-        let mut index = Index::default();
-        index.add_pack(
-            p1,
+        let (p1, p2, index) = two_packs(
             &[
                 entry(1, 0, 100),
                 entry(2, 100, 100),
@@ -191,8 +192,8 @@ mod tests {
                 entry(4, 400_000, 5_000_000),
                 entry(5, 5_500_000, 5_000_000), // near, but would exceed the span
             ],
+            &[entry(6, 50, 10)],
         );
-        index.add_pack(p2, &[entry(6, 50, 10)]);
         let mut items: Vec<(u8, Id)> = (1..=6).map(|s| (s, Id::of_bytes(&[s]))).collect();
         items.push((9, Id::of_bytes(b"unindexed")));
         items.push((7, Id::of_bytes(&[1]))); // two items, one blob

@@ -5,11 +5,12 @@
 mod support;
 
 use std::fs;
+use std::path::PathBuf;
 
 use chrono::{Duration, Utc};
 use serde_json::Value;
 use support::garage::tree;
-use support::rgw::{rgw, skip, User};
+use support::rgw::{rgw, skip, Rgw, User};
 
 fn json(o: &std::process::Output) -> Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
@@ -19,6 +20,43 @@ fn json(o: &std::process::Output) -> Value {
             String::from_utf8_lossy(&o.stderr)
         )
     })
+}
+
+/// The shared radosgw, its owner, a new bucket (with `lock`: Object Lock with that default
+/// rule) and a scratch directory with a source tree `src` of `files` files.
+fn setup(
+    bucket: &str,
+    lock: Option<(&str, u32)>,
+    seed: u64,
+    files: u64,
+) -> (&'static Rgw, User, tempfile::TempDir, PathBuf) {
+    let r = rgw();
+    r.bucket(bucket, lock);
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    tree(&src, seed, files);
+    (r, r.owner(), tmp, src)
+}
+
+/// A bucket policy: `user` may do `allow` and never `deny`; `owner` may do everything.
+fn policy(bucket: &str, user: &User, owner: &User, allow: &[&str], deny: &[&str]) -> String {
+    let statement = |effect: &str, who: &str, actions: &[&str]| {
+        serde_json::json!({
+            "Effect": effect,
+            "Principal": {"AWS": [format!("arn:aws:iam:::user/{who}")]},
+            "Action": actions,
+            "Resource": [format!("arn:aws:s3:::{bucket}"), format!("arn:aws:s3:::{bucket}/*")],
+        })
+    };
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            statement("Allow", &user.uid, allow),
+            statement("Deny", &user.uid, deny),
+            statement("Allow", &owner.uid, &["s3:*"]),
+        ],
+    })
+    .to_string()
 }
 
 fn packs(v: &[(String, String, bool)]) -> Vec<&(String, String, bool)> {
@@ -34,13 +72,8 @@ fn rgw_object_lock_covers_every_object_of_young_recovery_points() {
     if skip() {
         return;
     }
-    let r = rgw();
-    let owner = r.owner();
-    r.bucket("hf-lock", Some(("COMPLIANCE", 1)));
+    let (r, owner, _tmp, src) = setup("hf-lock", Some(("COMPLIANCE", 1)), 21, 30);
     let repo = "s3://hf-lock/repo";
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    tree(&src, 21, 30);
     r.hf(&owner, repo, &["init", "--pack-size-mib", "1"])
         .assert()
         .success();
@@ -102,18 +135,22 @@ fn rgw_object_lock_covers_every_object_of_young_recovery_points() {
     let writer = r.user("hf-lock-writer");
     r.policy(
         "hf-lock",
-        &format!(
-            r#"{{"Version":"2012-10-17","Statement":[
-             {{"Effect":"Allow","Principal":{{"AWS":["arn:aws:iam:::user/{w}"]}},
-               "Action":["s3:PutObject","s3:GetObject","s3:ListBucket","s3:GetBucketObjectLockConfiguration","s3:GetObjectRetention"],
-               "Resource":["arn:aws:s3:::hf-lock","arn:aws:s3:::hf-lock/*"]}},
-             {{"Effect":"Deny","Principal":{{"AWS":["arn:aws:iam:::user/{w}"]}},
-               "Action":["s3:PutObjectRetention","s3:DeleteObject","s3:DeleteObjectVersion"],
-               "Resource":["arn:aws:s3:::hf-lock","arn:aws:s3:::hf-lock/*"]}},
-             {{"Effect":"Allow","Principal":{{"AWS":["arn:aws:iam:::user/{o}"]}},
-               "Action":["s3:*"],"Resource":["arn:aws:s3:::hf-lock","arn:aws:s3:::hf-lock/*"]}}]}}"#,
-            w = writer.uid,
-            o = owner.uid
+        &policy(
+            "hf-lock",
+            &writer,
+            &owner,
+            &[
+                "s3:PutObject",
+                "s3:GetObject",
+                "s3:ListBucket",
+                "s3:GetBucketObjectLockConfiguration",
+                "s3:GetObjectRetention",
+            ],
+            &[
+                "s3:PutObjectRetention",
+                "s3:DeleteObject",
+                "s3:DeleteObjectVersion",
+            ],
         ),
     );
     fs::write(src.join("f1"), b"changed").unwrap();
@@ -189,30 +226,28 @@ fn rgw_backup_credentials_cannot_delete() {
     if skip() {
         return;
     }
-    let r = rgw();
-    let owner = r.owner();
+    let (r, owner, tmp, src) = setup("hf-nodelete", None, 22, 20);
     let backup = r.user("hf-backup-only");
-    r.bucket("hf-nodelete", None);
     r.policy(
         "hf-nodelete",
-        &format!(
-            r#"{{"Version":"2012-10-17","Statement":[
-             {{"Effect":"Allow","Principal":{{"AWS":["arn:aws:iam:::user/{b}"]}},
-               "Action":["s3:PutObject","s3:GetObject","s3:ListBucket","s3:GetBucketObjectLockConfiguration"],
-               "Resource":["arn:aws:s3:::hf-nodelete","arn:aws:s3:::hf-nodelete/*"]}},
-             {{"Effect":"Deny","Principal":{{"AWS":["arn:aws:iam:::user/{b}"]}},
-               "Action":["s3:DeleteObject","s3:DeleteObjectVersion","s3:PutBucketPolicy"],
-               "Resource":["arn:aws:s3:::hf-nodelete","arn:aws:s3:::hf-nodelete/*"]}},
-             {{"Effect":"Allow","Principal":{{"AWS":["arn:aws:iam:::user/{o}"]}},
-               "Action":["s3:*"],"Resource":["arn:aws:s3:::hf-nodelete","arn:aws:s3:::hf-nodelete/*"]}}]}}"#,
-            b = backup.uid,
-            o = owner.uid
+        &policy(
+            "hf-nodelete",
+            &backup,
+            &owner,
+            &[
+                "s3:PutObject",
+                "s3:GetObject",
+                "s3:ListBucket",
+                "s3:GetBucketObjectLockConfiguration",
+            ],
+            &[
+                "s3:DeleteObject",
+                "s3:DeleteObjectVersion",
+                "s3:PutBucketPolicy",
+            ],
         ),
     );
     let repo = "s3://hf-nodelete/repo";
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    tree(&src, 22, 20);
     r.hf(&backup, repo, &["init", "--pack-size-mib", "1"])
         .assert()
         .success();
@@ -273,12 +308,7 @@ fn rgw_status_reports_object_lock_and_protect_extends_it() {
     if skip() {
         return;
     }
-    let r = rgw();
-    let owner = r.owner();
-    r.bucket("hf-status", Some(("GOVERNANCE", 2)));
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("data");
-    tree(&src, 23, 10);
+    let (r, owner, tmp, src) = setup("hf-status", Some(("GOVERNANCE", 2)), 23, 10);
     let url = format!(
         "s3://hf-status/repo?endpoint={}&region={}&env=HFRGW",
         r.env["RGW_ENDPOINT"], r.env["RGW_REGION"]

@@ -26,28 +26,12 @@ impl Cluster {
     pub fn up(name: &str) -> Cluster {
         let dir =
             std::env::temp_dir().join(format!("holdfast-garage-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        let o = Std::new("bash")
-            .arg(script())
-            .arg("up")
-            .arg(&dir)
-            .env("GARAGE_OWNER_PID", std::process::id().to_string())
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "starting Garage failed (install it with `cargo install garage`, as scripts/test.sh does, or set HOLDFAST_SKIP_S3=1 to opt out): {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
+        let env = super::start_store(
+            &script(),
+            &dir,
+            "GARAGE_OWNER_PID",
+            "install Garage with `cargo install garage`, as scripts/test.sh does, or set HOLDFAST_SKIP_S3=1 to opt out",
         );
-        let env = fs::read_to_string(dir.join("env"))
-            .unwrap()
-            .lines()
-            .filter_map(|l| {
-                l.split_once('=')
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-            })
-            .collect();
         Cluster { dir, env }
     }
     pub fn url(&self, prefix: &str) -> String {

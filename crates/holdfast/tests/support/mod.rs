@@ -14,6 +14,40 @@ use assert_cmd::Command;
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
+/// Start a store with `script up DIR` (the script stops it when this process exits, through
+/// `owner_var`), and read the `KEY=VALUE` lines it writes to `DIR/env`. `hint` says how to get
+/// the store or opt out, for the failure message.
+pub fn start_store(
+    script: &Path,
+    dir: &Path,
+    owner_var: &str,
+    hint: &str,
+) -> HashMap<String, String> {
+    let _ = fs::remove_dir_all(dir);
+    let o = std::process::Command::new("bash")
+        .arg(script)
+        .arg("up")
+        .arg(dir)
+        .env(owner_var, std::process::id().to_string())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "starting {} failed ({hint}): {}{}",
+        script.display(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    fs::read_to_string(dir.join("env"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
 /// A test repository and scratch space.
 pub struct Env {
     pub dir: tempfile::TempDir,

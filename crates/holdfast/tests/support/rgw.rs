@@ -53,28 +53,12 @@ pub fn rgw() -> &'static Rgw {
 impl Rgw {
     fn up() -> Rgw {
         let dir = std::env::temp_dir().join(format!("holdfast-rgw-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        let o = Std::new("bash")
-            .arg(script())
-            .arg("up")
-            .arg(&dir)
-            .env("RGW_OWNER_PID", std::process::id().to_string())
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "starting radosgw failed (scripts/ceph-rgw.sh installs Debian's ceph packages; set HOLDFAST_SKIP_RGW=1 to opt out): {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
+        let env = super::start_store(
+            &script(),
+            &dir,
+            "RGW_OWNER_PID",
+            "scripts/ceph-rgw.sh installs Debian's ceph packages; set HOLDFAST_SKIP_RGW=1 to opt out",
         );
-        let env = fs::read_to_string(dir.join("env"))
-            .unwrap()
-            .lines()
-            .filter_map(|l| {
-                l.split_once('=')
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-            })
-            .collect();
         Rgw { dir, env }
     }
 
