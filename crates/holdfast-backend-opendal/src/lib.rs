@@ -10,7 +10,12 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "azblob")]
+mod azblob;
 mod lock;
+
+#[cfg(feature = "azblob")]
+pub use azblob::AzblobConfig;
 
 use std::time::Duration;
 
@@ -48,26 +53,7 @@ impl S3Config {
     /// `PREFIX_ACCESS_KEY_ID`, `PREFIX_SECRET_ACCESS_KEY` (and `PREFIX_ENDPOINT_URL`,
     /// `PREFIX_REGION`) instead of the `AWS_` ones. Secrets never go in the URL.
     pub fn from_url(url: &str) -> std::result::Result<S3Config, String> {
-        let rest = url
-            .strip_prefix("s3://")
-            .ok_or_else(|| format!("{url:?} is not an s3:// URL"))?;
-        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        if bucket.is_empty() {
-            return Err(format!("{url:?} names no bucket: use s3://BUCKET/PREFIX"));
-        }
-        let mut params = std::collections::HashMap::new();
-        for kv in query.split('&').filter(|kv| !kv.is_empty()) {
-            let (k, v) = kv
-                .split_once('=')
-                .ok_or_else(|| format!("{url:?}: query parameter {kv:?} needs a value"))?;
-            if !["endpoint", "region", "env"].contains(&k) {
-                return Err(format!(
-                    "{url:?}: unknown parameter {k:?} (endpoint, region, env)"
-                ));
-            }
-            params.insert(k.to_string(), v.to_string());
-        }
+        let (bucket, prefix, params) = parse_url(url, "s3", &["endpoint", "region", "env"])?;
         let prefix_env = params.get("env").cloned().unwrap_or_else(|| "AWS".into());
         let env = |k: &str| {
             std::env::var(format!("{prefix_env}_{k}"))
@@ -75,8 +61,8 @@ impl S3Config {
                 .filter(|v| !v.is_empty())
         };
         Ok(S3Config {
-            bucket: bucket.into(),
-            prefix: prefix.trim_matches('/').into(),
+            bucket,
+            prefix,
             endpoint: params
                 .get("endpoint")
                 .cloned()
@@ -96,12 +82,51 @@ impl S3Config {
 /// What to do when the store refuses a request.
 pub(crate) const S3_DENIED_FIX: &str = "these credentials lack the permission for this request (a bucket or IAM policy refuses it): use credentials that have it; backup needs put, get and list, while forget and prune also need delete";
 
+/// Split `SCHEME://CONTAINER/PREFIX?k=v&...` into container, prefix (no slashes at either end)
+/// and the query parameters, which must be among `allowed`.
+pub(crate) fn parse_url(
+    url: &str,
+    scheme: &str,
+    allowed: &[&str],
+) -> std::result::Result<(String, String, std::collections::HashMap<String, String>), String> {
+    let rest = url
+        .strip_prefix(scheme)
+        .and_then(|r| r.strip_prefix("://"))
+        .ok_or_else(|| format!("{url:?} is not a {scheme}:// URL"))?;
+    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (container, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if container.is_empty() {
+        return Err(format!(
+            "{url:?} names no bucket or container: use {scheme}://NAME/PREFIX"
+        ));
+    }
+    let mut params = std::collections::HashMap::new();
+    for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| format!("{url:?}: query parameter {kv:?} needs a value"))?;
+        if !allowed.contains(&k) {
+            return Err(format!(
+                "{url:?}: unknown parameter {k:?} ({})",
+                allowed.join(", ")
+            ));
+        }
+        params.insert(k.to_string(), v.to_string());
+    }
+    Ok((
+        container.to_string(),
+        prefix.trim_matches('/').to_string(),
+        params,
+    ))
+}
+
 /// A repository in an S3 bucket.
 pub struct ObjectStorage {
     op: Operator,
     rt: tokio::runtime::Runtime,
     location: String,
-    lock: lock::LockClient,
+    /// S3 Object Lock requests (S3 only).
+    lock: Option<lock::LockClient>,
 }
 
 impl std::fmt::Debug for ObjectStorage {
@@ -147,7 +172,19 @@ impl ObjectStorage {
             b = b.secret_access_key(k);
         }
         let op = Operator::new(b)
-            .map_err(|e| format!("configuring s3://{}/{}: {e}", c.bucket, c.prefix))?
+            .map_err(|e| format!("configuring {location}: {e}"))?
+            .finish();
+        Self::with_layers(op, location, Some(lock))
+    }
+
+    /// Wrap an operator with timeouts and retries (exponential backoff with jitter) and an I/O
+    /// runtime.
+    pub(crate) fn with_layers(
+        op: Operator,
+        location: String,
+        lock: Option<lock::LockClient>,
+    ) -> std::result::Result<ObjectStorage, String> {
+        let op = op
             .layer(
                 TimeoutLayer::new()
                     .with_timeout(Duration::from_secs(60))
@@ -159,8 +196,7 @@ impl ObjectStorage {
                     .with_max_times(8)
                     .with_min_delay(Duration::from_millis(100))
                     .with_max_delay(Duration::from_secs(10)),
-            )
-            .finish();
+            );
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(4)
             .enable_all()
@@ -343,18 +379,29 @@ impl Storage for ObjectStorage {
     }
 
     fn object_lock(&self) -> Result<Option<BucketLock>> {
-        self.rt.block_on(self.lock.bucket_lock())
+        match &self.lock {
+            Some(l) => self.rt.block_on(l.bucket_lock()),
+            None => Ok(None),
+        }
     }
 
     fn retain(&self, kind: ObjectKind, name: &str, mode: LockMode, until: i64) -> Result<()> {
         let key = Self::key(kind, name);
-        self.rt
-            .block_on(self.lock.retain(kind, &key, name, mode, until))
+        match &self.lock {
+            Some(l) => self.rt.block_on(l.retain(kind, &key, name, mode, until)),
+            None => Err(StorageError::Unsupported {
+                what: "object lock".into(),
+                location: self.location.clone(),
+            }),
+        }
     }
 
     fn retention(&self, kind: ObjectKind, name: &str) -> Result<Option<(LockMode, i64)>> {
         let key = Self::key(kind, name);
-        self.rt.block_on(self.lock.retention(kind, &key, name))
+        match &self.lock {
+            Some(l) => self.rt.block_on(l.retention(kind, &key, name)),
+            None => Ok(None),
+        }
     }
 }
 

@@ -114,9 +114,21 @@ pub fn storage_at(loc: &str) -> Result<Arc<dyn Storage>> {
             bail!("this build has no object-storage backend (feature `s3`)");
         }
     }
+    if loc.starts_with("azblob://") {
+        #[cfg(feature = "azblob")]
+        {
+            let c = holdfast_backend_opendal::AzblobConfig::from_url(loc)
+                .map_err(anyhow::Error::msg)?;
+            return Ok(Arc::new(
+                holdfast_backend_opendal::ObjectStorage::azblob(&c).map_err(anyhow::Error::msg)?,
+            ));
+        }
+        #[cfg(not(feature = "azblob"))]
+        bail!("this build has no Azure Blob backend (feature `azblob`)");
+    }
     if let Some((scheme, _)) = loc.split_once("://") {
         if scheme != "file" {
-            bail!("repository URL scheme {scheme:?} is not supported: use a directory, file://DIR or s3://BUCKET/PREFIX");
+            bail!("repository URL scheme {scheme:?} is not supported: use a directory, file://DIR, s3://BUCKET/PREFIX or azblob://CONTAINER/PREFIX");
         }
     }
     let path = loc.strip_prefix("file://").unwrap_or(loc);

@@ -1,6 +1,7 @@
 //! Helpers for the CLI integration tests: run the real binary, build and compare real trees.
 #![allow(dead_code)]
 
+pub mod azurite;
 pub mod garage;
 pub mod rgw;
 pub mod s3proxy;
