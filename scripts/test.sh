@@ -17,6 +17,9 @@ command -v mariadb-dump >/dev/null || need_apt+=(mariadb-client)
 # Ceph's radosgw (Debian's packages): the S3 store that enforces Object Lock and bucket policies,
 # for the immutability tests (scripts/ceph-rgw.sh starts one per test binary on loopback).
 command -v curl >/dev/null || need_apt+=(curl)
+# A real OpenSSH server for the SFTP repository tests (scripts/sshd.sh starts one on loopback).
+[ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+command -v ssh >/dev/null || need_apt+=(openssh-client)
 # Azurite (Microsoft's Azure Storage emulator) comes from the npm registry (scripts/azurite.sh).
 command -v npm >/dev/null || need_apt+=(npm)
 command -v openssl >/dev/null || need_apt+=(openssl)

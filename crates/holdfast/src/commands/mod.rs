@@ -114,6 +114,17 @@ pub fn storage_at(loc: &str) -> Result<Arc<dyn Storage>> {
             bail!("this build has no object-storage backend (feature `s3`)");
         }
     }
+    if loc.starts_with("sftp://") {
+        #[cfg(feature = "sftp")]
+        {
+            let c = holdfast_backend_sftp::SftpConfig::from_url(loc).map_err(anyhow::Error::msg)?;
+            return Ok(Arc::new(
+                holdfast_backend_sftp::SftpStorage::connect(&c).map_err(anyhow::Error::msg)?,
+            ));
+        }
+        #[cfg(not(feature = "sftp"))]
+        bail!("this build has no SFTP backend (feature `sftp`)");
+    }
     if loc.starts_with("azblob://") {
         #[cfg(feature = "azblob")]
         {
@@ -128,7 +139,7 @@ pub fn storage_at(loc: &str) -> Result<Arc<dyn Storage>> {
     }
     if let Some((scheme, _)) = loc.split_once("://") {
         if scheme != "file" {
-            bail!("repository URL scheme {scheme:?} is not supported: use a directory, file://DIR, s3://BUCKET/PREFIX or azblob://CONTAINER/PREFIX");
+            bail!("repository URL scheme {scheme:?} is not supported: use a directory, file://DIR, s3://BUCKET/PREFIX, azblob://CONTAINER/PREFIX or sftp://[USER@]HOST[:PORT]/PATH");
         }
     }
     let path = loc.strip_prefix("file://").unwrap_or(loc);

@@ -5,6 +5,7 @@ pub mod azurite;
 pub mod garage;
 pub mod rgw;
 pub mod s3proxy;
+pub mod sshd;
 
 use std::collections::HashMap;
 use std::fs;
