@@ -45,7 +45,10 @@ fn sftp_backup_restore_check_prune_and_concurrent_writers() {
     let o = s.hf(&repo, &["--json", "snapshots"]).output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let done = v.as_array().unwrap().len();
-    assert!(done < 3, "{done} of 3 killed backups finished: the kills came too late");
+    assert!(
+        done < 3,
+        "{done} of 3 killed backups finished: the kills came too late"
+    );
     s.hf(&repo, &["backup", src.to_str().unwrap()])
         .assert()
         .success();
@@ -103,7 +106,10 @@ fn sftp_kill_during_backup_leaves_a_clean_repository() {
     let o = s.hf(&repo, &["--json", "snapshots"]).output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let done = v.as_array().unwrap().len();
-    assert!(done < 3, "{done} of 3 killed backups finished: the kills came too late");
+    assert!(
+        done < 3,
+        "{done} of 3 killed backups finished: the kills came too late"
+    );
     s.hf(&repo, &["backup", src.to_str().unwrap()])
         .assert()
         .success();
