@@ -350,13 +350,6 @@ impl Storage for ObjectStorage {
         Ok(out)
     }
 
-    fn exists_many(&self, kind: ObjectKind, names: &[String]) -> Result<Vec<bool>> {
-        // One listing answers for any number of names.
-        let have: std::collections::HashSet<String> =
-            self.list(kind)?.into_iter().map(|o| o.name).collect();
-        Ok(names.iter().map(|n| have.contains(n)).collect())
-    }
-
     fn delete(&self, kind: ObjectKind, name: &str) -> Result<()> {
         let key = Self::key(kind, name);
         match self.rt.block_on(self.op.delete(&key)) {

@@ -462,12 +462,6 @@ impl Storage for SftpStorage {
         })
     }
 
-    fn exists_many(&self, kind: ObjectKind, names: &[String]) -> Result<Vec<bool>> {
-        let have: std::collections::HashSet<String> =
-            self.list(kind)?.into_iter().map(|o| o.name).collect();
-        Ok(names.iter().map(|n| have.contains(n)).collect())
-    }
-
     fn delete(&self, kind: ObjectKind, name: &str) -> Result<()> {
         self.rt.block_on(async {
             match self.sftp.fs().remove_file(self.path(kind, name)).await {

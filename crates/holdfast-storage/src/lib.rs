@@ -300,8 +300,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// List every object of a kind.
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>>;
 
-    /// Which of `names` exist, in the same order.
-    fn exists_many(&self, kind: ObjectKind, names: &[String]) -> Result<Vec<bool>>;
+    /// Which of `names` exist, in the same order. The default answers from one listing, which
+    /// suits remote stores (one request for any number of names).
+    fn exists_many(&self, kind: ObjectKind, names: &[String]) -> Result<Vec<bool>> {
+        let have: std::collections::HashSet<String> =
+            self.list(kind)?.into_iter().map(|o| o.name).collect();
+        Ok(names.iter().map(|n| have.contains(n)).collect())
+    }
 
     /// Delete an object. Deleting a missing object is not an error.
     fn delete(&self, kind: ObjectKind, name: &str) -> Result<()>;

@@ -350,16 +350,19 @@ strategy = "backup"
             .args(args);
         c.output().unwrap()
     };
+    // protect at a time: a backup must complete; its report comes back.
+    let protect = |now: &str| {
+        let v = json(&run(&["--json", "protect"], now));
+        let jobs = v["protect"][0]["jobs"].as_array().unwrap();
+        assert!(
+            jobs.iter()
+                .any(|j| j["job"] == "backup" && j["state"] == "completed"),
+            "{v}"
+        );
+        v
+    };
     // protect creates the repository on first use.
-    let now = Utc::now().to_rfc3339();
-    let o = run(&["--json", "protect"], &now);
-    let v = json(&o);
-    let jobs = v["protect"][0]["jobs"].as_array().unwrap();
-    assert!(
-        jobs.iter()
-            .any(|j| j["job"] == "backup" && j["state"] == "completed"),
-        "{v}"
-    );
+    let v = protect(&Utc::now().to_rfc3339());
     let repo = &v["status"]["repositories"][0];
     let imm = repo["immutability"].as_str().unwrap();
     assert!(
@@ -370,14 +373,7 @@ strategy = "backup"
     // end 2 days after they were written, too early for it. protect extends them, and the
     // store, asked object by object, agrees.
     let later = (Utc::now() + Duration::hours(3)).to_rfc3339();
-    let o = run(&["--json", "protect"], &later);
-    let v = json(&o);
-    let jobs = v["protect"][0]["jobs"].as_array().unwrap();
-    assert!(
-        jobs.iter()
-            .any(|j| j["job"] == "backup" && j["state"] == "completed"),
-        "{v}"
-    );
+    protect(&later);
     let o = r
         .hf(
             &owner,

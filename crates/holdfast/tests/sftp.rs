@@ -41,14 +41,6 @@ fn sftp_backup_restore_check_prune_and_concurrent_writers() {
         .assert()
         .success();
     fs::write(src.join("f1"), b"changed").unwrap();
-    // The kills really interrupted backups: not every round left a snapshot.
-    let o = s.hf(&repo, &["--json", "snapshots"]).output().unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let done = v.as_array().unwrap().len();
-    assert!(
-        done < 3,
-        "{done} of 3 killed backups finished: the kills came too late"
-    );
     s.hf(&repo, &["backup", src.to_str().unwrap()])
         .assert()
         .success();
