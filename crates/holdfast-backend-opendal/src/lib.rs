@@ -13,6 +13,7 @@
 #[cfg(feature = "azblob")]
 mod azblob;
 mod lock;
+mod versions;
 
 #[cfg(feature = "azblob")]
 pub use azblob::AzblobConfig;
@@ -369,6 +370,16 @@ impl Storage for ObjectStorage {
 
     fn read_concurrency(&self) -> usize {
         32
+    }
+
+    fn undelete(&self, since: i64, dry_run: bool) -> Result<Vec<String>> {
+        match &self.lock {
+            Some(l) => self.rt.block_on(l.undelete(since, dry_run)),
+            None => Err(StorageError::Unsupported {
+                what: "undeleting object versions".into(),
+                location: self.location.clone(),
+            }),
+        }
     }
 
     fn object_lock(&self) -> Result<Option<BucketLock>> {

@@ -19,9 +19,9 @@ pub(crate) struct LockClient {
     signer: AwsV4Signer,
     cred: AwsCredential,
     /// `endpoint/bucket`, path style, as OpenDAL addresses it.
-    base: String,
+    pub(crate) base: String,
     /// The repository prefix inside the bucket, without slashes at either end.
-    prefix: String,
+    pub(crate) prefix: String,
     location: String,
 }
 
@@ -96,7 +96,7 @@ impl LockClient {
     }
 
     /// Send one request (rebuilt and re-signed on each try); returns status and body.
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: reqwest::Method,
         url: &str,
@@ -146,7 +146,7 @@ impl LockClient {
         ))
     }
 
-    fn remote(&self, op: &str, message: String, transient: bool) -> StorageError {
+    pub(crate) fn remote(&self, op: &str, message: String, transient: bool) -> StorageError {
         StorageError::Remote {
             op: op.into(),
             location: self.location.clone(),
@@ -156,7 +156,7 @@ impl LockClient {
     }
 
     /// Map a non-success answer to the error it means.
-    fn refused(&self, op: &str, status: u16, body: &[u8]) -> StorageError {
+    pub(crate) fn refused(&self, op: &str, status: u16, body: &[u8]) -> StorageError {
         let code = quick_xml::de::from_reader::<_, S3Error>(body)
             .ok()
             .and_then(|e| e.code)

@@ -337,6 +337,18 @@ pub trait Storage: Send + Sync + fmt::Debug {
         })
     }
 
+    /// On a store that keeps object versions: bring back every object of the repository deleted
+    /// at or after `since` (Unix seconds) that still has its data as an older version, by
+    /// removing the delete markers made since. Returns the objects (as paths in the repository).
+    /// With `dry_run`, only says which. Stores without versions refuse.
+    fn undelete(&self, since: i64, dry_run: bool) -> Result<Vec<String>> {
+        let _ = (since, dry_run);
+        Err(StorageError::Unsupported {
+            what: "undeleting object versions".into(),
+            location: self.location(),
+        })
+    }
+
     /// The lock on one object: its mode and until when (Unix seconds), or `None` if unlocked.
     fn retention(&self, kind: ObjectKind, name: &str) -> Result<Option<(LockMode, i64)>> {
         let _ = (kind, name);

@@ -190,6 +190,14 @@ pub enum Command {
         /// Ask the store for the lock of each of those objects; exit 4 if any is too short.
         #[arg(long)]
         verify: bool,
+        /// Undo every delete made since TIME (RFC 3339, or a duration ago such as `6h`): each
+        /// object of the repository deleted since then whose data is still a version in the
+        /// bucket comes back. Works without the password, even with `config` deleted.
+        #[arg(long, value_name = "TIME", conflicts_with_all = ["extend", "verify"])]
+        undelete_since: Option<String>,
+        /// With --undelete-since: only list what would come back.
+        #[arg(long, requires = "undelete_since")]
+        dry_run: bool,
     },
     /// Manage key slots (passwords).
     Key {

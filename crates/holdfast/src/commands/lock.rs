@@ -4,7 +4,7 @@ use anyhow::Result;
 use holdfast_core::objlock;
 use holdfast_core::snapshot;
 
-use super::{open, print_json};
+use super::{open, print_json, storage_for};
 use crate::cli::Global;
 use crate::exit;
 
@@ -108,4 +108,41 @@ pub fn object_lock(g: &Global, extend: bool, verify: bool) -> Result<u8> {
         print_json(&out)?;
     }
     Ok(code)
+}
+
+/// Undo the deletes made since `time` on a versioned bucket (see `Storage::undelete`). Needs no
+/// password and no intact repository: it works on the bucket's object versions.
+pub fn undelete(g: &Global, time: &str, dry_run: bool) -> Result<u8> {
+    let now = super::now()?;
+    let since = match chrono::DateTime::parse_from_rfc3339(time) {
+        Ok(t) => t.timestamp(),
+        Err(_) => (now - super::maintain::parse_duration(time)?).timestamp(),
+    };
+    let storage = storage_for(g)?;
+    let back = storage.undelete(since, dry_run)?;
+    if g.json {
+        print_json(&serde_json::json!({
+            "since": date(since), "dry_run": dry_run, "objects": back,
+        }))?;
+    } else {
+        for o in &back {
+            println!("{} {o}", if dry_run { "would restore" } else { "restored" });
+        }
+        println!(
+            "{} object(s) deleted since {} {}{}",
+            back.len(),
+            date(since),
+            if dry_run {
+                "would come back"
+            } else {
+                "are back"
+            },
+            if dry_run || back.is_empty() {
+                ""
+            } else {
+                "; run `holdfast check --read-data` next"
+            }
+        );
+    }
+    Ok(exit::OK)
 }

@@ -53,7 +53,12 @@ pub fn run(cli: Cli) -> Result<u8> {
             max_unused,
         } => maintain::prune(g, dry_run, max_unused),
         Command::Key { action } => maintain::key(g, action),
-        Command::ObjectLock { extend, verify } => lock::object_lock(g, extend, verify),
+        Command::ObjectLock {
+            undelete_since: Some(t),
+            dry_run,
+            ..
+        } => lock::undelete(g, &t, dry_run),
+        Command::ObjectLock { extend, verify, .. } => lock::object_lock(g, extend, verify),
         Command::RetentionLock {
             min_age,
             compliance,
