@@ -301,16 +301,7 @@ impl Storage for ObjectStorage {
             .block_on(async { self.op.read_with(&key).range(offset..offset + len).await })
             .map_err(|e| self.err("reading", kind, name, e))?
             .to_vec();
-        if (b.len() as u64) < len {
-            return Err(StorageError::ShortRead {
-                kind,
-                name: name.into(),
-                offset,
-                end: offset + len,
-                size: offset + b.len() as u64,
-            });
-        }
-        Ok(b)
+        StorageError::whole_range(kind, name, offset, len, b)
     }
 
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {

@@ -421,16 +421,7 @@ impl Storage for SftpStorage {
         let b = self
             .rt
             .block_on(self.read_async(kind, name, Some((offset, len))))?;
-        if (b.len() as u64) < len {
-            return Err(StorageError::ShortRead {
-                kind,
-                name: name.into(),
-                offset,
-                end: offset + len,
-                size: offset + b.len() as u64,
-            });
-        }
-        Ok(b)
+        StorageError::whole_range(kind, name, offset, len, b)
     }
 
     fn list(&self, kind: ObjectKind) -> Result<Vec<ObjectInfo>> {

@@ -271,6 +271,27 @@ impl StorageError {
         }
     }
 
+    /// The bytes of a ranged read if it returned all `len` of them, else a
+    /// [`StorageError::ShortRead`] (for backends whose reads stop at the end of the object).
+    pub fn whole_range(
+        kind: ObjectKind,
+        name: &str,
+        offset: u64,
+        len: u64,
+        bytes: Vec<u8>,
+    ) -> Result<Vec<u8>> {
+        if (bytes.len() as u64) < len {
+            return Err(StorageError::ShortRead {
+                kind,
+                name: name.into(),
+                offset,
+                end: offset + len,
+                size: offset + bytes.len() as u64,
+            });
+        }
+        Ok(bytes)
+    }
+
     /// Whether this error says the object does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, StorageError::NotFound { .. })

@@ -24,19 +24,26 @@ fn spawn_backup(repo: &str, src: &Path) -> std::process::Child {
         .unwrap()
 }
 
+/// A new repository `name` (1 MiB packs) on the server, and a scratch source tree.
+fn scratch(name: &str, seed: u64, files: u64) -> (String, tempfile::TempDir, std::path::PathBuf) {
+    let s = sshd();
+    let repo = s.url(name);
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    tree(&src, seed, files);
+    s.hf(&repo, &["init", "--pack-size-mib", "1"])
+        .assert()
+        .success();
+    (repo, tmp, src)
+}
+
 #[test]
 fn sftp_backup_restore_check_prune_and_concurrent_writers() {
     if skip() {
         return;
     }
     let s = sshd();
-    let repo = s.url("roundtrip");
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    tree(&src, 41, 30);
-    s.hf(&repo, &["init", "--pack-size-mib", "1"])
-        .assert()
-        .success();
+    let (repo, tmp, src) = scratch("roundtrip", 41, 30);
     s.hf(&repo, &["backup", src.to_str().unwrap()])
         .assert()
         .success();
@@ -75,13 +82,7 @@ fn sftp_kill_during_backup_leaves_a_clean_repository() {
         return;
     }
     let s = sshd();
-    let repo = s.url("kill");
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    tree(&src, 43, 40);
-    s.hf(&repo, &["init", "--pack-size-mib", "1"])
-        .assert()
-        .success();
+    let (repo, tmp, src) = scratch("kill", 43, 40);
     for (i, ms) in [150u64, 400, 800].into_iter().enumerate() {
         fs::write(
             src.join(format!("new{i}")),
