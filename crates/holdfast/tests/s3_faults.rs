@@ -154,7 +154,17 @@ fn s3_outage_longer_than_the_retry_budget_fails_clearly_and_resumes() {
     let (_tmp, src, repo) = c.scratch("long-outage", 13, 60);
     let p = slow(c, 40);
     let child = spawn_backup(c, &p.endpoint(), &repo, &src);
-    std::thread::sleep(Duration::from_millis(1500));
+    // The store goes away once some packs are stored (waiting on the proxy's count, not a
+    // clock, so a loaded machine cannot turn this into an outage before the first upload).
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while p.counts().pack_puts < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no pack was uploaded in 120 s: {:?}",
+            p.counts()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     p.set(Faults {
         down: true,
         ..Default::default()

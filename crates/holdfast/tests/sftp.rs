@@ -83,14 +83,27 @@ fn sftp_kill_during_backup_leaves_a_clean_repository() {
     }
     let s = sshd();
     let (repo, tmp, src) = scratch("kill", 43, 40);
-    for (i, ms) in [150u64, 400, 800].into_iter().enumerate() {
+    let packs = |name: &str| {
+        let d = s.path(name).join("data");
+        if d.exists() {
+            walk(&d).len()
+        } else {
+            0
+        }
+    };
+    for i in 0..3 {
         fs::write(
             src.join(format!("new{i}")),
             format!("round {i} ").repeat(200_000),
         )
         .unwrap();
+        let before = packs("kill");
         let mut child = spawn_backup(&repo, &src);
-        std::thread::sleep(Duration::from_millis(ms));
+        // Kill once this backup has stored a pack (or a temporary file): in the middle of it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while packs("kill") <= before && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let _ = child.kill();
         let _ = child.wait();
         s.hf(&repo, &["check", "--read-data"]).assert().success();

@@ -38,6 +38,8 @@ pub struct Counts {
     pub denied_deletes: u64,
     pub refused: u64,
     pub forwarded_deletes: u64,
+    /// PUTs of packs (`data/…`) forwarded and answered.
+    pub pack_puts: u64,
 }
 
 struct Shared {
@@ -183,6 +185,9 @@ fn serve(client: TcpStream, upstream: SocketAddr, sh: &Shared) -> io::Result<()>
         }
         to_client.write_all(&resp.raw)?;
         to_client.flush()?;
+        if req.method == "PUT" && req.target.contains("/data/") {
+            sh.counts.lock().unwrap().pack_puts += 1;
+        }
         if resp.close || req.close {
             return to_client.shutdown(Shutdown::Both);
         }
