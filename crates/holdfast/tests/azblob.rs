@@ -8,7 +8,6 @@ use std::fs;
 use std::path::Path;
 use std::process::Command as Std;
 
-use support::assert_same_tree;
 use support::azurite::{azurite, skip};
 use support::garage::tree;
 
@@ -36,12 +35,7 @@ fn azblob_backup_restore_check_prune_and_concurrent_writers() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["summary"]["files_changed"], 1, "{v}");
-    a.hf(&repo, &["check", "--read-data"]).assert().success();
-    let out = tmp.path().join("out");
-    a.hf(&repo, &["restore", "latest", out.to_str().unwrap()])
-        .assert()
-        .success();
-    assert_same_tree(&src, &out.join("src"));
+    support::check_and_restore_latest(&|x| a.hf(&repo, x), tmp.path(), &src);
     a.hf(&repo, &["forget", "--keep-last", "1", "--prune"])
         .assert()
         .success();

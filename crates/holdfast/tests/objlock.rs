@@ -291,14 +291,7 @@ fn rgw_backup_credentials_cannot_delete() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    r.hf(&owner, repo, &["check", "--read-data"])
-        .assert()
-        .success();
-    let out = tmp.path().join("out");
-    r.hf(&owner, repo, &["restore", "latest", out.to_str().unwrap()])
-        .assert()
-        .success();
-    support::assert_same_tree(&src, &out.join("src"));
+    support::check_and_restore_latest(&|a| r.hf(&owner, repo, a), tmp.path(), &src);
 }
 
 /// `protect` on a workload whose repository is a locked bucket: the backup extends the locks by
@@ -458,12 +451,5 @@ fn rgw_deleted_repository_comes_back_from_locked_versions() {
         .output()
         .unwrap();
     assert_eq!(json(&o).as_array().unwrap().len(), 2);
-    r.hf(&owner, repo, &["check", "--read-data"])
-        .assert()
-        .success();
-    let out = tmp.path().join("out");
-    r.hf(&owner, repo, &["restore", "latest", out.to_str().unwrap()])
-        .assert()
-        .success();
-    support::assert_same_tree(&src, &out.join("src"));
+    support::check_and_restore_latest(&|a| r.hf(&owner, repo, a), tmp.path(), &src);
 }

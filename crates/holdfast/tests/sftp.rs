@@ -8,7 +8,6 @@ use std::path::Path;
 use std::process::Command as Std;
 use std::time::Duration;
 
-use support::assert_same_tree;
 use support::garage::tree;
 use support::sshd::{skip, sshd};
 
@@ -51,12 +50,7 @@ fn sftp_backup_restore_check_prune_and_concurrent_writers() {
     s.hf(&repo, &["backup", src.to_str().unwrap()])
         .assert()
         .success();
-    s.hf(&repo, &["check", "--read-data"]).assert().success();
-    let out = tmp.path().join("out");
-    s.hf(&repo, &["restore", "latest", out.to_str().unwrap()])
-        .assert()
-        .success();
-    assert_same_tree(&src, &out.join("src"));
+    support::check_and_restore_latest(&|a| s.hf(&repo, a), tmp.path(), &src);
     s.hf(&repo, &["forget", "--keep-last", "1", "--prune"])
         .assert()
         .success();
@@ -119,12 +113,7 @@ fn sftp_kill_during_backup_leaves_a_clean_repository() {
     s.hf(&repo, &["backup", src.to_str().unwrap()])
         .assert()
         .success();
-    s.hf(&repo, &["check", "--read-data"]).assert().success();
-    let out = tmp.path().join("out");
-    s.hf(&repo, &["restore", "latest", out.to_str().unwrap()])
-        .assert()
-        .success();
-    assert_same_tree(&src, &out.join("src"));
+    support::check_and_restore_latest(&|a| s.hf(&repo, a), tmp.path(), &src);
 }
 
 /// A server whose host key does not match known_hosts is refused, with ssh's own words and the

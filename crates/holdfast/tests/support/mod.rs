@@ -214,6 +214,18 @@ pub fn describe(root: &Path) -> HashMap<Vec<u8>, Entry> {
 }
 
 /// Assert two trees are equal in content and metadata, naming the first difference.
+/// The repository checks clean with every byte read, and its newest snapshot restores (into
+/// `scratch/out`) to exactly `src`. `hf` runs holdfast on the repository with the given args.
+pub fn check_and_restore_latest(hf: &dyn Fn(&[&str]) -> Command, scratch: &Path, src: &Path) {
+    hf(&["check", "--read-data"]).assert().success();
+    let out = scratch.join("out");
+    let _ = fs::remove_dir_all(&out);
+    hf(&["restore", "latest", out.to_str().unwrap()])
+        .assert()
+        .success();
+    assert_same_tree(src, &out.join(src.file_name().unwrap()));
+}
+
 pub fn assert_same_tree(a: &Path, b: &Path) {
     let da = describe(a);
     let db = describe(b);
