@@ -419,6 +419,14 @@ mod tests {
         assert_eq!(c.endpoint.as_deref(), Some("http://127.0.0.1:1"));
         assert_eq!(c.region.as_deref(), Some("r"));
         assert!(c.access_key_id.is_none());
+        // No key: a clear error at once, naming the variables, not retries against instance
+        // metadata.
+        let e = ObjectStorage::s3(&c).unwrap_err();
+        assert!(
+            e.contains("HOLDFAST_NO_SUCH_ACCESS_KEY_ID")
+                && e.contains("HOLDFAST_NO_SUCH_SECRET_ACCESS_KEY"),
+            "{e}"
+        );
         assert!(S3Config::from_url("s3://b/p?secret=x").is_err());
         assert!(S3Config::from_url("/local").is_err());
         assert_eq!(ObjectStorage::key(ObjectKind::Pack, "abcd"), "data/ab/abcd");

@@ -38,6 +38,23 @@ fn s3_backup_restore_check_prune() {
     c.hf(&repo, &["forget", "--keep-last", "1", "--prune"])
         .assert()
         .success();
+    // Garage has no Object Lock: said plainly, and asking to extend or undelete is an error
+    // that names it, not a silent success.
+    let o = c.hf(&repo, &["object-lock"]).output().unwrap();
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("the store has no object lock"));
+    let o = c.hf(&repo, &["object-lock", "--extend"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let o = c
+        .hf(&repo, &["object-lock", "--undelete-since", "1h"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("does not support object lock"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     c.hf(&repo, &["check", "--read-data"]).assert().success();
     // Two concurrent writers into one bucket both succeed.
     let src2 = tmp.path().join("src2");
