@@ -12,6 +12,7 @@ pub mod browse;
 pub mod check;
 pub mod copy;
 pub mod crypto;
+pub mod duration;
 pub mod error;
 pub mod fetch;
 pub mod fsmeta;

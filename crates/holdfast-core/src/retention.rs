@@ -49,15 +49,9 @@ mod opt_secs {
         match Option::<Repr>::deserialize(d)? {
             None => Ok(None),
             Some(Repr::Seconds(s)) => Ok(Some(Duration::seconds(s))),
-            Some(Repr::Human(h)) => humantime::parse_duration(&h)
-                .ok()
-                .and_then(|d| Duration::from_std(d).ok())
-                .map(Some)
-                .ok_or_else(|| {
-                    serde::de::Error::custom(format!(
-                        "{h:?} is not a duration: use e.g. \"7d\", \"36h\""
-                    ))
-                }),
+            Some(Repr::Human(h)) => crate::duration::parse_seconds(&h)
+                .map(|s| Some(Duration::seconds(s as i64)))
+                .map_err(serde::de::Error::custom),
         }
     }
 }

@@ -1,7 +1,15 @@
 //! Small helpers shared by the engine's modules.
 
-/// This host's name.
+/// This host's name: `HOLDFAST_HOSTNAME` if set and not empty (like restic's `--host`, for a
+/// host whose name changes or a container that should keep one), else the system's host name.
+/// Recovery points, sessions and job records carry it.
 pub fn hostname() -> String {
+    if let Some(h) = std::env::var("HOLDFAST_HOSTNAME")
+        .ok()
+        .filter(|h| !h.trim().is_empty())
+    {
+        return h;
+    }
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is valid for its length; gethostname writes at most that many bytes.
     let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };

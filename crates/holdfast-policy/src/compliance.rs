@@ -94,6 +94,12 @@ pub struct SourceStatus {
     pub problems: Vec<String>,
 }
 
+/// Whether a measured time (seconds) is within a limit: equal is within, a millisecond more is
+/// not.
+pub fn within(seconds: f64, limit: Duration) -> bool {
+    seconds <= limit.num_milliseconds() as f64 / 1000.0
+}
+
 /// Evaluate one source at `now`.
 pub fn evaluate(f: &SourceFacts, now: DateTime<Utc>) -> SourceStatus {
     let mut problems = Vec::new();
@@ -130,6 +136,15 @@ pub fn evaluate(f: &SourceFacts, now: DateTime<Utc>) -> SourceStatus {
             problems.push("restore time never measured: run `holdfast drill`".into());
             Verdict::NotMeasured
         }
+        (Some(rto), Some(d)) if !d.passed && !within(d.seconds, rto) => {
+            problems.push(format!(
+                "last drill ({}) took {:.1}s, RTO is {}",
+                d.at.format("%Y-%m-%d %H:%M"),
+                d.seconds,
+                show(rto)
+            ));
+            Verdict::Breached
+        }
         (Some(_), Some(d)) if !d.passed => {
             problems.push(format!(
                 "last drill ({}) failed",
@@ -138,7 +153,7 @@ pub fn evaluate(f: &SourceFacts, now: DateTime<Utc>) -> SourceStatus {
             Verdict::Breached
         }
         (Some(rto), Some(d)) => {
-            if d.seconds <= rto.num_milliseconds() as f64 / 1000.0 {
+            if within(d.seconds, rto) {
                 Verdict::Met
             } else {
                 problems.push(format!(

@@ -215,6 +215,11 @@ pub struct SourceConfig {
     /// File name of the data inside the snapshot (`command` sources; default `NAME.out`).
     #[serde(default)]
     pub file_name: Option<String>,
+    /// The source is one thing reached from several hosts (a database cluster protected from
+    /// either node): recovery points, jobs and drills of any host count for it. By default a
+    /// recovery point belongs to the host that made it and the source it names.
+    #[serde(default)]
+    pub shared: bool,
 }
 
 impl SourceConfig {
@@ -226,6 +231,13 @@ impl SourceConfig {
     pub fn class_name(&self) -> Option<&str> {
         self.class.as_ref().map(|c| c.get_ref().as_str())
     }
+    /// Whether a recovery point (or job or drill record) made on `host` for `source` belongs
+    /// to this source when seen from host `me`: the source name must match, and the host too,
+    /// unless the source is `shared`.
+    pub fn owns(&self, source: Option<&str>, host: &str, me: &str) -> bool {
+        source == Some(self.name()) && (self.shared || host == me)
+    }
+
     /// Every path it reads.
     pub fn all_paths(&self) -> Vec<PathBuf> {
         self.path

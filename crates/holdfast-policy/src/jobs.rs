@@ -283,7 +283,7 @@ pub fn protect(env: &Env) -> Result<Vec<ProtectLine>, JobError> {
                 let started = env.now;
                 let res =
                     holdfast_core::prune::forget_matching(&repo, &keep, env.now, false, &|sn| {
-                        sn.source.as_deref() == Some(name)
+                        s.owns(sn.source.as_deref(), &sn.hostname, &host())
                     });
                 let r = match res {
                     Ok(items) => {
@@ -371,7 +371,10 @@ fn run_copies(
                 let r = holdfast_core::copy::copy(
                     repo,
                     &dst,
-                    &|x| x.snapshot.source.as_deref() == Some(name) && x.snapshot.complete,
+                    &|x| {
+                        s.owns(x.snapshot.source.as_deref(), &x.snapshot.hostname, &host())
+                            && x.snapshot.complete
+                    },
                     env.progress,
                 )
                 .map_err(JobError::from)?;
@@ -557,9 +560,8 @@ pub fn drill(
         })?;
     let started = env.now;
     let t = Instant::now();
-    let timeout = w
-        .class_of(s)
-        .and_then(|(_, c)| c.rto)
+    let rto = w.class_of(s).and_then(|(_, c)| c.rto);
+    let timeout = rto
         .and_then(|r| (r * 2).to_std().ok())
         .unwrap_or(StdDuration::from_secs(3600));
     let mut messages = Vec::new();
@@ -612,7 +614,10 @@ pub fn drill(
             let (all, _) = snapshot::load_all(&repo)?;
             let mine: Vec<&SnapshotEntry> = all
                 .iter()
-                .filter(|x| x.snapshot.source.as_deref() == Some(source) && x.snapshot.complete)
+                .filter(|x| {
+                    s.owns(x.snapshot.source.as_deref(), &x.snapshot.hostname, &host())
+                        && x.snapshot.complete
+                })
                 .collect();
             let pick = if random && !mine.is_empty() {
                 mine[rand_index(mine.len())]
@@ -637,8 +642,7 @@ pub fn drill(
                     messages: msgs,
                     host: host(),
                 };
-                records::save(&repo, &Record::Drill(rec.clone()))?;
-                return Ok(rec);
+                return finish_drill(&repo, rec, rto);
             }
             let (index, _) = repo.load_index()?;
             let target = dir.path().join("restore");
@@ -684,7 +688,27 @@ pub fn drill(
             }
         }
     };
-    records::save(&repo, &Record::Drill(rec.clone()))?;
+    finish_drill(&repo, rec, rto)
+}
+
+/// A drill that took longer than the RTO fails: the restore worked, but not in time. Records
+/// the drill either way.
+fn finish_drill(
+    repo: &Repository,
+    mut rec: DrillRecord,
+    rto: Option<chrono::Duration>,
+) -> Result<DrillRecord, JobError> {
+    if let Some(rto) = rto {
+        if !crate::compliance::within(rec.seconds, rto) {
+            rec.passed = false;
+            rec.messages.push(format!(
+                "took {:.1}s, longer than the RTO of {}: the drill fails (make the restore faster or the RTO longer)",
+                rec.seconds,
+                crate::duration::show(rto)
+            ));
+        }
+    }
+    records::save(repo, &Record::Drill(rec.clone()))?;
     Ok(rec)
 }
 

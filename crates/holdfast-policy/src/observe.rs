@@ -89,6 +89,7 @@ pub fn observe(env: &Env) -> Observed {
         unreadable: Vec::new(),
         repo_info: HashMap::new(),
     };
+    let me = holdfast_core::util::hostname();
     for (name, cfg) in &env.workload.repositories {
         let repo = match (env.open)(name, cfg) {
             Ok(r) => r,
@@ -113,30 +114,43 @@ pub fn observe(env: &Env) -> Observed {
             },
         );
         let per = o.by_repo.entry(name.clone()).or_default();
+        let owner = |source: &str, host: &str| {
+            env.workload
+                .source(source)
+                .filter(|sc| sc.owns(Some(source), host, &me))
+        };
         for s in snaps {
-            if let Some(src) = s.snapshot.source.clone() {
-                if s.snapshot.complete {
-                    per.entry(src.clone()).or_default().push(s.snapshot.time);
-                }
-                // Only the source's own repository holds its primary recovery points.
-                let own = env
-                    .workload
-                    .source(&src)
-                    .and_then(|sc| env.workload.repository_of(sc))
-                    .map(|(n, _)| n == name.as_str())
-                    .unwrap_or(false);
-                if own {
-                    o.snapshots.entry(src).or_default().push(s);
-                }
+            let Some(src) = s.snapshot.source.clone() else {
+                continue;
+            };
+            // A recovery point belongs to a host and a source: another host's point of a
+            // source with the same name protects nothing here (unless the source is shared).
+            let Some(sc) = owner(&src, &s.snapshot.hostname) else {
+                continue;
+            };
+            if s.snapshot.complete {
+                per.entry(src.clone()).or_default().push(s.snapshot.time);
+            }
+            // Only the source's own repository holds its primary recovery points.
+            let own = env
+                .workload
+                .repository_of(sc)
+                .is_some_and(|(n, _)| n == name.as_str());
+            if own {
+                o.snapshots.entry(src).or_default().push(s);
             }
         }
         match records::load_all(&repo) {
             Ok(rs) => {
                 for r in rs {
                     match r {
-                        Record::Job(j) => o.jobs.entry(j.source.clone()).or_default().push(j),
-                        Record::Drill(d) => o.drills.entry(d.source.clone()).or_default().push(d),
-                        Record::RetentionLock(_) | Record::ObjectLocks(_) => {}
+                        Record::Job(j) if owner(&j.source, &j.host).is_some() => {
+                            o.jobs.entry(j.source.clone()).or_default().push(j)
+                        }
+                        Record::Drill(d) if owner(&d.source, &d.host).is_some() => {
+                            o.drills.entry(d.source.clone()).or_default().push(d)
+                        }
+                        _ => {}
                     }
                 }
             }

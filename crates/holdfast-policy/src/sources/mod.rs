@@ -5,7 +5,7 @@
 //! drilled on a scratch server.
 
 use std::cell::RefCell;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, Read, Seek};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,6 +21,8 @@ use holdfast_core::{Id, Repository};
 use crate::config::{SourceConfig, SourceKind};
 
 mod drill;
+pub mod pg_physical;
+pub mod sqlite_restore;
 pub use drill::{drill, my_scratch, pg_scratch, DrillOutcome};
 
 /// Connection settings for a database client.
@@ -449,46 +451,24 @@ pub fn restore(
         SourceKind::Sqlite => {
             let (d, f) = fs_.first().ok_or("the snapshot holds no database file")?;
             let target = PathBuf::from(into.ok_or("restoring an sqlite source needs --into FILE")?);
-            if target.exists()
-                && fs::metadata(&target).map(|m| m.len() > 0).unwrap_or(true)
-                && !replace
-            {
-                return Err(format!(
-                    "{} exists: pass --replace to overwrite it",
-                    target.display()
-                ));
-            }
-            let tmp = target.with_extension("holdfast-restore");
-            let mut out = File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-            stream::read_file(repo, &index, root, &format!("{d}/{f}"), &mut out)
-                .map_err(|e| e.to_string())?;
-            out.sync_all().map_err(|e| e.to_string())?;
-            fs::rename(&tmp, &target).map_err(|e| e.to_string())?;
-            done.push(format!("restored {} to {}", f, target.display()));
+            let path = format!("{d}/{f}");
+            done.push(sqlite_restore::restore(&target, replace, |out| {
+                stream::read_file(repo, &index, root, &path, out)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })?);
         }
         SourceKind::Postgres if s.mode.as_deref() == Some("physical") => {
             let (d, f) = fs_.first().ok_or("the snapshot holds no base backup")?;
             let target = PathBuf::from(
                 into.ok_or("restoring a physical postgres backup needs --into DATA_DIRECTORY")?,
             );
-            if fs::read_dir(&target)
-                .map(|mut r| r.next().is_some())
-                .unwrap_or(false)
-                && !replace
-            {
-                return Err(format!(
-                    "{} is not empty: pass --replace, or give an empty directory",
-                    target.display()
-                ));
-            }
-            fs::create_dir_all(&target).map_err(|e| e.to_string())?;
-            let mut c = Command::new("tar");
-            c.arg("-x").arg("-C").arg(&target).arg("-f").arg("-");
-            feed(repo, &index, root, &format!("{d}/{f}"), c, "tar")?;
-            done.push(format!(
-                "extracted the base backup into {} (start PostgreSQL on it to recover)",
-                target.display()
-            ));
+            let path = format!("{d}/{f}");
+            done.extend(pg_physical::restore(&target, replace, |dir| {
+                let mut c = Command::new("tar");
+                c.arg("-x").arg("-C").arg(dir).arg("-f").arg("-");
+                feed(repo, &index, root, &path, c, "tar")
+            })?);
         }
         SourceKind::Postgres => {
             if let Some((d, f)) = fs_.iter().find(|(_, f)| f == "globals.sql") {

@@ -63,11 +63,10 @@ pub fn check(g: &Global, read_data: bool, subset: Option<String>) -> Result<u8> 
     Ok(if r.ok() { exit::OK } else { exit::ERROR })
 }
 
-/// Parse "7d", "36h", "2w", "1y", "90m".
+/// Parse "7d", "36h", "2w", "90m" (the one grammar of `holdfast_core::duration`).
 pub fn parse_duration(s: &str) -> Result<chrono::Duration> {
-    let d = humantime::parse_duration(s)
-        .with_context(|| format!("{s:?} is not a duration (e.g. 7d, 36h, 90m)"))?;
-    chrono::Duration::from_std(d).context("duration too large")
+    let secs = holdfast_core::duration::parse_seconds(s).map_err(anyhow::Error::msg)?;
+    Ok(chrono::Duration::seconds(secs as i64))
 }
 
 pub fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {

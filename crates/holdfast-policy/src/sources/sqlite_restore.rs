@@ -1,0 +1,176 @@
+//! Restoring an SQLite database over a file that may exist, with its sidecar files.
+//!
+//! An SQLite database is more than its main file: `-wal` holds committed transactions not yet
+//! checkpointed, `-shm` indexes them for open connections, and `-journal` holds a rollback in
+//! progress. Replacing only the main file leaves the old database's sidecars beside the new one:
+//! connections that are still open see a torn mix of both ("database disk image is malformed"),
+//! and after a crash SQLite replays the old WAL into the restored file, so it holds the state
+//! *after* the backup. A restore therefore
+//!
+//! 1. refuses while any process has the database or a sidecar open (found through `/proc`);
+//! 2. writes the recovery point to a scratch file beside the target and checks it with
+//!    `PRAGMA integrity_check`;
+//! 3. checkpoints the old database (so it is whole in its main file until the very last step),
+//!    removes every sidecar, and renames the scratch file over the target (atomic);
+//! 4. checks the result again.
+
+use std::fs::{self, File};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// The sidecar files SQLite keeps beside a database.
+pub fn sidecars(db: &Path) -> Vec<PathBuf> {
+    ["-wal", "-shm", "-journal"]
+        .iter()
+        .map(|s| {
+            let mut p = db.as_os_str().to_owned();
+            p.push(s);
+            PathBuf::from(p)
+        })
+        .collect()
+}
+
+/// Processes other than this one that have one of `files` open: `(pid, command name)`.
+/// Reads `/proc/*/fd`; processes whose descriptors cannot be read (another user's, when not
+/// root) are not seen.
+pub fn openers(files: &[PathBuf]) -> Vec<(u32, String)> {
+    let ids: Vec<(u64, u64)> = files
+        .iter()
+        .filter_map(|f| fs::metadata(f).ok())
+        .map(|m| (m.dev(), m.ino()))
+        .collect();
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    let me = std::process::id();
+    let mut out = Vec::new();
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(fds) = fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        let open = fds.flatten().any(|fd| {
+            fs::metadata(fd.path()).is_ok_and(|m| ids.contains(&(m.dev(), m.ino())))
+        });
+        if open {
+            let name = fs::read_to_string(p.path().join("comm"))
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default();
+            out.push((pid, name));
+        }
+    }
+    out
+}
+
+fn integrity(p: &Path) -> Result<(), String> {
+    let c = rusqlite::Connection::open_with_flags(p, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| format!("opening {}: {e}", p.display()))?;
+    let r: String = c
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .map_err(|e| format!("integrity check of {}: {e}", p.display()))?;
+    if r == "ok" {
+        Ok(())
+    } else {
+        Err(format!("integrity check of {}: {r}", p.display()))
+    }
+}
+
+fn refuse_if_open(target: &Path, files: &[PathBuf]) -> Result<(), String> {
+    let users = openers(files);
+    if users.is_empty() {
+        return Ok(());
+    }
+    let who: Vec<String> = users
+        .iter()
+        .map(|(pid, n)| format!("{pid} ({n})"))
+        .collect();
+    Err(format!(
+        "{} is open by process {}: restoring under a live connection would give it a mix of two databases; stop the application (or close its connections), then restore again",
+        target.display(),
+        who.join(", ")
+    ))
+}
+
+/// Restore a database into `target`: `write` fills the scratch file with the recovery point's
+/// bytes. Refuses an existing database (or leftover sidecars) unless `replace`, and any
+/// database another process has open. Returns what was done, for people.
+pub fn restore(
+    target: &Path,
+    replace: bool,
+    write: impl FnOnce(&mut File) -> Result<(), String>,
+) -> Result<String, String> {
+    let side = sidecars(target);
+    let present: Vec<&PathBuf> = side.iter().filter(|p| p.exists()).collect();
+    let exists = fs::metadata(target).map(|m| m.len() > 0).unwrap_or(false);
+    if exists && !replace {
+        return Err(format!(
+            "{} exists: pass --replace to overwrite it",
+            target.display()
+        ));
+    }
+    if !present.is_empty() && !replace {
+        return Err(format!(
+            "{} is left beside {}: SQLite would replay it into the restored database; pass --replace to remove it",
+            present[0].display(),
+            target.display()
+        ));
+    }
+    let mut all = vec![target.to_path_buf()];
+    all.extend(side.iter().cloned());
+    refuse_if_open(target, &all)?;
+    let dir = target
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".holdfast-restore-")
+        .tempfile_in(dir)
+        .map_err(|e| format!("scratch file in {}: {e}", dir.display()))?;
+    let mut f = tmp
+        .reopen()
+        .map_err(|e| format!("{}: {e}", tmp.path().display()))?;
+    write(&mut f)?;
+    f.sync_all().map_err(|e| e.to_string())?;
+    drop(f);
+    integrity(tmp.path()).map_err(|e| format!("the restored copy is damaged: {e}"))?;
+    if exists {
+        // Fold the old WAL into its main file, so the old database stays whole until the rename
+        // (a failure here only means the old database is damaged, and it is being replaced).
+        if let Ok(c) = rusqlite::Connection::open(target) {
+            let _ = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        }
+    }
+    refuse_if_open(target, &all)?;
+    for p in &side {
+        match fs::remove_file(p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("removing {}: {e}", p.display())),
+        }
+    }
+    let removed: Vec<String> = present.iter().map(|p| p.display().to_string()).collect();
+    tmp.persist(target)
+        .map_err(|e| format!("renaming into {}: {}", target.display(), e.error))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    integrity(target)?;
+    Ok(if removed.is_empty() {
+        format!("restored {} (integrity_check: ok)", target.display())
+    } else {
+        format!(
+            "restored {} (integrity_check: ok); removed the old database's {}",
+            target.display(),
+            removed.join(", ")
+        )
+    })
+}
