@@ -188,6 +188,10 @@ pub struct SourceConfig {
     /// server; the drill passes if its first value is true (not empty, `f`, `false` or `0`).
     #[serde(default)]
     pub verify: Option<String>,
+    /// The database a `postgres`/`mysql` drill runs its `verify` query in (default: the
+    /// source's `database`, or `postgres` for a whole-cluster source).
+    #[serde(default)]
+    pub verify_database: Option<String>,
     /// Database name (`postgres`, `mysql`); default: every database (with globals).
     #[serde(default)]
     pub database: Option<String>,
@@ -220,6 +224,11 @@ pub struct SourceConfig {
     /// recovery point belongs to the host that made it and the source it names.
     #[serde(default)]
     pub shared: bool,
+    /// Discovered locations this source protects, by identity (`tcp:6379`, a socket path, a
+    /// data directory), for what discovery cannot match by itself, such as a `command` source
+    /// running `redis-cli --rdb -`.
+    #[serde(default)]
+    pub covers: Vec<String>,
 }
 
 impl SourceConfig {
@@ -258,6 +267,20 @@ pub struct DiscoverConfig {
     /// Paths known to hold nothing worth protecting.
     #[serde(default)]
     pub ignore: Vec<PathBuf>,
+    /// Discovered locations deliberately left unprotected, each with its reason.
+    #[serde(default)]
+    pub accept: Vec<Accept>,
+}
+
+/// A discovered location left unprotected on purpose (`[[discover.accept]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Accept {
+    /// What `discover` printed as its location: an absolute path (everything under it is
+    /// accepted), `tcp:PORT` or a socket path.
+    pub location: Spanned<String>,
+    /// Why it needs no protection (shown by `discover`, `plan` and `status`).
+    pub reason: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -426,6 +449,15 @@ impl Workload {
                         ),
                     );
                 }
+            }
+        }
+        for a in &self.discover.accept {
+            let l = a.location.get_ref();
+            if !(l.starts_with('/') || l.starts_with("tcp:")) {
+                return self.err_at(a.location.span(), format!("accepted location {l:?} must be an absolute path or tcp:PORT, as `holdfast discover` prints it"));
+            }
+            if a.reason.trim().is_empty() {
+                return self.err_at(a.location.span(), format!("accepted location {l:?} needs a reason = \"...\" (why nothing protects it)"));
             }
         }
         for (rname, r) in &self.repositories {

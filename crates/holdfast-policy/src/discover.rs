@@ -31,8 +31,48 @@ pub struct Found {
     pub detail: String,
     /// The source that covers it, if any.
     pub protected_by: Option<String>,
-    /// Listed under `[discover] ignore`.
+    /// Listed under `[discover] ignore`, or accepted on purpose under `[[discover.accept]]`.
     pub ignored: bool,
+    /// Why it was accepted, when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accepted: Option<String>,
+    /// Servers: the TCP ports its process listens on.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
+    /// Servers: the unix sockets its process listens on.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sockets: Vec<String>,
+    /// Servers: the data directory the process serves; data directories: the server using it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<String>,
+    /// Why a source that seems to cover it does not (a live database copied as files).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl Found {
+    /// A found location with nothing measured yet.
+    pub fn new(kind: &str, location: String, detail: String) -> Found {
+        Found {
+            kind: kind.into(),
+            location,
+            size: None,
+            modified: None,
+            detail,
+            protected_by: None,
+            ignored: false,
+            accepted: None,
+            ports: Vec::new(),
+            sockets: Vec::new(),
+            data_dir: None,
+            note: None,
+        }
+    }
+
+    /// Whether it is a listening server (not a place on disk).
+    pub fn is_server(&self) -> bool {
+        !self.ports.is_empty() || !self.sockets.is_empty()
+    }
 }
 
 /// Discovery settings.
@@ -107,13 +147,9 @@ fn found(kind: &str, path: &Path, detail: &str, budget: &mut usize) -> Found {
         None => (0, None),
     };
     Found {
-        kind: kind.into(),
-        location: path.display().to_string(),
         size: Some(size),
         modified,
-        detail: detail.into(),
-        protected_by: None,
-        ignored: false,
+        ..Found::new(kind, path.display().to_string(), detail.into())
     }
 }
 
@@ -140,83 +176,69 @@ fn mounts(out: &mut Vec<Found>) {
         let used = (unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0)
             .then(|| (st.f_blocks - st.f_bfree) as u64 * st.f_frsize as u64);
         out.push(Found {
-            kind: "filesystem".into(),
-            location: mp,
             size: used,
-            modified: None,
-            detail: format!("{} on {}", f[2], f[0]),
-            protected_by: None,
-            ignored: false,
+            ..Found::new("filesystem", mp, format!("{} on {}", f[2], f[0]))
         });
     }
 }
 
 fn servers(out: &mut Vec<Found>) {
-    let ports = [
-        (5432u16, "postgres"),
-        (3306, "mysql"),
-        (6379, "redis"),
-        (27017, "mongodb"),
-    ];
-    let mut seen = HashSet::new();
-    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = fs::read_to_string(file) else {
-            continue;
+    for l in crate::procnet::listeners() {
+        let location = match (l.ports.first(), l.sockets.first()) {
+            (Some(p), _) => format!("tcp:{p}"),
+            (None, Some(s)) => s.clone(),
+            (None, None) => continue,
         };
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() < 4 || f[3] != "0A" {
-                continue; // not LISTEN
-            }
-            let Some(port) = f[1]
-                .rsplit(':')
-                .next()
-                .and_then(|p| u16::from_str_radix(p, 16).ok())
-            else {
-                continue;
-            };
-            if let Some((_, kind)) = ports.iter().find(|(p, _)| *p == port) {
-                if seen.insert(port) {
-                    out.push(Found {
-                        kind: (*kind).into(),
-                        location: format!("tcp:{port}"),
-                        size: None,
-                        modified: None,
-                        detail: format!("{kind} server listening on port {port}"),
-                        protected_by: None,
-                        ignored: false,
-                    });
+        let mut what = Vec::new();
+        if let Some(p) = l.pid {
+            what.push(format!("pid {p}"));
+        }
+        if !l.ports.is_empty() {
+            let ports: Vec<String> = l.ports.iter().map(|p| p.to_string()).collect();
+            what.push(format!("port {}", ports.join(", ")));
+        }
+        if !l.sockets.is_empty() {
+            what.push(format!("socket {}", l.sockets.join(", ")));
+        }
+        if let Some(d) = &l.data_dir {
+            what.push(format!("data directory {}", d.display()));
+        }
+        out.push(Found {
+            ports: l.ports.clone(),
+            sockets: l.sockets.clone(),
+            data_dir: l.data_dir.as_ref().map(|d| d.display().to_string()),
+            ..Found::new(
+                l.kind,
+                location,
+                format!("{} server ({})", l.kind, what.join("; ")),
+            )
+        });
+    }
+}
+
+/// PostgreSQL clusters under a directory such as `/var/lib/postgresql` (`15/main`), at most
+/// three levels down.
+fn pg_clusters(top: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![(top.to_path_buf(), 0)];
+    while let Some((d, depth)) = stack.pop() {
+        if crate::procnet::is_data_dir("postgres", &d) {
+            out.push(d);
+            continue;
+        }
+        if depth == 3 {
+            continue;
+        }
+        if let Ok(rd) = fs::read_dir(&d) {
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push((e.path(), depth + 1));
                 }
             }
         }
     }
-    if let Ok(text) = fs::read_to_string("/proc/net/unix") {
-        for line in text.lines().skip(1) {
-            let Some(path) = line.split_whitespace().nth(7) else {
-                continue;
-            };
-            let kind = if path.contains(".s.PGSQL.") {
-                "postgres"
-            } else if path.ends_with("mysqld.sock") || path.ends_with("mysql.sock") {
-                "mysql"
-            } else if path.contains("redis") && path.ends_with(".sock") {
-                "redis"
-            } else {
-                continue;
-            };
-            if seen.insert(0) || !out.iter().any(|f| f.location == path) {
-                out.push(Found {
-                    kind: kind.into(),
-                    location: path.into(),
-                    size: None,
-                    modified: None,
-                    detail: format!("{kind} server socket"),
-                    protected_by: None,
-                    ignored: false,
-                });
-            }
-        }
-    }
+    out.sort();
+    out
 }
 
 fn well_known(out: &mut Vec<Found>, budget: &mut usize) {
@@ -239,8 +261,19 @@ fn well_known(out: &mut Vec<Found>, budget: &mut usize) {
         ("/var/log", "logs", "system logs"),
     ] {
         let path = Path::new(p);
-        if path.is_dir() {
+        if !path.is_dir() {
+            continue;
+        }
+        let clusters = if kind == "postgres" {
+            pg_clusters(path)
+        } else {
+            Vec::new()
+        };
+        if clusters.is_empty() {
             out.push(found(kind, path, detail, budget));
+        }
+        for c in clusters {
+            out.push(found(kind, &c, "PostgreSQL data directory (cluster)", budget));
         }
     }
 }
@@ -301,13 +334,9 @@ fn search_root(root: &Path, o: &Options, out: &mut Vec<Found>, budget: &mut usiz
                 let (size, modified) = dir_usage(&p, &mut b);
                 if size >= o.large_dir_bytes {
                     out.push(Found {
-                        kind: "data-dir".into(),
-                        location: p.display().to_string(),
                         size: Some(size),
                         modified,
-                        detail: "large directory".into(),
-                        protected_by: None,
-                        ignored: false,
+                        ..Found::new("data-dir", p.display().to_string(), "large directory".into())
                     });
                 }
             }
@@ -329,14 +358,7 @@ pub fn discover(w: Option<&Workload>, o: &Options) -> Vec<Found> {
         search_root(r, o, &mut out, &mut b);
     }
     if let Some(w) = w {
-        for f in &mut out {
-            f.protected_by = covering_source(w, f);
-            f.ignored = w
-                .discover
-                .ignore
-                .iter()
-                .any(|i| Path::new(&f.location).starts_with(i));
-        }
+        mark(w, &mut out);
     }
     // Unprotected first, then by kind and location.
     out.sort_by(|a, b| {
@@ -356,42 +378,180 @@ pub fn discover(w: Option<&Workload>, o: &Options) -> Vec<Found> {
     out
 }
 
+/// Mark what the workload covers, ignores or accepts.
+pub fn mark(w: &Workload, out: &mut [Found]) {
+    // Servers first: a data directory is covered when the server serving it is.
+    let servers: Vec<(Option<String>, Option<String>)> = out
+        .iter()
+        .filter(|f| f.is_server())
+        .map(|f| (f.data_dir.clone(), covering_source(w, f)))
+        .collect();
+    for f in out.iter_mut() {
+        f.protected_by = covering_source(w, f);
+        if f.protected_by.is_none() && !f.is_server() && matches!(f.kind.as_str(), "postgres" | "mysql") {
+            let served = servers.iter().find(|(d, _)| {
+                d.as_deref()
+                    .is_some_and(|d| Path::new(d).starts_with(&f.location))
+            });
+            match served {
+                Some((_, Some(by))) => f.protected_by = Some(by.clone()),
+                Some((_, None)) => {}
+                None => {}
+            }
+        }
+        if f.protected_by.is_none() && f.note.is_none() {
+            if let Some(p) = w.sources.iter().find(|s| {
+                s.kind == SourceKind::Path
+                    && s.strategy.is_some()
+                    && s.all_paths().iter().any(|p| Path::new(&f.location).starts_with(p))
+            }) {
+                if matches!(f.kind.as_str(), "postgres" | "mysql" | "sqlite") {
+                    f.note = Some(format!(
+                        "inside path source {:?}, which copies the live files: that is not a consistent backup of a database; declare a source of kind {}",
+                        p.name(),
+                        f.kind
+                    ));
+                }
+            }
+        }
+        let loc = Path::new(&f.location);
+        f.ignored = w.discover.ignore.iter().any(|i| loc.starts_with(i));
+        if let Some(a) = w.discover.accept.iter().find(|a| {
+            let l = a.location.get_ref();
+            *l == f.location || (l.starts_with('/') && loc.starts_with(l))
+        }) {
+            f.ignored = true;
+            f.accepted = Some(a.reason.clone());
+        }
+    }
+}
+
+/// The default port of a database kind.
+fn default_port(kind: SourceKind) -> Option<u16> {
+    match kind {
+        SourceKind::Postgres => Some(5432),
+        SourceKind::Mysql => Some(3306),
+        _ => None,
+    }
+}
+
+/// Whether a database source connects to this found server: same kind, a local host, and the
+/// same port or socket. Never by kind alone.
+fn connects_to(s: &crate::config::SourceConfig, f: &Found) -> bool {
+    let kind_match = matches!(
+        (f.kind.as_str(), s.kind),
+        ("postgres", SourceKind::Postgres) | ("mysql", SourceKind::Mysql)
+    );
+    if !kind_match || !f.is_server() {
+        return false;
+    }
+    let Some(port) = s.port.or(default_port(s.kind)) else {
+        return false;
+    };
+    let pg_socket = |sk: &str| sk.ends_with(&format!("/.s.PGSQL.{port}"));
+    match s.host.as_deref() {
+        None => {
+            f.ports.contains(&port)
+                || match s.kind {
+                    SourceKind::Postgres => f.sockets.iter().any(|sk| pg_socket(sk)),
+                    _ => f.sockets.iter().any(|sk| {
+                        sk == "/run/mysqld/mysqld.sock" || sk == "/var/run/mysqld/mysqld.sock"
+                    }),
+                }
+        }
+        Some("localhost" | "127.0.0.1" | "::1") => f.ports.contains(&port),
+        Some(h) if h.starts_with('/') => f.sockets.iter().any(|sk| {
+            sk == h
+                || (s.kind == SourceKind::Postgres
+                    && Path::new(sk).parent() == Some(Path::new(h))
+                    && pg_socket(sk))
+        }),
+        Some(_) => false, // another host: it does not protect a server on this one
+    }
+}
+
 fn covering_source(w: &Workload, f: &Found) -> Option<String> {
     let loc = Path::new(&f.location);
-    for s in &w.sources {
-        if s.strategy.is_none() {
-            continue;
+    for s in w.sources.iter().filter(|s| s.strategy.is_some()) {
+        if s.covers.iter().any(|c| {
+            *c == f.location
+                || (c.starts_with('/') && loc.starts_with(c))
+                || (c.starts_with("tcp:") && f.ports.iter().any(|p| *c == format!("tcp:{p}")))
+                || f.sockets.iter().any(|sk| sk == c)
+        }) {
+            return Some(s.name().to_string());
         }
-        let by_path = s.all_paths().iter().any(|p| loc.starts_with(p));
-        let by_kind = f.location.starts_with("tcp:")
-            || !f.location.starts_with('/')
-            || f.detail.contains("socket");
-        let kind_match = matches!(
-            (f.kind.as_str(), s.kind),
-            ("postgres", SourceKind::Postgres) | ("mysql", SourceKind::Mysql)
-        );
-        // A file system is covered only by a source of its whole mount point.
-        if f.kind == "filesystem" {
-            if s.all_paths().iter().any(|p| p == loc) {
-                return Some(s.name().to_string());
-            }
-            continue;
-        }
-        if by_path || (by_kind && kind_match) || (kind_match && f.kind != "sqlite") {
+        let covered = match f.kind.as_str() {
+            // A file system is covered only by a source of its whole mount point.
+            "filesystem" => s.all_paths().iter().any(|p| p == loc),
+            // Servers and their data directories: only by a source connected to that server.
+            "postgres" | "mysql" => connects_to(s, f),
+            // An SQLite database: only through SQLite's backup API, by a source of its file.
+            "sqlite" => s.kind == SourceKind::Sqlite && s.all_paths().iter().any(|p| p == loc),
+            // Redis, MongoDB servers: only by an explicit `covers`.
+            _ if f.is_server() => false,
+            _ => s.kind == SourceKind::Path && s.all_paths().iter().any(|p| loc.starts_with(p)),
+        };
+        if covered {
             return Some(s.name().to_string());
         }
     }
     None
 }
 
-/// A ready-to-paste `[[source]]` block for a found location.
-pub fn suggest(f: &Found, class: &str) -> String {
-    let base = Path::new(&f.location)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| f.kind.clone());
-    let name: String = base
-        .chars()
+/// Ready-to-paste `[[source]]` blocks for unprotected locations: one per server or place,
+/// with unique names (a data directory served by a listed server gets no second block: the
+/// server's source covers it). File systems get none.
+pub fn suggest_all(found: &[&Found], class: &str, taken: &[&str]) -> Vec<String> {
+    let mut names: HashSet<String> = taken.iter().map(|s| s.to_string()).collect();
+    let served: HashSet<&str> = found
+        .iter()
+        .filter(|f| f.is_server())
+        .filter_map(|f| f.data_dir.as_deref())
+        .collect();
+    let mut out = Vec::new();
+    for f in found {
+        if f.kind == "filesystem" || (!f.is_server() && served.iter().any(|d| Path::new(d).starts_with(&f.location))) {
+            continue;
+        }
+        let base = suggested_name(f);
+        let mut name = base.clone();
+        let mut n = 2;
+        while !names.insert(name.clone()) {
+            name = format!("{base}-{n}");
+            n += 1;
+        }
+        out.push(suggest_named(f, &name, class));
+    }
+    out
+}
+
+fn suggested_name(f: &Found) -> String {
+    let base = if f.is_server() {
+        match f.ports.first() {
+            Some(p) => format!("{}-{p}", f.kind),
+            None => f.kind.clone(),
+        }
+    } else {
+        // The last two components, so /var/lib/postgresql/15/main is "15-main".
+        let comps: Vec<String> = Path::new(&f.location)
+            .components()
+            .rev()
+            .take(2)
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .filter(|c| c != "/")
+            .collect();
+        let mut comps: Vec<String> = comps.into_iter().rev().collect();
+        if comps.len() == 2 && comps[1].len() > 8 {
+            comps.remove(0);
+        }
+        if comps.is_empty() {
+            f.kind.clone()
+        } else {
+            comps.join("-")
+        }
+    };
+    base.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
                 c
@@ -399,19 +559,44 @@ pub fn suggest(f: &Found, class: &str) -> String {
                 '-'
             }
         })
-        .collect();
+        .collect()
+}
+
+/// A ready-to-paste `[[source]]` block for a found location.
+pub fn suggest(f: &Found, class: &str) -> String {
+    suggest_named(f, &suggested_name(f), class)
+}
+
+fn suggest_named(f: &Found, name: &str, class: &str) -> String {
     let kind = match f.kind.as_str() {
         "sqlite" => "sqlite",
         "postgres" => "postgres",
         "mysql" => "mysql",
         _ => "path",
     };
+    let q = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
     let mut s = format!("[[source]]\nname = \"{name}\"\nkind = \"{kind}\"\n");
-    if f.location.starts_with('/') && !f.detail.contains("socket") {
-        s += &format!(
-            "path = \"{}\"\n",
-            f.location.replace('\\', "\\\\").replace('"', "\\\"")
-        );
+    if f.is_server() {
+        if let Some(p) = f.ports.first() {
+            s += &format!("host = \"127.0.0.1\"\nport = {p}\n");
+        } else if let Some(sk) = f.sockets.first() {
+            let host = if kind == "postgres" {
+                Path::new(sk)
+                    .parent()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            } else {
+                sk.clone()
+            };
+            s += &format!("host = \"{}\"\n", q(&host));
+        }
+        if kind == "path" {
+            s += &format!("# a {} server: back it up with kind = \"command\" and its own dump tool, then covers = [\"{}\"]\n", f.kind, q(&f.location));
+        }
+    } else if matches!(kind, "postgres" | "mysql") {
+        s += "# the server using this data directory is not running or not visible: connect to it with host/port\n";
+    } else if f.location.starts_with('/') {
+        s += &format!("path = \"{}\"\n", q(&f.location));
     }
     s += &format!(
         "class = \"{class}\"\nstrategy = \"backup\"\n# found: {}\n",

@@ -78,7 +78,7 @@ pub struct ScheduleLine {
 pub fn findings(
     w: &Workload,
     measured: &HashMap<String, Measured>,
-    unprotected: &[String],
+    unprotected: &[crate::discover::Found],
     now: DateTime<Utc>,
 ) -> (Vec<Finding>, Vec<ScheduleLine>) {
     let mut out = Vec::new();
@@ -93,8 +93,20 @@ pub fn findings(
             fix,
         })
     };
-    for u in unprotected {
-        f("unknown-source", anti::UNKNOWN, u, Severity::High, format!("{u} holds data but no [[source]] covers it"), "add a [[source]] for it (`holdfast discover --suggest` prints one), or list it under [discover] ignore".into());
+    for u in unprotected.iter().filter(|u| u.protected_by.is_none() && !u.ignored) {
+        let loc = &u.location;
+        // A mounted file system is listed for completeness: the data on it is found and judged
+        // location by location, so an uncovered mount alone is worth a look, not an alarm.
+        let severity = if u.kind == "filesystem" {
+            Severity::Low
+        } else {
+            Severity::High
+        };
+        let why = u
+            .note
+            .clone()
+            .unwrap_or_else(|| "no [[source]] covers it".into());
+        f("unknown-source", anti::UNKNOWN, loc, severity, format!("{loc} ({}) holds data, but {why}", u.detail), format!("add a [[source]] for it (`holdfast discover --suggest` prints one), or accept it on purpose: [[discover.accept]] location = \"{loc}\", reason = \"...\""));
     }
     for (name, c) in &w.classes {
         if c.rpo.is_none() {

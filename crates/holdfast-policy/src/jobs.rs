@@ -37,6 +37,16 @@ pub enum JobError {
     /// Bad request.
     #[error("{0}")]
     Invalid(String),
+    /// The workload has no source of this name.
+    #[error("no source named {name:?} in {workload}: the sources are {known}")]
+    UnknownSource {
+        /// The name asked for.
+        name: String,
+        /// The workload file.
+        workload: String,
+        /// The names it has.
+        known: String,
+    },
     /// Local I/O.
     #[error("{op} {path}: {source}")]
     Io {
@@ -48,6 +58,22 @@ pub enum JobError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl JobError {
+    /// The error for a source name the workload does not have.
+    pub fn unknown_source(w: &Workload, name: &str) -> JobError {
+        let known: Vec<&str> = w.sources.iter().map(|s| s.name()).collect();
+        JobError::UnknownSource {
+            name: name.into(),
+            workload: w.path.display().to_string(),
+            known: if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            },
+        }
+    }
 }
 
 /// Opens the repository a workload names (the CLI knows the backends and passwords).
@@ -532,12 +558,9 @@ pub fn drill(
     scratch: &Path,
 ) -> Result<DrillRecord, JobError> {
     let w = env.workload;
-    let s = w.source(source).ok_or_else(|| {
-        JobError::Invalid(format!(
-            "no source named {source:?} in {}",
-            w.path.display()
-        ))
-    })?;
+    let s = w
+        .source(source)
+        .ok_or_else(|| JobError::unknown_source(w, source))?;
     let (rname, rcfg) = w
         .repository_of(s)
         .or_else(|| w.repositories.iter().next().map(|(k, v)| (k.as_str(), v)))

@@ -15,5 +15,6 @@ pub mod duration;
 pub mod findings;
 pub mod jobs;
 pub mod observe;
+pub mod procnet;
 pub mod report;
 pub mod sources;

@@ -259,7 +259,12 @@ pub fn facts(env: &Env, o: &Observed) -> Vec<(SourceFacts, SourceStatus)> {
                         .collect()
                 })
                 .unwrap_or_default(),
-            encrypted: true,
+            // Known only from a repository that could be opened and read (with a wrong
+            // password or an unreadable store, nothing is known, so the control fails).
+            encrypted: w
+                .repository_of(s)
+                .and_then(|(r, _)| o.repo_info.get(r))
+                .is_some_and(|i| i.cipher != "none" && !i.cipher.is_empty()),
         };
         let mut st = compliance::evaluate(&f, env.now);
         if s.strategy == Some(Strategy::Reproduce) {
@@ -341,6 +346,7 @@ pub fn status_from(env: &Env, o: &Observed) -> crate::report::StatusReport {
         sources,
         controls,
         unreadable: o.unreadable.clone(),
+        unprotected: None,
         repositories: env
             .workload
             .repositories

@@ -21,6 +21,10 @@ pub struct StatusReport {
     pub unreadable: Vec<String>,
     /// Per repository: encryption, immutability, copies held.
     pub repositories: Vec<RepositoryRow>,
+    /// What host discovery found that no source covers and nobody accepted (`None`: discovery
+    /// was not run, e.g. `status --no-discover` or the status at the end of `protect`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unprotected: Option<Vec<crate::discover::Found>>,
 }
 
 /// One repository's protection, as read from it.
@@ -58,7 +62,33 @@ pub struct SourceRow {
 }
 
 impl StatusReport {
-    /// Whether every control passes (and every repository was readable).
+    /// Add what discovery found: unprotected data locations fail the control
+    /// `all-data-sources-known` (REL09-BP01's first anti-pattern). File systems alone do not
+    /// fail it (their data directories are found and judged one by one).
+    pub fn with_discovery(mut self, found: Vec<crate::discover::Found>) -> Self {
+        let open: Vec<crate::discover::Found> = found
+            .into_iter()
+            .filter(|f| f.protected_by.is_none() && !f.ignored)
+            .collect();
+        let failing: Vec<String> = open
+            .iter()
+            .filter(|f| f.kind != "filesystem")
+            .map(|f| f.location.clone())
+            .collect();
+        self.controls.insert(
+            0,
+            Control {
+                id: "all-data-sources-known",
+                title: "every data location discovered on this host is covered by a source or accepted",
+                passed: failing.is_empty(),
+                failing,
+            },
+        );
+        self.unprotected = Some(open);
+        self
+    }
+
+    /// Whether every control passes and every repository could be read.
     pub fn ok(&self) -> bool {
         self.controls.iter().all(|c| c.passed) && self.unreadable.is_empty()
     }
@@ -163,7 +193,7 @@ pub fn html(r: &StatusReport) -> String {
             esc(&c.failing.join(", "))
         );
     }
-    h += "</table><h2>Timeline (last 14 days)</h2><p>dots: recovery points; diamonds: drills (green passed, red failed)</p>";
+    h += "</table><h2>Timeline (last 14 days)</h2><p>dots (upper lane): recovery points; diamonds (lower lane): drills (green passed, red failed)</p>";
     let (w, row) = (900.0, 28.0);
     let start = r.now - Duration::days(14);
     let x = |t: DateTime<Utc>| -> f64 {
@@ -173,7 +203,9 @@ pub fn html(r: &StatusReport) -> String {
                 * (w - 170.0)
     };
     h += &format!(
-        "<svg width={w} height={} xmlns=\"http://www.w3.org/2000/svg\">",
+        // A right margin, so the last date label is not cut.
+        "<svg width={} height={} xmlns=\"http://www.w3.org/2000/svg\">",
+        w + 30.0,
         row * (r.sources.len() as f64 + 1.0)
     );
     for d in 0..=14 {
@@ -185,8 +217,8 @@ pub fn html(r: &StatusReport) -> String {
         );
         if d % 2 == 0 {
             h += &format!(
-                "<text x={:.1} y={} font-size=10 fill=#888>{}</text>",
-                x(t) - 12.0,
+                "<text x={:.1} y={} font-size=10 fill=#888 text-anchor=middle>{}</text>",
+                x(t),
                 row * (r.sources.len() as f64 + 1.0) - 6.0,
                 t.format("%m-%d")
             );
@@ -200,13 +232,14 @@ pub fn html(r: &StatusReport) -> String {
             esc(&s.facts.name)
         );
         for p in s.points.iter().filter(|p| **p >= start) {
-            h += &format!("<circle cx={:.1} cy={y:.1} r=3.5 fill=#1565c0><title>recovery point {}</title></circle>", x(*p), p.format("%Y-%m-%d %H:%M"));
+            // Recovery points and drills on lanes of their own: a drill marker never hides a point.
+            h += &format!("<circle cx={:.1} cy={:.1} r=3.5 fill=#1565c0><title>recovery point {}</title></circle>", x(*p), y - 5.0, p.format("%Y-%m-%d %H:%M"));
         }
         for (t, ok, secs) in s.drills.iter().filter(|d| d.0 >= start) {
             let cx = x(*t);
             h += &format!(
                 "<polygon points=\"{:.1},{:.1} {:.1},{:.1} {:.1},{:.1} {:.1},{:.1}\" fill={}><title>drill {} {:.1}s</title></polygon>",
-                cx, y - 7.0, cx + 6.0, y, cx, y + 7.0, cx - 6.0, y,
+                cx, y + 2.0, cx + 4.0, y + 6.0, cx, y + 10.0, cx - 4.0, y + 6.0,
                 if *ok { "#2e7d32" } else { "#c62828" },
                 t.format("%Y-%m-%d %H:%M"),
                 secs

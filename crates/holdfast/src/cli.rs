@@ -60,16 +60,14 @@ pub enum Command {
     Backup(BackupArgs),
     /// List snapshots.
     Snapshots {
-        /// Only snapshots of this host.
-        #[arg(long)]
-        host: Option<String>,
-        /// Only snapshots with this tag.
-        #[arg(long)]
-        tag: Option<String>,
+        #[command(flatten)]
+        filter: SnapshotFilter,
     },
     /// List the contents of a snapshot.
     Ls {
-        /// Snapshot id prefix, or `latest`.
+        #[command(flatten)]
+        filter: SnapshotFilter,
+        /// Snapshot id prefix, or `latest` (the newest that matches --host/--path/--tag/--of).
         snapshot: String,
         /// Only this path (relative to the snapshot root) and below.
         path: Option<String>,
@@ -86,6 +84,8 @@ pub enum Command {
     },
     /// Repository and snapshot statistics.
     Stats {
+        #[command(flatten)]
+        filter: SnapshotFilter,
         /// Only this snapshot.
         snapshot: Option<String>,
     },
@@ -151,6 +151,10 @@ pub enum Command {
         /// Also write a self-contained HTML page.
         #[arg(long, value_name = "FILE")]
         html: Option<PathBuf>,
+        /// Skip host discovery (the control "every data location is covered" is then not
+        /// evaluated, and the report says so).
+        #[arg(long)]
+        no_discover: bool,
     },
     /// Copy snapshots to another repository (another region); only missing data travels.
     Copy {
@@ -241,8 +245,50 @@ pub struct BackupArgs {
     pub time: Option<String>,
 }
 
+/// Which snapshots `latest` (and listings) choose from, like restic's `--host/--path/--tag`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct SnapshotFilter {
+    /// Only snapshots of this host.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Only snapshots of exactly this backed-up path (repeatable: the set of paths).
+    #[arg(long = "path", value_name = "PATH")]
+    pub paths: Vec<String>,
+    /// Only snapshots with this tag (repeatable: all of them).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Only recovery points of this workload source.
+    #[arg(long = "of", value_name = "SOURCE")]
+    pub of_source: Option<String>,
+}
+
+impl SnapshotFilter {
+    /// Whether no criterion is set.
+    pub fn is_empty(&self) -> bool {
+        self.host.is_none() && self.paths.is_empty() && self.tags.is_empty() && self.of_source.is_none()
+    }
+
+    /// Whether a snapshot matches.
+    pub fn matches(&self, s: &holdfast_core::snapshot::Snapshot) -> bool {
+        let mut want: Vec<String> = self
+            .paths
+            .iter()
+            .map(|p| std::path::absolute(p).map(|a| a.display().to_string()).unwrap_or_else(|_| p.clone()))
+            .collect();
+        want.sort();
+        let mut have = s.paths.clone();
+        have.sort();
+        self.host.as_ref().is_none_or(|h| &s.hostname == h)
+            && (want.is_empty() || want == have)
+            && self.tags.iter().all(|t| s.tags.contains(t))
+            && self.of_source.as_ref().is_none_or(|o| s.source.as_ref() == Some(o))
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
+    #[command(flatten)]
+    pub filter: SnapshotFilter,
     /// Snapshot id prefix, or `latest` (with --source: default the source's newest).
     #[arg(required_unless_present = "source")]
     pub snapshot: Option<String>,

@@ -1,5 +1,7 @@
 //! The `holdfast` command line.
 
+#[macro_use]
+mod output;
 mod cli;
 mod commands;
 mod password;
@@ -36,6 +38,11 @@ fn code_for(e: &anyhow::Error) -> u8 {
         {
             return exit::USAGE;
         }
+        if let Some(holdfast_policy::jobs::JobError::UnknownSource { .. }) =
+            cause.downcast_ref::<holdfast_policy::jobs::JobError>()
+        {
+            return exit::USAGE;
+        }
         if let Some(err) = cause.downcast_ref::<holdfast_core::Error>() {
             return match err {
                 holdfast_core::Error::NoRepository { .. } => exit::NO_REPOSITORY,
@@ -65,14 +72,16 @@ fn main() -> ExitCode {
         .without_time()
         .init();
     let json = args.global.json;
-    match commands::run(args) {
+    let result = commands::run(args);
+    output::flush();
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             let code = code_for(&e);
             if json {
                 let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
                 let v = serde_json::json!({ "error": chain.join(": "), "causes": chain, "exit_code": code });
-                println!("{v}");
+                outln!("{v}");
             }
             eprintln!("error: {e}");
             for cause in e.chain().skip(1) {

@@ -143,10 +143,18 @@ pub fn drill(
             if ok {
                 if let Some(q) = &s.verify {
                     let db = s
-                        .database
+                        .verify_database
                         .clone()
-                        .filter(|d| d != "all")
+                        .or_else(|| s.database.clone().filter(|d| d != "all"))
                         .unwrap_or_else(|| "postgres".into());
+                    messages.push(format!(
+                        "verify query runs in database {db:?}{}",
+                        if s.verify_database.is_none() && s.database.as_deref().is_none_or(|d| d == "all") {
+                            " (whole cluster: name another with verify-database = \"...\")"
+                        } else {
+                            ""
+                        }
+                    ));
                     let mut c = Command::new("psql");
                     c.args([
                         "-X",
@@ -176,8 +184,13 @@ pub fn drill(
                     let mut c = Command::new(&tool);
                     conn.my(&mut c);
                     c.args(["-N", "-B"]);
-                    if let Some(db) = s.database.as_deref().filter(|d| *d != "all") {
+                    if let Some(db) = s
+                        .verify_database
+                        .as_deref()
+                        .or(s.database.as_deref().filter(|d| *d != "all"))
+                    {
                         c.arg(format!("--database={db}"));
+                        messages.push(format!("verify query runs in database {db:?}"));
                     }
                     c.args(["-e", q]);
                     ok = verify_query(c, &mut messages);

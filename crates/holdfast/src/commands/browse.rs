@@ -8,11 +8,11 @@ use holdfast_core::util::human_bytes;
 use holdfast_core::{snapshot, Error};
 use holdfast_storage::ObjectKind;
 
-use super::{open, print_json};
-use crate::cli::Global;
+use super::{open, print_json, select};
+use crate::cli::{Global, SnapshotFilter};
 use crate::exit;
 
-pub fn snapshots(g: &Global, host: Option<String>, tag: Option<String>) -> Result<u8> {
+pub fn snapshots(g: &Global, filter: &SnapshotFilter) -> Result<u8> {
     let repo = open(g)?;
     let (all, bad) = snapshot::load_all(&repo)?;
     for e in &bad {
@@ -20,8 +20,7 @@ pub fn snapshots(g: &Global, host: Option<String>, tag: Option<String>) -> Resul
     }
     let list: Vec<_> = all
         .iter()
-        .filter(|s| host.as_ref().is_none_or(|h| &s.snapshot.hostname == h))
-        .filter(|s| tag.as_ref().is_none_or(|t| s.snapshot.tags.contains(t)))
+        .filter(|s| filter.matches(&s.snapshot))
         .collect();
     if g.json {
         let v: Vec<_> = list
@@ -35,13 +34,13 @@ pub fn snapshots(g: &Global, host: Option<String>, tag: Option<String>) -> Resul
         print_json(&v)?;
         return Ok(exit::OK);
     }
-    println!(
+    outln!(
         "{:<10} {:<20} {:<16} {:<12} {:>10}  paths",
         "id", "time (UTC)", "host", "tags", "size"
     );
     for s in &list {
         let sn = &s.snapshot;
-        println!(
+        outln!(
             "{:<10} {:<20} {:<16} {:<12} {:>10}  {}{}",
             s.id.short(),
             sn.time.format("%Y-%m-%d %H:%M:%S"),
@@ -52,14 +51,20 @@ pub fn snapshots(g: &Global, host: Option<String>, tag: Option<String>) -> Resul
             if sn.complete { "" } else { "  (INCOMPLETE)" }
         );
     }
-    println!("{} snapshot(s)", list.len());
+    outln!("{} snapshot(s)", list.len());
     Ok(exit::OK)
 }
 
-pub fn ls(g: &Global, spec: &str, path: Option<&str>, long: bool) -> Result<u8> {
+pub fn ls(
+    g: &Global,
+    filter: &SnapshotFilter,
+    spec: &str,
+    path: Option<&str>,
+    long: bool,
+) -> Result<u8> {
     let repo = open(g)?;
     let (all, _) = snapshot::load_all(&repo)?;
-    let s = snapshot::find(&all, spec)?;
+    let s = select(&all, filter, spec)?;
     let (index, _) = repo.load_index()?;
     let (root, prefix) = match path.map(|p| p.trim_matches('/')).filter(|p| !p.is_empty()) {
         None => (s.snapshot.tree, String::new()),
@@ -108,7 +113,7 @@ fn print_entries(
         if long {
             let t = chrono::DateTime::from_timestamp(n.mtime.div_euclid(1_000_000_000), 0)
                 .unwrap_or_default();
-            println!(
+            outln!(
                 "{:?} {:o} {:>5} {:>5} {:>12} {} {}",
                 n.kind,
                 n.mode,
@@ -119,7 +124,7 @@ fn print_entries(
                 p
             );
         } else {
-            println!("{p}");
+            outln!("{p}");
         }
     }
     Ok(())
@@ -149,10 +154,10 @@ pub fn diff(g: &Global, a: &str, b: &str) -> Result<u8> {
         print_json(&out)?;
     } else {
         for c in &out {
-            println!("{}  {}", c.change, c.path);
+            outln!("{}  {}", c.change, c.path);
         }
         let count = |ch| out.iter().filter(|c| c.change == ch).count();
-        println!(
+        outln!(
             "{} added, {} removed, {} modified, {} metadata only, {} type changed",
             count('+'),
             count('-'),
@@ -164,12 +169,16 @@ pub fn diff(g: &Global, a: &str, b: &str) -> Result<u8> {
     Ok(exit::OK)
 }
 
-pub fn stats(g: &Global, spec: Option<&str>) -> Result<u8> {
+pub fn stats(g: &Global, filter: &SnapshotFilter, spec: Option<&str>) -> Result<u8> {
     let repo = open(g)?;
     let (all, _) = snapshot::load_all(&repo)?;
     let roots: Vec<_> = match spec {
-        Some(s) => vec![snapshot::find(&all, s)?.snapshot.tree],
-        None => all.iter().map(|s| s.snapshot.tree).collect(),
+        Some(s) => vec![select(&all, filter, s)?.snapshot.tree],
+        None => all
+            .iter()
+            .filter(|s| filter.matches(&s.snapshot))
+            .map(|s| s.snapshot.tree)
+            .collect(),
     };
     let (index, _) = repo.load_index()?;
     let trees = Trees::prefetch(&repo, &index, &roots, &|_| true);
@@ -182,29 +191,29 @@ pub fn stats(g: &Global, spec: Option<&str>) -> Result<u8> {
         }))?;
         return Ok(exit::OK);
     }
-    println!("snapshots:            {}", s.snapshots);
-    println!(
+    outln!("snapshots:            {}", s.snapshots);
+    outln!(
         "files:                {} (in {} directories)",
         s.files, s.dirs
     );
-    println!("restore size:         {}", human_bytes(s.restore_size));
-    println!(
+    outln!("restore size:         {}", human_bytes(s.restore_size));
+    outln!(
         "unique data:          {} in {} blobs",
         human_bytes(s.unique_raw_bytes),
         s.unique_blobs
     );
-    println!(
+    outln!(
         "stored for that:      {}",
         human_bytes(s.unique_stored_bytes)
     );
     if s.unique_stored_bytes > 0 {
-        println!(
+        outln!(
             "space saving:         {:.2}x dedup, {:.2}x compression",
             s.restore_size as f64 / s.unique_raw_bytes.max(1) as f64,
             s.unique_raw_bytes as f64 / s.unique_stored_bytes as f64
         );
     }
-    println!(
+    outln!(
         "repository packs:     {} ({})",
         packs.len(),
         human_bytes(repo_bytes)

@@ -30,12 +30,12 @@ pub fn init(g: &Global, compression: i32, pack_size_mib: u32) -> Result<u8> {
             &serde_json::json!({ "id": repo.config().id, "location": repo.storage().location() }),
         )?;
     } else if !g.quiet {
-        println!(
+        outln!(
             "created holdfast repository {} at {}",
             &repo.config().id[..8],
             repo.storage().location()
         );
-        println!("keep the password safe: without it the data cannot be recovered");
+        outln!("keep the password safe: without it the data cannot be recovered");
     }
     Ok(exit::OK)
 }
@@ -93,11 +93,11 @@ pub fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
         }))?;
     } else if !g.quiet {
         let m = &s.summary;
-        println!(
+        outln!(
             "files: {} new, {} changed, {} unmodified; dirs: {}",
             m.files_new, m.files_changed, m.files_unmodified, m.dirs
         );
-        println!(
+        outln!(
             "added to the repository: {} ({} blobs) from {} read, {} in total, {:.2}s",
             human_bytes(m.bytes_added),
             m.blobs_added,
@@ -106,13 +106,13 @@ pub fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
             m.seconds
         );
         match out.id {
-            Some(id) if s.complete => println!("snapshot {} saved", id.short()),
-            Some(id) => println!(
+            Some(id) if s.complete => outln!("snapshot {} saved", id.short()),
+            Some(id) => outln!(
                 "snapshot {} saved INCOMPLETE: {} path(s) could not be read (listed above); it is not a complete recovery point",
                 id.short(),
                 s.errors.len()
             ),
-            None => println!("dry run: nothing was stored"),
+            None => outln!("dry run: nothing was stored"),
         }
     }
     if !s.errors.is_empty() && !g.json {
@@ -154,7 +154,7 @@ impl LockOutcome {
 
     fn print(&self, g: &Global) {
         match self {
-            LockOutcome::Done(r) if !g.quiet && !g.json => println!(
+            LockOutcome::Done(r) if !g.quiet && !g.json => outln!(
                 "object lock: {} objects needed by young recovery points, {} extended",
                 r.needed, r.extended
             ),
@@ -183,7 +183,7 @@ pub fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
     }
     let repo = open(g)?;
     let (all, _) = snapshot::load_all(&repo)?;
-    let snap = snapshot::find(&all, a.snapshot.as_deref().unwrap_or("latest"))?;
+    let snap = super::select(&all, &a.filter, a.snapshot.as_deref().unwrap_or("latest"))?;
     let (index, _) = repo.load_index()?;
     let target = a
         .target
@@ -200,7 +200,7 @@ pub fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
     if g.json {
         print_json(&serde_json::json!({ "snapshot": snap.id.to_hex(), "result": out }))?;
     } else if !g.quiet {
-        println!(
+        outln!(
             "restored snapshot {} to {}: {} files, {} dirs, {} other, {}",
             snap.id.short(),
             opts.target.display(),
@@ -273,9 +273,9 @@ pub fn copy(
         print_json(&v)?;
     } else if !g.quiet {
         for (a, b) in &r.copied {
-            println!("copied {} -> {}", &a[..8], &b[..8]);
+            outln!("copied {} -> {}", &a[..8], &b[..8]);
         }
-        println!(
+        outln!(
             "{} snapshot(s) copied, {} already present; {} uploaded in {} blobs",
             r.copied.len(),
             r.already_present,

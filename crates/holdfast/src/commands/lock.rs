@@ -32,12 +32,12 @@ pub fn object_lock(g: &Global, extend: bool, verify: bool) -> Result<u8> {
         if g.json {
             print_json(&out)?;
         } else if bucket.is_none() {
-            println!(
+            outln!(
                 "{}: the store has no object lock; recovery points are protected only by holdfast's retention lock and the store's access control",
                 repo.storage().location()
             );
         } else {
-            println!(
+            outln!(
                 "{}: Object Lock is not enabled on this bucket (it can only be enabled when the bucket is created)",
                 repo.storage().location()
             );
@@ -50,7 +50,7 @@ pub fn object_lock(g: &Global, extend: bool, verify: bool) -> Result<u8> {
     };
     let mut code = exit::OK;
     if !g.json {
-        println!(
+        outln!(
             "{}: Object Lock {} mode, each recovery point locked for {} days after it is taken",
             repo.storage().location(),
             policy.mode.as_str(),
@@ -60,7 +60,7 @@ pub fn object_lock(g: &Global, extend: bool, verify: bool) -> Result<u8> {
     if extend {
         let r = objlock::extend_if_locked(&repo, now)?.unwrap_or_default();
         if !g.json {
-            println!(
+            outln!(
                 "{} objects needed by young recovery points; {} extended now{}",
                 r.needed,
                 r.extended,
@@ -80,7 +80,7 @@ pub fn object_lock(g: &Global, extend: bool, verify: bool) -> Result<u8> {
         let short = objlock::verify(&repo, &young, policy.window)?;
         if !g.json {
             for s in &short {
-                println!(
+                outln!(
                     "SHORT  {} {}: must stay until {}, locked {}",
                     s.kind,
                     s.name,
@@ -90,7 +90,7 @@ pub fn object_lock(g: &Global, extend: bool, verify: bool) -> Result<u8> {
                         .unwrap_or_else(|| "not at all".into())
                 );
             }
-            println!(
+            outln!(
                 "verified with the store: {} recovery point(s) younger than {} days, {} object(s) locked too briefly{}",
                 young.len(),
                 policy.window / 86_400,
@@ -126,9 +126,9 @@ pub fn undelete(g: &Global, time: &str, dry_run: bool) -> Result<u8> {
         }))?;
     } else {
         for o in &back {
-            println!("{} {o}", if dry_run { "would restore" } else { "restored" });
+            outln!("{} {o}", if dry_run { "would restore" } else { "restored" });
         }
-        println!(
+        outln!(
             "{} object(s) deleted since {} {}{}",
             back.len(),
             date(since),

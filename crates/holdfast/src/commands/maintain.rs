@@ -39,15 +39,15 @@ pub fn check(g: &Global, read_data: bool, subset: Option<String>) -> Result<u8> 
             eprintln!("warning: {w}");
         }
         for e in &r.errors {
-            println!("error: {e}");
+            outln!("error: {e}");
         }
         if !r.affected.is_empty() {
-            println!("affected (snapshot:path):");
+            outln!("affected (snapshot:path):");
             for a in &r.affected {
-                println!("  {a}");
+                outln!("  {a}");
             }
         }
-        println!(
+        outln!(
             "{} snapshots, {} trees, {} packs ({} read): {}",
             r.snapshots,
             r.trees,
@@ -92,7 +92,7 @@ pub fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
             } else {
                 format!("keep ({})", i.reasons.join(", "))
             };
-            println!(
+            outln!(
                 "{} {} {} {}",
                 &i.id[..8],
                 i.time.format("%Y-%m-%d %H:%M:%S"),
@@ -100,7 +100,7 @@ pub fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
                 what
             );
         }
-        println!(
+        outln!(
             "{} snapshot(s) {}, {} kept",
             removed,
             if a.dry_run {
@@ -142,9 +142,9 @@ fn run_prune(
         print_json(&r)?;
     } else if !g.quiet {
         for w in &r.waiting {
-            println!("{w}");
+            outln!("{w}");
         }
-        println!(
+        outln!(
             "{}: {} pack(s) condemned ({} repacked), {} deleted, {} freed",
             if dry_run { "dry run" } else { "prune" },
             r.packs_condemned,
@@ -165,7 +165,7 @@ pub fn key(g: &Global, action: KeyAction) -> Result<u8> {
                 print_json(&keys)?;
             } else {
                 for k in keys {
-                    println!(
+                    outln!(
                         "{} {} {}@{} {}",
                         if k.current { "*" } else { " " },
                         &k.id[..8],
@@ -198,7 +198,7 @@ fn report(g: &Global, what: &str, id: &str) -> Result<()> {
     if g.json {
         print_json(&serde_json::json!({ "key": id }))
     } else {
-        println!("{what} {}", &id[..8.min(id.len())]);
+        outln!("{what} {}", &id[..8.min(id.len())]);
         Ok(())
     }
 }
@@ -221,7 +221,7 @@ pub fn retention_lock(g: &Global, min_age: Option<&str>, compliance: bool) -> Re
         print_json(&lock)?;
     } else {
         match lock {
-            Some(l) => println!(
+            Some(l) => outln!(
                 "retention lock: snapshots younger than {} are never forgotten{} (set {} on {})",
                 humantime::format_duration(std::time::Duration::from_secs(
                     l.min_age_seconds as u64
@@ -234,7 +234,7 @@ pub fn retention_lock(g: &Global, min_age: Option<&str>, compliance: bool) -> Re
                 l.set_at.format("%Y-%m-%d %H:%M"),
                 l.host
             ),
-            None => println!("no retention lock"),
+            None => outln!("no retention lock"),
         }
     }
     Ok(exit::OK)

@@ -25,6 +25,43 @@ pub(crate) fn now() -> Result<chrono::DateTime<chrono::Utc>> {
     }
 }
 
+/// The snapshot `spec` names: an id prefix, or `latest`, the newest snapshot that `filter`
+/// matches. An unfiltered `latest` in a repository of several hosts or path sets says on
+/// standard error which one it picked.
+pub(crate) fn select<'a>(
+    all: &'a [holdfast_core::snapshot::SnapshotEntry],
+    filter: &crate::cli::SnapshotFilter,
+    spec: &str,
+) -> Result<&'a holdfast_core::snapshot::SnapshotEntry> {
+    if spec != "latest" {
+        return Ok(holdfast_core::snapshot::find(all, spec)?);
+    }
+    let m: Vec<_> = all.iter().filter(|s| filter.matches(&s.snapshot)).collect();
+    let Some(s) = m.last().copied() else {
+        return Err(holdfast_core::Error::SnapshotNotFound(if filter.is_empty() {
+            "latest".into()
+        } else {
+            format!("latest (no snapshot matches {filter:?})")
+        })
+        .into());
+    };
+    if filter.is_empty() {
+        let groups: std::collections::HashSet<_> = all
+            .iter()
+            .map(|x| (&x.snapshot.hostname, &x.snapshot.paths, &x.snapshot.source))
+            .collect();
+        if groups.len() > 1 {
+            eprintln!(
+                "note: `latest` is the newest snapshot of any host and path: {} of host {}, paths {}; choose with --host, --path, --tag or --of",
+                s.id.short(),
+                s.snapshot.hostname,
+                s.snapshot.paths.join(" ")
+            );
+        }
+    }
+    Ok(s)
+}
+
 /// Run a command; returns the exit code.
 pub fn run(cli: Cli) -> Result<u8> {
     let g = &cli.global;
@@ -35,14 +72,15 @@ pub fn run(cli: Cli) -> Result<u8> {
         } => data::init(g, compression, pack_size_mib),
         Command::Backup(a) => data::backup(g, a),
         Command::Restore(a) => data::restore(g, a),
-        Command::Snapshots { host, tag } => browse::snapshots(g, host, tag),
+        Command::Snapshots { filter } => browse::snapshots(g, &filter),
         Command::Ls {
+            filter,
             snapshot,
             path,
             long,
-        } => browse::ls(g, &snapshot, path.as_deref(), long),
+        } => browse::ls(g, &filter, &snapshot, path.as_deref(), long),
         Command::Diff { a, b } => browse::diff(g, &a, &b),
-        Command::Stats { snapshot } => browse::stats(g, snapshot.as_deref()),
+        Command::Stats { filter, snapshot } => browse::stats(g, &filter, snapshot.as_deref()),
         Command::Check {
             read_data,
             read_data_subset,
@@ -89,7 +127,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             random,
             scratch,
         } => policy::drill(g, source.as_deref(), random, scratch),
-        Command::Status { html } => policy::status(g, html.as_deref()),
+        Command::Status { html, no_discover } => policy::status(g, html.as_deref(), no_discover),
     }
 }
 
@@ -189,7 +227,7 @@ pub fn kdf() -> KdfParams {
 
 /// Print a value as JSON on stdout.
 pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(v).context("serializing output")?
     );

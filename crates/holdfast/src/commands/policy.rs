@@ -156,12 +156,12 @@ pub fn discover(g: &Global, roots: Vec<PathBuf>, suggest: bool, no_host: bool) -
         .iter()
         .filter(|f| f.protected_by.is_none() && !f.ignored)
         .collect();
-    println!(
+    outln!(
         "{:<11} {:<12} {:>10} {:<17} location",
         "protected", "kind", "size", "last change"
     );
     for f in &found {
-        println!(
+        outln!(
             "{:<11} {:<12} {:>10} {:<17} {}  ({})",
             match (&f.protected_by, f.ignored) {
                 (Some(s), _) => s.chars().take(11).collect(),
@@ -179,7 +179,7 @@ pub fn discover(g: &Global, roots: Vec<PathBuf>, suggest: bool, no_host: bool) -
             f.detail
         );
     }
-    println!(
+    outln!(
         "{} location(s), {} not protected by any source",
         found.len(),
         unprotected.len()
@@ -189,11 +189,25 @@ pub fn discover(g: &Global, roots: Vec<PathBuf>, suggest: bool, no_host: bool) -
             .as_ref()
             .and_then(|w| w.classes.keys().next().cloned())
             .unwrap_or_else(|| "CHOOSE-A-CLASS".into());
-        for f in unprotected.iter().filter(|f| f.kind != "filesystem") {
-            println!("\n{}", disc::suggest(f, &class));
+        let taken: Vec<&str> = w
+            .as_ref()
+            .map(|w| w.sources.iter().map(|s| s.name()).collect())
+            .unwrap_or_default();
+        for block in disc::suggest_all(&unprotected, &class, &taken) {
+            outln!("\n{block}");
         }
     }
     Ok(exit::OK)
+}
+
+/// What discovery finds on this host and under the workload's roots, marked against it.
+fn discovered(w: &Workload, host: bool) -> Vec<disc::Found> {
+    let opts = disc::Options {
+        roots: w.discover.roots.clone(),
+        host,
+        ..Default::default()
+    };
+    disc::discover(Some(w), &opts)
 }
 
 pub fn plan(g: &Global, no_discover: bool) -> Result<u8> {
@@ -202,19 +216,12 @@ pub fn plan(g: &Global, no_discover: bool) -> Result<u8> {
     let progress = CliProgress::new(true);
     let env = env(&w, &open, &progress)?;
     let o = observe::observe(&env);
-    let unprotected: Vec<String> = if no_discover {
+    // Host discovery too (servers, mounts, well-known data directories): data nobody declared
+    // is the first anti-pattern of REL09-BP01, wherever it lives.
+    let unprotected: Vec<disc::Found> = if no_discover {
         Vec::new()
     } else {
-        let opts = disc::Options {
-            roots: w.discover.roots.clone(),
-            host: false,
-            ..Default::default()
-        };
-        disc::discover(Some(&w), &opts)
-            .into_iter()
-            .filter(|f| f.protected_by.is_none() && !f.ignored)
-            .map(|f| f.location)
-            .collect()
+        discovered(&w, true)
     };
     let (fs, sched) = findings::findings(&w, &o.measured(), &unprotected, env.now);
     let high = fs.iter().any(|f| f.severity == Severity::High);
@@ -227,22 +234,22 @@ pub fn plan(g: &Global, no_discover: bool) -> Result<u8> {
             eprintln!("warning: {u}");
         }
         if fs.is_empty() {
-            println!("no anti-patterns found");
+            outln!("no anti-patterns found");
         }
         for f in &fs {
-            println!(
+            outln!(
                 "[{:?}] {} ({}): {}\n    anti-pattern: {}\n    fix: {}",
                 f.severity, f.code, f.subject, f.message, f.anti_pattern, f.fix
             );
         }
-        println!("\ncadence derived from each RPO:");
-        println!(
+        outln!("\ncadence derived from each RPO:");
+        outln!(
             "{:<20} {:>8} {:>10} {:>10}  note",
             "source", "RPO", "interval", "run takes"
         );
         for s in &sched {
             match &s.cadence {
-                Some(c) => println!(
+                Some(c) => outln!(
                     "{:<20} {:>8} {:>10} {:>10}  {}",
                     s.source,
                     duration::show(chrono::Duration::seconds(s.rpo_seconds.unwrap_or(0))),
@@ -254,7 +261,7 @@ pub fn plan(g: &Global, no_discover: bool) -> Result<u8> {
                         "CANNOT MEET THE RPO".to_string()
                     }
                 ),
-                None => println!("{:<20} {:>8}", s.source, "none"),
+                None => outln!("{:<20} {:>8}", s.source, "none"),
             }
         }
     }
@@ -266,9 +273,9 @@ fn print_status(g: &Global, r: &StatusReport) -> Result<()> {
         return print_json(r);
     }
     for u in &r.unreadable {
-        println!("UNREADABLE: {u}");
+        outln!("UNREADABLE: {u}");
     }
-    println!(
+    outln!(
         "{:<18} {:<10} {:<9} {:>7} {:>10} {:<12} {:>7} {:>9} {:<12} {:<10} last job",
         "source", "class", "strategy", "RPO", "newest", "RPO", "RTO", "drill", "RTO", "copies"
     );
@@ -280,7 +287,7 @@ fn print_status(g: &Global, r: &StatusReport) -> Result<()> {
     };
     for s in &r.sources {
         let f = &s.facts;
-        println!(
+        outln!(
             "{:<18} {:<10} {:<9} {:>7} {:>10} {:<12} {:>7} {:>9} {:<12} {:<10} {}",
             f.name,
             f.class.as_deref().unwrap_or("-"),
@@ -307,22 +314,38 @@ fn print_status(g: &Global, r: &StatusReport) -> Result<()> {
                 .unwrap_or_else(|| "-".into()),
         );
         for p in &s.status.problems {
-            println!("    - {p}");
+            outln!("    - {p}");
         }
     }
-    println!("\nrepositories:");
+    outln!("\nrepositories:");
     for repo in &r.repositories {
-        println!(
+        outln!(
             "  {} ({}): encryption {}; immutability: {}",
             repo.name, repo.url, repo.encryption, repo.immutability
         );
         for (src, t) in &repo.holds {
-            println!("    holds {src}, newest {}", t.format("%Y-%m-%d %H:%M"));
+            outln!("    holds {src}, newest {}", t.format("%Y-%m-%d %H:%M"));
         }
     }
-    println!("\ncontrols:");
+    match &r.unprotected {
+        None => outln!("\nhost discovery: not run (data nobody declared is not looked for)"),
+        Some(u) if u.is_empty() => {}
+        Some(u) => {
+            outln!("\ndiscovered on this host, covered by no source (accept on purpose with [[discover.accept]]):");
+            for f in u {
+                outln!(
+                    "  {:<10} {}  ({}){}",
+                    f.kind,
+                    f.location,
+                    f.detail,
+                    f.note.as_ref().map(|n| format!("; {n}")).unwrap_or_default()
+                );
+            }
+        }
+    }
+    outln!("\ncontrols:");
     for c in &r.controls {
-        println!(
+        outln!(
             "  [{}] {}{}",
             if c.passed { "pass" } else { "FAIL" },
             c.title,
@@ -336,12 +359,15 @@ fn print_status(g: &Global, r: &StatusReport) -> Result<()> {
     Ok(())
 }
 
-pub fn status(g: &Global, html: Option<&Path>) -> Result<u8> {
+pub fn status(g: &Global, html: Option<&Path>, no_discover: bool) -> Result<u8> {
     let w = workload(g)?;
     let open = opener(&w, false);
     let progress = CliProgress::new(true);
     let env = env(&w, &open, &progress)?;
-    let r = observe::status(&env);
+    let mut r = observe::status(&env);
+    if !no_discover {
+        r = r.with_discovery(discovered(&w, true));
+    }
     if let Some(h) = html {
         std::fs::write(h, holdfast_policy::report::html(&r))
             .with_context(|| format!("writing {}", h.display()))?;
@@ -353,11 +379,9 @@ pub fn status(g: &Global, html: Option<&Path>) -> Result<u8> {
 pub fn protect(g: &Global, only: Option<&str>) -> Result<u8> {
     let mut w = workload(g)?;
     if let Some(o) = only {
-        anyhow::ensure!(
-            w.source(o).is_some(),
-            "no source named {o:?} in {}",
-            w.path.display()
-        );
+        if w.source(o).is_none() {
+            return Err(JobError::unknown_source(&w, o).into());
+        }
         w.sources.retain(|s| s.name() == o);
     }
     let open = opener(&w, true);
@@ -377,10 +401,19 @@ pub fn protect(g: &Global, only: Option<&str>) -> Result<u8> {
     if g.json {
         print_json(&serde_json::json!({ "protect": lines, "status": r }))?;
     } else {
+        // -q (for cron): only jobs that did not simply complete, and failing controls.
         for l in &lines {
-            println!("{}: {}", l.source, l.action);
-            for j in &l.jobs {
-                println!(
+            let notable: Vec<_> = l
+                .jobs
+                .iter()
+                .filter(|j| !g.quiet || j.state != holdfast_core::records::JobState::Completed)
+                .collect();
+            if g.quiet && notable.is_empty() {
+                continue;
+            }
+            outln!("{}: {}", l.source, l.action);
+            for j in notable {
+                outln!(
                     "    {} {} in {:.2}s{}{}",
                     j.job,
                     serde_json::to_value(j.state)?.as_str().unwrap_or_default(),
@@ -397,8 +430,17 @@ pub fn protect(g: &Global, only: Option<&str>) -> Result<u8> {
                 );
             }
         }
-        println!();
-        print_status(g, &r)?;
+        if g.quiet {
+            for c in r.controls.iter().filter(|c| !c.passed) {
+                outln!("[FAIL] {}: {}", c.title, c.failing.join(", "));
+            }
+            for u in &r.unreadable {
+                outln!("UNREADABLE: {u}");
+            }
+        } else {
+            outln!();
+            print_status(g, &r)?;
+        }
     }
     let failed = lines
         .iter()
@@ -447,10 +489,10 @@ pub fn drill(
         print_json(&results)?;
     } else {
         if results.is_empty() {
-            println!("no drill is due");
+            outln!("no drill is due");
         }
         for d in &results {
-            println!(
+            outln!(
                 "{} {} drill {}: {:.2}s{}",
                 d.source,
                 d.kind,
@@ -462,7 +504,7 @@ pub fn drill(
                     .unwrap_or_default()
             );
             for m in &d.messages {
-                println!("    {m}");
+                outln!("    {m}");
             }
         }
     }
@@ -478,24 +520,33 @@ pub fn restore_source(g: &Global, name: &str, a: crate::cli::RestoreArgs) -> Res
     let w = workload(g)?;
     let s = w
         .source(name)
-        .with_context(|| format!("no source named {name:?} in {}", w.path.display()))?;
+        .ok_or_else(|| JobError::unknown_source(&w, name))?;
     let (rname, rcfg) = w
         .repository_of(s)
         .with_context(|| format!("source {name} has no repository"))?;
     let repo = opener(&w, false)(rname, rcfg)?;
     let (all, _) = holdfast_core::snapshot::load_all(&repo)?;
+    let me = holdfast_core::util::hostname();
     let mine: Vec<_> = all
         .iter()
         .filter(|x| x.snapshot.source.as_deref() == Some(name))
         .cloned()
         .collect();
     let snap = match a.snapshot.as_deref() {
+        // The newest complete point of this source made by this host (or any host, for a
+        // shared source, or the host --host names); an explicit id may name any of them.
         None | Some("latest") => mine
             .iter()
             .rev()
+            .filter(|x| match &a.filter.host {
+                Some(h) => &x.snapshot.hostname == h,
+                None => s.owns(x.snapshot.source.as_deref(), &x.snapshot.hostname, &me),
+            })
             .find(|x| x.snapshot.complete)
             .cloned()
-            .with_context(|| format!("source {name} has no complete recovery point"))?,
+            .with_context(|| {
+                format!("source {name} has no complete recovery point made by host {} (another host's: pass --host NAME or a snapshot id)", a.filter.host.as_deref().unwrap_or(&me))
+            })?,
         Some(id) => holdfast_core::snapshot::find(&mine, id)?.clone(),
     };
     if s.kind == SourceKind::Path {
@@ -522,7 +573,7 @@ pub fn restore_source(g: &Global, name: &str, a: crate::cli::RestoreArgs) -> Res
         if g.json {
             print_json(&serde_json::json!({ "snapshot": snap.id.to_hex(), "result": out }))?;
         } else {
-            println!(
+            outln!(
                 "restored {name} from snapshot {} into {}: {} files",
                 snap.id.short(),
                 opts.target.display(),
@@ -543,7 +594,7 @@ pub fn restore_source(g: &Global, name: &str, a: crate::cli::RestoreArgs) -> Res
         print_json(&serde_json::json!({ "snapshot": snap.id.to_hex(), "done": done }))?;
     } else {
         for d in &done {
-            println!("{d}");
+            outln!("{d}");
         }
     }
     Ok(exit::OK)
