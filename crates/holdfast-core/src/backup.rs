@@ -634,6 +634,29 @@ pub fn writable_index(repo: &Repository, adopt: bool) -> Result<Index> {
     Ok(index.without_packs(&condemned))
 }
 
+/// A path given to back up must be something whose data a snapshot holds: a block or character
+/// device, fifo or socket named on its own would be stored as a bare node with none of its
+/// content (inside a directory tree such nodes are stored as what they are, like `tar`).
+fn refuse_unsupported_root(p: &Path, m: &fs::Metadata) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = m.file_type();
+    let what = if t.is_block_device() {
+        "a block device (a volume)"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_fifo() {
+        "a named pipe"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        return Ok(());
+    };
+    Err(Error::Invalid(format!(
+        "{} is {what}: a backup of it would hold the device node, not its data; back up the file system mounted from it, or its data with a command source (e.g. a snapshot tool's output on standard output)",
+        p.display()
+    )))
+}
+
 /// Run a backup.
 pub fn backup(
     repo: &Repository,
@@ -652,6 +675,7 @@ pub fn backup(
     for p in &opts.paths {
         let abs = absolute(p)?;
         let m = fs::symlink_metadata(&abs).map_err(|e| Error::io("reading", &abs, e))?;
+        refuse_unsupported_root(&abs, &m)?;
         let name = abs
             .file_name()
             .map(FsName::from_os)

@@ -93,8 +93,24 @@ mod tests {
             assert_eq!(parse_seconds(s), Ok(secs), "{s}");
         }
         for bad in [
-            "", "15", "5M", "5H", "5 min", "5 minutes", "5min", "1.5h", "-3m", " 5m", "5m ",
-            "5m  3s", "m", "fast", "5y", "5mo", "99999999999999999999s", "300000000000000w",
+            "",
+            "15",
+            "5M",
+            "5H",
+            "5 min",
+            "5 minutes",
+            "5min",
+            "1.5h",
+            "-3m",
+            " 5m",
+            "5m ",
+            "5m  3s",
+            "m",
+            "fast",
+            "5y",
+            "5mo",
+            "99999999999999999999s",
+            "300000000000000w",
         ] {
             let e = parse_seconds(bad).unwrap_err();
             assert!(e.contains("units: s (seconds)"), "{bad}: {e}");

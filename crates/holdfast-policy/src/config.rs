@@ -417,6 +417,9 @@ impl Workload {
                     self.repositories.len()
                 ));
             }
+            if s.kind == SourceKind::S3 {
+                return self.err_at(s.name.span(), format!("source {n:?}: kind \"s3\" (a bucket as a source) is not supported by this version: nothing would be backed up; back the bucket up with a command source (e.g. command = \"rclone cat ...\") or a path source over a synced copy"));
+            }
             if s.kind == SourceKind::Command && s.command.is_none() {
                 return self.err_at(s.name.span(), format!("source {n:?} of kind command needs command = \"...\" (its standard output is backed up)"));
             }

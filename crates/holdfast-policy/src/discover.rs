@@ -273,7 +273,12 @@ fn well_known(out: &mut Vec<Found>, budget: &mut usize) {
             out.push(found(kind, path, detail, budget));
         }
         for c in clusters {
-            out.push(found(kind, &c, "PostgreSQL data directory (cluster)", budget));
+            out.push(found(
+                kind,
+                &c,
+                "PostgreSQL data directory (cluster)",
+                budget,
+            ));
         }
     }
 }
@@ -336,7 +341,11 @@ fn search_root(root: &Path, o: &Options, out: &mut Vec<Found>, budget: &mut usiz
                     out.push(Found {
                         size: Some(size),
                         modified,
-                        ..Found::new("data-dir", p.display().to_string(), "large directory".into())
+                        ..Found::new(
+                            "data-dir",
+                            p.display().to_string(),
+                            "large directory".into(),
+                        )
                     });
                 }
             }
@@ -388,7 +397,10 @@ pub fn mark(w: &Workload, out: &mut [Found]) {
         .collect();
     for f in out.iter_mut() {
         f.protected_by = covering_source(w, f);
-        if f.protected_by.is_none() && !f.is_server() && matches!(f.kind.as_str(), "postgres" | "mysql") {
+        if f.protected_by.is_none()
+            && !f.is_server()
+            && matches!(f.kind.as_str(), "postgres" | "mysql")
+        {
             let served = servers.iter().find(|(d, _)| {
                 d.as_deref()
                     .is_some_and(|d| Path::new(d).starts_with(&f.location))
@@ -403,7 +415,9 @@ pub fn mark(w: &Workload, out: &mut [Found]) {
             if let Some(p) = w.sources.iter().find(|s| {
                 s.kind == SourceKind::Path
                     && s.strategy.is_some()
-                    && s.all_paths().iter().any(|p| Path::new(&f.location).starts_with(p))
+                    && s.all_paths()
+                        .iter()
+                        .any(|p| Path::new(&f.location).starts_with(p))
             }) {
                 if matches!(f.kind.as_str(), "postgres" | "mysql" | "sqlite") {
                     f.note = Some(format!(
@@ -511,7 +525,9 @@ pub fn suggest_all(found: &[&Found], class: &str, taken: &[&str]) -> Vec<String>
         .collect();
     let mut out = Vec::new();
     for f in found {
-        if f.kind == "filesystem" || (!f.is_server() && served.iter().any(|d| Path::new(d).starts_with(&f.location))) {
+        if f.kind == "filesystem"
+            || (!f.is_server() && served.iter().any(|d| Path::new(d).starts_with(&f.location)))
+        {
             continue;
         }
         let base = suggested_name(f);

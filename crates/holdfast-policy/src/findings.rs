@@ -93,7 +93,10 @@ pub fn findings(
             fix,
         })
     };
-    for u in unprotected.iter().filter(|u| u.protected_by.is_none() && !u.ignored) {
+    for u in unprotected
+        .iter()
+        .filter(|u| u.protected_by.is_none() && !u.ignored)
+    {
         let loc = &u.location;
         // A mounted file system is listed for completeness: the data on it is found and judged
         // location by location, so an uncovered mount alone is worth a look, not an alarm.

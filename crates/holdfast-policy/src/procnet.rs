@@ -156,7 +156,10 @@ pub fn listeners() -> Vec<Listener> {
             .map(|s| s.trim().to_string())
             .unwrap_or_default()
     };
-    let mut add = |key_kind: Option<&'static str>, pid: Option<u32>, port: Option<u16>, sock: Option<&str>| {
+    let mut add = |key_kind: Option<&'static str>,
+                   pid: Option<u32>,
+                   port: Option<u16>,
+                   sock: Option<&str>| {
         let kind = match pid.and_then(|p| kind_of_process(&comm(p))).or(key_kind) {
             Some(k) => k,
             None => return,
@@ -190,14 +193,22 @@ pub fn listeners() -> Vec<Listener> {
     for (port, inode) in &tcp {
         let pid = owner.get(inode).copied();
         // A visible process of another kind on a well-known port is not a database.
-        let k = if pid.is_some() { None } else { kind_of_port(*port) };
+        let k = if pid.is_some() {
+            None
+        } else {
+            kind_of_port(*port)
+        };
         if pid.is_some() || k.is_some() {
             add(k, pid, Some(*port), None);
         }
     }
     for (path, inode) in &unix {
         let pid = owner.get(inode).copied();
-        let k = if pid.is_some() { None } else { kind_of_socket(path) };
+        let k = if pid.is_some() {
+            None
+        } else {
+            kind_of_socket(path)
+        };
         add(k, pid, None, Some(path));
     }
     let mut v: Vec<Listener> = by.into_values().collect();

@@ -265,7 +265,10 @@ pub struct SnapshotFilter {
 impl SnapshotFilter {
     /// Whether no criterion is set.
     pub fn is_empty(&self) -> bool {
-        self.host.is_none() && self.paths.is_empty() && self.tags.is_empty() && self.of_source.is_none()
+        self.host.is_none()
+            && self.paths.is_empty()
+            && self.tags.is_empty()
+            && self.of_source.is_none()
     }
 
     /// Whether a snapshot matches.
@@ -273,7 +276,11 @@ impl SnapshotFilter {
         let mut want: Vec<String> = self
             .paths
             .iter()
-            .map(|p| std::path::absolute(p).map(|a| a.display().to_string()).unwrap_or_else(|_| p.clone()))
+            .map(|p| {
+                std::path::absolute(p)
+                    .map(|a| a.display().to_string())
+                    .unwrap_or_else(|_| p.clone())
+            })
             .collect();
         want.sort();
         let mut have = s.paths.clone();
@@ -281,7 +288,10 @@ impl SnapshotFilter {
         self.host.as_ref().is_none_or(|h| &s.hostname == h)
             && (want.is_empty() || want == have)
             && self.tags.iter().all(|t| s.tags.contains(t))
-            && self.of_source.as_ref().is_none_or(|o| s.source.as_ref() == Some(o))
+            && self
+                .of_source
+                .as_ref()
+                .is_none_or(|o| s.source.as_ref() == Some(o))
     }
 }
 

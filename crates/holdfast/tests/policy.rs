@@ -183,7 +183,7 @@ fn protect_runs_only_what_is_due_and_catches_up_once() {
     assert_eq!(jobs[1]["state"], "completed");
     assert_eq!(jobs[2]["job"], "retention");
     // Snapshots carry their source and the injected time.
-    let st = w.json(&at(75), &["status"], 4);
+    let st = w.json(&at(75), &["status", "--no-discover"], 4);
     assert_eq!(source(&st, "orders")["points"].as_array().unwrap().len(), 3);
     assert_eq!(source(&st, "orders")["status"]["rpo"], "met");
 }
@@ -193,10 +193,10 @@ fn breached_rpo_turns_status_red() {
     let w = W::new("");
     w.json(T0, &["protect"], 4);
     w.json(T0, &["drill"], 0);
-    let ok = w.json(&at(1), &["status"], 0);
+    let ok = w.json(&at(1), &["status", "--no-discover"], 0);
     assert!(control(&ok, "recovery-point-within-rpo"));
     // Two days later without protect: both RPOs breached, exit code 4.
-    let st = w.json(&at(2 * 24 * 60), &["status"], 4);
+    let st = w.json(&at(2 * 24 * 60), &["status", "--no-discover"], 4);
     assert_eq!(source(&st, "orders")["status"]["rpo"], "breached");
     assert_eq!(source(&st, "logs")["status"]["rpo"], "breached");
     assert!(!control(&st, "recovery-point-within-rpo"));
@@ -206,7 +206,7 @@ fn breached_rpo_turns_status_red() {
     let html = w.path("status.html");
     w.cmd(
         &at(2 * 24 * 60),
-        &["status", "--html", html.to_str().unwrap()],
+        &["status", "--no-discover", "--html", html.to_str().unwrap()],
     )
     .assert()
     .code(4);
@@ -230,7 +230,7 @@ fn drills_are_timed_recorded_and_can_fail() {
     let d = w.json(&at(2), &["drill", "cache"], 0);
     assert_eq!(d[0]["kind"], "reproduce");
     assert_eq!(d[0]["passed"], true, "{d}");
-    let st = w.json(&at(3), &["status"], 4); // logs never drilled
+    let st = w.json(&at(3), &["status", "--no-discover"], 4); // logs never drilled
     assert_eq!(source(&st, "orders")["status"]["rto"], "met");
     assert!(source(&st, "orders")["status"]["drill_seconds"]
         .as_f64()
@@ -241,7 +241,7 @@ fn drills_are_timed_recorded_and_can_fail() {
     assert_eq!(d.as_array().unwrap().len(), 1, "{d}");
     assert_eq!(d[0]["source"], "logs");
     assert_eq!(
-        w.json(&at(5), &["status"], 0)["controls"]
+        w.json(&at(5), &["status", "--no-discover"], 0)["controls"]
             .as_array()
             .unwrap()
             .iter()
@@ -258,7 +258,7 @@ fn drills_are_timed_recorded_and_can_fail() {
     fs::write(w.path("holdfast.toml"), t).unwrap();
     let d = w.json(&at(6), &["drill", "orders"], 4);
     assert_eq!(d[0]["passed"], false);
-    let st = w.json(&at(7), &["status"], 4);
+    let st = w.json(&at(7), &["status", "--no-discover"], 4);
     assert_eq!(source(&st, "orders")["status"]["rto"], "breached");
 }
 
@@ -312,11 +312,8 @@ fn discover_finds_an_unprotected_sqlite_database() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     let block = &text[text.find("[[source]]").unwrap()..];
-    let block = block
-        .split("\n\n")
-        .next()
-        .unwrap()
-        .replace("kind = \"sqlite\"", "kind = \"path\"");
+    let block = block.split("\n\n").next().unwrap().to_string();
+    assert!(block.contains("kind = \"sqlite\""), "{block}");
     let mut toml = fs::read_to_string(w.path("holdfast.toml")).unwrap();
     toml.push('\n');
     toml.push_str(&block);
@@ -342,7 +339,9 @@ fn discover_finds_an_unprotected_sqlite_database() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|f| f["code"] == "unknown-source"),
+            .any(|f| f["code"] == "unknown-source"
+                && f["subject"].as_str().unwrap().ends_with("y.sqlite")
+                && f["severity"] == "high"),
         "{plan}"
     );
 }
@@ -449,13 +448,13 @@ fn workload_errors_name_file_line_and_column() {
             "class = \"lo\"\nstrategy = \"backup\"",
         );
     fs::write(w.path("holdfast.toml"), t).unwrap();
-    let o = w.cmd(T0, &["status"]).output().unwrap();
+    let o = w.cmd(T0, &["status", "--no-discover"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("holdfast.toml:"), "{err}");
     assert!(err.contains("class \"lo\""), "{err}");
     let o = w
-        .cmd(T0, &["status"])
+        .cmd(T0, &["status", "--no-discover"])
         .env("HOLDFAST_CONFIG", w.path("missing.toml"))
         .output()
         .unwrap();
@@ -529,7 +528,7 @@ fn class_copies_are_made_verified_and_reported() {
         .find(|j| j["job"] == "copy")
         .unwrap();
     assert_eq!(copy["state"], "failed", "{orders}");
-    let st = run(&later, &["status"]);
+    let st = run(&later, &["status", "--no-discover"]);
     assert_eq!(
         source(&st, "orders")["status"]["copies"],
         "breached",

@@ -149,7 +149,9 @@ pub fn drill(
                         .unwrap_or_else(|| "postgres".into());
                     messages.push(format!(
                         "verify query runs in database {db:?}{}",
-                        if s.verify_database.is_none() && s.database.as_deref().is_none_or(|d| d == "all") {
+                        if s.verify_database.is_none()
+                            && s.database.as_deref().is_none_or(|d| d == "all")
+                        {
                             " (whole cluster: name another with verify-database = \"...\")"
                         } else {
                             ""

@@ -59,9 +59,7 @@ fn chown_tree(p: &Path, uid: u32, gid: u32) -> Result<(), String> {
 /// out as root while running as root, the `postgres` user.
 fn owner(dir: &Path) -> Result<(u32, u32), String> {
     let m = fs::metadata(dir.join("PG_VERSION")).map_err(|e| {
-        format!(
-            "the base backup holds no PG_VERSION ({e}): it is not a PostgreSQL data directory"
-        )
+        format!("the base backup holds no PG_VERSION ({e}): it is not a PostgreSQL data directory")
     })?;
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
@@ -123,8 +121,10 @@ pub fn restore(
         // Move the old directory aside first, so the two clusters never mix, then remove it.
         let old: PathBuf = parent.join(format!(".{name}.holdfast-replaced-{}", std::process::id()));
         fs::rename(target, &old).map_err(|e| format!("moving {} aside: {e}", target.display()))?;
-        fs::rename(&fresh, target).map_err(|e| format!("moving the restored cluster into {}: {e}", target.display()))?;
-        fs::remove_dir_all(&old).map_err(|e| format!("removing the replaced cluster {}: {e}", old.display()))?;
+        fs::rename(&fresh, target)
+            .map_err(|e| format!("moving the restored cluster into {}: {e}", target.display()))?;
+        fs::remove_dir_all(&old)
+            .map_err(|e| format!("removing the replaced cluster {}: {e}", old.display()))?;
         done.push(format!("replaced the old contents of {}", target.display()));
     } else {
         fs::rename(&fresh, target)

@@ -57,9 +57,9 @@ pub fn openers(files: &[PathBuf]) -> Vec<(u32, String)> {
         let Ok(fds) = fs::read_dir(p.path().join("fd")) else {
             continue;
         };
-        let open = fds.flatten().any(|fd| {
-            fs::metadata(fd.path()).is_ok_and(|m| ids.contains(&(m.dev(), m.ino())))
-        });
+        let open = fds
+            .flatten()
+            .any(|fd| fs::metadata(fd.path()).is_ok_and(|m| ids.contains(&(m.dev(), m.ino()))));
         if open {
             let name = fs::read_to_string(p.path().join("comm"))
                 .map(|s| s.trim().to_string())
@@ -70,9 +70,10 @@ pub fn openers(files: &[PathBuf]) -> Vec<(u32, String)> {
     out
 }
 
+/// `PRAGMA integrity_check` through a read-write connection: when it closes, SQLite removes the
+/// `-wal` and `-shm` it made (a read-only connection would leave them behind).
 fn integrity(p: &Path) -> Result<(), String> {
-    let c = rusqlite::Connection::open_with_flags(p, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(|e| format!("opening {}: {e}", p.display()))?;
+    let c = rusqlite::Connection::open(p).map_err(|e| format!("opening {}: {e}", p.display()))?;
     let r: String = c
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .map_err(|e| format!("integrity check of {}: {e}", p.display()))?;

@@ -18,10 +18,7 @@ pub fn snapshots(g: &Global, filter: &SnapshotFilter) -> Result<u8> {
     for e in &bad {
         eprintln!("warning: {e}");
     }
-    let list: Vec<_> = all
-        .iter()
-        .filter(|s| filter.matches(&s.snapshot))
-        .collect();
+    let list: Vec<_> = all.iter().filter(|s| filter.matches(&s.snapshot)).collect();
     if g.json {
         let v: Vec<_> = list
             .iter()
@@ -36,7 +33,11 @@ pub fn snapshots(g: &Global, filter: &SnapshotFilter) -> Result<u8> {
     }
     outln!(
         "{:<10} {:<20} {:<16} {:<12} {:>10}  paths",
-        "id", "time (UTC)", "host", "tags", "size"
+        "id",
+        "time (UTC)",
+        "host",
+        "tags",
+        "size"
     );
     for s in &list {
         let sn = &s.snapshot;
@@ -194,7 +195,8 @@ pub fn stats(g: &Global, filter: &SnapshotFilter, spec: Option<&str>) -> Result<
     outln!("snapshots:            {}", s.snapshots);
     outln!(
         "files:                {} (in {} directories)",
-        s.files, s.dirs
+        s.files,
+        s.dirs
     );
     outln!("restore size:         {}", human_bytes(s.restore_size));
     outln!(

@@ -95,7 +95,10 @@ pub fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
         let m = &s.summary;
         outln!(
             "files: {} new, {} changed, {} unmodified; dirs: {}",
-            m.files_new, m.files_changed, m.files_unmodified, m.dirs
+            m.files_new,
+            m.files_changed,
+            m.files_unmodified,
+            m.dirs
         );
         outln!(
             "added to the repository: {} ({} blobs) from {} read, {} in total, {:.2}s",

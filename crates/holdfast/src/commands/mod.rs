@@ -38,12 +38,14 @@ pub(crate) fn select<'a>(
     }
     let m: Vec<_> = all.iter().filter(|s| filter.matches(&s.snapshot)).collect();
     let Some(s) = m.last().copied() else {
-        return Err(holdfast_core::Error::SnapshotNotFound(if filter.is_empty() {
-            "latest".into()
-        } else {
-            format!("latest (no snapshot matches {filter:?})")
-        })
-        .into());
+        return Err(
+            holdfast_core::Error::SnapshotNotFound(if filter.is_empty() {
+                "latest".into()
+            } else {
+                format!("latest (no snapshot matches {filter:?})")
+            })
+            .into(),
+        );
     };
     if filter.is_empty() {
         let groups: std::collections::HashSet<_> = all

@@ -141,7 +141,12 @@ pub fn discover(g: &Global, roots: Vec<PathBuf>, suggest: bool, no_host: bool) -
         .as_ref()
         .map(|w| w.discover.roots.clone())
         .unwrap_or_default();
-    all_roots.extend(roots);
+    // Absolute, so what is found can be pasted into a workload file anywhere.
+    all_roots.extend(
+        roots
+            .into_iter()
+            .map(|r| std::path::absolute(&r).unwrap_or(r)),
+    );
     let opts = disc::Options {
         roots: all_roots,
         host: !no_host,
@@ -158,7 +163,10 @@ pub fn discover(g: &Global, roots: Vec<PathBuf>, suggest: bool, no_host: bool) -
         .collect();
     outln!(
         "{:<11} {:<12} {:>10} {:<17} location",
-        "protected", "kind", "size", "last change"
+        "protected",
+        "kind",
+        "size",
+        "last change"
     );
     for f in &found {
         outln!(
@@ -239,13 +247,21 @@ pub fn plan(g: &Global, no_discover: bool) -> Result<u8> {
         for f in &fs {
             outln!(
                 "[{:?}] {} ({}): {}\n    anti-pattern: {}\n    fix: {}",
-                f.severity, f.code, f.subject, f.message, f.anti_pattern, f.fix
+                f.severity,
+                f.code,
+                f.subject,
+                f.message,
+                f.anti_pattern,
+                f.fix
             );
         }
         outln!("\ncadence derived from each RPO:");
         outln!(
             "{:<20} {:>8} {:>10} {:>10}  note",
-            "source", "RPO", "interval", "run takes"
+            "source",
+            "RPO",
+            "interval",
+            "run takes"
         );
         for s in &sched {
             match &s.cadence {
@@ -277,7 +293,16 @@ fn print_status(g: &Global, r: &StatusReport) -> Result<()> {
     }
     outln!(
         "{:<18} {:<10} {:<9} {:>7} {:>10} {:<12} {:>7} {:>9} {:<12} {:<10} last job",
-        "source", "class", "strategy", "RPO", "newest", "RPO", "RTO", "drill", "RTO", "copies"
+        "source",
+        "class",
+        "strategy",
+        "RPO",
+        "newest",
+        "RPO",
+        "RTO",
+        "drill",
+        "RTO",
+        "copies"
     );
     let v = |v: holdfast_policy::compliance::Verdict| {
         serde_json::to_value(v)
@@ -321,7 +346,10 @@ fn print_status(g: &Global, r: &StatusReport) -> Result<()> {
     for repo in &r.repositories {
         outln!(
             "  {} ({}): encryption {}; immutability: {}",
-            repo.name, repo.url, repo.encryption, repo.immutability
+            repo.name,
+            repo.url,
+            repo.encryption,
+            repo.immutability
         );
         for (src, t) in &repo.holds {
             outln!("    holds {src}, newest {}", t.format("%Y-%m-%d %H:%M"));
@@ -338,7 +366,10 @@ fn print_status(g: &Global, r: &StatusReport) -> Result<()> {
                     f.kind,
                     f.location,
                     f.detail,
-                    f.note.as_ref().map(|n| format!("; {n}")).unwrap_or_default()
+                    f.note
+                        .as_ref()
+                        .map(|n| format!("; {n}"))
+                        .unwrap_or_default()
                 );
             }
         }
