@@ -57,6 +57,11 @@ pub enum Event {
         /// Compliance mode.
         compliance: bool,
     },
+    /// A key slot was removed (`key remove`, `key passwd`).
+    KeyRemoved {
+        /// Its id.
+        id: String,
+    },
     /// The operator accepted that these history entries are lost (`holdfast history
     /// --accept-loss`), after looking into it.
     LossAccepted {
@@ -226,6 +231,8 @@ pub struct Audit {
     pub reappeared: Vec<Id>,
     /// Strongest retention lock the history records.
     pub retention_lock: Option<LockEvent>,
+    /// Key slots that were removed and are present again (a revoked password's slot put back).
+    pub revived_keys: Vec<String>,
 }
 
 impl Audit {
@@ -249,6 +256,9 @@ impl Audit {
         }
         if let Some(r) = &self.rolled_back {
             out.push(r.clone());
+        }
+        for k in &self.revived_keys {
+            out.push(format!("key slot {} was removed but is back (an old copy put back: its password opens the repository again); remove it again with `holdfast key remove {}`", &k[..8.min(k.len())], k));
         }
         out
     }
@@ -314,6 +324,7 @@ pub fn audit(repo: &Repository) -> Result<Audit> {
     let mut accepted: BTreeSet<&str> = BTreeSet::new();
     let mut added: HashMap<Id, Vanished> = HashMap::new();
     let mut forgotten: BTreeSet<Id> = BTreeSet::new();
+    let mut removed_keys: BTreeSet<String> = BTreeSet::new();
     for e in entries.values() {
         for ev in &e.events {
             match ev {
@@ -348,9 +359,21 @@ pub fn audit(repo: &Repository) -> Result<Audit> {
                     l.set_at = l.set_at.max(e.time);
                 }
                 Event::LossAccepted { names } => accepted.extend(names.iter().map(String::as_str)),
+                Event::KeyRemoved { id } => {
+                    removed_keys.insert(id.clone());
+                }
             }
         }
     }
+    let keep: Vec<bool> = a
+        .damaged_names
+        .iter()
+        .map(|n| !accepted.contains(n.as_str()))
+        .collect();
+    let mut k = keep.iter();
+    a.damaged.retain(|_| *k.next().expect("same length"));
+    let mut k = keep.iter();
+    a.damaged_names.retain(|_| *k.next().expect("same length"));
     let mut missing: BTreeSet<String> = BTreeSet::new();
     for (name, e) in &entries {
         for p in &e.parents {
@@ -408,6 +431,14 @@ pub fn audit(repo: &Repository) -> Result<Audit> {
         .copied()
         .collect();
     a.reappeared = snaps.iter().filter(|s| forgotten.contains(s)).copied().collect();
+
+    a.revived_keys = repo
+        .storage()
+        .list(ObjectKind::Key)?
+        .into_iter()
+        .filter(|k| removed_keys.contains(&k.name))
+        .map(|k| k.name)
+        .collect();
 
     let heads: Vec<String> = entries
         .iter()

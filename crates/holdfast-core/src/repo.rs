@@ -310,6 +310,10 @@ impl Repository {
                     .into(),
             ));
         }
+        crate::history::append(
+            self,
+            vec![crate::history::Event::KeyRemoved { id: k.id.clone() }],
+        )?;
         self.storage.delete(ObjectKind::Key, &k.id)?;
         self.storage.flush()?;
         Ok(k.id.clone())
@@ -319,6 +323,10 @@ impl Repository {
     pub fn change_password(&mut self, new_password: &[u8], kdf: KdfParams) -> Result<String> {
         let new_id = self.add_key(new_password, kdf)?;
         let old = std::mem::replace(&mut self.key_id, new_id.clone());
+        crate::history::append(
+            self,
+            vec![crate::history::Event::KeyRemoved { id: old.clone() }],
+        )?;
         self.storage.delete(ObjectKind::Key, &old)?;
         self.storage.flush()?;
         Ok(new_id)
