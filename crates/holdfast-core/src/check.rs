@@ -285,7 +285,8 @@ fn trust(repo: &Repository, r: &mut CheckReport) -> Result<()> {
         r.damaged.push(format!("history {d}"));
     }
     for u in &st.unreadable {
-        r.damaged.push(u.split(" is damaged").next().unwrap_or(u).to_string());
+        r.damaged
+            .push(u.split(" is damaged").next().unwrap_or(u).to_string());
         r.errors.push(format!(
             "{u}: it may be a retention lock, so forget refuses until it is restored from a copy (or removed, if you know it is not a lock)"
         ));

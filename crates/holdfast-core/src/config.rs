@@ -223,6 +223,8 @@ pub fn read_config(storage: &dyn Storage) -> Result<RepoConfig> {
 mod tests {
     use super::*;
 
+    type Edit = Box<dyn Fn(&mut RepoConfig)>;
+
     fn cfg() -> RepoConfig {
         RepoConfig {
             format: "holdfast".into(),
@@ -243,7 +245,7 @@ mod tests {
         let mut c = cfg();
         c.seal(&k);
         c.verify(&k, "here").unwrap();
-        let edits: Vec<Box<dyn Fn(&mut RepoConfig)>> = vec![
+        let edits: Vec<Edit> = vec![
             Box::new(|c| c.chunker.min = 64),
             Box::new(|c| c.chunker.avg = 256),
             Box::new(|c| c.compression = 19),
@@ -267,9 +269,18 @@ mod tests {
     #[test]
     fn fields_are_bounded() {
         for (f, want) in [
-            (Box::new(|c: &mut RepoConfig| c.compression = 100) as Box<dyn Fn(&mut _)>, "compression"),
-            (Box::new(|c: &mut RepoConfig| c.cipher = "none".into()), "cipher"),
-            (Box::new(|c: &mut RepoConfig| c.chunker.max = 1 << 30), "chunker"),
+            (
+                Box::new(|c: &mut RepoConfig| c.compression = 100) as Box<dyn Fn(&mut _)>,
+                "compression",
+            ),
+            (
+                Box::new(|c: &mut RepoConfig| c.cipher = "none".into()),
+                "cipher",
+            ),
+            (
+                Box::new(|c: &mut RepoConfig| c.chunker.max = 1 << 30),
+                "chunker",
+            ),
             (Box::new(|c: &mut RepoConfig| c.id = "../x".into()), "id"),
         ] {
             let mut c = cfg();

@@ -42,7 +42,9 @@ pub enum Error {
         detail: String,
     },
     /// `forget` cannot know the retention lock in force.
-    #[error("retention lock cannot be verified: {detail}. forget refuses to remove anything until then")]
+    #[error(
+        "retention lock cannot be verified: {detail}. forget refuses to remove anything until then"
+    )]
     RetentionLockUnverifiable {
         /// What is unreadable or missing, and the fix.
         detail: String,

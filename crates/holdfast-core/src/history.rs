@@ -100,7 +100,10 @@ pub fn read(repo: &Repository, name: &str) -> Result<Entry> {
     let seq = seq_of(name).ok_or_else(|| Error::corrupt(what(), "not a history entry name"))?;
     let raw = repo.storage().get(ObjectKind::History, name)?;
     if raw.len() > MAX_ENTRY {
-        return Err(Error::corrupt(what(), format!("{} bytes is too large", raw.len())));
+        return Err(Error::corrupt(
+            what(),
+            format!("{} bytes is too large", raw.len()),
+        ));
     }
     if Id::of_bytes(&raw).to_hex() != name[16..] {
         return Err(Error::corrupt(what(), "content does not match its name"));
@@ -109,9 +112,13 @@ pub fn read(repo: &Repository, name: &str) -> Result<Entry> {
         .key()
         .decrypt(AAD, &raw)
         .map_err(|e| Error::corrupt(what(), e.to_string()))?;
-    let e: Entry = serde_json::from_slice(&plain).map_err(|e| Error::corrupt(what(), e.to_string()))?;
+    let e: Entry =
+        serde_json::from_slice(&plain).map_err(|e| Error::corrupt(what(), e.to_string()))?;
     if e.seq != seq {
-        return Err(Error::corrupt(what(), "its sequence number differs from its name's"));
+        return Err(Error::corrupt(
+            what(),
+            "its sequence number differs from its name's",
+        ));
     }
     Ok(e)
 }
@@ -252,7 +259,9 @@ impl Audit {
             out.push(format!("history entry {m} is missing: the history was cut (entries deleted on the store); what it recorded cannot be verified. After investigating, `holdfast history --accept-loss` accepts it"));
         }
         for d in &self.damaged {
-            out.push(format!("{d}: after investigating, delete it and run `holdfast history --accept-loss`"));
+            out.push(format!(
+                "{d}: after investigating, delete it and run `holdfast history --accept-loss`"
+            ));
         }
         if let Some(r) = &self.rolled_back {
             out.push(r.clone());
@@ -430,7 +439,11 @@ pub fn audit(repo: &Repository) -> Result<Audit> {
         .filter(|s| !added.contains_key(s) && !forgotten.contains(s))
         .copied()
         .collect();
-    a.reappeared = snaps.iter().filter(|s| forgotten.contains(s)).copied().collect();
+    a.reappeared = snaps
+        .iter()
+        .filter(|s| forgotten.contains(s))
+        .copied()
+        .collect();
 
     a.revived_keys = repo
         .storage()

@@ -138,7 +138,10 @@ mod tests {
             history_heads: vec!["x".into()],
         });
         assert!(a.config_authenticated);
-        assert_eq!((a.history_seq, a.history_heads.clone()), (5, vec!["b".into()]));
+        assert_eq!(
+            (a.history_seq, a.history_heads.clone()),
+            (5, vec!["b".into()])
+        );
         a.raise(&RepoState {
             history_seq: 5,
             history_heads: vec!["a".into()],

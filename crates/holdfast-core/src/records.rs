@@ -168,7 +168,10 @@ impl LockState {
     /// The strongest lock known from readable records and the history together (for refusing
     /// to lower a compliance lock even when its record was deleted).
     pub fn strongest(&self) -> Option<(i64, bool)> {
-        let r = self.lock.as_ref().map(|l| (l.min_age_seconds, l.compliance));
+        let r = self
+            .lock
+            .as_ref()
+            .map(|l| (l.min_age_seconds, l.compliance));
         let h = self
             .audit
             .retention_lock

@@ -190,7 +190,7 @@ impl Repository {
                         key,
                         config,
                         key_id: s.name.clone(),
-                    })
+                    });
                 }
                 Err(None) => continue,
                 Err(Some(m)) => {

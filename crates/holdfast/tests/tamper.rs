@@ -101,7 +101,10 @@ impl Fx {
     fn fails(&self, args: &[&str], code: i32, needle: &str) -> Out {
         let o = self.run(args);
         assert_eq!(o.code, code, "holdfast {args:?} should exit {code}: {o}");
-        assert!(o.all().contains(needle), "holdfast {args:?} should say {needle:?}: {o}");
+        assert!(
+            o.all().contains(needle),
+            "holdfast {args:?} should say {needle:?}: {o}"
+        );
         o
     }
     /// `check --read-data` fails and names `needle` among its errors.
@@ -110,7 +113,10 @@ impl Fx {
         assert_eq!(o.code, 1, "check should find {needle:?}: {o}");
         let j = o.json();
         let errors = j["errors"].to_string();
-        assert!(errors.contains(needle), "check errors should name {needle:?}: {o}");
+        assert!(
+            errors.contains(needle),
+            "check errors should name {needle:?}: {o}"
+        );
         j
     }
     /// `check --read-data` passes (nothing is lost) but warns `needle`.
@@ -118,7 +124,10 @@ impl Fx {
         let o = self.run(&["--json", "check", "--read-data"]);
         assert_eq!(o.code, 0, "check: {o}");
         let w = o.json()["warnings"].to_string();
-        assert!(w.contains(needle), "check warnings should name {needle:?}: {o}");
+        assert!(
+            w.contains(needle),
+            "check warnings should name {needle:?}: {o}"
+        );
     }
     fn names(&self, kind: &str) -> Vec<String> {
         let mut out = Vec::new();
@@ -129,7 +138,13 @@ impl Fx {
                 if e.file_type().unwrap().is_dir() {
                     stack.push(e.path());
                 } else {
-                    out.push(e.path().strip_prefix(self.repo()).unwrap().to_string_lossy().into_owned());
+                    out.push(
+                        e.path()
+                            .strip_prefix(self.repo())
+                            .unwrap()
+                            .to_string_lossy()
+                            .into_owned(),
+                    );
                 }
             }
         }
@@ -151,7 +166,10 @@ impl Fx {
     }
     /// Copy a directory of the repository aside (to roll back to later).
     fn save(&self, kind: &str) -> PathBuf {
-        let to = self.dir.path().join(format!("saved-{kind}-{}", rand::random::<u32>()));
+        let to = self
+            .dir
+            .path()
+            .join(format!("saved-{kind}-{}", rand::random::<u32>()));
         copy_dir(&self.at(kind), &to);
         to
     }
@@ -234,7 +252,11 @@ fn config_delete_is_named() {
     let fx = Fx::new();
     fs::remove_file(fx.at("config")).unwrap();
     fx.fails(&["snapshots"], 1, "key slots but no config object");
-    fx.fails(&["backup", fx.src().to_str().unwrap()], 1, "not a holdfast repository");
+    fx.fails(
+        &["backup", fx.src().to_str().unwrap()],
+        1,
+        "not a holdfast repository",
+    );
 }
 
 #[test]
@@ -276,7 +298,11 @@ fn config_edits_fail_the_mac_and_insane_values_are_refused_before_it() {
         c["chunker"]["avg"] = 256.into();
         c["chunker"]["max"] = 1024.into();
     });
-    let o = fx.fails(&["backup", fx.src().to_str().unwrap()], 1, "its MAC does not match");
+    let o = fx.fails(
+        &["backup", fx.src().to_str().unwrap()],
+        1,
+        "its MAC does not match",
+    );
     assert!(o.stderr.contains("was tampered with"), "{o}");
     // Nothing was written with the attacker's settings.
     assert_eq!(fx.snapshots_raw(), 2);
@@ -285,7 +311,10 @@ fn config_edits_fail_the_mac_and_insane_values_are_refused_before_it() {
             Box::new(|c: &mut Value| c["compression"] = 100.into()) as Box<dyn Fn(&mut Value)>,
             "compression level 100",
         ),
-        (Box::new(|c: &mut Value| c["cipher"] = "none".into()), "cipher \"none\""),
+        (
+            Box::new(|c: &mut Value| c["cipher"] = "none".into()),
+            "cipher \"none\"",
+        ),
         (
             Box::new(|c: &mut Value| {
                 let m = c["mac"].as_str().unwrap().to_string();
@@ -470,7 +499,10 @@ fn index_replayed_after_prune_is_a_check_error() {
     let fx = Fx::new();
     let saved = fx.save("index");
     fx.forget_first_and_prune();
-    assert!(fx.replay("index", &saved) > 0, "prune replaced no index file");
+    assert!(
+        fx.replay("index", &saved) > 0,
+        "prune replaced no index file"
+    );
     fx.check_error("is named by the index but missing");
 }
 
@@ -523,7 +555,9 @@ fn snapshot_replayed_after_forget_is_a_check_finding() {
     let o = fx.run(&["--json", "check"]);
     assert_eq!(o.code, 1, "{o}");
     assert!(
-        o.json()["warnings"].to_string().contains("forgotten but are present again"),
+        o.json()["warnings"]
+            .to_string()
+            .contains("forgotten but are present again"),
         "{o}"
     );
     // The next forget removes it again, whatever its policy keeps.
@@ -551,7 +585,11 @@ fn locked() -> Fx {
 
 fn forget_refuses(fx: &Fx, needle: &str) {
     let before = fx.snapshots_raw();
-    let o = fx.fails(&["forget", "--keep-last", "1"], 1, "retention lock cannot be verified");
+    let o = fx.fails(
+        &["forget", "--keep-last", "1"],
+        1,
+        "retention lock cannot be verified",
+    );
     assert!(o.stderr.contains(needle), "{o}");
     assert_eq!(fx.snapshots_raw(), before, "forget removed snapshots: {o}");
 }
@@ -566,7 +604,11 @@ fn record_delete_of_the_lock_fails_closed() {
     forget_refuses(&fx, "--min-age 30d --compliance");
     fx.check_error("no readable record holds it");
     // Lowering is still refused: the history knows the lock.
-    fx.fails(&["retention-lock", "--min-age", "1d"], 1, "cannot be lowered");
+    fx.fails(
+        &["retention-lock", "--min-age", "1d"],
+        1,
+        "cannot be lowered",
+    );
     // The fix named in the error works.
     fx.ok(&["retention-lock", "--min-age", "30d", "--compliance"]);
     let o = fx.ok(&["forget", "--keep-last", "1"]);
@@ -635,8 +677,16 @@ fn history_replay_from_another_repository_is_damaged() {
     let other = fx.dir.path().join("other");
     assert_eq!(fx.run_in(&other, &["init"], &[]).code, 0);
     let src = fx.src();
-    assert_eq!(fx.run_in(&other, &["backup", src.to_str().unwrap()], &[]).code, 0);
-    let e = fs::read_dir(other.join("history")).unwrap().next().unwrap().unwrap();
+    assert_eq!(
+        fx.run_in(&other, &["backup", src.to_str().unwrap()], &[])
+            .code,
+        0
+    );
+    let e = fs::read_dir(other.join("history"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
     fs::copy(e.path(), fx.at("history").join(e.file_name())).unwrap();
     fx.check_error("history entry");
 }
@@ -663,12 +713,18 @@ fn gc_plan_flip_is_a_named_error() {
     fs::write(&live, b"not an encrypted session: counts as live").unwrap();
     fx.ok(&["prune", "--max-unused", "0"]);
     let plans = fx.names("gc");
-    assert!(!plans.is_empty(), "prune left no plan while a session looked live");
+    assert!(
+        !plans.is_empty(),
+        "prune left no plan while a session looked live"
+    );
     flip(&fx.at(&plans[0]), 40);
     // Today check stops with the named error (branch gc may turn it into a finding).
     let o = fx.run(&["check"]);
     assert_eq!(o.code, 1, "{o}");
-    assert!(o.all().contains("gc plan") && o.all().contains("is damaged"), "{o}");
+    assert!(
+        o.all().contains("gc plan") && o.all().contains("is damaged"),
+        "{o}"
+    );
     let o = fx.run(&["backup", fx.src().to_str().unwrap()]);
     assert_ne!(o.code, 0, "backup ran with a damaged plan: {o}");
     assert!(o.all().contains("gc plan"), "{o}");
