@@ -192,14 +192,23 @@ impl Storage for LocalStorage {
             return Err(StorageError::from_io("writing", self.loc(&dest), e));
         }
         let dir = dest.parent().map(Path::to_path_buf).unwrap_or_default();
-        let result = match mode {
+        let link = || match mode {
             PutMode::Overwrite => fs::rename(&tmp, &dest),
-            PutMode::CreateNew => {
-                let r = fs::hard_link(&tmp, &dest);
-                let _ = fs::remove_file(&tmp);
-                r
-            }
+            PutMode::CreateNew => fs::hard_link(&tmp, &dest),
         };
+        let mut result = link();
+        if matches!(&result, Err(e) if e.kind() == io::ErrorKind::NotFound) {
+            // A kind added after this repository was created (`history/`): make its directory.
+            if fs::create_dir(&dir).is_ok() {
+                if let Some(parent) = dir.parent() {
+                    self.mark_dirty(parent.to_path_buf());
+                }
+            }
+            result = link();
+        }
+        if mode == PutMode::CreateNew {
+            let _ = fs::remove_file(&tmp);
+        }
         match result {
             Ok(()) => {
                 self.mark_dirty(dir);

@@ -46,6 +46,10 @@ pub struct CheckReport {
     pub damaged: Vec<String>,
     /// Files (and trees) that a damaged or missing blob affects: `snapshot-id:path`.
     pub affected: Vec<String>,
+    /// History entries read.
+    pub history_entries: usize,
+    /// Snapshots that vanished outside forget (ids).
+    pub vanished: Vec<String>,
 }
 
 impl CheckReport {
@@ -263,8 +267,40 @@ pub fn check(
     if !lost.is_empty() {
         r.affected = affected_paths(repo, &index, &snaps, &lost);
     }
+    trust(repo, &mut r)?;
     progress.finish();
     Ok(r)
+}
+
+/// What an attacker with write access to the store could have changed: snapshots that vanished
+/// outside forget, a cut or rolled-back history, unreadable records, a lost retention lock, an
+/// unauthenticated config.
+fn trust(repo: &Repository, r: &mut CheckReport) -> Result<()> {
+    let st = crate::records::lock_state(repo)?;
+    r.history_entries = st.audit.entries;
+    r.vanished = st.audit.vanished.iter().map(|v| v.id.to_hex()).collect();
+    r.errors.extend(st.audit.errors());
+    r.warnings.extend(st.audit.warnings());
+    for d in &st.audit.damaged_names {
+        r.damaged.push(format!("history {d}"));
+    }
+    for u in &st.unreadable {
+        r.damaged
+            .push(u.split(" is damaged").next().unwrap_or(u).to_string());
+        r.errors.push(format!(
+            "{u}: it may be a retention lock, so forget refuses until it is restored from a copy (or removed, if you know it is not a lock)"
+        ));
+    }
+    if let Some(m) = st.lock_record_lost() {
+        r.errors.push(m);
+    }
+    if !repo.config().is_authenticated_format() {
+        r.warnings.push(format!(
+            "the config is format version {} and not authenticated: anyone with write access to the store can change its settings unnoticed; run `holdfast migrate`",
+            repo.config().version
+        ));
+    }
+    Ok(())
 }
 
 /// Which files and directories of which snapshots reference any of `lost`.

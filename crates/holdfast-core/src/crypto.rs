@@ -29,6 +29,7 @@ pub struct MasterKey {
     secret: [u8; 64],
     cipher: XChaCha20Poly1305,
     mac_key: [u8; 32],
+    config_key: [u8; 32],
     chunker_seed: u64,
 }
 
@@ -51,10 +52,12 @@ impl MasterKey {
         let enc = blake3::derive_key("holdfast 2026-11 data encryption key", &secret);
         let mac_key = blake3::derive_key("holdfast 2026-11 chunk id key", &secret);
         let seed = blake3::derive_key("holdfast 2026-11 chunker seed", &secret);
+        let config_key = blake3::derive_key("holdfast 2026-11 config mac key", &secret);
         MasterKey {
             secret,
             cipher: XChaCha20Poly1305::new(&enc.into()),
             mac_key,
+            config_key,
             chunker_seed: u64::from_le_bytes(seed[..8].try_into().expect("8 bytes")),
         }
     }
@@ -72,6 +75,11 @@ impl MasterKey {
     /// Keyed BLAKE3 of a blob's plaintext: its id.
     pub fn blob_id(&self, data: &[u8]) -> Id {
         Id(*blake3::keyed_hash(&self.mac_key, data).as_bytes())
+    }
+
+    /// Keyed BLAKE3 MAC of the config's canonical bytes (format version 2).
+    pub fn config_mac(&self, canonical: &[u8]) -> [u8; 32] {
+        *blake3::keyed_hash(&self.config_key, canonical).as_bytes()
     }
 
     /// Encrypt `plain`, binding `aad` (which must be given again to decrypt).

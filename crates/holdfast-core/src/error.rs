@@ -33,6 +33,22 @@ pub enum Error {
         /// Highest supported version.
         supported: u32,
     },
+    /// The config was changed outside holdfast (its MAC fails) or downgraded to drop its MAC.
+    #[error("the config of {location} was tampered with: {detail}. Its settings cannot be trusted: restore `config` from a copy of the repository, or recreate it with `holdfast init` elsewhere and `holdfast copy`")]
+    ConfigTampered {
+        /// Where.
+        location: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// `forget` cannot know the retention lock in force.
+    #[error(
+        "retention lock cannot be verified: {detail}. forget refuses to remove anything until then"
+    )]
+    RetentionLockUnverifiable {
+        /// What is unreadable or missing, and the fix.
+        detail: String,
+    },
     /// No key slot opens with the password.
     #[error("wrong password: none of the {slots} key slot(s) of {location} opens with it; check HOLDFAST_PASSWORD, HOLDFAST_PASSWORD_FILE or HOLDFAST_PASSWORD_COMMAND")]
     WrongPassword {

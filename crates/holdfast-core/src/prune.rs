@@ -87,7 +87,18 @@ pub fn forget_matching(
         }
     }
     out.sort_by(|a, b| a.time.cmp(&b.time).then(a.id.cmp(&b.id)));
-    if let Some(lock) = crate::records::retention_lock(repo)? {
+    let locks = crate::records::lock_state(repo)?;
+    if let Some(detail) = locks.unverifiable() {
+        return Err(Error::RetentionLockUnverifiable { detail });
+    }
+    // Snapshots an earlier forget removed that are back (an old copy put back, or that forget
+    // was interrupted): they were already forgotten, so they go unless a lock keeps them.
+    for item in out.iter_mut() {
+        if Id::from_hex(&item.id).is_some_and(|id| locks.audit.reappeared.contains(&id)) {
+            item.reasons.clear();
+        }
+    }
+    if let Some(lock) = &locks.lock {
         let limit = now - chrono::Duration::seconds(lock.min_age_seconds);
         for item in out
             .iter_mut()
@@ -101,8 +112,21 @@ pub fn forget_matching(
         }
     }
     if !dry_run {
-        for item in out.iter().filter(|i| i.reasons.is_empty()) {
-            repo.storage().delete(ObjectKind::Snapshot, &item.id)?;
+        let ids: Vec<Id> = out
+            .iter()
+            .filter(|i| i.reasons.is_empty())
+            .filter_map(|i| Id::from_hex(&i.id))
+            .collect();
+        if !ids.is_empty() {
+            // Recorded before deleting: a crash in between leaves snapshots that the history
+            // says are forgotten (a warning, and the next forget removes them), never an alarm.
+            crate::history::append(
+                repo,
+                vec![crate::history::Event::SnapshotsForgotten { ids: ids.clone() }],
+            )?;
+        }
+        for id in ids {
+            repo.storage().delete(ObjectKind::Snapshot, &id.to_hex())?;
         }
         repo.storage().flush()?;
     }

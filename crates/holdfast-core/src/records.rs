@@ -11,6 +11,9 @@ use crate::repo::Repository;
 
 const AAD: &[u8] = b"holdfast record";
 
+/// The `type` of every record this holdfast reads.
+const KNOWN_TYPES: [&str; 4] = ["job", "drill", "retention_lock", "object_locks"];
+
 /// How a job ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -105,11 +108,86 @@ pub struct RetentionLock {
     pub host: String,
 }
 
-/// The strongest retention lock in force: the largest minimum age, compliance if any
-/// compliance lock exists.
-pub fn retention_lock(repo: &Repository) -> Result<Option<RetentionLock>> {
+/// Everything known about retention locks, readable or not.
+#[derive(Debug, Clone, Default)]
+pub struct LockState {
+    /// The strongest lock held by a readable record.
+    pub lock: Option<RetentionLock>,
+    /// Records that cannot be read (`record NAME is damaged: ...`): any of them may be a lock.
+    pub unreadable: Vec<String>,
+    /// What the history says about locks.
+    pub audit: crate::history::Audit,
+}
+
+impl LockState {
+    /// The history records a stronger lock than any readable record holds: the lock record
+    /// was deleted or replaced.
+    pub fn lock_record_lost(&self) -> Option<String> {
+        if let Some(h) = &self.audit.retention_lock {
+            let held = self.lock.as_ref();
+            let weaker = held.is_none_or(|l| {
+                l.min_age_seconds < h.min_age_seconds || (h.compliance && !l.compliance)
+            });
+            if weaker {
+                return Some(format!(
+                    "the history records a retention lock of {} days{} (set {}), but no readable record holds it: the lock record was deleted or replaced. Set it again with `holdfast retention-lock --min-age {}d{}`",
+                    h.min_age_seconds / 86_400,
+                    if h.compliance { " in compliance mode" } else { "" },
+                    h.set_at.format("%Y-%m-%d %H:%M UTC"),
+                    (h.min_age_seconds + 86_399) / 86_400,
+                    if h.compliance { " --compliance" } else { "" },
+                ));
+            }
+        }
+        None
+    }
+
+    /// Why the lock in force cannot be known, if it cannot: an unreadable record, a history that
+    /// records a stronger lock than the records hold (the lock record was deleted), or damaged,
+    /// missing or rolled-back history entries (one may have recorded a lock).
+    pub fn unverifiable(&self) -> Option<String> {
+        if let Some(u) = self.unreadable.first() {
+            return Some(format!(
+                "{u} ({} unreadable record(s) in all); it may be a retention lock. Restore it from a copy of the repository or the store's object versions; if you know it is not a lock, delete it from records/ and set the lock again with `holdfast retention-lock --min-age ...`",
+                self.unreadable.len()
+            ));
+        }
+        if let Some(m) = self.lock_record_lost() {
+            return Some(m);
+        }
+        let a = &self.audit;
+        if !a.damaged.is_empty() || !a.missing.is_empty() || a.rolled_back.is_some() {
+            return Some(format!(
+                "the history is damaged or cut ({}), and a lost entry may have recorded a retention lock: run `holdfast check`; after investigating, `holdfast history --accept-loss`",
+                a.errors().into_iter().find(|e| !e.starts_with("snapshot ")).unwrap_or_default()
+            ));
+        }
+        None
+    }
+
+    /// The strongest lock known from readable records and the history together (for refusing
+    /// to lower a compliance lock even when its record was deleted).
+    pub fn strongest(&self) -> Option<(i64, bool)> {
+        let r = self
+            .lock
+            .as_ref()
+            .map(|l| (l.min_age_seconds, l.compliance));
+        let h = self
+            .audit
+            .retention_lock
+            .map(|l| (l.min_age_seconds, l.compliance));
+        match (r, h) {
+            (Some(a), Some(b)) => Some((a.0.max(b.0), a.1 || b.1)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// Read every record and the history's lock events.
+pub fn lock_state(repo: &Repository) -> Result<LockState> {
+    let (records, unreadable) = load_checked(repo)?;
     let mut best: Option<RetentionLock> = None;
-    for r in load_all(repo)? {
+    for r in records {
         if let Record::RetentionLock(l) = r {
             best = Some(match best {
                 None => l,
@@ -122,11 +200,27 @@ pub fn retention_lock(repo: &Repository) -> Result<Option<RetentionLock>> {
             });
         }
     }
-    Ok(best)
+    Ok(LockState {
+        lock: best,
+        unreadable,
+        audit: crate::history::audit(repo)?,
+    })
+}
+
+/// The strongest retention lock in force: the largest minimum age, compliance if any
+/// compliance lock exists. Fails closed ([`Error::RetentionLockUnverifiable`]) when the lock in
+/// force cannot be known (see [`LockState::unverifiable`]).
+pub fn retention_lock(repo: &Repository) -> Result<Option<RetentionLock>> {
+    let st = lock_state(repo)?;
+    if let Some(detail) = st.unverifiable() {
+        return Err(Error::RetentionLockUnverifiable { detail });
+    }
+    Ok(st.lock)
 }
 
 /// Set a retention lock. Locks only ever add up: a new lock below the one in force is refused
-/// when that one is in compliance mode, and otherwise the strongest still wins.
+/// when that one is in compliance mode (as known from the records or the history), and
+/// otherwise the strongest still wins. Setting a lock is also the fix when its record was lost.
 pub fn set_retention_lock(
     repo: &Repository,
     min_age_seconds: i64,
@@ -138,11 +232,12 @@ pub fn set_retention_lock(
             "a retention lock needs a positive minimum age".into(),
         ));
     }
-    if let Some(cur) = retention_lock(repo)? {
-        if cur.compliance && min_age_seconds < cur.min_age_seconds {
+    let st = lock_state(repo)?;
+    if let Some((cur, true)) = st.strongest() {
+        if min_age_seconds < cur {
             return Err(Error::Refused(format!(
                 "the repository has a compliance-mode retention lock of {} days, which cannot be lowered",
-                cur.min_age_seconds / 86_400
+                cur / 86_400
             )));
         }
     }
@@ -153,7 +248,14 @@ pub fn set_retention_lock(
         host: crate::util::hostname(),
     };
     save(repo, &Record::RetentionLock(l.clone()))?;
-    Ok(retention_lock(repo)?.unwrap_or(l))
+    crate::history::append(
+        repo,
+        vec![crate::history::Event::RetentionLockSet {
+            min_age_seconds,
+            compliance,
+        }],
+    )?;
+    Ok(lock_state(repo)?.lock.unwrap_or(l))
 }
 
 /// Store a record.
@@ -165,11 +267,29 @@ pub fn save(repo: &Repository, r: &Record) -> Result<Id> {
 
 /// Load every record (damaged ones are skipped with a warning), oldest first.
 pub fn load_all(repo: &Repository) -> Result<Vec<Record>> {
+    let (out, bad) = load_checked(repo)?;
+    for b in bad {
+        tracing::warn!("record skipped: {b}");
+    }
+    Ok(out)
+}
+
+/// Load every record, oldest first, and say which cannot be read (`record NAME is damaged:
+/// ...`): damaged, written with another key, or not a record this holdfast knows.
+pub fn load_checked(repo: &Repository) -> Result<(Vec<Record>, Vec<String>)> {
     let mut out = Vec::new();
+    let mut bad = Vec::new();
     for o in repo.storage().list(ObjectKind::Record)? {
-        match repo.load_json::<Record>(ObjectKind::Record, &o.name, AAD) {
-            Ok(r) => out.push(r),
-            Err(e @ Error::Corrupt { .. }) => tracing::warn!("record skipped: {e}"),
+        match repo.load_json::<serde_json::Value>(ObjectKind::Record, &o.name, AAD) {
+            Ok(v) => match serde_json::from_value::<Record>(v.clone()) {
+                Ok(r) => out.push(r),
+                // Authentic, of a type a newer holdfast wrote: not ours to judge.
+                Err(e) if !KNOWN_TYPES.contains(&v["type"].as_str().unwrap_or("")) => {
+                    tracing::debug!("record {} of an unknown type skipped: {e}", o.name)
+                }
+                Err(e) => bad.push(format!("record {} is damaged: {e}", o.name)),
+            },
+            Err(e @ Error::Corrupt { .. }) => bad.push(e.to_string()),
             Err(Error::Storage(e)) if e.is_not_found() => continue,
             Err(e) => return Err(e),
         }
@@ -180,5 +300,5 @@ pub fn load_all(repo: &Repository) -> Result<Vec<Record>> {
         Record::RetentionLock(l) => l.set_at,
         Record::ObjectLocks(l) => l.at,
     });
-    Ok(out)
+    Ok((out, bad))
 }

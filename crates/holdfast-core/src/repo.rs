@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use holdfast_storage::{ObjectKind, PutMode, Storage, StorageError};
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::config::read_config;
+use serde::{de::DeserializeOwned, Serialize};
 
 use crate::blob::{self, BlobType};
 use crate::crypto::MasterKey;
@@ -12,71 +14,7 @@ use crate::id::Id;
 use crate::index::{Index, IndexFile};
 use crate::keys::{KdfParams, KeySlot};
 
-/// The repository format version this build writes and the highest it reads.
-pub const FORMAT_VERSION: u32 = 1;
-
-/// Content-defined chunking parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChunkerParams {
-    /// Smallest chunk.
-    pub min: u32,
-    /// Target average.
-    pub avg: u32,
-    /// Largest chunk.
-    pub max: u32,
-}
-
-impl ChunkerParams {
-    /// Check the parameters against what FastCDC accepts (64 B..=1 MiB minimum,
-    /// 256 B..=4 MiB average, 1 KiB..=16 MiB maximum, min <= avg <= max).
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        let ok = (64..=1 << 20).contains(&self.min)
-            && (256..=4 << 20).contains(&self.avg)
-            && (1024..=16 << 20).contains(&self.max)
-            && self.min <= self.avg
-            && self.avg <= self.max;
-        if ok {
-            Ok(())
-        } else {
-            Err(format!(
-                "chunker parameters min {} avg {} max {} are out of range (min 64 B..=1 MiB, avg 256 B..=4 MiB, max 1 KiB..=16 MiB, min <= avg <= max)",
-                self.min, self.avg, self.max
-            ))
-        }
-    }
-}
-
-impl Default for ChunkerParams {
-    /// 512 KiB / 1 MiB / 8 MiB; see docs/DESIGN.md for the measurement behind it.
-    fn default() -> Self {
-        ChunkerParams {
-            min: 512 * 1024,
-            avg: 1024 * 1024,
-            max: 8 * 1024 * 1024,
-        }
-    }
-}
-
-/// The plaintext `config` object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RepoConfig {
-    /// Always "holdfast".
-    pub format: String,
-    /// Format version.
-    pub version: u32,
-    /// Random repository id (hex).
-    pub id: String,
-    /// Creation time (RFC 3339).
-    pub created: String,
-    /// Chunker parameters.
-    pub chunker: ChunkerParams,
-    /// zstd level for new blobs (0 = off).
-    pub compression: i32,
-    /// Target pack size in bytes.
-    pub pack_size: u32,
-    /// Always "xchacha20-poly1305".
-    pub cipher: String,
-}
+pub use crate::config::{ChunkerParams, RepoConfig, FORMAT_VERSION};
 
 /// Options for [`Repository::init`].
 #[derive(Debug, Clone)]
@@ -126,57 +64,36 @@ pub struct KeyInfo {
     pub created: String,
 }
 
-fn read_config(storage: &dyn Storage) -> Result<RepoConfig> {
-    let location = storage.location();
-    let raw = match storage.get(ObjectKind::Config, "config") {
-        Ok(r) => r,
-        Err(StorageError::NotFound { .. }) => {
-            // Distinguish "nothing here" from "something else here".
-            let has_keys = storage
-                .list(ObjectKind::Key)
-                .map(|l| !l.is_empty())
-                .unwrap_or(false);
-            return Err(if has_keys {
-                Error::Foreign {
-                    location,
-                    detail: "key slots but no config object".into(),
-                }
-            } else {
-                Error::NoRepository { location }
-            });
+/// Verify the config's MAC, and refuse an unauthenticated (version 1) config where this host
+/// has seen the repository's config authenticated before (a downgrade to drop the MAC).
+fn authenticate_config(config: &RepoConfig, key: &MasterKey, location: &str) -> Result<()> {
+    config.verify(key, location)?;
+    let seen = crate::localstate::load(&config.id);
+    if config.is_authenticated_format() {
+        if !seen.config_authenticated {
+            crate::localstate::raise(
+                &config.id,
+                &crate::localstate::RepoState {
+                    config_authenticated: true,
+                    ..Default::default()
+                },
+            );
         }
-        Err(e) => return Err(e.into()),
-    };
-    let v: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| Error::Foreign {
-        location: location.clone(),
-        detail: format!("its config is not JSON: {e}"),
-    })?;
-    if v.get("format").and_then(|f| f.as_str()) != Some("holdfast") {
-        return Err(Error::Foreign {
-            location,
-            detail: "its config does not say format \"holdfast\"".into(),
+    } else if seen.config_authenticated {
+        return Err(Error::ConfigTampered {
+            location: location.into(),
+            detail: format!(
+                "it says format version {} (no MAC), but this host has seen it authenticated (format version 2): someone replaced it with an unauthenticated one",
+                config.version
+            ),
         });
+    } else {
+        tracing::warn!(
+            "the config of {location} is format version {} and not authenticated: anyone with write access to the store can change its settings; run `holdfast migrate`",
+            config.version
+        );
     }
-    let version = v.get("version").and_then(|f| f.as_u64()).unwrap_or(0) as u32;
-    if version > FORMAT_VERSION {
-        return Err(Error::NewerFormat {
-            location,
-            found: version,
-            supported: FORMAT_VERSION,
-        });
-    }
-    let c: RepoConfig = serde_json::from_value(v)
-        .map_err(|e| Error::corrupt("repository config", e.to_string()))?;
-    if let Err(m) = c.chunker.validate() {
-        return Err(Error::corrupt("repository config", m));
-    }
-    if !(1 << 20..=1 << 30).contains(&c.pack_size) {
-        return Err(Error::corrupt(
-            "repository config",
-            format!("pack size {} is outside 1 MiB..=1 GiB", c.pack_size),
-        ));
-    }
-    Ok(c)
+    Ok(())
 }
 
 impl Repository {
@@ -219,8 +136,11 @@ impl Repository {
             chunker: opts.chunker,
             compression: opts.compression,
             pack_size: opts.pack_size,
-            cipher: "xchacha20-poly1305".into(),
+            cipher: crate::config::CIPHER.into(),
+            mac: None,
         };
+        let mut config = config;
+        config.seal(&key);
         let slot = KeySlot::wrap(&key, password, opts.kdf, &config.id);
         let key_id = Id::random().to_hex();
         storage.put(
@@ -234,6 +154,13 @@ impl Repository {
         let cfg = serde_json::to_vec_pretty(&config).expect("serializable");
         storage.put(ObjectKind::Config, "config", &cfg, PutMode::CreateNew)?;
         storage.flush()?;
+        crate::localstate::raise(
+            &config.id,
+            &crate::localstate::RepoState {
+                config_authenticated: true,
+                ..Default::default()
+            },
+        );
         Ok(Repository {
             storage,
             key,
@@ -257,12 +184,13 @@ impl Repository {
             };
             match slot.unwrap_key(password, &config.id) {
                 Ok(key) => {
+                    authenticate_config(&config, &key, &storage.location())?;
                     return Ok(Repository {
                         storage,
                         key,
                         config,
                         key_id: s.name.clone(),
-                    })
+                    });
                 }
                 Err(None) => continue,
                 Err(Some(m)) => {
@@ -289,6 +217,29 @@ impl Repository {
     /// The configuration.
     pub fn config(&self) -> &RepoConfig {
         &self.config
+    }
+
+    /// Rewrite a version 1 config as version 2, authenticated with the master key. Returns false
+    /// if it already was. The values are kept as they are (they were bounded when read).
+    pub fn migrate_config(&mut self) -> Result<bool> {
+        if self.config.is_authenticated_format() {
+            return Ok(false);
+        }
+        let mut c = self.config.clone();
+        c.seal(&self.key);
+        let bytes = serde_json::to_vec_pretty(&c).expect("serializable");
+        self.storage
+            .put(ObjectKind::Config, "config", &bytes, PutMode::Overwrite)?;
+        self.storage.flush()?;
+        crate::localstate::raise(
+            &c.id,
+            &crate::localstate::RepoState {
+                config_authenticated: true,
+                ..Default::default()
+            },
+        );
+        self.config = c;
+        Ok(true)
     }
 
     /// The key slot this repository was opened with.
@@ -359,6 +310,10 @@ impl Repository {
                     .into(),
             ));
         }
+        crate::history::append(
+            self,
+            vec![crate::history::Event::KeyRemoved { id: k.id.clone() }],
+        )?;
         self.storage.delete(ObjectKind::Key, &k.id)?;
         self.storage.flush()?;
         Ok(k.id.clone())
@@ -368,6 +323,10 @@ impl Repository {
     pub fn change_password(&mut self, new_password: &[u8], kdf: KdfParams) -> Result<String> {
         let new_id = self.add_key(new_password, kdf)?;
         let old = std::mem::replace(&mut self.key_id, new_id.clone());
+        crate::history::append(
+            self,
+            vec![crate::history::Event::KeyRemoved { id: old.clone() }],
+        )?;
         self.storage.delete(ObjectKind::Key, &old)?;
         self.storage.flush()?;
         Ok(new_id)

@@ -122,9 +122,11 @@ pub fn find<'a>(all: &'a [SnapshotEntry], spec: &str) -> Result<&'a SnapshotEntr
     }
 }
 
-/// Store a snapshot; returns its id.
+/// Store a snapshot and record it in the history (after it is durable: a crash in between
+/// leaves a snapshot the history does not know, a warning, never a false alarm); returns its id.
 pub fn save(repo: &Repository, s: &Snapshot) -> Result<Id> {
     let id = repo.save_json(ObjectKind::Snapshot, AAD, s)?;
     repo.storage().flush()?;
+    crate::history::append(repo, vec![crate::history::added_event(id, s)])?;
     Ok(id)
 }

@@ -39,11 +39,13 @@ pub enum ObjectKind {
     Gc,
     /// Records of jobs and restore drills.
     Record,
+    /// The append-only history of recovery points and retention locks (one object per event).
+    History,
 }
 
 impl ObjectKind {
     /// Every kind, in a stable order.
-    pub const ALL: [ObjectKind; 8] = [
+    pub const ALL: [ObjectKind; 9] = [
         ObjectKind::Config,
         ObjectKind::Key,
         ObjectKind::Pack,
@@ -52,6 +54,7 @@ impl ObjectKind {
         ObjectKind::Session,
         ObjectKind::Gc,
         ObjectKind::Record,
+        ObjectKind::History,
     ];
 
     /// The directory (or key prefix) that holds objects of this kind.
@@ -65,6 +68,7 @@ impl ObjectKind {
             ObjectKind::Session => "sessions",
             ObjectKind::Gc => "gc",
             ObjectKind::Record => "records",
+            ObjectKind::History => "history",
         }
     }
 
@@ -86,6 +90,7 @@ impl fmt::Display for ObjectKind {
             ObjectKind::Session => "session",
             ObjectKind::Gc => "gc plan",
             ObjectKind::Record => "record",
+            ObjectKind::History => "history entry",
         };
         f.write_str(s)
     }

@@ -183,6 +183,17 @@ pub enum Command {
         #[arg(long, requires = "min_age")]
         compliance: bool,
     },
+    /// Bring a format 1 repository to format 2: authenticate its config with the master key
+    /// and record its snapshots in the history, so that tampering with either is detected.
+    Migrate,
+    /// Audit the history of recovery points: list snapshots that vanished outside `forget` and
+    /// history entries that were deleted or damaged (exit 1 if any).
+    History {
+        /// After investigating a finding: accept the lost entries and vanished snapshots, so
+        /// they are no longer reported and `forget` runs again.
+        #[arg(long)]
+        accept_loss: bool,
+    },
     /// Show the store's Object Lock on this repository (S3 buckets created with Object Lock and
     /// a default retention rule); extend it over what young recovery points need; or verify it
     /// with the store, object by object. `backup` and `copy` extend it by themselves.

@@ -5,6 +5,7 @@ mod data;
 mod lock;
 mod maintain;
 mod policy;
+mod trust;
 
 use std::sync::Arc;
 
@@ -103,6 +104,8 @@ pub fn run(cli: Cli) -> Result<u8> {
             min_age,
             compliance,
         } => maintain::retention_lock(g, min_age.as_deref(), compliance),
+        Command::Migrate => trust::migrate(g),
+        Command::History { accept_loss } => trust::history(g, accept_loss),
         Command::Copy {
             from,
             to,
