@@ -19,8 +19,8 @@ use crate::jobs::Env;
 pub struct RepoInfo {
     /// The cipher ("xchacha20-poly1305").
     pub cipher: String,
-    /// holdfast's own retention lock, if set.
-    pub retention_lock: Option<RetentionLock>,
+    /// holdfast's own retention lock, if set, or why it cannot be verified.
+    pub retention_lock: Result<Option<RetentionLock>, String>,
     /// The store's Object Lock policy (`Ok(None)`: the store or bucket has none), or why it
     /// could not be read.
     pub object_lock: Result<Option<LockPolicy>, String>,
@@ -29,9 +29,17 @@ pub struct RepoInfo {
 /// How a repository's recovery points are kept from deletion, in words. Pure, tested with a
 /// table.
 pub fn immutability(
-    lock: Option<&RetentionLock>,
+    lock: &Result<Option<RetentionLock>, String>,
     object_lock: &Result<Option<LockPolicy>, String>,
 ) -> String {
+    let lock = match lock {
+        Ok(l) => l.as_ref(),
+        Err(e) => {
+            return format!(
+                "unknown: the retention lock cannot be verified ({e}); forget refuses until it is"
+            )
+        }
+    };
     let holdfast = lock.map(|l| {
         format!(
             "retention lock {}{}",
@@ -75,6 +83,10 @@ pub struct Observed {
     pub by_repo: HashMap<String, HashMap<String, Vec<DateTime<Utc>>>>,
     /// Repositories that could not be read, and why.
     pub unreadable: Vec<String>,
+    /// What the repositories' history says went wrong outside holdfast: recovery points that
+    /// disappeared without `forget`, a history cut or rolled back, a lock that cannot be
+    /// verified.
+    pub alarms: Vec<String>,
     /// Per repository: cipher and protections.
     pub repo_info: HashMap<String, RepoInfo>,
 }
@@ -87,6 +99,7 @@ pub fn observe(env: &Env) -> Observed {
         drills: HashMap::new(),
         by_repo: HashMap::new(),
         unreadable: Vec::new(),
+        alarms: Vec::new(),
         repo_info: HashMap::new(),
     };
     let me = holdfast_core::util::hostname();
@@ -109,10 +122,21 @@ pub fn observe(env: &Env) -> Observed {
             name.clone(),
             RepoInfo {
                 cipher: repo.config().cipher.clone(),
-                retention_lock: records::retention_lock(&repo).unwrap_or(None),
+                retention_lock: records::retention_lock(&repo).map_err(|e| e.to_string()),
                 object_lock: objlock::bucket_policy(&repo).map_err(|e| e.to_string()),
             },
         );
+        match holdfast_core::history::audit(&repo) {
+            Ok(a) => o
+                .alarms
+                .extend(a.errors().into_iter().map(|e| format!("repository {name:?}: {e}"))),
+            Err(e) => o
+                .alarms
+                .push(format!("repository {name:?}: its history cannot be read: {e}")),
+        }
+        if let Err(e) = records::retention_lock(&repo) {
+            o.alarms.push(format!("repository {name:?}: {e}"));
+        }
         let per = o.by_repo.entry(name.clone()).or_default();
         let owner = |source: &str, host: &str| {
             env.workload
@@ -346,6 +370,7 @@ pub fn status_from(env: &Env, o: &Observed) -> crate::report::StatusReport {
         sources,
         controls,
         unreadable: o.unreadable.clone(),
+        alarms: o.alarms.clone(),
         unprotected: None,
         repositories: env
             .workload
@@ -354,7 +379,7 @@ pub fn status_from(env: &Env, o: &Observed) -> crate::report::StatusReport {
             .map(|(name, cfg)| {
                 let info = o.repo_info.get(name).cloned().unwrap_or_else(|| RepoInfo {
                     cipher: "unknown (unreadable)".into(),
-                    retention_lock: None,
+                    retention_lock: Err("the repository could not be read".into()),
                     object_lock: Err("the repository could not be read".into()),
                 });
                 let mut holds: Vec<(String, DateTime<Utc>)> = o
@@ -371,7 +396,7 @@ pub fn status_from(env: &Env, o: &Observed) -> crate::report::StatusReport {
                     name: name.clone(),
                     url: cfg.url.clone(),
                     encryption: info.cipher.clone(),
-                    immutability: immutability(info.retention_lock.as_ref(), &info.object_lock),
+                    immutability: immutability(&info.retention_lock, &info.object_lock),
                     holds,
                 }
             })
@@ -420,8 +445,13 @@ mod tests {
                 &["unknown", "AccessDenied"],
             ),
         ];
+        let got = immutability(&Err("record abc is damaged".into()), &Ok(None));
+        assert!(
+            got.starts_with("unknown") && got.contains("forget refuses"),
+            "{got}"
+        );
         for (i, (l, o, want)) in cases.iter().enumerate() {
-            let got = immutability(*l, o);
+            let got = immutability(&Ok(l.cloned()), o);
             for w in *want {
                 assert!(got.contains(w), "case {i}: {got:?} lacks {w:?}");
             }

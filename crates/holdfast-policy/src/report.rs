@@ -19,6 +19,9 @@ pub struct StatusReport {
     pub controls: Vec<Control>,
     /// Repositories that could not be read.
     pub unreadable: Vec<String>,
+    /// Tampering or loss found in the repositories' history (recovery points that vanished
+    /// outside `forget`, a rolled-back history, an unverifiable retention lock).
+    pub alarms: Vec<String>,
     /// Per repository: encryption, immutability, copies held.
     pub repositories: Vec<RepositoryRow>,
     /// What host discovery found that no source covers and nobody accepted (`None`: discovery
@@ -90,7 +93,9 @@ impl StatusReport {
 
     /// Whether every control passes and every repository could be read.
     pub fn ok(&self) -> bool {
-        self.controls.iter().all(|c| c.passed) && self.unreadable.is_empty()
+        self.controls.iter().all(|c| c.passed)
+            && self.unreadable.is_empty()
+            && self.alarms.is_empty()
     }
 }
 
@@ -130,19 +135,24 @@ pub fn html(r: &StatusReport) -> String {
         esc(&r.workload),
         r.now.format("%Y-%m-%d %H:%M:%S")
     );
-    h += &if failing == 0 && r.unreadable.is_empty() {
+    h += &if r.ok() {
         "<p class=\"summary ok\">every control passes</p>".to_string()
     } else {
         format!(
-            "<p class=\"summary bad\">{failing} control(s) failing{}</p>",
+            "<p class=\"summary bad\">{failing} control(s) failing{}{}</p>",
             if r.unreadable.is_empty() {
                 String::new()
             } else {
                 format!(", {} repository(ies) unreadable", r.unreadable.len())
+            },
+            if r.alarms.is_empty() {
+                String::new()
+            } else {
+                format!(", {} alarm(s)", r.alarms.len())
             }
         )
     };
-    for u in &r.unreadable {
+    for u in r.unreadable.iter().chain(&r.alarms) {
         h += &format!("<p class=problems>{}</p>", esc(u));
     }
     h += "<h2>Sources</h2><table><tr><th>source</th><th>class</th><th>strategy</th><th>RPO</th><th>newest point</th><th>RPO</th><th>RTO</th><th>last drill</th><th>RTO</th><th>copies</th><th>last job</th></tr>";

@@ -291,6 +291,9 @@ fn print_status(g: &Global, r: &StatusReport) -> Result<()> {
     for u in &r.unreadable {
         outln!("UNREADABLE: {u}");
     }
+    for a in &r.alarms {
+        outln!("ALARM: {a}");
+    }
     outln!(
         "{:<18} {:<10} {:<9} {:>7} {:>10} {:<12} {:>7} {:>9} {:<12} {:<10} last job",
         "source",
@@ -467,6 +470,9 @@ pub fn protect(g: &Global, only: Option<&str>) -> Result<u8> {
             }
             for u in &r.unreadable {
                 outln!("UNREADABLE: {u}");
+            }
+            for a in &r.alarms {
+                outln!("ALARM: {a}");
             }
         } else {
             outln!();

@@ -21,7 +21,7 @@ pub fn migrate(g: &Global) -> Result<u8> {
         }))?;
     } else {
         if migrated {
-            println!(
+            outln!(
                 "config authenticated (format version {} -> {}) with these settings: chunker min {} avg {} max {}, compression {}, pack size {}, cipher {}; if any of them is not what you set, the config was changed before: do not use this repository",
                 c.version,
                 repo.config().version,
@@ -33,12 +33,12 @@ pub fn migrate(g: &Global) -> Result<u8> {
                 c.cipher
             );
         } else {
-            println!(
+            outln!(
                 "config already authenticated (format version {})",
                 c.version
             );
         }
-        println!("{recorded} snapshot(s) recorded in the history");
+        outln!("{recorded} snapshot(s) recorded in the history");
     }
     Ok(exit::OK)
 }
@@ -64,15 +64,15 @@ pub fn history(g: &Global, accept_loss: bool) -> Result<u8> {
             eprintln!("warning: {w}");
         }
         for e in &errors {
-            println!("error: {e}");
+            outln!("error: {e}");
         }
         match &accepted {
-            Some(n) => println!(
+            Some(n) => outln!(
                 "accepted: {} lost entr(y/ies), {} vanished snapshot(s); the history continues from here",
                 n.len(),
                 a.vanished.len()
             ),
-            None => println!(
+            None => outln!(
                 "{} history entries: {}",
                 a.entries,
                 if errors.is_empty() {
