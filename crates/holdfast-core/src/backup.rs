@@ -630,6 +630,7 @@ pub fn writable_index(repo: &Repository, adopt: bool) -> Result<Index> {
         return Ok(repo.load_index()?.0.without_packs(&condemned));
     }
     let (mut index, _, _) = repo.load_index_files()?;
+    // Adopted packs are verified whole first; damaged ones are warned about and left for prune.
     crate::check::adopt_orphans(repo, &mut index, &condemned)?;
     Ok(index.without_packs(&condemned))
 }

@@ -194,3 +194,84 @@ fn prune_removes_dead_sessions_and_keeps_live_ones() {
         .unwrap()
         .is_empty());
 }
+
+/// Restore the newest snapshot into `out` and return what the restore reported.
+fn restore_newest(r: &Repository, out: &std::path::Path) -> holdfast_core::restore::RestoreOutcome {
+    let (idx, _) = r.load_index().unwrap();
+    let (all, _) = holdfast_core::snapshot::load_all(r).unwrap();
+    let newest = all.iter().max_by_key(|s| s.snapshot.time).unwrap();
+    holdfast_core::restore::restore(
+        r,
+        &idx,
+        newest,
+        &holdfast_core::restore::RestoreOptions {
+            target: out.to_path_buf(),
+            ..Default::default()
+        },
+        &NoProgress,
+    )
+    .unwrap()
+}
+
+fn pack_file(r: &Repository, dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let _ = r;
+    dir.join("repo/data").join(&name[..2]).join(name)
+}
+
+#[test]
+fn damaged_orphan_pack_is_not_adopted() {
+    let d = tempfile::tempdir().unwrap();
+    let r = repo(d.path());
+    let src = d.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), data(7, 3_000_000)).unwrap();
+    let opts = BackupOptions {
+        paths: vec![src.clone()],
+        ..Default::default()
+    };
+    backup::backup(&r, &opts, &NoProgress).unwrap();
+    // Leave the packs as an interrupted backup would: stored, but named by no index file and
+    // used by no snapshot.
+    for kind in [ObjectKind::Index, ObjectKind::Snapshot] {
+        for o in r.storage().list(kind).unwrap() {
+            r.storage().delete(kind, &o.name).unwrap();
+        }
+    }
+    let orphans = r.storage().list(ObjectKind::Pack).unwrap();
+    assert!(!orphans.is_empty());
+    // Damage a byte inside the first blob of every orphan pack (the headers stay intact).
+    for o in &orphans {
+        let p = pack_file(&r, d.path(), &o.name);
+        let mut bytes = fs::read(&p).unwrap();
+        bytes[100] ^= 0x20;
+        fs::write(&p, bytes).unwrap();
+    }
+    // The next backup must not deduplicate against the damaged blobs.
+    let out = backup::backup(&r, &opts, &NoProgress).unwrap();
+    assert!(out.snapshot.complete);
+    let c = check::check(&r, ReadData::All, &NoProgress).unwrap();
+    assert!(c.ok(), "check --read-data after the backup: {:?}", c.errors);
+    let res = restore_newest(&r, &d.path().join("out"));
+    assert!(res.errors.is_empty(), "{:?}", res.errors);
+    assert_eq!(fs::read(d.path().join("out/src/a")).unwrap(), data(7, 3_000_000));
+    // The damaged orphans were reported, not adopted: no index names them...
+    let (idx, _, _) = r.load_index_files().unwrap();
+    for o in &orphans {
+        let id = holdfast_core::id::Id::from_hex(&o.name).unwrap();
+        assert!(!idx.has_pack(&id), "damaged pack {} was adopted", o.name);
+    }
+    // ...and prune removes them.
+    let rep = prune::prune(&r, &PruneOptions::default(), &NoProgress).unwrap();
+    let left: Vec<String> = r
+        .storage()
+        .list(ObjectKind::Pack)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    for o in &orphans {
+        assert!(!left.contains(&o.name), "damaged orphan {} survived prune {rep:?}", o.name);
+    }
+    let c = check::check(&r, ReadData::All, &NoProgress).unwrap();
+    assert!(c.ok(), "check after prune: {:?}", c.errors);
+}
