@@ -12,7 +12,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -66,6 +66,20 @@ pub struct BackupOptions {
     pub threads: usize,
     /// The workload source this backup is for (recorded in the snapshot).
     pub source: Option<String>,
+    /// Test seam: called with the writer's session after every blob is stored and before the
+    /// snapshot is recorded (e.g. to simulate a process suspended while a prune runs).
+    pub before_snapshot: Option<BeforeSnapshot>,
+}
+
+/// A callback run just before a backup records its snapshot (see
+/// [`BackupOptions::before_snapshot`]).
+#[derive(Clone)]
+pub struct BeforeSnapshot(pub Arc<dyn Fn(&Session) + Send + Sync>);
+
+impl std::fmt::Debug for BeforeSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BeforeSnapshot(..)")
+    }
 }
 
 /// What a backup produced.
@@ -773,7 +787,8 @@ pub fn backup(
         }
     }
     let root = ctx.store(&mut c, BlobType::Tree, &Tree { nodes }.encode())?;
-    ctx.dedup.writer.finish()?;
+    let stored = ctx.dedup.writer.finish()?;
+    let needed = ctx.dedup.referenced_packs(&stored);
 
     let errors = std::mem::take(&mut *ctx.errors.lock().unwrap_or_else(|p| p.into_inner()));
     let warnings = std::mem::take(&mut *ctx.warnings.lock().unwrap_or_else(|p| p.into_inner()));
@@ -798,10 +813,21 @@ pub fn backup(
         program: format!("holdfast {}", env!("CARGO_PKG_VERSION")),
     };
     progress.finish();
-    let id = if opts.dry_run {
-        None
-    } else {
-        Some(snapshot::save(repo, &snap)?)
+    let id = match &_session {
+        None => None,
+        Some(session) => {
+            if let Some(hook) = &opts.before_snapshot {
+                (hook.0)(session);
+            }
+            // Garbage collection may have counted this writer dead (suspended past the
+            // staleness window) and deleted what it references: check before recording.
+            let checked = crate::writer::confirm_before_snapshot(repo, session, &needed)?;
+            let id = snapshot::save(repo, &snap)?;
+            if checked {
+                crate::writer::confirm_after_snapshot(repo, &id, &needed)?;
+            }
+            Some(id)
+        }
     };
     Ok(BackupOutcome { id, snapshot: snap })
 }

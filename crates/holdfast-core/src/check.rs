@@ -227,6 +227,7 @@ pub fn check(
         }
     }
 
+    gc_findings(repo, &mut r)?;
     for e in bad {
         r.errors.push(e.to_string());
     }
@@ -325,6 +326,41 @@ pub fn check(
     }
     progress.finish();
     Ok(r)
+}
+
+/// Garbage-collection state that holds space or blocks prune: unreadable session records and
+/// plans, and temporary files of interrupted writes. Each finding names the object and the fix.
+fn gc_findings(repo: &Repository, r: &mut CheckReport) -> Result<()> {
+    use crate::session;
+    for s in session::sessions(repo, chrono::Utc::now())? {
+        if s.record.is_none() {
+            r.warnings.push(format!(
+                "{}{}",
+                s.describe(),
+                if s.verdict.is_live() {
+                    ": it holds back garbage collection"
+                } else {
+                    ": `holdfast prune` removes it"
+                }
+            ));
+        }
+    }
+    for (name, why) in session::load_plans_lenient(repo)?.1 {
+        r.warnings.push(format!(
+            "gc plan gc/{name} cannot be read ({why}): it condemns nothing anyone can read; `holdfast prune` removes it"
+        ));
+    }
+    let (n, bytes) = repo
+        .storage()
+        .stale_temporaries(session::STALE_AFTER, false)?;
+    if n > 0 {
+        r.warnings.push(format!(
+            "tmp/ holds {n} file(s), {}, left by interrupted writes more than {} minutes ago: `holdfast prune` removes them",
+            crate::util::human_bytes(bytes),
+            session::STALE_AFTER.as_secs() / 60
+        ));
+    }
+    Ok(())
 }
 
 /// Which files and directories of which snapshots reference any of `lost`.

@@ -18,6 +18,7 @@ pub mod fsmeta;
 pub mod id;
 pub mod index;
 pub mod keys;
+pub mod liveness;
 pub mod objlock;
 pub mod pack;
 pub mod progress;

@@ -275,3 +275,99 @@ fn damaged_orphan_pack_is_not_adopted() {
     let c = check::check(&r, ReadData::All, &NoProgress).unwrap();
     assert!(c.ok(), "check after prune: {:?}", c.errors);
 }
+
+/// Seven files backed up once; the second backup of the same files deduplicates against all of
+/// them, and while it is paused before recording its snapshot (past the staleness window), the
+/// first snapshot is forgotten and a prune deletes everything no snapshot uses.
+fn paused_backup_while_prune_runs(backdate: bool) -> (tempfile::TempDir, Repository, BackupOptions) {
+    let d = tempfile::tempdir().unwrap();
+    let r = repo(d.path());
+    let src = d.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..7u8 {
+        fs::write(src.join(format!("f{i}")), data(20 + i, 300_000 + i as usize * 1000)).unwrap();
+    }
+    let opts = BackupOptions {
+        paths: vec![src.clone()],
+        ..Default::default()
+    };
+    backup::backup(&r, &opts, &NoProgress).unwrap();
+    let (r2, r3) = (r.clone(), r.clone());
+    let hook = move |s: &Session| {
+        prune::forget(
+            &r2,
+            &KeepPolicy {
+                last: Some(0),
+                ..Default::default()
+            },
+            chrono::Utc::now(),
+            false,
+        )
+        .unwrap();
+        // The prune runs 16 minutes "later": the paused writer's heartbeat looks dead.
+        let later = chrono::Utc::now() + chrono::Duration::minutes(16);
+        let rep = prune::prune(
+            &r2,
+            &PruneOptions {
+                now: Some(later),
+                ..Default::default()
+            },
+            &NoProgress,
+        )
+        .unwrap();
+        assert!(rep.packs_deleted > 0, "the prune deleted nothing: {rep:?}");
+        if backdate {
+            // The writer resumes: its clock shows the long gap, and its heartbeat thread
+            // re-creates its record before the writer looks.
+            s.backdate_heartbeat_for_tests(std::time::Duration::from_secs(16 * 60));
+            s.refresh().unwrap();
+        }
+    };
+    let _ = r3;
+    let opts = BackupOptions {
+        before_snapshot: Some(backup::BeforeSnapshot(Arc::new(hook))),
+        ..opts
+    };
+    (d, r, opts)
+}
+
+fn assert_expired_backup_fails_and_recovers(d: &tempfile::TempDir, r: &Repository, opts: BackupOptions) {
+    let err = backup::backup(r, &opts, &NoProgress).expect_err("a backup whose packs were deleted");
+    assert!(
+        matches!(err, holdfast_core::Error::SessionExpired { .. }),
+        "unexpected error: {err}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains("no snapshot was recorded") && msg.contains("Run the backup again"), "{msg}");
+    assert!(r.storage().list(ObjectKind::Snapshot).unwrap().is_empty(), "a snapshot was recorded");
+    let c = check::check(r, ReadData::All, &NoProgress).unwrap();
+    assert!(c.ok(), "{:?}", c.errors);
+    // Running it again stores the data anew, and it restores.
+    let opts = BackupOptions {
+        before_snapshot: None,
+        ..opts
+    };
+    backup::backup(r, &opts, &NoProgress).unwrap();
+    let c = check::check(r, ReadData::All, &NoProgress).unwrap();
+    assert!(c.ok(), "{:?}", c.errors);
+    let res = restore_newest(r, &d.path().join("out"));
+    assert!(res.errors.is_empty(), "{:?}", res.errors);
+    for i in 0..7u8 {
+        assert_eq!(
+            fs::read(d.path().join(format!("out/src/f{i}"))).unwrap(),
+            data(20 + i, 300_000 + i as usize * 1000)
+        );
+    }
+}
+
+#[test]
+fn backup_whose_session_was_swept_fails_instead_of_recording() {
+    let (d, r, opts) = paused_backup_while_prune_runs(false);
+    assert_expired_backup_fails_and_recovers(&d, &r, opts);
+}
+
+#[test]
+fn backup_whose_heartbeat_lapsed_fails_even_with_its_record_back() {
+    let (d, r, opts) = paused_backup_while_prune_runs(true);
+    assert_expired_backup_fails_and_recovers(&d, &r, opts);
+}
