@@ -353,11 +353,19 @@ impl Storage for LocalStorage {
                 name: name.into(),
                 location: self.loc(&p),
             }),
-            Err(e) => Err(StorageError::from_io("reading metadata of", self.loc(&p), e)),
+            Err(e) => Err(StorageError::from_io(
+                "reading metadata of",
+                self.loc(&p),
+                e,
+            )),
         }
     }
 
-    fn stale_temporaries(&self, max_age: std::time::Duration, remove: bool) -> Result<(usize, u64)> {
+    fn stale_temporaries(
+        &self,
+        max_age: std::time::Duration,
+        remove: bool,
+    ) -> Result<(usize, u64)> {
         self.old_tmp(max_age, remove)
     }
 
@@ -407,7 +415,11 @@ impl LocalStorage {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                     Err(e) => {
-                        return Err(StorageError::from_io("removing", self.loc(&entry.path()), e))
+                        return Err(StorageError::from_io(
+                            "removing",
+                            self.loc(&entry.path()),
+                            e,
+                        ))
                     }
                 }
             }

@@ -139,6 +139,8 @@ pub fn open(key: &MasterKey, t: BlobType, id: &Id, stored: &[u8], raw_len: u32) 
             id
         )
     };
+    // Lengths come from the index or a pack header: bound them before anything is allocated.
+    check_lengths(t, stored.len() as u32, raw_len).map_err(|d| Error::corrupt(what(), d))?;
     let framed = key
         .decrypt(&aad(t, id), stored)
         .map_err(|e| Error::corrupt(what(), e.to_string()))?;
@@ -200,6 +202,19 @@ mod tests {
             let back = open(&k, BlobType::Data, &id, &s, data.len() as u32).unwrap();
             prop_assert_eq!(back, data);
         }
+    }
+
+    #[test]
+    fn a_huge_claimed_length_is_refused_before_decompressing() {
+        let k = MasterKey::generate();
+        let data = vec![0u8; 100_000];
+        let id = k.blob_id(&data);
+        let s = Compressor::new(3).seal(&k, BlobType::Tree, &id, &data);
+        for raw_len in [u32::MAX, MAX_TREE_LEN + 1] {
+            let err = open(&k, BlobType::Tree, &id, &s, raw_len).unwrap_err();
+            assert!(err.to_string().contains("exceeds"), "{err}");
+        }
+        assert_eq!(open(&k, BlobType::Tree, &id, &s, 100_000).unwrap(), data);
     }
 
     #[test]

@@ -103,10 +103,7 @@ pub fn verify_pack(repo: &Repository, name: &str, size: u64) -> Result<Vec<PackE
 /// The largest pack a writer of this repository makes: the target size, plus one blob of the
 /// largest chunk the chunker can cut, plus the largest header a reader accepts.
 pub fn max_pack_len(repo: &Repository) -> u64 {
-    repo.config().pack_size as u64
-        + blob::MAX_STORED_LEN as u64
-        + pack::MAX_HEADER as u64
-        + 4
+    repo.config().pack_size as u64 + blob::MAX_STORED_LEN as u64 + pack::MAX_HEADER as u64 + 4
 }
 
 /// What [`adopt_orphans`] did.
@@ -179,7 +176,9 @@ pub fn check(
     let mut index = Index::default();
     let mut pack_entries: HashMap<Id, Vec<PackEntry>> = HashMap::new();
     for o in repo.storage().list(ObjectKind::Index)? {
-        match repo.read_index_file(&o.name) {
+        let read = crate::repo::check_object_len(ObjectKind::Index, &o.name, o.size)
+            .and_then(|()| repo.read_index_file(&o.name));
+        match read {
             Ok(IndexFile { packs: ps, .. }) => {
                 for (p, entries) in ps {
                     index.add_pack(p, &entries);

@@ -167,7 +167,7 @@ pub fn save(repo: &Repository, r: &Record) -> Result<Id> {
 pub fn load_all(repo: &Repository) -> Result<Vec<Record>> {
     let mut out = Vec::new();
     for o in repo.storage().list(ObjectKind::Record)? {
-        match repo.load_json::<Record>(ObjectKind::Record, &o.name, AAD) {
+        match repo.load_json_listed::<Record>(ObjectKind::Record, &o.name, o.size, AAD) {
             Ok(r) => out.push(r),
             Err(e @ Error::Corrupt { .. }) => tracing::warn!("record skipped: {e}"),
             Err(Error::Storage(e)) if e.is_not_found() => continue,

@@ -155,7 +155,11 @@ impl Session {
     pub fn lapsed(&self) -> bool {
         self.beat_state.lapsed.load(Ordering::Acquire)
             || gap_may_look_dead(
-                *self.beat_state.last.lock().unwrap_or_else(|p| p.into_inner()),
+                *self
+                    .beat_state
+                    .last
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()),
                 Utc::now(),
             )
     }
@@ -193,7 +197,11 @@ impl Session {
     /// Test seam: pretend the last heartbeat was stored `by` earlier (a suspended process).
     #[doc(hidden)]
     pub fn backdate_heartbeat_for_tests(&self, by: Duration) {
-        let mut last = self.beat_state.last.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = self
+            .beat_state
+            .last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         *last -= chrono::Duration::from_std(by).expect("a short duration");
     }
 }
@@ -349,7 +357,11 @@ pub fn sessions(repo: &Repository, now: DateTime<Utc>) -> Result<Vec<SessionInfo
                     None => Verdict::UnreadableUnknownAge,
                     Some(t) => {
                         let t: DateTime<Utc> = t.into();
-                        if now.signed_duration_since(t).to_std().is_ok_and(|a| a >= STALE_AFTER) {
+                        if now
+                            .signed_duration_since(t)
+                            .to_std()
+                            .is_ok_and(|a| a >= STALE_AFTER)
+                        {
                             Verdict::UnreadableOld
                         } else {
                             Verdict::UnreadableRecent

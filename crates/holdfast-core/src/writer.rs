@@ -297,6 +297,24 @@ impl<'a> Dedup<'a> {
 
     /// Store a blob unless it is known; returns its id.
     pub fn store(&self, c: &mut Compressor, t: BlobType, data: &[u8]) -> Result<Id> {
+        if data.len() > crate::blob::max_raw_len(t) as usize {
+            // Readers refuse larger blobs: storing one would make a snapshot nobody can read.
+            return Err(Error::Refused(format!(
+                "a {} of {} bytes exceeds the repository format's limit of {} bytes{}",
+                if t == BlobType::Tree {
+                    "directory listing"
+                } else {
+                    "chunk"
+                },
+                data.len(),
+                crate::blob::max_raw_len(t),
+                if t == BlobType::Tree {
+                    ": split the directory or exclude part of it"
+                } else {
+                    ""
+                }
+            )));
+        }
         let id = self.repo.key().blob_id(data);
         if self.hit(&id)
             || !self

@@ -253,7 +253,10 @@ fn damaged_orphan_pack_is_not_adopted() {
     assert!(c.ok(), "check --read-data after the backup: {:?}", c.errors);
     let res = restore_newest(&r, &d.path().join("out"));
     assert!(res.errors.is_empty(), "{:?}", res.errors);
-    assert_eq!(fs::read(d.path().join("out/src/a")).unwrap(), data(7, 3_000_000));
+    assert_eq!(
+        fs::read(d.path().join("out/src/a")).unwrap(),
+        data(7, 3_000_000)
+    );
     // The damaged orphans were reported, not adopted: no index names them...
     let (idx, _, _) = r.load_index_files().unwrap();
     for o in &orphans {
@@ -270,7 +273,11 @@ fn damaged_orphan_pack_is_not_adopted() {
         .map(|o| o.name)
         .collect();
     for o in &orphans {
-        assert!(!left.contains(&o.name), "damaged orphan {} survived prune {rep:?}", o.name);
+        assert!(
+            !left.contains(&o.name),
+            "damaged orphan {} survived prune {rep:?}",
+            o.name
+        );
     }
     let c = check::check(&r, ReadData::All, &NoProgress).unwrap();
     assert!(c.ok(), "check after prune: {:?}", c.errors);
@@ -279,13 +286,19 @@ fn damaged_orphan_pack_is_not_adopted() {
 /// Seven files backed up once; the second backup of the same files deduplicates against all of
 /// them, and while it is paused before recording its snapshot (past the staleness window), the
 /// first snapshot is forgotten and a prune deletes everything no snapshot uses.
-fn paused_backup_while_prune_runs(backdate: bool) -> (tempfile::TempDir, Repository, BackupOptions) {
+fn paused_backup_while_prune_runs(
+    backdate: bool,
+) -> (tempfile::TempDir, Repository, BackupOptions) {
     let d = tempfile::tempdir().unwrap();
     let r = repo(d.path());
     let src = d.path().join("src");
     fs::create_dir_all(&src).unwrap();
     for i in 0..7u8 {
-        fs::write(src.join(format!("f{i}")), data(20 + i, 300_000 + i as usize * 1000)).unwrap();
+        fs::write(
+            src.join(format!("f{i}")),
+            data(20 + i, 300_000 + i as usize * 1000),
+        )
+        .unwrap();
     }
     let opts = BackupOptions {
         paths: vec![src.clone()],
@@ -331,15 +344,25 @@ fn paused_backup_while_prune_runs(backdate: bool) -> (tempfile::TempDir, Reposit
     (d, r, opts)
 }
 
-fn assert_expired_backup_fails_and_recovers(d: &tempfile::TempDir, r: &Repository, opts: BackupOptions) {
+fn assert_expired_backup_fails_and_recovers(
+    d: &tempfile::TempDir,
+    r: &Repository,
+    opts: BackupOptions,
+) {
     let err = backup::backup(r, &opts, &NoProgress).expect_err("a backup whose packs were deleted");
     assert!(
         matches!(err, holdfast_core::Error::SessionExpired { .. }),
         "unexpected error: {err}"
     );
     let msg = err.to_string();
-    assert!(msg.contains("no snapshot was recorded") && msg.contains("Run the backup again"), "{msg}");
-    assert!(r.storage().list(ObjectKind::Snapshot).unwrap().is_empty(), "a snapshot was recorded");
+    assert!(
+        msg.contains("no snapshot was recorded") && msg.contains("Run the backup again"),
+        "{msg}"
+    );
+    assert!(
+        r.storage().list(ObjectKind::Snapshot).unwrap().is_empty(),
+        "a snapshot was recorded"
+    );
     let c = check::check(r, ReadData::All, &NoProgress).unwrap();
     assert!(c.ok(), "{:?}", c.errors);
     // Running it again stores the data anew, and it restores.
@@ -370,4 +393,54 @@ fn backup_whose_session_was_swept_fails_instead_of_recording() {
 fn backup_whose_heartbeat_lapsed_fails_even_with_its_record_back() {
     let (d, r, opts) = paused_backup_while_prune_runs(true);
     assert_expired_backup_fails_and_recovers(&d, &r, opts);
+}
+
+#[test]
+fn oversized_objects_are_refused_before_they_are_read() {
+    let d = tempfile::tempdir().unwrap();
+    let r = repo(d.path());
+    let src = d.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), data(3, 10_000)).unwrap();
+    let opts = BackupOptions {
+        paths: vec![src.clone()],
+        ..Default::default()
+    };
+    backup::backup(&r, &opts, &NoProgress).unwrap();
+    // Sparse files: gigabytes listed, nothing on disk. Reading one would allocate it all.
+    let sparse = |dir: &str, len: u64| {
+        let f = fs::File::create(d.path().join("repo").join(dir).join("ef".repeat(32))).unwrap();
+        f.set_len(len).unwrap();
+    };
+    sparse("snapshots", 3 << 30);
+    sparse("gc", 3 << 30);
+    sparse("index", 3 << 30);
+    sparse("sessions", 3 << 30);
+    sparse("keys", 3 << 30);
+    let t = std::time::Instant::now();
+    let (snaps, bad) = holdfast_core::snapshot::load_all(&r).unwrap();
+    assert_eq!(snaps.len(), 1);
+    assert!(bad[0].to_string().contains("was not read"), "{}", bad[0]);
+    let (_, bad_plans) = session::load_plans_lenient(&r).unwrap();
+    assert!(bad_plans[0].1.contains("more than a plan"), "{bad_plans:?}");
+    let (_, _, damaged) = r.load_index_files().unwrap();
+    assert!(damaged[0].contains("was not read"), "{damaged:?}");
+    let s = session::sessions(&r, chrono::Utc::now()).unwrap();
+    assert!(
+        s[0].unreadable.as_ref().unwrap().contains("more than"),
+        "{s:?}"
+    );
+    // The repository still opens (the oversized key slot is skipped) and checks.
+    let again = Repository::open(r.storage().clone(), b"pw").unwrap();
+    let c = check::check(&again, ReadData::All, &NoProgress).unwrap();
+    assert!(
+        c.errors.iter().any(|e| e.contains("was not read")),
+        "{:?}",
+        c.errors
+    );
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        t.elapsed()
+    );
 }

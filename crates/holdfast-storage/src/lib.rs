@@ -346,7 +346,11 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Temporary files of interrupted writes (a local `tmp/`) last written more than `max_age`
     /// ago: how many and how many bytes; with `remove`, they are deleted (a store whose puts
     /// are atomic has none). A put in progress touches its file, so a live writer's is younger.
-    fn stale_temporaries(&self, max_age: std::time::Duration, remove: bool) -> Result<(usize, u64)> {
+    fn stale_temporaries(
+        &self,
+        max_age: std::time::Duration,
+        remove: bool,
+    ) -> Result<(usize, u64)> {
         let _ = (max_age, remove);
         Ok((0, 0))
     }

@@ -151,7 +151,8 @@ fn unreadable_session_blocks_prune_only_for_the_staleness_window() {
     // prune name it.
     let w = check_warnings(&repo);
     assert!(
-        w.iter().any(|w| w.contains(&name) && w.contains("holds back")),
+        w.iter()
+            .any(|w| w.contains(&name) && w.contains("holds back")),
         "check does not report the unreadable session: {w:?}"
     );
     let p = hf(&repo, &["prune"]).ok();
