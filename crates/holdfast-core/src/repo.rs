@@ -147,6 +147,7 @@ fn read_config(storage: &dyn Storage) -> Result<RepoConfig> {
         }
         Err(e) => return Err(e.into()),
     };
+    check_object_len(ObjectKind::Config, "config", raw.len() as u64)?;
     let v: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| Error::Foreign {
         location: location.clone(),
         detail: format!("its config is not JSON: {e}"),
