@@ -475,12 +475,18 @@ pub fn save_plan(repo: &Repository, plan: &GcPlan) -> Result<Id> {
 /// Largest plan a reader accepts: 64 MiB holds a million condemned packs (16 TiB of 16 MiB packs).
 pub const MAX_PLAN_LEN: u64 = 64 << 20;
 
+/// A readable plan and its id.
+pub type Plan = (Id, GcPlan);
+
+/// A plan that cannot be read: its name and why.
+pub type UnreadablePlan = (String, String);
+
 /// Every plan, with its id, and the plans that cannot be read (name and reason).
 ///
 /// A plan that cannot be read (damaged on storage, or not a plan) condemns nothing anyone can
 /// read: no prune can execute it, so writers may ignore it, and prune deletes it. A storage
 /// error other than "not found" is still an error (the plan may be fine).
-pub fn load_plans_lenient(repo: &Repository) -> Result<(Vec<(Id, GcPlan)>, Vec<(String, String)>)> {
+pub fn load_plans_lenient(repo: &Repository) -> Result<(Vec<Plan>, Vec<UnreadablePlan>)> {
     let mut out = Vec::new();
     let mut bad = Vec::new();
     for o in repo.storage().list(ObjectKind::Gc)? {
