@@ -12,7 +12,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -71,16 +71,7 @@ pub struct BackupOptions {
     pub before_snapshot: Option<BeforeSnapshot>,
 }
 
-/// A callback run just before a backup records its snapshot (see
-/// [`BackupOptions::before_snapshot`]).
-#[derive(Clone)]
-pub struct BeforeSnapshot(pub Arc<dyn Fn(&Session) + Send + Sync>);
-
-impl std::fmt::Debug for BeforeSnapshot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("BeforeSnapshot(..)")
-    }
-}
+pub use crate::writer::BeforeSnapshot;
 
 /// What a backup produced.
 #[derive(Debug, Clone)]
@@ -620,22 +611,6 @@ fn assemble(
     })
 }
 
-fn absolute(p: &Path) -> Result<PathBuf> {
-    let abs = std::path::absolute(p).map_err(|e| Error::io("resolving", p, e))?;
-    // Lexically normalise `.` and `..` without following symlinks.
-    let mut out = PathBuf::new();
-    for c in abs.components() {
-        match c {
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            std::path::Component::CurDir => {}
-            c => out.push(c),
-        }
-    }
-    Ok(out)
-}
-
 /// Load the index, adopt packs that a crashed writer stored but never indexed, and drop the
 /// packs that garbage collection condemned (so nothing new references them).
 pub fn writable_index(repo: &Repository, adopt: bool) -> Result<Index> {
@@ -665,7 +640,7 @@ pub fn backup(
     let mut roots = Vec::new();
     let mut seen_names = HashSet::new();
     for p in &opts.paths {
-        let abs = absolute(p)?;
+        let abs = crate::util::absolute(p)?;
         let m = fs::symlink_metadata(&abs).map_err(|e| Error::io("reading", &abs, e))?;
         let name = abs
             .file_name()
@@ -819,14 +794,9 @@ pub fn backup(
             if let Some(hook) = &opts.before_snapshot {
                 (hook.0)(session);
             }
-            // Garbage collection may have counted this writer dead (suspended past the
-            // staleness window) and deleted what it references: check before recording.
-            let checked = crate::writer::confirm_before_snapshot(repo, session, &needed)?;
-            let id = snapshot::save(repo, &snap)?;
-            if checked {
-                crate::writer::confirm_after_snapshot(repo, &id, &needed)?;
-            }
-            Some(id)
+            Some(crate::writer::record_snapshot(
+                repo, session, &needed, &snap,
+            )?)
         }
     };
     Ok(BackupOutcome { id, snapshot: snap })

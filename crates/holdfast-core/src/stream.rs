@@ -15,7 +15,7 @@ use crate::id::Id;
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::session::Session;
-use crate::snapshot::{self, Snapshot, Summary};
+use crate::snapshot::{Snapshot, Summary};
 use crate::tree::{FsName, Node, NodeKind, Tree};
 use crate::writer::Dedup;
 
@@ -159,12 +159,7 @@ pub fn backup_streams(
         summary,
         program: format!("holdfast {}", env!("CARGO_PKG_VERSION")),
     };
-    // As in a backup: a writer that looked dead to garbage collection checks what it needs.
-    let checked = crate::writer::confirm_before_snapshot(repo, &session, &needed)?;
-    let id = snapshot::save(repo, &snap)?;
-    if checked {
-        crate::writer::confirm_after_snapshot(repo, &id, &needed)?;
-    }
+    let id = crate::writer::record_snapshot(repo, &session, &needed, &snap)?;
     Ok((id, snap))
 }
 

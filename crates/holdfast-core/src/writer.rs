@@ -411,3 +411,31 @@ fn packs_exist(repo: &Repository, packs: &HashSet<Id>, lapsed: bool) -> Result<(
     }
     Ok(())
 }
+
+/// A callback run just before a backup records its snapshot (a test seam, see
+/// `BackupOptions::before_snapshot`).
+#[derive(Clone)]
+pub struct BeforeSnapshot(pub std::sync::Arc<dyn Fn(&crate::session::Session) + Send + Sync>);
+
+impl std::fmt::Debug for BeforeSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BeforeSnapshot(..)")
+    }
+}
+
+/// Record a writer's snapshot that references `packs`. Garbage collection may have counted the
+/// writer dead (suspended past the staleness window) and deleted what it references, so this
+/// confirms first ([`confirm_before_snapshot`]) and, if it had to check, again after.
+pub fn record_snapshot(
+    repo: &Repository,
+    session: &crate::session::Session,
+    packs: &HashSet<Id>,
+    snap: &crate::snapshot::Snapshot,
+) -> Result<Id> {
+    let checked = confirm_before_snapshot(repo, session, packs)?;
+    let id = crate::snapshot::save(repo, snap)?;
+    if checked {
+        confirm_after_snapshot(repo, &id, packs)?;
+    }
+    Ok(id)
+}
