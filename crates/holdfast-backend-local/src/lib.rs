@@ -353,6 +353,31 @@ impl Storage for LocalStorage {
         }
     }
 
+    fn modified(&self, kind: ObjectKind, name: &str) -> Result<Option<std::time::SystemTime>> {
+        let p = self.path_of(kind, name);
+        match fs::metadata(&p) {
+            Ok(m) => Ok(m.modified().ok()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StorageError::NotFound {
+                kind,
+                name: name.into(),
+                location: self.loc(&p),
+            }),
+            Err(e) => Err(StorageError::from_io(
+                "reading metadata of",
+                self.loc(&p),
+                e,
+            )),
+        }
+    }
+
+    fn stale_temporaries(
+        &self,
+        max_age: std::time::Duration,
+        remove: bool,
+    ) -> Result<(usize, u64)> {
+        self.old_tmp(max_age, remove)
+    }
+
     fn flush(&self) -> Result<()> {
         let dirs: Vec<PathBuf> = {
             let mut g = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
@@ -370,27 +395,47 @@ impl Storage for LocalStorage {
 }
 
 impl LocalStorage {
-    /// Remove temporary files older than `max_age` left by writers that crashed.
+    /// Remove temporary files older than `max_age` left by writers that crashed; returns how
+    /// many.
     pub fn sweep_tmp(&self, max_age: std::time::Duration) -> Result<usize> {
+        Ok(self.old_tmp(max_age, true)?.0)
+    }
+
+    fn old_tmp(&self, max_age: std::time::Duration, remove: bool) -> Result<(usize, u64)> {
         let d = self.root.join("tmp");
-        let mut n = 0;
+        let (mut n, mut bytes) = (0, 0);
         let rd = match fs::read_dir(&d) {
             Ok(rd) => rd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, 0)),
             Err(e) => return Err(StorageError::from_io("listing", self.loc(&d), e)),
         };
         for entry in rd.flatten() {
-            let old = entry
-                .metadata()
+            let Ok(m) = entry.metadata() else { continue };
+            let old = m
+                .modified()
                 .ok()
-                .and_then(|m| m.modified().ok())
                 .and_then(|t| t.elapsed().ok())
                 .is_some_and(|age| age >= max_age);
-            if old && fs::remove_file(entry.path()).is_ok() {
-                n += 1;
+            if !old || !m.is_file() {
+                continue;
             }
+            if remove {
+                match fs::remove_file(entry.path()) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => {
+                        return Err(StorageError::from_io(
+                            "removing",
+                            self.loc(&entry.path()),
+                            e,
+                        ))
+                    }
+                }
+            }
+            n += 1;
+            bytes += m.len();
         }
-        Ok(n)
+        Ok((n, bytes))
     }
 }
 

@@ -342,6 +342,15 @@ impl Storage for ObjectStorage {
         Ok(out)
     }
 
+    fn modified(&self, kind: ObjectKind, name: &str) -> Result<Option<std::time::SystemTime>> {
+        let key = Self::key(kind, name);
+        let m = self
+            .rt
+            .block_on(self.op.stat(&key))
+            .map_err(|e| self.err("reading metadata of", kind, name, e))?;
+        Ok(m.last_modified().map(std::time::SystemTime::from))
+    }
+
     fn delete(&self, kind: ObjectKind, name: &str) -> Result<()> {
         let key = Self::key(kind, name);
         match self.rt.block_on(self.op.delete(&key)) {

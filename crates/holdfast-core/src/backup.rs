@@ -66,7 +66,12 @@ pub struct BackupOptions {
     pub threads: usize,
     /// The workload source this backup is for (recorded in the snapshot).
     pub source: Option<String>,
+    /// Test seam: called with the writer's session after every blob is stored and before the
+    /// snapshot is recorded (e.g. to simulate a process suspended while a prune runs).
+    pub before_snapshot: Option<BeforeSnapshot>,
 }
+
+pub use crate::writer::BeforeSnapshot;
 
 /// What a backup produced.
 #[derive(Debug, Clone)]
@@ -606,22 +611,6 @@ fn assemble(
     })
 }
 
-fn absolute(p: &Path) -> Result<PathBuf> {
-    let abs = std::path::absolute(p).map_err(|e| Error::io("resolving", p, e))?;
-    // Lexically normalise `.` and `..` without following symlinks.
-    let mut out = PathBuf::new();
-    for c in abs.components() {
-        match c {
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            std::path::Component::CurDir => {}
-            c => out.push(c),
-        }
-    }
-    Ok(out)
-}
-
 /// Load the index, adopt packs that a crashed writer stored but never indexed, and drop the
 /// packs that garbage collection condemned (so nothing new references them).
 pub fn writable_index(repo: &Repository, adopt: bool) -> Result<Index> {
@@ -630,6 +619,7 @@ pub fn writable_index(repo: &Repository, adopt: bool) -> Result<Index> {
         return Ok(repo.load_index()?.0.without_packs(&condemned));
     }
     let (mut index, _, _) = repo.load_index_files()?;
+    // Adopted packs are verified whole first; damaged ones are warned about and left for prune.
     crate::check::adopt_orphans(repo, &mut index, &condemned)?;
     Ok(index.without_packs(&condemned))
 }
@@ -673,7 +663,7 @@ pub fn backup(
     let mut roots = Vec::new();
     let mut seen_names = HashSet::new();
     for p in &opts.paths {
-        let abs = absolute(p)?;
+        let abs = crate::util::absolute(p)?;
         let m = fs::symlink_metadata(&abs).map_err(|e| Error::io("reading", &abs, e))?;
         refuse_unsupported_root(&abs, &m)?;
         let name = abs
@@ -796,7 +786,8 @@ pub fn backup(
         }
     }
     let root = ctx.store(&mut c, BlobType::Tree, &Tree { nodes }.encode())?;
-    ctx.dedup.writer.finish()?;
+    let stored = ctx.dedup.writer.finish()?;
+    let needed = ctx.dedup.referenced_packs(&stored);
 
     let errors = std::mem::take(&mut *ctx.errors.lock().unwrap_or_else(|p| p.into_inner()));
     let warnings = std::mem::take(&mut *ctx.warnings.lock().unwrap_or_else(|p| p.into_inner()));
@@ -821,10 +812,16 @@ pub fn backup(
         program: format!("holdfast {}", env!("CARGO_PKG_VERSION")),
     };
     progress.finish();
-    let id = if opts.dry_run {
-        None
-    } else {
-        Some(snapshot::save(repo, &snap)?)
+    let id = match &_session {
+        None => None,
+        Some(session) => {
+            if let Some(hook) = &opts.before_snapshot {
+                (hook.0)(session);
+            }
+            Some(crate::writer::record_snapshot(
+                repo, session, &needed, &snap,
+            )?)
+        }
     };
     Ok(BackupOutcome { id, snapshot: snap })
 }

@@ -35,6 +35,44 @@ thread_local! {
         std::cell::RefCell::new(zstd::bulk::Decompressor::new().ok());
 }
 
+/// Largest plaintext of a data blob: the largest chunk the chunker may cut (its `max` is at
+/// most 16 MiB, see `ChunkerParams::validate`). Lengths read from a repository are checked
+/// against it before anything is allocated.
+pub const MAX_DATA_LEN: u32 = 16 << 20;
+/// Largest plaintext of a tree blob (a directory of about a million entries). A backup refuses
+/// to store a larger directory listing, and a reader refuses a larger length.
+pub const MAX_TREE_LEN: u32 = 256 << 20;
+/// Largest stored (framed and encrypted) blob: a raw frame of the largest tree.
+pub const MAX_STORED_LEN: u32 = MAX_TREE_LEN + 1 + crate::crypto::OVERHEAD as u32;
+
+/// The largest plaintext a blob of type `t` may have.
+pub fn max_raw_len(t: BlobType) -> u32 {
+    match t {
+        BlobType::Data => MAX_DATA_LEN,
+        BlobType::Tree => MAX_TREE_LEN,
+    }
+}
+
+/// Check the lengths a pack header or index entry gives for a blob: the plaintext within the
+/// type's bound, and the stored length no more than a raw frame of it (a writer stores raw
+/// when compression does not help). Returns what is wrong.
+pub fn check_lengths(t: BlobType, length: u32, raw_len: u32) -> std::result::Result<(), String> {
+    if raw_len > max_raw_len(t) {
+        return Err(format!(
+            "plaintext length {raw_len} exceeds the largest {} blob ({})",
+            if t == BlobType::Tree { "tree" } else { "data" },
+            max_raw_len(t)
+        ));
+    }
+    let most = raw_len as u64 + 1 + crate::crypto::OVERHEAD as u64;
+    if (length as u64) > most || (length as usize) < 1 + crate::crypto::OVERHEAD {
+        return Err(format!(
+            "stored length {length} is impossible for a plaintext of {raw_len} bytes"
+        ));
+    }
+    Ok(())
+}
+
 const RAW: u8 = 0;
 const ZSTD: u8 = 1;
 
@@ -101,6 +139,8 @@ pub fn open(key: &MasterKey, t: BlobType, id: &Id, stored: &[u8], raw_len: u32) 
             id
         )
     };
+    // Lengths come from the index or a pack header: bound them before anything is allocated.
+    check_lengths(t, stored.len() as u32, raw_len).map_err(|d| Error::corrupt(what(), d))?;
     let framed = key
         .decrypt(&aad(t, id), stored)
         .map_err(|e| Error::corrupt(what(), e.to_string()))?;
@@ -162,6 +202,19 @@ mod tests {
             let back = open(&k, BlobType::Data, &id, &s, data.len() as u32).unwrap();
             prop_assert_eq!(back, data);
         }
+    }
+
+    #[test]
+    fn a_huge_claimed_length_is_refused_before_decompressing() {
+        let k = MasterKey::generate();
+        let data = vec![0u8; 100_000];
+        let id = k.blob_id(&data);
+        let s = Compressor::new(3).seal(&k, BlobType::Tree, &id, &data);
+        for raw_len in [u32::MAX, MAX_TREE_LEN + 1] {
+            let err = open(&k, BlobType::Tree, &id, &s, raw_len).unwrap_err();
+            assert!(err.to_string().contains("exceeds"), "{err}");
+        }
+        assert_eq!(open(&k, BlobType::Tree, &id, &s, 100_000).unwrap(), data);
     }
 
     #[test]

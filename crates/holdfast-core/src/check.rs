@@ -77,14 +77,60 @@ pub fn read_pack_header(repo: &Repository, name: &str, size: u64) -> Result<Vec<
     pack::decrypt_header(repo.key(), name, &sealed, start)
 }
 
+/// Read a whole pack and verify it as `check --read-data` does: its BLAKE3 equals its name, its
+/// header decrypts and parses, and every blob it lists authenticates (decrypts, decompresses to
+/// its length, and hashes to its id). Returns its entries. `size` is its listed size, bounded
+/// before anything is read.
+pub fn verify_pack(repo: &Repository, name: &str, size: u64) -> Result<Vec<PackEntry>> {
+    let limit = max_pack_len(repo);
+    if size > limit {
+        return Err(Error::corrupt(
+            format!("pack {name}"),
+            format!("{size} bytes, more than a pack of this repository can hold ({limit})"),
+        ));
+    }
+    let data = repo.storage().get(ObjectKind::Pack, name)?;
+    if Id::from_hex(name) != Some(Id::of_bytes(&data)) {
+        return Err(Error::corrupt(
+            format!("pack {name}"),
+            "content does not match its name (damaged on storage)",
+        ));
+    }
+    let entries = pack::read_header(repo.key(), name, &data)?;
+    for e in &entries {
+        let stored = &data[e.offset as usize..e.offset as usize + e.length as usize];
+        blob::open(repo.key(), e.blob_type, &e.id, stored, e.raw_len)?;
+    }
+    Ok(entries)
+}
+
+/// The largest pack a writer of this repository makes: the target size, plus one blob of the
+/// largest chunk the chunker can cut, plus the largest header a reader accepts.
+pub fn max_pack_len(repo: &Repository) -> u64 {
+    repo.config().pack_size as u64 + blob::MAX_STORED_LEN as u64 + pack::MAX_HEADER as u64 + 4
+}
+
+/// What [`adopt_orphans`] did.
+#[derive(Debug, Clone, Default)]
+pub struct Adoption {
+    /// Packs verified and indexed.
+    pub adopted: usize,
+    /// Packs that failed verification, with the reason: not adopted, left for prune.
+    pub damaged: Vec<String>,
+}
+
 /// Index packs that exist but that no index file names (left by an interrupted writer), unless
-/// garbage collection condemned them. Returns how many packs were adopted.
+/// garbage collection condemned them. Every such pack is read whole and verified first
+/// ([`verify_pack`]): a writer deduplicates against adopted blobs, so a damaged one would end up
+/// in a snapshot that cannot be restored. A damaged orphan is reported (a warning naming it)
+/// and left unindexed; prune condemns it like any unindexed pack.
 pub fn adopt_orphans(
     repo: &Repository,
     index: &mut Index,
     condemned: &HashSet<Id>,
-) -> Result<usize> {
+) -> Result<Adoption> {
     let mut found = Vec::new();
+    let mut report = Adoption::default();
     for o in repo.storage().list(ObjectKind::Pack)? {
         let Some(id) = Id::from_hex(&o.name) else {
             continue;
@@ -92,21 +138,32 @@ pub fn adopt_orphans(
         if index.has_pack(&id) || condemned.contains(&id) {
             continue;
         }
-        match read_pack_header(repo, &o.name, o.size) {
+        match verify_pack(repo, &o.name, o.size) {
             Ok(entries) => found.push((id, entries)),
-            Err(e) => tracing::warn!("pack {} not adopted: {e}", o.name),
+            Err(Error::Storage(e)) if e.is_not_found() => continue, // pruned meanwhile
+            Err(e @ Error::Corrupt { .. }) => {
+                tracing::warn!(
+                    "pack {} was left by an interrupted writer and is damaged, so it is not adopted (prune removes it): {e}",
+                    o.name
+                );
+                report.damaged.push(format!("pack {}: {e}", o.name));
+            }
+            Err(e) => return Err(e),
         }
     }
     if found.is_empty() {
-        return Ok(0);
+        return Ok(report);
     }
     for (id, entries) in &found {
         index.add_pack(*id, entries);
     }
-    let n = found.len();
+    report.adopted = found.len();
     crate::writer::write_index(repo, found)?;
-    tracing::info!("adopted {n} pack(s) left unindexed by an interrupted writer");
-    Ok(n)
+    tracing::info!(
+        "adopted {} verified pack(s) left unindexed by an interrupted writer",
+        report.adopted
+    );
+    Ok(report)
 }
 
 /// Check the repository.
@@ -123,7 +180,9 @@ pub fn check(
     let mut index = Index::default();
     let mut pack_entries: HashMap<Id, Vec<PackEntry>> = HashMap::new();
     for o in repo.storage().list(ObjectKind::Index)? {
-        match repo.read_index_file(&o.name) {
+        let read = crate::repo::check_object_len(ObjectKind::Index, &o.name, o.size)
+            .and_then(|()| repo.read_index_file(&o.name));
+        match read {
             Ok(IndexFile { packs: ps, .. }) => {
                 for (p, entries) in ps {
                     index.add_pack(p, &entries);
@@ -171,6 +230,7 @@ pub fn check(
         }
     }
 
+    gc_findings(repo, &mut r)?;
     for e in bad {
         r.errors.push(e.to_string());
     }
@@ -298,6 +358,41 @@ fn trust(repo: &Repository, r: &mut CheckReport) -> Result<()> {
         r.warnings.push(format!(
             "the config is format version {} and not authenticated: anyone with write access to the store can change its settings unnoticed; run `holdfast migrate`",
             repo.config().version
+        ));
+    }
+    Ok(())
+}
+
+/// Garbage-collection state that holds space or blocks prune: unreadable session records and
+/// plans, and temporary files of interrupted writes. Each finding names the object and the fix.
+fn gc_findings(repo: &Repository, r: &mut CheckReport) -> Result<()> {
+    use crate::session;
+    for s in session::sessions(repo, chrono::Utc::now())? {
+        if s.record.is_none() {
+            r.warnings.push(format!(
+                "{}{}",
+                s.describe(),
+                if s.verdict.is_live() {
+                    ": it holds back garbage collection"
+                } else {
+                    ": `holdfast prune` removes it"
+                }
+            ));
+        }
+    }
+    for (name, why) in session::load_plans_lenient(repo)?.1 {
+        r.warnings.push(format!(
+            "gc plan gc/{name} cannot be read ({why}): it condemns nothing anyone can read; `holdfast prune` removes it"
+        ));
+    }
+    let (n, bytes) = repo
+        .storage()
+        .stale_temporaries(session::STALE_AFTER, false)?;
+    if n > 0 {
+        r.warnings.push(format!(
+            "tmp/ holds {n} file(s), {}, left by interrupted writes more than {} minutes ago: `holdfast prune` removes them",
+            crate::util::human_bytes(bytes),
+            session::STALE_AFTER.as_secs() / 60
         ));
     }
     Ok(())

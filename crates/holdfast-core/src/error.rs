@@ -104,6 +104,17 @@ pub enum Error {
     /// The operation cannot proceed because of the repository's state.
     #[error("{0}")]
     Refused(String),
+    /// A writer's session expired (it looked dead to garbage collection) and packs the new
+    /// snapshot needs were deleted: the snapshot was not recorded.
+    #[error("this writer's session expired ({detail}) and garbage collection deleted {missing} pack(s) the new snapshot needs (e.g. pack {example}): no snapshot was recorded. Run the backup again: it stores that data anew")]
+    SessionExpired {
+        /// Why the session looked dead.
+        detail: String,
+        /// How many needed packs are gone.
+        missing: usize,
+        /// One of them.
+        example: String,
+    },
     /// The operation was interrupted.
     #[error("interrupted")]
     Interrupted,

@@ -93,11 +93,14 @@ pub fn seq_of(name: &str) -> Option<u64> {
     u64::from_str_radix(&name[..16], 16).ok()
 }
 
-/// Read and authenticate one entry: its bytes match its name, it decrypts, and its sequence
-/// number is the one its name claims.
-pub fn read(repo: &Repository, name: &str) -> Result<Entry> {
+/// Read and authenticate one entry of the listed `size` (bounded before it is read): its bytes
+/// match its name, it decrypts, and its sequence number is the one its name claims.
+pub fn read(repo: &Repository, name: &str, size: u64) -> Result<Entry> {
     let what = || format!("history entry {name}");
     let seq = seq_of(name).ok_or_else(|| Error::corrupt(what(), "not a history entry name"))?;
+    if size > MAX_ENTRY as u64 {
+        return Err(Error::corrupt(what(), format!("{size} bytes is too large")));
+    }
     let raw = repo.storage().get(ObjectKind::History, name)?;
     if raw.len() > MAX_ENTRY {
         return Err(Error::corrupt(
@@ -125,11 +128,11 @@ pub fn read(repo: &Repository, name: &str) -> Result<Entry> {
 
 /// Append one entry holding `events`; returns its name. Needs put, get and list only.
 pub fn append(repo: &Repository, events: Vec<Event>) -> Result<String> {
-    let mut names: Vec<(u64, String)> = repo
+    let mut names: Vec<(u64, String, u64)> = repo
         .storage()
         .list(ObjectKind::History)?
         .into_iter()
-        .filter_map(|o| seq_of(&o.name).map(|s| (s, o.name)))
+        .filter_map(|o| seq_of(&o.name).map(|s| (s, o.name, o.size)))
         .collect();
     names.sort();
     // Trust a name as a parent only once its entry authenticates: forged names (which cannot
@@ -137,7 +140,7 @@ pub fn append(repo: &Repository, events: Vec<Event>) -> Result<String> {
     let mut top: Option<u64> = None;
     let mut parents = Vec::new();
     let mut reads = 0;
-    while let Some((seq, name)) = names.pop() {
+    while let Some((seq, name, size)) = names.pop() {
         if top.is_some_and(|t| seq + 1 < t) {
             break;
         }
@@ -147,7 +150,7 @@ pub fn append(repo: &Repository, events: Vec<Event>) -> Result<String> {
                 "more than {MAX_TOP_READS} history entries at the top of the history fail to authenticate: someone is writing junk into history/; run `holdfast check`"
             )));
         }
-        match read(repo, &name) {
+        match read(repo, &name, size) {
             Ok(_) => {
                 top.get_or_insert(seq);
                 parents.push(name);
@@ -314,7 +317,7 @@ pub fn audit(repo: &Repository) -> Result<Audit> {
     let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
     let mut present: BTreeSet<String> = BTreeSet::new();
     for o in repo.storage().list(ObjectKind::History)? {
-        match read(repo, &o.name) {
+        match read(repo, &o.name, o.size) {
             Ok(e) => {
                 present.insert(o.name.clone());
                 entries.insert(o.name, e);
@@ -419,7 +422,7 @@ pub fn audit(repo: &Repository) -> Result<Audit> {
         if present.contains(&o.name) {
             continue;
         }
-        if let Ok(e) = read(repo, &o.name) {
+        if let Ok(e) = read(repo, &o.name, o.size) {
             for ev in e.events {
                 if let Event::SnapshotsForgotten { ids } = ev {
                     forgotten.extend(ids);

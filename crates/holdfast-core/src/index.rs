@@ -95,6 +95,13 @@ impl IndexFile {
                 let offset = r.u32().ok_or_else(|| bad("truncated"))?;
                 let length = r.u32().ok_or_else(|| bad("truncated"))?;
                 let raw_len = r.u32().ok_or_else(|| bad("truncated"))?;
+                crate::blob::check_lengths(blob_type, length, raw_len)
+                    .map_err(|d| bad(&format!("blob {id}: {d}")))?;
+                if offset.checked_add(length).is_none() {
+                    return Err(bad(&format!(
+                        "blob {id}: offset {offset} + length {length} overflows"
+                    )));
+                }
                 entries.push(PackEntry {
                     blob_type,
                     id,
@@ -293,8 +300,8 @@ mod tests {
                 BlobType::Tree
             },
             id: Id([i; 32]),
-            offset: i as u32 * 10,
-            length: 10,
+            offset: i as u32 * 50,
+            length: 50,
             raw_len: 20,
         }
     }
@@ -318,10 +325,29 @@ mod tests {
         assert_eq!(idx.len(), 3);
         let (pack, loc) = idx.get(&Id([3; 32])).unwrap();
         assert_eq!(pack, Id([2; 32]));
-        assert_eq!(loc.offset, 30);
+        assert_eq!(loc.offset, 150);
         let dropped = idx.without_packs(&[Id([2; 32])].into_iter().collect());
         assert!(!dropped.contains(&Id([3; 32])));
         assert!(dropped.contains(&Id([1; 32])));
+    }
+
+    #[test]
+    fn impossible_lengths_in_an_index_are_refused() {
+        for (raw_len, length) in [(u32::MAX, 100), (20, 1000), (20, 3)] {
+            let f = IndexFile {
+                packs: vec![(
+                    Id([1; 32]),
+                    vec![PackEntry {
+                        raw_len,
+                        length,
+                        ..entry(2)
+                    }],
+                )],
+                superseded: vec![],
+            };
+            let err = IndexFile::decode("t", &f.encode()).unwrap_err();
+            assert!(err.to_string().contains("length"), "{err}");
+        }
     }
 
     proptest! {

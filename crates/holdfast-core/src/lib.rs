@@ -21,6 +21,7 @@ pub mod history;
 pub mod id;
 pub mod index;
 pub mod keys;
+pub mod liveness;
 pub mod localstate;
 pub mod objlock;
 pub mod pack;

@@ -121,6 +121,8 @@ pub fn decode_header(what: &str, h: &[u8], blobs_end: u64) -> Result<Vec<PackEnt
         if offset + length as u64 > blobs_end {
             return Err(bad("entry points past the blobs"));
         }
+        crate::blob::check_lengths(blob_type, length, raw_len)
+            .map_err(|d| bad(&format!("blob {id}: {d}")))?;
         out.push(PackEntry {
             blob_type,
             id,
@@ -204,6 +206,35 @@ mod tests {
             let k = MasterKey::generate();
             let _ = read_header(&k, "g", &data);
             let _ = decode_header("g", &data, 1000);
+        }
+    }
+
+    #[test]
+    fn impossible_lengths_in_a_header_are_refused() {
+        let k = MasterKey::generate();
+        let good = PackEntry {
+            blob_type: BlobType::Data,
+            id: k.blob_id(b"a"),
+            offset: 0,
+            length: 100,
+            raw_len: 59,
+        };
+        assert!(decode_header("t", &encode_header(&[good]), 100).is_ok());
+        for (t, length, raw_len) in [
+            (BlobType::Data, 100, u32::MAX), // a 4 GiB decompression buffer
+            (BlobType::Data, 100, crate::blob::MAX_DATA_LEN + 1),
+            (BlobType::Tree, 100, crate::blob::MAX_TREE_LEN + 1),
+            (BlobType::Data, 100, 10), // stored bigger than any framing of 10 bytes
+            (BlobType::Data, 5, 0),    // shorter than nonce and tag
+        ] {
+            let e = PackEntry {
+                blob_type: t,
+                length,
+                raw_len,
+                ..good
+            };
+            let err = decode_header("t", &encode_header(&[e]), 100).unwrap_err();
+            assert!(err.to_string().contains("length"), "{err}");
         }
     }
 

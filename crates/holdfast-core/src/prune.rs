@@ -142,6 +142,9 @@ pub struct PruneOptions {
     pub max_unused_percent: f64,
     /// The current time (injectable).
     pub now: Option<DateTime<Utc>>,
+    /// Also remove session records that cannot be read, whatever their age (for a store that
+    /// does not say when an object was written; see [`session::Verdict`]).
+    pub remove_unreadable_sessions: bool,
 }
 
 impl Default for PruneOptions {
@@ -150,6 +153,7 @@ impl Default for PruneOptions {
             dry_run: false,
             max_unused_percent: 10.0,
             now: None,
+            remove_unreadable_sessions: false,
         }
     }
 }
@@ -171,6 +175,16 @@ pub struct PruneReport {
     pub waiting: Vec<String>,
     /// Records of dead writer sessions removed.
     pub stale_sessions_removed: usize,
+    /// Session records that could not be read and were removed (names).
+    pub unreadable_sessions_removed: Vec<String>,
+    /// Plans that could not be read and were removed (names): they condemned nothing anyone
+    /// could read.
+    pub unreadable_plans_removed: Vec<String>,
+    /// Temporary files of interrupted writes removed (older than the staleness window; a dry
+    /// run counts them).
+    pub tmp_files_removed: usize,
+    /// Their bytes.
+    pub tmp_bytes_removed: u64,
 }
 
 /// Every blob any snapshot references. Refuses on a damaged tree: pruning a repository whose
@@ -241,8 +255,16 @@ pub fn prune(
     }
 
     if !opts.dry_run {
-        report.stale_sessions_removed = session::sweep_stale_sessions(repo, now)?;
+        let swept = session::sweep_dead_sessions(repo, now, opts.remove_unreadable_sessions)?;
+        report.stale_sessions_removed = swept.dead;
+        report.unreadable_sessions_removed = swept.unreadable;
+        report.unreadable_plans_removed = session::remove_unreadable_plans(repo)?;
     }
+    // A put in progress writes its temporary file within one call; one older than the
+    // staleness window belongs to no live writer.
+    (report.tmp_files_removed, report.tmp_bytes_removed) = repo
+        .storage()
+        .stale_temporaries(session::STALE_AFTER, !opts.dry_run)?;
 
     // Phase two for earlier plans.
     let plans = session::load_plans(repo)?;
@@ -252,15 +274,12 @@ pub fn prune(
         let live = session::live_sessions(repo, now)?;
         if let Some(s) = live
             .iter()
-            .find(|s| s.started < plan.created + chrono::Duration::seconds(60))
+            .find(|s| s.started() < plan.created + chrono::Duration::seconds(60))
         {
             report.waiting.push(format!(
-                "plan {} waits for {} on {} (pid {}, started {})",
+                "plan {} waits for {}",
                 plan_id.short(),
-                s.operation,
-                s.hostname,
-                s.pid,
-                s.started
+                s.describe()
             ));
             continue;
         }
@@ -357,10 +376,12 @@ pub fn prune(
     if live.is_empty() {
         execute(repo, &plan_id, &plan, &mut report)?;
     } else {
+        let who: Vec<String> = live.iter().map(|s| s.describe()).collect();
         report.waiting.push(format!(
-            "plan {} waits for {} running writer(s); the next prune completes it",
+            "plan {} waits for {} running writer(s), the next prune completes it: {}",
             plan_id.short(),
-            live.len()
+            live.len(),
+            who.join("; ")
         ));
     }
     progress.finish();

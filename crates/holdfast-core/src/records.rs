@@ -280,7 +280,7 @@ pub fn load_checked(repo: &Repository) -> Result<(Vec<Record>, Vec<String>)> {
     let mut out = Vec::new();
     let mut bad = Vec::new();
     for o in repo.storage().list(ObjectKind::Record)? {
-        match repo.load_json::<serde_json::Value>(ObjectKind::Record, &o.name, AAD) {
+        match repo.load_json_listed::<serde_json::Value>(ObjectKind::Record, &o.name, o.size, AAD) {
             Ok(v) => match serde_json::from_value::<Record>(v.clone()) {
                 Ok(r) => out.push(r),
                 // Authentic, of a type a newer holdfast wrote: not ours to judge.

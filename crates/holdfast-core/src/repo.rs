@@ -96,6 +96,38 @@ fn authenticate_config(config: &RepoConfig, key: &MasterKey, location: &str) -> 
     Ok(())
 }
 
+/// The largest object of a kind a reader accepts; anything read from a repository may be
+/// hostile, so sizes are bounded before objects are read or parsed. Packs are bounded by the
+/// configured pack size instead (`check::max_pack_len`).
+pub fn max_object_len(kind: ObjectKind) -> u64 {
+    match kind {
+        ObjectKind::Config | ObjectKind::Key | ObjectKind::Session => 64 << 10,
+        // A million condemned packs (16 TiB of 16 MiB packs).
+        ObjectKind::Gc => crate::session::MAX_PLAN_LEN,
+        // Lists of skipped files and warnings.
+        ObjectKind::Snapshot => 64 << 20,
+        // Object-lock records list every object they extended.
+        ObjectKind::Record => 256 << 20,
+        // One entry names the snapshots of one event (a forget of many).
+        ObjectKind::History => 64 << 20,
+        // The index prune writes holds every blob: 45 bytes each, 20 million blobs.
+        ObjectKind::Index => 1 << 30,
+        ObjectKind::Pack => u64::MAX,
+    }
+}
+
+/// Refuse an object larger than its kind can be.
+pub fn check_object_len(kind: ObjectKind, name: &str, size: u64) -> Result<()> {
+    let max = max_object_len(kind);
+    if size > max {
+        return Err(Error::corrupt(
+            format!("{kind} {name}"),
+            format!("{size} bytes, more than a {kind} can be ({max}); it was not read"),
+        ));
+    }
+    Ok(())
+}
+
 impl Repository {
     /// Create a repository and its first key slot.
     pub fn init(
@@ -174,6 +206,10 @@ impl Repository {
         let config = read_config(&*storage)?;
         let slots = storage.list(ObjectKind::Key)?;
         for s in &slots {
+            if let Err(e) = check_object_len(ObjectKind::Key, &s.name, s.size) {
+                tracing::warn!("key slot {} was skipped: {e}", s.name);
+                continue;
+            }
             let raw = storage.get(ObjectKind::Key, &s.name)?;
             let slot: KeySlot = match serde_json::from_slice(&raw) {
                 Ok(k) => k,
@@ -342,6 +378,19 @@ impl Repository {
         Ok(id)
     }
 
+    /// Load and decrypt a JSON object listed with `size` bytes: an object larger than its kind
+    /// can be ([`max_object_len`]) is refused before it is read.
+    pub fn load_json_listed<T: DeserializeOwned>(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        size: u64,
+        aad: &[u8],
+    ) -> Result<T> {
+        check_object_len(kind, name, size)?;
+        self.load_json(kind, name, aad)
+    }
+
     /// Load and decrypt a JSON object.
     pub fn load_json<T: DeserializeOwned>(
         &self,
@@ -350,6 +399,7 @@ impl Repository {
         aad: &[u8],
     ) -> Result<T> {
         let raw = self.storage.get(kind, name)?;
+        check_object_len(kind, name, raw.len() as u64)?;
         let what = || format!("{kind} {name}");
         if Id::from_hex(name).is_some_and(|id| id != Id::of_bytes(&raw))
             && kind != ObjectKind::Session
@@ -394,7 +444,9 @@ impl Repository {
         let mut files = Vec::new();
         let mut damaged = Vec::new();
         for o in self.storage.list(ObjectKind::Index)? {
-            match self.read_index_file(&o.name) {
+            let read = check_object_len(ObjectKind::Index, &o.name, o.size)
+                .and_then(|()| self.read_index_file(&o.name));
+            match read {
                 Ok(f) => {
                     for (pack, entries) in &f.packs {
                         idx.add_pack(*pack, entries);
@@ -418,6 +470,7 @@ impl Repository {
     /// Read one index file.
     pub fn read_index_file(&self, name: &str) -> Result<IndexFile> {
         let raw = self.storage.get(ObjectKind::Index, name)?;
+        check_object_len(ObjectKind::Index, name, raw.len() as u64)?;
         if Id::from_hex(name) != Some(Id::of_bytes(&raw)) {
             return Err(Error::corrupt(
                 format!("index {name}"),

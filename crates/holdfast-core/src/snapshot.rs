@@ -91,7 +91,7 @@ pub fn load_all(repo: &Repository) -> Result<(Vec<SnapshotEntry>, Vec<Error>)> {
         let Some(id) = Id::from_hex(&o.name) else {
             continue;
         };
-        match repo.load_json::<Snapshot>(ObjectKind::Snapshot, &o.name, AAD) {
+        match repo.load_json_listed::<Snapshot>(ObjectKind::Snapshot, &o.name, o.size, AAD) {
             Ok(snapshot) => out.push(SnapshotEntry { id, snapshot }),
             Err(e @ Error::Corrupt { .. }) => bad.push(e),
             // Listed, then removed by a concurrent forget (or a listing that lags a delete).

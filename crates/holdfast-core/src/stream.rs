@@ -15,7 +15,7 @@ use crate::id::Id;
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::session::Session;
-use crate::snapshot::{self, Snapshot, Summary};
+use crate::snapshot::{Snapshot, Summary};
 use crate::tree::{FsName, Node, NodeKind, Tree};
 use crate::writer::Dedup;
 
@@ -82,7 +82,7 @@ pub fn backup_streams(
 ) -> Result<(Id, Snapshot)> {
     let started = Instant::now();
     let time = opts.time.unwrap_or_else(Utc::now);
-    let _session = Session::start(repo, "backup")?;
+    let session = Session::start(repo, "backup")?;
     let index = writable_index(repo, true)?;
     let dedup = Dedup::new(repo, &index, false);
     let p = repo.config().chunker;
@@ -137,7 +137,8 @@ pub fn backup_streams(
     let mut dir = synthetic(opts.dir.clone(), NodeKind::Dir, 0o700, (uid, gid), now_ns);
     dir.subtree = Some(sub);
     let root = dedup.store(&mut c, BlobType::Tree, &Tree { nodes: vec![dir] }.encode())?;
-    dedup.writer.finish()?;
+    let stored = dedup.writer.finish()?;
+    let needed = dedup.referenced_packs(&stored);
     (summary.blobs_added, summary.bytes_added) = dedup.added();
     summary.dirs = 1;
     summary.seconds = started.elapsed().as_secs_f64();
@@ -158,7 +159,7 @@ pub fn backup_streams(
         summary,
         program: format!("holdfast {}", env!("CARGO_PKG_VERSION")),
     };
-    let id = snapshot::save(repo, &snap)?;
+    let id = crate::writer::record_snapshot(repo, &session, &needed, &snap)?;
     Ok((id, snap))
 }
 

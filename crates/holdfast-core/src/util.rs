@@ -43,6 +43,23 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// An absolute path, with `.` and `..` resolved lexically (symlinks are not followed).
+pub fn absolute(p: &std::path::Path) -> crate::Result<std::path::PathBuf> {
+    let abs = std::path::absolute(p).map_err(|e| crate::Error::io("resolving", p, e))?;
+    // Lexically normalise `.` and `..` without following symlinks.
+    let mut out = std::path::PathBuf::new();
+    for c in abs.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

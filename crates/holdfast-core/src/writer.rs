@@ -236,6 +236,9 @@ pub struct Dedup<'a> {
     repo: &'a Repository,
     index: &'a Index,
     new_ids: Mutex<HashSet<Id>>,
+    /// Packs of the index that blobs were deduplicated against (what the snapshot will need
+    /// besides the packs this writer stores).
+    hit_packs: Mutex<HashSet<Id>>,
     /// The pack writer.
     pub writer: BlobWriter,
     blobs_added: AtomicU64,
@@ -249,6 +252,7 @@ impl<'a> Dedup<'a> {
             repo,
             index,
             new_ids: Mutex::new(HashSet::new()),
+            hit_packs: Mutex::new(HashSet::new()),
             writer: BlobWriter::new(repo, dry_run),
             blobs_added: AtomicU64::new(0),
             bytes_added: AtomicU64::new(0),
@@ -257,7 +261,7 @@ impl<'a> Dedup<'a> {
 
     /// Whether the blob is already stored (or being stored by this writer).
     pub fn known(&self, id: &Id) -> bool {
-        self.index.contains(id)
+        self.hit(id)
             || self
                 .new_ids
                 .lock()
@@ -265,10 +269,54 @@ impl<'a> Dedup<'a> {
                 .contains(id)
     }
 
+    /// Whether the index has the blob; if so, remember its pack.
+    fn hit(&self, id: &Id) -> bool {
+        match self.index.get(id) {
+            Some((pack, _)) => {
+                self.hit_packs
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(pack);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every pack a snapshot of this writer's blobs may reference: the index packs it
+    /// deduplicated against and the packs it stored (`stats`, from [`BlobWriter::finish`]).
+    pub fn referenced_packs(&self, stats: &WriterStats) -> HashSet<Id> {
+        let mut out = self
+            .hit_packs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        out.extend(stats.packs.iter().map(|(p, _)| *p));
+        out
+    }
+
     /// Store a blob unless it is known; returns its id.
     pub fn store(&self, c: &mut Compressor, t: BlobType, data: &[u8]) -> Result<Id> {
+        if data.len() > crate::blob::max_raw_len(t) as usize {
+            // Readers refuse larger blobs: storing one would make a snapshot nobody can read.
+            return Err(Error::Refused(format!(
+                "a {} of {} bytes exceeds the repository format's limit of {} bytes{}",
+                if t == BlobType::Tree {
+                    "directory listing"
+                } else {
+                    "chunk"
+                },
+                data.len(),
+                crate::blob::max_raw_len(t),
+                if t == BlobType::Tree {
+                    ": split the directory or exclude part of it"
+                } else {
+                    ""
+                }
+            )));
+        }
         let id = self.repo.key().blob_id(data);
-        if self.index.contains(&id)
+        if self.hit(&id)
             || !self
                 .new_ids
                 .lock()
@@ -292,4 +340,102 @@ impl<'a> Dedup<'a> {
             self.bytes_added.load(Ordering::Relaxed),
         )
     }
+}
+
+/// Before a writer records a snapshot that references `packs`: make sure garbage collection
+/// cannot have deleted any of them while this writer was not looking.
+///
+/// The session's heartbeat is stored now (so no plan executes from here on while the writer
+/// lives). If the session may have looked dead meanwhile (a heartbeat gap close to the
+/// staleness window, its record removed or stale), if a plan written since the session started
+/// condemns one of `packs`, or if a plan cannot be read, every pack is checked to exist; a
+/// missing one fails with [`Error::SessionExpired`] and nothing is recorded. Returns whether the
+/// packs were checked (the caller checks again after recording, see [`confirm_after_snapshot`]).
+pub fn confirm_before_snapshot(
+    repo: &Repository,
+    session: &crate::session::Session,
+    packs: &HashSet<Id>,
+) -> Result<bool> {
+    let lapsed = session.refresh()?;
+    let (plans, unreadable) = crate::session::load_plans_lenient(repo)?;
+    let since = session.started() - chrono::Duration::seconds(60);
+    let condemned = plans
+        .iter()
+        .filter(|(_, p)| p.created > since)
+        .any(|(_, p)| p.condemned.iter().any(|c| packs.contains(c)));
+    if !(lapsed || condemned || !unreadable.is_empty()) {
+        return Ok(false);
+    }
+    tracing::info!(
+        "checking that the {} pack(s) this snapshot needs still exist (session lapsed: {lapsed}, condemned since start: {condemned})",
+        packs.len()
+    );
+    packs_exist(repo, packs, lapsed)?;
+    Ok(true)
+}
+
+/// After recording snapshot `id` when [`confirm_before_snapshot`] had to check: check the packs
+/// again (a prune that was already deleting when the heartbeat was stored); if one is gone,
+/// remove the snapshot and fail, so no snapshot that cannot be restored stays recorded.
+pub fn confirm_after_snapshot(repo: &Repository, id: &Id, packs: &HashSet<Id>) -> Result<()> {
+    if let Err(e) = packs_exist(repo, packs, true) {
+        repo.storage().delete(ObjectKind::Snapshot, &id.to_hex())?;
+        repo.storage().flush()?;
+        return Err(e);
+    }
+    Ok(())
+}
+
+fn packs_exist(repo: &Repository, packs: &HashSet<Id>, lapsed: bool) -> Result<()> {
+    let names: Vec<String> = packs.iter().map(|p| p.to_hex()).collect();
+    let have = repo.storage().exists_many(ObjectKind::Pack, &names)?;
+    let missing: Vec<&String> = names
+        .iter()
+        .zip(have)
+        .filter(|(_, h)| !h)
+        .map(|(n, _)| n)
+        .collect();
+    if let Some(first) = missing.first() {
+        return Err(Error::SessionExpired {
+            detail: if lapsed {
+                format!(
+                    "its heartbeat stopped for about the {}-minute staleness window (a suspended or stalled process), so a prune counted it as dead",
+                    crate::session::STALE_AFTER.as_secs() / 60
+                )
+            } else {
+                "a prune condemned packs it uses".into()
+            },
+            missing: missing.len(),
+            example: (*first).clone(),
+        });
+    }
+    Ok(())
+}
+
+/// A callback run just before a backup records its snapshot (a test seam, see
+/// `BackupOptions::before_snapshot`).
+#[derive(Clone)]
+pub struct BeforeSnapshot(pub std::sync::Arc<dyn Fn(&crate::session::Session) + Send + Sync>);
+
+impl std::fmt::Debug for BeforeSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BeforeSnapshot(..)")
+    }
+}
+
+/// Record a writer's snapshot that references `packs`. Garbage collection may have counted the
+/// writer dead (suspended past the staleness window) and deleted what it references, so this
+/// confirms first ([`confirm_before_snapshot`]) and, if it had to check, again after.
+pub fn record_snapshot(
+    repo: &Repository,
+    session: &crate::session::Session,
+    packs: &HashSet<Id>,
+    snap: &crate::snapshot::Snapshot,
+) -> Result<Id> {
+    let checked = confirm_before_snapshot(repo, session, packs)?;
+    let id = crate::snapshot::save(repo, snap)?;
+    if checked {
+        confirm_after_snapshot(repo, &id, packs)?;
+    }
+    Ok(id)
 }

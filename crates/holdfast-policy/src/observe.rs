@@ -127,12 +127,14 @@ pub fn observe(env: &Env) -> Observed {
             },
         );
         match holdfast_core::history::audit(&repo) {
-            Ok(a) => o
-                .alarms
-                .extend(a.errors().into_iter().map(|e| format!("repository {name:?}: {e}"))),
-            Err(e) => o
-                .alarms
-                .push(format!("repository {name:?}: its history cannot be read: {e}")),
+            Ok(a) => o.alarms.extend(
+                a.errors()
+                    .into_iter()
+                    .map(|e| format!("repository {name:?}: {e}")),
+            ),
+            Err(e) => o.alarms.push(format!(
+                "repository {name:?}: its history cannot be read: {e}"
+            )),
         }
         if let Err(e) = records::retention_lock(&repo) {
             o.alarms.push(format!("repository {name:?}: {e}"));

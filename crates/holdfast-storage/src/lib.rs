@@ -341,6 +341,25 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// returns.
     fn flush(&self) -> Result<()>;
 
+    /// When an object was last written, if the store can say (`Ok(None)` if it cannot). Used to
+    /// age records that cannot be read, so one damaged record cannot block garbage collection.
+    fn modified(&self, kind: ObjectKind, name: &str) -> Result<Option<std::time::SystemTime>> {
+        let _ = (kind, name);
+        Ok(None)
+    }
+
+    /// Temporary files of interrupted writes (a local `tmp/`) last written more than `max_age`
+    /// ago: how many and how many bytes; with `remove`, they are deleted (a store whose puts
+    /// are atomic has none). A put in progress touches its file, so a live writer's is younger.
+    fn stale_temporaries(
+        &self,
+        max_age: std::time::Duration,
+        remove: bool,
+    ) -> Result<(usize, u64)> {
+        let _ = (max_age, remove);
+        Ok((0, 0))
+    }
+
     /// How many large puts to keep in flight (1 for a local disk; more for object stores,
     /// whose throughput per request is bounded by latency). Each costs one pack of memory.
     fn write_concurrency(&self) -> usize {

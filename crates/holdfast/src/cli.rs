@@ -110,6 +110,10 @@ pub enum Command {
         /// Repack packs with more than this percentage unused.
         #[arg(long, default_value_t = 10.0)]
         max_unused: f64,
+        /// Also remove session records that cannot be read, whatever their age (needed only
+        /// on a store that does not say when they were written; make sure no backup runs).
+        #[arg(long)]
+        remove_unreadable_sessions: bool,
     },
     /// Find data sources on this host and show the ones the workload does not protect.
     Discover {

@@ -73,6 +73,7 @@ pub fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
         time,
         threads: 0,
         source: None,
+        before_snapshot: None,
     };
     let progress = CliProgress::new(g.quiet || g.json);
     let out = backup::backup(&repo, &opts, &progress)?;

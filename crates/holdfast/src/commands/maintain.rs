@@ -112,14 +112,19 @@ pub fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
         );
     }
     if a.prune && !a.dry_run {
-        return run_prune(g, &repo, false, 10.0);
+        return run_prune(g, &repo, false, 10.0, false);
     }
     Ok(exit::OK)
 }
 
-pub fn prune(g: &Global, dry_run: bool, max_unused: f64) -> Result<u8> {
+pub fn prune(
+    g: &Global,
+    dry_run: bool,
+    max_unused: f64,
+    remove_unreadable_sessions: bool,
+) -> Result<u8> {
     let repo = open(g)?;
-    run_prune(g, &repo, dry_run, max_unused)
+    run_prune(g, &repo, dry_run, max_unused, remove_unreadable_sessions)
 }
 
 fn run_prune(
@@ -127,6 +132,7 @@ fn run_prune(
     repo: &holdfast_core::Repository,
     dry_run: bool,
     max_unused: f64,
+    remove_unreadable_sessions: bool,
 ) -> Result<u8> {
     if !(0.0..=100.0).contains(&max_unused) {
         bail!("--max-unused must be between 0 and 100");
@@ -135,6 +141,7 @@ fn run_prune(
         dry_run,
         max_unused_percent: max_unused,
         now: None,
+        remove_unreadable_sessions,
     };
     let progress = CliProgress::new(g.quiet || g.json);
     let r = prune::prune(repo, &opts, &progress)?;
@@ -143,6 +150,20 @@ fn run_prune(
     } else if !g.quiet {
         for w in &r.waiting {
             outln!("{w}");
+        }
+        for n in &r.unreadable_sessions_removed {
+            outln!("removed the unreadable session record sessions/{n}");
+        }
+        for n in &r.unreadable_plans_removed {
+            outln!("removed the unreadable gc plan gc/{n}");
+        }
+        if r.tmp_files_removed > 0 {
+            outln!(
+                "{} {} temporary file(s) of interrupted writes from tmp/, {}",
+                if dry_run { "would remove" } else { "removed" },
+                r.tmp_files_removed,
+                human_bytes(r.tmp_bytes_removed)
+            );
         }
         outln!(
             "{}: {} pack(s) condemned ({} repacked), {} deleted, {} freed",

@@ -92,7 +92,8 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Prune {
             dry_run,
             max_unused,
-        } => maintain::prune(g, dry_run, max_unused),
+            remove_unreadable_sessions,
+        } => maintain::prune(g, dry_run, max_unused, remove_unreadable_sessions),
         Command::Key { action } => maintain::key(g, action),
         Command::ObjectLock {
             undelete_since: Some(t),
