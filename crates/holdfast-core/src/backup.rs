@@ -17,10 +17,11 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use crossbeam_channel::unbounded;
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use crate::blob::{BlobType, Compressor};
 use crate::error::{Error, Result};
+use crate::exclude::Excludes;
+pub use crate::exclude::read_exclude_file;
 use crate::fsmeta;
 use crate::id::Id;
 use crate::index::Index;
@@ -28,7 +29,7 @@ use crate::progress::Progress;
 use crate::repo::{ChunkerParams, Repository};
 use crate::session::{self, Session};
 use crate::snapshot::{self, Snapshot, Summary};
-use crate::tree::{FsName, Node, NodeKind, Tree};
+use crate::tree::{FileTime, FsName, Node, NodeKind, Tree};
 use crate::writer::Dedup;
 
 /// Which snapshot to compare with.
@@ -77,55 +78,6 @@ pub struct BackupOutcome {
     pub snapshot: Snapshot,
 }
 
-/// Read exclude patterns from a file: one per line, `#` comments and blank lines ignored.
-pub fn read_exclude_file(path: &Path) -> Result<Vec<String>> {
-    let text = fs::read_to_string(path).map_err(|e| Error::io("reading exclude file", path, e))?;
-    Ok(text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(String::from)
-        .collect())
-}
-
-struct Excludes {
-    by_path: GlobSet,
-    by_name: GlobSet,
-}
-
-impl Excludes {
-    fn new(patterns: &[String]) -> Result<Self> {
-        let mut p = GlobSetBuilder::new();
-        let mut n = GlobSetBuilder::new();
-        for pat in patterns {
-            let g = GlobBuilder::new(pat.trim_end_matches('/'))
-                .literal_separator(true)
-                .backslash_escape(true)
-                .build()
-                .map_err(|e| Error::Invalid(format!("exclude pattern {pat:?}: {e}")))?;
-            if pat.contains('/') {
-                p.add(g);
-            } else {
-                n.add(g);
-            }
-        }
-        let build = |b: GlobSetBuilder| {
-            b.build()
-                .map_err(|e| Error::Invalid(format!("exclude patterns: {e}")))
-        };
-        Ok(Excludes {
-            by_path: build(p)?,
-            by_name: build(n)?,
-        })
-    }
-
-    fn excluded(&self, path: &Path, name: &[u8]) -> bool {
-        self.by_name
-            .is_match(Path::new(std::ffi::OsStr::from_bytes(name)))
-            || self.by_path.is_match(path)
-    }
-}
-
 enum Pending {
     Ready(Node),
     File { node: Node, job: usize },
@@ -135,13 +87,39 @@ enum Pending {
 struct Job {
     id: usize,
     path: PathBuf,
-    size: u64,
-    mtime: i64,
 }
+
+/// What identifies a version of a file's content: if these are the same before and after a
+/// read, nothing wrote to the file in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    size: u64,
+    mtime: FileTime,
+    ctime: FileTime,
+}
+
+impl Stamp {
+    fn of(f: &File) -> io::Result<Stamp> {
+        let m = f.metadata()?;
+        Ok(Stamp {
+            size: m.size(),
+            mtime: FileTime::new(m.mtime(), m.mtime_nsec()),
+            ctime: FileTime::new(m.ctime(), m.ctime_nsec()),
+        })
+    }
+}
+
+/// How many times a file that changed while it was read is read again before it is stored as
+/// read and marked `changed_while_read`.
+pub const RE_READS: usize = 1;
 
 struct FileDone {
     content: Vec<Id>,
     size: u64,
+    /// The file's size and times when its content was read (they replace the walker's).
+    stamp: Option<Stamp>,
+    /// It changed during every read: the content may mix bytes from before and after.
+    changed_while_read: bool,
 }
 
 /// State shared by the walker and the workers.
@@ -155,6 +133,8 @@ struct Ctx<'a> {
     progress: &'a dyn Progress,
     errors: Mutex<Vec<String>>,
     warnings: Mutex<Vec<String>>,
+    /// Files stored although they changed during every read, one line each.
+    inconsistent: Mutex<Vec<String>>,
     bytes_read: AtomicU64,
     /// The first repository error: it ends the backup (unlike an unreadable source file).
     fatal: Mutex<Option<Error>>,
@@ -196,6 +176,14 @@ impl Ctx<'_> {
             .push(msg);
     }
 
+    fn changed_while_read(&self, msg: String) {
+        self.progress.warn(&msg);
+        self.inconsistent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(msg);
+    }
+
     fn warning(&self, msg: String) {
         self.progress.warn(&msg);
         self.warnings
@@ -204,24 +192,68 @@ impl Ctx<'_> {
             .push(msg);
     }
 
-    /// Read, chunk and store one file.
+    /// Read, chunk and store one file. If it changed while it was read (its size or times
+    /// differ before and after, or the bytes read are not its size), it is read again, up to
+    /// [`RE_READS`] times; if it still changes, the last read is stored and marked.
     fn read_file(&self, c: &mut Compressor, job: &Job) -> std::result::Result<FileDone, String> {
         let f = fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&job.path)
             .map_err(|e| describe_io(&job.path, "cannot be opened", e))?;
-        if job.size >= self.chunker.min as u64 {
+        let stamp = |f: &File| Stamp::of(f).map_err(|e| describe_io(&job.path, "cannot be examined", e));
+        let mut attempt = 0;
+        loop {
+            let before = stamp(&f)?;
+            if attempt > 0 {
+                use std::io::Seek;
+                (&f).seek(io::SeekFrom::Start(0))
+                    .map_err(|e| describe_io(&job.path, "cannot be read", e))?;
+            }
+            let (content, size) = self.read_once(c, job, &f, before.size)?;
+            self.bytes_read.fetch_add(size, Ordering::Relaxed);
+            let after = stamp(&f)?;
+            let steady = before == after && size == after.size;
+            if steady || attempt == RE_READS {
+                if !steady {
+                    self.changed_while_read(format!(
+                        "{}: changed while it was read, {} times in a row; stored as last read ({size} bytes), which may mix old and new content",
+                        job.path.display(),
+                        attempt + 1
+                    ));
+                }
+                return Ok(FileDone {
+                    content,
+                    size,
+                    stamp: Some(after),
+                    changed_while_read: !steady,
+                });
+            }
+            tracing::info!("{}: changed while it was read; reading it again", job.path.display());
+            attempt += 1;
+        }
+    }
+
+    /// One read of a file from its start: small files as one blob, larger ones chunked.
+    fn read_once(
+        &self,
+        c: &mut Compressor,
+        job: &Job,
+        f: &File,
+        size: u64,
+    ) -> std::result::Result<(Vec<Id>, u64), String> {
+        if size >= self.chunker.min as u64 {
             return self.read_large(c, job, f);
         }
-        let mut buf = Vec::with_capacity(job.size as usize);
-        (&f).take(self.chunker.min as u64)
+        let mut buf = Vec::with_capacity(size as usize);
+        f.take(self.chunker.min as u64)
             .read_to_end(&mut buf)
             .map_err(|e| describe_io(&job.path, "cannot be read", e))?;
         if buf.len() as u64 >= self.chunker.min as u64 {
             // It grew while we looked: chunk it properly from the start.
             use std::io::Seek;
-            (&f).seek(io::SeekFrom::Start(0))
+            let mut r = f;
+            r.seek(io::SeekFrom::Start(0))
                 .map_err(|e| describe_io(&job.path, "cannot be read", e))?;
             return self.read_large(c, job, f);
         }
@@ -230,19 +262,17 @@ impl Ctx<'_> {
             self.progress.inc(0, buf.len() as u64);
             content.push(self.store_chunk(c, &buf)?);
         }
-        let size = buf.len() as u64;
-        self.check_unchanged(&f, job, size);
-        Ok(FileDone { content, size })
+        Ok((content, buf.len() as u64))
     }
 
     fn read_large(
         &self,
         c: &mut Compressor,
         job: &Job,
-        f: File,
-    ) -> std::result::Result<FileDone, String> {
+        f: &File,
+    ) -> std::result::Result<(Vec<Id>, u64), String> {
         let cdc = fastcdc::v2020::StreamCDC::with_level_and_seed(
-            &f,
+            f,
             self.chunker.min,
             self.chunker.avg,
             self.chunker.max,
@@ -260,22 +290,7 @@ impl Ctx<'_> {
             self.progress.inc(0, chunk.length as u64);
             content.push(self.store_chunk(c, &chunk.data)?);
         }
-        self.check_unchanged(&f, job, size);
-        Ok(FileDone { content, size })
-    }
-
-    fn check_unchanged(&self, f: &File, job: &Job, read: u64) {
-        self.bytes_read.fetch_add(read, Ordering::Relaxed);
-        let changed = match f.metadata() {
-            Ok(m) => m.size() != read || m.mtime() * 1_000_000_000 + m.mtime_nsec() != job.mtime,
-            Err(_) => true,
-        };
-        if changed || read != job.size {
-            self.warning(format!(
-                "{}: changed while it was read (stored {read} bytes as read)",
-                job.path.display()
-            ));
-        }
+        Ok((content, size))
     }
 }
 
@@ -417,8 +432,6 @@ impl Walker<'_, '_> {
                 let _ = self.jobs.send(Job {
                     id: job,
                     path: path.to_path_buf(),
-                    size: node.size,
-                    mtime: node.mtime,
                 });
                 Pending::File { node, job }
             }
@@ -584,6 +597,11 @@ fn assemble(
             Some(Ok(f)) => {
                 node.content = f.content;
                 node.size = f.size;
+                if let Some(st) = f.stamp {
+                    // The times of the content stored, so the next backup compares with them.
+                    (node.mtime, node.ctime) = (st.mtime, st.ctime);
+                }
+                node.changed_while_read = f.changed_while_read;
                 Some(node)
             }
             Some(Err(msg)) => {
@@ -706,6 +724,7 @@ pub fn backup(
         progress,
         errors: Mutex::new(Vec::new()),
         warnings: Mutex::new(Vec::new()),
+        inconsistent: Mutex::new(Vec::new()),
         bytes_read: AtomicU64::new(0),
         fatal: Mutex::new(None),
     };
@@ -776,6 +795,9 @@ pub fn backup(
 
     let errors = std::mem::take(&mut *ctx.errors.lock().unwrap_or_else(|p| p.into_inner()));
     let warnings = std::mem::take(&mut *ctx.warnings.lock().unwrap_or_else(|p| p.into_inner()));
+    let changed_while_read =
+        std::mem::take(&mut *ctx.inconsistent.lock().unwrap_or_else(|p| p.into_inner()));
+    summary.files_changed_while_read = changed_while_read.len() as u64;
     summary.bytes_read = ctx.bytes_read.load(Ordering::Relaxed);
     (summary.blobs_added, summary.bytes_added) = ctx.dedup.added();
     summary.total_bytes += summary.bytes_read;
@@ -790,9 +812,10 @@ pub fn backup(
         source: opts.source.clone(),
         copied_from: None,
         parent: parent.map(|p| p.id),
-        complete: errors.is_empty(),
+        complete: errors.is_empty() && changed_while_read.is_empty(),
         errors,
         warnings,
+        changed_while_read,
         summary,
         program: format!("holdfast {}", env!("CARGO_PKG_VERSION")),
     };

@@ -13,6 +13,7 @@ pub mod check;
 pub mod copy;
 pub mod crypto;
 pub mod error;
+pub mod exclude;
 pub mod fetch;
 pub mod fsmeta;
 pub mod id;
