@@ -41,6 +41,17 @@ pub enum Error {
         /// How many slots were tried.
         slots: usize,
     },
+    /// No key slot opened, and some are malformed (or there are none): the password may be
+    /// right. Only when every slot is well formed and none opens is it [`Error::WrongPassword`].
+    #[error("{}", damaged_slots_message(.location, .intact, .damaged))]
+    DamagedKeySlots {
+        /// Where.
+        location: String,
+        /// Well-formed slots, none of which opened with the password.
+        intact: usize,
+        /// One line per malformed slot: its name and what is wrong.
+        damaged: Vec<String>,
+    },
     /// Data read back failed authentication or does not parse.
     #[error("{what} is damaged: {detail}")]
     Corrupt {
@@ -91,6 +102,17 @@ pub enum Error {
     /// The operation was interrupted.
     #[error("interrupted")]
     Interrupted,
+}
+
+fn damaged_slots_message(location: &str, intact: &usize, damaged: &[String]) -> String {
+    if damaged.is_empty() {
+        return format!("{location} has no key slots (keys/ is empty): restore the keys/ directory from a copy of the repository; without a key slot the data cannot be decrypted");
+    }
+    format!(
+        "the repository {location} could not be opened: key slot {}; {} well-formed slot(s) did not open with this password either. Restore the damaged keys/ files from a copy of the repository, or use the password of another slot",
+        damaged.join("; key slot "),
+        intact
+    )
 }
 
 impl Error {

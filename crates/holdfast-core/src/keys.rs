@@ -43,6 +43,15 @@ impl KdfParams {
     }
 }
 
+/// Largest Argon2 memory cost accepted from a slot, in KiB: 2 GiB (the default is 46 MiB).
+pub const MAX_M_COST: u32 = 2 << 20;
+/// Largest Argon2 pass count accepted from a slot.
+pub const MAX_T_COST: u32 = 64;
+/// Largest Argon2 lane count accepted from a slot.
+pub const MAX_P_COST: u32 = 64;
+/// Length of a wrapped master secret: nonce, 64 bytes, tag.
+const WRAPPED_LEN: usize = crypto::NONCE_LEN + 64 + crypto::TAG_LEN;
+
 /// A key slot as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeySlot {
@@ -93,13 +102,48 @@ impl KeySlot {
         }
     }
 
-    /// Unwrap with `password`. `Err(None)` is a wrong password; `Err(Some(msg))` a malformed slot.
-    pub fn unwrap_key(&self, password: &[u8], repo_id: &str) -> Result<MasterKey, Option<String>> {
+    /// Parse a slot as stored. A slot comes from the repository, which may be hostile or
+    /// damaged: everything is checked before use, including the Argon2 costs (a forged slot
+    /// must not make opening allocate gigabytes). `Err` says what is wrong with it.
+    pub fn parse(raw: &[u8]) -> Result<KeySlot, String> {
+        let slot: KeySlot = serde_json::from_slice(raw).map_err(|e| format!("not a key slot: {e}"))?;
+        slot.structure()?;
+        Ok(slot)
+    }
+
+    /// Check everything but the password: derivation, costs, salt and wrapped key lengths.
+    fn structure(&self) -> Result<(Vec<u8>, Vec<u8>), String> {
         if self.kdf != "argon2id" {
-            return Err(Some(format!("unknown key derivation {:?}", self.kdf)));
+            return Err(format!("unknown key derivation {:?}", self.kdf));
         }
-        let salt = hex::decode(&self.salt).map_err(|e| Some(format!("salt: {e}")))?;
-        let wrapped = hex::decode(&self.wrapped).map_err(|e| Some(format!("wrapped key: {e}")))?;
+        let p = self.params;
+        if p.m_cost > MAX_M_COST || p.t_cost > MAX_T_COST || p.p_cost > MAX_P_COST {
+            return Err(format!(
+                "Argon2 costs m_cost {} KiB, t_cost {}, p_cost {} exceed what holdfast accepts ({MAX_M_COST} KiB, {MAX_T_COST}, {MAX_P_COST})",
+                p.m_cost, p.t_cost, p.p_cost
+            ));
+        }
+        argon2::Params::new(p.m_cost, p.t_cost, p.p_cost, Some(32))
+            .map_err(|e| format!("invalid Argon2 parameters: {e}"))?;
+        let salt = hex::decode(&self.salt).map_err(|e| format!("salt: {e}"))?;
+        if !(8..=64).contains(&salt.len()) {
+            return Err(format!("salt is {} bytes, not 8 to 64", salt.len()));
+        }
+        let wrapped = hex::decode(&self.wrapped).map_err(|e| format!("wrapped key: {e}"))?;
+        if wrapped.len() != WRAPPED_LEN {
+            return Err(format!(
+                "wrapped key is {} bytes, not {WRAPPED_LEN}",
+                wrapped.len()
+            ));
+        }
+        Ok((salt, wrapped))
+    }
+
+    /// Unwrap with `password`. `Err(None)`: the slot is well formed but does not open with the
+    /// password (a wrong password, or a slot damaged where only authentication can tell);
+    /// `Err(Some(msg))`: the slot is malformed.
+    pub fn unwrap_key(&self, password: &[u8], repo_id: &str) -> Result<MasterKey, Option<String>> {
+        let (salt, wrapped) = self.structure().map_err(Some)?;
         let k = derive(password, &salt, self.params).map_err(Some)?;
         let secret = crypto::open(&crypto::cipher_from(&k), repo_id.as_bytes(), &wrapped)
             .map_err(|AuthError| None)?;
@@ -125,5 +169,30 @@ mod tests {
         let mut bad = s.clone();
         bad.salt = "zz".into();
         assert!(matches!(bad.unwrap_key(b"pw", "repo1"), Err(Some(_))));
+    }
+
+    /// Forged or damaged slots are refused before any key derivation, naming what is wrong.
+    #[test]
+    fn malformed_slots_are_refused_before_deriving() {
+        let m = MasterKey::generate();
+        let good = KeySlot::wrap(&m, b"pw", KdfParams::insecure_for_tests(), "r");
+        let raw = serde_json::to_vec(&good).unwrap();
+        assert!(KeySlot::parse(&raw).is_ok());
+        let cases: Vec<(Box<dyn Fn(&mut KeySlot)>, &str)> = vec![
+            (Box::new(|k| k.params.m_cost = u32::MAX), "exceed"),
+            (Box::new(|k| k.params.t_cost = 1_000_000), "exceed"),
+            (Box::new(|k| k.kdf = "scrypt".into()), "unknown key derivation"),
+            (Box::new(|k| k.salt = "00".into()), "salt is 1 bytes"),
+            (Box::new(|k| k.wrapped.truncate(40)), "wrapped key is 20 bytes"),
+            (Box::new(|k| k.wrapped.push('x')), "wrapped key"),
+        ];
+        for (damage, want) in cases {
+            let mut k = good.clone();
+            damage(&mut k);
+            let e = KeySlot::parse(&serde_json::to_vec(&k).unwrap()).unwrap_err();
+            assert!(e.contains(want), "{want}: {e}");
+            assert!(matches!(k.unwrap_key(b"pw", "r"), Err(Some(_))));
+        }
+        assert!(KeySlot::parse(b"{\"kdf\":").unwrap_err().contains("not a key slot"));
     }
 }
