@@ -6,10 +6,9 @@
 //! size, mtime, ctime and inode equal its entry in the parent snapshot is not read again.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, File};
-use std::io::{self, Read};
+use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -20,8 +19,10 @@ use crossbeam_channel::unbounded;
 
 use crate::blob::{BlobType, Compressor};
 use crate::error::{Error, Result};
-use crate::exclude::Excludes;
 pub use crate::exclude::read_exclude_file;
+use crate::exclude::Excludes;
+pub use crate::fileread::{content_ids, RE_READS};
+use crate::fileread::{describe_io, FileDone};
 use crate::fsmeta;
 use crate::id::Id;
 use crate::index::Index;
@@ -29,7 +30,7 @@ use crate::progress::Progress;
 use crate::repo::{ChunkerParams, Repository};
 use crate::session::{self, Session};
 use crate::snapshot::{self, Snapshot, Summary};
-use crate::tree::{FileTime, FsName, Node, NodeKind, Tree};
+use crate::tree::{FsName, Node, NodeKind, Tree};
 use crate::writer::Dedup;
 
 /// Which snapshot to compare with.
@@ -84,58 +85,25 @@ enum Pending {
     Dir { node: Node, children: Vec<Pending> },
 }
 
-struct Job {
-    id: usize,
-    path: PathBuf,
-}
-
-/// What identifies a version of a file's content: if these are the same before and after a
-/// read, nothing wrote to the file in between.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    size: u64,
-    mtime: FileTime,
-    ctime: FileTime,
-}
-
-impl Stamp {
-    fn of(f: &File) -> io::Result<Stamp> {
-        let m = f.metadata()?;
-        Ok(Stamp {
-            size: m.size(),
-            mtime: FileTime::new(m.mtime(), m.mtime_nsec()),
-            ctime: FileTime::new(m.ctime(), m.ctime_nsec()),
-        })
-    }
-}
-
-/// How many times a file that changed while it was read is read again before it is stored as
-/// read and marked `changed_while_read`.
-pub const RE_READS: usize = 1;
-
-struct FileDone {
-    content: Vec<Id>,
-    size: u64,
-    /// The file's size and times when its content was read (they replace the walker's).
-    stamp: Option<Stamp>,
-    /// It changed during every read: the content may mix bytes from before and after.
-    changed_while_read: bool,
+pub(crate) struct Job {
+    pub(crate) id: usize,
+    pub(crate) path: PathBuf,
 }
 
 /// State shared by the walker and the workers.
-struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     repo: &'a Repository,
     index: &'a Index,
     dedup: Dedup<'a>,
-    chunker: ChunkerParams,
-    seed: u64,
+    pub(crate) chunker: ChunkerParams,
+    pub(crate) seed: u64,
     level: i32,
-    progress: &'a dyn Progress,
+    pub(crate) progress: &'a dyn Progress,
     errors: Mutex<Vec<String>>,
     warnings: Mutex<Vec<String>>,
     /// Files stored although they changed during every read, one line each.
     inconsistent: Mutex<Vec<String>>,
-    bytes_read: AtomicU64,
+    pub(crate) bytes_read: AtomicU64,
     /// The first repository error: it ends the backup (unlike an unreadable source file).
     fatal: Mutex<Option<Error>>,
 }
@@ -151,7 +119,11 @@ impl Ctx<'_> {
 
     /// Store a file's chunk. A repository error is kept as the backup's fatal error (once, not
     /// once per file) and stops the remaining file jobs.
-    fn store_chunk(&self, c: &mut Compressor, data: &[u8]) -> std::result::Result<Id, String> {
+    pub(crate) fn store_chunk(
+        &self,
+        c: &mut Compressor,
+        data: &[u8],
+    ) -> std::result::Result<Id, String> {
         self.store(c, BlobType::Data, data).map_err(|e| {
             let mut f = self.fatal.lock().unwrap_or_else(|p| p.into_inner());
             if f.is_none() {
@@ -176,7 +148,7 @@ impl Ctx<'_> {
             .push(msg);
     }
 
-    fn changed_while_read(&self, msg: String) {
+    pub(crate) fn changed_while_read(&self, msg: String) {
         self.progress.warn(&msg);
         self.inconsistent
             .lock()
@@ -191,149 +163,6 @@ impl Ctx<'_> {
             .unwrap_or_else(|p| p.into_inner())
             .push(msg);
     }
-
-    /// Read, chunk and store one file. If it changed while it was read (its size or times
-    /// differ before and after, or the bytes read are not its size), it is read again, up to
-    /// [`RE_READS`] times; if it still changes, the last read is stored and marked.
-    fn read_file(&self, c: &mut Compressor, job: &Job) -> std::result::Result<FileDone, String> {
-        let f = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&job.path)
-            .map_err(|e| describe_io(&job.path, "cannot be opened", e))?;
-        let stamp = |f: &File| Stamp::of(f).map_err(|e| describe_io(&job.path, "cannot be examined", e));
-        let mut attempt = 0;
-        loop {
-            let before = stamp(&f)?;
-            if attempt > 0 {
-                use std::io::Seek;
-                (&f).seek(io::SeekFrom::Start(0))
-                    .map_err(|e| describe_io(&job.path, "cannot be read", e))?;
-            }
-            let (content, size) = self.read_once(c, job, &f, before.size)?;
-            self.bytes_read.fetch_add(size, Ordering::Relaxed);
-            let after = stamp(&f)?;
-            let steady = before == after && size == after.size;
-            if steady || attempt == RE_READS {
-                if !steady {
-                    self.changed_while_read(format!(
-                        "{}: changed while it was read, {} times in a row; stored as last read ({size} bytes), which may mix old and new content",
-                        job.path.display(),
-                        attempt + 1
-                    ));
-                }
-                return Ok(FileDone {
-                    content,
-                    size,
-                    stamp: Some(after),
-                    changed_while_read: !steady,
-                });
-            }
-            tracing::info!("{}: changed while it was read; reading it again", job.path.display());
-            attempt += 1;
-        }
-    }
-
-    /// One read of a file from its start: small files as one blob, larger ones chunked.
-    fn read_once(
-        &self,
-        c: &mut Compressor,
-        job: &Job,
-        f: &File,
-        size: u64,
-    ) -> std::result::Result<(Vec<Id>, u64), String> {
-        if size >= self.chunker.min as u64 {
-            return self.read_large(c, job, f);
-        }
-        let mut buf = Vec::with_capacity(size as usize);
-        f.take(self.chunker.min as u64)
-            .read_to_end(&mut buf)
-            .map_err(|e| describe_io(&job.path, "cannot be read", e))?;
-        if buf.len() as u64 >= self.chunker.min as u64 {
-            // It grew while we looked: chunk it properly from the start.
-            use std::io::Seek;
-            let mut r = f;
-            r.seek(io::SeekFrom::Start(0))
-                .map_err(|e| describe_io(&job.path, "cannot be read", e))?;
-            return self.read_large(c, job, f);
-        }
-        let mut content = Vec::new();
-        if !buf.is_empty() {
-            self.progress.inc(0, buf.len() as u64);
-            content.push(self.store_chunk(c, &buf)?);
-        }
-        Ok((content, buf.len() as u64))
-    }
-
-    fn read_large(
-        &self,
-        c: &mut Compressor,
-        job: &Job,
-        f: &File,
-    ) -> std::result::Result<(Vec<Id>, u64), String> {
-        let cdc = fastcdc::v2020::StreamCDC::with_level_and_seed(
-            f,
-            self.chunker.min,
-            self.chunker.avg,
-            self.chunker.max,
-            fastcdc::v2020::Normalization::Level1,
-            self.seed,
-        );
-        let mut content = Vec::new();
-        let mut size = 0u64;
-        for chunk in cdc {
-            let chunk = chunk.map_err(|e| match e {
-                fastcdc::v2020::Error::IoError(e) => describe_io(&job.path, "cannot be read", e),
-                e => format!("{}: cannot be read: {e}", job.path.display()),
-            })?;
-            size += chunk.length as u64;
-            self.progress.inc(0, chunk.length as u64);
-            content.push(self.store_chunk(c, &chunk.data)?);
-        }
-        Ok((content, size))
-    }
-}
-
-/// The blob ids a file's content has in this repository (chunked exactly as backup chunks it).
-/// Used by restore drills to validate restored files against their snapshot.
-pub fn content_ids(repo: &Repository, path: &Path) -> io::Result<Vec<Id>> {
-    let p = repo.config().chunker;
-    let f = File::open(path)?;
-    let len = f.metadata()?.len();
-    if len < p.min as u64 {
-        let mut buf = Vec::with_capacity(len as usize);
-        (&f).read_to_end(&mut buf)?;
-        return Ok(if buf.is_empty() {
-            Vec::new()
-        } else {
-            vec![repo.key().blob_id(&buf)]
-        });
-    }
-    let cdc = fastcdc::v2020::StreamCDC::with_level_and_seed(
-        f,
-        p.min,
-        p.avg,
-        p.max,
-        fastcdc::v2020::Normalization::Level1,
-        repo.key().chunker_seed(),
-    );
-    let mut out = Vec::new();
-    for c in cdc {
-        let c = c.map_err(|e| io::Error::other(e.to_string()))?;
-        out.push(repo.key().blob_id(&c.data));
-    }
-    Ok(out)
-}
-
-fn describe_io(path: &Path, what: &str, e: io::Error) -> String {
-    let why = match e.kind() {
-        io::ErrorKind::NotFound => "it vanished during the backup".to_string(),
-        io::ErrorKind::PermissionDenied => {
-            "permission denied (run as a user who can read it, or exclude it)".to_string()
-        }
-        _ => e.to_string(),
-    };
-    format!("{}: {what}: {why}", path.display())
 }
 
 struct Walker<'a, 'b> {
@@ -597,10 +426,8 @@ fn assemble(
             Some(Ok(f)) => {
                 node.content = f.content;
                 node.size = f.size;
-                if let Some(st) = f.stamp {
-                    // The times of the content stored, so the next backup compares with them.
-                    (node.mtime, node.ctime) = (st.mtime, st.ctime);
-                }
+                // The times of the content stored, so the next backup compares with them.
+                (node.mtime, node.ctime) = (f.stamp.mtime, f.stamp.ctime);
                 node.changed_while_read = f.changed_while_read;
                 Some(node)
             }

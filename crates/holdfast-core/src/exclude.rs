@@ -59,4 +59,3 @@ impl Excludes {
             || self.by_path.is_match(path)
     }
 }
-

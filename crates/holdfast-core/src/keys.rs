@@ -106,7 +106,8 @@ impl KeySlot {
     /// damaged: everything is checked before use, including the Argon2 costs (a forged slot
     /// must not make opening allocate gigabytes). `Err` says what is wrong with it.
     pub fn parse(raw: &[u8]) -> Result<KeySlot, String> {
-        let slot: KeySlot = serde_json::from_slice(raw).map_err(|e| format!("not a key slot: {e}"))?;
+        let slot: KeySlot =
+            serde_json::from_slice(raw).map_err(|e| format!("not a key slot: {e}"))?;
         slot.structure()?;
         Ok(slot)
     }
@@ -181,9 +182,15 @@ mod tests {
         let cases: Vec<(Box<dyn Fn(&mut KeySlot)>, &str)> = vec![
             (Box::new(|k| k.params.m_cost = u32::MAX), "exceed"),
             (Box::new(|k| k.params.t_cost = 1_000_000), "exceed"),
-            (Box::new(|k| k.kdf = "scrypt".into()), "unknown key derivation"),
+            (
+                Box::new(|k| k.kdf = "scrypt".into()),
+                "unknown key derivation",
+            ),
             (Box::new(|k| k.salt = "00".into()), "salt is 1 bytes"),
-            (Box::new(|k| k.wrapped.truncate(40)), "wrapped key is 20 bytes"),
+            (
+                Box::new(|k| k.wrapped.truncate(40)),
+                "wrapped key is 20 bytes",
+            ),
             (Box::new(|k| k.wrapped.push('x')), "wrapped key"),
         ];
         for (damage, want) in cases {
@@ -193,6 +200,8 @@ mod tests {
             assert!(e.contains(want), "{want}: {e}");
             assert!(matches!(k.unwrap_key(b"pw", "r"), Err(Some(_))));
         }
-        assert!(KeySlot::parse(b"{\"kdf\":").unwrap_err().contains("not a key slot"));
+        assert!(KeySlot::parse(b"{\"kdf\":")
+            .unwrap_err()
+            .contains("not a key slot"));
     }
 }

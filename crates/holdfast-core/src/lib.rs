@@ -15,6 +15,7 @@ pub mod crypto;
 pub mod error;
 pub mod exclude;
 pub mod fetch;
+mod fileread;
 pub mod fsmeta;
 pub mod id;
 pub mod index;

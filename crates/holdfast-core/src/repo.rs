@@ -260,7 +260,9 @@ impl Repository {
             match opened {
                 Ok(key) => {
                     for d in &damaged {
-                        tracing::warn!("key slot {d}: it was skipped; remove it with `holdfast key remove`");
+                        tracing::warn!(
+                            "key slot {d}: it was skipped; remove it with `holdfast key remove`"
+                        );
                     }
                     return Ok(Repository {
                         storage,

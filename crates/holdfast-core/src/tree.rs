@@ -263,9 +263,7 @@ fn read_time(
     match (sec, nsec) {
         (None, None) => Ok(FileTime::from_nanos(ns)),
         (Some(sec), Some(nsec)) if (nsec as i64) < NS => Ok(FileTime { sec, nsec }),
-        (Some(_), Some(nsec)) => Err(format!(
-            "{which}_nsec {nsec} is not below one second"
-        )),
+        (Some(_), Some(nsec)) => Err(format!("{which}_nsec {nsec} is not below one second")),
         _ => Err(format!("{which}_sec and {which}_nsec must come together")),
     }
 }
@@ -466,8 +464,20 @@ mod tests {
         );
         let t = Tree::decode(&Id::default(), old.as_bytes()).unwrap();
         let n = &t.nodes[0];
-        assert_eq!(n.mtime, FileTime { sec: -2, nsec: 499_999_999 });
-        assert_eq!(n.ctime, FileTime { sec: 1_600_000_000, nsec: 123_456_789 });
+        assert_eq!(
+            n.mtime,
+            FileTime {
+                sec: -2,
+                nsec: 499_999_999
+            }
+        );
+        assert_eq!(
+            n.ctime,
+            FileTime {
+                sec: 1_600_000_000,
+                nsec: 123_456_789
+            }
+        );
         assert!(!n.changed_while_read);
         assert_eq!(String::from_utf8(t.encode()).unwrap(), old);
     }
@@ -476,19 +486,31 @@ mod tests {
     #[test]
     fn times_outside_the_nanosecond_range_round_trip_exactly() {
         let mut a = node(b"a");
-        a.mtime = FileTime { sec: -20_000_000_000, nsec: 1 }; // about 1336
-        a.ctime = FileTime { sec: 32_503_680_000, nsec: 999_999_999 }; // year 3000
+        a.mtime = FileTime {
+            sec: -20_000_000_000,
+            nsec: 1,
+        }; // about 1336
+        a.ctime = FileTime {
+            sec: 32_503_680_000,
+            nsec: 999_999_999,
+        }; // year 3000
         a.changed_while_read = true;
         let t = Tree { nodes: vec![a] };
         let enc = String::from_utf8(t.encode()).unwrap();
-        assert!(enc.contains(r#""mtime_sec":-20000000000,"mtime_nsec":1"#), "{enc}");
+        assert!(
+            enc.contains(r#""mtime_sec":-20000000000,"mtime_nsec":1"#),
+            "{enc}"
+        );
         assert!(enc.contains(&format!(r#""mtime":{}"#, i64::MIN)), "{enc}");
         assert!(enc.contains(&format!(r#""ctime":{}"#, i64::MAX)), "{enc}");
         assert!(enc.contains(r#""changed_while_read":true"#), "{enc}");
         assert_eq!(Tree::decode(&Id::default(), enc.as_bytes()).unwrap(), t);
         assert_eq!(
             FileTime::new(5, -1),
-            FileTime { sec: 4, nsec: 999_999_999 }
+            FileTime {
+                sec: 4,
+                nsec: 999_999_999
+            }
         );
         assert_eq!(t.nodes[0].mtime.nanos(), None);
         assert_eq!(

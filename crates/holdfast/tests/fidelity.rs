@@ -33,7 +33,13 @@ fn set_mtime(p: &Path, sec: i64, nsec: i64) {
             libc::AT_SYMLINK_NOFOLLOW,
         )
     };
-    assert_eq!(r, 0, "utimensat {}: {}", p.display(), std::io::Error::last_os_error());
+    assert_eq!(
+        r,
+        0,
+        "utimensat {}: {}",
+        p.display(),
+        std::io::Error::last_os_error()
+    );
 }
 
 fn out(o: &std::process::Output) -> String {
@@ -99,7 +105,10 @@ fn local_repository_files_are_private_after_init_backup_and_prune() {
     let (bad, seen) = not_private(&e.repo());
     assert!(bad.is_empty(), "after backup and prune: {bad:#?}");
     let packs = walk_files(&e.repo().join("data")).len();
-    assert!(packs >= 1 && seen > 260, "{packs} packs, {seen} entries; {v}");
+    assert!(
+        packs >= 1 && seen > 260,
+        "{packs} packs, {seen} entries; {v}"
+    );
     assert_eq!(walk_files(&e.repo().join("keys")).len(), 2);
 }
 
@@ -143,7 +152,10 @@ fn sftp_repository_files_are_private() {
         .success();
     let (bad, seen) = not_private(&s.path("private"));
     assert!(bad.is_empty(), "{bad:#?}");
-    assert!(walk_files(&s.path("private").join("data")).len() >= 2, "{seen}");
+    assert!(
+        walk_files(&s.path("private").join("data")).len() >= 2,
+        "{seen}"
+    );
     support::check_and_restore_latest(&|a| s.hf(&repo, a), tmp.path(), &src);
 }
 
@@ -237,7 +249,11 @@ fn chown_tree(p: &Path, uid: u32) {
 #[test]
 fn restore_as_non_root_sets_what_it_can_and_names_what_it_cannot() {
     // SAFETY: geteuid has no preconditions.
-    assert_eq!(unsafe { libc::geteuid() }, 0, "this test sets trusted.* attributes as root");
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test sets trusted.* attributes as root"
+    );
     let e = Env::new();
     let src = e.path("src");
     fs::create_dir_all(src.join("dir")).unwrap();
@@ -264,7 +280,9 @@ fn restore_as_non_root_sets_what_it_can_and_names_what_it_cannot() {
     let err = String::from_utf8_lossy(&o.stderr);
     for p in ["src/dir/file", "src/dir"] {
         assert!(
-            err.lines().any(|l| l.contains(&format!("{p}: restored, but its extended attribute trusted.holdfast not set"))),
+            err.lines().any(|l| l.contains(&format!(
+                "{p}: restored, but its extended attribute trusted.holdfast not set"
+            ))),
             "{p}: {}",
             out(&o)
         );
@@ -324,7 +342,10 @@ fn sockets_are_reported_on_restore() {
     assert_eq!(v["result"]["sockets"], 1, "{v}");
     assert_eq!(v["result"]["files"], 1, "{v}");
     let errors = v["result"]["errors"].to_string();
-    assert!(errors.contains("app.sock") && errors.contains("Unix socket"), "{errors}");
+    assert!(
+        errors.contains("app.sock") && errors.contains("Unix socket"),
+        "{errors}"
+    );
     assert_eq!(fs::read(target.join("src/file")).unwrap(), b"data");
     assert!(!target.join("src/app.sock").exists());
 }
@@ -376,7 +397,10 @@ fn a_file_that_keeps_changing_while_read_is_marked_and_exits_3() {
     assert_eq!(snaps[0]["changed_while_read"].as_array().unwrap().len(), 1);
     let table = e.cmd(&["snapshots"]).output().unwrap();
     let table = String::from_utf8_lossy(&table.stdout);
-    assert!(table.contains("INCOMPLETE: 1 changed while read"), "{table}");
+    assert!(
+        table.contains("INCOMPLETE: 1 changed while read"),
+        "{table}"
+    );
     // ls marks the file, and only it.
     let ls = e.json(&["ls", "latest"], 0);
     let marked: Vec<_> = ls
@@ -392,7 +416,9 @@ fn a_file_that_keeps_changing_while_read_is_marked_and_exits_3() {
     let plain = String::from_utf8_lossy(&plain.stdout);
     let line = plain.lines().find(|l| l.contains("busy.db")).unwrap();
     assert!(line.contains("CHANGED WHILE READ"), "{plain}");
-    assert!(!plain.lines().any(|l| l.contains("quiet") && l.contains("CHANGED")));
+    assert!(!plain
+        .lines()
+        .any(|l| l.contains("quiet") && l.contains("CHANGED")));
     // The repository is sound: what was stored checks clean.
     e.cmd(&["check", "--read-data"]).assert().success();
 }
@@ -430,7 +456,9 @@ fn a_file_changed_once_while_read_is_read_again_and_stored_whole() {
     fs::create_dir_all(&src).unwrap();
     let f = src.join("file");
     fs::write(&f, bytes(7, 3_000_000)).unwrap();
-    let storage = Arc::new(holdfast_backend_local::LocalStorage::new(t.path().join("repo")));
+    let storage = Arc::new(holdfast_backend_local::LocalStorage::new(
+        t.path().join("repo"),
+    ));
     let opts = InitOptions {
         kdf: holdfast_core::keys::KdfParams::insecure_for_tests(),
         ..Default::default()
@@ -511,7 +539,10 @@ fn damaged_key_slots_are_named_and_not_called_a_wrong_password() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
     assert!(!err.contains("wrong password"), "{err}");
-    assert!(err.contains(&format!("key slot {name} is damaged")), "{err}");
+    assert!(
+        err.contains(&format!("key slot {name} is damaged")),
+        "{err}"
+    );
     assert!(err.contains("1 well-formed slot(s) did not open"), "{err}");
     // The first password still opens (the damaged slot is skipped).
     e.cmd(&["snapshots"]).assert().success();

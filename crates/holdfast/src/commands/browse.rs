@@ -66,10 +66,7 @@ fn incomplete_mark(s: &snapshot::Snapshot) -> String {
         why.push(format!("{} skipped", s.errors.len()));
     }
     if !s.changed_while_read.is_empty() {
-        why.push(format!(
-            "{} changed while read",
-            s.changed_while_read.len()
-        ));
+        why.push(format!("{} changed while read", s.changed_while_read.len()));
     }
     if why.is_empty() {
         "  (INCOMPLETE)".into()

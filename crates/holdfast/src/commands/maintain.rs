@@ -87,7 +87,9 @@ pub fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
     if g.json {
         // One JSON document: with --prune, the prune report is a member of it.
         let pruned = if a.prune && !a.dry_run {
-            Some(serde_json::to_value(prune_repository(g, &repo, false, 10.0)?)?)
+            Some(serde_json::to_value(prune_repository(
+                g, &repo, false, 10.0,
+            )?)?)
         } else {
             None
         };
