@@ -179,7 +179,8 @@ mod tests {
         let good = KeySlot::wrap(&m, b"pw", KdfParams::insecure_for_tests(), "r");
         let raw = serde_json::to_vec(&good).unwrap();
         assert!(KeySlot::parse(&raw).is_ok());
-        let cases: Vec<(Box<dyn Fn(&mut KeySlot)>, &str)> = vec![
+        type Damage = Box<dyn Fn(&mut KeySlot)>;
+        let cases: Vec<(Damage, &str)> = vec![
             (Box::new(|k| k.params.m_cost = u32::MAX), "exceed"),
             (Box::new(|k| k.params.t_cost = 1_000_000), "exceed"),
             (
