@@ -108,10 +108,13 @@ fn damaged_slots_message(location: &str, intact: &usize, damaged: &[String]) -> 
     if damaged.is_empty() {
         return format!("{location} has no key slots (keys/ is empty): restore the keys/ directory from a copy of the repository; without a key slot the data cannot be decrypted");
     }
+    let others = match intact {
+        0 => "no slot is intact".to_string(),
+        n => format!("{n} intact slot(s) did not open with this password either"),
+    };
     format!(
-        "the repository {location} could not be opened: key slot {}; {} well-formed slot(s) did not open with this password either. Restore the damaged keys/ files from a copy of the repository, or use the password of another slot",
+        "the repository {location} could not be opened: key slot {}; {others}. The slots are damaged, not necessarily the password: restore the damaged keys/ files from a copy of the repository, or use the password of another slot",
         damaged.join("; key slot "),
-        intact
     )
 }
 

@@ -272,7 +272,7 @@ impl Repository {
                     });
                 }
                 Err(None) => continue,
-                Err(Some(m)) => damaged.push(format!("{} is damaged ({m})", s.name)),
+                Err(Some(m)) => damaged.push(format!("{} is malformed ({m})", s.name)),
             }
         }
         if damaged.is_empty() && !slots.is_empty() {

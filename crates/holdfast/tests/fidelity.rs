@@ -540,10 +540,10 @@ fn damaged_key_slots_are_named_and_not_called_a_wrong_password() {
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
     assert!(!err.contains("wrong password"), "{err}");
     assert!(
-        err.contains(&format!("key slot {name} is damaged")),
+        err.contains(&format!("key slot {name} is malformed")),
         "{err}"
     );
-    assert!(err.contains("1 well-formed slot(s) did not open"), "{err}");
+    assert!(err.contains("1 intact slot(s) did not open"), "{err}");
     // The first password still opens (the damaged slot is skipped).
     e.cmd(&["snapshots"]).assert().success();
     // A slot whose Argon2 cost is forged huge is refused before deriving, by name.
