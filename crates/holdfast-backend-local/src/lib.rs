@@ -5,7 +5,8 @@
 //! fsyncs it, and then renames it into place ([`PutMode::Overwrite`]) or hard-links it
 //! ([`PutMode::CreateNew`], which fails if the name is taken), so a crash never leaves a partial
 //! object under a final name. [`Storage::flush`] fsyncs every directory changed since the last
-//! flush, which makes the renames and deletes durable.
+//! flush, which makes the renames and deletes durable. Files are created `0600` and directories
+//! `0700` ([`FILE_MODE`], [`DIR_MODE`]): only the repository's owner can read the key slots.
 
 #![warn(missing_docs)]
 
@@ -13,6 +14,7 @@ use holdfast_storage::{ObjectInfo, ObjectKind, PutMode, Result, Storage, Storage
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -110,6 +112,20 @@ fn validate_name(kind: ObjectKind, name: &str, location: &str) -> Result<()> {
     }
 }
 
+/// Mode of every object file: readable by its owner only, so no other local user can copy the
+/// key slots for offline guessing (restic does the same).
+pub const FILE_MODE: u32 = 0o600;
+/// Mode of every directory of a repository.
+pub const DIR_MODE: u32 = 0o700;
+
+/// Create a directory with [`DIR_MODE`] (an existing one is left as it is).
+fn private_dir(dir: &Path) -> io::Result<()> {
+    match fs::DirBuilder::new().mode(DIR_MODE).create(dir) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        r => r,
+    }
+}
+
 fn fsync_dir(dir: &Path) -> io::Result<()> {
     match File::open(dir) {
         Ok(d) => d.sync_all(),
@@ -148,24 +164,26 @@ impl Storage for LocalStorage {
                 });
             }
         }
-        fs::create_dir_all(&self.root).map_err(|e| StorageError::from_io("creating", &loc, e))?;
+        if let Some(parent) = self.root.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).map_err(|e| StorageError::from_io("creating", &loc, e))?;
+        }
+        private_dir(&self.root).map_err(|e| StorageError::from_io("creating", &loc, e))?;
         for kind in ObjectKind::ALL {
             if kind == ObjectKind::Config {
                 continue;
             }
             let d = self.root.join(kind.dir());
-            fs::create_dir_all(&d)
-                .map_err(|e| StorageError::from_io("creating", self.loc(&d), e))?;
+            private_dir(&d).map_err(|e| StorageError::from_io("creating", self.loc(&d), e))?;
             if kind.fanned_out() {
                 for i in 0..=255u8 {
                     let sub = d.join(hex::encode([i]));
-                    fs::create_dir_all(&sub)
+                    private_dir(&sub)
                         .map_err(|e| StorageError::from_io("creating", self.loc(&sub), e))?;
                 }
             }
             self.mark_dirty(d);
         }
-        fs::create_dir_all(self.root.join("tmp"))
+        private_dir(&self.root.join("tmp"))
             .map_err(|e| StorageError::from_io("creating", &loc, e))?;
         self.mark_dirty(self.root.clone());
         if let Some(parent) = self.root.parent() {
@@ -180,7 +198,11 @@ impl Storage for LocalStorage {
         let tmp_dir = self.root.join("tmp");
         let tmp = tmp_dir.join(format!("{}.tmp", hex::encode(rand::random::<[u8; 12]>())));
         let write = || -> io::Result<()> {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(FILE_MODE)
+                .open(&tmp)?;
             f.write_all(data)?;
             f.sync_all()
         };
@@ -515,5 +537,39 @@ mod tests {
         let s = LocalStorage::new(d.path());
         let e = s.create().unwrap_err().to_string();
         assert!(e.contains("not empty"), "{e}");
+    }
+
+    /// Every directory the repository has and every object it stores is its owner's alone.
+    #[test]
+    fn files_and_directories_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let (d, s) = repo();
+        s.put(ObjectKind::Key, "aa", b"slot", PutMode::CreateNew)
+            .unwrap();
+        s.put(ObjectKind::Pack, "abcd", b"pack", PutMode::Overwrite)
+            .unwrap();
+        s.put(ObjectKind::Config, "config", b"{}", PutMode::CreateNew)
+            .unwrap();
+        let mut stack = vec![s.root().to_path_buf()];
+        let (mut dirs, mut files) = (0, 0);
+        while let Some(p) = stack.pop() {
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let mode = m.permissions().mode() & 0o7777;
+            if m.is_dir() {
+                assert_eq!(mode, DIR_MODE, "{}", p.display());
+                dirs += 1;
+                for e in std::fs::read_dir(&p).unwrap() {
+                    stack.push(e.unwrap().path());
+                }
+            } else {
+                assert_eq!(mode, FILE_MODE, "{}", p.display());
+                files += 1;
+            }
+        }
+        assert_eq!(files, 3);
+        assert!(dirs > 256, "{dirs}");
+        // The directory above the repository is not made private.
+        let parent = std::fs::metadata(d.path()).unwrap().permissions().mode() & 0o777;
+        assert_ne!(parent, 0, "{parent:o}");
     }
 }

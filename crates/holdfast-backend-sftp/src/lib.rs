@@ -16,6 +16,9 @@
 //!   journal (seconds on ext4 and XFS); [`Storage::flush`] cannot force it. This is the one
 //!   guarantee weaker than a local repository's.
 //!
+//! - **Private files.** Objects are made `0600` before their first byte is written, and the
+//!   directories created at and under the repository's path `0700`.
+//!
 //! These three OpenSSH extensions are required; a server without them is refused at connect
 //! with an error that names them. (OpenDAL's SFTP service writes in place and never fsyncs,
 //! which is why this backend talks SFTP itself through `openssh-sftp-client`.)
@@ -29,8 +32,15 @@ use std::sync::Arc;
 
 use holdfast_storage::{ObjectInfo, ObjectKind, PutMode, Result, Storage, StorageError};
 use openssh_sftp_client::error::{Error as SftpError, SftpErrorKind};
+use openssh_sftp_client::metadata::Permissions;
 use openssh_sftp_client::{Sftp, SftpOptions};
 use tokio::io::AsyncSeekExt;
+
+/// Mode of every object file: its owner's alone, so no other user of the server can copy the
+/// key slots for offline guessing.
+pub const FILE_MODE: u16 = 0o600;
+/// Mode of the directories the backend creates at and under the repository directory.
+pub const DIR_MODE: u16 = 0o700;
 
 /// Where a repository is: `sftp://[USER@]HOST[:PORT]/PATH[?config=FILE]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,7 +250,11 @@ impl SftpStorage {
                 Err(SftpError::SftpError(SftpErrorKind::NoSuchFile, _)) => {}
                 Err(e) => return Err(e),
             }
-            match fs.create_dir(&cur).await {
+            let mut b = fs.dir_builder();
+            if cur.starts_with(&self.root) {
+                b.permissions(Permissions::from(DIR_MODE));
+            }
+            match b.create(&cur).await {
                 Ok(()) => {}
                 // Made by a concurrent writer in between.
                 Err(e) if fs.metadata(&cur).await.is_ok() => {
@@ -276,6 +290,8 @@ impl SftpStorage {
             Err(x) => return Err(e("writing", x)),
         };
         let written = async {
+            // Before any byte is written: the server creates files with its umask (0644).
+            f.set_permissions(Permissions::from(FILE_MODE)).await?;
             f.write_all(data).await?;
             f.sync_all().await?;
             f.close().await

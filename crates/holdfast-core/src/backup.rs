@@ -6,10 +6,9 @@
 //! size, mtime, ctime and inode equal its entry in the parent snapshot is not read again.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, File};
-use std::io::{self, Read};
+use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -17,10 +16,13 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use crossbeam_channel::unbounded;
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use crate::blob::{BlobType, Compressor};
 use crate::error::{Error, Result};
+pub use crate::exclude::read_exclude_file;
+use crate::exclude::Excludes;
+pub use crate::fileread::{content_ids, RE_READS};
+use crate::fileread::{describe_io, FileDone};
 use crate::fsmeta;
 use crate::id::Id;
 use crate::index::Index;
@@ -82,85 +84,31 @@ pub struct BackupOutcome {
     pub snapshot: Snapshot,
 }
 
-/// Read exclude patterns from a file: one per line, `#` comments and blank lines ignored.
-pub fn read_exclude_file(path: &Path) -> Result<Vec<String>> {
-    let text = fs::read_to_string(path).map_err(|e| Error::io("reading exclude file", path, e))?;
-    Ok(text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(String::from)
-        .collect())
-}
-
-struct Excludes {
-    by_path: GlobSet,
-    by_name: GlobSet,
-}
-
-impl Excludes {
-    fn new(patterns: &[String]) -> Result<Self> {
-        let mut p = GlobSetBuilder::new();
-        let mut n = GlobSetBuilder::new();
-        for pat in patterns {
-            let g = GlobBuilder::new(pat.trim_end_matches('/'))
-                .literal_separator(true)
-                .backslash_escape(true)
-                .build()
-                .map_err(|e| Error::Invalid(format!("exclude pattern {pat:?}: {e}")))?;
-            if pat.contains('/') {
-                p.add(g);
-            } else {
-                n.add(g);
-            }
-        }
-        let build = |b: GlobSetBuilder| {
-            b.build()
-                .map_err(|e| Error::Invalid(format!("exclude patterns: {e}")))
-        };
-        Ok(Excludes {
-            by_path: build(p)?,
-            by_name: build(n)?,
-        })
-    }
-
-    fn excluded(&self, path: &Path, name: &[u8]) -> bool {
-        self.by_name
-            .is_match(Path::new(std::ffi::OsStr::from_bytes(name)))
-            || self.by_path.is_match(path)
-    }
-}
-
 enum Pending {
     Ready(Node),
     File { node: Node, job: usize },
     Dir { node: Node, children: Vec<Pending> },
 }
 
-struct Job {
-    id: usize,
-    path: PathBuf,
-    size: u64,
-    mtime: i64,
-}
-
-struct FileDone {
-    content: Vec<Id>,
-    size: u64,
+pub(crate) struct Job {
+    pub(crate) id: usize,
+    pub(crate) path: PathBuf,
 }
 
 /// State shared by the walker and the workers.
-struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     repo: &'a Repository,
     index: &'a Index,
     dedup: Dedup<'a>,
-    chunker: ChunkerParams,
-    seed: u64,
+    pub(crate) chunker: ChunkerParams,
+    pub(crate) seed: u64,
     level: i32,
-    progress: &'a dyn Progress,
+    pub(crate) progress: &'a dyn Progress,
     errors: Mutex<Vec<String>>,
     warnings: Mutex<Vec<String>>,
-    bytes_read: AtomicU64,
+    /// Files stored although they changed during every read, one line each.
+    inconsistent: Mutex<Vec<String>>,
+    pub(crate) bytes_read: AtomicU64,
     /// The first repository error: it ends the backup (unlike an unreadable source file).
     fatal: Mutex<Option<Error>>,
 }
@@ -176,7 +124,11 @@ impl Ctx<'_> {
 
     /// Store a file's chunk. A repository error is kept as the backup's fatal error (once, not
     /// once per file) and stops the remaining file jobs.
-    fn store_chunk(&self, c: &mut Compressor, data: &[u8]) -> std::result::Result<Id, String> {
+    pub(crate) fn store_chunk(
+        &self,
+        c: &mut Compressor,
+        data: &[u8],
+    ) -> std::result::Result<Id, String> {
         self.store(c, BlobType::Data, data).map_err(|e| {
             let mut f = self.fatal.lock().unwrap_or_else(|p| p.into_inner());
             if f.is_none() {
@@ -201,6 +153,14 @@ impl Ctx<'_> {
             .push(msg);
     }
 
+    pub(crate) fn changed_while_read(&self, msg: String) {
+        self.progress.warn(&msg);
+        self.inconsistent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(msg);
+    }
+
     fn warning(&self, msg: String) {
         self.progress.warn(&msg);
         self.warnings
@@ -208,122 +168,6 @@ impl Ctx<'_> {
             .unwrap_or_else(|p| p.into_inner())
             .push(msg);
     }
-
-    /// Read, chunk and store one file.
-    fn read_file(&self, c: &mut Compressor, job: &Job) -> std::result::Result<FileDone, String> {
-        let f = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&job.path)
-            .map_err(|e| describe_io(&job.path, "cannot be opened", e))?;
-        if job.size >= self.chunker.min as u64 {
-            return self.read_large(c, job, f);
-        }
-        let mut buf = Vec::with_capacity(job.size as usize);
-        (&f).take(self.chunker.min as u64)
-            .read_to_end(&mut buf)
-            .map_err(|e| describe_io(&job.path, "cannot be read", e))?;
-        if buf.len() as u64 >= self.chunker.min as u64 {
-            // It grew while we looked: chunk it properly from the start.
-            use std::io::Seek;
-            (&f).seek(io::SeekFrom::Start(0))
-                .map_err(|e| describe_io(&job.path, "cannot be read", e))?;
-            return self.read_large(c, job, f);
-        }
-        let mut content = Vec::new();
-        if !buf.is_empty() {
-            self.progress.inc(0, buf.len() as u64);
-            content.push(self.store_chunk(c, &buf)?);
-        }
-        let size = buf.len() as u64;
-        self.check_unchanged(&f, job, size);
-        Ok(FileDone { content, size })
-    }
-
-    fn read_large(
-        &self,
-        c: &mut Compressor,
-        job: &Job,
-        f: File,
-    ) -> std::result::Result<FileDone, String> {
-        let cdc = fastcdc::v2020::StreamCDC::with_level_and_seed(
-            &f,
-            self.chunker.min,
-            self.chunker.avg,
-            self.chunker.max,
-            fastcdc::v2020::Normalization::Level1,
-            self.seed,
-        );
-        let mut content = Vec::new();
-        let mut size = 0u64;
-        for chunk in cdc {
-            let chunk = chunk.map_err(|e| match e {
-                fastcdc::v2020::Error::IoError(e) => describe_io(&job.path, "cannot be read", e),
-                e => format!("{}: cannot be read: {e}", job.path.display()),
-            })?;
-            size += chunk.length as u64;
-            self.progress.inc(0, chunk.length as u64);
-            content.push(self.store_chunk(c, &chunk.data)?);
-        }
-        self.check_unchanged(&f, job, size);
-        Ok(FileDone { content, size })
-    }
-
-    fn check_unchanged(&self, f: &File, job: &Job, read: u64) {
-        self.bytes_read.fetch_add(read, Ordering::Relaxed);
-        let changed = match f.metadata() {
-            Ok(m) => m.size() != read || m.mtime() * 1_000_000_000 + m.mtime_nsec() != job.mtime,
-            Err(_) => true,
-        };
-        if changed || read != job.size {
-            self.warning(format!(
-                "{}: changed while it was read (stored {read} bytes as read)",
-                job.path.display()
-            ));
-        }
-    }
-}
-
-/// The blob ids a file's content has in this repository (chunked exactly as backup chunks it).
-/// Used by restore drills to validate restored files against their snapshot.
-pub fn content_ids(repo: &Repository, path: &Path) -> io::Result<Vec<Id>> {
-    let p = repo.config().chunker;
-    let f = File::open(path)?;
-    let len = f.metadata()?.len();
-    if len < p.min as u64 {
-        let mut buf = Vec::with_capacity(len as usize);
-        (&f).read_to_end(&mut buf)?;
-        return Ok(if buf.is_empty() {
-            Vec::new()
-        } else {
-            vec![repo.key().blob_id(&buf)]
-        });
-    }
-    let cdc = fastcdc::v2020::StreamCDC::with_level_and_seed(
-        f,
-        p.min,
-        p.avg,
-        p.max,
-        fastcdc::v2020::Normalization::Level1,
-        repo.key().chunker_seed(),
-    );
-    let mut out = Vec::new();
-    for c in cdc {
-        let c = c.map_err(|e| io::Error::other(e.to_string()))?;
-        out.push(repo.key().blob_id(&c.data));
-    }
-    Ok(out)
-}
-
-fn describe_io(path: &Path, what: &str, e: io::Error) -> String {
-    let why = match e.kind() {
-        io::ErrorKind::NotFound => "it vanished during the backup".to_string(),
-        io::ErrorKind::PermissionDenied => {
-            "permission denied (run as a user who can read it, or exclude it)".to_string()
-        }
-        _ => e.to_string(),
-    };
-    format!("{}: {what}: {why}", path.display())
 }
 
 struct Walker<'a, 'b> {
@@ -422,8 +266,6 @@ impl Walker<'_, '_> {
                 let _ = self.jobs.send(Job {
                     id: job,
                     path: path.to_path_buf(),
-                    size: node.size,
-                    mtime: node.mtime,
                 });
                 Pending::File { node, job }
             }
@@ -589,6 +431,9 @@ fn assemble(
             Some(Ok(f)) => {
                 node.content = f.content;
                 node.size = f.size;
+                // The times of the content stored, so the next backup compares with them.
+                (node.mtime, node.ctime) = (f.stamp.mtime, f.stamp.ctime);
+                node.changed_while_read = f.changed_while_read;
                 Some(node)
             }
             Some(Err(msg)) => {
@@ -720,6 +565,7 @@ pub fn backup(
         progress,
         errors: Mutex::new(Vec::new()),
         warnings: Mutex::new(Vec::new()),
+        inconsistent: Mutex::new(Vec::new()),
         bytes_read: AtomicU64::new(0),
         fatal: Mutex::new(None),
     };
@@ -791,6 +637,9 @@ pub fn backup(
 
     let errors = std::mem::take(&mut *ctx.errors.lock().unwrap_or_else(|p| p.into_inner()));
     let warnings = std::mem::take(&mut *ctx.warnings.lock().unwrap_or_else(|p| p.into_inner()));
+    let changed_while_read =
+        std::mem::take(&mut *ctx.inconsistent.lock().unwrap_or_else(|p| p.into_inner()));
+    summary.files_changed_while_read = changed_while_read.len() as u64;
     summary.bytes_read = ctx.bytes_read.load(Ordering::Relaxed);
     (summary.blobs_added, summary.bytes_added) = ctx.dedup.added();
     summary.total_bytes += summary.bytes_read;
@@ -805,9 +654,10 @@ pub fn backup(
         source: opts.source.clone(),
         copied_from: None,
         parent: parent.map(|p| p.id),
-        complete: errors.is_empty(),
+        complete: errors.is_empty() && changed_while_read.is_empty(),
         errors,
         warnings,
+        changed_while_read,
         summary,
         program: format!("holdfast {}", env!("CARGO_PKG_VERSION")),
     };

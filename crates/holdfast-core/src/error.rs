@@ -57,6 +57,17 @@ pub enum Error {
         /// How many slots were tried.
         slots: usize,
     },
+    /// No key slot opened, and some are malformed (or there are none): the password may be
+    /// right. Only when every slot is well formed and none opens is it [`Error::WrongPassword`].
+    #[error("{}", damaged_slots_message(.location, .intact, .damaged))]
+    DamagedKeySlots {
+        /// Where.
+        location: String,
+        /// Well-formed slots, none of which opened with the password.
+        intact: usize,
+        /// One line per malformed slot: its name and what is wrong.
+        damaged: Vec<String>,
+    },
     /// Data read back failed authentication or does not parse.
     #[error("{what} is damaged: {detail}")]
     Corrupt {
@@ -118,6 +129,20 @@ pub enum Error {
     /// The operation was interrupted.
     #[error("interrupted")]
     Interrupted,
+}
+
+fn damaged_slots_message(location: &str, intact: &usize, damaged: &[String]) -> String {
+    if damaged.is_empty() {
+        return format!("{location} has no key slots (keys/ is empty): restore the keys/ directory from a copy of the repository; without a key slot the data cannot be decrypted");
+    }
+    let others = match intact {
+        0 => "no slot is intact".to_string(),
+        n => format!("{n} intact slot(s) did not open with this password either"),
+    };
+    format!(
+        "the repository {location} could not be opened: key slot {}; {others}. The slots are damaged, not necessarily the password: restore the damaged keys/ files from a copy of the repository, or use the password of another slot",
+        damaged.join("; key slot "),
+    )
 }
 
 impl Error {

@@ -7,7 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use crate::tree::{FsName, Node, NodeKind, Xattr};
+use crate::tree::{FileTime, FsName, Node, NodeKind, Xattr};
 
 /// Build a node from `lstat` metadata (content, subtree and target filled by the caller).
 pub fn node_from_metadata(name: FsName, m: &Metadata) -> Node {
@@ -34,14 +34,8 @@ pub fn node_from_metadata(name: FsName, m: &Metadata) -> Node {
         mode: m.mode() & 0o7777,
         uid: m.uid(),
         gid: m.gid(),
-        mtime: m
-            .mtime()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(m.mtime_nsec()),
-        ctime: m
-            .ctime()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(m.ctime_nsec()),
+        mtime: FileTime::new(m.mtime(), m.mtime_nsec()),
+        ctime: FileTime::new(m.ctime(), m.ctime_nsec()),
         inode: m.ino(),
         dev: m.dev(),
         links: m.nlink(),
@@ -51,6 +45,7 @@ pub fn node_from_metadata(name: FsName, m: &Metadata) -> Node {
         target: None,
         rdev: matches!(kind, NodeKind::Chardev | NodeKind::Blockdev).then(|| m.rdev()),
         xattrs: Vec::new(),
+        changed_while_read: false,
     }
 }
 
@@ -107,70 +102,121 @@ pub fn make_special(path: &Path, node: &Node) -> io::Result<()> {
     })
 }
 
-/// Apply owner, mode, extended attributes and times to a restored entry (not following
-/// symlinks). Ownership errors are ignored when not running as root, as every archiver does.
-pub fn apply(path: &Path, node: &Node) -> io::Result<()> {
-    let c = cpath(path)?;
-    // SAFETY: valid path pointer; lchown does not follow symlinks.
-    let r = unsafe { libc::lchown(c.as_ptr(), node.uid, node.gid) };
-    // SAFETY: geteuid has no preconditions.
-    if r != 0 && unsafe { libc::geteuid() } == 0 {
-        return Err(io::Error::last_os_error());
+fn timespec(t: &FileTime) -> libc::timespec {
+    libc::timespec {
+        tv_sec: t.sec as libc::time_t,
+        tv_nsec: t.nsec as _,
+    }
+}
+
+/// Where metadata goes: a path (not following symlinks) or an open file.
+enum Target<'a> {
+    Path(&'a Path, CString),
+    File(&'a std::fs::File),
+}
+
+impl Target<'_> {
+    fn chown(&self, uid: u32, gid: u32) -> io::Result<()> {
+        use std::os::unix::io::AsRawFd;
+        check(match self {
+            // SAFETY: valid path pointer; lchown does not follow symlinks.
+            Target::Path(_, c) => unsafe { libc::lchown(c.as_ptr(), uid, gid) },
+            // SAFETY: the descriptor is open for the duration of the call.
+            Target::File(f) => unsafe { libc::fchown(f.as_raw_fd(), uid, gid) },
+        })
+    }
+
+    fn set_xattr(&self, name: &std::ffi::OsStr, value: &[u8]) -> io::Result<()> {
+        use xattr::FileExt;
+        match self {
+            Target::Path(p, _) => xattr::set(p, name, value),
+            Target::File(f) => f.set_xattr(name, value),
+        }
+    }
+
+    fn chmod(&self, mode: u32) -> io::Result<()> {
+        use std::os::unix::io::AsRawFd;
+        check(match self {
+            // SAFETY: valid path pointer.
+            Target::Path(_, c) => unsafe { libc::chmod(c.as_ptr(), mode as libc::mode_t) },
+            // SAFETY: valid descriptor.
+            Target::File(f) => unsafe { libc::fchmod(f.as_raw_fd(), mode as libc::mode_t) },
+        })
+    }
+
+    fn set_times(&self, mtime: &FileTime) -> io::Result<()> {
+        use std::os::unix::io::AsRawFd;
+        let ts = timespec(mtime);
+        let times = [ts, ts];
+        check(match self {
+            // SAFETY: valid path pointer and a two-element timespec array.
+            Target::Path(_, c) => unsafe {
+                libc::utimensat(
+                    libc::AT_FDCWD,
+                    c.as_ptr(),
+                    times.as_ptr(),
+                    libc::AT_SYMLINK_NOFOLLOW,
+                )
+            },
+            // SAFETY: valid descriptor and a two-element timespec array.
+            Target::File(f) => unsafe { libc::futimens(f.as_raw_fd(), times.as_ptr()) },
+        })
+    }
+}
+
+/// Apply owner, extended attributes, mode and times, each on its own: one that cannot be set
+/// does not stop the others. Returns what could not be set, one line each (empty: everything
+/// was). Ownership is not reported when not running as root (only root may give files away,
+/// and every archiver restores ownership only as root).
+fn apply_to(t: &Target, node: &Node) -> Vec<String> {
+    let mut missed = Vec::new();
+    if let Err(e) = t.chown(node.uid, node.gid) {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            missed.push(format!("owner {}:{} not set: {e}", node.uid, node.gid));
+        }
     }
     for x in &node.xattrs {
-        let v = hex::decode(&x.value).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        if let Err(e) = xattr::set(path, x.name.to_os(), &v) {
-            if e.raw_os_error() != Some(libc::ENOTSUP) {
-                return Err(e);
-            }
+        let r = hex::decode(&x.value)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+            .and_then(|v| t.set_xattr(&x.name.to_os(), &v));
+        if let Err(e) = r {
+            let why = match e.raw_os_error() {
+                Some(libc::ENOTSUP) => "the target file system does not support it".to_string(),
+                Some(libc::EPERM) | Some(libc::EACCES) => {
+                    format!("{e} (this namespace needs root or a capability)")
+                }
+                _ => e.to_string(),
+            };
+            missed.push(format!(
+                "extended attribute {} not set: {why}",
+                x.name.display()
+            ));
         }
     }
     if node.kind != NodeKind::Symlink {
-        // SAFETY: valid path pointer.
-        check(unsafe { libc::chmod(c.as_ptr(), node.mode as libc::mode_t) })?;
-    }
-    let ts = libc::timespec {
-        tv_sec: node.mtime.div_euclid(1_000_000_000) as libc::time_t,
-        tv_nsec: node.mtime.rem_euclid(1_000_000_000) as _,
-    };
-    let times = [ts, ts];
-    // SAFETY: valid path pointer and a two-element timespec array.
-    check(unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    })
-}
-
-/// [`apply`] through an open file (no path lookups): owner, extended attributes, mode, times.
-pub fn apply_file(f: &std::fs::File, node: &Node) -> io::Result<()> {
-    use std::os::unix::io::AsRawFd;
-    let fd = f.as_raw_fd();
-    // SAFETY: fd is a valid open descriptor for the duration of these calls.
-    let r = unsafe { libc::fchown(fd, node.uid, node.gid) };
-    // SAFETY: geteuid has no preconditions.
-    if r != 0 && unsafe { libc::geteuid() } == 0 {
-        return Err(io::Error::last_os_error());
-    }
-    for x in &node.xattrs {
-        use xattr::FileExt;
-        let v = hex::decode(&x.value).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        if let Err(e) = f.set_xattr(x.name.to_os(), &v) {
-            if e.raw_os_error() != Some(libc::ENOTSUP) {
-                return Err(e);
-            }
+        if let Err(e) = t.chmod(node.mode) {
+            missed.push(format!("mode {:o} not set: {e}", node.mode));
         }
     }
-    // SAFETY: valid descriptor.
-    check(unsafe { libc::fchmod(fd, node.mode as libc::mode_t) })?;
-    let ts = libc::timespec {
-        tv_sec: node.mtime.div_euclid(1_000_000_000) as libc::time_t,
-        tv_nsec: node.mtime.rem_euclid(1_000_000_000) as _,
-    };
-    let times = [ts, ts];
-    // SAFETY: valid descriptor and a two-element timespec array.
-    check(unsafe { libc::futimens(fd, times.as_ptr()) })
+    if let Err(e) = t.set_times(&node.mtime) {
+        missed.push(format!("modification time not set: {e}"));
+    }
+    missed
+}
+
+/// Apply owner, extended attributes, mode and times to a restored entry (not following
+/// symlinks); see [`apply_file`]. Returns what could not be set, one line each.
+pub fn apply(path: &Path, node: &Node) -> Vec<String> {
+    match cpath(path) {
+        Ok(c) => apply_to(&Target::Path(path, c), node),
+        Err(e) => vec![format!("metadata not set: {e}")],
+    }
+}
+
+/// [`apply`] through an open file (no path lookups). Each of owner, every extended attribute,
+/// mode and times is set on its own, so one that cannot be set (a `trusted.` attribute when
+/// not root) does not cost the others. Returns what could not be set, one line each.
+pub fn apply_file(f: &std::fs::File, node: &Node) -> Vec<String> {
+    apply_to(&Target::File(f), node)
 }

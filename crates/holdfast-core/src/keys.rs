@@ -43,6 +43,18 @@ impl KdfParams {
     }
 }
 
+/// Largest Argon2 memory cost accepted from a slot, in KiB: 2 GiB (the default is 46 MiB).
+pub const MAX_M_COST: u32 = 2 << 20;
+/// Largest Argon2 pass count accepted from a slot.
+pub const MAX_T_COST: u32 = 64;
+/// Largest Argon2 lane count accepted from a slot.
+pub const MAX_P_COST: u32 = 64;
+/// Largest total Argon2 work accepted from a slot (memory cost × passes, KiB): 4 GiB, so a
+/// forged slot cannot make opening take minutes (the default is 46 MiB × 1).
+pub const MAX_WORK: u64 = 4 << 20;
+/// Length of a wrapped master secret: nonce, 64 bytes, tag.
+const WRAPPED_LEN: usize = crypto::NONCE_LEN + 64 + crypto::TAG_LEN;
+
 /// A key slot as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeySlot {
@@ -62,38 +74,7 @@ pub struct KeySlot {
     pub user: String,
 }
 
-/// Largest Argon2 memory cost a reader accepts: 1 GiB (in KiB).
-pub const MAX_M_COST: u32 = 1 << 20;
-/// Largest Argon2 pass count a reader accepts.
-pub const MAX_T_COST: u32 = 16;
-/// Largest Argon2 lane count a reader accepts.
-pub const MAX_P_COST: u32 = 16;
-/// Largest total work (memory in KiB times passes) a reader accepts: 4 passes over 1 GiB, a few
-/// seconds on a current core.
-pub const MAX_WORK: u64 = 4 << 20;
-
-impl KdfParams {
-    /// Check the parameters against the bounds above: a key slot is read from the repository,
-    /// which may be hostile, and Argon2 allocates `m_cost` KiB and runs `t_cost` passes.
-    pub fn check(&self) -> Result<(), String> {
-        if self.m_cost > MAX_M_COST
-            || self.t_cost == 0
-            || self.t_cost > MAX_T_COST
-            || self.p_cost == 0
-            || self.p_cost > MAX_P_COST
-            || self.m_cost as u64 * self.t_cost as u64 > MAX_WORK
-        {
-            return Err(format!(
-                "Argon2 parameters m_cost {} KiB, t_cost {}, p_cost {} exceed what holdfast accepts (m_cost at most {MAX_M_COST} KiB, t_cost 1..={MAX_T_COST}, p_cost 1..={MAX_P_COST}, m_cost x t_cost at most {MAX_WORK})",
-                self.m_cost, self.t_cost, self.p_cost
-            ));
-        }
-        Ok(())
-    }
-}
-
 fn derive(password: &[u8], salt: &[u8], p: KdfParams) -> Result<[u8; 32], String> {
-    p.check()?;
     let params = argon2::Params::new(p.m_cost, p.t_cost, p.p_cost, Some(32))
         .map_err(|e| format!("invalid Argon2 parameters: {e}"))?;
     let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
@@ -124,17 +105,53 @@ impl KeySlot {
         }
     }
 
-    /// Unwrap with `password`. `Err(None)` is a wrong password; `Err(Some(msg))` a malformed slot.
-    pub fn unwrap_key(&self, password: &[u8], repo_id: &str) -> Result<MasterKey, Option<String>> {
+    /// Parse a slot as stored. A slot comes from the repository, which may be hostile or
+    /// damaged: everything is checked before use, including the Argon2 costs (a forged slot
+    /// must not make opening allocate gigabytes). `Err` says what is wrong with it.
+    pub fn parse(raw: &[u8]) -> Result<KeySlot, String> {
+        let slot: KeySlot =
+            serde_json::from_slice(raw).map_err(|e| format!("not a key slot: {e}"))?;
+        slot.structure()?;
+        Ok(slot)
+    }
+
+    /// Check everything but the password: derivation, costs, salt and wrapped key lengths.
+    fn structure(&self) -> Result<(Vec<u8>, Vec<u8>), String> {
         if self.kdf != "argon2id" {
-            return Err(Some(format!("unknown key derivation {:?}", self.kdf)));
+            return Err(format!("unknown key derivation {:?}", self.kdf));
         }
-        if self.salt.len() > 128 || self.wrapped.len() > 512 {
-            return Err(Some("salt or wrapped key is implausibly long".into()));
+        let p = self.params;
+        if p.m_cost > MAX_M_COST
+            || p.t_cost > MAX_T_COST
+            || p.p_cost > MAX_P_COST
+            || p.m_cost as u64 * p.t_cost as u64 > MAX_WORK
+        {
+            return Err(format!(
+                "Argon2 costs m_cost {} KiB, t_cost {}, p_cost {} exceed what holdfast accepts ({MAX_M_COST} KiB, {MAX_T_COST}, {MAX_P_COST}, memory x passes at most {MAX_WORK} KiB)",
+                p.m_cost, p.t_cost, p.p_cost
+            ));
         }
-        self.params.check().map_err(Some)?;
-        let salt = hex::decode(&self.salt).map_err(|e| Some(format!("salt: {e}")))?;
-        let wrapped = hex::decode(&self.wrapped).map_err(|e| Some(format!("wrapped key: {e}")))?;
+        argon2::Params::new(p.m_cost, p.t_cost, p.p_cost, Some(32))
+            .map_err(|e| format!("invalid Argon2 parameters: {e}"))?;
+        let salt = hex::decode(&self.salt).map_err(|e| format!("salt: {e}"))?;
+        if !(8..=64).contains(&salt.len()) {
+            return Err(format!("salt is {} bytes, not 8 to 64", salt.len()));
+        }
+        let wrapped = hex::decode(&self.wrapped).map_err(|e| format!("wrapped key: {e}"))?;
+        if wrapped.len() != WRAPPED_LEN {
+            return Err(format!(
+                "wrapped key is {} bytes, not {WRAPPED_LEN}",
+                wrapped.len()
+            ));
+        }
+        Ok((salt, wrapped))
+    }
+
+    /// Unwrap with `password`. `Err(None)`: the slot is well formed but does not open with the
+    /// password (a wrong password, or a slot damaged where only authentication can tell);
+    /// `Err(Some(msg))`: the slot is malformed.
+    pub fn unwrap_key(&self, password: &[u8], repo_id: &str) -> Result<MasterKey, Option<String>> {
+        let (salt, wrapped) = self.structure().map_err(Some)?;
         let k = derive(password, &salt, self.params).map_err(Some)?;
         let secret = crypto::open(&crypto::cipher_from(&k), repo_id.as_bytes(), &wrapped)
             .map_err(|AuthError| None)?;
@@ -162,39 +179,37 @@ mod tests {
         assert!(matches!(bad.unwrap_key(b"pw", "repo1"), Err(Some(_))));
     }
 
+    /// Forged or damaged slots are refused before any key derivation, naming what is wrong.
     #[test]
-    fn hostile_argon2_parameters_are_refused_at_once() {
+    fn malformed_slots_are_refused_before_deriving() {
         let m = MasterKey::generate();
-        let s = KeySlot::wrap(&m, b"pw", KdfParams::insecure_for_tests(), "repo1");
-        for (m_cost, t_cost, p_cost) in [
-            (u32::MAX, 1, 1),       // 4 TiB of memory
-            (MAX_M_COST + 1, 1, 1), // just over the bound
-            (8, u32::MAX, 1),       // four billion passes
-            (MAX_M_COST, 5, 1),     // too much work in total
-            (8, 1, u32::MAX),       // lanes
-            (8, 0, 1),              // no pass
-        ] {
-            let mut bad = s.clone();
-            bad.params = KdfParams {
-                m_cost,
-                t_cost,
-                p_cost,
-            };
-            let t = std::time::Instant::now();
-            match bad.unwrap_key(b"pw", "repo1") {
-                Err(Some(msg)) => assert!(msg.contains("exceed"), "{msg}"),
-                other => panic!("{m_cost}/{t_cost}/{p_cost}: {:?}", other.map(|_| ())),
-            }
-            assert!(t.elapsed() < std::time::Duration::from_millis(100));
+        let good = KeySlot::wrap(&m, b"pw", KdfParams::insecure_for_tests(), "r");
+        let raw = serde_json::to_vec(&good).unwrap();
+        assert!(KeySlot::parse(&raw).is_ok());
+        type Damage = Box<dyn Fn(&mut KeySlot)>;
+        let cases: Vec<(Damage, &str)> = vec![
+            (Box::new(|k| k.params.m_cost = u32::MAX), "exceed"),
+            (Box::new(|k| k.params.t_cost = 1_000_000), "exceed"),
+            (
+                Box::new(|k| k.kdf = "scrypt".into()),
+                "unknown key derivation",
+            ),
+            (Box::new(|k| k.salt = "00".into()), "salt is 1 bytes"),
+            (
+                Box::new(|k| k.wrapped.truncate(40)),
+                "wrapped key is 20 bytes",
+            ),
+            (Box::new(|k| k.wrapped.push('x')), "wrapped key"),
+        ];
+        for (damage, want) in cases {
+            let mut k = good.clone();
+            damage(&mut k);
+            let e = KeySlot::parse(&serde_json::to_vec(&k).unwrap()).unwrap_err();
+            assert!(e.contains(want), "{want}: {e}");
+            assert!(matches!(k.unwrap_key(b"pw", "r"), Err(Some(_))));
         }
-        // The defaults and the largest accepted memory cost pass the bound.
-        assert!(KdfParams::default().check().is_ok());
-        assert!(KdfParams {
-            m_cost: MAX_M_COST,
-            t_cost: 4,
-            p_cost: 4
-        }
-        .check()
-        .is_ok());
+        assert!(KeySlot::parse(b"{\"kdf\":")
+            .unwrap_err()
+            .contains("not a key slot"));
     }
 }

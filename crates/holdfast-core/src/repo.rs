@@ -205,21 +205,28 @@ impl Repository {
     pub fn open(storage: Arc<dyn Storage>, password: &[u8]) -> Result<Repository> {
         let config = read_config(&*storage)?;
         let slots = storage.list(ObjectKind::Key)?;
+        let mut damaged = Vec::new();
         for s in &slots {
             if let Err(e) = check_object_len(ObjectKind::Key, &s.name, s.size) {
-                tracing::warn!("key slot {} was skipped: {e}", s.name);
+                damaged.push(format!("{} is malformed ({e})", s.name));
                 continue;
             }
-            let raw = storage.get(ObjectKind::Key, &s.name)?;
-            let slot: KeySlot = match serde_json::from_slice(&raw) {
-                Ok(k) => k,
-                Err(e) => {
-                    tracing::warn!("key slot {} is malformed and was skipped: {e}", s.name);
-                    continue;
-                }
+            let raw = match storage.get(ObjectKind::Key, &s.name) {
+                Ok(r) => r,
+                // Listed, then removed by a concurrent `key remove`.
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e.into()),
             };
-            match slot.unwrap_key(password, &config.id) {
+            let opened = KeySlot::parse(&raw)
+                .map_err(Some)
+                .and_then(|slot| slot.unwrap_key(password, &config.id));
+            match opened {
                 Ok(key) => {
+                    for d in &damaged {
+                        tracing::warn!(
+                            "key slot {d}: it was skipped; remove it with `holdfast key remove`"
+                        );
+                    }
                     authenticate_config(&config, &key, &storage.location())?;
                     return Ok(Repository {
                         storage,
@@ -229,14 +236,19 @@ impl Repository {
                     });
                 }
                 Err(None) => continue,
-                Err(Some(m)) => {
-                    tracing::warn!("key slot {} is malformed and was skipped: {m}", s.name)
-                }
+                Err(Some(m)) => damaged.push(format!("{} is malformed ({m})", s.name)),
             }
         }
-        Err(Error::WrongPassword {
+        if damaged.is_empty() && !slots.is_empty() {
+            return Err(Error::WrongPassword {
+                location: storage.location(),
+                slots: slots.len(),
+            });
+        }
+        Err(Error::DamagedKeySlots {
             location: storage.location(),
-            slots: slots.len(),
+            intact: slots.len() - damaged.len(),
+            damaged,
         })
     }
 

@@ -54,8 +54,18 @@ pub struct RestoreOutcome {
     pub others: u64,
     /// Bytes of content written.
     pub bytes: u64,
-    /// What could not be restored, one line each.
+    /// Unix sockets in the snapshot, which are not restored (each is also in `errors`).
+    pub sockets: u64,
+    /// What could not be restored, one line each: entries, and metadata (an extended
+    /// attribute, a mode or a time) of entries that were restored.
     pub errors: Vec<String>,
+}
+
+/// One line per piece of metadata of `path` that could not be set.
+fn metadata_errors(path: &Path, missed: Vec<String>) -> impl Iterator<Item = String> + '_ {
+    missed
+        .into_iter()
+        .map(move |m| format!("{}: restored, but its {m}", path.display()))
 }
 
 struct FileJob {
@@ -125,6 +135,11 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
+    /// Record what metadata of a restored entry could not be set.
+    fn metadata(&mut self, path: &Path, missed: Vec<String>) {
+        self.out.errors.extend(metadata_errors(path, missed));
+    }
+
     fn tree(&mut self, id: &Id, dir: &Path, rel: &mut Vec<Vec<u8>>) {
         let tree = match self.trees.get(id) {
             Ok(t) => t,
@@ -197,18 +212,30 @@ impl Walk<'_> {
             NodeKind::Symlink => {
                 let _ = fs::remove_file(&path);
                 let target = node.target.clone().unwrap_or_default().to_os();
-                match std::os::unix::fs::symlink(&target, &path)
-                    .and_then(|_| fsmeta::apply(&path, &node))
-                {
-                    Ok(()) => self.out.others += 1,
+                match std::os::unix::fs::symlink(&target, &path) {
+                    Ok(()) => {
+                        self.out.others += 1;
+                        self.metadata(&path, fsmeta::apply(&path, &node));
+                    }
                     Err(e) => fail(&mut self.out, e),
                 }
             }
-            NodeKind::Socket => {}
+            NodeKind::Socket => {
+                // A socket belongs to the process that listens on it: it cannot be recreated
+                // as one, and a plain file in its place would lie. Say so.
+                self.out.sockets += 1;
+                self.out.errors.push(format!(
+                    "{}: not restored: it is a Unix socket, which only the program that listens on it can create",
+                    path.display()
+                ));
+            }
             _ => {
                 let _ = fs::remove_file(&path);
-                match fsmeta::make_special(&path, &node).and_then(|_| fsmeta::apply(&path, &node)) {
-                    Ok(()) => self.out.others += 1,
+                match fsmeta::make_special(&path, &node) {
+                    Ok(()) => {
+                        self.out.others += 1;
+                        self.metadata(&path, fsmeta::apply(&path, &node));
+                    }
                     Err(e) => fail(&mut self.out, e),
                 }
             }
@@ -275,8 +302,9 @@ impl<'a> Sink<'a> {
         Ok(())
     }
 
-    /// Set the length (a trailing hole), check it, apply metadata; returns bytes written.
-    fn finish(self) -> std::result::Result<u64, String> {
+    /// Set the length (a trailing hole), check it, apply metadata; returns bytes written and
+    /// what metadata could not be set.
+    fn finish(self) -> std::result::Result<Written, String> {
         let p = &self.job.path;
         if self.written_end < self.pos {
             self.f
@@ -291,10 +319,18 @@ impl<'a> Sink<'a> {
                 self.job.node.size
             ));
         }
-        fsmeta::apply_file(&self.f, &self.job.node)
-            .map_err(|e| format!("{}: metadata not restored: {e}", p.display()))?;
-        Ok(self.pos)
+        let missed = fsmeta::apply_file(&self.f, &self.job.node);
+        Ok(Written {
+            bytes: self.pos,
+            missed: metadata_errors(p, missed).collect(),
+        })
     }
+}
+
+/// A file written: its length, and what of its metadata could not be set.
+struct Written {
+    bytes: u64,
+    missed: Vec<String>,
 }
 
 /// Write one file's content, with one ranged read per run of its blobs that lie together in a
@@ -305,7 +341,7 @@ fn write_file(
     index: &Index,
     job: &FileJob,
     progress: &dyn Progress,
-) -> std::result::Result<u64, String> {
+) -> std::result::Result<Written, String> {
     let mut sink = Sink::create(job)?;
     let lost =
         |pos: u64, e: Error| format!("{}: content lost from byte {pos}: {e}", job.path.display());
@@ -357,7 +393,7 @@ fn write_batch(
     index: &Index,
     b: &Batch<&FileJob>,
     progress: &dyn Progress,
-) -> Vec<std::result::Result<u64, String>> {
+) -> Vec<std::result::Result<Written, String>> {
     let Ok(buf) =
         repo.storage()
             .get_range(ObjectKind::Pack, &b.pack.to_hex(), b.start, b.end - b.start)
@@ -477,9 +513,18 @@ pub fn restore(
                         };
                         for r in results {
                             match r {
-                                Ok(len) => {
+                                Ok(w) => {
                                     n += 1;
-                                    b += len;
+                                    b += w.bytes;
+                                    if !w.missed.is_empty() {
+                                        for m in &w.missed {
+                                            progress.warn(m);
+                                        }
+                                        errors
+                                            .lock()
+                                            .unwrap_or_else(|p| p.into_inner())
+                                            .extend(w.missed);
+                                    }
                                 }
                                 Err(e) => {
                                     progress.warn(&e);
@@ -515,11 +560,8 @@ pub fn restore(
         }
     }
     for (path, node) in w.dirs.iter().rev() {
-        if let Err(e) = fsmeta::apply(path, node) {
-            w.out
-                .errors
-                .push(format!("{}: metadata not restored: {e}", path.display()));
-        }
+        let missed = fsmeta::apply(path, node);
+        w.out.errors.extend(metadata_errors(path, missed));
     }
     progress.finish();
     Ok(w.out)
@@ -564,6 +606,11 @@ pub fn validate(repo: &Repository, index: &Index, tree: &Id, dir: &Path) -> Resu
         let tree = crate::browse::load_tree(repo, index, &t)?;
         for n in tree.nodes {
             let p = d.join(n.name.to_os());
+            if n.kind == NodeKind::Socket {
+                // Never restored (restore reports each one): a socket holds no data, and the
+                // program that listens on it makes it again.
+                continue;
+            }
             let m = match fs::symlink_metadata(&p) {
                 Ok(m) => m,
                 Err(e) => {

@@ -31,6 +31,10 @@ pub struct Summary {
     pub blobs_added: u64,
     /// Stored (compressed, encrypted) bytes added to the repository.
     pub bytes_added: u64,
+    /// Files stored although they changed during every read (see
+    /// [`Snapshot::changed_while_read`]).
+    #[serde(default)]
+    pub files_changed_while_read: u64,
     /// Duration in seconds.
     pub seconds: f64,
 }
@@ -60,14 +64,20 @@ pub struct Snapshot {
     /// Snapshot this one was compared with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<Id>,
-    /// False when something could not be read: the snapshot is not a complete recovery point.
+    /// False when something could not be read, or a file kept changing while it was read: the
+    /// snapshot is not a complete recovery point.
     pub complete: bool,
     /// What could not be read, one line per path.
     #[serde(default)]
     pub errors: Vec<String>,
-    /// Things that did not stop the backup (a file that changed while it was read).
+    /// Things that did not stop the backup (extended attributes that could not be read).
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Files that changed during every read (they were read again): stored as last read, so
+    /// their content may mix bytes from before and after a change. Each is marked
+    /// `changed_while_read` in its tree, and the snapshot is not `complete`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed_while_read: Vec<String>,
     /// What the backup did.
     pub summary: Summary,
     /// holdfast version that wrote it.

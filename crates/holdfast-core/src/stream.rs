@@ -16,7 +16,7 @@ use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::session::Session;
 use crate::snapshot::{Snapshot, Summary};
-use crate::tree::{FsName, Node, NodeKind, Tree};
+use crate::tree::{FileTime, FsName, Node, NodeKind, Tree};
 use crate::writer::Dedup;
 
 /// One file of a stream snapshot.
@@ -59,8 +59,8 @@ fn synthetic(
         mode,
         uid,
         gid,
-        mtime: time_ns,
-        ctime: time_ns,
+        mtime: FileTime::from_nanos(time_ns),
+        ctime: FileTime::from_nanos(time_ns),
         inode: 0,
         dev: 0,
         links: 1,
@@ -70,6 +70,7 @@ fn synthetic(
         target: None,
         rdev: None,
         xattrs: Vec::new(),
+        changed_while_read: false,
     }
 }
 
@@ -156,6 +157,7 @@ pub fn backup_streams(
         complete: true,
         errors: Vec::new(),
         warnings: Vec::new(),
+        changed_while_read: Vec::new(),
         summary,
         program: format!("holdfast {}", env!("CARGO_PKG_VERSION")),
     };

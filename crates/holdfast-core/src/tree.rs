@@ -86,13 +86,63 @@ pub struct Xattr {
     pub value: String,
 }
 
+/// A file time: seconds since the epoch and nanoseconds, the whole range of a `timespec`
+/// (a time as nanoseconds in an `i64` only covers the years 1677 to 2262).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct FileTime {
+    /// Seconds since the epoch (negative before 1970).
+    pub sec: i64,
+    /// Nanoseconds within the second, `0..1_000_000_000`.
+    pub nsec: u32,
+}
+
+const NS: i64 = 1_000_000_000;
+
+impl FileTime {
+    /// From `stat`'s seconds and nanoseconds (nanoseconds outside `0..1e9` carry into seconds).
+    pub fn new(sec: i64, nsec: i64) -> Self {
+        FileTime {
+            sec: sec.saturating_add(nsec.div_euclid(NS)),
+            nsec: nsec.rem_euclid(NS) as u32,
+        }
+    }
+
+    /// From nanoseconds since the epoch (the encoding of trees written before seconds and
+    /// nanoseconds were stored apart).
+    pub fn from_nanos(ns: i64) -> Self {
+        FileTime::new(ns.div_euclid(NS), ns.rem_euclid(NS))
+    }
+
+    /// Nanoseconds since the epoch, if they fit in an `i64` (years 1677 to 2262).
+    pub fn nanos(&self) -> Option<i64> {
+        self.sec
+            .checked_mul(NS)
+            .and_then(|s| s.checked_add(self.nsec as i64))
+    }
+
+    /// Nanoseconds since the epoch, saturated to the `i64` range.
+    pub fn nanos_saturating(&self) -> i64 {
+        self.nanos()
+            .unwrap_or(if self.sec < 0 { i64::MIN } else { i64::MAX })
+    }
+
+    /// Nanoseconds since the epoch, exact for every time.
+    pub fn nanos_wide(&self) -> i128 {
+        self.sec as i128 * NS as i128 + self.nsec as i128
+    }
+}
+
 /// One entry of a directory.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Serialized as the fields below, in this order; times as `mtime`/`ctime` in nanoseconds
+/// (saturated to `i64`), plus `mtime_sec`/`mtime_nsec` (and `ctime_…`) only when the nanoseconds
+/// do not fit, so trees of ordinary files are byte for byte what earlier versions wrote (and
+/// deduplicate with them), and earlier versions still read every tree. See docs/DESIGN.md.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
     /// Name within the directory.
     pub name: FsName,
     /// Type.
-    #[serde(rename = "type")]
     pub kind: NodeKind,
     /// Permission bits (including setuid/setgid/sticky).
     pub mode: u32,
@@ -100,10 +150,10 @@ pub struct Node {
     pub uid: u32,
     /// Group.
     pub gid: u32,
-    /// Modification time, nanoseconds since the epoch.
-    pub mtime: i64,
-    /// Status change time, nanoseconds since the epoch (used to detect changes; not restored).
-    pub ctime: i64,
+    /// Modification time.
+    pub mtime: FileTime,
+    /// Status change time (used to detect changes; not restored).
+    pub ctime: FileTime,
     /// Inode number (change detection and hard links).
     pub inode: u64,
     /// Device of the file system (hard links).
@@ -111,23 +161,188 @@ pub struct Node {
     /// Number of hard links.
     pub links: u64,
     /// Size in bytes (files).
-    #[serde(default, skip_serializing_if = "is_zero")]
     pub size: u64,
     /// Content blobs, in order (files).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub content: Vec<Id>,
     /// Subtree (directories).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subtree: Option<Id>,
     /// Link target (symlinks).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<FsName>,
     /// Device number (device nodes).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rdev: Option<u64>,
     /// Extended attributes.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub xattrs: Vec<Xattr>,
+    /// The file kept changing while the backup read it (it was read again, and changed again):
+    /// its stored content may mix bytes from before and after a change.
+    pub changed_while_read: bool,
+}
+
+/// A node as written.
+#[derive(Serialize)]
+struct NodeOut<'a> {
+    name: &'a FsName,
+    #[serde(rename = "type")]
+    kind: NodeKind,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+    ctime: i64,
+    inode: u64,
+    dev: u64,
+    links: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    size: u64,
+    #[serde(skip_serializing_if = "no_ids")]
+    content: &'a [Id],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subtree: Option<Id>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<&'a FsName>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rdev: Option<u64>,
+    #[serde(skip_serializing_if = "no_xattrs")]
+    xattrs: &'a [Xattr],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mtime_sec: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mtime_nsec: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ctime_sec: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ctime_nsec: Option<u32>,
+    #[serde(skip_serializing_if = "is_false")]
+    changed_while_read: bool,
+}
+
+/// A node as read: both time encodings.
+#[derive(Deserialize)]
+struct NodeIn {
+    name: FsName,
+    #[serde(rename = "type")]
+    kind: NodeKind,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+    ctime: i64,
+    inode: u64,
+    dev: u64,
+    links: u64,
+    #[serde(default)]
+    size: u64,
+    #[serde(default)]
+    content: Vec<Id>,
+    #[serde(default)]
+    subtree: Option<Id>,
+    #[serde(default)]
+    target: Option<FsName>,
+    #[serde(default)]
+    rdev: Option<u64>,
+    #[serde(default)]
+    xattrs: Vec<Xattr>,
+    #[serde(default)]
+    mtime_sec: Option<i64>,
+    #[serde(default)]
+    mtime_nsec: Option<u32>,
+    #[serde(default)]
+    ctime_sec: Option<i64>,
+    #[serde(default)]
+    ctime_nsec: Option<u32>,
+    #[serde(default)]
+    changed_while_read: bool,
+}
+
+/// The exact time from `*_sec`/`*_nsec` when present, else from the nanoseconds.
+fn read_time(
+    which: &str,
+    ns: i64,
+    sec: Option<i64>,
+    nsec: Option<u32>,
+) -> std::result::Result<FileTime, String> {
+    match (sec, nsec) {
+        (None, None) => Ok(FileTime::from_nanos(ns)),
+        (Some(sec), Some(nsec)) if (nsec as i64) < NS => Ok(FileTime { sec, nsec }),
+        (Some(_), Some(nsec)) => Err(format!("{which}_nsec {nsec} is not below one second")),
+        _ => Err(format!("{which}_sec and {which}_nsec must come together")),
+    }
+}
+
+/// The split fields, written only when the nanoseconds do not fit an `i64`.
+fn split(t: &FileTime) -> (Option<i64>, Option<u32>) {
+    match t.nanos() {
+        Some(_) => (None, None),
+        None => (Some(t.sec), Some(t.nsec)),
+    }
+}
+
+impl Serialize for Node {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let (mtime_sec, mtime_nsec) = split(&self.mtime);
+        let (ctime_sec, ctime_nsec) = split(&self.ctime);
+        NodeOut {
+            name: &self.name,
+            kind: self.kind,
+            mode: self.mode,
+            uid: self.uid,
+            gid: self.gid,
+            mtime: self.mtime.nanos_saturating(),
+            ctime: self.ctime.nanos_saturating(),
+            inode: self.inode,
+            dev: self.dev,
+            links: self.links,
+            size: self.size,
+            content: &self.content,
+            subtree: self.subtree,
+            target: self.target.as_ref(),
+            rdev: self.rdev,
+            xattrs: &self.xattrs,
+            mtime_sec,
+            mtime_nsec,
+            ctime_sec,
+            ctime_nsec,
+            changed_while_read: self.changed_while_read,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Node {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let n = NodeIn::deserialize(d)?;
+        let e = serde::de::Error::custom;
+        Ok(Node {
+            mtime: read_time("mtime", n.mtime, n.mtime_sec, n.mtime_nsec).map_err(e)?,
+            ctime: read_time("ctime", n.ctime, n.ctime_sec, n.ctime_nsec).map_err(e)?,
+            name: n.name,
+            kind: n.kind,
+            mode: n.mode,
+            uid: n.uid,
+            gid: n.gid,
+            inode: n.inode,
+            dev: n.dev,
+            links: n.links,
+            size: n.size,
+            content: n.content,
+            subtree: n.subtree,
+            target: n.target,
+            rdev: n.rdev,
+            xattrs: n.xattrs,
+            changed_while_read: n.changed_while_read,
+        })
+    }
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
+}
+
+fn no_ids(v: &&[Id]) -> bool {
+    v.is_empty()
+}
+
+fn no_xattrs(v: &&[Xattr]) -> bool {
+    v.is_empty()
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -195,8 +410,8 @@ mod tests {
             mode: 0o644,
             uid: 0,
             gid: 0,
-            mtime: 1,
-            ctime: 1,
+            mtime: FileTime::from_nanos(1),
+            ctime: FileTime::from_nanos(1),
             inode: 1,
             dev: 1,
             links: 1,
@@ -206,6 +421,7 @@ mod tests {
             target: None,
             rdev: None,
             xattrs: vec![],
+            changed_while_read: false,
         }
     }
 
@@ -232,5 +448,89 @@ mod tests {
         };
         assert!(Tree::decode(&Id::default(), &t.encode()).is_err());
         assert!(Tree::decode(&Id::default(), b"{").is_err());
+    }
+
+    /// A tree as versions before split times wrote it: read exactly, and written back byte for
+    /// byte (ordinary trees deduplicate with old ones, and old versions read new trees).
+    #[test]
+    fn legacy_nanosecond_trees_read_and_write_back_identically() {
+        let old = format!(
+            concat!(
+                r#"{{"nodes":[{{"name":"a","type":"file","mode":420,"uid":1,"gid":2,"#,
+                r#""mtime":-1500000001,"ctime":1600000000123456789,"inode":7,"dev":8,"links":1,"#,
+                r#""size":3,"content":["{}"],"xattrs":[{{"name":"user.x","value":"00ff"}}]}}]}}"#
+            ),
+            "01".repeat(32)
+        );
+        let t = Tree::decode(&Id::default(), old.as_bytes()).unwrap();
+        let n = &t.nodes[0];
+        assert_eq!(
+            n.mtime,
+            FileTime {
+                sec: -2,
+                nsec: 499_999_999
+            }
+        );
+        assert_eq!(
+            n.ctime,
+            FileTime {
+                sec: 1_600_000_000,
+                nsec: 123_456_789
+            }
+        );
+        assert!(!n.changed_while_read);
+        assert_eq!(String::from_utf8(t.encode()).unwrap(), old);
+    }
+
+    /// Times before 1677 and after 2262 (outside nanoseconds in an i64) round-trip exactly.
+    #[test]
+    fn times_outside_the_nanosecond_range_round_trip_exactly() {
+        let mut a = node(b"a");
+        a.mtime = FileTime {
+            sec: -20_000_000_000,
+            nsec: 1,
+        }; // about 1336
+        a.ctime = FileTime {
+            sec: 32_503_680_000,
+            nsec: 999_999_999,
+        }; // year 3000
+        a.changed_while_read = true;
+        let t = Tree { nodes: vec![a] };
+        let enc = String::from_utf8(t.encode()).unwrap();
+        assert!(
+            enc.contains(r#""mtime_sec":-20000000000,"mtime_nsec":1"#),
+            "{enc}"
+        );
+        assert!(enc.contains(&format!(r#""mtime":{}"#, i64::MIN)), "{enc}");
+        assert!(enc.contains(&format!(r#""ctime":{}"#, i64::MAX)), "{enc}");
+        assert!(enc.contains(r#""changed_while_read":true"#), "{enc}");
+        assert_eq!(Tree::decode(&Id::default(), enc.as_bytes()).unwrap(), t);
+        assert_eq!(
+            FileTime::new(5, -1),
+            FileTime {
+                sec: 4,
+                nsec: 999_999_999
+            }
+        );
+        assert_eq!(t.nodes[0].mtime.nanos(), None);
+        assert_eq!(
+            t.nodes[0].mtime.nanos_wide(),
+            -20_000_000_000i128 * 1_000_000_000 + 1
+        );
+    }
+
+    #[test]
+    fn malformed_split_times_are_rejected() {
+        for bad in [
+            r#""mtime_sec":1,"mtime_nsec":1000000000"#,
+            r#""mtime_sec":1"#,
+            r#""ctime_nsec":5"#,
+        ] {
+            let j = format!(
+                r#"{{"nodes":[{{"name":"a","type":"dir","mode":493,"uid":0,"gid":0,"mtime":0,"ctime":0,"inode":1,"dev":1,"links":2,{bad}}}]}}"#
+            );
+            let e = Tree::decode(&Id::default(), j.as_bytes()).unwrap_err();
+            assert!(e.to_string().contains("nsec"), "{bad}: {e}");
+        }
     }
 }

@@ -133,6 +133,7 @@ fn plan_spares_packs_a_newer_snapshot_uses() {
         complete: true,
         errors: vec![],
         warnings: vec![],
+        changed_while_read: vec![],
         summary: Default::default(),
         program: "test".into(),
     };

@@ -516,7 +516,11 @@ pub fn run_backup(env: &Env, repo: &Repository, s: &SourceConfig) -> Result<JobR
             ..Default::default()
         };
         backup::backup(repo, &opts, env.progress)
-            .map(|out| (out.id.map(|i| i.to_hex()), out.snapshot.errors))
+            .map(|out| {
+                let mut skipped = out.snapshot.errors;
+                skipped.extend(out.snapshot.changed_while_read);
+                (out.id.map(|i| i.to_hex()), skipped)
+            })
             .map_err(|e| e.to_string())
     };
     if let Some(post) = &s.post {

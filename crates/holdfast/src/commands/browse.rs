@@ -49,11 +49,30 @@ pub fn snapshots(g: &Global, filter: &SnapshotFilter) -> Result<u8> {
             sn.tags.join(","),
             human_bytes(sn.summary.total_bytes),
             sn.paths.join(" "),
-            if sn.complete { "" } else { "  (INCOMPLETE)" }
+            incomplete_mark(sn)
         );
     }
     outln!("{} snapshot(s)", list.len());
     Ok(exit::OK)
+}
+
+/// What the `snapshots` table says after an incomplete snapshot's paths.
+fn incomplete_mark(s: &snapshot::Snapshot) -> String {
+    if s.complete {
+        return String::new();
+    }
+    let mut why = Vec::new();
+    if !s.errors.is_empty() {
+        why.push(format!("{} skipped", s.errors.len()));
+    }
+    if !s.changed_while_read.is_empty() {
+        why.push(format!("{} changed while read", s.changed_while_read.len()));
+    }
+    if why.is_empty() {
+        "  (INCOMPLETE)".into()
+    } else {
+        format!("  (INCOMPLETE: {})", why.join(", "))
+    }
 }
 
 pub fn ls(
@@ -102,30 +121,42 @@ fn print_entries(
         let v: Vec<_> = entries
             .iter()
             .map(|(p, n)| {
-                serde_json::json!({
+                let mut j = serde_json::json!({
                     "path": p, "type": n.kind, "size": n.size, "mode": n.mode,
-                    "uid": n.uid, "gid": n.gid, "mtime_ns": n.mtime,
-                })
+                    "uid": n.uid, "gid": n.gid, "mtime_ns": n.mtime.nanos_wide(),
+                    "mtime_sec": n.mtime.sec, "mtime_nsec": n.mtime.nsec,
+                });
+                if n.changed_while_read {
+                    j["changed_while_read"] = true.into();
+                }
+                j
             })
             .collect();
         return print_json(&v);
     }
     for (p, n) in entries {
+        let mark = if n.changed_while_read {
+            "  (CHANGED WHILE READ: content may be inconsistent)"
+        } else {
+            ""
+        };
         if long {
-            let t = chrono::DateTime::from_timestamp(n.mtime.div_euclid(1_000_000_000), 0)
-                .unwrap_or_default();
+            let t = match chrono::DateTime::from_timestamp(n.mtime.sec, 0) {
+                Some(t) => t.format("%Y-%m-%d %H:%M:%S").to_string(),
+                None => format!("@{}", n.mtime.sec),
+            };
             outln!(
-                "{:?} {:o} {:>5} {:>5} {:>12} {} {}",
+                "{:?} {:o} {:>5} {:>5} {:>12} {} {}{mark}",
                 n.kind,
                 n.mode,
                 n.uid,
                 n.gid,
                 n.size,
-                t.format("%Y-%m-%d %H:%M:%S"),
+                t,
                 p
             );
         } else {
-            outln!("{p}");
+            outln!("{p}{mark}");
         }
     }
     Ok(())

@@ -89,6 +89,7 @@ pub fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
             "complete": s.complete,
             "errors": s.errors,
             "warnings": s.warnings,
+            "changed_while_read": s.changed_while_read,
             "summary": s.summary,
             "object_lock": lock.json(),
         }))?;
@@ -112,9 +113,10 @@ pub fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
         match out.id {
             Some(id) if s.complete => outln!("snapshot {} saved", id.short()),
             Some(id) => outln!(
-                "snapshot {} saved INCOMPLETE: {} path(s) could not be read (listed above); it is not a complete recovery point",
+                "snapshot {} saved INCOMPLETE: {} path(s) could not be read, {} file(s) changed while they were read (listed below); it is not a complete recovery point",
                 id.short(),
-                s.errors.len()
+                s.errors.len(),
+                s.changed_while_read.len()
             ),
             None => outln!("dry run: nothing was stored"),
         }
@@ -122,6 +124,15 @@ pub fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
     if !s.errors.is_empty() && !g.json {
         eprintln!("{} path(s) were skipped:", s.errors.len());
         for e in &s.errors {
+            eprintln!("  {e}");
+        }
+    }
+    if !s.changed_while_read.is_empty() && !g.json {
+        eprintln!(
+            "{} file(s) kept changing while they were read (read again, changed again); stored as last read, which may mix old and new content: back them up when they are quiet, from a file-system snapshot, or exclude them",
+            s.changed_while_read.len()
+        );
+        for e in &s.changed_while_read {
             eprintln!("  {e}");
         }
     }

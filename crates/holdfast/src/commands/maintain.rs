@@ -84,7 +84,20 @@ pub fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
     let items = prune::forget(&repo, &policy, now, a.dry_run)?;
     let removed = items.iter().filter(|i| i.reasons.is_empty()).count();
     if g.json {
-        print_json(&serde_json::json!({ "dry_run": a.dry_run, "snapshots": items }))?;
+        // One JSON document: with --prune, the prune report is a member of it.
+        let pruned = if a.prune && !a.dry_run {
+            Some(serde_json::to_value(prune_repository(
+                g, &repo, false, 10.0, false,
+            )?)?)
+        } else {
+            None
+        };
+        let mut v = serde_json::json!({ "dry_run": a.dry_run, "snapshots": items });
+        if let Some(p) = pruned {
+            v["prune"] = p;
+        }
+        print_json(&v)?;
+        return Ok(exit::OK);
     } else if !g.quiet {
         for i in &items {
             let what = if i.reasons.is_empty() {
@@ -127,13 +140,14 @@ pub fn prune(
     run_prune(g, &repo, dry_run, max_unused, remove_unreadable_sessions)
 }
 
-fn run_prune(
+/// Run prune and return its report (printing nothing).
+fn prune_repository(
     g: &Global,
     repo: &holdfast_core::Repository,
     dry_run: bool,
     max_unused: f64,
     remove_unreadable_sessions: bool,
-) -> Result<u8> {
+) -> Result<prune::PruneReport> {
     if !(0.0..=100.0).contains(&max_unused) {
         bail!("--max-unused must be between 0 and 100");
     }
@@ -144,7 +158,17 @@ fn run_prune(
         remove_unreadable_sessions,
     };
     let progress = CliProgress::new(g.quiet || g.json);
-    let r = prune::prune(repo, &opts, &progress)?;
+    Ok(prune::prune(repo, &opts, &progress)?)
+}
+
+fn run_prune(
+    g: &Global,
+    repo: &holdfast_core::Repository,
+    dry_run: bool,
+    max_unused: f64,
+    remove_unreadable_sessions: bool,
+) -> Result<u8> {
+    let r = prune_repository(g, repo, dry_run, max_unused, remove_unreadable_sessions)?;
     if g.json {
         print_json(&r)?;
     } else if !g.quiet {
