@@ -56,7 +56,7 @@ pub fn parse_seconds(text: &str) -> Result<u64, String> {
             Some(_) => return Err(bad("unknown unit")),
         };
         i += 1;
-        if i < b.len() && b[i] != b' ' {
+        if i < b.len() && b[i] != b' ' && !b[i].is_ascii_digit() {
             return Err(bad("unknown unit"));
         }
         total = n

@@ -232,8 +232,8 @@ fn damaged_orphan_pack_is_not_adopted() {
     };
     backup::backup(&r, &opts, &NoProgress).unwrap();
     // Leave the packs as an interrupted backup would: stored, but named by no index file and
-    // used by no snapshot.
-    for kind in [ObjectKind::Index, ObjectKind::Snapshot] {
+    // used by no snapshot (and recorded in no history entry).
+    for kind in [ObjectKind::Index, ObjectKind::Snapshot, ObjectKind::History] {
         for o in r.storage().list(kind).unwrap() {
             r.storage().delete(kind, &o.name).unwrap();
         }

@@ -791,3 +791,29 @@ fn small_wrong_answers() {
         "{list}"
     );
 }
+
+/// Item 12, as `status` sees it: a recovery point deleted on the store (outside `forget`) is an
+/// alarm that fails `status`, not a silently older RPO.
+#[test]
+fn a_wiped_newest_point_is_an_alarm_in_status() {
+    let w = W::new(
+        "[[source]]\nname = \"docs\"\nkind = \"path\"\npath = \"docs\"\nclass = \"critical\"\nstrategy = \"backup\"\nverify = \"true\"\n",
+    );
+    fs::create_dir_all(w.path("docs")).unwrap();
+    fs::write(w.path("docs/a.txt"), "a").unwrap();
+    w.run(&mut w.cmd(&["protect"]), 4);
+    w.run(&mut w.cmd(&["drill", "docs"]), 0);
+    let st = w.json(&["status", "--no-discover"], 0);
+    assert!(st["alarms"].as_array().unwrap().is_empty(), "{st}");
+    let snaps: Vec<_> = fs::read_dir(w.path("repo/snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(snaps.len(), 1);
+    fs::remove_file(&snaps[0]).unwrap();
+    let (out, _) = w.run(&mut w.cmd(&["status", "--no-discover"]), 4);
+    assert!(
+        out.contains("ALARM") && out.contains("vanished outside forget"),
+        "{out}"
+    );
+}
