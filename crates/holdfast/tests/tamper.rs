@@ -377,23 +377,33 @@ fn format_1_repository_opens_warns_and_migrates() {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-fn key_delete_is_a_wrong_password_with_no_slots() {
+fn key_delete_is_named_not_a_wrong_password() {
     let fx = Fx::new();
     for k in fx.names("keys") {
         fs::remove_file(fx.at(&k)).unwrap();
     }
-    fx.fails(&["snapshots"], 12, "none of the 0 key slot(s)");
+    fx.fails(&["snapshots"], 1, "has no key slots");
 }
 
 #[test]
-fn key_flip_is_a_wrong_password() {
+fn key_flip_is_named_malformed_or_fails_authentication() {
     let fx = Fx::new();
     let k = fx.names("keys").pop().unwrap();
     let raw = fs::read_to_string(fx.at(&k)).unwrap();
     let at = raw.find("\"wrapped\"").unwrap() + 20;
+    // A flip that breaks the slot's structure is named as damage (exit 1)...
     flip(&fx.at(&k), at);
     let o = fx.run(&["snapshots"]);
-    assert_eq!(o.code, 12, "{o}");
+    assert_eq!(o.code, 1, "{o}");
+    let name = k.rsplit('/').next().unwrap();
+    assert!(o.all().contains("malformed") && o.all().contains(name), "{o}");
+    // ...one that leaves it well formed can only fail authentication, which a wrong password
+    // also does (exit 12); either way nothing opens.
+    let mut text = raw.clone().into_bytes();
+    text[at] = if text[at] == b'0' { b'1' } else { b'0' };
+    fs::write(fx.at(&k), &text).unwrap();
+    let o = fx.run(&["snapshots"]);
+    assert_eq!(o.code, 12, "{o}\n{}", String::from_utf8_lossy(&text));
 }
 
 #[test]
