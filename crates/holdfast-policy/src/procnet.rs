@@ -88,10 +88,11 @@ pub fn parse_unix(text: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
-fn socket_owners(inodes: &HashMap<u64, ()>) -> HashMap<u64, u32> {
-    let mut out = HashMap::new();
+/// Visit every open file descriptor of every process that can be seen (all of them as root,
+/// one's own user's otherwise): `f(pid, /proc/PID/fd/N)`.
+pub fn for_each_fd(mut f: impl FnMut(u32, &Path)) {
     let Ok(procs) = fs::read_dir("/proc") else {
-        return out;
+        return;
     };
     for p in procs.flatten() {
         let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
@@ -101,21 +102,28 @@ fn socket_owners(inodes: &HashMap<u64, ()>) -> HashMap<u64, u32> {
             continue;
         };
         for fd in fds.flatten() {
-            let Ok(l) = fs::read_link(fd.path()) else {
-                continue;
-            };
-            let l = l.to_string_lossy();
-            if let Some(n) = l
-                .strip_prefix("socket:[")
-                .and_then(|r| r.strip_suffix(']'))
-                .and_then(|n| n.parse::<u64>().ok())
-            {
-                if inodes.contains_key(&n) {
-                    out.insert(n, pid);
-                }
-            }
+            f(pid, &fd.path());
         }
     }
+}
+
+fn socket_owners(inodes: &HashMap<u64, ()>) -> HashMap<u64, u32> {
+    let mut out = HashMap::new();
+    for_each_fd(|pid, fd| {
+        let Ok(l) = fs::read_link(fd) else {
+            return;
+        };
+        let l = l.to_string_lossy();
+        if let Some(n) = l
+            .strip_prefix("socket:[")
+            .and_then(|r| r.strip_suffix(']'))
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            if inodes.contains_key(&n) {
+                out.insert(n, pid);
+            }
+        }
+    });
     out
 }
 

@@ -7,93 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command as Std, Stdio};
 use std::time::Duration;
 
-use assert_cmd::Command;
-use holdfast_policy::sources::{my_scratch, pg_scratch};
+use holdfast_policy::sources::pg_scratch;
 use serde_json::Value;
 
-const HEAD: &str = r#"
-[repository.local]
-url = "repo"
-password-env = "TEST_REPO_PW"
-
-[class.critical]
-rpo = "15m"
-rto = "10m"
-keep = { last = 5 }
-"#;
-
-struct W {
-    dir: tempfile::TempDir,
-}
-
-impl W {
-    fn new(body: &str) -> W {
-        let w = W {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        w.write("holdfast.toml", body);
-        w
-    }
-    fn write(&self, name: &str, body: &str) {
-        fs::write(self.path(name), format!("{HEAD}\n{body}")).unwrap();
-    }
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-    /// The CLI as host `host`, on workload file `file`.
-    fn cmd_on(&self, host: &str, file: &str, args: &[&str]) -> Command {
-        let mut c = Command::cargo_bin("holdfast").unwrap();
-        c.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("TEST_REPO_PW", "pw")
-            .env("HOLDFAST_PASSWORD", "pw")
-            .env("HOLDFAST_INSECURE_TEST_KDF", "1")
-            .env("HOLDFAST_HOSTNAME", host)
-            .env("HOLDFAST_CONFIG", self.path(file))
-            .env("HOLDFAST_STATE_DIR", self.path(&format!("state-{host}")))
-            .current_dir(self.dir.path())
-            .args(args);
-        c
-    }
-    fn cmd(&self, args: &[&str]) -> Command {
-        self.cmd_on("host-a", "holdfast.toml", args)
-    }
-    fn run(&self, c: &mut Command, code: i32) -> (String, String) {
-        let o = c.output().unwrap();
-        let (out, err) = (
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        );
-        assert_eq!(o.status.code(), Some(code), "stdout: {out}\nstderr: {err}");
-        (out, err)
-    }
-    fn json_on(&self, host: &str, file: &str, args: &[&str], code: i32) -> Value {
-        let mut a = vec!["--json"];
-        a.extend_from_slice(args);
-        let (out, _) = self.run(&mut self.cmd_on(host, file, &a), code);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
-    }
-    fn json(&self, args: &[&str], code: i32) -> Value {
-        self.json_on("host-a", "holdfast.toml", args, code)
-    }
-    /// JSON output whatever the exit code.
-    fn json_any(&self, args: &[&str]) -> Value {
-        let mut a = vec!["--json"];
-        a.extend_from_slice(args);
-        let o = self.cmd(&a).output().unwrap();
-        serde_json::from_slice(&o.stdout)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)))
-    }
-}
-
-fn source<'a>(status: &'a Value, name: &str) -> &'a Value {
-    status["sources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["facts"]["name"] == name)
-        .unwrap_or_else(|| panic!("no source {name} in {status}"))
-}
+mod support;
+use support::workload::{source, W};
 
 fn python(script: &str) -> Std {
     let mut c = Std::new("python3");
@@ -131,8 +49,21 @@ fn sqlite_restore_over_a_live_database_is_exact_or_refused() {
         ),
     );
     w.run(&mut w.cmd(&["protect", "--source", "app"]), 4); // never drilled: RTO not measured
-                                                           // After the backup the application goes on writing, then crashes: its committed rows are in
-                                                           // the WAL only (no checkpoint), as after a power cut.
+    let restore = |into: &Path, replace: bool, code: i32| {
+        let mut a = vec![
+            "restore",
+            "--source",
+            "app",
+            "--into",
+            into.to_str().unwrap(),
+        ];
+        if replace {
+            a.push("--replace");
+        }
+        w.run(&mut w.cmd(&a), code)
+    };
+    // After the backup the application goes on writing, then crashes: its committed rows are in
+    // the WAL only (no checkpoint), as after a power cut.
     let st = python(&format!(
         "import sqlite3, os\nc = sqlite3.connect({:?})\nc.execute('PRAGMA wal_autocheckpoint=0')\nc.executemany('INSERT INTO t VALUES (?)', [(i,) for i in range(50)])\nc.commit()\nos.kill(os.getpid(), 9)\n",
         db.display().to_string()
@@ -160,17 +91,7 @@ fn sqlite_restore_over_a_live_database_is_exact_or_refused() {
     )
     .unwrap();
     assert_eq!(line.trim(), "open");
-    let (_, err) = w.run(
-        &mut w.cmd(&[
-            "restore",
-            "--source",
-            "app",
-            "--into",
-            db.to_str().unwrap(),
-            "--replace",
-        ]),
-        1,
-    );
+    let (_, err) = restore(&db, true, 1);
     assert!(
         err.contains("is open by process") && err.contains(&live.id().to_string()),
         "{err}"
@@ -187,17 +108,7 @@ fn sqlite_restore_over_a_live_database_is_exact_or_refused() {
     assert_eq!(n, 150, "the refused restore left the database as it was");
     // Let the WAL of the crashed writer stay, unreplayed: the restore must not mix it in.
     assert!(wal.exists());
-    let (out, _) = w.run(
-        &mut w.cmd(&[
-            "restore",
-            "--source",
-            "app",
-            "--into",
-            db.to_str().unwrap(),
-            "--replace",
-        ]),
-        0,
-    );
+    let (out, _) = restore(&db, true, 0);
     assert!(out.contains("integrity_check: ok"), "{out}");
     assert!(!wal.exists(), "the old WAL was removed");
     assert_eq!(rows(&db), 100, "exactly the recovery point's rows");
@@ -210,16 +121,7 @@ fn sqlite_restore_over_a_live_database_is_exact_or_refused() {
     drop(c);
     let other = w.path("new.db");
     fs::write(w.path("new.db-wal"), b"stale").unwrap();
-    let (_, err) = w.run(
-        &mut w.cmd(&[
-            "restore",
-            "--source",
-            "app",
-            "--into",
-            other.to_str().unwrap(),
-        ]),
-        1,
-    );
+    let (_, err) = restore(&other, false, 1);
     assert!(
         err.contains("new.db-wal") && err.contains("--replace"),
         "{err}"
@@ -293,125 +195,6 @@ fn hosts_sharing_a_repository_keep_their_own_recovery_points() {
     let st = w.json_on("host-c", "host-c.toml", &["status", "--no-discover"], 0);
     assert_eq!(source(&st, "logs")["status"]["rpo"], "met", "{st}");
     assert_eq!(source(&st, "logs")["status"]["rto"], "met", "{st}");
-}
-
-fn found<'a>(list: &'a Value, pred: &dyn Fn(&Value) -> bool) -> Option<&'a Value> {
-    list.as_array().unwrap().iter().find(|f| pred(f))
-}
-
-fn has_port(f: &Value, port: u16) -> bool {
-    f["ports"]
-        .as_array()
-        .is_some_and(|p| p.iter().any(|x| x.as_u64() == Some(port as u64)))
-}
-
-/// Items 3 and 4: coverage is by identity (port, socket, data directory), never by kind; plan
-/// and status include what host discovery finds, and a finding can be accepted on purpose.
-#[test]
-fn discovery_matches_servers_by_identity_and_plan_and_status_see_them() {
-    let scratch = tempfile::tempdir().unwrap();
-    let pg_a = pg_scratch::Server::start(scratch.path(), Duration::from_secs(60))
-        .expect("PostgreSQL (scripts/test.sh installs it)");
-    let pg_b =
-        pg_scratch::Server::start(scratch.path(), Duration::from_secs(60)).expect("PostgreSQL");
-    let my_a = my_scratch::Server::start(scratch.path(), Duration::from_secs(60))
-        .expect("MariaDB (scripts/test.sh installs it)");
-    let my_b = my_scratch::Server::start(scratch.path(), Duration::from_secs(60)).expect("MariaDB");
-    let (pa, pb) = (pg_a.conn().port.unwrap(), pg_b.conn().port.unwrap());
-    let sock = |s: &my_scratch::Server| s.conn().host.clone().unwrap();
-    let body = format!(
-        "[[source]]\nname = \"pg\"\nkind = \"postgres\"\nhost = \"127.0.0.1\"\nport = {pa}\nuser = \"postgres\"\nclass = \"critical\"\nstrategy = \"backup\"\n\n[[source]]\nname = \"maria\"\nkind = \"mysql\"\nhost = \"{}\"\nuser = \"root\"\nclass = \"critical\"\nstrategy = \"backup\"\n\n[discover]\nroots = [\"{}\"]\n",
-        sock(&my_a),
-        scratch.path().display()
-    );
-    let w = W::new(&body);
-    let list = w.json(&["discover"], 0);
-    let a = found(&list, &|f| f["kind"] == "postgres" && has_port(f, pa)).expect("server a");
-    let b = found(&list, &|f| f["kind"] == "postgres" && has_port(f, pb)).expect("server b");
-    assert_eq!(a["protected_by"], "pg", "{a}");
-    assert!(
-        b["protected_by"].is_null(),
-        "a source of the same kind on another port does not cover it: {b}"
-    );
-    // The data directories (found under the root): covered through the server serving them.
-    let dir_of = |f: &Value| {
-        f["data_dir"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{f}"))
-            .to_string()
-    };
-    let (da, db) = (dir_of(a), dir_of(b));
-    let on_disk = |d: &str| found(&list, &|f| f["location"] == d && f["ports"].is_null());
-    assert_eq!(on_disk(&da).expect("data dir a")["protected_by"], "pg");
-    assert!(on_disk(&db).expect("data dir b")["protected_by"].is_null());
-    // MariaDB: the same, by socket.
-    let ma = found(&list, &|f| {
-        f["kind"] == "mysql" && f["sockets"].to_string().contains(&sock(&my_a))
-    })
-    .expect("mariadb a");
-    let mb = found(&list, &|f| {
-        f["kind"] == "mysql" && f["sockets"].to_string().contains(&sock(&my_b))
-    })
-    .expect("mariadb b");
-    assert_eq!(ma["protected_by"], "maria", "{ma}");
-    assert!(mb["protected_by"].is_null(), "{mb}");
-    // plan sees the unprotected server (before: "no anti-patterns", exit 0).
-    let plan = w.json(&["plan"], 4);
-    let unknown = |p: &Value, loc: &str| {
-        p["findings"].as_array().unwrap().iter().any(|f| {
-            f["code"] == "unknown-source" && f["subject"] == loc && f["severity"] == "high"
-        })
-    };
-    let loc_b = b["location"].as_str().unwrap().to_string();
-    assert!(unknown(&plan, &loc_b), "{plan}");
-    let st = w.json(&["status"], 4);
-    let ctl = st["controls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == "all-data-sources-known")
-        .cloned()
-        .unwrap();
-    assert_eq!(ctl["passed"], false);
-    assert!(ctl["failing"].to_string().contains(&loc_b), "{ctl}");
-    // Accept every unprotected location on purpose: plan has no unknown source left.
-    let mut accept = String::new();
-    for f in list.as_array().unwrap() {
-        if f["protected_by"].is_null() {
-            accept += &format!(
-                "\n[[discover.accept]]\nlocation = {}\nreason = \"test: not this workload's\"\n",
-                f["location"]
-            );
-        }
-    }
-    w.write("holdfast.toml", &(body.clone() + &accept));
-    let plan = w.json_any(&["plan"]);
-    assert!(
-        !plan["findings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|f| f["code"] == "unknown-source" && f["subject"] == loc_b.as_str()),
-        "{plan}"
-    );
-    let st = w.json(&["status"], 4);
-    let ctl = st["controls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == "all-data-sources-known")
-        .cloned()
-        .unwrap();
-    // (Other tests start servers of their own meanwhile: look at this test's.)
-    assert!(!ctl["failing"].to_string().contains(&loc_b), "{ctl}");
-    // An accepted location needs a reason.
-    w.write(
-        "holdfast.toml",
-        &(body + "\n[[discover.accept]]\nlocation = \"tcp:1\"\nreason = \"\"\n"),
-    );
-    let (_, err) = w.run(&mut w.cmd(&["plan"]), 2);
-    assert!(err.contains("needs a reason"), "{err}");
-    drop((pg_a, pg_b, my_a, my_b));
 }
 
 /// Item 5: what cannot be backed up is refused up front.

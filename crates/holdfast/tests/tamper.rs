@@ -396,7 +396,10 @@ fn key_flip_is_named_malformed_or_fails_authentication() {
     let o = fx.run(&["snapshots"]);
     assert_eq!(o.code, 1, "{o}");
     let name = k.rsplit('/').next().unwrap();
-    assert!(o.all().contains("malformed") && o.all().contains(name), "{o}");
+    assert!(
+        o.all().contains("malformed") && o.all().contains(name),
+        "{o}"
+    );
     // ...one that leaves it well formed can only fail authentication, which a wrong password
     // also does (exit 12); either way nothing opens.
     let mut text = raw.clone().into_bytes();

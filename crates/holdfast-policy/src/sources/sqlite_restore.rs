@@ -43,31 +43,20 @@ pub fn openers(files: &[PathBuf]) -> Vec<(u32, String)> {
         return Vec::new();
     }
     let me = std::process::id();
-    let mut out = Vec::new();
-    let Ok(procs) = fs::read_dir("/proc") else {
-        return out;
-    };
-    for p in procs.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid == me {
-            continue;
+    let mut pids = std::collections::BTreeSet::new();
+    crate::procnet::for_each_fd(|pid, fd| {
+        if pid != me && fs::metadata(fd).is_ok_and(|m| ids.contains(&(m.dev(), m.ino()))) {
+            pids.insert(pid);
         }
-        let Ok(fds) = fs::read_dir(p.path().join("fd")) else {
-            continue;
-        };
-        let open = fds
-            .flatten()
-            .any(|fd| fs::metadata(fd.path()).is_ok_and(|m| ids.contains(&(m.dev(), m.ino()))));
-        if open {
-            let name = fs::read_to_string(p.path().join("comm"))
+    });
+    pids.into_iter()
+        .map(|pid| {
+            let name = fs::read_to_string(format!("/proc/{pid}/comm"))
                 .map(|s| s.trim().to_string())
                 .unwrap_or_default();
-            out.push((pid, name));
-        }
-    }
-    out
+            (pid, name)
+        })
+        .collect()
 }
 
 /// `PRAGMA integrity_check` through a read-write connection: when it closes, SQLite removes the
