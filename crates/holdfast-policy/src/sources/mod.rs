@@ -20,6 +20,7 @@ use holdfast_core::{Id, Repository};
 
 use crate::config::{SourceConfig, SourceKind};
 
+mod db_restore;
 mod drill;
 pub mod pg_physical;
 pub mod sqlite_restore;
@@ -364,8 +365,21 @@ fn feed(
     index: &Index,
     root: &Id,
     path: &str,
+    cmd: Command,
+    what: &str,
+) -> Result<(), String> {
+    feed_with(repo, index, root, path, cmd, what, |w| w)
+}
+
+/// The same, through a filter on the command's standard input (`wrap`).
+fn feed_with(
+    repo: &Repository,
+    index: &Index,
+    root: &Id,
+    path: &str,
     mut cmd: Command,
     what: &str,
+    wrap: impl FnOnce(Box<dyn io::Write>) -> Box<dyn io::Write>,
 ) -> Result<(), String> {
     let err = tempfile::tempfile().map_err(|e| e.to_string())?;
     let mut child = cmd
@@ -380,17 +394,18 @@ fn feed(
                 format!("cannot run {what}: {e}")
             }
         })?;
-    let mut stdin = child.stdin.take().expect("piped");
-    let fed = stream::read_file(repo, index, root, path, &mut stdin);
+    let mut stdin = wrap(Box::new(child.stdin.take().expect("piped")));
+    let fed = stream::read_file(repo, index, root, path, &mut stdin)
+        .map_err(|e| e.to_string())
+        .and_then(|_| stdin.flush().map_err(|e| e.to_string()));
     drop(stdin);
     let status = child.wait().map_err(|e| e.to_string())?;
     let mut text = String::new();
     let mut f = err;
     let _ = f.rewind();
     let _ = f.take(16 * 1024).read_to_string(&mut text);
-    fed.map_err(|e| format!("reading {path} from the repository: {e}"))?;
     if status.success() {
-        Ok(())
+        fed.map_err(|e| format!("reading {path} from the repository: {e}"))
     } else {
         Err(format!("{what} failed ({status}): {}", text.trim()))
     }
@@ -471,68 +486,15 @@ pub fn restore(
             })?);
         }
         SourceKind::Postgres => {
-            if let Some((d, f)) = fs_.iter().find(|(_, f)| f == "globals.sql") {
-                let mut c = Command::new("psql");
-                c.args(["-X", "-q", "--no-password", "-d", "postgres", "-f", "-"]);
-                conn.pg(&mut c);
-                // Roles that exist already make harmless errors; the dumps below must succeed.
-                let _ = feed(repo, &index, root, &format!("{d}/{f}"), c, "psql (globals)");
-                done.push("roles and tablespaces applied".into());
-            }
-            let dumps: Vec<_> = fs_.iter().filter(|(_, f)| f.ends_with(".dump")).collect();
-            if into.is_some() && dumps.len() != 1 {
-                return Err(format!(
-                    "--into names one database, but the snapshot holds {} dumps",
-                    dumps.len()
-                ));
-            }
-            for (d, f) in dumps {
-                let db = into
-                    .map(String::from)
-                    .unwrap_or_else(|| f.trim_end_matches(".dump").to_string());
-                match pg_user_tables(conn, &db)? {
-                    Some(n) if n > 0 && !replace => return Err(format!("database {db} is not empty ({n} relations): pass --replace to restore over it")),
-                    Some(_) => {}
-                    None => {
-                        let mut c = Command::new("createdb");
-                        c.args(["--no-password", &db]);
-                        conn.pg(&mut c);
-                        output(c, "createdb")?;
-                    }
-                }
-                let mut c = Command::new("pg_restore");
-                c.args(["--no-password", "--exit-on-error", "--no-owner", "-d", &db]);
-                if replace {
-                    c.args(["--clean", "--if-exists"]);
-                }
-                conn.pg(&mut c);
-                feed(
-                    repo,
-                    &index,
-                    root,
-                    &format!("{d}/{f}"),
-                    c,
-                    &format!("pg_restore into {db}"),
-                )?;
-                done.push(format!("restored database {db}"));
-            }
+            done.extend(db_restore::postgres(
+                repo, &index, root, &fs_, into, replace, conn,
+            )?);
         }
         SourceKind::Mysql => {
-            let (d, f) = fs_.first().ok_or("the snapshot holds no dump")?;
-            let tool = my_tool("mariadb", "mysql");
-            if !replace {
-                let mut c = Command::new(&tool);
-                conn.my(&mut c);
-                c.args(["-N", "-B", "-e", "SELECT count(*) FROM information_schema.tables WHERE table_schema NOT IN ('mysql','information_schema','performance_schema','sys')"]);
-                let n: u64 = output(c, &tool)?.trim().parse().unwrap_or(0);
-                if n > 0 {
-                    return Err(format!("the server already holds {n} user tables: pass --replace to restore over them"));
-                }
-            }
-            let mut c = Command::new(&tool);
-            conn.my(&mut c);
-            feed(repo, &index, root, &format!("{d}/{f}"), c, &tool)?;
-            done.push("restored the dump".into());
+            let only = s.database.as_deref().filter(|d| *d != "all");
+            done.extend(db_restore::mysql(
+                repo, &index, root, &fs_, replace, conn, only,
+            )?);
         }
         SourceKind::Command => {
             let (d, f) = fs_.first().ok_or("the snapshot holds no data")?;
