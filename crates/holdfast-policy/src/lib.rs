@@ -15,6 +15,7 @@ pub mod duration;
 pub mod findings;
 pub mod jobs;
 pub mod observe;
+pub mod preflight;
 pub mod procnet;
 pub mod report;
 pub mod sources;

@@ -230,6 +230,31 @@ fn unsupported_data_is_refused_up_front() {
     }
     let snaps = w.json(&["--repo", r, "snapshots"], 0);
     assert_eq!(snaps.as_array().unwrap().len(), 0, "nothing was stored");
+    // A source that cannot be backed up as declared is a high finding of plan, before any
+    // protect: a missing path, a device, a "database" that is not one.
+    fs::write(w.path("notes.txt"), "not a database").unwrap();
+    w.write(
+        "holdfast.toml",
+        "[[source]]\nname = \"gone\"\nkind = \"path\"\npath = \"missing-dir\"\nclass = \"critical\"\nstrategy = \"backup\"\n\n[[source]]\nname = \"dev\"\nkind = \"path\"\npath = \"/dev/null\"\nclass = \"critical\"\nstrategy = \"backup\"\n\n[[source]]\nname = \"db\"\nkind = \"sqlite\"\npath = \"notes.txt\"\nclass = \"critical\"\nstrategy = \"backup\"\n",
+    );
+    let plan = w.json(&["plan", "--no-discover"], 4);
+    for (src, why) in [
+        ("gone", "does not exist"),
+        ("dev", "device"),
+        ("db", "not an SQLite database"),
+    ] {
+        assert!(
+            plan["findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["code"] == "source-cannot-be-backed-up"
+                    && f["subject"] == src
+                    && f["severity"] == "high"
+                    && f["message"].as_str().unwrap().contains(why)),
+            "{src}: {plan}"
+        );
+    }
     // A bucket as a source is refused by plan (and everything else) at its line.
     w.write(
         "holdfast.toml",

@@ -231,7 +231,8 @@ pub fn plan(g: &Global, no_discover: bool) -> Result<u8> {
     } else {
         discovered(&w, true)
     };
-    let (fs, sched) = findings::findings(&w, &o.measured(), &unprotected, env.now);
+    let (mut fs, sched) = findings::findings(&w, &o.measured(), &unprotected, env.now);
+    fs.extend(holdfast_policy::preflight::findings(&w));
     let high = fs.iter().any(|f| f.severity == Severity::High);
     if g.json {
         print_json(
