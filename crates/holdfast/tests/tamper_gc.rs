@@ -171,10 +171,25 @@ struct Attack {
     repo: PathBuf,
     src: PathBuf,
     b: Option<Child>,
+    /// B's session record as first seen, and when it was written.
+    early: Option<(Vec<u8>, SystemTime)>,
+}
+
+/// A session record's bytes and modification time, read consistently (`None` if there is no
+/// record, or it was being replaced).
+fn read_record(sessions: &Path) -> Option<(PathBuf, Vec<u8>, SystemTime)> {
+    let name = names(sessions).into_iter().next()?;
+    let p = sessions.join(name);
+    let before = fs::metadata(&p).ok()?.modified().ok()?;
+    let bytes = fs::read(&p).ok()?;
+    let after = fs::metadata(&p).ok()?.modified().ok()?;
+    (before == after).then_some((p, bytes, after))
 }
 
 impl Attack {
-    fn start() -> Attack {
+    /// Start B and suspend it once it stored 3 packs; with `gap`, also only once its heartbeat
+    /// rewrote its record at least `gap` after the record was first seen.
+    fn start(gap: Option<Duration>) -> Attack {
         let t = TempDir::new().unwrap();
         let repo = t.path().join("repo");
         let src = t.path().join("src");
@@ -195,13 +210,23 @@ impl Attack {
             repo,
             src,
             b: Some(child),
+            early: None,
         };
+        let sessions = a.repo.join("sessions");
         wait_for("the backup to store 3 packs", || {
             assert!(
                 a.b.as_mut().unwrap().try_wait().unwrap().is_none(),
                 "the backup ended before it could be suspended"
             );
-            packs(&a.repo) >= after_a + 3
+            if a.early.is_none() {
+                a.early = read_record(&sessions).map(|(_, b, t)| (b, t));
+            }
+            let beat = match (gap, &a.early) {
+                (None, _) => true,
+                (Some(g), Some((_, first))) => mtime(&a.session()) >= *first + g,
+                (Some(_), None) => false,
+            };
+            beat && packs(&a.repo) >= after_a + 3
         });
         signal(a.b.as_ref().unwrap(), libc::SIGSTOP);
         a
@@ -247,6 +272,13 @@ impl Attack {
             assert_eq!(snaps.as_array().unwrap().len(), 0, "{snaps}");
             hf(&self.repo, &["check", "--read-data"]).ok();
             hf(&self.repo, &["backup", path(&self.src)]).ok();
+        } else {
+            let c = hf(&self.repo, &["check", "--read-data"]);
+            assert_eq!(
+                c.code,
+                Some(0),
+                "a false green: the backup exited 0, but its repository does not check clean:\n{b}\n{c}"
+            );
         }
         check_and_restore(&self.t, &self.repo, &self.src);
         failed
@@ -268,7 +300,7 @@ impl Drop for Attack {
 
 #[test]
 fn session_delete_during_a_running_backup_fails_it_by_name() {
-    let mut a = Attack::start();
+    let mut a = Attack::start(None);
     fs::remove_file(a.session()).unwrap();
     let p = a.forget_and_prune(&[]);
     // With no session left, prune deletes what B uses at once: the attack worked.
@@ -276,4 +308,82 @@ fn session_delete_during_a_running_backup_fails_it_by_name() {
     assert!(p["packs_deleted"].as_u64().unwrap() > 0, "{p}");
     let b = a.resume();
     assert!(a.assert_acceptable(&b), "the backup recorded over deleted packs:\n{b}");
+}
+
+#[test]
+fn session_rolled_back_to_an_older_heartbeat_fails_the_running_backup_by_name() {
+    let mut a = Attack::start(Some(Duration::from_secs(1)));
+    let (old, first) = a.early.clone().unwrap();
+    let now_written = mtime(&a.session());
+    let gap = now_written.duration_since(first).unwrap();
+    assert!(gap >= Duration::from_secs(1));
+    fs::write(a.session(), &old).unwrap();
+    // A prune 15 minutes after the old heartbeat, when the record B really wrote would still
+    // be live: only the rollback makes B look dead.
+    let at = first + Duration::from_secs(15 * 60) + gap / 2;
+    let at = chrono::DateTime::<chrono::Utc>::from(at).to_rfc3339();
+    let p = a.forget_and_prune(&[("HOLDFAST_NOW", &at)]);
+    assert_eq!(p["stale_sessions_removed"], 1, "{p}");
+    assert!(p["waiting"].as_array().unwrap().is_empty(), "{p}");
+    assert!(p["packs_deleted"].as_u64().unwrap() > 0, "{p}");
+    // B's heartbeat writes its record again long before it ends; it must still not record.
+    let b = a.resume();
+    assert!(
+        a.assert_acceptable(&b),
+        "the backup recorded over deleted packs:\n{b}"
+    );
+}
+
+#[test]
+fn session_flipped_holds_prune_back_and_the_backup_restores() {
+    let mut a = Attack::start(None);
+    let s = a.session();
+    let name = s.file_name().unwrap().to_string_lossy().into_owned();
+    let mut d = fs::read(&s).unwrap();
+    d[40] ^= 0x10;
+    fs::write(&s, d).unwrap();
+    // check names it as holding back garbage collection.
+    let c = hf(&a.repo, &["--json", "check"]).ok();
+    let w = c.json()["warnings"].to_string();
+    assert!(w.contains(&name) && w.contains("holds back"), "{c}");
+    // Prune cannot tell it from a live writer: its plan waits, naming it.
+    let p = a.forget_and_prune(&[]);
+    assert_eq!(p["packs_deleted"], 0, "{p}");
+    assert!(p["packs_condemned"].as_u64().unwrap() > 0, "{p}");
+    assert!(p["waiting"].to_string().contains(&name), "{p}");
+    let b = a.resume();
+    assert!(!a.assert_acceptable(&b), "{b}");
+    // The plan executes once B ended, sparing everything B's snapshot uses.
+    let p = hf(&a.repo, &["--json", "prune", "--max-unused", "0"]).ok().json();
+    assert!(p["waiting"].as_array().unwrap().is_empty(), "{p}");
+    assert!(names(&a.repo.join("gc")).is_empty(), "{p}");
+    check_and_restore(&a.t, &a.repo, &a.src);
+}
+
+#[test]
+fn session_of_an_ended_backup_put_back_is_dead_at_once() {
+    let mut a = Attack::start(None);
+    let (old, _) = a.early.clone().unwrap();
+    let name = a.session().file_name().unwrap().to_owned();
+    let b = a.resume().ok();
+    assert!(
+        names(&a.repo.join("sessions")).is_empty(),
+        "the ended backup left its session:\n{b}"
+    );
+    // Garbage: B's own files, once a newer snapshot without them is the only one kept.
+    for i in 0..16 {
+        fs::remove_file(a.src.join(format!("b{i}"))).unwrap();
+    }
+    hf(&a.repo, &["backup", path(&a.src)]).ok();
+    fs::write(a.repo.join("sessions").join(&name), &old).unwrap();
+    hf(&a.repo, &["forget", "--keep-last", "1"]).ok();
+    let p = hf(&a.repo, &["--json", "prune", "--max-unused", "0"]).ok().json();
+    // Its process is gone on this host: it blocks nothing and is removed.
+    assert!(p["waiting"].as_array().unwrap().is_empty(), "{p}");
+    assert_eq!(p["stale_sessions_removed"], 1, "{p}");
+    assert!(p["packs_deleted"].as_u64().unwrap() >= 16, "{p}");
+    assert!(names(&a.repo.join("sessions")).is_empty());
+    let c = hf(&a.repo, &["--json", "check", "--read-data"]).ok();
+    assert!(!c.json()["warnings"].to_string().contains("session"), "{c}");
+    check_and_restore(&a.t, &a.repo, &a.src);
 }
