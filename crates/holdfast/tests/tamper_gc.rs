@@ -387,3 +387,162 @@ fn session_of_an_ended_backup_put_back_is_dead_at_once() {
     assert!(!c.json()["warnings"].to_string().contains("session"), "{c}");
     check_and_restore(&a.t, &a.repo, &a.src);
 }
+
+// ---------------------------------------------------------------------------------------------
+// gc plan
+// ---------------------------------------------------------------------------------------------
+
+/// A repository with snapshots S1 (`keep`, `first`) and S2 (`keep`, `second`), S1 forgotten,
+/// and a plan condemning `first`'s packs that waits: a fresh unreadable session record counts
+/// as a live writer.
+struct PlanFx {
+    t: TempDir,
+    repo: PathBuf,
+    src: PathBuf,
+    first: Vec<u8>,
+}
+
+impl PlanFx {
+    fn new() -> PlanFx {
+        let t = TempDir::new().unwrap();
+        let repo = t.path().join("repo");
+        let src = t.path().join("src");
+        hf(&repo, &["init", "--pack-size-mib", "1"]).ok();
+        write_random_files(&src, "keep", 1, 300_000, 3);
+        write_random_files(&src, "first", 1, 2_500_000, 4);
+        let first = fs::read(src.join("first0")).unwrap();
+        hf(&repo, &["backup", path(&src)]).ok();
+        fs::remove_file(src.join("first0")).unwrap();
+        write_random_files(&src, "second", 1, 1_500_000, 5);
+        hf(&repo, &["backup", path(&src)]).ok();
+        hf(&repo, &["forget", "--keep-last", "1"]).ok();
+        let fx = PlanFx {
+            t,
+            repo,
+            src,
+            first,
+        };
+        fx.plan_waits();
+        fx
+    }
+    fn blocker(&self) -> PathBuf {
+        self.repo.join("sessions").join("ab".repeat(32))
+    }
+    /// Prune while a writer seems to run: its plan waits.
+    fn plan_waits(&self) -> Vec<PathBuf> {
+        let before = names(&self.repo.join("gc"));
+        fs::write(self.blocker(), b"not a session record: counts as live").unwrap();
+        let p = hf(&self.repo, &["--json", "prune", "--max-unused", "0"]).ok();
+        let j = p.json();
+        assert!(j["packs_condemned"].as_u64().unwrap() > 0, "{p}");
+        assert_eq!(j["packs_deleted"], 0, "{p}");
+        fs::remove_file(self.blocker()).unwrap();
+        let after = names(&self.repo.join("gc"));
+        assert_eq!(after.len(), before.len() + 1, "{p}");
+        after
+    }
+    fn prune(&self) -> Value {
+        hf(&self.repo, &["--json", "prune", "--max-unused", "0"])
+            .ok()
+            .json()
+    }
+    /// Back up `src`; returns the stored bytes it added.
+    fn backup(&self) -> u64 {
+        let b = hf(&self.repo, &["--json", "backup", path(&self.src)]).ok();
+        b.json()["summary"]["bytes_added"].as_u64().unwrap()
+    }
+    fn pack_set(&self) -> std::collections::BTreeSet<PathBuf> {
+        names(&self.repo.join("data")).into_iter().collect()
+    }
+    /// Every byte checks clean, the newest snapshot restores to `src` exactly, no plan is left.
+    fn clean(&self) {
+        check_and_restore(&self.t, &self.repo, &self.src);
+        let p = self.prune();
+        assert!(names(&self.repo.join("gc")).is_empty(), "{p}");
+        check_and_restore(&self.t, &self.repo, &self.src);
+    }
+}
+
+#[test]
+fn gc_plan_delete_lets_a_backup_use_its_packs_and_prune_spares_them() {
+    let fx = PlanFx::new();
+    let plans = names(&fx.repo.join("gc"));
+    fs::remove_file(fx.repo.join("gc").join(&plans[0])).unwrap();
+    // Without the plan, the condemned packs are fair game: `first` comes back and is
+    // deduplicated against them (not stored again).
+    fs::write(fx.src.join("first0"), &fx.first).unwrap();
+    let added = fx.backup();
+    assert!(added < 500_000, "first was stored again ({added} bytes)");
+    let p = fx.prune();
+    assert!(p["waiting"].as_array().unwrap().is_empty(), "{p}");
+    fx.clean();
+}
+
+#[test]
+fn gc_plan_rollback_brings_back_an_executed_plan_and_drops_a_waiting_one() {
+    let fx = PlanFx::new();
+    let saved = fx.t.path().join("saved-gc");
+    let gc = fx.repo.join("gc");
+    fs::create_dir_all(&saved).unwrap();
+    for n in names(&gc) {
+        fs::copy(gc.join(&n), saved.join(&n)).unwrap();
+    }
+    let p = fx.prune();
+    assert!(p["packs_deleted"].as_u64().unwrap() > 0, "{p}");
+    // New garbage, condemned by a second plan that waits: `second`'s packs.
+    let second = fs::read(fx.src.join("second0")).unwrap();
+    fs::remove_file(fx.src.join("second0")).unwrap();
+    fx.backup();
+    hf(&fx.repo, &["forget", "--keep-last", "1"]).ok();
+    fx.plan_waits();
+    // Roll gc/ back: the executed plan is back, the waiting one gone.
+    fs::remove_dir_all(&gc).unwrap();
+    fs::create_dir_all(&gc).unwrap();
+    for n in names(&saved) {
+        fs::copy(saved.join(&n), gc.join(&n)).unwrap();
+    }
+    fs::write(fx.src.join("second0"), &second).unwrap();
+    let added = fx.backup();
+    assert!(added < 500_000, "second was stored again ({added} bytes)");
+    let p = fx.prune();
+    assert!(p["waiting"].as_array().unwrap().is_empty(), "{p}");
+    fx.clean();
+}
+
+#[test]
+fn gc_plan_replayed_after_it_executed_does_not_delete_a_pack_used_again() {
+    let fx = PlanFx::new();
+    let gc = fx.repo.join("gc");
+    let plan = names(&gc).pop().unwrap();
+    let plan_bytes = fs::read(gc.join(&plan)).unwrap();
+    let data = fx.repo.join("data");
+    let before = fx.pack_set();
+    let saved: Vec<(PathBuf, Vec<u8>)> = before
+        .iter()
+        .map(|p| (p.clone(), fs::read(data.join(p)).unwrap()))
+        .collect();
+    let p = fx.prune();
+    assert!(p["packs_deleted"].as_u64().unwrap() > 0, "{p}");
+    let after = fx.pack_set();
+    // The attacker puts the deleted packs back (authentic, so a backup adopts them) and a
+    // backup of `first` deduplicates against them again.
+    let deleted: Vec<&PathBuf> = before.difference(&after).collect();
+    for (p, d) in saved.iter().filter(|(p, _)| deleted.contains(&p)) {
+        fs::write(data.join(p), d).unwrap();
+    }
+    fs::write(fx.src.join("first0"), &fx.first).unwrap();
+    let added = fx.backup();
+    assert!(added < 500_000, "first was stored again ({added} bytes)");
+    // Then the old plan that condemned them is put back. Prune executes it (nothing is
+    // waiting), but recomputes what is referenced first.
+    fs::write(gc.join(&plan), &plan_bytes).unwrap();
+    let p = fx.prune();
+    assert!(p["waiting"].as_array().unwrap().is_empty(), "{p}");
+    assert!(!gc.join(&plan).exists(), "{p}");
+    let now = fx.pack_set();
+    assert!(
+        deleted.iter().any(|d| now.contains(*d)),
+        "prune deleted every replayed pack again: {p}"
+    );
+    fx.clean();
+}
