@@ -30,7 +30,9 @@ fn heartbeat_interval() -> Duration {
     std::env::var("HOLDFAST_TEST_HEARTBEAT_MS")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
-        .map_or(HEARTBEAT, |ms| Duration::from_millis(ms.max(10)).min(HEARTBEAT))
+        .map_or(HEARTBEAT, |ms| {
+            Duration::from_millis(ms.max(10)).min(HEARTBEAT)
+        })
 }
 
 const SESSION_AAD: &[u8] = b"holdfast session";

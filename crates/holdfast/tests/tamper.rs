@@ -532,7 +532,10 @@ fn index_replayed_after_prune_is_a_check_warning_and_its_entries_are_ignored() {
     // Prune drops the stale entries: check is clean of them.
     fx.ok(&["prune", "--max-unused", "0"]);
     let o = fx.ok(&["--json", "check"]);
-    assert!(!o.stdout.contains("is named by the index but missing"), "{o}");
+    assert!(
+        !o.stdout.contains("is named by the index but missing"),
+        "{o}"
+    );
 }
 
 #[test]
