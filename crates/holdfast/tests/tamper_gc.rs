@@ -265,6 +265,7 @@ impl Attack {
     /// a snapshot that checks clean and restores exactly. Returns whether B failed.
     fn assert_acceptable(&self, b: &Run) -> bool {
         let failed = b.code != Some(0);
+        eprintln!("{b}");
         if failed {
             assert_eq!(b.code, Some(1), "{b}");
             assert!(
