@@ -119,8 +119,8 @@ pub struct Adoption {
     pub damaged: Vec<String>,
 }
 
-/// Index packs that exist but that no index file names (left by an interrupted writer), unless
-/// garbage collection condemned them. Every such pack is read whole and verified first
+/// Drop from `index` the packs that are gone, and index packs that exist but that no index file
+/// names (left by an interrupted writer), unless garbage collection condemned them. Every such pack is read whole and verified first
 /// ([`verify_pack`]): a writer deduplicates against adopted blobs, so a damaged one would end up
 /// in a snapshot that cannot be restored. A damaged orphan is reported (a warning naming it)
 /// and left unindexed; prune condemns it like any unindexed pack.
@@ -131,7 +131,18 @@ pub fn adopt_orphans(
 ) -> Result<Adoption> {
     let mut found = Vec::new();
     let mut report = Adoption::default();
-    for o in repo.storage().list(ObjectKind::Pack)? {
+    let listing = repo.storage().list(ObjectKind::Pack)?;
+    let listed: HashSet<Id> = listing
+        .iter()
+        .filter_map(|o| Id::from_hex(&o.name))
+        .collect();
+    // Entries of packs that are gone must not be deduplicated against (see
+    // `Repository::load_index_and_gone`).
+    let gone = crate::repo::gone_packs(index, &listed);
+    if !gone.is_empty() {
+        *index = index.without_packs(&gone);
+    }
+    for o in listing {
         let Some(id) = Id::from_hex(&o.name) else {
             continue;
         };
@@ -202,11 +213,14 @@ pub fn check(
         .filter_map(|o| Id::from_hex(&o.name).map(|id| (id, o.size)))
         .collect();
     r.packs = packs.len();
+    // Packs the index names that are gone: readers ignore their entries, so they are an error
+    // only if a snapshot needs a blob that is nowhere else (decided after the walk below).
+    let mut gone: HashSet<Id> = HashSet::new();
     for (p, entries) in &pack_entries {
         match packs.get(p) {
-            None => r
-                .errors
-                .push(format!("pack {p} is named by the index but missing")),
+            None => {
+                gone.insert(*p);
+            }
             Some(&size) => {
                 let end = entries
                     .iter()
@@ -235,7 +249,17 @@ pub fn check(
         r.errors.push(e.to_string());
     }
     r.snapshots = snaps.len();
-    // Walk every tree once; remember which blobs are missing or unreadable.
+    // Walk every tree once, as readers see the index (without the packs that are gone);
+    // remember which blobs are missing or unreadable, and which gone packs held them.
+    let present = index.without_packs(&gone);
+    let mut needed_gone: HashSet<Id> = HashSet::new();
+    let mut in_gone_pack = |id: &Id| match index.get(id) {
+        Some((p, _)) if gone.contains(&p) => {
+            needed_gone.insert(p);
+            true
+        }
+        _ => false,
+    };
     let mut seen: HashSet<Id> = HashSet::new();
     let mut lost: HashSet<Id> = HashSet::new();
     for s in &snaps {
@@ -245,12 +269,13 @@ pub fn check(
                 continue;
             }
             let tree = match repo
-                .read_blob(&index, BlobType::Tree, &t)
+                .read_blob(&present, BlobType::Tree, &t)
                 .and_then(|d| Tree::decode(&t, &d))
             {
                 Ok(tree) => tree,
                 Err(e) => {
                     lost.insert(t);
+                    in_gone_pack(&t);
                     r.errors.push(e.to_string());
                     continue;
                 }
@@ -260,7 +285,7 @@ pub fn check(
                     stack.push(sub);
                 }
                 for c in &n.content {
-                    if !index.contains(c) && lost.insert(*c) {
+                    if !present.contains(c) && lost.insert(*c) && !in_gone_pack(c) {
                         r.errors
                             .push(format!("data blob {c} is missing from the index"));
                     }
@@ -269,6 +294,19 @@ pub fn check(
         }
     }
     r.trees = seen.len();
+    let mut gone: Vec<Id> = gone.into_iter().collect();
+    gone.sort();
+    for p in gone {
+        if needed_gone.contains(&p) {
+            r.errors.push(format!(
+                "pack {p} is named by the index but missing, and snapshots need blobs that are only there"
+            ));
+        } else {
+            r.warnings.push(format!(
+                "pack {p} is named by the index but missing; no snapshot needs its blobs, and readers and backups ignore its entries (a backup that a prune counted as dead indexed it after the prune deleted it, or an old index file was put back): `holdfast prune` removes the entries"
+            ));
+        }
+    }
 
     let selected: Vec<(&Id, &Vec<PackEntry>)> = match read_data {
         ReadData::None => Vec::new(),
@@ -325,7 +363,7 @@ pub fn check(
         }
     }
     if !lost.is_empty() {
-        r.affected = affected_paths(repo, &index, &snaps, &lost);
+        r.affected = affected_paths(repo, &present, &snaps, &lost);
     }
     trust(repo, &mut r)?;
     progress.finish();

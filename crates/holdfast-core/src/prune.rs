@@ -294,7 +294,7 @@ pub fn prune(
         .iter()
         .flat_map(|(_, p)| p.condemned.iter().copied())
         .collect();
-    let (index, _) = repo.load_index()?;
+    let (index, _, gone) = repo.load_index_and_gone()?;
     let live_index = index.without_packs(&already);
     let packs = by_pack(&live_index);
     let sizes: HashMap<Id, u64> = repo
@@ -330,6 +330,9 @@ pub fn prune(
             condemn.push(*p);
         }
     }
+    // Packs the index names that are gone: condemned, so that executing the plan writes an
+    // index without their entries (there is nothing to delete).
+    condemn.extend(gone.iter().filter(|p| !already.contains(p)));
     report.packs_repacked = repack.len();
     if opts.dry_run || (condemn.is_empty() && repack.is_empty()) {
         report.packs_condemned = condemn.len() + repack.len();

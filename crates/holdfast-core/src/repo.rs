@@ -1,5 +1,6 @@
 //! Opening, creating and reading a repository.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use holdfast_storage::{ObjectKind, PutMode, Storage, StorageError};
@@ -426,14 +427,30 @@ impl Repository {
     }
 
     /// Read every index file into one index. Returns the index and the ids of the files read.
+    /// Entries of packs that are gone are left out (see [`Repository::load_index_and_gone`]).
     pub fn load_index(&self) -> Result<(Index, Vec<Id>)> {
+        let (idx, files, _) = self.load_index_and_gone()?;
+        Ok((idx, files))
+    }
+
+    /// [`Repository::load_index`], and the packs that index files name but that are gone.
+    ///
+    /// Their entries are left out: nobody may read from or deduplicate against a pack that does
+    /// not exist. Such entries are written by a writer that a prune counted as dead (suspended,
+    /// or its session record removed) and that indexed its packs after the prune deleted them,
+    /// or come from an old index file put back. The pack listing is read after the index
+    /// files, and a writer stores a pack before it indexes it, so a pack missing here was
+    /// deleted (by a prune, which condemned it) and not just not written yet.
+    pub fn load_index_and_gone(&self) -> Result<(Index, Vec<Id>, HashSet<Id>)> {
         let (mut idx, files, _) = self.load_index_files()?;
+        let mut listed = HashSet::new();
         // Packs no readable index names (an interrupted writer's, or the index file naming them
         // is damaged): index them from their own headers, in memory.
         for o in self.storage.list(ObjectKind::Pack)? {
             let Some(id) = Id::from_hex(&o.name) else {
                 continue;
             };
+            listed.insert(id);
             if idx.has_pack(&id) {
                 continue;
             }
@@ -445,7 +462,11 @@ impl Repository {
                 ),
             }
         }
-        Ok((idx, files))
+        let gone = gone_packs(&idx, &listed);
+        if !gone.is_empty() {
+            idx = idx.without_packs(&gone);
+        }
+        Ok((idx, files, gone))
     }
 
     /// Read the index files only. Damaged files are skipped with a warning (their packs can be
@@ -541,4 +562,22 @@ impl Repository {
             e => e,
         })
     }
+}
+
+/// The packs `index` names that are not in `listed` (the store's pack listing), with a warning
+/// if there are any: their entries must not be used.
+pub(crate) fn gone_packs(index: &Index, listed: &HashSet<Id>) -> HashSet<Id> {
+    let gone: HashSet<Id> = index
+        .packs()
+        .iter()
+        .filter(|p| !listed.contains(p))
+        .copied()
+        .collect();
+    if let Some(p) = gone.iter().next() {
+        tracing::warn!(
+            "the index names {} pack(s) that are gone (e.g. {p}); their entries are ignored and `holdfast prune` removes them",
+            gone.len()
+        );
+    }
+    gone
 }

@@ -24,6 +24,17 @@ pub const HEARTBEAT: Duration = Duration::from_secs(60);
 /// A session whose heartbeat is older than this is considered dead.
 pub const STALE_AFTER: Duration = Duration::from_secs(15 * 60);
 
+/// The heartbeat interval: [`HEARTBEAT`], or shorter for tests (`HOLDFAST_TEST_HEARTBEAT_MS`, so
+/// that a test can see a heartbeat rewrite a record within seconds; never longer).
+fn heartbeat_interval() -> Duration {
+    std::env::var("HOLDFAST_TEST_HEARTBEAT_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(HEARTBEAT, |ms| {
+            Duration::from_millis(ms.max(10)).min(HEARTBEAT)
+        })
+}
+
 const SESSION_AAD: &[u8] = b"holdfast session";
 const PLAN_AAD: &[u8] = b"holdfast gc plan";
 
@@ -119,14 +130,15 @@ impl Session {
             .name("holdfast-heartbeat".into())
             .spawn(move || {
                 // Parked until the next beat; Drop unparks it, so ending a session is immediate.
-                let mut next = std::time::Instant::now() + HEARTBEAT;
+                let every = heartbeat_interval();
+                let mut next = std::time::Instant::now() + every;
                 while !s.load(Ordering::Acquire) {
                     let now = std::time::Instant::now();
                     if now < next {
                         std::thread::park_timeout(next - now);
                         continue;
                     }
-                    next = now + HEARTBEAT;
+                    next = now + every;
                     rec.heartbeat = Utc::now();
                     match write_session(&r, &n, &rec) {
                         Ok(()) => b.stored(rec.heartbeat),

@@ -343,42 +343,32 @@ impl<'a> Dedup<'a> {
 }
 
 /// Before a writer records a snapshot that references `packs`: make sure garbage collection
-/// cannot have deleted any of them while this writer was not looking.
+/// has not deleted any of them while this writer was not looking.
 ///
 /// The session's heartbeat is stored now (so no plan executes from here on while the writer
-/// lives). If the session may have looked dead meanwhile (a heartbeat gap close to the
-/// staleness window, its record removed or stale), if a plan written since the session started
-/// condemns one of `packs`, or if a plan cannot be read, every pack is checked to exist; a
-/// missing one fails with [`Error::SessionExpired`] and nothing is recorded. Returns whether the
-/// packs were checked (the caller checks again after recording, see [`confirm_after_snapshot`]).
+/// lives), then every pack is checked to exist (one listing): a missing one fails with
+/// [`Error::SessionExpired`] and nothing is recorded. The check is unconditional: what could
+/// tell the writer that a prune counted it as dead can be gone by now (a prune deletes the
+/// plan it executed, the heartbeat re-creates a record that was removed or rolled back, a plan
+/// put back carries its old date), but a deleted pack stays deleted.
 pub fn confirm_before_snapshot(
     repo: &Repository,
     session: &crate::session::Session,
     packs: &HashSet<Id>,
-) -> Result<bool> {
+) -> Result<()> {
     let lapsed = session.refresh()?;
-    let (plans, unreadable) = crate::session::load_plans_lenient(repo)?;
-    let since = session.started() - chrono::Duration::seconds(60);
-    let condemned = plans
-        .iter()
-        .filter(|(_, p)| p.created > since)
-        .any(|(_, p)| p.condemned.iter().any(|c| packs.contains(c)));
-    if !(lapsed || condemned || !unreadable.is_empty()) {
-        return Ok(false);
-    }
     tracing::info!(
-        "checking that the {} pack(s) this snapshot needs still exist (session lapsed: {lapsed}, condemned since start: {condemned})",
+        "checking that the {} pack(s) this snapshot needs still exist (session lapsed: {lapsed})",
         packs.len()
     );
-    packs_exist(repo, packs, lapsed)?;
-    Ok(true)
+    packs_exist(repo, packs, lapsed)
 }
 
-/// After recording snapshot `id` when [`confirm_before_snapshot`] had to check: check the packs
-/// again (a prune that was already deleting when the heartbeat was stored); if one is gone,
-/// remove the snapshot and fail, so no snapshot that cannot be restored stays recorded.
+/// After recording snapshot `id`: check the packs again (a prune that was already deleting when
+/// the heartbeat was stored); if one is gone, remove the snapshot and fail, so no snapshot that
+/// cannot be restored stays recorded.
 pub fn confirm_after_snapshot(repo: &Repository, id: &Id, packs: &HashSet<Id>) -> Result<()> {
-    if let Err(e) = packs_exist(repo, packs, true) {
+    if let Err(e) = packs_exist(repo, packs, false) {
         repo.storage().delete(ObjectKind::Snapshot, &id.to_hex())?;
         repo.storage().flush()?;
         return Err(e);
@@ -387,6 +377,9 @@ pub fn confirm_after_snapshot(repo: &Repository, id: &Id, packs: &HashSet<Id>) -
 }
 
 fn packs_exist(repo: &Repository, packs: &HashSet<Id>, lapsed: bool) -> Result<()> {
+    if packs.is_empty() {
+        return Ok(());
+    }
     let names: Vec<String> = packs.iter().map(|p| p.to_hex()).collect();
     let have = repo.storage().exists_many(ObjectKind::Pack, &names)?;
     let missing: Vec<&String> = names
@@ -399,11 +392,11 @@ fn packs_exist(repo: &Repository, packs: &HashSet<Id>, lapsed: bool) -> Result<(
         return Err(Error::SessionExpired {
             detail: if lapsed {
                 format!(
-                    "its heartbeat stopped for about the {}-minute staleness window (a suspended or stalled process), so a prune counted it as dead",
+                    "its heartbeat stopped for about the {}-minute staleness window (a suspended or stalled process), or its record was removed or rolled back, so a prune counted it as dead",
                     crate::session::STALE_AFTER.as_secs() / 60
                 )
             } else {
-                "a prune condemned packs it uses".into()
+                "a prune deleted packs it uses: it counted this writer as dead (its session record was removed or rolled back meanwhile) or executed a plan put back from earlier".into()
             },
             missing: missing.len(),
             example: (*first).clone(),
@@ -424,18 +417,16 @@ impl std::fmt::Debug for BeforeSnapshot {
 }
 
 /// Record a writer's snapshot that references `packs`. Garbage collection may have counted the
-/// writer dead (suspended past the staleness window) and deleted what it references, so this
-/// confirms first ([`confirm_before_snapshot`]) and, if it had to check, again after.
+/// writer dead (suspended past the staleness window, or its record tampered with) and deleted
+/// what it references, so this confirms first ([`confirm_before_snapshot`]) and again after.
 pub fn record_snapshot(
     repo: &Repository,
     session: &crate::session::Session,
     packs: &HashSet<Id>,
     snap: &crate::snapshot::Snapshot,
 ) -> Result<Id> {
-    let checked = confirm_before_snapshot(repo, session, packs)?;
+    confirm_before_snapshot(repo, session, packs)?;
     let id = crate::snapshot::save(repo, snap)?;
-    if checked {
-        confirm_after_snapshot(repo, &id, packs)?;
-    }
+    confirm_after_snapshot(repo, &id, packs)?;
     Ok(id)
 }

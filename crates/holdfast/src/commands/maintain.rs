@@ -154,7 +154,11 @@ fn prune_repository(
     let opts = PruneOptions {
         dry_run,
         max_unused_percent: max_unused,
-        now: None,
+        // HOLDFAST_NOW (tests): a prune as it would judge sessions at that time.
+        now: std::env::var_os("HOLDFAST_NOW")
+            .is_some()
+            .then(super::now)
+            .transpose()?,
         remove_unreadable_sessions,
     };
     let progress = CliProgress::new(g.quiet || g.json);

@@ -6,6 +6,7 @@ pub mod garage;
 pub mod rgw;
 pub mod s3proxy;
 pub mod sshd;
+pub mod tamperfx;
 pub mod workload;
 
 use std::collections::HashMap;
