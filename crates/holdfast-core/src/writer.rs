@@ -369,6 +369,12 @@ pub fn confirm_before_snapshot(
 /// cannot be restored stays recorded.
 pub fn confirm_after_snapshot(repo: &Repository, id: &Id, packs: &HashSet<Id>) -> Result<()> {
     if let Err(e) = packs_exist(repo, packs, false) {
+        // Withdrawn like a forget (recorded before the delete), so the history does not take
+        // it for a recovery point that vanished.
+        crate::history::append(
+            repo,
+            vec![crate::history::Event::SnapshotsForgotten { ids: vec![*id] }],
+        )?;
         repo.storage().delete(ObjectKind::Snapshot, &id.to_hex())?;
         repo.storage().flush()?;
         return Err(e);

@@ -644,8 +644,14 @@ why-not-backup = "derived"
     #[test]
     fn the_commented_example_and_the_demo_parse() {
         for (name, text) in [
-            ("examples/holdfast.toml", include_str!("../../../examples/holdfast.toml")),
-            ("examples/demo/holdfast.toml", include_str!("../../../examples/demo/holdfast.toml")),
+            (
+                "examples/holdfast.toml",
+                include_str!("../../../examples/holdfast.toml"),
+            ),
+            (
+                "examples/demo/holdfast.toml",
+                include_str!("../../../examples/demo/holdfast.toml"),
+            ),
         ] {
             let w = Workload::parse(Path::new(name), text).unwrap_or_else(|e| panic!("{e}"));
             assert!(!w.sources.is_empty(), "{name}");
