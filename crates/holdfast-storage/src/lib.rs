@@ -14,7 +14,19 @@
 //! 4. **Batched existence.** [`Storage::exists_many`] answers for many names at once, so that
 //!    object stores can answer from one listing instead of one request per name.
 
+//!
+//! Test seams: [`MemoryStorage`] keeps this contract in memory (with a model of what a crash
+//! keeps), [`Faulty`] wraps any store to inject faults and count calls, and [`contract::check`]
+//! runs the contract against any backend.
+
 #![warn(missing_docs)]
+
+pub mod contract;
+mod faulty;
+mod memory;
+
+pub use faulty::{Counts, Faults, Faulty, Injected};
+pub use memory::{MemoryStorage, PendingOp};
 
 use std::fmt;
 use std::io;
