@@ -6,7 +6,7 @@
 //! | fault | models |
 //! |---|---|
 //! | [`Faults::fail_nth_put`], [`Faults::fail_nth_put_of`] | a refused write (disk full, a 500): nothing is stored, the put fails |
-//! | [`Faults::lose_nth_put_ack`] | a lost response: the object *is* stored, but the put fails |
+//! | [`Faults::lose_nth_put_ack`], [`Faults::lose_nth_put_ack_of`] | a lost response: the object *is* stored, but the put fails |
 //! | [`Faults::fail_nth_get`], [`Faults::fail_nth_delete`], [`Faults::fail_nth_flush`] | a failed read, delete or barrier |
 //! | [`Faults::lose_flushes`] | a store that lies about durability: `flush` returns `Ok` and does nothing (with [`crate::MemoryStorage::crash`], the writes are then lost) |
 //! | [`Faults::lagging_list`] | an eventually consistent listing: a deleted object is still listed (and said to exist) for the next N lists of its kind, though reading it fails |
@@ -105,6 +105,16 @@ impl Faults {
         self.puts.push(PutFault {
             nth: n,
             kind: None,
+            stored: true,
+        });
+        self
+    }
+
+    /// The `n`th put of an object of `kind` stores it, then fails as if the response was lost.
+    pub fn lose_nth_put_ack_of(mut self, kind: ObjectKind, n: u64) -> Self {
+        self.puts.push(PutFault {
+            nth: n,
+            kind: Some(kind),
             stored: true,
         });
         self
@@ -304,6 +314,11 @@ impl Faulty {
     /// See [`Faults::lose_nth_put_ack`].
     pub fn lose_nth_put_ack(self, n: u64) -> Self {
         self.with(|f| f.lose_nth_put_ack(n))
+    }
+
+    /// See [`Faults::lose_nth_put_ack_of`].
+    pub fn lose_nth_put_ack_of(self, kind: ObjectKind, n: u64) -> Self {
+        self.with(|f| f.lose_nth_put_ack_of(kind, n))
     }
 
     /// See [`Faults::fail_nth_get`].

@@ -1,0 +1,218 @@
+//! The engine under injected storage faults (the storage crate's `Faulty` over `MemoryStorage`):
+//! a refused write fails the backup and leaves a repository that checks clean; a backup or a
+//! prune killed at any storage call, followed by a power loss keeping any subset of the writes
+//! since the last flush, leaves a repository that checks clean and restores; a store that lies
+//! about flushes is caught by `check`, never reported clean; a listing that lags a delete does
+//! not break the next backup, check or restore.
+
+mod common;
+
+use std::fs;
+use std::sync::Arc;
+
+use common::{backup, check, data, init, open, restore_newest, source, Coin, LARGE};
+use holdfast_core::progress::NoProgress;
+use holdfast_core::prune::{self, PruneOptions};
+use holdfast_core::retention::KeepPolicy;
+use holdfast_core::Repository;
+use holdfast_storage::{Faults, Faulty, Injected, MemoryStorage, ObjectKind, Storage};
+
+/// A repository in memory holding one backup of version 1 of the source, seen through a
+/// fault wrapper with nothing armed.
+fn setup(dir: &std::path::Path) -> (Arc<MemoryStorage>, Arc<Faulty>, std::path::PathBuf) {
+    let mem = Arc::new(MemoryStorage::new());
+    let r = init(mem.clone());
+    let src = source(dir, 1);
+    backup(&r, &src).unwrap();
+    (mem.clone(), Arc::new(Faulty::new(mem)), src)
+}
+
+fn assert_clean(r: &Repository, what: &str) {
+    let c = check(r);
+    assert!(c.ok(), "{what}: check found {:?}", c.errors);
+}
+
+#[test]
+fn a_refused_pack_put_fails_the_backup_and_check_stays_clean() {
+    let d = tempfile::tempdir().unwrap();
+    let (mem, faulty, src) = setup(d.path());
+    let snaps = mem.names(ObjectKind::Snapshot);
+    fs::write(src.join("a"), data(2, 2_300_000)).unwrap();
+    faulty.arm(
+        Faults::new()
+            .fail_nth_put_of(ObjectKind::Pack, 2)
+            .error(Injected::NoSpace),
+    );
+    let r = open(faulty.clone());
+    let e = backup(&r, &src).unwrap_err();
+    assert!(e.to_string().contains("no space"), "{e}");
+    assert_eq!(faulty.counts().injected, 1);
+    assert_eq!(
+        mem.names(ObjectKind::Snapshot),
+        snaps,
+        "a failed backup records no snapshot"
+    );
+    let r = open(mem.clone());
+    assert_clean(&r, "after the refused put");
+    assert_eq!(restore_newest(&r, d.path()), data(1, 2_300_000));
+    // Healed, the next backup stores the new version.
+    faulty.heal();
+    backup(&open(faulty.clone()), &src).unwrap();
+    assert_clean(&r, "after the next backup");
+    assert_eq!(restore_newest(&r, d.path()), data(2, 2_300_000));
+}
+
+#[test]
+fn a_refused_snapshot_put_records_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let (mem, faulty, src) = setup(d.path());
+    fs::write(src.join("a"), data(3, 2_300_000)).unwrap();
+    faulty.arm(Faults::new().fail_nth_put_of(ObjectKind::Snapshot, 1));
+    assert!(backup(&open(faulty.clone()), &src).is_err());
+    assert_eq!(mem.names(ObjectKind::Snapshot).len(), 1);
+    let r = open(mem.clone());
+    assert_clean(&r, "after the refused snapshot");
+    assert_eq!(restore_newest(&r, d.path()), data(1, 2_300_000));
+}
+
+/// A lost response to the snapshot's put: the backup fails (a false alarm, never a false
+/// green), and the snapshot it did store is sound.
+#[test]
+fn a_lost_ack_of_the_snapshot_put_fails_the_backup_but_leaves_it_sound() {
+    let d = tempfile::tempdir().unwrap();
+    let (mem, faulty, src) = setup(d.path());
+    fs::write(src.join("a"), data(4, 2_300_000)).unwrap();
+    faulty.arm(Faults::new().lose_nth_put_ack_of(ObjectKind::Snapshot, 1));
+    assert!(backup(&open(faulty.clone()), &src).is_err());
+    assert_eq!(faulty.counts().injected, 1);
+    assert_eq!(mem.names(ObjectKind::Snapshot).len(), 2);
+    let r = open(mem.clone());
+    assert_clean(&r, "after the lost ack");
+    assert_eq!(restore_newest(&r, d.path()), data(4, 2_300_000));
+}
+
+/// Every flush of a backup, failing in turn, then a power loss that keeps nothing unflushed:
+/// either the backup failed, or its snapshot survived and restores. The repository checks
+/// clean either way.
+#[test]
+fn a_failed_flush_fails_the_backup_or_its_snapshot_is_durable() {
+    let d = tempfile::tempdir().unwrap();
+    let flushes = {
+        let (_mem, faulty, src) = setup(d.path());
+        fs::write(src.join("a"), data(5, LARGE)).unwrap();
+        let r = open(faulty.clone());
+        faulty.arm(Faults::new());
+        backup(&r, &src).unwrap();
+        faulty.counts().flushes
+    };
+    assert!(flushes >= 3, "a backup flushes after packs, index and snapshot");
+    for n in 1..=flushes {
+        let d = tempfile::tempdir().unwrap();
+        let (mem, faulty, src) = setup(d.path());
+        fs::write(src.join("a"), data(5, LARGE)).unwrap();
+        let r = open(faulty.clone());
+        faulty.arm(Faults::new().fail_nth_flush(n));
+        let res = backup(&r, &src);
+        mem.crash();
+        let r = open(mem.clone());
+        assert_clean(&r, &format!("flush {n} of {flushes} failed"));
+        let newest = restore_newest(&r, d.path());
+        if res.is_ok() {
+            assert_eq!(
+                newest,
+                data(5, LARGE),
+                "flush {n} failed, the backup succeeded, and its snapshot was lost in a crash"
+            );
+        } else {
+            assert!(newest == data(1, LARGE) || newest == data(5, LARGE));
+        }
+    }
+}
+
+/// What one test run of a crash at call `n` found.
+struct Crashed {
+    succeeded: bool,
+    lost: usize,
+}
+
+/// A backup of version 2, killed at its `n`th storage call; with `power_loss`, a crash that
+/// keeps a random part of what was not flushed. Then the repository must check clean, restore
+/// version 2 if the backup said it succeeded (version 1 or 2 if not), and take the next backup.
+fn backup_killed_at(n: u64, power_loss: bool) -> Crashed {
+    let d = tempfile::tempdir().unwrap();
+    let (mem, faulty, src) = setup_small(d.path());
+    fs::write(src.join("a"), data(2, SMALL)).unwrap();
+    let r = open(faulty.clone());
+    faulty.arm(Faults::new().die_at_op(n));
+    let res = backup(&r, &src);
+    drop(r);
+    let mut coin = Coin::new(n);
+    let lost = if power_loss {
+        mem.crash_keeping(|_| coin.flip())
+    } else {
+        0
+    };
+    let what = format!("backup killed at call {n}, power loss {power_loss}, {lost} writes lost");
+    let r = open(mem.clone());
+    assert_clean(&r, &what);
+    let newest = restore_newest(&r, d.path());
+    if res.is_ok() {
+        assert_eq!(newest, data(2, SMALL), "{what}: the backup succeeded");
+    } else {
+        assert!(
+            newest == data(1, SMALL) || newest == data(2, SMALL),
+            "{what}: restored neither version"
+        );
+    }
+    fs::write(src.join("a"), data(3, SMALL)).unwrap();
+    backup(&r, &src).unwrap_or_else(|e| panic!("{what}: the next backup failed: {e}"));
+    assert_clean(&r, &format!("{what}, then a backup"));
+    assert_eq!(restore_newest(&r, d.path()), data(3, SMALL), "{what}");
+    Crashed {
+        succeeded: res.is_ok(),
+        lost,
+    }
+}
+
+/// Small enough that one backup is one data pack, so a crash loop stays fast.
+const SMALL: usize = 300_000;
+
+fn setup_small(dir: &std::path::Path) -> (Arc<MemoryStorage>, Arc<Faulty>, std::path::PathBuf) {
+    let mem = Arc::new(MemoryStorage::new());
+    let r = init(mem.clone());
+    let src = common::source_sized(dir, 1, SMALL);
+    backup(&r, &src).unwrap();
+    (mem.clone(), Arc::new(Faulty::new(mem)), src)
+}
+
+/// The number of storage calls a backup of version 2 makes.
+fn calls_of_a_backup() -> u64 {
+    let d = tempfile::tempdir().unwrap();
+    let (_mem, faulty, src) = setup_small(d.path());
+    fs::write(src.join("a"), data(2, SMALL)).unwrap();
+    let r = open(faulty.clone());
+    faulty.arm(Faults::new());
+    backup(&r, &src).unwrap();
+    faulty.counts().ops
+}
+
+#[test]
+fn a_backup_killed_at_any_call_leaves_a_clean_repository() {
+    let total = calls_of_a_backup();
+    assert!(total > 10, "{total}");
+    let succeeded: Vec<bool> = (1..=total + 1)
+        .map(|n| backup_killed_at(n, false).succeeded)
+        .collect();
+    assert!(!succeeded[0], "a backup killed at its first call must fail");
+    assert!(succeeded[total as usize], "a backup that is not killed succeeds");
+}
+
+#[test]
+fn a_backup_killed_at_any_call_then_a_power_loss_leaves_a_clean_repository() {
+    let total = calls_of_a_backup();
+    let mut lost = 0;
+    for n in 1..=total + 1 {
+        lost += backup_killed_at(n, true).lost;
+    }
+    assert!(lost > 0, "the power losses lost no write: the test tests nothing");
+}
