@@ -216,3 +216,124 @@ fn a_backup_killed_at_any_call_then_a_power_loss_leaves_a_clean_repository() {
     }
     assert!(lost > 0, "the power losses lost no write: the test tests nothing");
 }
+
+/// A repository with versions 1 and 2 backed up and version 1 forgotten: a prune has work.
+fn setup_prune(dir: &std::path::Path) -> (Arc<MemoryStorage>, Arc<Faulty>, std::path::PathBuf) {
+    let (mem, faulty, src) = setup_small(dir);
+    let r = open(mem.clone());
+    fs::write(src.join("a"), data(2, SMALL)).unwrap();
+    backup(&r, &src).unwrap();
+    let keep_newest = KeepPolicy {
+        last: Some(1),
+        ..Default::default()
+    };
+    prune::forget(&r, &keep_newest, chrono::Utc::now(), false).unwrap();
+    assert_eq!(mem.names(ObjectKind::Snapshot).len(), 1);
+    (mem, faulty, src)
+}
+
+/// A prune killed at its `n`th call, then (with `power_loss`) a crash keeping a random part of
+/// what was not flushed: the kept snapshot still restores, check is clean, and the next prune
+/// finishes the job. Returns whether the killed prune succeeded.
+fn prune_killed_at(base: &MemoryStorage, n: u64, power_loss: bool) -> bool {
+    let d = tempfile::tempdir().unwrap();
+    // A prune appends no history, so forks of one repository do not disturb each other.
+    let mem = Arc::new(base.fork());
+    let faulty = Arc::new(Faulty::new(mem.clone()));
+    let r = open(faulty.clone());
+    faulty.arm(Faults::new().die_at_op(n));
+    let res = prune::prune(&r, &PruneOptions::default(), &NoProgress);
+    drop(r);
+    let mut coin = Coin::new(n * 7 + 1);
+    let lost = if power_loss {
+        mem.crash_keeping(|_| coin.flip())
+    } else {
+        0
+    };
+    let what = format!("prune killed at call {n}, power loss {power_loss}, {lost} writes lost");
+    let r = open(mem.clone());
+    assert_clean(&r, &what);
+    assert_eq!(restore_newest(&r, d.path()), data(2, SMALL), "{what}");
+    let rep = prune::prune(&r, &PruneOptions::default(), &NoProgress)
+        .unwrap_or_else(|e| panic!("{what}: the next prune failed: {e}"));
+    assert_clean(&r, &format!("{what}, then a prune"));
+    assert_eq!(restore_newest(&r, d.path()), data(2, SMALL), "{what}");
+    // Version 1's data is gone now (the two prunes together deleted its pack).
+    let again = prune::prune(&r, &PruneOptions::default(), &NoProgress).unwrap();
+    assert_eq!(again.packs_condemned, 0, "{what}: {rep:?} left work: {again:?}");
+    res.is_ok()
+}
+
+#[test]
+fn a_prune_killed_at_any_call_leaves_a_clean_repository() {
+    let d = tempfile::tempdir().unwrap();
+    let (base, _, _src) = setup_prune(d.path());
+    let total = {
+        let faulty = Arc::new(Faulty::new(Arc::new(base.fork())));
+        let r = open(faulty.clone());
+        faulty.arm(Faults::new());
+        let rep = prune::prune(&r, &PruneOptions::default(), &NoProgress).unwrap();
+        assert!(rep.packs_deleted >= 1, "{rep:?}");
+        faulty.counts().ops
+    };
+    assert!(total > 10, "{total}");
+    for n in 1..=total + 1 {
+        let ok = prune_killed_at(&base, n, false);
+        assert!(ok || n <= total, "an unharmed prune succeeds");
+        prune_killed_at(&base, n, true);
+    }
+}
+
+/// A store that acknowledges flushes it never made durable: after a power loss that keeps the
+/// snapshot but loses the data, `check` reports the damage (never a false green).
+#[test]
+fn check_catches_what_a_lying_flush_lost() {
+    let d = tempfile::tempdir().unwrap();
+    let mem = Arc::new(MemoryStorage::new());
+    init(mem.clone());
+    let liar = Arc::new(Faulty::new(mem.clone()).lose_flushes());
+    let src = common::source_sized(d.path(), 1, SMALL);
+    backup(&open(liar.clone()), &src).unwrap();
+    assert!(liar.counts().flushes_lost >= 3);
+    let lost = mem.crash_keeping(|op| !matches!(op.kind(), ObjectKind::Pack | ObjectKind::Index));
+    assert!(lost >= 2, "{lost}");
+    let c = check(&open(mem.clone()));
+    assert!(!c.ok(), "check passed a snapshot whose data is gone: {c:?}");
+    assert_eq!(c.snapshots, 1);
+}
+
+/// A listing that still shows deleted packs for a while (an eventually consistent store):
+/// after a prune, the next backup, check and restore work through it.
+#[test]
+fn a_listing_that_lags_deletes_does_not_break_backup_check_or_restore() {
+    let d = tempfile::tempdir().unwrap();
+    let (mem, faulty, src) = setup_prune(d.path());
+    faulty.arm(Faults::new().lagging_list(4));
+    let r = open(faulty.clone());
+    let packs_before = mem.names(ObjectKind::Pack);
+    let rep = prune::prune(&r, &PruneOptions::default(), &NoProgress).unwrap();
+    assert!(rep.packs_deleted >= 1, "{rep:?}");
+    let now = mem.names(ObjectKind::Pack);
+    let deleted: Vec<&String> = packs_before.iter().filter(|p| !now.contains(p)).collect();
+    assert!(!deleted.is_empty());
+    let listed: Vec<String> = faulty
+        .list(ObjectKind::Pack)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    assert!(
+        deleted.iter().all(|p| listed.contains(p)),
+        "the listing still shows the deleted packs"
+    );
+    let c = check(&r);
+    assert!(c.ok(), "check through the lagging listing: {:?}", c.errors);
+    fs::write(src.join("a"), data(3, SMALL)).unwrap();
+    backup(&r, &src).unwrap();
+    let c = check(&r);
+    assert!(c.ok(), "check after a backup: {:?}", c.errors);
+    assert_eq!(restore_newest(&r, d.path()), data(3, SMALL));
+    // Consistent again, the store is clean too.
+    faulty.heal();
+    assert_clean(&open(mem.clone()), "once the listing caught up");
+}

@@ -162,6 +162,22 @@ impl MemoryStorage {
         lost
     }
 
+    /// A second store holding what this one holds now, flushed or not, with its own
+    /// location; what happens to one does not touch the other. (A repository's local state is
+    /// kept by its id, which a fork shares: a test that forks and then appends history on both
+    /// sides sees the second as a rollback.)
+    pub fn fork(&self) -> MemoryStorage {
+        let st = self.state();
+        let fork = MemoryStorage::new();
+        *fork.state() = State {
+            created: st.created,
+            live: st.live.clone(),
+            durable: st.durable.clone(),
+            pending: st.pending.clone(),
+        };
+        fork
+    }
+
     /// The puts and deletes made since the last flush, in order.
     pub fn pending(&self) -> Vec<PendingOp> {
         self.state().pending.clone()
@@ -444,6 +460,23 @@ mod tests {
         // What a crash kept is durable now.
         s.crash();
         assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn a_fork_is_independent_and_keeps_what_is_unflushed() {
+        let s = store();
+        s.put(ObjectKind::Pack, "aa", b"1", PutMode::CreateNew)
+            .unwrap();
+        s.flush().unwrap();
+        s.put(ObjectKind::Pack, "bb", b"2", PutMode::CreateNew)
+            .unwrap();
+        let f = s.fork();
+        assert_ne!(f.location(), s.location());
+        f.delete(ObjectKind::Pack, "aa").unwrap();
+        assert_eq!(s.names(ObjectKind::Pack), vec!["aa", "bb"]);
+        f.crash();
+        assert_eq!(f.names(ObjectKind::Pack), vec!["aa"]);
+        assert_eq!(s.names(ObjectKind::Pack), vec!["aa", "bb"]);
     }
 
     #[test]
