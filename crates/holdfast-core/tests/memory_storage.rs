@@ -89,7 +89,11 @@ fn backup_restore_check_prune_in_memory() {
     fs::write(src.join("a"), data(2, 1_500_000)).unwrap();
     backup(&r, &src);
     let pack_bytes = |s: &MemoryStorage| -> u64 {
-        s.list(ObjectKind::Pack).unwrap().iter().map(|o| o.size).sum()
+        s.list(ObjectKind::Pack)
+            .unwrap()
+            .iter()
+            .map(|o| o.size)
+            .sum()
     };
     let bytes_before = pack_bytes(&mem);
     let forgotten = prune::forget(
@@ -150,7 +154,8 @@ fn counted_calls_of_open_and_an_unchanged_backup() {
     let before = counted.counts();
     backup(&r, &src);
     let c = counted.counts();
-    let new_packs = by(&c.puts_by_kind, ObjectKind::Pack) - by(&before.puts_by_kind, ObjectKind::Pack);
+    let new_packs =
+        by(&c.puts_by_kind, ObjectKind::Pack) - by(&before.puts_by_kind, ObjectKind::Pack);
     assert_eq!(new_packs, 0, "an unchanged file is not stored again: {c:?}");
     assert_eq!(
         by(&c.puts_by_kind, ObjectKind::Snapshot) - by(&before.puts_by_kind, ObjectKind::Snapshot),

@@ -105,7 +105,10 @@ fn a_failed_flush_fails_the_backup_or_its_snapshot_is_durable() {
         backup(&r, &src).unwrap();
         faulty.counts().flushes
     };
-    assert!(flushes >= 3, "a backup flushes after packs, index and snapshot");
+    assert!(
+        flushes >= 3,
+        "a backup flushes after packs, index and snapshot"
+    );
     for n in 1..=flushes {
         let d = tempfile::tempdir().unwrap();
         let (mem, faulty, src) = setup(d.path());
@@ -204,7 +207,10 @@ fn a_backup_killed_at_any_call_leaves_a_clean_repository() {
         .map(|n| backup_killed_at(n, false).succeeded)
         .collect();
     assert!(!succeeded[0], "a backup killed at its first call must fail");
-    assert!(succeeded[total as usize], "a backup that is not killed succeeds");
+    assert!(
+        succeeded[total as usize],
+        "a backup that is not killed succeeds"
+    );
 }
 
 #[test]
@@ -214,7 +220,10 @@ fn a_backup_killed_at_any_call_then_a_power_loss_leaves_a_clean_repository() {
     for n in 1..=total + 1 {
         lost += backup_killed_at(n, true).lost;
     }
-    assert!(lost > 0, "the power losses lost no write: the test tests nothing");
+    assert!(
+        lost > 0,
+        "the power losses lost no write: the test tests nothing"
+    );
 }
 
 /// A repository with versions 1 and 2 backed up and version 1 forgotten: a prune has work.
@@ -260,7 +269,10 @@ fn prune_killed_at(base: &MemoryStorage, n: u64, power_loss: bool) -> bool {
     assert_eq!(restore_newest(&r, d.path()), data(2, SMALL), "{what}");
     // Version 1's data is gone now (the two prunes together deleted its pack).
     let again = prune::prune(&r, &PruneOptions::default(), &NoProgress).unwrap();
-    assert_eq!(again.packs_condemned, 0, "{what}: {rep:?} left work: {again:?}");
+    assert_eq!(
+        again.packs_condemned, 0,
+        "{what}: {rep:?} left work: {again:?}"
+    );
     res.is_ok()
 }
 
@@ -336,4 +348,36 @@ fn a_listing_that_lags_deletes_does_not_break_backup_check_or_restore() {
     // Consistent again, the store is clean too.
     faulty.heal();
     assert_clean(&open(mem.clone()), "once the listing caught up");
+}
+
+/// Forget and prune through a listing that lags deletes: the forgotten snapshot, still listed
+/// but gone, is neither damage for check nor a reason for prune to keep or refuse anything.
+#[test]
+fn forget_then_prune_through_a_listing_that_lags_deletes() {
+    let d = tempfile::tempdir().unwrap();
+    let (mem, faulty, src) = setup_small(d.path());
+    faulty.arm(Faults::new().lagging_list(6));
+    let r = open(faulty.clone());
+    fs::write(src.join("a"), data(2, SMALL)).unwrap();
+    backup(&r, &src).unwrap();
+    let keep_newest = KeepPolicy {
+        last: Some(1),
+        ..Default::default()
+    };
+    prune::forget(&r, &keep_newest, chrono::Utc::now(), false).unwrap();
+    assert_eq!(mem.names(ObjectKind::Snapshot).len(), 1);
+    assert_eq!(faulty.list(ObjectKind::Snapshot).unwrap().len(), 2);
+    let c = check(&r);
+    assert!(
+        c.ok(),
+        "check with a forgotten snapshot still listed: {:?}",
+        c.errors
+    );
+    let rep = prune::prune(&r, &PruneOptions::default(), &NoProgress).unwrap();
+    assert!(rep.packs_deleted + rep.packs_condemned >= 1, "{rep:?}");
+    assert_eq!(restore_newest(&r, d.path()), data(2, SMALL));
+    faulty.heal();
+    let r = open(mem.clone());
+    assert_clean(&r, "once the listing caught up");
+    assert_eq!(restore_newest(&r, d.path()), data(2, SMALL));
 }

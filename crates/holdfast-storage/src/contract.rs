@@ -103,7 +103,8 @@ pub fn check(s: &dyn Storage) {
     // Names that could escape a directory are refused everywhere.
     for bad in ["../config", "AB", "", "ab/cd", "config"] {
         assert!(
-            s.put(ObjectKind::Key, bad, b"x", PutMode::CreateNew).is_err(),
+            s.put(ObjectKind::Key, bad, b"x", PutMode::CreateNew)
+                .is_err(),
             "put must refuse the name {bad:?}"
         );
         assert!(

@@ -388,7 +388,10 @@ impl Faulty {
         count(&mut st.counts);
         if st.dead() {
             let n = st.counts.ops - st.base.ops;
-            return Err(self.injected(&mut st, format!("{} (call {n}, after the process died)", what())));
+            return Err(self.injected(
+                &mut st,
+                format!("{} (call {n}, after the process died)", what()),
+            ));
         }
         Ok(())
     }
@@ -411,8 +414,8 @@ impl Storage for Faulty {
             st.counts.puts += 1;
             *st.counts.puts_by_kind.entry(kind).or_default() += 1;
             let nth = st.counts.puts - st.base.puts;
-            let nth_kind = by_kind(&st.counts.puts_by_kind, kind)
-                - by_kind(&st.base.puts_by_kind, kind);
+            let nth_kind =
+                by_kind(&st.counts.puts_by_kind, kind) - by_kind(&st.base.puts_by_kind, kind);
             if st.dead() {
                 return Err(self.injected(&mut st, format!("put of {kind} {name} (process died)")));
             }
@@ -502,7 +505,11 @@ impl Storage for Faulty {
         let mut out = self.inner.exists_many(kind, names)?;
         let st = self.state();
         for (n, e) in names.iter().zip(out.iter_mut()) {
-            if st.ghosts.iter().any(|g| g.kind == kind && &g.info.name == n) {
+            if st
+                .ghosts
+                .iter()
+                .any(|g| g.kind == kind && &g.info.name == n)
+            {
                 *e = true;
             }
         }
@@ -602,7 +609,12 @@ impl Storage for Faulty {
 }
 
 impl Faulty {
-    fn read_fault(&self, kind: ObjectKind, name: &str, count: impl FnOnce(&mut Counts)) -> Result<()> {
+    fn read_fault(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        count: impl FnOnce(&mut Counts),
+    ) -> Result<()> {
         let mut st = self.state();
         st.counts.ops += 1;
         count(&mut st.counts);
@@ -663,7 +675,13 @@ mod tests {
     fn a_lost_ack_stores_the_object() {
         let (mem, f) = wrap(|f| f.lose_nth_put_ack(1).error(Injected::Transient));
         let e = put(&f, ObjectKind::Index, "aa").unwrap_err();
-        assert!(matches!(e, StorageError::Remote { transient: true, .. }));
+        assert!(matches!(
+            e,
+            StorageError::Remote {
+                transient: true,
+                ..
+            }
+        ));
         assert_eq!(mem.names(ObjectKind::Index), vec!["aa"]);
         // A retry of the CreateNew then finds it there.
         assert!(matches!(

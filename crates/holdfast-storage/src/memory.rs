@@ -273,7 +273,10 @@ impl Storage for MemoryStorage {
 
     fn create(&self) -> Result<()> {
         let mut st = self.state();
-        if st.live.contains_key(&(ObjectKind::Config, "config".to_string())) {
+        if st
+            .live
+            .contains_key(&(ObjectKind::Config, "config".to_string()))
+        {
             return Err(StorageError::AlreadyExists {
                 kind: ObjectKind::Config,
                 name: "config".into(),
