@@ -10,7 +10,7 @@ mod common;
 use std::fs;
 use std::sync::Arc;
 
-use common::{backup, check, data, init, open, restore_newest, source, Coin, LARGE};
+use common::{backup, check, data, init, open, restore_newest, source, Coin};
 use holdfast_core::progress::NoProgress;
 use holdfast_core::prune::{self, PruneOptions};
 use holdfast_core::retention::KeepPolicy;
@@ -98,8 +98,8 @@ fn a_lost_ack_of_the_snapshot_put_fails_the_backup_but_leaves_it_sound() {
 fn a_failed_flush_fails_the_backup_or_its_snapshot_is_durable() {
     let d = tempfile::tempdir().unwrap();
     let flushes = {
-        let (_mem, faulty, src) = setup(d.path());
-        fs::write(src.join("a"), data(5, LARGE)).unwrap();
+        let (_mem, faulty, src) = setup_small(d.path());
+        fs::write(src.join("a"), data(5, SMALL)).unwrap();
         let r = open(faulty.clone());
         faulty.arm(Faults::new());
         backup(&r, &src).unwrap();
@@ -111,8 +111,8 @@ fn a_failed_flush_fails_the_backup_or_its_snapshot_is_durable() {
     );
     for n in 1..=flushes {
         let d = tempfile::tempdir().unwrap();
-        let (mem, faulty, src) = setup(d.path());
-        fs::write(src.join("a"), data(5, LARGE)).unwrap();
+        let (mem, faulty, src) = setup_small(d.path());
+        fs::write(src.join("a"), data(5, SMALL)).unwrap();
         let r = open(faulty.clone());
         faulty.arm(Faults::new().fail_nth_flush(n));
         let res = backup(&r, &src);
@@ -123,11 +123,11 @@ fn a_failed_flush_fails_the_backup_or_its_snapshot_is_durable() {
         if res.is_ok() {
             assert_eq!(
                 newest,
-                data(5, LARGE),
+                data(5, SMALL),
                 "flush {n} failed, the backup succeeded, and its snapshot was lost in a crash"
             );
         } else {
-            assert!(newest == data(1, LARGE) || newest == data(5, LARGE));
+            assert!(newest == data(1, SMALL) || newest == data(5, SMALL));
         }
     }
 }
