@@ -502,6 +502,13 @@ mod tests {
             .is_none());
     }
 
+    /// The local backend keeps the contract the in-memory store is held to.
+    #[test]
+    fn keeps_the_storage_contract() {
+        let d = tempfile::tempdir().unwrap();
+        holdfast_storage::contract::check(&LocalStorage::new(d.path().join("repo")));
+    }
+
     #[test]
     fn create_new_refuses_existing() {
         let (_d, s) = repo();

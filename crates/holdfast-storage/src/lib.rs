@@ -13,8 +13,23 @@
 //!    before the call survives a crash (power loss) of this host.
 //! 4. **Batched existence.** [`Storage::exists_many`] answers for many names at once, so that
 //!    object stores can answer from one listing instead of one request per name.
+//! 5. **Listings show what returned.** A `list` that starts after a put returned includes the
+//!    object (prune relies on it to see every snapshot). A deleted object may still be listed
+//!    for a while: readers take "listed, then not found" as deleted, never as damage.
+
+//!
+//! Test seams: [`MemoryStorage`] keeps this contract in memory (with a model of what a crash
+//! keeps), [`Faulty`] wraps any store to inject faults and count calls, and [`contract::check`]
+//! runs the contract against any backend.
 
 #![warn(missing_docs)]
+
+pub mod contract;
+mod faulty;
+mod memory;
+
+pub use faulty::{Counts, Faults, Faulty, Injected};
+pub use memory::{MemoryStorage, PendingOp};
 
 use std::fmt;
 use std::io;
