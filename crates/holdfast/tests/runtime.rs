@@ -105,20 +105,32 @@ fn restore_files_and_sources_share_target_and_replace() {
     let d = dir.to_str().unwrap();
     // Files: --target, then --replace over the non-empty directory.
     w.ok(&["restore", "latest", "--target", d]);
-    assert_eq!(fs::read_to_string(dir.join("docs/a.txt")).unwrap(), "alpha\n");
+    assert_eq!(
+        fs::read_to_string(dir.join("docs/a.txt")).unwrap(),
+        "alpha\n"
+    );
     let (code, _, err) = w.run(&["restore", "latest", "--target", d]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("--replace"), "the refusal names the new word: {err}");
+    assert!(
+        err.contains("--replace"),
+        "the refusal names the new word: {err}"
+    );
     fs::write(dir.join("docs/a.txt"), "damaged\n").unwrap();
     w.ok(&["restore", "latest", "--target", d, "--replace"]);
-    assert_eq!(fs::read_to_string(dir.join("docs/a.txt")).unwrap(), "alpha\n");
+    assert_eq!(
+        fs::read_to_string(dir.join("docs/a.txt")).unwrap(),
+        "alpha\n"
+    );
     // An SQLite source: --target is where the file goes, --replace restores over it.
     let db = w.path("restored.db");
     let t = db.to_str().unwrap();
     w.ok(&["restore", "--source", "kv", "--target", t]);
     assert_eq!(kv_value(&db), "value");
     let (code, _, err) = w.run(&["restore", "--source", "kv", "--target", t]);
-    assert_ne!(code, 0, "restoring over an existing file without --replace: {err}");
+    assert_ne!(
+        code, 0,
+        "restoring over an existing file without --replace: {err}"
+    );
     assert!(err.contains("--replace"), "{err}");
     w.ok(&["restore", "--source", "kv", "--target", t, "--replace"]);
     assert_eq!(kv_value(&db), "value");
@@ -128,7 +140,10 @@ fn restore_files_and_sources_share_target_and_replace() {
     w.ok(&["restore", "--source", "docs", "--target", p]);
     fs::write(pd.join("docs/a.txt"), "damaged\n").unwrap();
     w.ok(&["restore", "--source", "docs", "--target", p, "--replace"]);
-    assert_eq!(fs::read_to_string(pd.join("docs/a.txt")).unwrap(), "alpha\n");
+    assert_eq!(
+        fs::read_to_string(pd.join("docs/a.txt")).unwrap(),
+        "alpha\n"
+    );
 }
 
 /// The old spellings keep working for one release (`--into`, `--overwrite`), in both modes,
@@ -142,14 +157,20 @@ fn old_spellings_are_hidden_aliases() {
     w.ok(&["restore", "latest", d]);
     fs::write(dir.join("docs/a.txt"), "damaged\n").unwrap();
     w.ok(&["restore", "latest", d, "--overwrite"]);
-    assert_eq!(fs::read_to_string(dir.join("docs/a.txt")).unwrap(), "alpha\n");
+    assert_eq!(
+        fs::read_to_string(dir.join("docs/a.txt")).unwrap(),
+        "alpha\n"
+    );
     let db = w.path("restored.db");
     let t = db.to_str().unwrap();
     w.ok(&["restore", "--source", "kv", "--into", t]);
     w.ok(&["restore", "--source", "kv", "--into", t, "--overwrite"]);
     assert_eq!(kv_value(&db), "value");
     let help = w.ok(&["restore", "--help"]);
-    assert!(help.contains("--target") && help.contains("--replace"), "{help}");
+    assert!(
+        help.contains("--target") && help.contains("--replace"),
+        "{help}"
+    );
     assert!(
         !help.contains("--into") && !help.contains("--overwrite"),
         "old spellings must be hidden: {help}"
@@ -185,7 +206,10 @@ fn library_runtime_matches_the_command_line() {
         assert_eq!(c["status"]["rpo"], "met", "{c}");
         assert_eq!(c["status"]["rpo"], l["status"]["rpo"]);
         assert!(c["facts"]["newest_point"].is_string(), "{c}");
-        assert_eq!(c["facts"]["newest_point"], l["facts"]["newest_point"], "{c}\n{l}");
+        assert_eq!(
+            c["facts"]["newest_point"], l["facts"]["newest_point"],
+            "{c}\n{l}"
+        );
         assert_eq!(c["facts"]["points"], 1, "{c}");
     }
     // The library restores what the CLI would.
@@ -207,7 +231,11 @@ fn library_runtime_matches_the_command_line() {
         w.path("cli.db").to_str().unwrap(),
     ]))
     .unwrap();
-    assert_eq!(cli["snapshot"], r.snapshot(), "both restore the newest point");
+    assert_eq!(
+        cli["snapshot"],
+        r.snapshot(),
+        "both restore the newest point"
+    );
     // An unknown source is a usage error (exit 2) through the runtime too.
     let (code, _, err) = w.run(&["restore", "--source", "nosuch", "--target", "x"]);
     assert_eq!(code, 2, "{err}");

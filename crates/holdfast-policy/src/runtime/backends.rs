@@ -118,16 +118,22 @@ impl Backends {
     /// [`BackendError::NotBuilt`].
     pub fn builtin() -> Backends {
         let mut b = Backends::empty();
-        b.known("file", "a directory, file://DIR", "local-directory", "local", {
-            #[cfg(feature = "local")]
+        b.known(
+            "file",
+            "a directory, file://DIR",
+            "local-directory",
+            "local",
             {
-                Some(local as Constructor)
-            }
-            #[cfg(not(feature = "local"))]
-            {
-                None
-            }
-        });
+                #[cfg(feature = "local")]
+                {
+                    Some(local as Constructor)
+                }
+                #[cfg(not(feature = "local"))]
+                {
+                    None
+                }
+            },
+        );
         b.known("s3", "s3://BUCKET/PREFIX", "object-storage", "s3", {
             #[cfg(feature = "s3")]
             {

@@ -313,7 +313,8 @@ mod tests {
         ]);
         let e = c.resolve(None).unwrap_err();
         assert!(
-            e.to_string().contains("HOLDFAST_TEST_UNSET_4712 (password-env)"),
+            e.to_string()
+                .contains("HOLDFAST_TEST_UNSET_4712 (password-env)"),
             "{e}"
         );
     }
@@ -355,7 +356,10 @@ mod tests {
             message: "pw: ".into(),
             confirm: false,
         }]);
-        assert!(matches!(once.resolve(Some(&ask)), Err(PasswordError::Empty)));
+        assert!(matches!(
+            once.resolve(Some(&ask)),
+            Err(PasswordError::Empty)
+        ));
     }
 
     #[test]

@@ -154,15 +154,8 @@ impl Runtime {
             });
         }
         let conn = sources::Conn::of(s).map_err(fail)?;
-        let done = sources::restore(
-            &repo,
-            s,
-            &snap,
-            req.target.as_deref(),
-            req.replace,
-            &conn,
-        )
-        .map_err(fail)?;
+        let done = sources::restore(&repo, s, &snap, req.target.as_deref(), req.replace, &conn)
+            .map_err(fail)?;
         Ok(SourceRestored::Tool {
             snapshot: snap.id.to_hex(),
             done,

@@ -4,8 +4,8 @@ use anyhow::{Context, Result};
 use holdfast_core::backup::{self, BackupOptions, ParentChoice};
 use holdfast_core::repo::InitOptions;
 use holdfast_core::restore::{self, RestoreOptions};
-use holdfast_core::util::human_bytes;
 use holdfast_core::snapshot;
+use holdfast_core::util::human_bytes;
 
 use holdfast_core::objlock::AfterWrite;
 use holdfast_policy::runtime::PasswordChain;

@@ -222,8 +222,9 @@ pub fn key(g: &Global, action: KeyAction) -> Result<u8> {
             }
         }
         KeyAction::Add { new_password_file } => {
-            let pw = holdfast_policy::runtime::PasswordChain::new_password(new_password_file.clone())
-                .resolve(Some(&crate::password::ask))?;
+            let pw =
+                holdfast_policy::runtime::PasswordChain::new_password(new_password_file.clone())
+                    .resolve(Some(&crate::password::ask))?;
             let id = repo.add_key(pw.as_bytes(), kdf()?)?;
             report(g, "added key slot", &id)?;
         }
@@ -232,8 +233,9 @@ pub fn key(g: &Global, action: KeyAction) -> Result<u8> {
             report(g, "removed key slot", &id)?;
         }
         KeyAction::Passwd { new_password_file } => {
-            let pw = holdfast_policy::runtime::PasswordChain::new_password(new_password_file.clone())
-                .resolve(Some(&crate::password::ask))?;
+            let pw =
+                holdfast_policy::runtime::PasswordChain::new_password(new_password_file.clone())
+                    .resolve(Some(&crate::password::ask))?;
             let id = repo.change_password(pw.as_bytes(), kdf()?)?;
             report(g, "password changed; new key slot", &id)?;
         }
