@@ -32,9 +32,11 @@ pub fn default_dir(var: impl Fn(&str) -> Option<OsString>, root: bool) -> PathBu
 mod tests {
     use super::*;
 
+    type Vars = &'static [(&'static str, &'static str)];
+
     #[test]
     fn state_dir_table() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
+        let env = |pairs: Vars| {
             move |v: &str| {
                 pairs
                     .iter()
@@ -47,7 +49,7 @@ mod tests {
             ("XDG_STATE_HOME", "/x"),
             ("HOME", "/h"),
         ];
-        let rows: &[(&'static [(&'static str, &'static str)], bool, PathBuf)] = &[
+        let rows: &[(Vars, bool, PathBuf)] = &[
             (all, true, "/s".into()),
             (all, false, "/s".into()),
             (&all[1..], true, "/var/lib/holdfast".into()),
