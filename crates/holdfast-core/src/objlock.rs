@@ -96,6 +96,50 @@ pub fn extend_if_locked(repo: &Repository, now: DateTime<Utc>) -> Result<Option<
     extend(repo, &snaps, policy, now).map(Some)
 }
 
+/// What extending the store's Object Lock after a write did: the one answer `backup`, `copy`
+/// and the workload jobs give (see [`after_write`]).
+#[derive(Debug, Clone)]
+pub enum AfterWrite {
+    /// The store or bucket has no Object Lock.
+    Unlocked,
+    /// Extended over what the young recovery points need.
+    Extended(ExtendReport),
+    /// The recovery point was written, but its lock could not be extended (the whole cause).
+    Failed(String),
+}
+
+impl AfterWrite {
+    /// The warning to show when the extension failed: the point is stored either way, so
+    /// this is a warning, not a failure; it names the fix.
+    pub fn warning(&self) -> Option<String> {
+        match self {
+            AfterWrite::Failed(e) => Some(format!(
+                "the recovery point is stored, but its object lock was not extended: {e}; fix the cause, then run `holdfast object-lock --extend`"
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// Extend the store's Object Lock after a backup or copy wrote a recovery point. A failure
+/// does not undo the write: it is returned as [`AfterWrite::Failed`] with its whole cause.
+pub fn after_write(repo: &Repository, now: DateTime<Utc>) -> AfterWrite {
+    match extend_if_locked(repo, now) {
+        Ok(None) => AfterWrite::Unlocked,
+        Ok(Some(r)) => AfterWrite::Extended(r),
+        Err(e) => {
+            let mut msg = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                msg.push_str(": ");
+                msg.push_str(&c.to_string());
+                cause = c.source();
+            }
+            AfterWrite::Failed(msg)
+        }
+    }
+}
+
 /// Which objects need a longer lock, and until when. `needed`: each object and the time it must
 /// stay locked to; `known`: how long each is already locked. An object is extended when
 /// `known < needed`, to `needed + slack`. Pure, so it is tested with a table.

@@ -454,7 +454,7 @@ pub fn restore(
         Ok(mut rd) => {
             if rd.next().is_some() && !opts.overwrite {
                 return Err(Error::Refused(format!(
-                    "restore target {} is not empty: choose an empty or new directory, or pass --overwrite to replace what is there",
+                    "restore target {} is not empty: choose an empty or new directory, or pass --replace (formerly --overwrite) to replace what is there",
                     t.display()
                 )));
             }

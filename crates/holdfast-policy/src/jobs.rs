@@ -455,12 +455,10 @@ fn run_copies(
 /// Extend the store's Object Lock after a recovery point was written; what went wrong, if
 /// anything (the point is stored either way, so this is a warning, not a failure).
 fn extend_object_lock(repo: &Repository, now: DateTime<Utc>) -> Vec<String> {
-    match holdfast_core::objlock::extend_if_locked(repo, now) {
-        Ok(_) => Vec::new(),
-        Err(e) => vec![format!(
-            "the recovery point is stored, but its object lock was not extended: {e}; fix the cause, then run `holdfast object-lock --extend`"
-        )],
-    }
+    holdfast_core::objlock::after_write(repo, now)
+        .warning()
+        .into_iter()
+        .collect()
 }
 
 fn hook_timeout(s: &SourceConfig) -> StdDuration {

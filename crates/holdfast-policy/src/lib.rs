@@ -18,4 +18,5 @@ pub mod observe;
 pub mod preflight;
 pub mod procnet;
 pub mod report;
+pub mod runtime;
 pub mod sources;

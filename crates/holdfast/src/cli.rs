@@ -317,29 +317,38 @@ pub struct RestoreArgs {
     /// Snapshot id prefix, or `latest` (with --source: default the source's newest).
     #[arg(required_unless_present = "source")]
     pub snapshot: Option<String>,
-    /// Target directory.
-    #[arg(required_unless_present_any = ["target_opt", "source"])]
+    /// Where to restore: a directory (or give it as --target).
+    #[arg(value_name = "TARGET", required_unless_present_any = ["target_opt", "source"])]
     pub target: Option<PathBuf>,
-    /// Target directory (alternative to the positional argument).
-    #[arg(short = 't', long = "target", conflicts_with = "target")]
+    /// Where to restore. Files: a directory. With --source: what the source restores into
+    /// (path sources: a directory; SQLite: a file; PostgreSQL: a database name, or an empty
+    /// data directory for physical backups; command sources: HOLDFAST_RESTORE_TARGET).
+    #[arg(
+        short = 't',
+        long = "target",
+        value_name = "TARGET",
+        alias = "into",
+        conflicts_with = "target"
+    )]
     pub target_opt: Option<PathBuf>,
     /// Restore only this path (repeatable), relative to the snapshot root or as backed up.
     #[arg(short, long)]
     pub include: Vec<String>,
-    /// Restore into a non-empty directory, replacing what is there.
-    #[arg(long)]
-    pub overwrite: bool,
+    /// Restore over what is at the target: a non-empty directory, an existing file or
+    /// database.
+    #[arg(long, alias = "overwrite")]
+    pub replace: bool,
     /// Restore a workload source (from --config) with its own tool: a database into a server,
     /// an SQLite file, a command's restore-command.
     #[arg(long, value_name = "NAME")]
     pub source: Option<String>,
-    /// With --source: where to (SQLite: a file; PostgreSQL: a database name, or an empty data
-    /// directory for physical backups; path sources: a directory).
-    #[arg(long, requires = "source")]
-    pub into: Option<String>,
-    /// With --source: restore over a non-empty target.
-    #[arg(long, requires = "source")]
-    pub replace: bool,
+}
+
+impl RestoreArgs {
+    /// The target, however it was spelled (positional, `--target`, or the old `--into`).
+    pub fn target(&self) -> Option<&std::path::Path> {
+        self.target.as_deref().or(self.target_opt.as_deref())
+    }
 }
 
 #[derive(Debug, Args)]

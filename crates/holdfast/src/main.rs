@@ -43,7 +43,16 @@ fn code_for(e: &anyhow::Error) -> u8 {
         {
             return exit::USAGE;
         }
-        if let Some(err) = cause.downcast_ref::<holdfast_core::Error>() {
+        let runtime = cause.downcast_ref::<holdfast_policy::runtime::RuntimeError>();
+        if let Some(holdfast_policy::jobs::JobError::UnknownSource { .. }) =
+            runtime.and_then(|r| r.job())
+        {
+            return exit::USAGE;
+        }
+        if let Some(err) = cause
+            .downcast_ref::<holdfast_core::Error>()
+            .or_else(|| runtime.and_then(|r| r.engine()))
+        {
             return match err {
                 holdfast_core::Error::NoRepository { .. } => exit::NO_REPOSITORY,
                 holdfast_core::Error::WrongPassword { .. } => exit::WRONG_PASSWORD,

@@ -4,27 +4,29 @@ use anyhow::{Context, Result};
 use holdfast_core::backup::{self, BackupOptions, ParentChoice};
 use holdfast_core::repo::InitOptions;
 use holdfast_core::restore::{self, RestoreOptions};
+use holdfast_core::snapshot;
 use holdfast_core::util::human_bytes;
-use holdfast_core::{snapshot, Repository};
 
-use super::{kdf, open, print_json, storage_for};
+use holdfast_core::objlock::AfterWrite;
+use holdfast_policy::runtime::PasswordChain;
+
+use super::{location, open, password_chain, print_json, rt};
 use crate::cli::{BackupArgs, Global, RestoreArgs};
 use crate::exit;
 use crate::progress::CliProgress;
 
 pub fn init(g: &Global, compression: i32, pack_size_mib: u32) -> Result<u8> {
-    let storage = storage_for(g)?;
-    let pw = crate::password::password(g, true)?;
-    if pw.is_empty() {
-        anyhow::bail!("an empty password is not allowed");
-    }
     let opts = InitOptions {
         compression,
         pack_size: pack_size_mib.clamp(1, 512) << 20,
-        kdf: kdf(),
         ..Default::default()
     };
-    let repo = Repository::init(storage, pw.as_bytes(), &opts)?;
+    let repo = rt()?.init(
+        location(g)?,
+        &password_chain(g, true),
+        Some(&crate::password::ask),
+        opts,
+    )?;
     if g.json {
         print_json(
             &serde_json::json!({ "id": repo.config().id, "location": repo.storage().location() }),
@@ -79,8 +81,8 @@ pub fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
     let out = backup::backup(&repo, &opts, &progress)?;
     let s = &out.snapshot;
     let lock = match out.id {
-        Some(_) => lock_after_write(&repo)?,
-        None => LockOutcome::None,
+        Some(_) => rt()?.lock_after_write(&repo),
+        None => AfterWrite::Unlocked,
     };
     if g.json {
         print_json(&serde_json::json!({
@@ -91,7 +93,7 @@ pub fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
             "warnings": s.warnings,
             "changed_while_read": s.changed_while_read,
             "summary": s.summary,
-            "object_lock": lock.json(),
+            "object_lock": lock_json(&lock),
         }))?;
     } else if !g.quiet {
         let m = &s.summary;
@@ -136,60 +138,35 @@ pub fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
             eprintln!("  {e}");
         }
     }
-    lock.print(g);
-    Ok(if s.complete && !lock.failed() {
+    print_lock(g, &lock);
+    Ok(if s.complete && !matches!(lock, AfterWrite::Failed(_)) {
         exit::OK
     } else {
         exit::WARNINGS
     })
 }
 
-/// What extending the store's Object Lock after a write did.
-pub(crate) enum LockOutcome {
-    /// The store or bucket has no Object Lock.
-    None,
-    /// Extended.
-    Done(holdfast_core::objlock::ExtendReport),
-    /// The recovery point was written, but its lock could not be extended.
-    Failed(String),
-}
-
-impl LockOutcome {
-    fn failed(&self) -> bool {
-        matches!(self, LockOutcome::Failed(_))
-    }
-
-    fn json(&self) -> serde_json::Value {
-        match self {
-            LockOutcome::None => serde_json::Value::Null,
-            LockOutcome::Done(r) => serde_json::to_value(r).unwrap_or_default(),
-            LockOutcome::Failed(e) => serde_json::json!({ "error": e }),
-        }
-    }
-
-    fn print(&self, g: &Global) {
-        match self {
-            LockOutcome::Done(r) if !g.quiet && !g.json => outln!(
-                "object lock: {} objects needed by young recovery points, {} extended",
-                r.needed, r.extended
-            ),
-            LockOutcome::Failed(e) if !g.json => eprintln!(
-                "warning: the recovery point is stored, but its object lock was not extended: {e}\n  fix the cause, then run `holdfast object-lock --extend`"
-            ),
-            _ => {}
-        }
+/// Print what extending the store's Object Lock after a write did.
+fn print_lock(g: &Global, lock: &AfterWrite) {
+    match lock {
+        AfterWrite::Extended(r) if !g.quiet && !g.json => outln!(
+            "object lock: {} objects needed by young recovery points, {} extended",
+            r.needed,
+            r.extended
+        ),
+        AfterWrite::Failed(e) if !g.json => eprintln!(
+            "warning: the recovery point is stored, but its object lock was not extended: {e}\n  fix the cause, then run `holdfast object-lock --extend`"
+        ),
+        _ => {}
     }
 }
 
-/// Extend the store's Object Lock after a backup or copy wrote a recovery point. A failure here
-/// does not undo the write; it is reported, and the command ends with warnings.
-pub(crate) fn lock_after_write(repo: &Repository) -> Result<LockOutcome> {
-    let now = super::now()?;
-    Ok(match holdfast_core::objlock::extend_if_locked(repo, now) {
-        Ok(None) => LockOutcome::None,
-        Ok(Some(r)) => LockOutcome::Done(r),
-        Err(e) => LockOutcome::Failed(format!("{:#}", anyhow::Error::from(e))),
-    })
+fn lock_json(lock: &AfterWrite) -> serde_json::Value {
+    match lock {
+        AfterWrite::Unlocked => serde_json::Value::Null,
+        AfterWrite::Extended(r) => serde_json::to_value(r).unwrap_or_default(),
+        AfterWrite::Failed(e) => serde_json::json!({ "error": e }),
+    }
 }
 
 pub fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
@@ -201,13 +178,13 @@ pub fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
     let snap = super::select(&all, &a.filter, a.snapshot.as_deref().unwrap_or("latest"))?;
     let (index, _) = repo.load_index()?;
     let target = a
-        .target
-        .or(a.target_opt)
-        .context("a target directory is required")?;
+        .target()
+        .context("a target directory is required: give TARGET or --target DIRECTORY")?
+        .to_path_buf();
     let opts = RestoreOptions {
         target,
         include: a.include,
-        overwrite: a.overwrite,
+        overwrite: a.replace,
         threads: 0,
     };
     let progress = CliProgress::new(g.quiet || g.json);
@@ -235,18 +212,6 @@ pub fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
     Ok(exit::OK)
 }
 
-fn side_password(g: &Global, file: Option<std::path::PathBuf>, env: &str) -> Result<String> {
-    if let Some(f) = file {
-        let s = std::fs::read_to_string(&f)
-            .with_context(|| format!("reading password file {}", f.display()))?;
-        return Ok(s.lines().next().unwrap_or("").to_string());
-    }
-    if let Ok(p) = std::env::var(env) {
-        return Ok(p);
-    }
-    crate::password::password(g, false)
-}
-
 pub fn copy(
     g: &Global,
     from: &str,
@@ -255,16 +220,15 @@ pub fn copy(
     to_pw: Option<std::path::PathBuf>,
     which: &[String],
 ) -> Result<u8> {
-    let src = Repository::open(
-        super::storage_at(from)?,
-        side_password(g, from_pw, "HOLDFAST_FROM_PASSWORD")?.as_bytes(),
-    )
-    .with_context(|| format!("opening the source repository {from}"))?;
-    let dst = Repository::open(
-        super::storage_at(to)?,
-        side_password(g, to_pw, "HOLDFAST_TO_PASSWORD")?.as_bytes(),
-    )
-    .with_context(|| format!("opening the destination repository {to}"))?;
+    let rt = rt()?;
+    let side = |loc: &str, file, env: &str| {
+        let chain = PasswordChain::side(file, env, password_chain(g, false));
+        rt.open(loc, &chain, Some(&crate::password::ask))
+    };
+    let src = side(from, from_pw, "HOLDFAST_FROM_PASSWORD")
+        .with_context(|| format!("opening the source repository {from}"))?;
+    let dst = side(to, to_pw, "HOLDFAST_TO_PASSWORD")
+        .with_context(|| format!("opening the destination repository {to}"))?;
     let (all, _) = snapshot::load_all(&src)?;
     let mut wanted = std::collections::HashSet::new();
     for w in which {
@@ -278,13 +242,13 @@ pub fn copy(
         &progress,
     )?;
     let lock = if r.copied.is_empty() {
-        LockOutcome::None
+        AfterWrite::Unlocked
     } else {
-        lock_after_write(&dst)?
+        rt.lock_after_write(&dst)
     };
     if g.json {
         let mut v = serde_json::to_value(&r)?;
-        v["object_lock"] = lock.json();
+        v["object_lock"] = lock_json(&lock);
         print_json(&v)?;
     } else if !g.quiet {
         for (a, b) in &r.copied {
@@ -298,8 +262,8 @@ pub fn copy(
             r.blobs_added
         );
     }
-    lock.print(g);
-    Ok(if lock.failed() {
+    print_lock(g, &lock);
+    Ok(if matches!(lock, AfterWrite::Failed(_)) {
         exit::WARNINGS
     } else {
         exit::OK

@@ -226,8 +226,10 @@ pub fn key(g: &Global, action: KeyAction) -> Result<u8> {
             }
         }
         KeyAction::Add { new_password_file } => {
-            let pw = crate::password::new_password(new_password_file.as_deref())?;
-            let id = repo.add_key(pw.as_bytes(), kdf())?;
+            let pw =
+                holdfast_policy::runtime::PasswordChain::new_password(new_password_file.clone())
+                    .resolve(Some(&crate::password::ask))?;
+            let id = repo.add_key(pw.as_bytes(), kdf()?)?;
             report(g, "added key slot", &id)?;
         }
         KeyAction::Remove { id } => {
@@ -235,8 +237,10 @@ pub fn key(g: &Global, action: KeyAction) -> Result<u8> {
             report(g, "removed key slot", &id)?;
         }
         KeyAction::Passwd { new_password_file } => {
-            let pw = crate::password::new_password(new_password_file.as_deref())?;
-            let id = repo.change_password(pw.as_bytes(), kdf())?;
+            let pw =
+                holdfast_policy::runtime::PasswordChain::new_password(new_password_file.clone())
+                    .resolve(Some(&crate::password::ask))?;
+            let id = repo.change_password(pw.as_bytes(), kdf()?)?;
             report(g, "password changed; new key slot", &id)?;
         }
     }

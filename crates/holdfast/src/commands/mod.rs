@@ -9,21 +9,17 @@ mod trust;
 
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use holdfast_core::keys::KdfParams;
 use holdfast_core::Repository;
+use holdfast_policy::runtime::{BackendError, PasswordChain, Runtime};
 use holdfast_storage::Storage;
 
 use crate::cli::{Cli, Command, Global};
 
 /// The current time, or HOLDFAST_NOW (RFC 3339) when set (tests and drills of the future).
 pub(crate) fn now() -> Result<chrono::DateTime<chrono::Utc>> {
-    match std::env::var("HOLDFAST_NOW") {
-        Ok(t) => Ok(chrono::DateTime::parse_from_rfc3339(&t)
-            .with_context(|| format!("HOLDFAST_NOW {t:?} is not an RFC 3339 time"))?
-            .with_timezone(&chrono::Utc)),
-        Err(_) => Ok(chrono::Utc::now()),
-    }
+    Ok(rt()?.now())
 }
 
 /// The snapshot `spec` names: an id prefix, or `latest`, the newest snapshot that `filter`
@@ -137,98 +133,35 @@ pub fn run(cli: Cli) -> Result<u8> {
     }
 }
 
-/// The storage backend for a repository location.
-pub fn storage_for(g: &Global) -> Result<Arc<dyn Storage>> {
-    let Some(loc) = g.repo.as_deref() else {
-        bail!("no repository given: pass --repo DIR or set HOLDFAST_REPOSITORY");
-    };
-    storage_at(loc)
+/// The workload runtime, as the environment configures it (clock, state directory, KDF).
+pub(crate) fn rt() -> Result<Runtime> {
+    Ok(Runtime::from_env()?)
 }
 
-/// The storage backend for a location string: a directory, `file://DIR`, or `s3://BUCKET/PREFIX`.
-pub fn storage_at(loc: &str) -> Result<Arc<dyn Storage>> {
-    if let Some(rest) = loc.strip_prefix("s3://") {
-        #[cfg(feature = "s3")]
-        {
-            let _ = rest;
-            let c =
-                holdfast_backend_opendal::S3Config::from_url(loc).map_err(anyhow::Error::msg)?;
-            return Ok(Arc::new(
-                holdfast_backend_opendal::ObjectStorage::s3(&c).map_err(anyhow::Error::msg)?,
-            ));
-        }
-        #[cfg(not(feature = "s3"))]
-        {
-            let _ = rest;
-            bail!("this build has no object-storage backend (feature `s3`)");
-        }
-    }
-    if loc.starts_with("sftp://") {
-        #[cfg(feature = "sftp")]
-        {
-            let c = holdfast_backend_sftp::SftpConfig::from_url(loc).map_err(anyhow::Error::msg)?;
-            return Ok(Arc::new(
-                holdfast_backend_sftp::SftpStorage::connect(&c).map_err(anyhow::Error::msg)?,
-            ));
-        }
-        #[cfg(not(feature = "sftp"))]
-        bail!("this build has no SFTP backend (feature `sftp`)");
-    }
-    if loc.starts_with("azblob://") {
-        #[cfg(feature = "azblob")]
-        {
-            let c = holdfast_backend_opendal::AzblobConfig::from_url(loc)
-                .map_err(anyhow::Error::msg)?;
-            return Ok(Arc::new(
-                holdfast_backend_opendal::ObjectStorage::azblob(&c).map_err(anyhow::Error::msg)?,
-            ));
-        }
-        #[cfg(not(feature = "azblob"))]
-        bail!("this build has no Azure Blob backend (feature `azblob`)");
-    }
-    if let Some((scheme, _)) = loc.split_once("://") {
-        if scheme != "file" {
-            bail!("repository URL scheme {scheme:?} is not supported: use a directory, file://DIR, s3://BUCKET/PREFIX, azblob://CONTAINER/PREFIX or sftp://[USER@]HOST[:PORT]/PATH");
-        }
-    }
-    let path = loc.strip_prefix("file://").unwrap_or(loc);
-    #[cfg(feature = "local")]
-    {
-        Ok(Arc::new(holdfast_backend_local::LocalStorage::new(path)))
-    }
-    #[cfg(not(feature = "local"))]
-    {
-        let _ = path;
-        bail!("this build has no local-directory backend (feature `local`)")
-    }
+/// The repository location the global options name.
+fn location(g: &Global) -> Result<&str> {
+    Ok(g.repo.as_deref().ok_or(BackendError::NoLocation)?)
+}
+
+/// Where the `--repo` repository's password comes from (`confirm`: a new one, asked twice).
+pub(crate) fn password_chain(g: &Global, confirm: bool) -> PasswordChain {
+    PasswordChain::command_line(g.password_file.clone(), g.password_command.clone(), confirm)
+}
+
+/// The storage backend for the repository the global options name.
+pub fn storage_for(g: &Global) -> Result<Arc<dyn Storage>> {
+    Ok(rt()?.storage(location(g)?)?)
 }
 
 /// Open the repository named by the global options.
 pub fn open(g: &Global) -> Result<Repository> {
-    let storage = storage_for(g)?;
-    // Refuse early, before asking for a password, if there is nothing to open.
-    let pw = password_for_existing(g, &storage)?;
-    Ok(Repository::open(storage, pw.as_bytes())?)
-}
-
-fn password_for_existing(g: &Global, storage: &Arc<dyn Storage>) -> Result<String> {
-    match storage.get(holdfast_storage::ObjectKind::Config, "config") {
-        Err(e) if e.is_not_found() => {
-            // Let the engine produce the precise error (missing vs foreign).
-            Repository::open(storage.clone(), b"")?;
-            unreachable!("opening a repository without config cannot succeed")
-        }
-        _ => crate::password::password(g, false),
-    }
+    let loc = location(g)?;
+    Ok(rt()?.open(loc, &password_chain(g, false), Some(&crate::password::ask))?)
 }
 
 /// Argon2 parameters: real ones, unless the test suite asks for cheap ones.
-pub fn kdf() -> KdfParams {
-    if std::env::var_os("HOLDFAST_INSECURE_TEST_KDF").is_some() {
-        KdfParams::insecure_for_tests()
-    } else {
-        KdfParams::default()
-    }
+pub fn kdf() -> Result<KdfParams> {
+    Ok(rt()?.kdf)
 }
 
 /// Print a value as JSON on stdout.

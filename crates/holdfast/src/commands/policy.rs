@@ -1,134 +1,21 @@
-//! discover, plan, protect, drill, status: the workload-level commands.
+//! discover, plan, protect, drill, status, restore --source: the workload-level commands.
+//! Each parses its arguments, calls the runtime (`holdfast_policy::runtime`) and prints.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use holdfast_core::repo::InitOptions;
-use holdfast_core::{Error, Repository};
-use holdfast_policy::config::{RepositoryConfig, Workload};
-use holdfast_policy::findings::Severity;
-use holdfast_policy::jobs::{self, Env, JobError};
+use holdfast_policy::config::Workload;
 use holdfast_policy::report::StatusReport;
-use holdfast_policy::{discover as disc, duration, findings, observe};
+use holdfast_policy::runtime::restore::{SourceRestoreRequest, SourceRestored};
+use holdfast_policy::{discover as disc, duration, observe};
 
-use super::{kdf, print_json, storage_at};
+use super::{print_json, rt};
 use crate::cli::Global;
 use crate::exit;
 use crate::progress::CliProgress;
 
 fn workload(g: &Global) -> Result<Workload> {
     Ok(Workload::load(&g.config)?)
-}
-
-use super::now;
-
-/// The job environment for a workload: clock, opener, state directory, progress.
-fn env<'a>(
-    w: &'a Workload,
-    open: &'a jobs::Opener<'a>,
-    progress: &'a CliProgress,
-) -> Result<Env<'a>> {
-    Ok(Env {
-        workload: w,
-        now: now()?,
-        open,
-        state_dir: state_dir(),
-        progress,
-    })
-}
-
-fn state_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("HOLDFAST_STATE_DIR") {
-        return d.into();
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return "/var/lib/holdfast".into();
-    }
-    std::env::var_os("XDG_STATE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/state")))
-        .unwrap_or_else(std::env::temp_dir)
-        .join("holdfast")
-}
-
-fn password(w: &Workload, name: &str, r: &RepositoryConfig) -> Result<String, JobError> {
-    let fail = |m: String| JobError::Repository {
-        name: name.into(),
-        message: m,
-    };
-    if let Some(f) = &r.password_file {
-        let p = w.resolve(f);
-        let s = std::fs::read_to_string(&p)
-            .map_err(|e| fail(format!("password-file {}: {e}", p.display())))?;
-        return Ok(s.lines().next().unwrap_or("").to_string());
-    }
-    if let Some(c) = &r.password_command {
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(c)
-            .output()
-            .map_err(|e| fail(format!("password-command: {e}")))?;
-        if !out.status.success() {
-            return Err(fail(format!(
-                "password-command {c:?} failed with {}",
-                out.status
-            )));
-        }
-        return Ok(String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .next()
-            .unwrap_or("")
-            .to_string());
-    }
-    if let Some(v) = &r.password_env {
-        return std::env::var(v).map_err(|_| {
-            fail(format!(
-                "environment variable {v} (password-env) is not set"
-            ))
-        });
-    }
-    std::env::var("HOLDFAST_PASSWORD").map_err(|_| {
-        fail(
-            "no password-file, password-command or password-env, and HOLDFAST_PASSWORD is not set"
-                .into(),
-        )
-    })
-}
-
-/// Open (and with `create`, initialise) a workload repository.
-fn opener(
-    w: &Workload,
-    create: bool,
-) -> impl Fn(&str, &RepositoryConfig) -> Result<Repository, JobError> + '_ {
-    move |name, r| {
-        let fail = |m: String| JobError::Repository {
-            name: name.into(),
-            message: m,
-        };
-        let url = if r.url.contains("://") {
-            r.url.clone()
-        } else {
-            w.resolve(Path::new(&r.url)).display().to_string()
-        };
-        let storage = storage_at(&url).map_err(|e| fail(e.to_string()))?;
-        let pw = password(w, name, r)?;
-        match Repository::open(storage.clone(), pw.as_bytes()) {
-            Err(Error::NoRepository { .. }) if create => {
-                tracing::info!("creating repository {name} at {url}");
-                Repository::init(
-                    storage,
-                    pw.as_bytes(),
-                    &InitOptions {
-                        kdf: kdf(),
-                        ..Default::default()
-                    },
-                )
-                .map_err(JobError::from)
-            }
-            r => r.map_err(JobError::from),
-        }
-    }
 }
 
 pub fn discover(g: &Global, roots: Vec<PathBuf>, suggest: bool, no_host: bool) -> Result<u8> {
@@ -208,44 +95,22 @@ pub fn discover(g: &Global, roots: Vec<PathBuf>, suggest: bool, no_host: bool) -
     Ok(exit::OK)
 }
 
-/// What discovery finds on this host and under the workload's roots, marked against it.
-fn discovered(w: &Workload, host: bool) -> Vec<disc::Found> {
-    let opts = disc::Options {
-        roots: w.discover.roots.clone(),
-        host,
-        ..Default::default()
-    };
-    disc::discover(Some(w), &opts)
-}
-
 pub fn plan(g: &Global, no_discover: bool) -> Result<u8> {
     let w = workload(g)?;
-    let open = opener(&w, false);
-    let progress = CliProgress::new(true);
-    let env = env(&w, &open, &progress)?;
-    let o = observe::observe(&env);
     // Host discovery too (servers, mounts, well-known data directories): data nobody declared
     // is the first anti-pattern of REL09-BP01, wherever it lives.
-    let unprotected: Vec<disc::Found> = if no_discover {
-        Vec::new()
-    } else {
-        discovered(&w, true)
-    };
-    let (mut fs, sched) = findings::findings(&w, &o.measured(), &unprotected, env.now);
-    fs.extend(holdfast_policy::preflight::findings(&w));
-    let high = fs.iter().any(|f| f.severity == Severity::High);
+    let plan = rt()?.plan(&w, !no_discover, &CliProgress::new(true));
+    let (fs, sched) = (&plan.findings, &plan.schedule);
     if g.json {
-        print_json(
-            &serde_json::json!({ "findings": fs, "schedule": sched, "unreadable": o.unreadable }),
-        )?;
+        print_json(&plan)?;
     } else {
-        for u in &o.unreadable {
+        for u in &plan.unreadable {
             eprintln!("warning: {u}");
         }
         if fs.is_empty() {
             outln!("no anti-patterns found");
         }
-        for f in &fs {
+        for f in fs {
             outln!(
                 "[{:?}] {} ({}): {}\n    anti-pattern: {}\n    fix: {}",
                 f.severity,
@@ -264,7 +129,7 @@ pub fn plan(g: &Global, no_discover: bool) -> Result<u8> {
             "interval",
             "run takes"
         );
-        for s in &sched {
+        for s in sched {
             match &s.cadence {
                 Some(c) => outln!(
                     "{:<20} {:>8} {:>10} {:>10}  {}",
@@ -282,7 +147,11 @@ pub fn plan(g: &Global, no_discover: bool) -> Result<u8> {
             }
         }
     }
-    Ok(if high { exit::NONCOMPLIANT } else { exit::OK })
+    Ok(if plan.high() {
+        exit::NONCOMPLIANT
+    } else {
+        exit::OK
+    })
 }
 
 fn print_status(g: &Global, r: &StatusReport) -> Result<()> {
@@ -396,13 +265,7 @@ fn print_status(g: &Global, r: &StatusReport) -> Result<()> {
 
 pub fn status(g: &Global, html: Option<&Path>, no_discover: bool) -> Result<u8> {
     let w = workload(g)?;
-    let open = opener(&w, false);
-    let progress = CliProgress::new(true);
-    let env = env(&w, &open, &progress)?;
-    let mut r = observe::status(&env);
-    if !no_discover {
-        r = r.with_discovery(discovered(&w, true));
-    }
+    let r = rt()?.status(&w, !no_discover, &CliProgress::new(true));
     if let Some(h) = html {
         std::fs::write(h, holdfast_policy::report::html(&r))
             .with_context(|| format!("writing {}", h.display()))?;
@@ -412,32 +275,15 @@ pub fn status(g: &Global, html: Option<&Path>, no_discover: bool) -> Result<u8> 
 }
 
 pub fn protect(g: &Global, only: Option<&str>) -> Result<u8> {
-    let mut w = workload(g)?;
-    if let Some(o) = only {
-        if w.source(o).is_none() {
-            return Err(JobError::unknown_source(&w, o).into());
-        }
-        w.sources.retain(|s| s.name() == o);
-    }
-    let open = opener(&w, true);
+    let w = workload(g)?;
     let progress = CliProgress::new(g.quiet || g.json);
-    let env = env(&w, &open, &progress)?;
-    let lines = jobs::protect(&env)?;
-    let full = workload(g)?;
-    let open2 = opener(&full, false);
-    let env2 = Env {
-        workload: &full,
-        now: now()?,
-        open: &open2,
-        state_dir: state_dir(),
-        progress: &progress,
-    };
-    let r = observe::status(&env2);
+    let done = rt()?.protect(&w, only, &progress)?;
+    let (lines, r) = (&done.protect, &done.status);
     if g.json {
-        print_json(&serde_json::json!({ "protect": lines, "status": r }))?;
+        print_json(&done)?;
     } else {
         // -q (for cron): only jobs that did not simply complete, and failing controls.
-        for l in &lines {
+        for l in lines {
             let notable: Vec<_> = l
                 .jobs
                 .iter()
@@ -477,14 +323,10 @@ pub fn protect(g: &Global, only: Option<&str>) -> Result<u8> {
             }
         } else {
             outln!();
-            print_status(g, &r)?;
+            print_status(g, r)?;
         }
     }
-    let failed = lines
-        .iter()
-        .flat_map(|l| &l.jobs)
-        .any(|j| j.state == holdfast_core::records::JobState::Failed);
-    Ok(if failed {
+    Ok(if done.failed() {
         exit::ERROR
     } else if r.ok() {
         exit::OK
@@ -500,29 +342,9 @@ pub fn drill(
     scratch: Option<PathBuf>,
 ) -> Result<u8> {
     let w = workload(g)?;
-    let open = opener(&w, true);
-    let progress = CliProgress::new(g.quiet || g.json);
-    let env = env(&w, &open, &progress)?;
     let scratch = scratch.unwrap_or_else(std::env::temp_dir);
-    let names: Vec<String> = match source {
-        Some(s) => vec![s.to_string()],
-        None => {
-            // Every source whose drill is due: never drilled, or older than its class's drill-every.
-            let r = observe::status(&env);
-            r.sources
-                .iter()
-                .filter(|s| {
-                    s.facts.strategy.is_some()
-                        && (s.facts.last_drill.is_none() || s.status.drill_fresh.fails())
-                })
-                .map(|s| s.facts.name.clone())
-                .collect()
-        }
-    };
-    let mut results = Vec::new();
-    for n in &names {
-        results.push(jobs::drill(&env, n, random, &scratch)?);
-    }
+    let progress = CliProgress::new(g.quiet || g.json);
+    let results = rt()?.drill(&w, source, random, &scratch, &progress)?;
     if g.json {
         print_json(&results)?;
     } else {
@@ -554,86 +376,47 @@ pub fn drill(
 }
 
 pub fn restore_source(g: &Global, name: &str, a: crate::cli::RestoreArgs) -> Result<u8> {
-    use holdfast_policy::config::SourceKind;
     let w = workload(g)?;
-    let s = w
-        .source(name)
-        .ok_or_else(|| JobError::unknown_source(&w, name))?;
-    let (rname, rcfg) = w
-        .repository_of(s)
-        .with_context(|| format!("source {name} has no repository"))?;
-    let repo = opener(&w, false)(rname, rcfg)?;
-    let (all, _) = holdfast_core::snapshot::load_all(&repo)?;
-    let me = holdfast_core::util::hostname();
-    let mine: Vec<_> = all
-        .iter()
-        .filter(|x| x.snapshot.source.as_deref() == Some(name))
-        .cloned()
-        .collect();
-    let snap = match a.snapshot.as_deref() {
-        // The newest complete point of this source made by this host (or any host, for a
-        // shared source, or the host --host names); an explicit id may name any of them.
-        None | Some("latest") => mine
-            .iter()
-            .rev()
-            .filter(|x| match &a.filter.host {
-                Some(h) => &x.snapshot.hostname == h,
-                None => s.owns(x.snapshot.source.as_deref(), &x.snapshot.hostname, &me),
-            })
-            .find(|x| x.snapshot.complete)
-            .cloned()
-            .with_context(|| {
-                format!("source {name} has no complete recovery point made by host {} (another host's: pass --host NAME or a snapshot id)", a.filter.host.as_deref().unwrap_or(&me))
-            })?,
-        Some(id) => holdfast_core::snapshot::find(&mine, id)?.clone(),
+    let target = match a.target() {
+        Some(t) => Some(
+            t.to_str()
+                .with_context(|| format!("--target {} is not UTF-8", t.display()))?
+                .to_string(),
+        ),
+        None => None,
     };
-    if s.kind == SourceKind::Path {
-        let target = a
-            .into
-            .map(PathBuf::from)
-            .or(a.target)
-            .or(a.target_opt)
-            .context("give --into DIRECTORY")?;
-        let (index, _) = repo.load_index()?;
-        let opts = holdfast_core::restore::RestoreOptions {
-            target,
-            include: a.include,
-            overwrite: a.replace || a.overwrite,
-            threads: 0,
-        };
-        let out = holdfast_core::restore::restore(
-            &repo,
-            &index,
-            &snap,
-            &opts,
-            &CliProgress::new(g.quiet || g.json),
-        )?;
-        if g.json {
-            print_json(&serde_json::json!({ "snapshot": snap.id.to_hex(), "result": out }))?;
-        } else {
-            outln!(
-                "restored {name} from snapshot {} into {}: {} files",
-                snap.id.short(),
-                opts.target.display(),
-                out.files
-            );
-        }
-        return Ok(if out.errors.is_empty() {
-            exit::OK
-        } else {
-            exit::WARNINGS
-        });
-    }
-    let conn = holdfast_policy::sources::Conn::of(s).map_err(anyhow::Error::msg)?;
-    let done =
-        holdfast_policy::sources::restore(&repo, s, &snap, a.into.as_deref(), a.replace, &conn)
-            .map_err(|e| anyhow::anyhow!("restoring {name}: {e}"))?;
+    let req = SourceRestoreRequest {
+        source: name.into(),
+        snapshot: a.snapshot.clone(),
+        host: a.filter.host.clone(),
+        target,
+        include: a.include.clone(),
+        replace: a.replace,
+    };
+    let done = rt()?.restore_source(&w, &req, &CliProgress::new(g.quiet || g.json))?;
     if g.json {
-        print_json(&serde_json::json!({ "snapshot": snap.id.to_hex(), "done": done }))?;
+        print_json(&done)?;
     } else {
-        for d in &done {
-            outln!("{d}");
+        match &done {
+            SourceRestored::Files {
+                snapshot,
+                target,
+                result,
+            } => outln!(
+                "restored {name} from snapshot {} into {}: {} files",
+                &snapshot[..8],
+                target.display(),
+                result.files
+            ),
+            SourceRestored::Tool { done, .. } => {
+                for d in done {
+                    outln!("{d}");
+                }
+            }
         }
     }
-    Ok(exit::OK)
+    Ok(match &done {
+        SourceRestored::Files { result, .. } if !result.errors.is_empty() => exit::WARNINGS,
+        _ => exit::OK,
+    })
 }
