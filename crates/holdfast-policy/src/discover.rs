@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::config::{SourceKind, Workload};
+use crate::config::Workload;
 
 /// One data location found.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -413,7 +413,7 @@ pub fn mark(w: &Workload, out: &mut [Found]) {
         }
         if f.protected_by.is_none() && f.note.is_none() {
             if let Some(p) = w.sources.iter().find(|s| {
-                s.kind == SourceKind::Path
+                s.restores_files()
                     && s.strategy.is_some()
                     && s.all_paths()
                         .iter()
@@ -440,45 +440,27 @@ pub fn mark(w: &Workload, out: &mut [Found]) {
     }
 }
 
-/// The default port of a database kind.
-fn default_port(kind: SourceKind) -> Option<u16> {
-    match kind {
-        SourceKind::Postgres => Some(5432),
-        SourceKind::Mysql => Some(3306),
-        _ => None,
-    }
-}
-
-/// Whether a database source connects to this found server: same kind, a local host, and the
-/// same port or socket. Never by kind alone.
-fn connects_to(s: &crate::config::SourceConfig, f: &Found) -> bool {
-    let kind_match = matches!(
-        (f.kind.as_str(), s.kind),
-        ("postgres", SourceKind::Postgres) | ("mysql", SourceKind::Mysql)
-    );
-    if !kind_match || !f.is_server() {
+/// Whether a database source of `kind` reaching `host`/`port` connects to this found server:
+/// same kind, a local host, and the same port or socket. Never by kind alone. `local_socket`:
+/// whether a socket is the kind's default one for that port (used when no host is given);
+/// `socket_dir`: a `host` that is a directory holds the kind's socket (PostgreSQL).
+pub fn server_reached(
+    f: &Found,
+    kind: &str,
+    host: Option<&str>,
+    port: u16,
+    local_socket: &dyn Fn(&str) -> bool,
+    socket_dir: bool,
+) -> bool {
+    if f.kind != kind || !f.is_server() {
         return false;
     }
-    let Some(port) = s.port.or(default_port(s.kind)) else {
-        return false;
-    };
-    let pg_socket = |sk: &str| sk.ends_with(&format!("/.s.PGSQL.{port}"));
-    match s.host.as_deref() {
-        None => {
-            f.ports.contains(&port)
-                || match s.kind {
-                    SourceKind::Postgres => f.sockets.iter().any(|sk| pg_socket(sk)),
-                    _ => f.sockets.iter().any(|sk| {
-                        sk == "/run/mysqld/mysqld.sock" || sk == "/var/run/mysqld/mysqld.sock"
-                    }),
-                }
-        }
+    match host {
+        None => f.ports.contains(&port) || f.sockets.iter().any(|sk| local_socket(sk)),
         Some("localhost" | "127.0.0.1" | "::1") => f.ports.contains(&port),
         Some(h) if h.starts_with('/') => f.sockets.iter().any(|sk| {
             sk == h
-                || (s.kind == SourceKind::Postgres
-                    && Path::new(sk).parent() == Some(Path::new(h))
-                    && pg_socket(sk))
+                || (socket_dir && Path::new(sk).parent() == Some(Path::new(h)) && local_socket(sk))
         }),
         Some(_) => false, // another host: it does not protect a server on this one
     }
@@ -495,16 +477,13 @@ fn covering_source(w: &Workload, f: &Found) -> Option<String> {
         }) {
             return Some(s.name().to_string());
         }
-        let covered = match f.kind.as_str() {
-            // A file system is covered only by a source of its whole mount point.
-            "filesystem" => s.all_paths().iter().any(|p| p == loc),
-            // Servers and their data directories: only by a source connected to that server.
-            "postgres" | "mysql" => connects_to(s, f),
-            // An SQLite database: only through SQLite's backup API, by a source of its file.
-            "sqlite" => s.kind == SourceKind::Sqlite && s.all_paths().iter().any(|p| p == loc),
-            // Redis, MongoDB servers: only by an explicit `covers`.
-            _ if f.is_server() => false,
-            _ => s.kind == SourceKind::Path && s.all_paths().iter().any(|p| loc.starts_with(p)),
+        // A file system is covered only by a source of its whole mount point; anything else
+        // by the kind's own rule (servers only by a source connected to them, SQLite files only
+        // through SQLite's backup API).
+        let covered = if f.kind == "filesystem" {
+            s.driver().paths().iter().any(|p| p == loc)
+        } else {
+            s.driver().covers(f)
         };
         if covered {
             return Some(s.name().to_string());

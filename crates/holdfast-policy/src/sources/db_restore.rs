@@ -15,7 +15,8 @@ use std::rc::Rc;
 use holdfast_core::index::Index;
 use holdfast_core::{Id, Repository};
 
-use super::{feed, feed_with, my_tool, output, pg_user_tables, Conn};
+use super::tool::{feed, feed_with, my_tool, output, pg_user_tables};
+use super::Conn;
 
 fn sql_str(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))

@@ -554,7 +554,6 @@ pub fn drill(
 }
 
 pub fn restore_source(g: &Global, name: &str, a: crate::cli::RestoreArgs) -> Result<u8> {
-    use holdfast_policy::config::SourceKind;
     let w = workload(g)?;
     let s = w
         .source(name)
@@ -587,7 +586,7 @@ pub fn restore_source(g: &Global, name: &str, a: crate::cli::RestoreArgs) -> Res
             })?,
         Some(id) => holdfast_core::snapshot::find(&mine, id)?.clone(),
     };
-    if s.kind == SourceKind::Path {
+    if s.restores_files() {
         let target = a
             .into
             .map(PathBuf::from)
