@@ -610,6 +610,86 @@ why-not-backup = "derived"
     }
 
     #[test]
+    fn unknown_kind_reads_as_serdes_own_error() {
+        // The kinds were a serde enum; the registry must report an unknown one identically.
+        #[derive(Debug, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        #[allow(dead_code)]
+        enum Kind {
+            Path,
+            Sqlite,
+            Postgres,
+            Mysql,
+            Command,
+            S3,
+        }
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct One {
+            kind: Kind,
+        }
+        let text = "\n\nkind   = \"tape\"\n";
+        let e = toml::from_str::<One>(text).unwrap_err();
+        let (line, column) = line_col(text, e.span().unwrap().start);
+        let want = format!("w.toml:{line}:{column}: {}", e.message().trim());
+        let got = parse(&format!("[[source]]\nname = \"x\"\n{}", text.trim_start()))
+            .unwrap_err()
+            .to_string();
+        // Same message, same column; the line is that of the kind in each text.
+        assert_eq!(
+            got.split_once(": ").unwrap().1,
+            want.split_once(": ").unwrap().1
+        );
+        assert!(
+            got.starts_with(&format!("w.toml:3:{column}:")),
+            "{got} vs {want}"
+        );
+    }
+
+    #[test]
+    fn kind_settings_errors_name_the_source() {
+        let src = |body: &str| {
+            format!("[repository.r]\nurl = \"/r\"\n\n[[source]]\nname = \"s\"\n{body}\n")
+        };
+        let cases = [
+            (
+                "kind = \"s3\"",
+                "kind \"s3\" (a bucket as a source) is not supported",
+            ),
+            ("kind = \"command\"", "of kind command needs command = "),
+            (
+                "kind = \"path\"\npath = \"/a\"\nmode = \"physical\"",
+                "mode \"physical\" is only for postgres sources",
+            ),
+            (
+                "kind = \"postgres\"\nmode = \"fast\"",
+                "mode \"fast\" is only for postgres sources",
+            ),
+            (
+                "kind = \"sqlite\"",
+                "source \"s\" of kind Sqlite needs path = ",
+            ),
+            ("kind = \"path\"", "source \"s\" of kind Path needs path = "),
+            ("kind = \"mysql\"\nmode = \"logical\"", "only for postgres"),
+        ];
+        for (body, needle) in cases {
+            let e = parse(&src(body)).unwrap_err().to_string();
+            assert!(e.starts_with("w.toml:5:8: "), "{body}: {e}");
+            assert!(e.contains(needle), "{body}: {e}");
+        }
+        let w = parse(&src("kind = \"postgres\"\nmode = \"physical\"")).unwrap();
+        assert_eq!(w.sources[0].kind(), "postgres");
+        let w = parse(&src("kind = \"path\"\npath = \"rel/dir\"")).unwrap();
+        assert_eq!(w.sources[0].all_paths(), vec![PathBuf::from("rel/dir")]);
+        let w = Workload::parse(
+            Path::new("/etc/w.toml"),
+            &src("kind = \"path\"\npath = \"rel\""),
+        )
+        .unwrap();
+        assert_eq!(w.sources[0].all_paths(), vec![PathBuf::from("/etc/rel")]);
+    }
+
+    #[test]
     fn criticality_defaults_from_name() {
         let w = parse(GOOD).unwrap();
         assert_eq!(

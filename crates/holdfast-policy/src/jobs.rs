@@ -709,3 +709,138 @@ fn rand_index(n: usize) -> usize {
     let _ = File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
     (u64::from_le_bytes(b) % n as u64) as usize
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn kinds_keep_their_stored_strings() {
+        for (k, s) in [
+            (JobKind::Backup, "backup"),
+            (JobKind::Retention, "retention"),
+            (JobKind::Copy, "copy"),
+        ] {
+            assert_eq!(k.as_str(), s);
+            assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{s}\""));
+            assert_eq!(JobKind::parse(s), Some(k));
+        }
+        assert_eq!(JobKind::parse("snapshot"), None);
+        for (k, s) in [
+            (DrillKind::Restore, "restore"),
+            (DrillKind::Reproduce, "reproduce"),
+        ] {
+            assert_eq!(k.as_str(), s);
+            assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{s}\""));
+        }
+    }
+
+    #[test]
+    fn actions_read_as_before() {
+        let until = Utc.with_ymd_and_hms(2026, 3, 4, 5, 6, 7).unwrap();
+        let cases = [
+            (Action::Ran, "ran"),
+            (Action::Copied, "copied"),
+            (
+                Action::NotDue { until },
+                "not due until 2026-03-04 05:06:07",
+            ),
+            (
+                Action::Reproducible,
+                "reproducible: nothing to back up (drills prove the recipe)",
+            ),
+            (
+                Action::NoStrategy,
+                "skipped: no strategy (see `holdfast plan`)",
+            ),
+            (
+                Action::NoClass,
+                "skipped: no class, so no RPO to schedule by (see `holdfast plan`)",
+            ),
+            (
+                Action::NoRpo,
+                "skipped: its class has no RPO (see `holdfast plan`)",
+            ),
+            (
+                Action::RunningElsewhere,
+                "skipped: another protect is running it",
+            ),
+        ];
+        for (a, s) in cases {
+            assert_eq!(a.to_string(), s);
+            assert_eq!(serde_json::to_value(&a).unwrap(), serde_json::json!(s));
+        }
+    }
+
+    #[test]
+    fn outcome_table() {
+        assert_eq!(outcome(&[]), JobState::Completed);
+        assert_eq!(outcome(&["x".into()]), JobState::CompletedWithWarnings);
+    }
+
+    #[test]
+    fn schedulable_table() {
+        let w = Workload::parse(
+            Path::new("/w.toml"),
+            r#"
+[repository.r]
+url = "/r"
+[class.timed]
+rpo = "1h"
+[class.untimed]
+rto = "1h"
+[[source]]
+name = "ok"
+kind = "path"
+path = "/a"
+class = "timed"
+strategy = "backup"
+[[source]]
+name = "repro"
+kind = "path"
+path = "/a"
+class = "timed"
+strategy = "reproduce"
+[[source]]
+name = "undecided"
+kind = "path"
+path = "/a"
+class = "timed"
+[[source]]
+name = "classless"
+kind = "path"
+path = "/a"
+strategy = "backup"
+[[source]]
+name = "no-rpo"
+kind = "path"
+path = "/a"
+class = "untimed"
+strategy = "backup"
+"#,
+        )
+        .unwrap();
+        let cases = [
+            ("ok", None),
+            ("repro", Some(Action::Reproducible)),
+            ("undecided", Some(Action::NoStrategy)),
+            ("classless", Some(Action::NoClass)),
+            ("no-rpo", Some(Action::NoRpo)),
+        ];
+        for (name, want) in cases {
+            let got = schedulable(&w, w.source(name).unwrap());
+            match want {
+                None => assert_eq!(
+                    got.map(|(_, rpo)| rpo).ok(),
+                    Some(chrono::Duration::hours(1)),
+                    "{name}"
+                ),
+                Some(a) => assert_eq!(got.err(), Some(a), "{name}"),
+            }
+        }
+    }
+}
