@@ -11,6 +11,7 @@ pub mod cadence;
 pub mod compliance;
 pub mod config;
 pub mod discover;
+pub mod drills;
 pub mod duration;
 pub mod env;
 pub mod findings;
