@@ -13,7 +13,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::duration;
-use crate::sources::{self, RawSource, Source};
+pub use crate::sources::raw::{Recipe, Strategy};
+use crate::sources::{self, AsSource, Conn, RawSource, Source, SourceError};
 
 /// A problem with the workload file.
 #[derive(Debug, thiserror::Error)]
@@ -96,31 +97,6 @@ pub struct ClassConfig {
     /// How often to prove restores.
     #[serde(default, deserialize_with = "duration::de_opt")]
     pub drill_every: Option<Duration>,
-}
-
-/// Backup or reproduce.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Strategy {
-    /// Back it up.
-    Backup,
-    /// Reproduce it from other sources.
-    Reproduce,
-}
-
-/// How to reproduce a source.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Recipe {
-    /// What it is reproduced from (a source name or a description).
-    #[serde(default)]
-    pub from: Option<Spanned<String>>,
-    /// The command that reproduces it. `$HOLDFAST_SCRATCH` is a scratch directory during drills.
-    #[serde(default)]
-    pub command: Option<String>,
-    /// A command that checks the result (exit 0 = good).
-    #[serde(default)]
-    pub verify: Option<String>,
 }
 
 /// One data source: what every kind has, and its kind's driver with the kind's own typed
@@ -206,6 +182,20 @@ impl SourceConfig {
             covers: r.covers,
             driver,
         }
+    }
+}
+
+impl AsSource for SourceConfig {
+    fn as_source(&self) -> &dyn Source {
+        self.driver()
+    }
+}
+
+impl Conn {
+    /// The settings a source's driver connects with (for a restore into the source's own
+    /// server).
+    pub fn of(s: &SourceConfig) -> Result<Conn, SourceError> {
+        s.driver().conn()
     }
 }
 

@@ -160,7 +160,6 @@ fn restore_drill(
     let pick = pick_point(repo, s, random)?;
     let o = s.driver().drill(&DrillJob {
         repo,
-        source: s,
         snap: &pick,
         scratch: dir,
         timeout,

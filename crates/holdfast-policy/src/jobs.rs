@@ -460,7 +460,8 @@ pub fn run_backup(env: &Env, repo: &Repository, s: &SourceConfig) -> Result<JobR
     }
     let res = s.driver().backup(&crate::sources::BackupJob {
         repo,
-        source: s,
+        name: s.name(),
+        tags: &s.tags,
         time: env.now,
         scratch: &std::env::temp_dir(),
         progress: env.progress,

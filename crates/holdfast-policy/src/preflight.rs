@@ -3,32 +3,10 @@
 //! fail only in `protect`, or store nothing; `plan` names it first. Reads the file system, so it
 //! is kept apart from the pure rules in `findings`.
 
-use std::fs;
-use std::os::unix::fs::FileTypeExt;
-use std::path::Path;
-
 use crate::config::{Strategy, Workload};
 use crate::findings::{anti, Finding, Severity};
 
-/// Why a path cannot be backed up at all, if it cannot (missing, unreadable, a device, pipe
-/// or socket). Each kind adds its own checks ([`crate::sources::Source::preflight`]).
-pub fn unusable(p: &Path) -> Option<String> {
-    let m = match fs::symlink_metadata(p) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Some(format!("{} does not exist", p.display()))
-        }
-        Err(e) => return Some(format!("{} cannot be read: {e}", p.display())),
-    };
-    let t = m.file_type();
-    if t.is_block_device() || t.is_char_device() || t.is_fifo() || t.is_socket() {
-        return Some(format!(
-            "{} is a device, pipe or socket: a backup would hold the node, not its data",
-            p.display()
-        ));
-    }
-    None
-}
+pub use crate::sources::unusable;
 
 /// Findings for sources that cannot be backed up as declared.
 pub fn findings(w: &Workload) -> Vec<Finding> {
@@ -54,7 +32,8 @@ pub fn findings(w: &Workload) -> Vec<Finding> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::fs;
+    use std::path::Path;
 
     #[test]
     fn unusable_table() {

@@ -82,7 +82,7 @@ impl Source for CommandSource {
     }
 
     fn backup(&self, job: &BackupJob) -> Result<Backed, SourceError> {
-        let name = job.source.name();
+        let name = job.name;
         let mut c = Command::new("sh");
         c.arg("-c").arg(&self.command);
         let file = self
@@ -94,7 +94,7 @@ impl Source for CommandSource {
             dir: name.to_string(),
             label: format!("command:{name}"),
             source: Some(name.to_string()),
-            tags: job.source.tags.clone(),
+            tags: job.tags.to_vec(),
             time: Some(job.time),
         };
         let (id, _) = stream::backup_streams(job.repo, &opts, items, job.progress)

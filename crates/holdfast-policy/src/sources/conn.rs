@@ -17,12 +17,6 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// The settings a source's driver connects with (for a restore into the source's own
-    /// server).
-    pub fn of(s: &crate::config::SourceConfig) -> Result<Conn, super::SourceError> {
-        s.driver().conn()
-    }
-
     pub(crate) fn pg(&self, c: &mut Command) {
         if let Some(h) = &self.host {
             c.env("PGHOST", h);

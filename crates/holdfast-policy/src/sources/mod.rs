@@ -20,8 +20,7 @@ use holdfast_core::progress::Progress;
 use holdfast_core::snapshot::SnapshotEntry;
 use holdfast_core::{Id, Repository};
 
-use crate::config::SourceConfig;
-use crate::discover::Found;
+use crate::found::Found;
 
 mod command;
 mod conn;
@@ -40,6 +39,7 @@ pub mod my_scratch;
 pub mod pg_scratch;
 
 pub use conn::Conn;
+pub use path::unusable;
 pub use raw::RawSource;
 pub use sqlite::sqlite_online_backup;
 
@@ -90,8 +90,10 @@ impl SourceError {
 pub struct BackupJob<'a> {
     /// The repository.
     pub repo: &'a Repository,
-    /// The source (its name and tags).
-    pub source: &'a SourceConfig,
+    /// The source's name.
+    pub name: &'a str,
+    /// Tags for its snapshot.
+    pub tags: &'a [String],
     /// The recovery point's time.
     pub time: DateTime<Utc>,
     /// Where temporary copies may go.
@@ -127,8 +129,6 @@ pub struct RestoreJob<'a> {
 pub struct DrillJob<'a> {
     /// The repository.
     pub repo: &'a Repository,
-    /// The source.
-    pub source: &'a SourceConfig,
     /// The recovery point drilled.
     pub snap: &'a SnapshotEntry,
     /// An empty scratch directory for this drill.
@@ -193,17 +193,23 @@ pub fn builder(kind: &str) -> Option<Build> {
     KINDS.iter().find(|(k, _)| *k == kind).map(|(_, b)| *b)
 }
 
+/// Anything that has a source driver (a workload's `SourceConfig`).
+pub trait AsSource {
+    /// Its driver.
+    fn as_source(&self) -> &dyn Source;
+}
+
 /// Restore a source's snapshot with the store's own tools (see each kind for what `into`
 /// means). Refuses a non-empty target unless `replace`.
 pub fn restore(
     repo: &Repository,
-    s: &SourceConfig,
+    s: &impl AsSource,
     snap: &SnapshotEntry,
     into: Option<&str>,
     replace: bool,
     conn: &Conn,
 ) -> Result<Vec<String>, SourceError> {
-    s.driver().restore(&RestoreJob {
+    s.as_source().restore(&RestoreJob {
         repo,
         snap,
         into,

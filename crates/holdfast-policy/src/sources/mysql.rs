@@ -14,7 +14,7 @@ use super::{
     db_restore, my_scratch, Backed, BackupJob, Conn, DrillJob, DrillOutcome, RawSource, RestoreJob,
     Source, SourceError,
 };
-use crate::discover::{self, Found};
+use crate::found::{self, Found};
 
 /// Configuration of a MySQL/MariaDB source.
 #[derive(Debug, Clone)]
@@ -66,7 +66,7 @@ impl Source for MysqlSource {
     }
 
     fn backup(&self, job: &BackupJob) -> Result<Backed, SourceError> {
-        let name = job.source.name();
+        let name = job.name;
         let conn = self.server.conn().map_err(MysqlError::from)?;
         let tool = my_tool("mariadb-dump", "mysqldump");
         let mut c = Command::new(&tool);
@@ -86,7 +86,7 @@ impl Source for MysqlSource {
             dir: name.to_string(),
             label: format!("mysql:{name}"),
             source: Some(name.to_string()),
-            tags: job.source.tags.clone(),
+            tags: job.tags.to_vec(),
             time: Some(job.time),
         };
         let items = vec![item("dump.sql", &tool, c)];
@@ -161,7 +161,7 @@ impl Source for MysqlSource {
     fn covers(&self, f: &Found) -> bool {
         let default =
             |sk: &str| sk == "/run/mysqld/mysqld.sock" || sk == "/var/run/mysqld/mysqld.sock";
-        discover::server_reached(
+        found::server_reached(
             f,
             "mysql",
             self.server.host.as_deref(),

@@ -1,6 +1,8 @@
 //! `kind = "path"`: files and directories, copied by the engine's file backup (with excludes),
 //! restored as files, drilled by a restore that is validated against the snapshot.
 
+use std::fs;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -10,7 +12,7 @@ use holdfast_core::restore::{self, RestoreOptions};
 use super::{
     Backed, BackupJob, DrillJob, DrillOutcome, RawSource, RestoreJob, Source, SourceError,
 };
-use crate::discover::Found;
+use crate::found::Found;
 use crate::hooks::run_hook;
 
 /// Configuration of a path source.
@@ -64,10 +66,10 @@ impl Source for PathSource {
     fn backup(&self, job: &BackupJob) -> Result<Backed, SourceError> {
         let opts = BackupOptions {
             paths: self.paths.clone(),
-            tags: job.source.tags.clone(),
+            tags: job.tags.to_vec(),
             excludes: self.exclude.clone(),
             time: Some(job.time),
-            source: Some(job.source.name().to_string()),
+            source: Some(job.name.to_string()),
             ..Default::default()
         };
         let out = backup::backup(job.repo, &opts, job.progress).map_err(SourceError::from)?;
@@ -159,15 +161,32 @@ impl Source for PathSource {
     }
 
     fn preflight(&self) -> Vec<String> {
-        self.paths
-            .iter()
-            .filter_map(|p| crate::preflight::unusable(p))
-            .collect()
+        self.paths.iter().filter_map(|p| unusable(p)).collect()
     }
 
     fn describe(&self) -> String {
         format!("files under {}", show_paths(&self.paths))
     }
+}
+
+/// Why a path cannot be backed up at all, if it cannot (missing, unreadable, a device, pipe
+/// or socket). Each kind adds its own checks ([`crate::sources::Source::preflight`]).
+pub fn unusable(p: &Path) -> Option<String> {
+    let m = match fs::symlink_metadata(p) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Some(format!("{} does not exist", p.display()))
+        }
+        Err(e) => return Some(format!("{} cannot be read: {e}", p.display())),
+    };
+    let t = m.file_type();
+    if t.is_block_device() || t.is_char_device() || t.is_fifo() || t.is_socket() {
+        return Some(format!(
+            "{} is a device, pipe or socket: a backup would hold the node, not its data",
+            p.display()
+        ));
+    }
+    None
 }
 
 /// Paths for people.

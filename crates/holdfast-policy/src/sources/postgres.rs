@@ -15,7 +15,7 @@ use super::{
     db_restore, pg_physical, pg_scratch, raw, Backed, BackupJob, Conn, DrillJob, DrillOutcome,
     RawSource, RestoreJob, Source, SourceError,
 };
-use crate::discover::{self, Found};
+use crate::found::{self, Found};
 
 /// How a PostgreSQL source is backed up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,14 +180,14 @@ impl Source for PostgresSource {
     }
 
     fn backup(&self, job: &BackupJob) -> Result<Backed, SourceError> {
-        let name = job.source.name();
+        let name = job.name;
         let conn = self.server.conn().map_err(PostgresError::from)?;
         let items = self.dump_items(&conn)?;
         let opts = StreamOptions {
             dir: name.to_string(),
             label: format!("postgres:{name}"),
             source: Some(name.to_string()),
-            tags: job.source.tags.clone(),
+            tags: job.tags.to_vec(),
             time: Some(job.time),
         };
         let (id, _) = stream::backup_streams(job.repo, &opts, items, job.progress)
@@ -273,7 +273,7 @@ impl Source for PostgresSource {
     fn covers(&self, f: &Found) -> bool {
         let port = self.server.port.unwrap_or(5432);
         let pg_socket = move |sk: &str| sk.ends_with(&format!("/.s.PGSQL.{port}"));
-        discover::server_reached(
+        found::server_reached(
             f,
             "postgres",
             self.server.host.as_deref(),

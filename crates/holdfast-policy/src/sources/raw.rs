@@ -8,8 +8,32 @@ use chrono::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::{Recipe, Strategy};
 use crate::duration;
+
+/// Backup or reproduce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Back it up.
+    Backup,
+    /// Reproduce it from other sources.
+    Reproduce,
+}
+
+/// How to reproduce a source.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// What it is reproduced from (a source name or a description).
+    #[serde(default)]
+    pub from: Option<Spanned<String>>,
+    /// The command that reproduces it. `$HOLDFAST_SCRATCH` is a scratch directory during drills.
+    #[serde(default)]
+    pub command: Option<String>,
+    /// A command that checks the result (exit 0 = good).
+    #[serde(default)]
+    pub verify: Option<String>,
+}
 
 /// One `[[source]]` table, before its kind has read its settings.
 #[derive(Debug, Clone, Deserialize)]

@@ -15,7 +15,7 @@ use super::{
     sqlite_restore, Backed, BackupJob, Conn, DrillJob, DrillOutcome, RawSource, RestoreJob, Source,
     SourceError,
 };
-use crate::discover::Found;
+use crate::found::Found;
 
 /// Configuration of an SQLite source.
 #[derive(Debug, Clone)]
@@ -164,7 +164,7 @@ impl Source for SqliteSource {
     }
 
     fn backup(&self, job: &BackupJob) -> Result<Backed, SourceError> {
-        let name = job.source.name();
+        let name = job.name;
         let dir = tempfile::Builder::new()
             .prefix("holdfast-sqlite-")
             .tempdir_in(job.scratch)
@@ -192,7 +192,7 @@ impl Source for SqliteSource {
             dir: name.to_string(),
             label: format!("sqlite:{name}"),
             source: Some(name.to_string()),
-            tags: job.source.tags.clone(),
+            tags: job.tags.to_vec(),
             time: Some(job.time),
         };
         let (id, _) = stream::backup_streams(job.repo, &opts, items, job.progress)
@@ -250,7 +250,7 @@ impl Source for SqliteSource {
         self.paths
             .iter()
             .filter_map(|p| {
-                crate::preflight::unusable(p).or_else(|| {
+                super::unusable(p).or_else(|| {
                     let mut head = [0u8; 16];
                     let is_db = fs::File::open(p)
                         .and_then(|mut f| f.read_exact(&mut head))
