@@ -217,3 +217,29 @@ pub fn restore(
         conn,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Workload;
+
+    #[test]
+    fn every_registered_kind_builds_a_driver_of_its_name() {
+        for (k, _) in super::KINDS {
+            let text = format!(
+                "[[source]]\nname = \"s\"\nkind = \"{k}\"\npath = \"/x\"\ncommand = \"c\"\n"
+            );
+            let w = Workload::parse(Path::new("/w.toml"), &text);
+            if *k == "s3" {
+                let e = w.unwrap_err().to_string();
+                assert!(e.contains("not supported"), "{e}");
+                continue;
+            }
+            let w = w.unwrap();
+            assert_eq!(w.sources[0].kind(), *k);
+            assert!(!w.sources[0].driver().describe().is_empty());
+        }
+        assert!(super::builder("tape").is_none());
+    }
+}
