@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use holdfast_core::stream::{self, StreamOptions};
 
-use super::tool::{feed, files, item};
+use super::tool::{feed, files, item, ToolError};
 use super::{
     Backed, BackupJob, Conn, DrillJob, DrillOutcome, RawSource, RestoreJob, Source, SourceError,
 };
@@ -40,8 +40,8 @@ pub enum CommandError {
     #[error("the snapshot holds no data")]
     Empty,
     /// The command or the restore command failed.
-    #[error("{0}")]
-    Tool(String),
+    #[error(transparent)]
+    Tool(#[from] ToolError),
     /// Local I/O.
     #[error("{what}: {source}")]
     Io {
@@ -109,7 +109,7 @@ impl Source for CommandSource {
     fn restore(&self, job: &RestoreJob) -> Result<Vec<String>, SourceError> {
         let (repo, snap) = (job.repo, job.snap);
         let (index, _) = repo.load_index().map_err(CommandError::from)?;
-        let fs_ = files(repo, &index, snap).map_err(CommandError::Tool)?;
+        let fs_ = files(repo, &index, snap).map_err(CommandError::from)?;
         let (d, f) = fs_.first().ok_or(CommandError::Empty)?;
         let cmd = self
             .restore_command
@@ -128,7 +128,7 @@ impl Source for CommandSource {
             c,
             &format!("restore-command {cmd:?}"),
         )
-        .map_err(CommandError::Tool)?;
+        .map_err(CommandError::from)?;
         Ok(vec![format!("fed {f} to the restore command")])
     }
 

@@ -31,6 +31,7 @@ pub mod pg_physical;
 mod postgres;
 pub mod raw;
 mod s3;
+mod scratch;
 mod sqlite;
 pub mod sqlite_restore;
 mod tool;
@@ -39,9 +40,12 @@ pub mod my_scratch;
 pub mod pg_scratch;
 
 pub use conn::Conn;
+pub use db_restore::DbRestoreError;
 pub use path::unusable;
 pub use raw::RawSource;
+pub use scratch::ScratchError;
 pub use sqlite::sqlite_online_backup;
+pub use tool::ToolError;
 
 /// How a kind turns a `[[source]]` table into its driver; the error is shown at the source's
 /// name, as `file:line:column: message`.

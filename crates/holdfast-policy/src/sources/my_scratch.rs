@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use super::scratch::{io, log_tail, ScratchError};
 use super::tool::{my_tool, output};
 use super::Conn;
 
@@ -26,15 +27,18 @@ fn which(names: &[&str]) -> Option<PathBuf> {
 
 impl Server {
     /// Initialise a data directory under `scratch` and start a server on it.
-    pub fn start(scratch: &Path, timeout: Duration) -> Result<Server, String> {
-        let install = which(&["mariadb-install-db", "mysql_install_db"])
-            .ok_or("mariadb-install-db not found: install the mariadb-server package")?;
-        let daemon = which(&["mariadbd", "mysqld"])
-            .ok_or("mariadbd not found: install the mariadb-server package")?;
+    pub fn start(scratch: &Path, timeout: Duration) -> Result<Server, ScratchError> {
+        let install =
+            which(&["mariadb-install-db", "mysql_install_db"]).ok_or(ScratchError::Missing(
+                "mariadb-install-db not found: install the mariadb-server package",
+            ))?;
+        let daemon = which(&["mariadbd", "mysqld"]).ok_or(ScratchError::Missing(
+            "mariadbd not found: install the mariadb-server package",
+        ))?;
         let dir = tempfile::Builder::new()
             .prefix("my-")
             .tempdir_in(scratch)
-            .map_err(|e| e.to_string())?
+            .map_err(io(format!("scratch directory in {}", scratch.display())))?
             .keep();
         let data = dir.join("data");
         // SAFETY: geteuid has no preconditions.
@@ -56,8 +60,8 @@ impl Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
-            .map_err(|e| e.to_string())?;
-        let log = File::create(dir.join("server.log")).map_err(|e| e.to_string())?;
+            .map_err(io("finding a free loopback port"))?;
+        let log = File::create(dir.join("server.log")).map_err(io("creating the server log"))?;
         let child = Command::new(&daemon)
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
@@ -70,10 +74,10 @@ impl Server {
                 "--innodb-flush-log-at-trx-commit=0",
                 &user,
             ])
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stdout(log.try_clone().map_err(io("the server log"))?)
             .stderr(log)
             .spawn()
-            .map_err(|e| format!("starting {}: {e}", daemon.display()))?;
+            .map_err(io(format!("starting {}", daemon.display())))?;
         let mut s = Server {
             dir,
             port,
@@ -92,14 +96,13 @@ impl Server {
                 return Ok(s);
             }
             if let Some(Ok(Some(st))) = s.child.as_mut().map(|c| c.try_wait()) {
-                let log = fs::read_to_string(s.dir.join("server.log")).unwrap_or_default();
-                return Err(format!(
-                    "the scratch MariaDB server exited ({st}): {}",
-                    log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
-                ));
+                return Err(ScratchError::Exited {
+                    status: st,
+                    log: log_tail(&s.dir.join("server.log")),
+                });
             }
             if std::time::Instant::now() > deadline {
-                return Err("the scratch MariaDB server did not start in time".into());
+                return Err(ScratchError::Timeout);
             }
             std::thread::sleep(Duration::from_millis(100));
         }

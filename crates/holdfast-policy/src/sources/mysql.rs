@@ -9,10 +9,10 @@ use std::sync::Arc;
 use holdfast_core::stream::{self, StreamOptions};
 
 use super::conn::{PasswordEnvUnset, ServerSettings};
-use super::tool::{files, item, my_tool, noted, verify_query};
+use super::tool::{files, item, my_tool, noted, verify_query, ToolError};
 use super::{
-    db_restore, my_scratch, Backed, BackupJob, Conn, DrillJob, DrillOutcome, RawSource, RestoreJob,
-    Source, SourceError,
+    db_restore, my_scratch, Backed, BackupJob, Conn, DbRestoreError, DrillJob, DrillOutcome,
+    RawSource, RestoreJob, ScratchError, Source, SourceError,
 };
 use crate::found::{self, Found};
 
@@ -38,9 +38,15 @@ pub enum MysqlError {
     /// The password is not available.
     #[error(transparent)]
     Password(#[from] PasswordEnvUnset),
-    /// A MariaDB tool failed, or a restore was refused.
-    #[error("{0}")]
-    Tool(String),
+    /// A MariaDB tool failed.
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    /// The restore failed or was refused.
+    #[error(transparent)]
+    Restore(#[from] DbRestoreError),
+    /// The scratch server for a drill did not start.
+    #[error(transparent)]
+    Scratch(#[from] ScratchError),
 }
 
 impl From<MysqlError> for SourceError {
@@ -102,7 +108,7 @@ impl Source for MysqlSource {
     fn restore(&self, job: &RestoreJob) -> Result<Vec<String>, SourceError> {
         let (repo, snap) = (job.repo, job.snap);
         let (index, _) = repo.load_index().map_err(MysqlError::from)?;
-        let fs_ = files(repo, &index, snap).map_err(MysqlError::Tool)?;
+        let fs_ = files(repo, &index, snap).map_err(MysqlError::from)?;
         let only = self.database.as_deref();
         Ok(db_restore::mysql(
             repo,
@@ -113,12 +119,12 @@ impl Source for MysqlSource {
             job.conn,
             only,
         )
-        .map_err(MysqlError::Tool)?)
+        .map_err(MysqlError::from)?)
     }
 
     fn drill(&self, job: &DrillJob) -> Result<DrillOutcome, SourceError> {
         let server =
-            my_scratch::Server::start(job.scratch, job.timeout).map_err(MysqlError::Tool)?;
+            my_scratch::Server::start(job.scratch, job.timeout).map_err(MysqlError::from)?;
         let conn = server.conn();
         let mut messages = Vec::new();
         let r = self

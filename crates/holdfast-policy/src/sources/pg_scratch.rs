@@ -5,11 +5,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+pub use super::scratch::ScratchError;
+use super::scratch::{io, log_tail};
 use super::tool::output;
 use super::Conn;
 
 /// The directory of PostgreSQL's server programs (initdb, pg_ctl).
-pub fn bindir() -> Result<PathBuf, String> {
+pub fn bindir() -> Result<PathBuf, ScratchError> {
     if let Some(d) = std::env::var_os("HOLDFAST_PG_BINDIR") {
         return Ok(d.into());
     }
@@ -34,14 +36,14 @@ pub fn bindir() -> Result<PathBuf, String> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .find(|d| d.join("initdb").is_file())
-        .ok_or_else(|| "PostgreSQL server programs (initdb, pg_ctl) not found: install the postgresql package or set HOLDFAST_PG_BINDIR".into())
+        .ok_or(ScratchError::Missing("PostgreSQL server programs (initdb, pg_ctl) not found: install the postgresql package or set HOLDFAST_PG_BINDIR"))
 }
 
-fn free_port() -> Result<u16, String> {
+fn free_port() -> Result<u16, ScratchError> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .map_err(|e| e.to_string())
+        .map_err(io("finding a free loopback port"))
 }
 
 /// A running scratch server.
@@ -75,12 +77,12 @@ impl Server {
 
     /// initdb and start a server under `scratch` (as user `postgres` when running as root:
     /// PostgreSQL refuses to run as root).
-    pub fn start(scratch: &Path, timeout: Duration) -> Result<Server, String> {
+    pub fn start(scratch: &Path, timeout: Duration) -> Result<Server, ScratchError> {
         let bin = bindir()?;
         let dir = tempfile::Builder::new()
             .prefix("pg-")
             .tempdir_in(scratch)
-            .map_err(|e| e.to_string())?
+            .map_err(io(format!("scratch directory in {}", scratch.display())))?
             .keep();
         // SAFETY: geteuid has no preconditions.
         let as_user = (unsafe { libc::geteuid() } == 0).then(|| "postgres".to_string());
@@ -90,9 +92,13 @@ impl Server {
                 .arg(format!("{u}:"))
                 .arg(&dir)
                 .output()
-                .map_err(|e| e.to_string())?;
+                .map_err(io("running chown"))?;
             if !o.status.success() {
-                return Err(format!("chown {} to {u}: {} (a scratch PostgreSQL server must not run as root; the postgresql package creates the user)", dir.display(), String::from_utf8_lossy(&o.stderr).trim()));
+                return Err(ScratchError::Chown {
+                    dir: dir.display().to_string(),
+                    user: u.clone(),
+                    stderr: String::from_utf8_lossy(&o.stderr).trim().to_string(),
+                });
             }
             // The parents must be traversable by that user.
             let mut p = dir.parent();
@@ -137,7 +143,7 @@ impl Server {
         self.dir.join("data")
     }
 
-    fn launch(&self) -> Result<(), String> {
+    fn launch(&self) -> Result<(), ScratchError> {
         let mut c = self.cmd("pg_ctl");
         c.arg("-D")
             .arg(self.data_dir())
@@ -157,22 +163,20 @@ impl Server {
                 self.running.set(true);
                 Ok(())
             }
-            Err(e) => {
-                let log = fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
-                Err(format!(
-                    "{e}; server log: {}",
-                    log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
-                ))
-            }
+            Err(error) => Err(ScratchError::Start {
+                error,
+                log: log_tail(&self.dir.join("server.log")),
+            }),
         }
     }
 
     /// After a base backup was extracted into the data directory: fix ownership and mode,
     /// then start the server on it (it recovers from the WAL in the backup).
-    pub fn adopt_restored_data(&self) -> Result<(), String> {
+    pub fn adopt_restored_data(&self) -> Result<(), ScratchError> {
         use std::os::unix::fs::PermissionsExt;
         let d = self.data_dir();
-        fs::set_permissions(&d, fs::Permissions::from_mode(0o700)).map_err(|e| e.to_string())?;
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o700))
+            .map_err(io(format!("chmod {}", d.display())))?;
         if let Some(u) = &self.as_user {
             let mut c = Command::new("chown");
             c.arg("-R").arg(format!("{u}:")).arg(&d);

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use holdfast_core::stream::{self, StreamItem, StreamOptions};
 
 use super::conn::{PasswordEnvUnset, ServerSettings};
-use super::tool::{feed, files, item, noted, output, verify_query};
+use super::tool::{feed, files, item, noted, output, verify_query, ToolError};
 use super::{
-    db_restore, pg_physical, pg_scratch, raw, Backed, BackupJob, Conn, DrillJob, DrillOutcome,
-    RawSource, RestoreJob, Source, SourceError,
+    db_restore, pg_physical, pg_scratch, raw, Backed, BackupJob, Conn, DbRestoreError, DrillJob,
+    DrillOutcome, RawSource, RestoreJob, ScratchError, Source, SourceError,
 };
 use crate::found::{self, Found};
 
@@ -56,9 +56,18 @@ pub enum PostgresError {
     /// The snapshot holds no base backup.
     #[error("the snapshot holds no base backup")]
     NoBaseBackup,
-    /// A PostgreSQL tool failed, or a restore was refused.
-    #[error("{0}")]
-    Tool(String),
+    /// A PostgreSQL tool failed.
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    /// A logical restore failed or was refused.
+    #[error(transparent)]
+    Restore(#[from] DbRestoreError),
+    /// A physical restore failed or was refused.
+    #[error(transparent)]
+    Physical(#[from] pg_physical::PhysicalError),
+    /// The scratch server for a drill did not start.
+    #[error(transparent)]
+    Scratch(#[from] ScratchError),
     /// Local I/O.
     #[error("{what}: {source}")]
     Io {
@@ -116,7 +125,7 @@ impl PostgresSource {
                 c.args(["-X", "-At", "--no-password", "-d", "postgres", "-c", "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1"]);
                 conn.pg(&mut c);
                 output(c, "psql (listing databases)")
-                    .map_err(PostgresError::Tool)?
+                    .map_err(PostgresError::from)?
                     .lines()
                     .map(String::from)
                     .collect()
@@ -204,8 +213,8 @@ impl Source for PostgresSource {
         let (repo, snap) = (job.repo, job.snap);
         let (index, _) = repo.load_index().map_err(PostgresError::from)?;
         let root = &snap.snapshot.tree;
-        let fs_ = files(repo, &index, snap).map_err(PostgresError::Tool)?;
-        let done = match self.mode {
+        let fs_ = files(repo, &index, snap).map_err(PostgresError::from)?;
+        let done: Vec<String> = match self.mode {
             PgMode::Physical => {
                 let (d, f) = fs_.first().ok_or(PostgresError::NoBaseBackup)?;
                 let target = PathBuf::from(job.into.ok_or(PostgresError::NoDataDirectory)?);
@@ -215,17 +224,19 @@ impl Source for PostgresSource {
                     c.arg("-x").arg("-C").arg(dir).arg("-f").arg("-");
                     feed(repo, &index, root, &path, c, "tar")
                 })
+                .map_err(PostgresError::from)?
             }
             PgMode::Logical => {
                 db_restore::postgres(repo, &index, root, &fs_, job.into, job.replace, job.conn)
+                    .map_err(PostgresError::from)?
             }
         };
-        Ok(done.map_err(PostgresError::Tool)?)
+        Ok(done)
     }
 
     fn drill(&self, job: &DrillJob) -> Result<DrillOutcome, SourceError> {
         let server =
-            pg_scratch::Server::start(job.scratch, job.timeout).map_err(PostgresError::Tool)?;
+            pg_scratch::Server::start(job.scratch, job.timeout).map_err(PostgresError::from)?;
         let conn = server.conn();
         let restore = |into: Option<&str>| {
             self.restore(&RestoreJob {
@@ -235,7 +246,6 @@ impl Source for PostgresSource {
                 replace: false,
                 conn: &conn,
             })
-            .map_err(|e| e.to_string())
         };
         let r = match self.mode {
             PgMode::Physical => {
@@ -245,15 +255,14 @@ impl Source for PostgresSource {
                     what: format!("emptying {}", data.display()),
                     source,
                 })?;
-                let msgs = restore(Some(data.to_str().unwrap_or_default()))
-                    .map_err(PostgresError::Tool)?;
-                server.adopt_restored_data().map_err(PostgresError::Tool)?;
+                let msgs = restore(Some(data.to_str().unwrap_or_default()))?;
+                server.adopt_restored_data().map_err(PostgresError::from)?;
                 Ok(msgs)
             }
             PgMode::Logical => restore(None),
         };
         let mut messages = Vec::new();
-        let mut ok = noted(r, &mut messages);
+        let mut ok = noted(r.map_err(|e| e.to_string()), &mut messages);
         if ok {
             ok = self.verify(&conn, &mut messages);
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use holdfast_core::stream::{self, StreamItem, StreamOptions};
 
-use super::tool::{files, truthy};
+use super::tool::{files, truthy, ToolError};
 use super::{
     sqlite_restore, Backed, BackupJob, Conn, DrillJob, DrillOutcome, RawSource, RestoreJob, Source,
     SourceError,
@@ -58,9 +58,15 @@ pub enum SqliteError {
     /// The snapshot is not of an SQLite source.
     #[error("the snapshot holds no database file")]
     Empty,
-    /// A restore step was refused or failed.
-    #[error("{0}")]
-    Restore(String),
+    /// The restore was refused or failed.
+    #[error(transparent)]
+    Restore(#[from] sqlite_restore::RestoreError),
+    /// Listing the recovery point's files failed.
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    /// The scratch directory's path cannot be passed on.
+    #[error("scratch path is not UTF-8")]
+    NotUtf8,
 }
 
 impl From<SqliteError> for SourceError {
@@ -206,25 +212,21 @@ impl Source for SqliteSource {
     fn restore(&self, job: &RestoreJob) -> Result<Vec<String>, SourceError> {
         let (repo, snap) = (job.repo, job.snap);
         let (index, _) = repo.load_index().map_err(SqliteError::from)?;
-        let fs_ = files(repo, &index, snap).map_err(SqliteError::Restore)?;
+        let fs_ = files(repo, &index, snap).map_err(SqliteError::from)?;
         let (d, f) = fs_.first().ok_or(SqliteError::Empty)?;
         let target = PathBuf::from(job.into.ok_or(SqliteError::NoTarget)?);
         let path = format!("{d}/{f}");
         let root = &snap.snapshot.tree;
         let done = sqlite_restore::restore(&target, job.replace, |out| {
-            stream::read_file(repo, &index, root, &path, out)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+            stream::read_file(repo, &index, root, &path, out).map(|_| ())
         })
-        .map_err(SqliteError::Restore)?;
+        .map_err(SqliteError::from)?;
         Ok(vec![done])
     }
 
     fn drill(&self, job: &DrillJob) -> Result<DrillOutcome, SourceError> {
         let db = job.scratch.join("restored.sqlite");
-        let into = db
-            .to_str()
-            .ok_or_else(|| SqliteError::Restore("scratch path is not UTF-8".into()))?;
+        let into = db.to_str().ok_or(SqliteError::NotUtf8)?;
         let mut messages = self.restore(&RestoreJob {
             repo: job.repo,
             snap: job.snap,

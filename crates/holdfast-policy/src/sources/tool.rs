@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, Read, Seek};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::rc::Rc;
 
 use holdfast_core::index::Index;
@@ -14,13 +14,92 @@ use holdfast_core::{Id, Repository};
 
 use super::Conn;
 
+/// A store's tool could not be run, or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    /// The program is not on PATH.
+    #[error("{what} is not installed (or not on PATH){hint}")]
+    NotInstalled {
+        /// The program.
+        what: String,
+        /// What to install, if known (starts with ": ").
+        hint: &'static str,
+    },
+    /// The program could not be started.
+    #[error("cannot run {what}: {source}")]
+    Spawn {
+        /// The program.
+        what: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The program exited unsuccessfully.
+    #[error("{what} failed ({status}): {stderr}")]
+    Failed {
+        /// The program.
+        what: String,
+        /// Its exit status.
+        status: ExitStatus,
+        /// The start of its standard error.
+        stderr: String,
+    },
+    /// The program was never started (nothing read its output).
+    #[error("{what} never ran")]
+    NeverRan {
+        /// The program.
+        what: String,
+    },
+    /// Local I/O around the program (pipes, temporary files, waiting).
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The snapshot's file could not be read to feed it.
+    #[error("reading {path} from the repository: {message}")]
+    Read {
+        /// The file in the snapshot.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// The repository failed.
+    #[error(transparent)]
+    Engine(#[from] holdfast_core::Error),
+}
+
+fn spawn_error(what: &str, e: io::Error, hint: &'static str) -> ToolError {
+    if e.kind() == io::ErrorKind::NotFound {
+        ToolError::NotInstalled {
+            what: what.into(),
+            hint,
+        }
+    } else {
+        ToolError::Spawn {
+            what: what.into(),
+            source: e,
+        }
+    }
+}
+
+fn io_error(what: &str) -> impl FnOnce(io::Error) -> ToolError + '_ {
+    move |source| ToolError::Io {
+        what: what.into(),
+        source,
+    }
+}
+
 /// A process whose standard output is read as a stream; started on first read.
 struct Proc {
     cmd: Option<Command>,
     what: String,
     child: Option<Child>,
     stderr: Option<File>,
-    spawn_error: Option<String>,
+    spawn_error: Option<(io::ErrorKind, String)>,
 }
 
 type Shared = Rc<RefCell<Proc>>;
@@ -42,34 +121,36 @@ impl Read for ProcReader {
                     p.stderr = Some(err);
                 }
                 Err(e) => {
-                    let msg = if e.kind() == io::ErrorKind::NotFound {
-                        format!("{} is not installed (or not on PATH): install the database's client tools", p.what)
-                    } else {
-                        format!("cannot run {}: {e}", p.what)
-                    };
-                    p.spawn_error = Some(msg.clone());
+                    p.spawn_error = Some((e.kind(), e.to_string()));
+                    let msg = spawn_error(&p.what, e, CLIENT_TOOLS).to_string();
                     return Err(io::Error::other(msg));
                 }
             }
         }
         match p.child.as_mut().and_then(|c| c.stdout.as_mut()) {
             Some(out) => out.read(buf),
-            None => Err(io::Error::other(p.spawn_error.clone().unwrap_or_default())),
+            None => Err(io::Error::other(format!("{} did not start", p.what))),
         }
     }
 }
 
-fn finish(p: &Shared) -> Result<(), String> {
+const CLIENT_TOOLS: &str = ": install the database's client tools";
+
+fn finish(p: &Shared) -> Result<(), ToolError> {
     let mut p = p.borrow_mut();
-    if let Some(e) = &p.spawn_error {
-        return Err(e.clone());
-    }
     let what = p.what.clone();
+    if let Some((kind, msg)) = &p.spawn_error {
+        return Err(spawn_error(
+            &what,
+            io::Error::new(*kind, msg.clone()),
+            CLIENT_TOOLS,
+        ));
+    }
     let Some(mut child) = p.child.take() else {
-        return Err(format!("{what} never ran"));
+        return Err(ToolError::NeverRan { what });
     };
     drop(child.stdout.take());
-    let status = child.wait().map_err(|e| format!("{what}: {e}"))?;
+    let status = child.wait().map_err(io_error(&what))?;
     let mut text = String::new();
     if let Some(mut f) = p.stderr.take() {
         let _ = f.rewind();
@@ -78,7 +159,11 @@ fn finish(p: &Shared) -> Result<(), String> {
     if status.success() {
         Ok(())
     } else {
-        Err(format!("{what} failed ({status}): {}", text.trim()))
+        Err(ToolError::Failed {
+            what,
+            status,
+            stderr: text.trim().to_string(),
+        })
     }
 }
 
@@ -94,27 +179,24 @@ pub(super) fn item<'a>(name: &str, what: &str, cmd: Command) -> StreamItem<'a> {
     StreamItem {
         name: name.into(),
         reader: Box::new(ProcReader(p)),
-        finish: Box::new(move || finish(&q)),
+        finish: Box::new(move || finish(&q).map_err(|e| e.to_string())),
     }
 }
 
 /// Run a command to completion; returns stdout, or the error with stderr.
-pub(super) fn output(mut c: Command, what: &str) -> Result<String, String> {
-    let o = c.stdin(Stdio::null()).output().map_err(|e| {
-        if e.kind() == io::ErrorKind::NotFound {
-            format!("{what} is not installed (or not on PATH)")
-        } else {
-            format!("cannot run {what}: {e}")
-        }
-    })?;
+pub(super) fn output(mut c: Command, what: &str) -> Result<String, ToolError> {
+    let o = c
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| spawn_error(what, e, ""))?;
     if o.status.success() {
         Ok(String::from_utf8_lossy(&o.stdout).into_owned())
     } else {
-        Err(format!(
-            "{what} failed ({}): {}",
-            o.status,
-            String::from_utf8_lossy(&o.stderr).trim()
-        ))
+        Err(ToolError::Failed {
+            what: what.into(),
+            status: o.status,
+            stderr: String::from_utf8_lossy(&o.stderr).trim().to_string(),
+        })
     }
 }
 
@@ -139,7 +221,7 @@ pub(super) fn feed(
     path: &str,
     cmd: Command,
     what: &str,
-) -> Result<(), String> {
+) -> Result<(), ToolError> {
     feed_with(repo, index, root, path, cmd, what, |w| w)
 }
 
@@ -152,34 +234,36 @@ pub(super) fn feed_with(
     mut cmd: Command,
     what: &str,
     wrap: impl FnOnce(Box<dyn io::Write>) -> Box<dyn io::Write>,
-) -> Result<(), String> {
-    let err = tempfile::tempfile().map_err(|e| e.to_string())?;
+) -> Result<(), ToolError> {
+    let tmp = "a temporary file for the tool's output";
+    let err = tempfile::tempfile().map_err(io_error(tmp))?;
     let mut child = cmd
         .stdin(Stdio::piped())
-        .stdout(err.try_clone().map_err(|e| e.to_string())?)
-        .stderr(err.try_clone().map_err(|e| e.to_string())?)
+        .stdout(err.try_clone().map_err(io_error(tmp))?)
+        .stderr(err.try_clone().map_err(io_error(tmp))?)
         .spawn()
-        .map_err(|e| {
-            if e.kind() == io::ErrorKind::NotFound {
-                format!("{what} is not installed (or not on PATH)")
-            } else {
-                format!("cannot run {what}: {e}")
-            }
-        })?;
+        .map_err(|e| spawn_error(what, e, ""))?;
     let mut stdin = wrap(Box::new(child.stdin.take().expect("piped")));
     let fed = stream::read_file(repo, index, root, path, &mut stdin)
         .map_err(|e| e.to_string())
         .and_then(|_| stdin.flush().map_err(|e| e.to_string()));
     drop(stdin);
-    let status = child.wait().map_err(|e| e.to_string())?;
+    let status = child.wait().map_err(io_error(what))?;
     let mut text = String::new();
     let mut f = err;
     let _ = f.rewind();
     let _ = f.take(16 * 1024).read_to_string(&mut text);
     if status.success() {
-        fed.map_err(|e| format!("reading {path} from the repository: {e}"))
+        fed.map_err(|message| ToolError::Read {
+            path: path.into(),
+            message,
+        })
     } else {
-        Err(format!("{what} failed ({status}): {}", text.trim()))
+        Err(ToolError::Failed {
+            what: what.into(),
+            status,
+            stderr: text.trim().to_string(),
+        })
     }
 }
 
@@ -188,12 +272,12 @@ pub(super) fn files(
     repo: &Repository,
     index: &Index,
     snap: &SnapshotEntry,
-) -> Result<Vec<(String, String)>, String> {
-    stream::list_files(repo, index, &snap.snapshot.tree).map_err(|e| e.to_string())
+) -> Result<Vec<(String, String)>, ToolError> {
+    Ok(stream::list_files(repo, index, &snap.snapshot.tree)?)
 }
 
 /// Whether a PostgreSQL database has user tables. `None`: it does not exist.
-pub(super) fn pg_user_tables(conn: &Conn, db: &str) -> Result<Option<u64>, String> {
+pub(super) fn pg_user_tables(conn: &Conn, db: &str) -> Result<Option<u64>, ToolError> {
     let mut c = Command::new("psql");
     c.args([
         "-X",
@@ -239,7 +323,7 @@ pub(super) fn verify_query(c: Command, messages: &mut Vec<String>) -> bool {
             truthy(&out)
         }
         Err(e) => {
-            messages.push(e);
+            messages.push(e.to_string());
             false
         }
     }
