@@ -59,22 +59,10 @@ impl CheckReport {
     }
 }
 
-/// Read a pack's header from storage with two ranged reads.
+/// Read a pack's header from storage with two ranged reads (see
+/// [`Repository::read_pack_header`]).
 pub fn read_pack_header(repo: &Repository, name: &str, size: u64) -> Result<Vec<PackEntry>> {
-    if size < 4 {
-        return Err(Error::corrupt(
-            format!("pack {name}"),
-            "shorter than its trailer",
-        ));
-    }
-    let t = repo
-        .storage()
-        .get_range(ObjectKind::Pack, name, size - 4, 4)?;
-    let (start, len) = pack::header_range(name, size, t[..4].try_into().expect("4 bytes"))?;
-    let sealed = repo
-        .storage()
-        .get_range(ObjectKind::Pack, name, start, len)?;
-    pack::decrypt_header(repo.key(), name, &sealed, start)
+    repo.read_pack_header(name, size)
 }
 
 /// Read a whole pack and verify it as `check --read-data` does: its BLAKE3 equals its name, its

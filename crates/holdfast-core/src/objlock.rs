@@ -20,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use holdfast_storage::{LockMode, ObjectKind};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::index::Index;
@@ -33,16 +33,7 @@ use crate::trees::Trees;
 /// An object of the repository, as the store names it.
 pub type ObjectRef = (ObjectKind, String);
 
-/// What one extension locked: each object and until when (Unix seconds).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LockRecord {
-    /// When the extension ran.
-    pub at: DateTime<Utc>,
-    /// The mode used.
-    pub mode: String,
-    /// Objects (kind name, object name, locked until).
-    pub objects: Vec<(String, String, i64)>,
-}
+pub use crate::records::LockRecord;
 
 /// How long to lock: the window every recovery point must stay whole, and how far beyond what
 /// is needed each extension goes.

@@ -89,7 +89,18 @@ pub enum Record {
     /// A retention lock setting.
     RetentionLock(RetentionLock),
     /// Object Lock extensions made on the store.
-    ObjectLocks(crate::objlock::LockRecord),
+    ObjectLocks(LockRecord),
+}
+
+/// What one extension locked: each object and until when (Unix seconds).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LockRecord {
+    /// When the extension ran.
+    pub at: DateTime<Utc>,
+    /// The mode used.
+    pub mode: String,
+    /// Objects (kind name, object name, locked until).
+    pub objects: Vec<(String, String, i64)>,
 }
 
 /// A minimum retention that `forget` never goes below (REL09-BP02). In compliance mode it can

@@ -99,7 +99,7 @@ fn authenticate_config(config: &RepoConfig, key: &MasterKey, location: &str) -> 
 
 /// The largest object of a kind a reader accepts; anything read from a repository may be
 /// hostile, so sizes are bounded before objects are read or parsed. Packs are bounded by the
-/// configured pack size instead (`check::max_pack_len`).
+/// configured pack size instead (`max_pack_len` in the check module).
 pub fn max_object_len(kind: ObjectKind) -> u64 {
     match kind {
         ObjectKind::Config | ObjectKind::Key | ObjectKind::Session => 64 << 10,
@@ -130,6 +130,25 @@ pub fn check_object_len(kind: ObjectKind, name: &str, size: u64) -> Result<()> {
 }
 
 impl Repository {
+    /// Read a pack's header from storage with two ranged reads.
+    pub fn read_pack_header(&self, name: &str, size: u64) -> Result<Vec<crate::pack::PackEntry>> {
+        if size < 4 {
+            return Err(Error::corrupt(
+                format!("pack {name}"),
+                "shorter than its trailer",
+            ));
+        }
+        let t = self
+            .storage()
+            .get_range(ObjectKind::Pack, name, size - 4, 4)?;
+        let (start, len) =
+            crate::pack::header_range(name, size, t[..4].try_into().expect("4 bytes"))?;
+        let sealed = self
+            .storage()
+            .get_range(ObjectKind::Pack, name, start, len)?;
+        crate::pack::decrypt_header(self.key(), name, &sealed, start)
+    }
+
     /// Create a repository and its first key slot.
     pub fn init(
         storage: Arc<dyn Storage>,
@@ -454,7 +473,7 @@ impl Repository {
             if idx.has_pack(&id) {
                 continue;
             }
-            match crate::check::read_pack_header(self, &o.name, o.size) {
+            match self.read_pack_header(&o.name, o.size) {
                 Ok(entries) => idx.add_pack(id, &entries),
                 Err(e) => tracing::warn!(
                     "pack {} is in no index and its header is unreadable: {e}",

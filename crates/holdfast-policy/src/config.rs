@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::Duration;
 use holdfast_core::retention::KeepPolicy;
@@ -12,6 +13,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::duration;
+pub use crate::sources::raw::{Recipe, Strategy};
+use crate::sources::{self, AsSource, Conn, RawSource, Source, SourceError};
 
 /// A problem with the workload file.
 #[derive(Debug, thiserror::Error)]
@@ -96,139 +99,39 @@ pub struct ClassConfig {
     pub drill_every: Option<Duration>,
 }
 
-/// What kind of data source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SourceKind {
-    /// Files and directories.
-    Path,
-    /// An SQLite database file.
-    Sqlite,
-    /// A PostgreSQL server.
-    Postgres,
-    /// A MySQL or MariaDB server.
-    Mysql,
-    /// The output of a command.
-    Command,
-    /// An S3 bucket.
-    S3,
-}
-
-/// Backup or reproduce.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Strategy {
-    /// Back it up.
-    Backup,
-    /// Reproduce it from other sources.
-    Reproduce,
-}
-
-/// How to reproduce a source.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Recipe {
-    /// What it is reproduced from (a source name or a description).
-    #[serde(default)]
-    pub from: Option<Spanned<String>>,
-    /// The command that reproduces it. `$HOLDFAST_SCRATCH` is a scratch directory during drills.
-    #[serde(default)]
-    pub command: Option<String>,
-    /// A command that checks the result (exit 0 = good).
-    #[serde(default)]
-    pub verify: Option<String>,
-}
-
-/// One data source.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+/// One data source: what every kind has, and its kind's driver with the kind's own typed
+/// configuration (see [`crate::sources`]).
+#[derive(Debug, Clone)]
 pub struct SourceConfig {
     /// Unique name.
     pub name: Spanned<String>,
-    /// Kind.
-    pub kind: SourceKind,
-    /// What it reads (kind `path`, `sqlite`).
-    #[serde(default)]
-    pub path: Option<PathBuf>,
-    /// Several paths (kind `path`).
-    #[serde(default)]
-    pub paths: Vec<PathBuf>,
     /// Criticality class.
-    #[serde(default)]
     pub class: Option<Spanned<String>>,
     /// Backup or reproduce.
-    #[serde(default)]
     pub strategy: Option<Strategy>,
     /// Repository (default: the only one).
-    #[serde(default)]
     pub repository: Option<Spanned<String>>,
     /// Recipe for `reproduce`.
-    #[serde(default)]
     pub reproduce: Option<Recipe>,
     /// Why a backup is not needed (for `reproduce`).
-    #[serde(default)]
     pub why_not_backup: Option<String>,
-    /// Exclude globs.
-    #[serde(default)]
-    pub exclude: Vec<String>,
     /// Tags for its snapshots.
-    #[serde(default)]
     pub tags: Vec<String>,
     /// Command run before the backup (freeze, flush); failing fails the job.
-    #[serde(default)]
     pub pre: Option<String>,
     /// Command run after the backup, whatever happened.
-    #[serde(default)]
     pub post: Option<String>,
     /// Limit for each hook.
-    #[serde(default, deserialize_with = "duration::de_opt")]
     pub hook_timeout: Option<Duration>,
-    /// Command that checks a restored copy during a drill (`$HOLDFAST_DRILL_DIR` is the
-    /// restore directory). For `postgres` and `mysql` sources: an SQL query run on the scratch
-    /// server; the drill passes if its first value is true (not empty, `f`, `false` or `0`).
-    #[serde(default)]
-    pub verify: Option<String>,
-    /// The database a `postgres`/`mysql` drill runs its `verify` query in (default: the
-    /// source's `database`, or `postgres` for a whole-cluster source).
-    #[serde(default)]
-    pub verify_database: Option<String>,
-    /// Database name (`postgres`, `mysql`); default: every database (with globals).
-    #[serde(default)]
-    pub database: Option<String>,
-    /// `logical` (pg_dump, default) or `physical` (pg_basebackup) for `postgres`.
-    #[serde(default)]
-    pub mode: Option<String>,
-    /// Server host or socket directory (`postgres`, `mysql`).
-    #[serde(default)]
-    pub host: Option<String>,
-    /// Server port.
-    #[serde(default)]
-    pub port: Option<u16>,
-    /// Database user.
-    #[serde(default)]
-    pub user: Option<String>,
-    /// Environment variable holding the database password.
-    #[serde(default)]
-    pub password_env: Option<String>,
-    /// Command whose standard output is the data (`command` sources).
-    #[serde(default)]
-    pub command: Option<String>,
-    /// Command that takes the data on standard input to restore it (`command` sources).
-    #[serde(default)]
-    pub restore_command: Option<String>,
-    /// File name of the data inside the snapshot (`command` sources; default `NAME.out`).
-    #[serde(default)]
-    pub file_name: Option<String>,
     /// The source is one thing reached from several hosts (a database cluster protected from
     /// either node): recovery points, jobs and drills of any host count for it. By default a
     /// recovery point belongs to the host that made it and the source it names.
-    #[serde(default)]
     pub shared: bool,
     /// Discovered locations this source protects, by identity (`tcp:6379`, a socket path, a
     /// data directory), for what discovery cannot match by itself, such as a `command` source
     /// running `redis-cli --rdb -`.
-    #[serde(default)]
     pub covers: Vec<String>,
+    driver: Arc<dyn Source>,
 }
 
 impl SourceConfig {
@@ -246,14 +149,53 @@ impl SourceConfig {
     pub fn owns(&self, source: Option<&str>, host: &str, me: &str) -> bool {
         source == Some(self.name()) && (self.shared || host == me)
     }
-
+    /// Its kind's driver.
+    pub fn driver(&self) -> &dyn Source {
+        &*self.driver
+    }
+    /// Its kind, as written in the workload file.
+    pub fn kind(&self) -> &'static str {
+        self.driver.kind()
+    }
     /// Every path it reads.
     pub fn all_paths(&self) -> Vec<PathBuf> {
-        self.path
-            .iter()
-            .cloned()
-            .chain(self.paths.iter().cloned())
-            .collect()
+        self.driver.paths().to_vec()
+    }
+    /// Whether a restore of it is a file restore (a `path` source).
+    pub fn restores_files(&self) -> bool {
+        self.driver.copies_files()
+    }
+
+    fn from_raw(r: RawSource, driver: Arc<dyn Source>) -> SourceConfig {
+        SourceConfig {
+            name: r.name,
+            class: r.class,
+            strategy: r.strategy,
+            repository: r.repository,
+            reproduce: r.reproduce,
+            why_not_backup: r.why_not_backup,
+            tags: r.tags,
+            pre: r.pre,
+            post: r.post,
+            hook_timeout: r.hook_timeout,
+            shared: r.shared,
+            covers: r.covers,
+            driver,
+        }
+    }
+}
+
+impl AsSource for SourceConfig {
+    fn as_source(&self) -> &dyn Source {
+        self.driver()
+    }
+}
+
+impl Conn {
+    /// The settings a source's driver connects with (for a restore into the source's own
+    /// server).
+    pub fn of(s: &SourceConfig) -> Result<Conn, SourceError> {
+        s.driver().conn()
     }
 }
 
@@ -291,7 +233,7 @@ struct Raw {
     #[serde(default)]
     class: BTreeMap<String, ClassConfig>,
     #[serde(default)]
-    source: Vec<SourceConfig>,
+    source: Vec<RawSource>,
     #[serde(default)]
     discover: DiscoverConfig,
 }
@@ -350,25 +292,59 @@ impl Workload {
             path: path.to_path_buf(),
             repositories: raw.repository,
             classes: raw.class,
-            sources: raw.source,
+            sources: Vec::new(),
             discover: raw.discover,
             text: text.to_string(),
         };
-        w.validate()?;
         // Relative paths are relative to the workload file's directory.
         let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
+        w.sources = w.build_sources(raw.source, &base)?;
+        w.validate()?;
         let fix = |p: &mut PathBuf| {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
         };
-        for s in &mut w.sources {
-            s.path.iter_mut().for_each(fix);
-            s.paths.iter_mut().for_each(fix);
-        }
         w.discover.roots.iter_mut().for_each(fix);
         w.discover.ignore.iter_mut().for_each(fix);
         Ok(w)
+    }
+
+    /// Check what every source has, then let each kind build its driver (errors at the
+    /// source's name, or at its `kind` for a kind that does not exist).
+    fn build_sources(
+        &self,
+        raw: Vec<RawSource>,
+        base: &Path,
+    ) -> Result<Vec<SourceConfig>, ConfigError> {
+        for s in &raw {
+            let k = s.kind.get_ref();
+            if sources::builder(k).is_none() {
+                let known: Vec<String> = sources::KINDS
+                    .iter()
+                    .map(|(k, _)| format!("`{k}`"))
+                    .collect();
+                return self.err_at(
+                    s.kind.span(),
+                    format!(
+                        "unknown variant `{k}`, expected one of {}",
+                        known.join(", ")
+                    ),
+                );
+            }
+        }
+        let mut names = HashSet::new();
+        let mut out = Vec::new();
+        for s in raw {
+            self.validate_common(&s, &mut names)?;
+            let build = sources::builder(s.kind.get_ref()).expect("checked above");
+            let driver = match build(&s, base) {
+                Ok(d) => d,
+                Err(m) => return self.err_at(s.name.span(), m),
+            };
+            out.push(SourceConfig::from_raw(s, driver));
+        }
+        Ok(out)
     }
 
     fn err_at<T>(&self, span: std::ops::Range<usize>, message: String) -> Result<T, ConfigError> {
@@ -381,66 +357,48 @@ impl Workload {
         })
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
-        let mut names = HashSet::new();
-        for s in &self.sources {
-            let n = s.name.get_ref();
-            if n.is_empty()
-                || !n
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            {
-                return self.err_at(
-                    s.name.span(),
-                    format!("source name {n:?} must be letters, digits, '-', '_' or '.'"),
-                );
-            }
-            if !names.insert(n.clone()) {
-                return self.err_at(
-                    s.name.span(),
-                    format!("source name {n:?} is used twice: names must be unique"),
-                );
-            }
-            if let Some(c) = &s.class {
-                if !self.classes.contains_key(c.get_ref()) {
-                    let known: Vec<_> = self.classes.keys().cloned().collect();
-                    return self.err_at(c.span(), format!("source {n:?} names class {:?}, which is not defined: add [class.{}] or use one of {known:?}", c.get_ref(), c.get_ref()));
-                }
-            }
-            if let Some(r) = &s.repository {
-                if !self.repositories.contains_key(r.get_ref()) {
-                    return self.err_at(r.span(), format!("source {n:?} names repository {:?}, which is not defined: add [repository.{}]", r.get_ref(), r.get_ref()));
-                }
-            } else if s.strategy == Some(Strategy::Backup) && self.repositories.len() != 1 {
-                return self.err_at(s.name.span(), format!(
-                    "source {n:?} is backed up but names no repository, and there are {} repositories: add repository = \"...\"",
-                    self.repositories.len()
-                ));
-            }
-            if s.kind == SourceKind::S3 {
-                return self.err_at(s.name.span(), format!("source {n:?}: kind \"s3\" (a bucket as a source) is not supported by this version: nothing would be backed up; back the bucket up with a command source (e.g. command = \"rclone cat ...\") or a path source over a synced copy"));
-            }
-            if s.kind == SourceKind::Command && s.command.is_none() {
-                return self.err_at(s.name.span(), format!("source {n:?} of kind command needs command = \"...\" (its standard output is backed up)"));
-            }
-            if let Some(m) = &s.mode {
-                if s.kind != SourceKind::Postgres || !["logical", "physical"].contains(&m.as_str())
-                {
-                    return self.err_at(s.name.span(), format!("source {n:?}: mode {m:?} is only for postgres sources: \"logical\" or \"physical\""));
-                }
-            }
-            if matches!(s.kind, SourceKind::Path | SourceKind::Sqlite) && s.all_paths().is_empty() {
-                return self.err_at(
-                    s.name.span(),
-                    format!("source {n:?} of kind {:?} needs path = \"...\"", s.kind),
-                );
-            }
-            for p in s.all_paths() {
-                if p.as_os_str().is_empty() {
-                    return self.err_at(s.name.span(), format!("source {n:?}: path is empty"));
-                }
+    fn validate_common(
+        &self,
+        s: &RawSource,
+        names: &mut HashSet<String>,
+    ) -> Result<(), ConfigError> {
+        let n = s.name.get_ref();
+        if n.is_empty()
+            || !n
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return self.err_at(
+                s.name.span(),
+                format!("source name {n:?} must be letters, digits, '-', '_' or '.'"),
+            );
+        }
+        if !names.insert(n.clone()) {
+            return self.err_at(
+                s.name.span(),
+                format!("source name {n:?} is used twice: names must be unique"),
+            );
+        }
+        if let Some(c) = &s.class {
+            if !self.classes.contains_key(c.get_ref()) {
+                let known: Vec<_> = self.classes.keys().cloned().collect();
+                return self.err_at(c.span(), format!("source {n:?} names class {:?}, which is not defined: add [class.{}] or use one of {known:?}", c.get_ref(), c.get_ref()));
             }
         }
+        if let Some(r) = &s.repository {
+            if !self.repositories.contains_key(r.get_ref()) {
+                return self.err_at(r.span(), format!("source {n:?} names repository {:?}, which is not defined: add [repository.{}]", r.get_ref(), r.get_ref()));
+            }
+        } else if s.strategy == Some(Strategy::Backup) && self.repositories.len() != 1 {
+            return self.err_at(s.name.span(), format!(
+                "source {n:?} is backed up but names no repository, and there are {} repositories: add repository = \"...\"",
+                self.repositories.len()
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
         for (cname, c) in &self.classes {
             for copy in &c.copies {
                 if !self.repositories.contains_key(copy.get_ref()) {
@@ -656,6 +614,86 @@ why-not-backup = "derived"
             let w = Workload::parse(Path::new(name), text).unwrap_or_else(|e| panic!("{e}"));
             assert!(!w.sources.is_empty(), "{name}");
         }
+    }
+
+    #[test]
+    fn unknown_kind_reads_as_serdes_own_error() {
+        // The kinds were a serde enum; the registry must report an unknown one identically.
+        #[derive(Debug, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        #[allow(dead_code)]
+        enum Kind {
+            Path,
+            Sqlite,
+            Postgres,
+            Mysql,
+            Command,
+            S3,
+        }
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct One {
+            kind: Kind,
+        }
+        let text = "\n\nkind   = \"tape\"\n";
+        let e = toml::from_str::<One>(text).unwrap_err();
+        let (line, column) = line_col(text, e.span().unwrap().start);
+        let want = format!("w.toml:{line}:{column}: {}", e.message().trim());
+        let got = parse(&format!("[[source]]\nname = \"x\"\n{}", text.trim_start()))
+            .unwrap_err()
+            .to_string();
+        // Same message, same column; the line is that of the kind in each text.
+        assert_eq!(
+            got.split_once(": ").unwrap().1,
+            want.split_once(": ").unwrap().1
+        );
+        assert!(
+            got.starts_with(&format!("w.toml:3:{column}:")),
+            "{got} vs {want}"
+        );
+    }
+
+    #[test]
+    fn kind_settings_errors_name_the_source() {
+        let src = |body: &str| {
+            format!("[repository.r]\nurl = \"/r\"\n\n[[source]]\nname = \"s\"\n{body}\n")
+        };
+        let cases = [
+            (
+                "kind = \"s3\"",
+                "kind \"s3\" (a bucket as a source) is not supported",
+            ),
+            ("kind = \"command\"", "of kind command needs command = "),
+            (
+                "kind = \"path\"\npath = \"/a\"\nmode = \"physical\"",
+                "mode \"physical\" is only for postgres sources",
+            ),
+            (
+                "kind = \"postgres\"\nmode = \"fast\"",
+                "mode \"fast\" is only for postgres sources",
+            ),
+            (
+                "kind = \"sqlite\"",
+                "source \"s\" of kind Sqlite needs path = ",
+            ),
+            ("kind = \"path\"", "source \"s\" of kind Path needs path = "),
+            ("kind = \"mysql\"\nmode = \"logical\"", "only for postgres"),
+        ];
+        for (body, needle) in cases {
+            let e = parse(&src(body)).unwrap_err().to_string();
+            assert!(e.starts_with("w.toml:5:8: "), "{body}: {e}");
+            assert!(e.contains(needle), "{body}: {e}");
+        }
+        let w = parse(&src("kind = \"postgres\"\nmode = \"physical\"")).unwrap();
+        assert_eq!(w.sources[0].kind(), "postgres");
+        let w = parse(&src("kind = \"path\"\npath = \"rel/dir\"")).unwrap();
+        assert_eq!(w.sources[0].all_paths(), vec![PathBuf::from("rel/dir")]);
+        let w = Workload::parse(
+            Path::new("/etc/w.toml"),
+            &src("kind = \"path\"\npath = \"rel\""),
+        )
+        .unwrap();
+        assert_eq!(w.sources[0].all_paths(), vec![PathBuf::from("/etc/rel")]);
     }
 
     #[test]

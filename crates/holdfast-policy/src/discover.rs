@@ -12,68 +12,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 
-use crate::config::{SourceKind, Workload};
+use crate::config::Workload;
 
-/// One data location found.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Found {
-    /// What it is: filesystem, sqlite, postgres, mysql, redis, mongodb, logs, volumes, data-dir.
-    pub kind: String,
-    /// Path, or `tcp:PORT` / a socket path for servers.
-    pub location: String,
-    /// Bytes (used space for file systems; total file size for directories).
-    pub size: Option<u64>,
-    /// Newest modification time seen.
-    pub modified: Option<DateTime<Utc>>,
-    /// More about it.
-    pub detail: String,
-    /// The source that covers it, if any.
-    pub protected_by: Option<String>,
-    /// Listed under `[discover] ignore`, or accepted on purpose under `[[discover.accept]]`.
-    pub ignored: bool,
-    /// Why it was accepted, when it was.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub accepted: Option<String>,
-    /// Servers: the TCP ports its process listens on.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub ports: Vec<u16>,
-    /// Servers: the unix sockets its process listens on.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub sockets: Vec<String>,
-    /// Servers: the data directory the process serves; data directories: the server using it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub data_dir: Option<String>,
-    /// Why a source that seems to cover it does not (a live database copied as files).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-}
-
-impl Found {
-    /// A found location with nothing measured yet.
-    pub fn new(kind: &str, location: String, detail: String) -> Found {
-        Found {
-            kind: kind.into(),
-            location,
-            size: None,
-            modified: None,
-            detail,
-            protected_by: None,
-            ignored: false,
-            accepted: None,
-            ports: Vec::new(),
-            sockets: Vec::new(),
-            data_dir: None,
-            note: None,
-        }
-    }
-
-    /// Whether it is a listening server (not a place on disk).
-    pub fn is_server(&self) -> bool {
-        !self.ports.is_empty() || !self.sockets.is_empty()
-    }
-}
+pub use crate::found::{server_reached, Found};
 
 /// Discovery settings.
 #[derive(Debug, Clone)]
@@ -413,7 +355,7 @@ pub fn mark(w: &Workload, out: &mut [Found]) {
         }
         if f.protected_by.is_none() && f.note.is_none() {
             if let Some(p) = w.sources.iter().find(|s| {
-                s.kind == SourceKind::Path
+                s.restores_files()
                     && s.strategy.is_some()
                     && s.all_paths()
                         .iter()
@@ -440,50 +382,6 @@ pub fn mark(w: &Workload, out: &mut [Found]) {
     }
 }
 
-/// The default port of a database kind.
-fn default_port(kind: SourceKind) -> Option<u16> {
-    match kind {
-        SourceKind::Postgres => Some(5432),
-        SourceKind::Mysql => Some(3306),
-        _ => None,
-    }
-}
-
-/// Whether a database source connects to this found server: same kind, a local host, and the
-/// same port or socket. Never by kind alone.
-fn connects_to(s: &crate::config::SourceConfig, f: &Found) -> bool {
-    let kind_match = matches!(
-        (f.kind.as_str(), s.kind),
-        ("postgres", SourceKind::Postgres) | ("mysql", SourceKind::Mysql)
-    );
-    if !kind_match || !f.is_server() {
-        return false;
-    }
-    let Some(port) = s.port.or(default_port(s.kind)) else {
-        return false;
-    };
-    let pg_socket = |sk: &str| sk.ends_with(&format!("/.s.PGSQL.{port}"));
-    match s.host.as_deref() {
-        None => {
-            f.ports.contains(&port)
-                || match s.kind {
-                    SourceKind::Postgres => f.sockets.iter().any(|sk| pg_socket(sk)),
-                    _ => f.sockets.iter().any(|sk| {
-                        sk == "/run/mysqld/mysqld.sock" || sk == "/var/run/mysqld/mysqld.sock"
-                    }),
-                }
-        }
-        Some("localhost" | "127.0.0.1" | "::1") => f.ports.contains(&port),
-        Some(h) if h.starts_with('/') => f.sockets.iter().any(|sk| {
-            sk == h
-                || (s.kind == SourceKind::Postgres
-                    && Path::new(sk).parent() == Some(Path::new(h))
-                    && pg_socket(sk))
-        }),
-        Some(_) => false, // another host: it does not protect a server on this one
-    }
-}
-
 fn covering_source(w: &Workload, f: &Found) -> Option<String> {
     let loc = Path::new(&f.location);
     for s in w.sources.iter().filter(|s| s.strategy.is_some()) {
@@ -495,16 +393,13 @@ fn covering_source(w: &Workload, f: &Found) -> Option<String> {
         }) {
             return Some(s.name().to_string());
         }
-        let covered = match f.kind.as_str() {
-            // A file system is covered only by a source of its whole mount point.
-            "filesystem" => s.all_paths().iter().any(|p| p == loc),
-            // Servers and their data directories: only by a source connected to that server.
-            "postgres" | "mysql" => connects_to(s, f),
-            // An SQLite database: only through SQLite's backup API, by a source of its file.
-            "sqlite" => s.kind == SourceKind::Sqlite && s.all_paths().iter().any(|p| p == loc),
-            // Redis, MongoDB servers: only by an explicit `covers`.
-            _ if f.is_server() => false,
-            _ => s.kind == SourceKind::Path && s.all_paths().iter().any(|p| loc.starts_with(p)),
+        // A file system is covered only by a source of its whole mount point; anything else
+        // by the kind's own rule (servers only by a source connected to them, SQLite files only
+        // through SQLite's backup API).
+        let covered = if f.kind == "filesystem" {
+            s.driver().paths().iter().any(|p| p == loc)
+        } else {
+            s.driver().covers(f)
         };
         if covered {
             return Some(s.name().to_string());

@@ -309,3 +309,120 @@ pub fn findings(
     });
     (out, sched)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use chrono::TimeZone;
+
+    use super::*;
+
+    /// A workload with one well-declared backed-up source and a proved reproducible one; each
+    /// case edits it into one anti-pattern.
+    const GOOD: &str = r#"
+[repository.main]
+url = "/r"
+[repository.offsite]
+url = "/o"
+
+[class.critical]
+rpo = "1h"
+rto = "1h"
+keep = { daily = 7 }
+copies = ["offsite"]
+drill-every = "7d"
+
+[[source]]
+name = "db"
+kind = "path"
+path = "/srv/db"
+class = "critical"
+strategy = "backup"
+repository = "main"
+
+[[source]]
+name = "thumbs"
+kind = "path"
+path = "/srv/thumbs"
+class = "critical"
+strategy = "reproduce"
+reproduce = { from = "db", command = "regen", verify = "check" }
+why-not-backup = "derived from db"
+"#;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 6, 1, 12, 0, 0).unwrap()
+    }
+
+    fn codes(text: &str, proved: Option<DateTime<Utc>>, slow: bool) -> Vec<(String, &'static str)> {
+        let w = Workload::parse(Path::new("/w.toml"), text).unwrap();
+        let mut m = HashMap::new();
+        m.insert(
+            "thumbs".to_string(),
+            Measured {
+                backup_seconds: vec![],
+                reproduce_proved: proved,
+            },
+        );
+        if slow {
+            m.insert(
+                "db".to_string(),
+                Measured {
+                    backup_seconds: vec![7200.0],
+                    reproduce_proved: None,
+                },
+            );
+        }
+        findings(&w, &m, &[], now())
+            .0
+            .into_iter()
+            .map(|f| (f.subject, f.code))
+            .collect()
+    }
+
+    #[test]
+    fn each_anti_pattern_is_found_and_only_then() {
+        let fresh = Some(now() - chrono::Duration::days(1));
+        let stale = Some(now() - chrono::Duration::days(30));
+        // (edit of GOOD, proof of thumbs, slow backups of db, subject, code)
+        type Case = (
+            &'static str,
+            &'static str,
+            Option<DateTime<Utc>>,
+            bool,
+            &'static str,
+            &'static str,
+        );
+        let cases: &[Case] = &[
+            ("rpo = \"1h\"\n", "", fresh, false, "critical", "class-without-rpo"),
+            ("rto = \"1h\"\n", "", fresh, false, "critical", "class-without-rto"),
+            ("keep = { daily = 7 }\n", "", fresh, false, "critical", "class-without-retention"),
+            ("copies = [\"offsite\"]\n", "", fresh, false, "critical", "no-copy-elsewhere"),
+            ("class = \"critical\"\nstrategy = \"backup\"", "strategy = \"backup\"", fresh, false, "db", "backup-without-criticality"),
+            ("class = \"critical\"\nstrategy = \"reproduce\"", "strategy = \"reproduce\"", fresh, false, "thumbs", "source-without-class"),
+            ("strategy = \"backup\"\n", "", fresh, false, "db", "no-backup-or-reproduce-decision"),
+            ("command = \"regen\", ", "", fresh, false, "thumbs", "reproduce-without-recipe"),
+            ("why-not-backup = \"derived from db\"\n", "", fresh, false, "thumbs", "reproduce-without-reason"),
+            ("", "", None, false, "thumbs", "reproduce-never-proved"),
+            ("", "", stale, false, "thumbs", "reproduce-proof-stale"),
+            ("strategy = \"backup\"\nrepository", "strategy = \"reproduce\"\nreproduce = { from = \"x\", command = \"c\" }\nwhy-not-backup = \"y\"\nrepository", fresh, false, "thumbs", "reproduced-from-unprotected"),
+            ("", "", fresh, true, "db", "cadence-cannot-meet-rpo"),
+        ];
+        let good = codes(GOOD, fresh, false);
+        assert!(good.is_empty(), "the good workload has findings: {good:?}");
+        for (from, to, proved, slow, subject, code) in cases {
+            let text = if from.is_empty() {
+                GOOD.to_string()
+            } else {
+                assert!(GOOD.contains(from), "{from:?}");
+                GOOD.replacen(from, to, 1)
+            };
+            let got = codes(&text, *proved, *slow);
+            assert!(
+                got.iter().any(|(s, c)| s == subject && c == code),
+                "{code} for {subject} not found in {got:?}"
+            );
+        }
+    }
+}

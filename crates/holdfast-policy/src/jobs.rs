@@ -1,96 +1,107 @@
-//! Running the policy against repositories: `protect` (what is due, and nothing else),
-//! `drill` (timed, validated restores and reproductions), and the facts `status` and `plan` read.
+//! Running the policy against repositories: `protect` (what is due, and nothing else) and
+//! `drill` (timed, validated restores and reproductions), each a short composition of named
+//! steps. Job kinds, drill kinds and what `protect` did are enums; the stored records keep
+//! their strings (`"backup"`, `"retention"`, `"copy"`; `"restore"`, `"reproduce"`).
 
 use std::fs::{self, File};
-use std::io::Read;
 use std::os::unix::io::AsRawFd;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::{Duration as StdDuration, Instant};
 
 use chrono::{DateTime, Utc};
-use holdfast_core::backup::{self, BackupOptions};
-use holdfast_core::progress::Progress;
-use holdfast_core::records::{self, DrillRecord, JobRecord, JobState, Record};
-use holdfast_core::restore::{self, RestoreOptions};
-use holdfast_core::snapshot::{self, SnapshotEntry};
+use holdfast_core::records::{self, JobRecord, JobState, Record};
 use holdfast_core::Repository;
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 use crate::cadence::{self, Due};
-use crate::config::{RepositoryConfig, SourceConfig, SourceKind, Strategy, Workload};
+use crate::config::{ClassConfig, SourceConfig, Strategy, Workload};
 
-/// Errors of policy jobs.
-#[derive(Debug, thiserror::Error)]
-pub enum JobError {
-    /// The engine failed.
-    #[error(transparent)]
-    Engine(#[from] holdfast_core::Error),
-    /// A repository could not be opened.
-    #[error("repository {name:?}: {message}")]
-    Repository {
-        /// Its name in the workload.
-        name: String,
-        /// Why.
-        message: String,
-    },
-    /// Bad request.
-    #[error("{0}")]
-    Invalid(String),
-    /// The workload has no source of this name.
-    #[error("no source named {name:?} in {workload}: the sources are {known}")]
-    UnknownSource {
-        /// The name asked for.
-        name: String,
-        /// The workload file.
-        workload: String,
-        /// The names it has.
-        known: String,
-    },
-    /// Local I/O.
-    #[error("{op} {path}: {source}")]
-    Io {
-        /// What.
-        op: &'static str,
-        /// Where.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
+pub use crate::drills::{drill, DrillKind};
+pub use crate::env::{Env, JobError, Opener};
+pub use crate::hooks::run_hook;
+
+/// A kind of job record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    /// A backup of the source.
+    Backup,
+    /// The class's keep policy applied (and a prune).
+    Retention,
+    /// Recovery points copied to another repository.
+    Copy,
 }
 
-impl JobError {
-    /// The error for a source name the workload does not have.
-    pub fn unknown_source(w: &Workload, name: &str) -> JobError {
-        let known: Vec<&str> = w.sources.iter().map(|s| s.name()).collect();
-        JobError::UnknownSource {
-            name: name.into(),
-            workload: w.path.display().to_string(),
-            known: if known.is_empty() {
-                "none".into()
-            } else {
-                known.join(", ")
-            },
+impl JobKind {
+    /// As stored in job records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Backup => "backup",
+            JobKind::Retention => "retention",
+            JobKind::Copy => "copy",
+        }
+    }
+    /// From a stored job record (`None`: a kind this version does not know).
+    pub fn parse(s: &str) -> Option<JobKind> {
+        [JobKind::Backup, JobKind::Retention, JobKind::Copy]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// What `protect` did with a source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// A backup ran (with retention and copies after it).
+    Ran,
+    /// Not due; copies that were behind were made.
+    Copied,
+    /// Not due until then.
+    NotDue {
+        /// When the next backup is due.
+        until: DateTime<Utc>,
+    },
+    /// A reproducible source: nothing to back up.
+    Reproducible,
+    /// No strategy declared.
+    NoStrategy,
+    /// No class, so no RPO.
+    NoClass,
+    /// Its class has no RPO.
+    NoRpo,
+    /// Another `protect` holds the source's lock.
+    RunningElsewhere,
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Action::Ran => write!(f, "ran"),
+            Action::Copied => write!(f, "copied"),
+            Action::NotDue { until } => {
+                write!(f, "not due until {}", until.format("%Y-%m-%d %H:%M:%S"))
+            }
+            Action::Reproducible => {
+                write!(
+                    f,
+                    "reproducible: nothing to back up (drills prove the recipe)"
+                )
+            }
+            Action::NoStrategy => write!(f, "skipped: no strategy (see `holdfast plan`)"),
+            Action::NoClass => write!(
+                f,
+                "skipped: no class, so no RPO to schedule by (see `holdfast plan`)"
+            ),
+            Action::NoRpo => write!(f, "skipped: its class has no RPO (see `holdfast plan`)"),
+            Action::RunningElsewhere => write!(f, "skipped: another protect is running it"),
         }
     }
 }
 
-/// Opens the repository a workload names (the CLI knows the backends and passwords).
-pub type Opener<'a> = dyn Fn(&str, &RepositoryConfig) -> Result<Repository, JobError> + 'a;
-
-/// What jobs need from their caller.
-pub struct Env<'a> {
-    /// The workload.
-    pub workload: &'a Workload,
-    /// "Now" (injectable for tests).
-    pub now: DateTime<Utc>,
-    /// Opens repositories.
-    pub open: &'a Opener<'a>,
-    /// Where per-source locks live (so two `protect` runs never run one source twice).
-    pub state_dir: PathBuf,
-    /// Progress of long operations.
-    pub progress: &'a dyn Progress,
+impl Serialize for Action {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// One line of what `protect` did.
@@ -98,8 +109,8 @@ pub struct Env<'a> {
 pub struct ProtectLine {
     /// Source.
     pub source: String,
-    /// What happened: "ran", "not due", "running elsewhere", "reproduced (nothing to back up)".
-    pub action: String,
+    /// What happened (serialized as the sentence people read).
+    pub action: Action,
     /// The job records written.
     pub jobs: Vec<JobRecord>,
 }
@@ -125,65 +136,22 @@ fn lock(state_dir: &Path, source: &str) -> Result<Option<SourceLock>, JobError> 
     Ok((r == 0).then_some(SourceLock { _file: f }))
 }
 
-/// Run a shell command with a timeout; returns (success, combined output).
-pub fn run_hook(cmd: &str, timeout: StdDuration, env: &[(&str, &Path)]) -> (bool, String) {
-    let out = match tempfile::tempfile() {
-        Ok(f) => f,
-        Err(e) => return (false, format!("cannot create a temporary file: {e}")),
-    };
-    let mut c = Command::new("sh");
-    c.arg("-c").arg(cmd).stdin(Stdio::null());
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let (o1, o2) = match (out.try_clone(), out.try_clone()) {
-        (Ok(a), Ok(b)) => (a, b),
-        _ => return (false, "cannot capture output".into()),
-    };
-    c.stdout(o1).stderr(o2);
-    let mut child = match c.spawn() {
-        Ok(c) => c,
-        Err(e) => return (false, format!("cannot run {cmd:?}: {e}")),
-    };
-    let start = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break Some(s),
-            Ok(None) if start.elapsed() >= timeout => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            Ok(None) => std::thread::sleep(StdDuration::from_millis(20)),
-            Err(_) => break None,
-        }
-    };
-    let mut text = String::new();
-    let mut f = out;
-    use std::io::Seek;
-    let _ = f.seek(std::io::SeekFrom::Start(0));
-    let _ = f.take(64 * 1024).read_to_string(&mut text);
-    match status {
-        Some(s) if s.success() => (true, text),
-        Some(s) => (false, format!("{cmd:?} failed ({s}): {}", text.trim())),
-        None => (
-            false,
-            format!(
-                "{cmd:?} did not finish within {}s and was killed: {}",
-                timeout.as_secs(),
-                text.trim()
-            ),
-        ),
-    }
-}
-
 fn host() -> String {
     holdfast_core::util::hostname()
 }
 
+/// The outcome of a job that ran: completed, or completed with warnings if there are any.
+pub fn outcome(warnings: &[String]) -> JobState {
+    if warnings.is_empty() {
+        JobState::Completed
+    } else {
+        JobState::CompletedWithWarnings
+    }
+}
+
 fn job(
     source: &str,
-    kind: &str,
+    kind: JobKind,
     started: DateTime<Utc>,
     secs: f64,
     state: JobState,
@@ -192,7 +160,7 @@ fn job(
 ) -> JobRecord {
     JobRecord {
         source: source.into(),
-        job: kind.into(),
+        job: kind.as_str().into(),
         started,
         seconds: secs,
         state,
@@ -202,172 +170,173 @@ fn job(
     }
 }
 
+fn line(s: &SourceConfig, action: Action, jobs: Vec<JobRecord>) -> ProtectLine {
+    ProtectLine {
+        source: s.name().into(),
+        action,
+        jobs,
+    }
+}
+
 /// Run everything that is due now, and nothing else.
 pub fn protect(env: &Env) -> Result<Vec<ProtectLine>, JobError> {
     let o = crate::observe::observe(env);
-    let mut lines = Vec::new();
-    for s in &env.workload.sources {
-        let name = s.name();
-        match s.strategy {
-            Some(Strategy::Backup) => {}
-            Some(Strategy::Reproduce) => {
-                lines.push(ProtectLine {
-                    source: name.into(),
-                    action: "reproducible: nothing to back up (drills prove the recipe)".into(),
-                    jobs: vec![],
-                });
-                continue;
-            }
-            None => {
-                lines.push(ProtectLine {
-                    source: name.into(),
-                    action: "skipped: no strategy (see `holdfast plan`)".into(),
-                    jobs: vec![],
-                });
-                continue;
-            }
+    env.workload
+        .sources
+        .iter()
+        .map(|s| protect_one(env, &o, s))
+        .collect()
+}
+
+/// Step: is the source scheduled at all (a backup strategy, a class with an RPO)?
+pub fn schedulable<'w>(
+    w: &'w Workload,
+    s: &SourceConfig,
+) -> Result<(&'w ClassConfig, chrono::Duration), Action> {
+    match s.strategy {
+        Some(Strategy::Backup) => {}
+        Some(Strategy::Reproduce) => return Err(Action::Reproducible),
+        None => return Err(Action::NoStrategy),
+    }
+    let (_, class) = w.class_of(s).ok_or(Action::NoClass)?;
+    let rpo = class.rpo.ok_or(Action::NoRpo)?;
+    Ok((class, rpo))
+}
+
+fn protect_one(
+    env: &Env,
+    o: &crate::observe::Observed,
+    s: &SourceConfig,
+) -> Result<ProtectLine, JobError> {
+    let name = s.name();
+    let (class, rpo) = match schedulable(env.workload, s) {
+        Ok(c) => c,
+        Err(action) => return Ok(line(s, action, vec![])),
+    };
+    let cad = cadence::cadence(rpo, cadence::expected_run(&o.backup_seconds(name)));
+    let newest = o.newest_point(name).map(|p| p.snapshot.time);
+    let missed = match cadence::due(env.now, newest, cad.interval) {
+        Due::NotYet { next } => return copy_if_behind(env, o, s, class, newest, next),
+        Due::Now { missed, .. } => missed,
+    };
+    let Some(_lock) = lock(&env.state_dir, name)? else {
+        return Ok(line(s, Action::RunningElsewhere, vec![]));
+    };
+    let repo = open_for(env, s)?;
+    let mut jobs = Vec::new();
+    if missed > 0 {
+        let due_at = newest.map(|n| n + cad.interval).unwrap_or(env.now);
+        jobs.push(save(&repo, record_missed(name, due_at, missed))?);
+    }
+    let r = save(&repo, run_backup(env, &repo, s)?)?;
+    let ok = r.state != JobState::Failed;
+    jobs.push(r);
+    if ok {
+        if let Some(r) = run_retention(env, &repo, s, class) {
+            jobs.push(save(&repo, r)?);
         }
-        let Some((_, class)) = env.workload.class_of(s) else {
-            lines.push(ProtectLine {
-                source: name.into(),
-                action: "skipped: no class, so no RPO to schedule by (see `holdfast plan`)".into(),
-                jobs: vec![],
-            });
-            continue;
-        };
-        let Some(rpo) = class.rpo else {
-            lines.push(ProtectLine {
-                source: name.into(),
-                action: "skipped: its class has no RPO (see `holdfast plan`)".into(),
-                jobs: vec![],
-            });
-            continue;
-        };
-        let cad = cadence::cadence(rpo, cadence::expected_run(&o.backup_seconds(name)));
-        let newest = o.newest_point(name).map(|p| p.snapshot.time);
-        let missed = match cadence::due(env.now, newest, cad.interval) {
-            Due::NotYet { next } => {
-                // Copies are due whenever the newest point is not yet in every copy repository.
-                let copies_behind = class.copies.iter().any(|c| {
-                    let copied = o
-                        .by_repo
-                        .get(c.get_ref())
-                        .and_then(|m| m.get(name))
-                        .and_then(|v| v.iter().max().copied());
-                    newest.is_some() && copied < newest
-                });
-                let mut jobs = Vec::new();
-                if copies_behind {
-                    if let Some(_lock) = lock(&env.state_dir, name)? {
-                        let (rname, rcfg) = env.workload.repository_of(s).ok_or_else(|| {
-                            JobError::Invalid(format!("source {name}: no repository"))
-                        })?;
-                        let repo = (env.open)(rname, rcfg)?;
-                        jobs = run_copies(env, &repo, s, class)?;
+        jobs.extend(run_copies(env, &repo, s, class)?);
+    }
+    Ok(line(s, Action::Ran, jobs))
+}
+
+/// Step: not due, but copy the newest point wherever a copy repository lacks it.
+fn copy_if_behind(
+    env: &Env,
+    o: &crate::observe::Observed,
+    s: &SourceConfig,
+    class: &ClassConfig,
+    newest: Option<DateTime<Utc>>,
+    next: DateTime<Utc>,
+) -> Result<ProtectLine, JobError> {
+    let name = s.name();
+    let copies_behind = class.copies.iter().any(|c| {
+        let copied = o
+            .by_repo
+            .get(c.get_ref())
+            .and_then(|m| m.get(name))
+            .and_then(|v| v.iter().max().copied());
+        newest.is_some() && copied < newest
+    });
+    let mut jobs = Vec::new();
+    if copies_behind {
+        if let Some(_lock) = lock(&env.state_dir, name)? {
+            let repo = open_for(env, s)?;
+            jobs = run_copies(env, &repo, s, class)?;
+        }
+    }
+    let action = if jobs.is_empty() {
+        Action::NotDue { until: next }
+    } else {
+        Action::Copied
+    };
+    Ok(line(s, action, jobs))
+}
+
+/// Step: open the repository a source's recovery points go to.
+fn open_for(env: &Env, s: &SourceConfig) -> Result<Repository, JobError> {
+    let (rname, rcfg) = env
+        .workload
+        .repository_of(s)
+        .ok_or_else(|| JobError::Invalid(format!("source {}: no repository", s.name())))?;
+    (env.open)(rname, rcfg)
+}
+
+fn save(repo: &Repository, r: JobRecord) -> Result<JobRecord, JobError> {
+    records::save(repo, &Record::Job(r.clone()))?;
+    Ok(r)
+}
+
+/// Step: the record of scheduled runs that did not start in time.
+fn record_missed(name: &str, due_at: DateTime<Utc>, missed: u32) -> JobRecord {
+    job(name, JobKind::Backup, due_at, 0.0, JobState::Expired, None, vec![format!("{missed} scheduled run(s) did not start in time (host off or protect not running); one catch-up run follows")])
+}
+
+/// Step: apply the class's keep policy to this source's points, and prune if any went.
+fn run_retention(
+    env: &Env,
+    repo: &Repository,
+    s: &SourceConfig,
+    class: &ClassConfig,
+) -> Option<JobRecord> {
+    let keep = class.keep.as_ref().cloned().filter(|p| !p.is_empty())?;
+    let name = s.name();
+    let t = Instant::now();
+    let res = holdfast_core::prune::forget_matching(repo, &keep, env.now, false, &|sn| {
+        s.owns(sn.source.as_deref(), &sn.hostname, &host())
+    });
+    let (state, msgs) = match res {
+        Ok(items) => {
+            let removed = items.iter().filter(|i| i.reasons.is_empty()).count();
+            let mut msgs = vec![format!(
+                "{removed} recovery point(s) removed by the class's keep policy"
+            )];
+            let mut state = JobState::Completed;
+            if removed > 0 {
+                match holdfast_core::prune::prune(repo, &Default::default(), env.progress) {
+                    Ok(p) => msgs.push(format!(
+                        "prune: {} pack(s) deleted, {} bytes freed",
+                        p.packs_deleted, p.bytes_freed
+                    )),
+                    Err(e) => {
+                        msgs.push(format!("prune failed: {e}"));
+                        state = JobState::Failed;
                     }
                 }
-                lines.push(ProtectLine {
-                    source: name.into(),
-                    action: if jobs.is_empty() {
-                        format!("not due until {}", next.format("%Y-%m-%d %H:%M:%S"))
-                    } else {
-                        "copied".into()
-                    },
-                    jobs,
-                });
-                continue;
             }
-            Due::Now { missed, .. } => missed,
-        };
-        let Some(_lock) = lock(&env.state_dir, name)? else {
-            lines.push(ProtectLine {
-                source: name.into(),
-                action: "skipped: another protect is running it".into(),
-                jobs: vec![],
-            });
-            continue;
-        };
-        let (rname, rcfg) = env
-            .workload
-            .repository_of(s)
-            .ok_or_else(|| JobError::Invalid(format!("source {name}: no repository")))?;
-        let repo = (env.open)(rname, rcfg)?;
-        let mut jobs = Vec::new();
-        if missed > 0 {
-            let due_at = newest.map(|n| n + cad.interval).unwrap_or(env.now);
-            let r = job(name, "backup", due_at, 0.0, JobState::Expired, None, vec![format!("{missed} scheduled run(s) did not start in time (host off or protect not running); one catch-up run follows")]);
-            records::save(&repo, &Record::Job(r.clone()))?;
-            jobs.push(r);
+            (state, msgs)
         }
-        let r = run_backup(env, &repo, s)?;
-        records::save(&repo, &Record::Job(r.clone()))?;
-        let ok = r.state != JobState::Failed;
-        jobs.push(r);
-        if ok {
-            if let Some(keep) = class.keep.as_ref().cloned().filter(|p| !p.is_empty()) {
-                let t = Instant::now();
-                let started = env.now;
-                let res =
-                    holdfast_core::prune::forget_matching(&repo, &keep, env.now, false, &|sn| {
-                        s.owns(sn.source.as_deref(), &sn.hostname, &host())
-                    });
-                let r = match res {
-                    Ok(items) => {
-                        let removed = items.iter().filter(|i| i.reasons.is_empty()).count();
-                        let mut msgs = vec![format!(
-                            "{removed} recovery point(s) removed by the class's keep policy"
-                        )];
-                        let mut state = JobState::Completed;
-                        if removed > 0 {
-                            match holdfast_core::prune::prune(
-                                &repo,
-                                &Default::default(),
-                                env.progress,
-                            ) {
-                                Ok(p) => msgs.push(format!(
-                                    "prune: {} pack(s) deleted, {} bytes freed",
-                                    p.packs_deleted, p.bytes_freed
-                                )),
-                                Err(e) => {
-                                    msgs.push(format!("prune failed: {e}"));
-                                    state = JobState::Failed;
-                                }
-                            }
-                        }
-                        job(
-                            name,
-                            "retention",
-                            started,
-                            t.elapsed().as_secs_f64(),
-                            state,
-                            None,
-                            msgs,
-                        )
-                    }
-                    Err(e) => job(
-                        name,
-                        "retention",
-                        started,
-                        t.elapsed().as_secs_f64(),
-                        JobState::Failed,
-                        None,
-                        vec![e.to_string()],
-                    ),
-                };
-                records::save(&repo, &Record::Job(r.clone()))?;
-                jobs.push(r);
-            }
-        }
-        if ok {
-            jobs.extend(run_copies(env, &repo, s, class)?);
-        }
-        lines.push(ProtectLine {
-            source: name.into(),
-            action: "ran".into(),
-            jobs,
-        });
-    }
-    Ok(lines)
+        Err(e) => (JobState::Failed, vec![e.to_string()]),
+    };
+    Some(job(
+        name,
+        JobKind::Retention,
+        env.now,
+        t.elapsed().as_secs_f64(),
+        state,
+        None,
+        msgs,
+    ))
 }
 
 /// Copy the source's recovery points to every repository its class requires; one job record
@@ -376,7 +345,7 @@ fn run_copies(
     env: &Env,
     repo: &Repository,
     s: &SourceConfig,
-    class: &crate::config::ClassConfig,
+    class: &ClassConfig,
 ) -> Result<Vec<JobRecord>, JobError> {
     let name = s.name();
     let mut out = Vec::new();
@@ -420,15 +389,11 @@ fn run_copies(
                     rep.already_present,
                     rep.bytes_added
                 )];
-                let state = if lock.is_empty() {
-                    JobState::Completed
-                } else {
-                    JobState::CompletedWithWarnings
-                };
+                let state = outcome(&lock);
                 m.extend(lock);
                 job(
                     name,
-                    "copy",
+                    JobKind::Copy,
                     env.now,
                     t.elapsed().as_secs_f64(),
                     state,
@@ -438,7 +403,7 @@ fn run_copies(
             }
             Err(e) => job(
                 name,
-                "copy",
+                JobKind::Copy,
                 env.now,
                 t.elapsed().as_secs_f64(),
                 JobState::Failed,
@@ -467,60 +432,38 @@ fn hook_timeout(s: &SourceConfig) -> StdDuration {
         .unwrap_or(StdDuration::from_secs(300))
 }
 
-/// Back up one source now; returns its job record (not yet saved).
+/// Back up one source now: pre hook, the kind's backup, post hook, object lock; returns its
+/// job record (not yet saved).
 pub fn run_backup(env: &Env, repo: &Repository, s: &SourceConfig) -> Result<JobRecord, JobError> {
-    let name = s.name();
     let started = env.now;
     let t = Instant::now();
     let mut messages = Vec::new();
-    let fail = |mut messages: Vec<String>, m: String| {
-        messages.push(m);
-        Ok(job(
-            name,
-            "backup",
+    let record = |state, snapshot, messages| {
+        job(
+            s.name(),
+            JobKind::Backup,
             started,
             t.elapsed().as_secs_f64(),
-            JobState::Failed,
-            None,
+            state,
+            snapshot,
             messages,
-        ))
+        )
     };
-    if s.kind == SourceKind::S3 {
-        return fail(
-            messages,
-            "source kind s3 is not supported by this version yet".into(),
-        );
-    }
     if let Some(pre) = &s.pre {
         let (ok, out) = run_hook(pre, hook_timeout(s), &[]);
         if !ok {
-            return fail(
-                messages,
-                format!("pre hook failed, nothing was backed up: {out}"),
-            );
+            messages.push(format!("pre hook failed, nothing was backed up: {out}"));
+            return Ok(record(JobState::Failed, None, messages));
         }
     }
-    // (snapshot id, what was skipped) or the failure.
-    let res: Result<(Option<String>, Vec<String>), String> = if s.kind != SourceKind::Path {
-        crate::sources::backup(repo, s, env.now, &std::env::temp_dir(), env.progress)
-            .map(|id| (Some(id.to_hex()), Vec::new()))
-    } else {
-        let opts = BackupOptions {
-            paths: s.all_paths(),
-            tags: s.tags.clone(),
-            excludes: s.exclude.clone(),
-            time: Some(env.now),
-            source: Some(name.to_string()),
-            ..Default::default()
-        };
-        backup::backup(repo, &opts, env.progress)
-            .map(|out| {
-                let mut skipped = out.snapshot.errors;
-                skipped.extend(out.snapshot.changed_while_read);
-                (out.id.map(|i| i.to_hex()), skipped)
-            })
-            .map_err(|e| e.to_string())
-    };
+    let res = s.driver().backup(&crate::sources::BackupJob {
+        repo,
+        name: s.name(),
+        tags: &s.tags,
+        time: env.now,
+        scratch: &std::env::temp_dir(),
+        progress: env.progress,
+    });
     if let Some(post) = &s.post {
         let (ok, out) = run_hook(post, hook_timeout(s), &[]);
         if !ok {
@@ -528,217 +471,152 @@ pub fn run_backup(env: &Env, repo: &Repository, s: &SourceConfig) -> Result<JobR
         }
     }
     match res {
-        Ok((snapshot, skipped)) => {
-            messages.extend(skipped);
-            if snapshot.is_some() {
+        Ok(b) => {
+            messages.extend(b.skipped);
+            if b.snapshot.is_some() {
                 messages.extend(extend_object_lock(repo, env.now));
             }
-            let state = if messages.is_empty() {
-                JobState::Completed
-            } else {
-                JobState::CompletedWithWarnings
-            };
-            Ok(job(
-                name,
-                "backup",
-                started,
-                t.elapsed().as_secs_f64(),
-                state,
-                snapshot,
-                messages,
-            ))
+            let snapshot = b.snapshot.map(|i| i.to_hex());
+            Ok(record(outcome(&messages), snapshot, messages))
         }
-        Err(e) => fail(messages, e),
-    }
-}
-
-/// Run a drill for one source and record it.
-pub fn drill(
-    env: &Env,
-    source: &str,
-    random: bool,
-    scratch: &Path,
-) -> Result<DrillRecord, JobError> {
-    let w = env.workload;
-    let s = w
-        .source(source)
-        .ok_or_else(|| JobError::unknown_source(w, source))?;
-    let (rname, rcfg) = w
-        .repository_of(s)
-        .or_else(|| w.repositories.iter().next().map(|(k, v)| (k.as_str(), v)))
-        .ok_or_else(|| {
-            JobError::Invalid("the workload defines no repository to record drills in".into())
-        })?;
-    let repo = (env.open)(rname, rcfg)?;
-    fs::create_dir_all(scratch).map_err(|e| JobError::Io {
-        op: "creating scratch directory",
-        path: scratch.to_path_buf(),
-        source: e,
-    })?;
-    let dir = tempfile::Builder::new()
-        .prefix("holdfast-drill-")
-        .tempdir_in(scratch)
-        .map_err(|e| JobError::Io {
-            op: "creating scratch directory",
-            path: scratch.to_path_buf(),
-            source: e,
-        })?;
-    let started = env.now;
-    let t = Instant::now();
-    let rto = w.class_of(s).and_then(|(_, c)| c.rto);
-    let timeout = rto
-        .and_then(|r| (r * 2).to_std().ok())
-        .unwrap_or(StdDuration::from_secs(3600));
-    let mut messages = Vec::new();
-    let rec = match s.strategy {
-        Some(Strategy::Reproduce) => {
-            let r = s.reproduce.clone().unwrap_or_default();
-            let mut passed = false;
-            match &r.command {
-                None => messages.push("no reproduce command: nothing to prove".into()),
-                Some(cmd) => {
-                    let env_vars = [("HOLDFAST_SCRATCH", dir.path())];
-                    let (ok, out) = run_hook(cmd, timeout, &env_vars);
-                    messages.push(format!(
-                        "reproduce: {}",
-                        if ok { "ok".to_string() } else { out }
-                    ));
-                    passed = ok;
-                    if ok {
-                        if let Some(v) = &r.verify {
-                            let (vok, vout) = run_hook(v, timeout, &env_vars);
-                            messages.push(format!(
-                                "verify: {}",
-                                if vok { "ok".to_string() } else { vout }
-                            ));
-                            passed = vok;
-                        } else {
-                            messages.push(
-                                "no verify command: the recipe ran but its result was not checked"
-                                    .into(),
-                            );
-                            passed = false;
-                        }
-                    }
-                }
-            }
-            DrillRecord {
-                source: source.into(),
-                kind: "reproduce".into(),
-                snapshot: None,
-                started,
-                seconds: t.elapsed().as_secs_f64(),
-                passed,
-                files: 0,
-                bytes: 0,
-                messages,
-                host: host(),
-            }
-        }
-        _ => {
-            let (all, _) = snapshot::load_all(&repo)?;
-            let mine: Vec<&SnapshotEntry> = all
-                .iter()
-                .filter(|x| {
-                    s.owns(x.snapshot.source.as_deref(), &x.snapshot.hostname, &host())
-                        && x.snapshot.complete
-                })
-                .collect();
-            let pick = if random && !mine.is_empty() {
-                mine[rand_index(mine.len())]
-            } else {
-                *mine.last().ok_or_else(|| JobError::Invalid(format!("source {source} has no complete recovery point to drill: run `holdfast protect` first")))?
-            };
-            if s.kind != SourceKind::Path {
-                let o = crate::sources::drill(&repo, s, pick, dir.path(), timeout);
-                let (passed, msgs, bytes) = match o {
-                    Ok(o) => (o.passed, o.messages, o.bytes),
-                    Err(e) => (false, vec![e], 0),
-                };
-                let rec = DrillRecord {
-                    source: source.into(),
-                    kind: "restore".into(),
-                    snapshot: Some(pick.id.to_hex()),
-                    started,
-                    seconds: t.elapsed().as_secs_f64(),
-                    passed,
-                    files: 1,
-                    bytes,
-                    messages: msgs,
-                    host: host(),
-                };
-                return finish_drill(&repo, rec, rto);
-            }
-            let (index, _) = repo.load_index()?;
-            let target = dir.path().join("restore");
-            let res = restore::restore(
-                &repo,
-                &index,
-                pick,
-                &RestoreOptions {
-                    target: target.clone(),
-                    ..Default::default()
-                },
-                env.progress,
-            )?;
-            messages.extend(res.errors.iter().cloned());
-            let v = restore::validate(&repo, &index, &pick.snapshot.tree, &target)?;
-            messages.extend(v.errors.iter().cloned());
-            let mut passed = res.errors.is_empty() && v.errors.is_empty();
-            messages.push(format!(
-                "validated {} files ({} bytes) against snapshot {}",
-                v.files,
-                v.bytes,
-                pick.id.short()
-            ));
-            if let Some(cmd) = &s.verify {
-                let (ok, out) = run_hook(cmd, timeout, &[("HOLDFAST_DRILL_DIR", &target)]);
-                messages.push(format!(
-                    "verify: {}",
-                    if ok { "ok".to_string() } else { out }
-                ));
-                passed &= ok;
-            }
-            DrillRecord {
-                source: source.into(),
-                kind: "restore".into(),
-                snapshot: Some(pick.id.to_hex()),
-                started,
-                seconds: t.elapsed().as_secs_f64(),
-                passed,
-                files: v.files,
-                bytes: v.bytes,
-                messages,
-                host: host(),
-            }
-        }
-    };
-    finish_drill(&repo, rec, rto)
-}
-
-/// A drill that took longer than the RTO fails: the restore worked, but not in time. Records
-/// the drill either way.
-fn finish_drill(
-    repo: &Repository,
-    mut rec: DrillRecord,
-    rto: Option<chrono::Duration>,
-) -> Result<DrillRecord, JobError> {
-    if let Some(rto) = rto {
-        if !crate::compliance::within(rec.seconds, rto) {
-            rec.passed = false;
-            rec.messages.push(format!(
-                "took {:.1}s, longer than the RTO of {}: the drill fails (make the restore faster or the RTO longer)",
-                rec.seconds,
-                crate::duration::show(rto)
-            ));
+        Err(e) => {
+            messages.push(e.to_string());
+            Ok(record(JobState::Failed, None, messages))
         }
     }
-    records::save(repo, &Record::Drill(rec.clone()))?;
-    Ok(rec)
 }
 
-fn rand_index(n: usize) -> usize {
-    let mut b = [0u8; 8];
-    let _ = File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
-    (u64::from_le_bytes(b) % n as u64) as usize
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn kinds_keep_their_stored_strings() {
+        for (k, s) in [
+            (JobKind::Backup, "backup"),
+            (JobKind::Retention, "retention"),
+            (JobKind::Copy, "copy"),
+        ] {
+            assert_eq!(k.as_str(), s);
+            assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{s}\""));
+            assert_eq!(JobKind::parse(s), Some(k));
+        }
+        assert_eq!(JobKind::parse("snapshot"), None);
+        for (k, s) in [
+            (DrillKind::Restore, "restore"),
+            (DrillKind::Reproduce, "reproduce"),
+        ] {
+            assert_eq!(k.as_str(), s);
+            assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{s}\""));
+        }
+    }
+
+    #[test]
+    fn actions_read_as_before() {
+        let until = Utc.with_ymd_and_hms(2026, 3, 4, 5, 6, 7).unwrap();
+        let cases = [
+            (Action::Ran, "ran"),
+            (Action::Copied, "copied"),
+            (
+                Action::NotDue { until },
+                "not due until 2026-03-04 05:06:07",
+            ),
+            (
+                Action::Reproducible,
+                "reproducible: nothing to back up (drills prove the recipe)",
+            ),
+            (
+                Action::NoStrategy,
+                "skipped: no strategy (see `holdfast plan`)",
+            ),
+            (
+                Action::NoClass,
+                "skipped: no class, so no RPO to schedule by (see `holdfast plan`)",
+            ),
+            (
+                Action::NoRpo,
+                "skipped: its class has no RPO (see `holdfast plan`)",
+            ),
+            (
+                Action::RunningElsewhere,
+                "skipped: another protect is running it",
+            ),
+        ];
+        for (a, s) in cases {
+            assert_eq!(a.to_string(), s);
+            assert_eq!(serde_json::to_value(&a).unwrap(), serde_json::json!(s));
+        }
+    }
+
+    #[test]
+    fn outcome_table() {
+        assert_eq!(outcome(&[]), JobState::Completed);
+        assert_eq!(outcome(&["x".into()]), JobState::CompletedWithWarnings);
+    }
+
+    #[test]
+    fn schedulable_table() {
+        let w = Workload::parse(
+            Path::new("/w.toml"),
+            r#"
+[repository.r]
+url = "/r"
+[class.timed]
+rpo = "1h"
+[class.untimed]
+rto = "1h"
+[[source]]
+name = "ok"
+kind = "path"
+path = "/a"
+class = "timed"
+strategy = "backup"
+[[source]]
+name = "repro"
+kind = "path"
+path = "/a"
+class = "timed"
+strategy = "reproduce"
+[[source]]
+name = "undecided"
+kind = "path"
+path = "/a"
+class = "timed"
+[[source]]
+name = "classless"
+kind = "path"
+path = "/a"
+strategy = "backup"
+[[source]]
+name = "no-rpo"
+kind = "path"
+path = "/a"
+class = "untimed"
+strategy = "backup"
+"#,
+        )
+        .unwrap();
+        let cases = [
+            ("ok", None),
+            ("repro", Some(Action::Reproducible)),
+            ("undecided", Some(Action::NoStrategy)),
+            ("classless", Some(Action::NoClass)),
+            ("no-rpo", Some(Action::NoRpo)),
+        ];
+        for (name, want) in cases {
+            let got = schedulable(&w, w.source(name).unwrap());
+            match want {
+                None => assert_eq!(
+                    got.map(|(_, rpo)| rpo).ok(),
+                    Some(chrono::Duration::hours(1)),
+                    "{name}"
+                ),
+                Some(a) => assert_eq!(got.err(), Some(a), "{name}"),
+            }
+        }
+    }
 }

@@ -11,9 +11,15 @@ pub mod cadence;
 pub mod compliance;
 pub mod config;
 pub mod discover;
+pub mod drills;
 pub mod duration;
+pub mod env;
 pub mod findings;
+pub mod found;
+pub mod hooks;
 pub mod jobs;
+#[cfg(test)]
+mod layering;
 pub mod observe;
 pub mod preflight;
 pub mod procnet;

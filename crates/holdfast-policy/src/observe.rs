@@ -11,8 +11,8 @@ use holdfast_core::snapshot::{self, SnapshotEntry};
 
 use crate::compliance::{self, DrillFact, SourceFacts, SourceStatus};
 use crate::config::Strategy;
+use crate::env::Env;
 use crate::findings::Measured;
-use crate::jobs::Env;
 
 /// What protects one repository's recovery points.
 #[derive(Debug, Clone)]

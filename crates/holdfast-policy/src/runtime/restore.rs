@@ -9,7 +9,7 @@ use holdfast_core::snapshot::{self, SnapshotEntry};
 use serde::Serialize;
 
 use super::{Runtime, RuntimeError};
-use crate::config::{SourceKind, Workload};
+use crate::config::Workload;
 use crate::jobs::JobError;
 use crate::sources;
 
@@ -133,7 +133,7 @@ impl Runtime {
             message,
         };
         // Files are the engine's; every other kind restores through its driver.
-        if s.kind == SourceKind::Path {
+        if s.restores_files() {
             let target = req
                 .target
                 .as_ref()
@@ -153,9 +153,9 @@ impl Runtime {
                 result,
             });
         }
-        let conn = sources::Conn::of(s).map_err(fail)?;
+        let conn = sources::Conn::of(s).map_err(|e| fail(e.to_string()))?;
         let done = sources::restore(&repo, s, &snap, req.target.as_deref(), req.replace, &conn)
-            .map_err(fail)?;
+            .map_err(|e| fail(e.to_string()))?;
         Ok(SourceRestored::Tool {
             snapshot: snap.id.to_hex(),
             done,

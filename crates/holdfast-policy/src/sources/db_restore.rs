@@ -15,14 +15,56 @@ use std::rc::Rc;
 use holdfast_core::index::Index;
 use holdfast_core::{Id, Repository};
 
-use super::{feed, feed_with, my_tool, output, pg_user_tables, Conn};
+use super::tool::{feed, feed_with, my_tool, output, pg_user_tables, ToolError};
+use super::Conn;
+
+/// Why a logical restore failed or was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DbRestoreError {
+    /// A client tool failed.
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    /// `--into` names one database, but the recovery point holds another number of dumps.
+    #[error("--into names one database, but the snapshot holds {0} dumps")]
+    IntoNeedsOneDump(usize),
+    /// The target database holds data and `--replace` was not given.
+    #[error(
+        "database {db} is not empty ({relations} relations): pass --replace to restore over it"
+    )]
+    PgNotEmpty {
+        /// The database.
+        db: String,
+        /// Its user relations.
+        relations: u64,
+    },
+    /// Other sessions are connected to the PostgreSQL database to replace.
+    #[error("database {db} has {} other session(s) connected ({}): a restore under them would mix two states; stop the application or terminate them, then restore again", .sessions.len(), .sessions.join(", "))]
+    PgSessions {
+        /// The database.
+        db: String,
+        /// The sessions.
+        sessions: Vec<String>,
+    },
+    /// The snapshot holds no dump.
+    #[error("the snapshot holds no dump")]
+    NoDump,
+    /// The server's tables could not be counted.
+    #[error("could not count the server's tables")]
+    CannotCount,
+    /// The MariaDB server holds user tables and `--replace` was not given.
+    #[error("the server already holds {0} user tables: pass --replace to restore over them")]
+    MyNotEmpty(u64),
+    /// Other sessions are connected to the MariaDB server.
+    #[error("{} other session(s) are connected ({}): a restore under them would mix two states; stop the application, then restore again", .0.len(), .0.join(", "))]
+    MySessions(Vec<String>),
+}
 
 fn sql_str(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
 /// Other sessions connected to a PostgreSQL database: `application (user)` each.
-fn pg_other_sessions(conn: &Conn, db: &str) -> Result<Vec<String>, String> {
+fn pg_other_sessions(conn: &Conn, db: &str) -> Result<Vec<String>, ToolError> {
     let mut c = Command::new("psql");
     c.args([
         "-X",
@@ -55,7 +97,7 @@ pub fn postgres(
     into: Option<&str>,
     replace: bool,
     conn: &Conn,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, DbRestoreError> {
     let mut done = Vec::new();
     if let Some((d, f)) = files.iter().find(|(_, f)| f == "globals.sql") {
         let mut c = Command::new("psql");
@@ -68,10 +110,7 @@ pub fn postgres(
     }
     let dumps: Vec<_> = files.iter().filter(|(_, f)| f.ends_with(".dump")).collect();
     if into.is_some() && dumps.len() != 1 {
-        return Err(format!(
-            "--into names one database, but the snapshot holds {} dumps",
-            dumps.len()
-        ));
+        return Err(DbRestoreError::IntoNeedsOneDump(dumps.len()));
     }
     for (d, f) in dumps {
         let db = into
@@ -79,18 +118,15 @@ pub fn postgres(
             .unwrap_or_else(|| f.trim_end_matches(".dump").to_string());
         match pg_user_tables(conn, &db)? {
             Some(n) if n > 0 && !replace => {
-                return Err(format!(
-                    "database {db} is not empty ({n} relations): pass --replace to restore over it"
-                ))
+                return Err(DbRestoreError::PgNotEmpty { db, relations: n })
             }
             Some(_) => {
                 let others = pg_other_sessions(conn, &db)?;
                 if !others.is_empty() {
-                    return Err(format!(
-                        "database {db} has {} other session(s) connected ({}): a restore under them would mix two states; stop the application or terminate them, then restore again",
-                        others.len(),
-                        others.join(", ")
-                    ));
+                    return Err(DbRestoreError::PgSessions {
+                        db,
+                        sessions: others,
+                    });
                 }
                 // Dropped and created anew: nothing made after the backup survives.
                 let mut c = Command::new("dropdb");
@@ -118,7 +154,7 @@ pub fn postgres(
     Ok(done)
 }
 
-fn createdb(conn: &Conn, db: &str) -> Result<(), String> {
+fn createdb(conn: &Conn, db: &str) -> Result<(), ToolError> {
     let mut c = Command::new("createdb");
     c.args(["--no-password", db]);
     conn.pg(&mut c);
@@ -128,7 +164,7 @@ fn createdb(conn: &Conn, db: &str) -> Result<(), String> {
 /// Databases MySQL/MariaDB keeps for itself: never dropped by a restore.
 const MY_SYSTEM: [&str; 4] = ["mysql", "information_schema", "performance_schema", "sys"];
 
-fn my_query(conn: &Conn, tool: &str, q: &str) -> Result<Vec<String>, String> {
+fn my_query(conn: &Conn, tool: &str, q: &str) -> Result<Vec<String>, ToolError> {
     let mut c = Command::new(tool);
     conn.my(&mut c);
     c.args(["-N", "-B", "-e", q]);
@@ -148,8 +184,8 @@ pub fn mysql(
     replace: bool,
     conn: &Conn,
     only: Option<&str>,
-) -> Result<Vec<String>, String> {
-    let (d, f) = files.first().ok_or("the snapshot holds no dump")?;
+) -> Result<Vec<String>, DbRestoreError> {
+    let (d, f) = files.first().ok_or(DbRestoreError::NoDump)?;
     let tool = my_tool("mariadb", "mysql");
     let system = MY_SYSTEM.map(sql_str).join(",");
     let n: u64 = my_query(
@@ -163,11 +199,9 @@ pub fn mysql(
     )?
     .first()
     .and_then(|v| v.trim().parse().ok())
-    .ok_or("could not count the server's tables")?;
+    .ok_or(DbRestoreError::CannotCount)?;
     if n > 0 && !replace {
-        return Err(format!(
-            "the server already holds {n} user tables: pass --replace to restore over them"
-        ));
+        return Err(DbRestoreError::MyNotEmpty(n));
     }
     let mut done = Vec::new();
     if n > 0 {
@@ -180,11 +214,7 @@ pub fn mysql(
             ),
         )?;
         if !others.is_empty() {
-            return Err(format!(
-                "{} other session(s) are connected ({}): a restore under them would mix two states; stop the application, then restore again",
-                others.len(),
-                others.join(", ")
-            ));
+            return Err(DbRestoreError::MySessions(others));
         }
     }
     let before = my_query(conn, &tool, "SHOW DATABASES")?;

@@ -12,6 +12,46 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use super::tool::ToolError;
+
+/// Why a physical restore failed or was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PhysicalError {
+    /// The target holds files and `--replace` was not given.
+    #[error("{} is not empty: pass --replace, or give an empty directory", .0.display())]
+    NotEmpty(PathBuf),
+    /// A server runs on the target.
+    #[error("{} is the data directory of a running PostgreSQL server (pid {pid}): stop it first (pg_ctl -D {} stop)", .dir.display(), .dir.display())]
+    Running {
+        /// The data directory.
+        dir: PathBuf,
+        /// The postmaster.
+        pid: u32,
+    },
+    /// What was extracted is not a data directory.
+    #[error("the base backup holds no PG_VERSION ({0}): it is not a PostgreSQL data directory")]
+    NotADataDirectory(#[source] std::io::Error),
+    /// The files came out as root and no `postgres` user exists.
+    #[error("the backed-up files came out owned by root and there is no user postgres: create the user that runs PostgreSQL, then restore again")]
+    NoPostgresUser,
+    /// Extracting the base backup failed.
+    #[error(transparent)]
+    Extract(#[from] ToolError),
+    /// Local I/O.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(what: String) -> impl FnOnce(std::io::Error) -> PhysicalError {
+    move |source| PhysicalError::Io { what, source }
+}
+
 /// The process a `postmaster.pid` names, if it is running.
 pub fn running_postmaster(data: &Path) -> Option<u32> {
     let text = fs::read_to_string(data.join("postmaster.pid")).ok()?;
@@ -42,13 +82,13 @@ fn user_ids(name: &str) -> Option<(u32, u32)> {
     }
 }
 
-fn chown_tree(p: &Path, uid: u32, gid: u32) -> Result<(), String> {
+fn chown_tree(p: &Path, uid: u32, gid: u32) -> Result<(), PhysicalError> {
     std::os::unix::fs::lchown(p, Some(uid), Some(gid))
-        .map_err(|e| format!("chown {}: {e}", p.display()))?;
-    let m = fs::symlink_metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        .map_err(io(format!("chown {}", p.display())))?;
+    let m = fs::symlink_metadata(p).map_err(io(format!("{}", p.display())))?;
     if m.is_dir() {
-        for e in fs::read_dir(p).map_err(|e| format!("{}: {e}", p.display()))? {
-            let e = e.map_err(|e| format!("{}: {e}", p.display()))?;
+        for e in fs::read_dir(p).map_err(io(format!("{}", p.display())))? {
+            let e = e.map_err(io(format!("{}", p.display())))?;
             chown_tree(&e.path(), uid, gid)?;
         }
     }
@@ -57,16 +97,12 @@ fn chown_tree(p: &Path, uid: u32, gid: u32) -> Result<(), String> {
 
 /// Who must own the restored cluster: the owner of its files as extracted, or, when they came
 /// out as root while running as root, the `postgres` user.
-fn owner(dir: &Path) -> Result<(u32, u32), String> {
-    let m = fs::metadata(dir.join("PG_VERSION")).map_err(|e| {
-        format!("the base backup holds no PG_VERSION ({e}): it is not a PostgreSQL data directory")
-    })?;
+fn owner(dir: &Path) -> Result<(u32, u32), PhysicalError> {
+    let m = fs::metadata(dir.join("PG_VERSION")).map_err(PhysicalError::NotADataDirectory)?;
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     if root && m.uid() == 0 {
-        return user_ids("postgres").ok_or_else(|| {
-            "the backed-up files came out owned by root and there is no user postgres: create the user that runs PostgreSQL, then restore again".to_string()
-        });
+        return user_ids("postgres").ok_or(PhysicalError::NoPostgresUser);
     }
     Ok((m.uid(), m.gid()))
 }
@@ -76,29 +112,25 @@ fn owner(dir: &Path) -> Result<(u32, u32), String> {
 pub fn restore(
     target: &Path,
     replace: bool,
-    extract: impl FnOnce(&Path) -> Result<(), String>,
-) -> Result<Vec<String>, String> {
+    extract: impl FnOnce(&Path) -> Result<(), ToolError>,
+) -> Result<Vec<String>, PhysicalError> {
     let non_empty = fs::read_dir(target)
         .map(|mut r| r.next().is_some())
         .unwrap_or(false);
     if non_empty && !replace {
-        return Err(format!(
-            "{} is not empty: pass --replace, or give an empty directory",
-            target.display()
-        ));
+        return Err(PhysicalError::NotEmpty(target.to_path_buf()));
     }
     if let Some(pid) = running_postmaster(target) {
-        return Err(format!(
-            "{} is the data directory of a running PostgreSQL server (pid {pid}): stop it first (pg_ctl -D {} stop)",
-            target.display(),
-            target.display()
-        ));
+        return Err(PhysicalError::Running {
+            dir: target.to_path_buf(),
+            pid,
+        });
     }
     let parent = target
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    fs::create_dir_all(parent).map_err(io(format!("{}", parent.display())))?;
     let name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -106,7 +138,7 @@ pub fn restore(
     let fresh = tempfile::Builder::new()
         .prefix(&format!(".{name}.holdfast-restore-"))
         .tempdir_in(parent)
-        .map_err(|e| format!("scratch directory in {}: {e}", parent.display()))?;
+        .map_err(io(format!("scratch directory in {}", parent.display())))?;
     extract(fresh.path())?;
     let (uid, gid) = owner(fresh.path())?;
     // SAFETY: geteuid has no preconditions.
@@ -114,21 +146,27 @@ pub fn restore(
         chown_tree(fresh.path(), uid, gid)?;
     }
     fs::set_permissions(fresh.path(), fs::Permissions::from_mode(0o700))
-        .map_err(|e| format!("chmod {}: {e}", fresh.path().display()))?;
+        .map_err(io(format!("chmod {}", fresh.path().display())))?;
     let fresh = fresh.keep();
     let mut done = Vec::new();
     if target.exists() {
         // Move the old directory aside first, so the two clusters never mix, then remove it.
         let old: PathBuf = parent.join(format!(".{name}.holdfast-replaced-{}", std::process::id()));
-        fs::rename(target, &old).map_err(|e| format!("moving {} aside: {e}", target.display()))?;
-        fs::rename(&fresh, target)
-            .map_err(|e| format!("moving the restored cluster into {}: {e}", target.display()))?;
-        fs::remove_dir_all(&old)
-            .map_err(|e| format!("removing the replaced cluster {}: {e}", old.display()))?;
+        fs::rename(target, &old).map_err(io(format!("moving {} aside", target.display())))?;
+        fs::rename(&fresh, target).map_err(io(format!(
+            "moving the restored cluster into {}",
+            target.display()
+        )))?;
+        fs::remove_dir_all(&old).map_err(io(format!(
+            "removing the replaced cluster {}",
+            old.display()
+        )))?;
         done.push(format!("replaced the old contents of {}", target.display()));
     } else {
-        fs::rename(&fresh, target)
-            .map_err(|e| format!("moving the restored cluster into {}: {e}", target.display()))?;
+        fs::rename(&fresh, target).map_err(io(format!(
+            "moving the restored cluster into {}",
+            target.display()
+        )))?;
     }
     let user = user_name(uid).unwrap_or_else(|| uid.to_string());
     // SAFETY: geteuid has no preconditions.

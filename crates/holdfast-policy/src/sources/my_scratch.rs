@@ -1,0 +1,149 @@
+//! Throwaway MariaDB/MySQL servers on a free loopback port, for drills (and tests).
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::scratch::{io, log_tail, ScratchError};
+use super::tool::{my_tool, output};
+use super::Conn;
+
+/// A running scratch server.
+pub struct Server {
+    dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+fn which(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    dirs.extend(["/usr/sbin", "/usr/libexec", "/usr/local/sbin"].map(PathBuf::from));
+    names
+        .iter()
+        .find_map(|n| dirs.iter().map(|d| d.join(n)).find(|p| p.is_file()))
+}
+
+impl Server {
+    /// Initialise a data directory under `scratch` and start a server on it.
+    pub fn start(scratch: &Path, timeout: Duration) -> Result<Server, ScratchError> {
+        let install =
+            which(&["mariadb-install-db", "mysql_install_db"]).ok_or(ScratchError::Missing(
+                "mariadb-install-db not found: install the mariadb-server package",
+            ))?;
+        let daemon = which(&["mariadbd", "mysqld"]).ok_or(ScratchError::Missing(
+            "mariadbd not found: install the mariadb-server package",
+        ))?;
+        let dir = tempfile::Builder::new()
+            .prefix("my-")
+            .tempdir_in(scratch)
+            .map_err(io(format!("scratch directory in {}", scratch.display())))?
+            .keep();
+        let data = dir.join("data");
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        let user = if root {
+            "--user=root".to_string()
+        } else {
+            format!("--user={}", holdfast_core::util::username())
+        };
+        let mut c = Command::new(&install);
+        c.arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .args([
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+                &user,
+            ]);
+        output(c, "mariadb-install-db")?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(io("finding a free loopback port"))?;
+        let log = File::create(dir.join("server.log")).map_err(io("creating the server log"))?;
+        let child = Command::new(&daemon)
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--socket={}", dir.join("sock").display()))
+            .arg(format!("--port={port}"))
+            .arg(format!("--pid-file={}", dir.join("pid").display()))
+            .args([
+                "--bind-address=127.0.0.1",
+                "--skip-log-bin",
+                "--innodb-flush-log-at-trx-commit=0",
+                &user,
+            ])
+            .stdout(log.try_clone().map_err(io("the server log"))?)
+            .stderr(log)
+            .spawn()
+            .map_err(io(format!("starting {}", daemon.display())))?;
+        let mut s = Server {
+            dir,
+            port,
+            child: Some(child),
+        };
+        let deadline = std::time::Instant::now() + timeout.max(Duration::from_secs(30));
+        loop {
+            let mut c = Command::new(my_tool("mariadb-admin", "mysqladmin"));
+            s.conn().my(&mut c);
+            c.arg("ping");
+            if c.stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|st| st.success())
+            {
+                return Ok(s);
+            }
+            if let Some(Ok(Some(st))) = s.child.as_mut().map(|c| c.try_wait()) {
+                return Err(ScratchError::Exited {
+                    status: st,
+                    log: log_tail(&s.dir.join("server.log")),
+                });
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(ScratchError::Timeout);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Client settings for this server (over its unix socket, as root without password).
+    pub fn conn(&self) -> Conn {
+        Conn {
+            host: Some(self.dir.join("sock").display().to_string()),
+            port: None,
+            user: Some("root".into()),
+            password: None,
+        }
+    }
+
+    /// Its TCP port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let mut a = Command::new(my_tool("mariadb-admin", "mysqladmin"));
+            self.conn().my(&mut a);
+            let _ = a
+                .arg("shutdown")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}

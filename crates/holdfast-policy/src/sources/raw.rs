@@ -1,0 +1,158 @@
+//! A `[[source]]` table as written in the workload file: every key any kind accepts, checked
+//! only for syntax and types. Each kind's module turns it into its own typed configuration
+//! ([`super::KINDS`]); the workload file's syntax is this struct's.
+
+use std::path::{Path, PathBuf};
+
+use chrono::Duration;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::duration;
+
+/// Backup or reproduce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Back it up.
+    Backup,
+    /// Reproduce it from other sources.
+    Reproduce,
+}
+
+/// How to reproduce a source.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// What it is reproduced from (a source name or a description).
+    #[serde(default)]
+    pub from: Option<Spanned<String>>,
+    /// The command that reproduces it. `$HOLDFAST_SCRATCH` is a scratch directory during drills.
+    #[serde(default)]
+    pub command: Option<String>,
+    /// A command that checks the result (exit 0 = good).
+    #[serde(default)]
+    pub verify: Option<String>,
+}
+
+/// One `[[source]]` table, before its kind has read its settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawSource {
+    /// Unique name.
+    pub name: Spanned<String>,
+    /// Kind, a name in [`super::KINDS`].
+    pub kind: Spanned<String>,
+    /// What it reads (kind `path`, `sqlite`).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Several paths (kind `path`).
+    #[serde(default)]
+    pub paths: Vec<PathBuf>,
+    /// Criticality class.
+    #[serde(default)]
+    pub class: Option<Spanned<String>>,
+    /// Backup or reproduce.
+    #[serde(default)]
+    pub strategy: Option<Strategy>,
+    /// Repository (default: the only one).
+    #[serde(default)]
+    pub repository: Option<Spanned<String>>,
+    /// Recipe for `reproduce`.
+    #[serde(default)]
+    pub reproduce: Option<Recipe>,
+    /// Why a backup is not needed (for `reproduce`).
+    #[serde(default)]
+    pub why_not_backup: Option<String>,
+    /// Exclude globs (kind `path`).
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Tags for its snapshots.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Command run before the backup (freeze, flush); failing fails the job.
+    #[serde(default)]
+    pub pre: Option<String>,
+    /// Command run after the backup, whatever happened.
+    #[serde(default)]
+    pub post: Option<String>,
+    /// Limit for each hook.
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub hook_timeout: Option<Duration>,
+    /// What checks a restored copy during a drill (a command or a query, by kind).
+    #[serde(default)]
+    pub verify: Option<String>,
+    /// The database a `postgres`/`mysql` drill runs its `verify` query in.
+    #[serde(default)]
+    pub verify_database: Option<String>,
+    /// Database name (`postgres`, `mysql`); default: every database (with globals).
+    #[serde(default)]
+    pub database: Option<String>,
+    /// `logical` (pg_dump, default) or `physical` (pg_basebackup) for `postgres`.
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// Server host or socket directory (`postgres`, `mysql`).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Server port.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Database user.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Environment variable holding the database password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// Command whose standard output is the data (`command` sources).
+    #[serde(default)]
+    pub command: Option<String>,
+    /// Command that takes the data on standard input to restore it (`command` sources).
+    #[serde(default)]
+    pub restore_command: Option<String>,
+    /// File name of the data inside the snapshot (`command` sources; default `NAME.out`).
+    #[serde(default)]
+    pub file_name: Option<String>,
+    /// The source is one thing reached from several hosts.
+    #[serde(default)]
+    pub shared: bool,
+    /// Discovered locations this source protects, by identity.
+    #[serde(default)]
+    pub covers: Vec<String>,
+}
+
+impl RawSource {
+    /// The source's name.
+    pub fn name(&self) -> &str {
+        self.name.get_ref()
+    }
+
+    /// `path` and `paths`, non-empty, relative ones resolved against `base` (the workload
+    /// file's directory). `kind` names the kind in the error ("Path", "Sqlite").
+    pub fn required_paths(&self, kind: &str, base: &Path) -> Result<Vec<PathBuf>, String> {
+        let n = self.name();
+        let all: Vec<PathBuf> = self.path.iter().chain(&self.paths).cloned().collect();
+        if all.is_empty() {
+            return Err(format!("source {n:?} of kind {kind} needs path = \"...\""));
+        }
+        if all.iter().any(|p| p.as_os_str().is_empty()) {
+            return Err(format!("source {n:?}: path is empty"));
+        }
+        Ok(all
+            .into_iter()
+            .map(|p| if p.is_relative() { base.join(p) } else { p })
+            .collect())
+    }
+
+    /// Refuse `mode`, which only `postgres` sources take.
+    pub fn no_mode(&self) -> Result<(), String> {
+        match &self.mode {
+            Some(m) => Err(mode_error(self.name(), m)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The error for a `mode` a source cannot take.
+pub fn mode_error(name: &str, m: &str) -> String {
+    format!("source {name:?}: mode {m:?} is only for postgres sources: \"logical\" or \"physical\"")
+}
