@@ -187,7 +187,11 @@ impl LockState {
 /// Read every record and the history's lock events.
 pub fn lock_state(repo: &Repository) -> Result<LockState> {
     let (records, unreadable) = load_checked(repo)?;
-    Ok(lock_state_of(&records, unreadable, crate::history::audit(repo)?))
+    Ok(lock_state_of(
+        &records,
+        unreadable,
+        crate::history::audit(repo)?,
+    ))
 }
 
 /// The lock state from records and a history audit already read (so that `status` reads each

@@ -84,7 +84,8 @@ pub fn is_rollup_name(name: &str) -> bool {
 }
 
 fn is_hex(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn is_record_name(s: &str) -> bool {
@@ -120,6 +121,8 @@ pub fn retain_drills(v: impl IntoIterator<Item = Named<DrillRecord>>) -> Vec<Nam
 }
 
 type Key = (String, String, String, String, DateTime<Utc>);
+/// Source, host, kind and outcome.
+type Group = (String, String, String, String);
 
 fn retain<T>(
     v: impl IntoIterator<Item = Named<T>>,
@@ -127,8 +130,7 @@ fn retain<T>(
     key: impl Fn(&T) -> Key,
 ) -> Vec<Named<T>> {
     // Deduplicated by record name; ordered by group, then newest first (ties by name).
-    let mut by: BTreeMap<(String, String, String, String), Vec<(DateTime<Utc>, Named<T>)>> =
-        BTreeMap::new();
+    let mut by: BTreeMap<Group, Vec<(DateTime<Utc>, Named<T>)>> = BTreeMap::new();
     let mut seen = HashSet::new();
     for n in v {
         if !seen.insert(n.name.clone()) {
@@ -280,7 +282,8 @@ fn load_once(repo: &Repository) -> Result<Option<Loaded>> {
         if is_rollup_name(&o.name) || covered.contains(&o.name) {
             continue;
         }
-        let v = repo.load_json_listed::<serde_json::Value>(ObjectKind::Record, &o.name, o.size, AAD);
+        let v =
+            repo.load_json_listed::<serde_json::Value>(ObjectKind::Record, &o.name, o.size, AAD);
         match v {
             Ok(v) => match serde_json::from_value::<Record>(v.clone()) {
                 Ok(r) => l.raw.push((o.name.clone(), r)),
@@ -477,9 +480,20 @@ mod tests {
         };
         let completed = of("a", JobState::Completed);
         assert_eq!(completed.len(), KEEP_JOBS);
-        assert_eq!(completed[0], job("db", "a", 1099, JobState::Completed).started);
-        assert_eq!(of("a", JobState::Failed).len(), 1, "the last failure is kept");
-        assert_eq!(of("a", JobState::Expired).len(), 1, "the last missed run is kept");
+        assert_eq!(
+            completed[0],
+            job("db", "a", 1099, JobState::Completed).started
+        );
+        assert_eq!(
+            of("a", JobState::Failed).len(),
+            1,
+            "the last failure is kept"
+        );
+        assert_eq!(
+            of("a", JobState::Expired).len(),
+            1,
+            "the last missed run is kept"
+        );
         assert_eq!(of("b", JobState::Completed).len(), KEEP_JOBS);
         // Applying it to parts and then to the union equals applying it once, in any split.
         for split in [1, 7, 50, 110] {

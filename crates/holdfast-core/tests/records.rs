@@ -226,8 +226,14 @@ fn reading_costs_a_bounded_number_of_requests_however_many_records_were_written(
             (Some(t0() + Duration::minutes(149)), Some(220.0)),
             "{s}"
         );
-        assert_eq!(newest(&rs, s, JobState::Failed).0, Some(t0() + Duration::minutes(3)));
-        assert_eq!(newest(&rs, s, JobState::Expired).0, Some(t0() + Duration::minutes(4)));
+        assert_eq!(
+            newest(&rs, s, JobState::Failed).0,
+            Some(t0() + Duration::minutes(3))
+        );
+        assert_eq!(
+            newest(&rs, s, JobState::Expired).0,
+            Some(t0() + Duration::minutes(4))
+        );
         let failed_drill = rs.iter().any(|r| {
             matches!(r, Record::Drill(d) if d.source == *s && !d.passed && d.started == t0() + Duration::minutes(120))
         });
@@ -236,7 +242,10 @@ fn reading_costs_a_bounded_number_of_requests_however_many_records_were_written(
     // The retention lock is read on every pass and is never folded away.
     let (got, gets, _) = fx.cost(|| records::retention_lock(&fx.repo).unwrap());
     assert_eq!(got.map(|l| l.min_age_seconds), Some(lock.min_age_seconds));
-    assert!(gets <= COMPACT_AT + 8, "{gets} reads for the retention lock");
+    assert!(
+        gets <= COMPACT_AT + 8,
+        "{gets} reads for the retention lock"
+    );
 }
 
 #[test]
@@ -269,7 +278,11 @@ fn a_writer_that_cannot_delete_still_reads_a_bounded_number_and_counts_nothing_t
     assert!(fx.names().len() <= 3, "{:?}", fx.names());
     // What was read before, less what retention drops: the newest KEEP_JOBS runs.
     let (rs2, _) = records::load_checked(&fx.repo).unwrap();
-    assert_eq!(rs2, rs[rs.len() - rollup::KEEP_JOBS..], "compaction changed what is read");
+    assert_eq!(
+        rs2,
+        rs[rs.len() - rollup::KEEP_JOBS..],
+        "compaction changed what is read"
+    );
 }
 
 #[test]
@@ -333,7 +346,10 @@ fn a_damaged_rollup_is_reported_and_its_predecessor_still_stands() {
     for i in 20..25 {
         records::save(&fx.repo, &job("db", i, JobState::Completed)).unwrap();
     }
-    let newest_rollup = rollup::compact(&fx.repo, Utc::now()).unwrap().unwrap().rollup;
+    let newest_rollup = rollup::compact(&fx.repo, Utc::now())
+        .unwrap()
+        .unwrap()
+        .rollup;
     flip_last_byte(&fx.records_dir().join(&newest_rollup));
     let (rs, bad) = records::load_checked(&fx.repo).unwrap();
     assert_eq!(bad.len(), 1, "{bad:?}");
@@ -363,7 +379,8 @@ fn a_damaged_rollup_is_reported_and_its_predecessor_still_stands() {
     .unwrap();
     let (_, bad) = records::load_checked(&fx.repo).unwrap();
     assert!(
-        bad.iter().any(|b| b.contains(&renamed) && b.contains("sequence")),
+        bad.iter()
+            .any(|b| b.contains(&renamed) && b.contains("sequence")),
         "{bad:?}"
     );
 }
