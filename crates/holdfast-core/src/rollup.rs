@@ -123,6 +123,7 @@ pub fn retain_drills(v: impl IntoIterator<Item = Named<DrillRecord>>) -> Vec<Nam
 type Key = (String, String, String, String, DateTime<Utc>);
 /// Source, host, kind and outcome.
 type Group = (String, String, String, String);
+type Timed<T> = (DateTime<Utc>, Named<T>);
 
 fn retain<T>(
     v: impl IntoIterator<Item = Named<T>>,
@@ -130,7 +131,7 @@ fn retain<T>(
     key: impl Fn(&T) -> Key,
 ) -> Vec<Named<T>> {
     // Deduplicated by record name; ordered by group, then newest first (ties by name).
-    let mut by: BTreeMap<Group, Vec<(DateTime<Utc>, Named<T>)>> = BTreeMap::new();
+    let mut by: BTreeMap<Group, Vec<Timed<T>>> = BTreeMap::new();
     let mut seen = HashSet::new();
     for n in v {
         if !seen.insert(n.name.clone()) {
