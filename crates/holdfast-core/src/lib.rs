@@ -33,6 +33,7 @@ pub mod records;
 pub mod repo;
 pub mod restore;
 pub mod retention;
+pub mod rollup;
 pub mod session;
 pub mod snapshot;
 pub mod stream;

@@ -9,10 +9,11 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repo::Repository;
 
-const AAD: &[u8] = b"holdfast record";
+/// Associated data of every record (rollups too).
+pub(crate) const AAD: &[u8] = b"holdfast record";
 
 /// The `type` of every record this holdfast reads.
-const KNOWN_TYPES: [&str; 4] = ["job", "drill", "retention_lock", "object_locks"];
+pub(crate) const KNOWN_TYPES: [&str; 4] = ["job", "drill", "retention_lock", "object_locks"];
 
 /// How a job ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -197,9 +198,24 @@ impl LockState {
 /// Read every record and the history's lock events.
 pub fn lock_state(repo: &Repository) -> Result<LockState> {
     let (records, unreadable) = load_checked(repo)?;
+    Ok(lock_state_of(
+        &records,
+        unreadable,
+        crate::history::audit(repo)?,
+    ))
+}
+
+/// The lock state from records and a history audit already read (so that `status` reads each
+/// once).
+pub fn lock_state_of(
+    records: &[Record],
+    unreadable: Vec<String>,
+    audit: crate::history::Audit,
+) -> LockState {
     let mut best: Option<RetentionLock> = None;
     for r in records {
         if let Record::RetentionLock(l) = r {
+            let l = l.clone();
             best = Some(match best {
                 None => l,
                 Some(b) => RetentionLock {
@@ -211,22 +227,28 @@ pub fn lock_state(repo: &Repository) -> Result<LockState> {
             });
         }
     }
-    Ok(LockState {
+    LockState {
         lock: best,
         unreadable,
-        audit: crate::history::audit(repo)?,
-    })
+        audit,
+    }
+}
+
+impl LockState {
+    /// The lock in force, or [`Error::RetentionLockUnverifiable`] when it cannot be known.
+    pub fn in_force(&self) -> Result<Option<RetentionLock>> {
+        if let Some(detail) = self.unverifiable() {
+            return Err(Error::RetentionLockUnverifiable { detail });
+        }
+        Ok(self.lock.clone())
+    }
 }
 
 /// The strongest retention lock in force: the largest minimum age, compliance if any
 /// compliance lock exists. Fails closed ([`Error::RetentionLockUnverifiable`]) when the lock in
 /// force cannot be known (see [`LockState::unverifiable`]).
 pub fn retention_lock(repo: &Repository) -> Result<Option<RetentionLock>> {
-    let st = lock_state(repo)?;
-    if let Some(detail) = st.unverifiable() {
-        return Err(Error::RetentionLockUnverifiable { detail });
-    }
-    Ok(st.lock)
+    lock_state(repo)?.in_force()
 }
 
 /// Set a retention lock. Locks only ever add up: a new lock below the one in force is refused
@@ -269,8 +291,22 @@ pub fn set_retention_lock(
     Ok(lock_state(repo)?.lock.unwrap_or(l))
 }
 
-/// Store a record.
+/// Store a record. After a job or drill record, compacts `records/` when it is due
+/// ([`crate::rollup::compact_if_due`]); a compaction that fails leaves the record stored and
+/// is only a warning (the next write tries again).
 pub fn save(repo: &Repository, r: &Record) -> Result<Id> {
+    let id = store(repo, r)?;
+    if matches!(r, Record::Job(_) | Record::Drill(_)) {
+        if let Err(e) = crate::rollup::compact_if_due(repo, Utc::now()) {
+            tracing::warn!("the records were not compacted: {e}");
+        }
+    }
+    Ok(id)
+}
+
+/// Store a record durably and nothing else: what [`save`] did before compaction (the
+/// benchmark uses it to build a repository as earlier holdfasts left it).
+pub fn store(repo: &Repository, r: &Record) -> Result<Id> {
     let id = repo.save_json(ObjectKind::Record, AAD, r)?;
     repo.storage().flush()?;
     Ok(id)
@@ -285,31 +321,18 @@ pub fn load_all(repo: &Repository) -> Result<Vec<Record>> {
     Ok(out)
 }
 
-/// Load every record, oldest first, and say which cannot be read (`record NAME is damaged:
-/// ...`): damaged, written with another key, or not a record this holdfast knows.
+/// Load every record, oldest first (the jobs and drills of the live rollups included), and
+/// say which objects cannot be read (`record NAME is damaged: ...`): damaged, written with
+/// another key, or not a record this holdfast knows. Reads the rollups and the records they do
+/// not cover ([`crate::rollup::load`]): a bounded number however long the repository lived.
 pub fn load_checked(repo: &Repository) -> Result<(Vec<Record>, Vec<String>)> {
-    let mut out = Vec::new();
-    let mut bad = Vec::new();
-    for o in repo.storage().list(ObjectKind::Record)? {
-        match repo.load_json_listed::<serde_json::Value>(ObjectKind::Record, &o.name, o.size, AAD) {
-            Ok(v) => match serde_json::from_value::<Record>(v.clone()) {
-                Ok(r) => out.push(r),
-                // Authentic, of a type a newer holdfast wrote: not ours to judge.
-                Err(e) if !KNOWN_TYPES.contains(&v["type"].as_str().unwrap_or("")) => {
-                    tracing::debug!("record {} of an unknown type skipped: {e}", o.name)
-                }
-                Err(e) => bad.push(format!("record {} is damaged: {e}", o.name)),
-            },
-            Err(e @ Error::Corrupt { .. }) => bad.push(e.to_string()),
-            Err(Error::Storage(e)) if e.is_not_found() => continue,
-            Err(e) => return Err(e),
-        }
-    }
+    let l = crate::rollup::load(repo)?;
+    let mut out = l.records();
     out.sort_by_key(|r| match r {
         Record::Job(j) => j.started,
         Record::Drill(d) => d.started,
         Record::RetentionLock(l) => l.set_at,
         Record::ObjectLocks(l) => l.at,
     });
-    Ok((out, bad))
+    Ok((out, l.unreadable))
 }

@@ -118,15 +118,26 @@ pub fn observe(env: &Env) -> Observed {
                 continue;
             }
         };
+        // The records and the history are read once each: the lock state, the alarms and the
+        // jobs and drills all come from that one read.
+        let audit = holdfast_core::history::audit(&repo);
+        let loaded = records::load_checked(&repo);
+        let lock = match (&loaded, &audit) {
+            (Ok((rs, bad)), Ok(a)) => records::lock_state_of(rs, bad.clone(), a.clone())
+                .in_force()
+                .map_err(|e| e.to_string()),
+            (Err(e), _) => Err(e.to_string()),
+            (_, Err(e)) => Err(e.to_string()),
+        };
         o.repo_info.insert(
             name.clone(),
             RepoInfo {
                 cipher: repo.config().cipher.clone(),
-                retention_lock: records::retention_lock(&repo).map_err(|e| e.to_string()),
+                retention_lock: lock.clone(),
                 object_lock: objlock::bucket_policy(&repo).map_err(|e| e.to_string()),
             },
         );
-        match holdfast_core::history::audit(&repo) {
+        match audit {
             Ok(a) => o.alarms.extend(
                 a.errors()
                     .into_iter()
@@ -136,7 +147,7 @@ pub fn observe(env: &Env) -> Observed {
                 "repository {name:?}: its history cannot be read: {e}"
             )),
         }
-        if let Err(e) = records::retention_lock(&repo) {
+        if let Err(e) = lock {
             o.alarms.push(format!("repository {name:?}: {e}"));
         }
         let per = o.by_repo.entry(name.clone()).or_default();
@@ -166,8 +177,11 @@ pub fn observe(env: &Env) -> Observed {
                 o.snapshots.entry(src).or_default().push(s);
             }
         }
-        match records::load_all(&repo) {
-            Ok(rs) => {
+        match loaded {
+            Ok((rs, bad)) => {
+                for b in bad {
+                    tracing::warn!("record skipped: {b}");
+                }
                 for r in rs {
                     match r {
                         Record::Job(j) if owner(&j.source, &j.host).is_some() => {
