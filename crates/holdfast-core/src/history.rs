@@ -487,6 +487,9 @@ pub fn accept_loss(repo: &Repository, a: &Audit) -> Result<Vec<String>> {
         });
     }
     append(repo, events)?;
+    // Record rollups lost with the rest: the highest the store holds now is what is expected.
+    let rollups = repo.storage().list(ObjectKind::Record)?;
+    localstate::accept_rollups(&repo.config().id, crate::rollup::highest_seq(&rollups));
     Ok(names)
 }
 

@@ -26,12 +26,16 @@ pub struct RepoState {
     /// Names of the history entries seen at `history_seq`.
     #[serde(default)]
     pub history_heads: Vec<String>,
+    /// Highest record-rollup sequence number seen (see `rollup`).
+    #[serde(default)]
+    pub rollup_seq: u64,
 }
 
 impl RepoState {
     /// Merge another state into this one, keeping the newer knowledge of each field.
     pub fn raise(&mut self, other: &RepoState) {
         self.config_authenticated |= other.config_authenticated;
+        self.rollup_seq = self.rollup_seq.max(other.rollup_seq);
         if other.history_seq > self.history_seq {
             self.history_seq = other.history_seq;
             self.history_heads = other.history_heads.clone();
@@ -75,6 +79,25 @@ pub fn load(id: &str) -> RepoState {
         .and_then(|p| fs::read(p).ok())
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default()
+}
+
+/// Lower this host's record-rollup mark of repository `id` to `seq`: only on the operator's
+/// word (`holdfast history --accept-loss`), after a loss was investigated.
+pub fn accept_rollups(id: &str, seq: u64) {
+    let Some(path) = path_for(id) else {
+        return;
+    };
+    let mut st = load(id);
+    st.rollup_seq = seq;
+    let write = || -> std::io::Result<()> {
+        fs::create_dir_all(path.parent().expect("state file has a directory"))?;
+        let tmp = path.with_extension("json.tmp");
+        fs::write(&tmp, serde_json::to_vec(&st).expect("serializable"))?;
+        fs::rename(&tmp, &path)
+    };
+    if let Err(e) = write() {
+        tracing::warn!("could not update {}: {e}", path.display());
+    }
 }
 
 /// Raise this host's state of repository `id` to include `seen`. Failures are logged, not
@@ -131,13 +154,16 @@ mod tests {
             config_authenticated: true,
             history_seq: 5,
             history_heads: vec!["b".into()],
+            rollup_seq: 7,
         };
         a.raise(&RepoState {
             config_authenticated: false,
             history_seq: 3,
             history_heads: vec!["x".into()],
+            rollup_seq: 2,
         });
         assert!(a.config_authenticated);
+        assert_eq!(a.rollup_seq, 7);
         assert_eq!(
             (a.history_seq, a.history_heads.clone()),
             (5, vec!["b".into()])
@@ -164,6 +190,7 @@ mod tests {
             config_authenticated: true,
             history_seq: 9,
             history_heads: vec!["h".into()],
+            rollup_seq: 4,
         };
         raise_at(&p, &hi).unwrap();
         raise_at(&p, &RepoState::default()).unwrap();

@@ -255,6 +255,42 @@ pub fn load(repo: &Repository) -> Result<Loaded> {
     )))
 }
 
+/// The highest rollup sequence number named in a listing (damaged rollups count: they are
+/// reported as damaged already).
+pub fn highest_seq(listing: &[holdfast_storage::ObjectInfo]) -> u64 {
+    listing
+        .iter()
+        .filter(|o| is_rollup_name(&o.name))
+        .filter_map(|o| u64::from_str_radix(&o.name[..16], 16).ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// A rollup holds the newest job and drill outcomes of every source, and a newer one replaces
+/// it: so the highest sequence number only grows. This host remembers the highest it has seen;
+/// if the store now holds none as high, rollups were deleted (or `records/` rolled back) on the
+/// store, and status would report older outcomes (a passed drill instead of the failed one
+/// after it). That is reported as an unreadable record, so the retention lock fails closed and
+/// status raises an alarm, until the loss is accepted (`holdfast history --accept-loss`).
+fn check_mark(repo: &Repository, listing: &[holdfast_storage::ObjectInfo], l: &mut Loaded) {
+    let id = &repo.config().id;
+    let seen = crate::localstate::load(id).rollup_seq;
+    let have = highest_seq(listing);
+    if seen > have {
+        l.unreadable.push(format!(
+            "record rollup number {seen} was seen by this host and is gone, and nothing newer replaced it: job and drill records were deleted or rolled back on the store, so the outcomes read now are older than the truth; restore records/ from a copy or the store's versions, or after investigating accept the loss with `holdfast history --accept-loss`"
+        ));
+    } else if have > seen {
+        crate::localstate::raise(
+            id,
+            &crate::localstate::RepoState {
+                rollup_seq: have,
+                ..Default::default()
+            },
+        );
+    }
+}
+
 fn load_once(repo: &Repository) -> Result<Option<Loaded>> {
     let listing = repo.storage().list(ObjectKind::Record)?;
     let mut l = Loaded {
@@ -278,6 +314,7 @@ fn load_once(repo: &Repository) -> Result<Option<Loaded>> {
         .filter(|n| !superseded.contains(n))
         .cloned()
         .collect();
+    check_mark(repo, &listing, &mut l);
     let covered: HashSet<String> = l.covered().into_iter().map(String::from).collect();
     for o in &listing {
         if is_rollup_name(&o.name) || covered.contains(&o.name) {

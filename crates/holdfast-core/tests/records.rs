@@ -416,3 +416,43 @@ fn compaction_leaves_locks_and_damaged_records_alone() {
         Some(t0() + Duration::minutes(149))
     );
 }
+
+/// A rollup deleted on the store (the newest, which holds the latest outcomes) must not make
+/// status report older outcomes in silence: this host remembers the highest rollup it has seen,
+/// so a records/ without it is reported (and the retention lock fails closed) until the loss is
+/// accepted.
+#[test]
+fn a_deleted_newest_rollup_is_reported_not_read_as_older_outcomes() {
+    let fx = Fx::new();
+    for round in 0..3 {
+        for i in 0..10 {
+            let n = round * 10 + i;
+            records::save(&fx.repo, &drill("db", n, round < 2)).unwrap();
+        }
+        rollup::compact(&fx.repo, Utc::now()).unwrap().unwrap();
+    }
+    let (_, bad) = records::load_checked(&fx.repo).unwrap();
+    assert!(bad.is_empty(), "{bad:?}");
+    // The two newest rollups hold the failed drills of the third round: without them the
+    // oldest one says the last drill passed.
+    let mut all = fx.rollups();
+    all.sort();
+    for n in &all[1..] {
+        fs::remove_file(fx.records_dir().join(n)).unwrap();
+    }
+    let (_, bad) = records::load_checked(&fx.repo).unwrap();
+    assert!(
+        bad.iter()
+            .any(|b| b.contains("rollup number") && b.contains("accept-loss")),
+        "{bad:?}"
+    );
+    assert!(
+        records::retention_lock(&fx.repo).is_err(),
+        "the lock fails closed"
+    );
+    // After investigating, the loss is accepted and reading is clean again.
+    let a = holdfast_core::history::audit(&fx.repo).unwrap();
+    holdfast_core::history::accept_loss(&fx.repo, &a).unwrap();
+    let (_, bad) = records::load_checked(&fx.repo).unwrap();
+    assert!(bad.is_empty(), "{bad:?}");
+}
