@@ -44,6 +44,8 @@ pub struct DrillFact {
 pub struct SourceFacts {
     /// Name.
     pub name: String,
+    /// How it is backed up, from its driver (`Source::describe`): the evidence a report shows.
+    pub mechanism: String,
     /// Class name.
     pub class: Option<String>,
     /// Criticality.
@@ -294,6 +296,7 @@ mod tests {
 
     fn facts() -> SourceFacts {
         SourceFacts {
+            mechanism: "files".into(),
             name: "db".into(),
             class: Some("critical".into()),
             criticality: Some(Criticality::Critical),

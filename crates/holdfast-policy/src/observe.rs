@@ -259,6 +259,7 @@ pub fn facts(env: &Env, o: &Observed) -> Vec<(SourceFacts, SourceStatus)> {
         let class = w.class_of(s);
         let newest = o.newest_point(s.name());
         let f = SourceFacts {
+            mechanism: crate::sources::AsSource::as_source(s).describe(),
             name: s.name().to_string(),
             class: class.map(|(n, _)| n.to_string()),
             criticality: class.map(|(n, c)| c.criticality(n)),

@@ -159,8 +159,9 @@ pub fn html(r: &StatusReport) -> String {
     for s in &r.sources {
         let f = &s.facts;
         h += &format!(
-            "<tr><td><b>{}</b>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} ago</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td><b>{}</b><div class=na>{}</div>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} ago</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&f.name),
+            esc(&f.mechanism),
             if s.status.problems.is_empty() { String::new() } else { format!("<div class=problems>{}</div>", s.status.problems.iter().map(|p| esc(p)).collect::<Vec<_>>().join("<br>")) },
             esc(f.class.as_deref().unwrap_or("—")),
             f.strategy.map(|s| format!("{s:?}").to_lowercase()).unwrap_or_else(|| "—".into()),

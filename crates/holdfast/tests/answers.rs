@@ -176,6 +176,15 @@ fn hosts_sharing_a_repository_keep_their_own_recovery_points() {
     );
     let st = w.json_on("host-c", "host-c.toml", &["status", "--no-discover"], 4);
     assert_eq!(source(&st, "logs")["status"]["rpo"], "breached", "{st}");
+    // The driver says how the source is backed up (the evidence a report shows).
+    let how = source(&st, "logs")["facts"]["mechanism"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        how.starts_with("files under") && how.contains("logs-c"),
+        "{how}"
+    );
     assert_eq!(source(&st, "logs")["status"]["rto"], "not_measured", "{st}");
     let (_, err) = w.run(
         &mut w.cmd_on(

@@ -211,6 +211,7 @@ fn print_status(g: &Global, r: &StatusReport) -> Result<()> {
                 .map(|(k, st, t)| format!("{k} {st} {}", t.format("%m-%d %H:%M")))
                 .unwrap_or_else(|| "-".into()),
         );
+        outln!("    backed up by: {}", f.mechanism);
         for p in &s.status.problems {
             outln!("    - {p}");
         }
