@@ -24,8 +24,8 @@ pub enum DbRestoreError {
     /// A client tool failed.
     #[error(transparent)]
     Tool(#[from] ToolError),
-    /// `--into` names one database, but the recovery point holds another number of dumps.
-    #[error("--into names one database, but the snapshot holds {0} dumps")]
+    /// `--target` names one database, but the recovery point holds another number of dumps.
+    #[error("--target names one database, but the snapshot holds {0} dumps")]
     IntoNeedsOneDump(usize),
     /// The target database holds data and `--replace` was not given.
     #[error(

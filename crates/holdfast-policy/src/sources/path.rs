@@ -30,7 +30,7 @@ pub struct PathSource {
 #[derive(Debug, thiserror::Error)]
 pub enum PathError {
     /// A restore needs a target directory.
-    #[error("give --into DIRECTORY")]
+    #[error("give --target DIRECTORY")]
     NoTarget,
 }
 

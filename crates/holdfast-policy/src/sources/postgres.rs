@@ -51,7 +51,7 @@ pub enum PostgresError {
     #[error(transparent)]
     Password(#[from] PasswordEnvUnset),
     /// A physical restore needs a target directory.
-    #[error("restoring a physical postgres backup needs --into DATA_DIRECTORY")]
+    #[error("restoring a physical postgres backup needs --target DATA_DIRECTORY")]
     NoDataDirectory,
     /// The snapshot holds no base backup.
     #[error("the snapshot holds no base backup")]

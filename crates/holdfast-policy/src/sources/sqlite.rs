@@ -53,7 +53,7 @@ pub enum SqliteError {
         source: std::io::Error,
     },
     /// A restore needs a target file.
-    #[error("restoring an sqlite source needs --into FILE")]
+    #[error("restoring an sqlite source needs --target FILE")]
     NoTarget,
     /// The snapshot is not of an SQLite source.
     #[error("the snapshot holds no database file")]
