@@ -104,19 +104,27 @@ fn restore_files_and_sources_share_target_and_replace() {
     let dir = w.path("out");
     let d = dir.to_str().unwrap();
     // Files: --target, then --replace over the non-empty directory.
-    w.ok(&["restore", "latest", "--target", d]);
+    w.ok(&["restore", "--of", "docs", "latest", "--target", d]);
     assert_eq!(
         fs::read_to_string(dir.join("docs/a.txt")).unwrap(),
         "alpha\n"
     );
-    let (code, _, err) = w.run(&["restore", "latest", "--target", d]);
+    let (code, _, err) = w.run(&["restore", "--of", "docs", "latest", "--target", d]);
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("--replace"),
         "the refusal names the new word: {err}"
     );
     fs::write(dir.join("docs/a.txt"), "damaged\n").unwrap();
-    w.ok(&["restore", "latest", "--target", d, "--replace"]);
+    w.ok(&[
+        "restore",
+        "--of",
+        "docs",
+        "latest",
+        "--target",
+        d,
+        "--replace",
+    ]);
     assert_eq!(
         fs::read_to_string(dir.join("docs/a.txt")).unwrap(),
         "alpha\n"
@@ -154,9 +162,9 @@ fn old_spellings_are_hidden_aliases() {
     w.protect();
     let dir = w.path("out");
     let d = dir.to_str().unwrap();
-    w.ok(&["restore", "latest", d]);
+    w.ok(&["restore", "--of", "docs", "latest", d]);
     fs::write(dir.join("docs/a.txt"), "damaged\n").unwrap();
-    w.ok(&["restore", "latest", d, "--overwrite"]);
+    w.ok(&["restore", "--of", "docs", "latest", d, "--overwrite"]);
     assert_eq!(
         fs::read_to_string(dir.join("docs/a.txt")).unwrap(),
         "alpha\n"
