@@ -259,7 +259,20 @@ pub fn facts(env: &Env, o: &Observed) -> Vec<(SourceFacts, SourceStatus)> {
         let class = w.class_of(s);
         let newest = o.newest_point(s.name());
         let f = SourceFacts {
-            mechanism: crate::sources::AsSource::as_source(s).describe(),
+            mechanism: match (s.strategy, s.reproduce.as_ref()) {
+                (Some(Strategy::Reproduce), Some(r)) => format!(
+                    "reproduced{}{}",
+                    r.from
+                        .as_ref()
+                        .map(|f| format!(" from {}", f.get_ref()))
+                        .unwrap_or_default(),
+                    r.command
+                        .as_ref()
+                        .map(|c| format!(" by {c:?}"))
+                        .unwrap_or_else(|| " (no recipe)".into())
+                ),
+                _ => crate::sources::AsSource::as_source(s).describe(),
+            },
             name: s.name().to_string(),
             class: class.map(|(n, _)| n.to_string()),
             criticality: class.map(|(n, c)| c.criticality(n)),

@@ -194,6 +194,23 @@ fn breached_rpo_turns_status_red() {
     w.json(T0, &["protect"], 4);
     w.json(T0, &["drill"], 0);
     let ok = w.json(&at(1), &["status", "--no-discover"], 0);
+    // Each source says how it is protected: its driver, or its recipe.
+    let how = |n: &str| {
+        source(&ok, n)["facts"]["mechanism"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        how("orders").starts_with("files under"),
+        "{}",
+        how("orders")
+    );
+    assert!(
+        how("cache").starts_with("reproduced from orders by"),
+        "{}",
+        how("cache")
+    );
     assert!(control(&ok, "recovery-point-within-rpo"));
     // Two days later without protect: both RPOs breached, exit code 4.
     let st = w.json(&at(2 * 24 * 60), &["status", "--no-discover"], 4);
