@@ -49,9 +49,17 @@ fn code_for(e: &anyhow::Error) -> u8 {
         {
             return exit::USAGE;
         }
+        let job = cause
+            .downcast_ref::<holdfast_policy::jobs::JobError>()
+            .or_else(|| runtime.and_then(|r| r.job()));
+        let from_job = match job {
+            Some(holdfast_policy::jobs::JobError::Engine(e)) => Some(e),
+            _ => None,
+        };
         if let Some(err) = cause
             .downcast_ref::<holdfast_core::Error>()
             .or_else(|| runtime.and_then(|r| r.engine()))
+            .or(from_job)
         {
             return match err {
                 holdfast_core::Error::NoRepository { .. } => exit::NO_REPOSITORY,

@@ -558,6 +558,18 @@ fn small_wrong_answers() {
         &mut w.cmd(&["restore", "--source", "nosuch", "--into", "x"]),
         2,
     );
+    // A wrong password on a workload repository is exit 12, as on the command line.
+    let o = w
+        .cmd(&["drill", "docs"])
+        .env("TEST_REPO_PW", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(12),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     // With a wrong password nothing is known about encryption: the control fails.
     let o = w
         .cmd(&["--json", "status", "--no-discover"])
