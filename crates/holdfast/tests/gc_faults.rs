@@ -8,73 +8,19 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use assert_cmd::cargo::CommandCargoExt;
-use rand::{RngCore, SeedableRng};
-use serde_json::Value;
 use tempfile::TempDir;
+
+mod support;
+use support::run::{self, path, write_random_files, Run};
 
 const PASSWORD: &str = "gc faults: correct horse battery staple";
 
 fn cmd(repo: &Path) -> std::process::Command {
-    let mut c = std::process::Command::cargo_bin("holdfast").expect("holdfast binary");
-    for v in [
-        "HOLDFAST_REPOSITORY",
-        "HOLDFAST_PASSWORD_FILE",
-        "HOLDFAST_PASSWORD_COMMAND",
-        "HOLDFAST_NOW",
-        "HOLDFAST_LOG",
-    ] {
-        c.env_remove(v);
-    }
-    c.env("HOLDFAST_PASSWORD", PASSWORD)
-        .env("HOLDFAST_INSECURE_TEST_KDF", "1")
-        .arg("--repo")
-        .arg(repo);
-    c
-}
-
-/// What a command did.
-struct Run {
-    what: String,
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "--- {} exited with {:?}\n--- stdout:\n{}\n--- stderr:\n{}",
-            self.what, self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-impl Run {
-    fn ok(self) -> Self {
-        assert_eq!(self.code, Some(0), "{self}");
-        self
-    }
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{self}"))
-    }
+    run::cmd(repo, PASSWORD, &[])
 }
 
 fn hf(repo: &Path, args: &[&str]) -> Run {
-    let mut c = assert_cmd::Command::from_std(cmd(repo));
-    c.timeout(Duration::from_secs(180)).args(args);
-    let out = c.output().expect("running holdfast");
-    Run {
-        what: format!("holdfast {}", args.join(" ")),
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 test paths")
+    run::run(cmd(repo), args, Duration::from_secs(180))
 }
 
 /// A repository with one snapshot of `files` random files of `size` bytes, then forgotten: all
@@ -90,13 +36,7 @@ fn repo_with_garbage(t: &TempDir, files: usize, size: usize) -> PathBuf {
 }
 
 fn write_random_tree(root: &Path, files: usize, size: usize, seed: u64) {
-    fs::create_dir_all(root).unwrap();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    for i in 0..files {
-        let mut v = vec![0u8; size];
-        rng.fill_bytes(&mut v);
-        fs::write(root.join(format!("f{i}")), v).unwrap();
-    }
+    write_random_files(root, "f", files, size, seed);
 }
 
 fn packs(repo: &Path) -> usize {

@@ -13,13 +13,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use assert_cmd::cargo::CommandCargoExt;
-use rand::{RngCore, SeedableRng};
 use serde_json::Value;
 use tempfile::TempDir;
 
 mod support;
 
+use support::run::{self, path, write_random_files, Run};
 use support::tamperfx::Fx;
 
 const PASSWORD: &str = "tamper gc: correct horse battery staple";
@@ -31,91 +30,26 @@ const HEARTBEAT_MS: &str = "100";
 const B_FILES: usize = 8;
 
 fn cmd(repo: &Path) -> std::process::Command {
-    let mut c = std::process::Command::cargo_bin("holdfast").expect("holdfast binary");
-    for v in [
-        "HOLDFAST_REPOSITORY",
-        "HOLDFAST_PASSWORD_FILE",
-        "HOLDFAST_PASSWORD_COMMAND",
-        "HOLDFAST_NOW",
-        "HOLDFAST_LOG",
-        "HOLDFAST_TEST_HEARTBEAT_MS",
-    ] {
-        c.env_remove(v);
-    }
-    c.env("HOLDFAST_PASSWORD", PASSWORD)
-        .env("HOLDFAST_INSECURE_TEST_KDF", "1")
-        .env("HOLDFAST_TEST_HEARTBEAT_MS", HEARTBEAT_MS)
-        // This host's history high-water marks, per test.
-        .env("HOLDFAST_STATE_DIR", repo.with_extension("state"))
-        .arg("--repo")
-        .arg(repo);
-    c
-}
-
-/// What a command did.
-struct Run {
-    what: String,
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "--- {} exited with {:?}\n--- stdout:\n{}\n--- stderr:\n{}",
-            self.what, self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-impl Run {
-    fn ok(self) -> Self {
-        assert_eq!(self.code, Some(0), "{self}");
-        self
-    }
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{self}"))
-    }
-}
-
-fn output(what: String, out: std::process::Output) -> Run {
-    Run {
-        what,
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    // This host's history high-water marks, per test.
+    let state = repo.with_extension("state").display().to_string();
+    run::cmd(
+        repo,
+        PASSWORD,
+        &[
+            ("HOLDFAST_TEST_HEARTBEAT_MS", HEARTBEAT_MS.to_string()),
+            ("HOLDFAST_STATE_DIR", state),
+        ],
+    )
 }
 
 fn hf_env(repo: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut c = assert_cmd::Command::from_std(cmd(repo));
-    c.timeout(Duration::from_secs(120))
-        .envs(env.iter().copied())
-        .args(args);
-    output(
-        format!("holdfast {}", args.join(" ")),
-        c.output().expect("running holdfast"),
-    )
+    let mut c = cmd(repo);
+    c.envs(env.iter().copied());
+    run::run(c, args, Duration::from_secs(120))
 }
 
 fn hf(repo: &Path, args: &[&str]) -> Run {
     hf_env(repo, args, &[])
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 test paths")
-}
-
-fn write_random_files(root: &Path, prefix: &str, files: usize, size: usize, seed: u64) {
-    fs::create_dir_all(root).unwrap();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    for i in 0..files {
-        let mut v = vec![0u8; size];
-        rng.fill_bytes(&mut v);
-        fs::write(root.join(format!("{prefix}{i}")), v).unwrap();
-    }
 }
 
 /// Files (relative names) under a repository directory.
@@ -255,7 +189,7 @@ impl Attack {
     fn resume(&mut self) -> Run {
         let child = self.b.take().unwrap();
         signal(&child, libc::SIGCONT);
-        output(
+        Run::from_output(
             "the suspended backup".into(),
             child.wait_with_output().unwrap(),
         )

@@ -4,6 +4,7 @@
 pub mod azurite;
 pub mod garage;
 pub mod rgw;
+pub mod run;
 pub mod s3proxy;
 pub mod sshd;
 pub mod tamperfx;
