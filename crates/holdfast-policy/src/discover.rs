@@ -343,14 +343,17 @@ pub fn mark(w: &Workload, out: &mut [Found]) {
             && !f.is_server()
             && matches!(f.kind.as_str(), "postgres" | "mysql")
         {
-            let served = servers.iter().find(|(d, _)| {
-                d.as_deref()
-                    .is_some_and(|d| Path::new(d).starts_with(&f.location))
-            });
-            match served {
-                Some((_, Some(by))) => f.protected_by = Some(by.clone()),
-                Some((_, None)) => {}
-                None => {}
+            // Covered when every server whose data directory lies in it is covered.
+            let served: Vec<&Option<String>> = servers
+                .iter()
+                .filter(|(d, _)| {
+                    d.as_deref()
+                        .is_some_and(|d| Path::new(d).starts_with(&f.location))
+                })
+                .map(|(_, by)| by)
+                .collect();
+            if served.iter().all(|by| by.is_some()) {
+                f.protected_by = served.first().and_then(|by| (*by).clone());
             }
         }
         if f.protected_by.is_none() && f.note.is_none() {
@@ -568,5 +571,27 @@ mod tests {
         assert!(s.contains("[[source]]") && s.contains("strategy = \"backup\""));
         let pasted = format!("{text}\n{}", s);
         Workload::parse(Path::new("w.toml"), &pasted).expect("suggested block parses");
+    }
+
+    #[test]
+    fn a_data_directory_is_covered_only_when_every_server_in_it_is() {
+        let text = "[repository.r]\nurl = \"/tmp/x\"\n[class.c]\nrpo = \"1h\"\n[[source]]\nname = \"a\"\nkind = \"postgres\"\nhost = \"127.0.0.1\"\nport = 5433\nclass = \"c\"\nstrategy = \"backup\"\n";
+        let w = Workload::parse(Path::new("w.toml"), text).unwrap();
+        let server = |port: u16, dir: &str| Found {
+            ports: vec![port],
+            data_dir: Some(dir.into()),
+            ..Found::new("postgres", format!("tcp:{port}"), "postgres server".into())
+        };
+        let dir = |d: &str| Found::new("postgres", d.into(), "PostgreSQL data directory".into());
+        let mut f = vec![
+            server(5433, "/srv/pg/a"),
+            server(5432, "/srv/pg/b"),
+            dir("/srv/pg/a"),
+            dir("/srv/pg/b"),
+            dir("/srv/pg"),
+        ];
+        mark(&w, &mut f);
+        let by: Vec<Option<&str>> = f.iter().map(|x| x.protected_by.as_deref()).collect();
+        assert_eq!(by, vec![Some("a"), None, Some("a"), None, None], "{f:#?}");
     }
 }
