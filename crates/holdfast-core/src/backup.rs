@@ -660,6 +660,7 @@ pub fn backup(
         changed_while_read,
         summary,
         program: format!("holdfast {}", env!("CARGO_PKG_VERSION")),
+        log: None,
     };
     progress.finish();
     let id = match &_session {

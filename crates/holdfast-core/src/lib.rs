@@ -25,6 +25,7 @@ pub mod index;
 pub mod keys;
 pub mod liveness;
 pub mod localstate;
+pub mod logs;
 pub mod objlock;
 pub mod pack;
 pub mod progress;

@@ -46,7 +46,10 @@ pub fn forget(
     now: DateTime<Utc>,
     dry_run: bool,
 ) -> Result<Vec<ForgetItem>> {
-    forget_matching(repo, policy, now, dry_run, &|_| true)
+    // Log batches are pieces of a chain, not recovery points: a keep policy over them would
+    // cut the chain. They are removed only by their source's retention (with its base
+    // backups), through `forget_matching`.
+    forget_matching(repo, policy, now, dry_run, &|s| s.log.is_none())
 }
 
 /// [`forget`] restricted to the snapshots `select` accepts (e.g. one workload source's).

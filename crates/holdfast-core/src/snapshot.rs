@@ -82,6 +82,10 @@ pub struct Snapshot {
     pub summary: Summary,
     /// holdfast version that wrote it.
     pub program: String,
+    /// For a batch of a continuous log (WAL segments, ...): what it holds and whose it is.
+    /// Such a snapshot is never a recovery point by itself (its `source` is `None`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<crate::logs::LogBatch>,
 }
 
 /// A snapshot with its id.

@@ -43,6 +43,8 @@ pub struct StreamOptions {
     pub tags: Vec<String>,
     /// Snapshot time (default now).
     pub time: Option<DateTime<Utc>>,
+    /// For a batch of a continuous log: what it holds (see [`crate::logs`]).
+    pub log: Option<crate::logs::LogBatch>,
 }
 
 /// A node for an entry that exists only in the snapshot (no file system behind it).
@@ -160,6 +162,7 @@ pub fn backup_streams(
         changed_while_read: Vec::new(),
         summary,
         program: format!("holdfast {}", env!("CARGO_PKG_VERSION")),
+        log: opts.log.clone(),
     };
     let id = crate::writer::record_snapshot(repo, &session, &needed, &snap)?;
     Ok((id, snap))

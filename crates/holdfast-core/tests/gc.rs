@@ -136,6 +136,7 @@ fn plan_spares_packs_a_newer_snapshot_uses() {
         changed_while_read: vec![],
         summary: Default::default(),
         program: "test".into(),
+        log: None,
     };
     holdfast_core::snapshot::save(&r, &snap).unwrap();
     drop(s);

@@ -149,6 +149,13 @@ impl SourceConfig {
     pub fn owns(&self, source: Option<&str>, host: &str, me: &str) -> bool {
         source == Some(self.name()) && (self.shared || host == me)
     }
+    /// Whether a snapshot is one of this source's log batches (continuous protection) that
+    /// counts for host `me`: the same ownership as [`SourceConfig::owns`].
+    pub fn owns_log(&self, s: &holdfast_core::snapshot::Snapshot, me: &str) -> bool {
+        s.log
+            .as_ref()
+            .is_some_and(|l| self.owns(Some(&l.source), &s.hostname, me))
+    }
     /// Its kind's driver.
     pub fn driver(&self) -> &dyn Source {
         &*self.driver

@@ -150,6 +150,19 @@ pub enum Command {
         #[arg(long)]
         scratch: Option<PathBuf>,
     },
+    /// Ship the change logs of continuous sources (SQLite WAL, binary logs, streamed WAL) into
+    /// their repositories, in the foreground, until stopped (SIGINT, SIGTERM).
+    Replicate {
+        /// Only this source (repeatable; default every source that ships a log).
+        #[arg(long)]
+        source: Vec<String>,
+        /// Stop after this many rounds per source.
+        #[arg(long)]
+        rounds: Option<u64>,
+        /// Stop after this long (e.g. `30s`, `1h`).
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: Option<String>,
+    },
     /// Per source: RPO and RTO met or not, from measurements; workload controls.
     Status {
         /// Also write a self-contained HTML page.
@@ -342,6 +355,22 @@ pub struct RestoreArgs {
     /// an SQLite file, a command's restore-command.
     #[arg(long, value_name = "NAME")]
     pub source: Option<String>,
+    /// Point-in-time recovery of a continuous source: `latest`, a time (RFC 3339, or
+    /// `YYYY-MM-DD HH:MM:SS` in UTC) or a duration ago (`"2m ago"`).
+    #[arg(long, value_name = "TIME", requires = "source", conflicts_with_all = ["snapshot", "lsn"])]
+    pub at: Option<String>,
+    /// Point-in-time recovery of a continuous PostgreSQL source to a log sequence number.
+    #[arg(
+        long,
+        value_name = "LSN",
+        requires = "source",
+        conflicts_with = "snapshot"
+    )]
+    pub lsn: Option<String>,
+    /// After a point-in-time restore, start the server on the restored data and wait until it
+    /// reached the target.
+    #[arg(long, requires = "source")]
+    pub start: bool,
 }
 
 impl RestoreArgs {

@@ -13,6 +13,7 @@
 
 pub mod backends;
 pub mod password;
+pub mod replicate;
 pub mod restore;
 pub mod state;
 pub mod workload;
@@ -49,6 +50,14 @@ pub enum RuntimeError {
     /// A workload job failed.
     #[error(transparent)]
     Job(#[from] JobError),
+    /// `holdfast replicate` cannot run a source.
+    #[error("replicate {source_name}: {message}")]
+    Replicate {
+        /// The source (empty: the workload).
+        source_name: String,
+        /// Why.
+        message: String,
+    },
     /// `HOLDFAST_NOW` is set but is no time.
     #[error("HOLDFAST_NOW {value:?} is not an RFC 3339 time: {source}")]
     Clock {

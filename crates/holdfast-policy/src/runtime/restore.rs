@@ -31,6 +31,11 @@ pub struct SourceRestoreRequest {
     pub include: Vec<String>,
     /// Restore over what is at the target.
     pub replace: bool,
+    /// Point-in-time recovery (`--at`, `--lsn`): a continuous source's base backup and log up
+    /// to this target, instead of one recovery point.
+    pub at: Option<sources::pitr::RecoveryTarget>,
+    /// After a point-in-time restore, start the server and wait until it reached the target.
+    pub start: bool,
 }
 
 /// What a source restore did.
@@ -46,6 +51,8 @@ pub enum SourceRestored {
         /// What was restored, and what could not be.
         result: RestoreOutcome,
     },
+    /// Restored to a point in time from a base backup and the archived log.
+    PointInTime(sources::pitr::PitrRestored),
     /// Restored with the source's own tool.
     Tool {
         /// The recovery point (hex id).
@@ -62,6 +69,7 @@ impl SourceRestored {
             SourceRestored::Files { snapshot, .. } | SourceRestored::Tool { snapshot, .. } => {
                 snapshot
             }
+            SourceRestored::PointInTime(p) => &p.base,
         }
     }
 }
@@ -123,6 +131,9 @@ impl Runtime {
         req: &SourceRestoreRequest,
         progress: &dyn Progress,
     ) -> Result<SourceRestored, RuntimeError> {
+        if let Some(target) = &req.at {
+            return self.restore_at(w, req, target, progress);
+        }
         let (repo, snap) = self.source_point(w, req)?;
         let name = req.source.as_str();
         let s = w
@@ -160,5 +171,71 @@ impl Runtime {
             snapshot: snap.id.to_hex(),
             done,
         })
+    }
+
+    /// Point-in-time restore of a continuous source: its base backups are the complete
+    /// recovery points this host made (or any host's, for a shared source, or `req.host`'s);
+    /// the kind picks the base backup and replays its log up to `target`.
+    fn restore_at(
+        &self,
+        w: &Workload,
+        req: &SourceRestoreRequest,
+        target: &sources::pitr::RecoveryTarget,
+        progress: &dyn Progress,
+    ) -> Result<SourceRestored, RuntimeError> {
+        let name = req.source.as_str();
+        let s = w
+            .source(name)
+            .ok_or_else(|| JobError::unknown_source(w, name))?;
+        let fail = |message: String| RuntimeError::SourceRestore {
+            source_name: name.into(),
+            message,
+        };
+        let c = s.driver().continuous().ok_or_else(|| {
+            fail(format!(
+                "--at needs continuous protection, and {name} ({}) has none: restore one of its recovery points instead (holdfast snapshots --of {name})",
+                s.driver().describe()
+            ))
+        })?;
+        let (rname, rcfg) = w.repository_of(s).ok_or_else(|| {
+            fail("the source has no repository: give it `repository = NAME`".into())
+        })?;
+        let repo = self.open_workload_repository(w, rname, rcfg, false)?;
+        let (all, _) = snapshot::load_all(&repo)?;
+        let me = holdfast_core::util::hostname();
+        let mine = |source: Option<&str>, host: &str| match &req.host {
+            Some(h) => source == Some(name) && host == h,
+            None => s.owns(source, host, &me),
+        };
+        let bases: Vec<SnapshotEntry> = all
+            .iter()
+            .filter(|x| x.snapshot.complete)
+            .filter(|x| mine(x.snapshot.source.as_deref(), &x.snapshot.hostname))
+            .cloned()
+            .collect();
+        let logs: Vec<SnapshotEntry> = all
+            .iter()
+            .filter(|x| {
+                x.snapshot.log.as_ref().is_some_and(|l| {
+                    l.kind == c.log_kind() && mine(Some(&l.source), &x.snapshot.hostname)
+                })
+            })
+            .cloned()
+            .collect();
+        let conn = sources::Conn::of(s).map_err(|e| fail(e.to_string()))?;
+        let done = c
+            .restore_at(&sources::pitr::PitrRestore {
+                repo: &repo,
+                bases: &bases,
+                logs: &logs,
+                target,
+                into: req.target.as_deref(),
+                replace: req.replace,
+                conn: &conn,
+                start: req.start,
+                progress,
+            })
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(SourceRestored::PointInTime(done))
     }
 }

@@ -96,6 +96,7 @@ impl Source for CommandSource {
             source: Some(name.to_string()),
             tags: job.tags.to_vec(),
             time: Some(job.time),
+            log: None,
         };
         let (id, _) = stream::backup_streams(job.repo, &opts, items, job.progress)
             .map_err(CommandError::from)?;

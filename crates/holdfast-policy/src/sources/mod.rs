@@ -28,6 +28,7 @@ mod db_restore;
 mod mysql;
 mod path;
 pub mod pg_physical;
+pub mod pitr;
 mod postgres;
 pub mod raw;
 mod s3;
@@ -190,6 +191,15 @@ pub trait Source: std::fmt::Debug + Send + Sync {
     }
     /// One line for people: how it is backed up (reports, compliance evidence).
     fn describe(&self) -> String;
+    /// Its continuous protection (a change log archived between base backups, for
+    /// point-in-time recovery), if it is configured.
+    fn continuous(&self) -> Option<&dyn pitr::Continuous> {
+        None
+    }
+    /// What `holdfast replicate` runs for it (log shipping in the foreground), if anything.
+    fn replicator(&self, _name: &str) -> Option<Box<dyn pitr::Replicator>> {
+        None
+    }
 }
 
 /// The driver of a kind name, if it is registered.

@@ -94,6 +94,7 @@ impl Source for MysqlSource {
             source: Some(name.to_string()),
             tags: job.tags.to_vec(),
             time: Some(job.time),
+            log: None,
         };
         let items = vec![item("dump.sql", &tool, c)];
         let (id, _) = stream::backup_streams(job.repo, &opts, items, job.progress)

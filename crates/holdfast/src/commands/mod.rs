@@ -1,6 +1,7 @@
 //! Command implementations: parse arguments into engine calls, print results.
 
 mod browse;
+mod continuous;
 mod data;
 mod lock;
 mod maintain;
@@ -130,6 +131,11 @@ pub fn run(cli: Cli) -> Result<u8> {
             scratch,
         } => policy::drill(g, source.as_deref(), random, scratch),
         Command::Status { html, no_discover } => policy::status(g, html.as_deref(), no_discover),
+        Command::Replicate {
+            source,
+            rounds,
+            duration,
+        } => continuous::replicate(g, source, rounds, duration.as_deref()),
     }
 }
 

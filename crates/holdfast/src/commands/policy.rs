@@ -393,6 +393,17 @@ pub fn restore_source(g: &Global, name: &str, a: crate::cli::RestoreArgs) -> Res
         target,
         include: a.include.clone(),
         replace: a.replace,
+        at: match (&a.at, &a.lsn) {
+            (Some(t), _) => Some(
+                holdfast_policy::sources::pitr::parse_target(t, rt()?.now())
+                    .map_err(anyhow::Error::msg)?,
+            ),
+            (None, Some(l)) => Some(holdfast_policy::sources::pitr::RecoveryTarget::Position(
+                l.clone(),
+            )),
+            (None, None) => None,
+        },
+        start: a.start,
     };
     let done = rt()?.restore_source(&w, &req, &CliProgress::new(g.quiet || g.json))?;
     if g.json {
@@ -412,6 +423,24 @@ pub fn restore_source(g: &Global, name: &str, a: crate::cli::RestoreArgs) -> Res
             SourceRestored::Tool { done, .. } => {
                 for d in done {
                     outln!("{d}");
+                }
+            }
+            SourceRestored::PointInTime(p) => {
+                for d in &p.done {
+                    outln!("{d}");
+                }
+                match p.reached {
+                    Some(t) => outln!(
+                        "restored {name} to {} (target {}) from base backup {}",
+                        t.to_rfc3339(),
+                        p.target,
+                        &p.base[..8.min(p.base.len())]
+                    ),
+                    None => outln!(
+                        "restored {name} for recovery to {} from base backup {}",
+                        p.target,
+                        &p.base[..8.min(p.base.len())]
+                    ),
                 }
             }
         }
