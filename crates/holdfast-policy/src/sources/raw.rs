@@ -88,9 +88,14 @@ pub struct RawSource {
     /// Database name (`postgres`, `mysql`); default: every database (with globals).
     #[serde(default)]
     pub database: Option<String>,
-    /// `logical` (pg_dump, default) or `physical` (pg_basebackup) for `postgres`.
+    /// `logical` (pg_dump, default) or `physical` (pg_basebackup) for `postgres`;
+    /// `continuous` (base backups plus the change log, for point-in-time recovery) for
+    /// `postgres`, `sqlite` and `mysql`.
     #[serde(default)]
     pub mode: Option<String>,
+    /// Settings of continuous protection (`mode = "continuous"`), as a `[source.log]` table.
+    #[serde(default)]
+    pub log: Option<LogSettings>,
     /// Server host or socket directory (`postgres`, `mysql`).
     #[serde(default)]
     pub host: Option<String>,
@@ -118,6 +123,30 @@ pub struct RawSource {
     /// Discovered locations this source protects, by identity.
     #[serde(default)]
     pub covers: Vec<String>,
+}
+
+/// Settings of continuous protection (`mode = "continuous"`); every key is optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct LogSettings {
+    /// How often `holdfast replicate` ships new changes (SQLite frames; default 1s).
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub interval: Option<Duration>,
+    /// When nothing changed, record at least this often that the log is shipped up to now
+    /// (default 1m), so that an idle source is not mistaken for a stalled one.
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub heartbeat: Option<Duration>,
+    /// The most change log waiting to be archived (PostgreSQL WAL in `pg_wal`) before
+    /// `status` fails at once, e.g. `"1GiB"`.
+    #[serde(default)]
+    pub queue_max: Option<String>,
+    /// PostgreSQL: also stream WAL with `pg_receivewal` under `holdfast replicate`, for an
+    /// RPO below one segment.
+    #[serde(default)]
+    pub streaming: bool,
+    /// Where pieces wait locally before they are stored (default: the state directory).
+    #[serde(default)]
+    pub spool: Option<PathBuf>,
 }
 
 impl RawSource {
