@@ -140,6 +140,25 @@ pub struct LogHealth {
     pub queue_max: Option<u64>,
 }
 
+/// A drill of a continuous source: restore to `target` in a scratch place (a scratch server,
+/// a scratch file), confirm the target was reached, run the verify step.
+pub struct PitrDrill<'a> {
+    /// The repository.
+    pub repo: &'a Repository,
+    /// The source's base backups (complete, its own, oldest first).
+    pub bases: &'a [SnapshotEntry],
+    /// The source's log batches of its kind (oldest first).
+    pub logs: &'a [SnapshotEntry],
+    /// The instant drilled (a random one inside the window).
+    pub target: &'a RecoveryTarget,
+    /// An empty scratch directory.
+    pub scratch: &'a std::path::Path,
+    /// Limit for scratch servers and verify steps.
+    pub timeout: std::time::Duration,
+    /// Progress.
+    pub progress: &'a dyn Progress,
+}
+
 /// A kind with a change log archived between base backups.
 pub trait Continuous: Send + Sync {
     /// Which log its batches hold.
@@ -153,6 +172,15 @@ pub trait Continuous: Send + Sync {
     ) -> Window;
     /// Restore to a point in time.
     fn restore_at(&self, job: &PitrRestore) -> Result<PitrRestored, SourceError>;
+    /// Drill a point-in-time restore (see [`PitrDrill`]). A kind that cannot fails the drill.
+    fn drill_at(&self, _job: &PitrDrill) -> Result<super::DrillOutcome, SourceError> {
+        Err(SourceError::new(
+            "continuous",
+            std::io::Error::other(
+                "point-in-time drills are not supported for this kind: the restore time is not measured",
+            ),
+        ))
+    }
     /// How often `protect` takes a base backup (`[source.log] base-every`, default 1 day): the
     /// log meets the RPO, base backups bound how much log a restore replays.
     fn base_every(&self) -> chrono::Duration {
@@ -219,6 +247,53 @@ pub fn parse_target(text: &str, now: DateTime<Utc>) -> Result<RecoveryTarget, St
     Err(format!(
         "--at {text:?} is no time: give `latest`, an RFC 3339 time (2026-12-01T10:31:24Z), a UTC time (2026-12-01 10:31:24) or a duration ago (\"2m ago\")"
     ))
+}
+
+/// The instant a drill restores to: uniformly drawn from the window by `r` (a random number),
+/// never inside a gap; `None` when the window is empty.
+pub fn drill_target(w: &Window, r: u64) -> Option<DateTime<Utc>> {
+    let (from, to) = (w.from?, w.to?);
+    if to < from {
+        return None;
+    }
+    // The recoverable spans: the window minus its gaps.
+    let mut spans = vec![(from, to)];
+    for g in &w.gaps {
+        let (ga, gr) = (g.after.unwrap_or(from), g.resumes.unwrap_or(to));
+        spans = spans
+            .into_iter()
+            .flat_map(|(a, b)| {
+                // `ga` and `gr` themselves are recoverable; what lies strictly between is not.
+                if ga >= b || gr <= a {
+                    return vec![(a, b)];
+                }
+                let mut out = Vec::new();
+                if a <= ga {
+                    out.push((a, ga));
+                }
+                if gr <= b {
+                    out.push((gr, b));
+                }
+                out
+            })
+            .collect();
+    }
+    let total: i64 = spans
+        .iter()
+        .map(|(a, b)| (*b - *a).num_milliseconds() + 1)
+        .sum();
+    if total <= 0 {
+        return None;
+    }
+    let mut k = (r % total as u64) as i64;
+    for (a, b) in spans {
+        let len = (b - a).num_milliseconds() + 1;
+        if k < len {
+            return Some(a + chrono::Duration::milliseconds(k));
+        }
+        k -= len;
+    }
+    None
 }
 
 /// The log batches retention may remove: those whose every piece ended before the oldest
@@ -353,6 +428,46 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn a_drill_target_is_inside_the_window_and_outside_its_gaps() {
+        let w = Window {
+            from: Some(at("2026-12-01T08:00:00Z")),
+            to: Some(at("2026-12-01T10:00:00Z")),
+            gaps: vec![Gap {
+                missing: "x".into(),
+                count: 1,
+                after: Some(at("2026-12-01T08:30:00Z")),
+                resumes: Some(at("2026-12-01T09:00:00Z")),
+            }],
+            ..Default::default()
+        };
+        let mut seen_early = false;
+        let mut seen_late = false;
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..2000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let t = drill_target(&w, x).unwrap();
+            assert!(w.contains(t), "{t}");
+            seen_early |= t < at("2026-12-01T08:30:00Z");
+            seen_late |= t > at("2026-12-01T09:00:00Z");
+        }
+        assert!(seen_early && seen_late, "both spans are drilled");
+        // The edges are reachable.
+        assert_eq!(drill_target(&w, 0), Some(at("2026-12-01T08:00:00Z")));
+        assert!(drill_target(&Window::default(), 1).is_none());
+        let point = Window {
+            from: Some(at("2026-12-01T08:00:00Z")),
+            to: Some(at("2026-12-01T08:00:00Z")),
+            ..Default::default()
+        };
+        assert_eq!(
+            drill_target(&point, 12345),
+            Some(at("2026-12-01T08:00:00Z"))
+        );
     }
 
     #[test]
