@@ -253,7 +253,12 @@ fn every_archived_file_is_in_the_repository_with_the_base_backup_and_its_label()
     let a = Arch::new("1GiB");
     // A base backup (the repository is created by it) while the server archives.
     let o = a.run(&["--json", "protect", "--source", SOURCE]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("\"completed\""),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     a.switch(4);
     a.psql("SELECT pg_switch_wal()");
     a.wait_archived(Duration::from_secs(30));
@@ -394,11 +399,14 @@ fn a_store_outage_acknowledges_nothing_shows_at_once_and_catches_up_without_a_ga
     set_mode(0o555); // the archiver (postgres) can no longer write
     a.switch(3);
     // PostgreSQL retries; each push fails.
+    // PostgreSQL retries (every second, three times, and at each new segment); each push
+    // fails and records what waits.
     let t = Instant::now();
-    while a.psql("SELECT failed_count FROM pg_stat_archiver") == "0" {
-        assert!(t.elapsed() < Duration::from_secs(30), "no push failed");
+    while a.health(32 << 20).waiting_files < 3 {
+        assert!(t.elapsed() < Duration::from_secs(70), "{:?}", a.health(32 << 20));
         std::thread::sleep(Duration::from_millis(200));
     }
+    assert_ne!(a.psql("SELECT failed_count FROM pg_stat_archiver"), "0");
     let h = a.health(32 << 20);
     assert!(h.failing(), "{h:?}");
     assert!(h.last_error.as_deref().unwrap_or("").contains("repository"), "{h:?}");
