@@ -450,3 +450,63 @@ fn walk(p: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+#[test]
+fn wal_fetch_delivers_prefetches_and_tells_missing_from_failing() {
+    let a = Arch::new("1GiB");
+    a.switch(5);
+    a.wait_archived(Duration::from_secs(30));
+    let archived = a.archived();
+    let segs: Vec<String> = archived
+        .keys()
+        .filter(|n| pg_wal::classify(n) == Some(pg_wal::WalFileKind::Segment))
+        .cloned()
+        .collect();
+    assert!(segs.len() >= 5, "{segs:?}");
+    let out = a.dir.join("restore");
+    fs::create_dir(&out).unwrap();
+    if root() {
+        Command::new("chown").arg("postgres:").arg(&out).status().unwrap();
+    }
+    let fetch = |name: &str| {
+        let dest = out.join("RECOVERYXLOG");
+        let _ = fs::remove_file(&dest);
+        let o = a.run(&["--json", "wal-fetch", "--source", SOURCE, name, dest.to_str().unwrap()]);
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+        (o.status.code(), v, dest, String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    // From the repository, with the next pieces fetched ahead.
+    let (code, v, dest, err) = fetch(&segs[0]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(b3(&dest), archived[&segs[0]]);
+    assert_eq!(v["from_spool"], false, "{v}");
+    assert!(v["prefetched"].as_u64().unwrap() >= 3, "{v}");
+    // The next one needs no repository: it comes from the spool, with the right bytes.
+    let (code, v, dest, err) = fetch(&segs[1]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(v["from_spool"], true, "{v}");
+    assert_eq!(b3(&dest), archived[&segs[1]]);
+    // A damaged spooled piece is never handed over: it is fetched again from the repository.
+    let spooled = a.wal_state().join("fetch").join(&segs[2]);
+    assert!(spooled.exists());
+    fs::write(&spooled, b"not a segment").unwrap();
+    let (code, v, dest, err) = fetch(&segs[2]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(v["from_spool"], false, "{v}");
+    assert_eq!(b3(&dest), archived[&segs[2]]);
+    // Not archived: exit 1 (the end of recovery), %p untouched.
+    for missing in ["0000000100000000000000FE", "00000009.history"] {
+        let (code, _, dest, err) = fetch(missing);
+        assert_eq!(code, Some(1), "{missing}: {err}");
+        assert!(!dest.exists());
+    }
+    // The repository cannot be read: exit 126, so PostgreSQL aborts recovery rather than
+    // ending it early.
+    let snaps = a.dir.join("repo/snapshots");
+    fs::set_permissions(&snaps, fs::Permissions::from_mode(0o000)).unwrap();
+    let (code, _, dest, err) = fetch(&segs[0]);
+    fs::set_permissions(&snaps, fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(code, Some(126), "{err}");
+    assert!(err.contains("wal-fetch") && err.contains("repository"), "{err}");
+    assert!(!dest.exists());
+}
