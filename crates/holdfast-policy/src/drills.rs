@@ -158,11 +158,13 @@ fn restore_drill(
 ) -> Result<DrillRecord, JobError> {
     let t = Instant::now();
     let pick = pick_point(repo, s, random)?;
+    let workload = std::path::absolute(&env.workload.path).unwrap_or_default();
     let o = s.driver().drill(&DrillJob {
         repo,
         snap: &pick,
         scratch: dir,
         timeout,
+        workload: &workload,
         progress: env.progress,
     });
     let base = drill_record(env, s, DrillKind::Restore, t, Some(pick.id.to_hex()));

@@ -223,9 +223,12 @@ impl Runtime {
             .cloned()
             .collect();
         let conn = sources::Conn::of(s).map_err(|e| fail(e.to_string()))?;
+        let workload = std::path::absolute(&w.path).unwrap_or_else(|_| w.path.clone());
         let done = c
             .restore_at(&sources::pitr::PitrRestore {
                 repo: &repo,
+                source: name,
+                workload: &workload,
                 bases: &bases,
                 logs: &logs,
                 target,

@@ -94,6 +94,11 @@ impl Window {
 pub struct PitrRestore<'a> {
     /// The repository.
     pub repo: &'a Repository,
+    /// The source's name in the workload.
+    pub source: &'a str,
+    /// The workload file (absolute): what a restored server's log fetch command reads
+    /// (`restore_command = 'holdfast --config WORKLOAD wal-fetch ...'`).
+    pub workload: &'a std::path::Path,
     /// The source's base backups (its own complete recovery points, oldest first).
     pub bases: &'a [SnapshotEntry],
     /// The source's log batches of its kind, made by the hosts whose base backups count
