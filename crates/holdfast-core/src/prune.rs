@@ -89,6 +89,38 @@ pub fn forget_matching(
             });
         }
     }
+    apply(repo, out, now, dry_run)
+}
+
+/// Forget these snapshots (log batches a source's retention no longer needs, chosen by the
+/// caller), under the same rules as [`forget`]: the retention lock keeps the young ones, the
+/// history records the removal before it happens. With `dry_run`, nothing is removed.
+pub fn forget_chosen(
+    repo: &Repository,
+    chosen: &[&SnapshotEntry],
+    now: DateTime<Utc>,
+    dry_run: bool,
+) -> Result<Vec<ForgetItem>> {
+    let out = chosen
+        .iter()
+        .map(|s| ForgetItem {
+            id: s.id.to_hex(),
+            time: s.snapshot.time,
+            hostname: s.snapshot.hostname.clone(),
+            paths: s.snapshot.paths.clone(),
+            reasons: Vec::new(),
+        })
+        .collect();
+    apply(repo, out, now, dry_run)
+}
+
+/// Apply the retention lock to what a keep policy chose and remove the rest.
+fn apply(
+    repo: &Repository,
+    mut out: Vec<ForgetItem>,
+    now: DateTime<Utc>,
+    dry_run: bool,
+) -> Result<Vec<ForgetItem>> {
     out.sort_by(|a, b| a.time.cmp(&b.time).then(a.id.cmp(&b.id)));
     let locks = crate::records::lock_state(repo)?;
     if let Some(detail) = locks.unverifiable() {

@@ -73,6 +73,19 @@ pub struct SourceFacts {
     pub copies: Vec<(String, Option<DateTime<Utc>>)>,
     /// Whether the recovery points are encrypted.
     pub encrypted: bool,
+    /// For a continuous source: its recoverable window and how shipping does (its RPO is the
+    /// age of the window's end, never of its newest base backup).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub continuous: Option<ContinuousFacts>,
+}
+
+/// What is known about a continuous source's change log.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ContinuousFacts {
+    /// What the repository can recover to.
+    pub window: crate::sources::pitr::Window,
+    /// How shipping does on this host, if the kind knows.
+    pub health: Option<crate::sources::pitr::LogHealth>,
 }
 
 /// The verdicts for one source.
@@ -92,6 +105,10 @@ pub struct SourceStatus {
     pub drill_fresh: Verdict,
     /// Copy verdict.
     pub copies: Verdict,
+    /// For a continuous source: the span any instant of which can be restored ("any second
+    /// from A to B"), when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<(DateTime<Utc>, DateTime<Utc>)>,
     /// One line per problem, for people.
     pub problems: Vec<String>,
 }
@@ -105,12 +122,25 @@ pub fn within(seconds: f64, limit: Duration) -> bool {
 /// Evaluate one source at `now`.
 pub fn evaluate(f: &SourceFacts, now: DateTime<Utc>) -> SourceStatus {
     let mut problems = Vec::new();
-    let age = f.newest_point.map(|t| now - t);
+    // A continuous source loses what its log has not shipped: its RPO is the age of the end of
+    // its recoverable window.
+    let age = match &f.continuous {
+        Some(c) => c.window.to.map(|t| now - t),
+        None => f.newest_point.map(|t| now - t),
+    };
     let rpo = match (f.strategy, f.rpo, age) {
         (Some(Strategy::Reproduce), _, _) => Verdict::NotApplicable,
         (_, None, _) => {
             problems.push("no RPO defined for its class".into());
             Verdict::NotMeasured
+        }
+        (_, Some(_), None) if f.continuous.is_some() => {
+            problems.push(if f.newest_point.is_none() {
+                "no base backup yet".into()
+            } else {
+                "no change log archived after a base backup yet".into()
+            });
+            Verdict::Breached
         }
         (_, Some(_), None) => {
             problems.push("no recovery point yet".into());
@@ -120,15 +150,30 @@ pub fn evaluate(f: &SourceFacts, now: DateTime<Utc>) -> SourceStatus {
             if age <= rpo {
                 Verdict::Met
             } else {
-                problems.push(format!(
-                    "newest recovery point is {} old, RPO is {}",
-                    show(age),
-                    show(rpo)
-                ));
+                problems.push(match f.continuous {
+                    Some(_) => format!(
+                        "newest archived change is {} old, RPO is {}",
+                        show(age),
+                        show(rpo)
+                    ),
+                    None => format!(
+                        "newest recovery point is {} old, RPO is {}",
+                        show(age),
+                        show(rpo)
+                    ),
+                });
                 Verdict::Breached
             }
         }
     };
+    let rpo = match &f.continuous {
+        Some(c) if rpo != Verdict::NotApplicable => judge_log(c, now, rpo, &mut problems),
+        _ => rpo,
+    };
+    let window = f
+        .continuous
+        .as_ref()
+        .and_then(|c| Some((c.window.from?, c.window.to?)));
     let rto = match (f.rto, &f.last_drill) {
         (None, _) => {
             problems.push("no RTO defined for its class".into());
@@ -213,8 +258,73 @@ pub fn evaluate(f: &SourceFacts, now: DateTime<Utc>) -> SourceStatus {
         drill_seconds: f.last_drill.as_ref().map(|d| d.seconds),
         drill_fresh,
         copies,
+        window,
         problems,
     }
+}
+
+/// The RPO verdict of a continuous source, after its window's age (`rpo`): shipping that
+/// fails on this host, or more log waiting than the queue may hold, breaches it at once (what
+/// is not shipped is lost with the server, whatever the age of the last shipped change); gaps
+/// and damaged pieces are named (the control `log-chain-whole` fails on them).
+fn judge_log(
+    c: &ContinuousFacts,
+    now: DateTime<Utc>,
+    rpo: Verdict,
+    problems: &mut Vec<String>,
+) -> Verdict {
+    let mut v = rpo;
+    for g in &c.window.gaps {
+        let span = match (g.after, g.resumes) {
+            (Some(a), Some(r)) => format!(
+                "nothing between {} and {} can be restored",
+                a.format("%Y-%m-%d %H:%M:%S"),
+                r.format("%Y-%m-%d %H:%M:%S")
+            ),
+            (Some(a), None) => format!(
+                "nothing after {} can be restored until the next base backup",
+                a.format("%Y-%m-%d %H:%M:%S")
+            ),
+            (None, Some(r)) => format!(
+                "nothing before {} can be restored",
+                r.format("%Y-%m-%d %H:%M:%S")
+            ),
+            (None, None) => "the window it breaks is unknown".into(),
+        };
+        problems.push(format!(
+            "change log gap: {} missing{}; {span}",
+            g.missing,
+            if g.count > 1 {
+                format!(" (and {} more)", g.count - 1)
+            } else {
+                String::new()
+            }
+        ));
+    }
+    problems.extend(c.window.problems.iter().map(|p| format!("change log: {p}")));
+    if let Some(h) = &c.health {
+        if let Some(since) = h.failing_since {
+            problems.push(format!(
+                "shipping the change log has failed for {} (since {}){}: changes since then are not protected",
+                show(now - since),
+                since.format("%Y-%m-%d %H:%M:%S"),
+                h.last_error
+                    .as_ref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ));
+            v = Verdict::Breached;
+        }
+        if let (Some(w), Some(max)) = (h.waiting_bytes, h.queue_max) {
+            if w > max {
+                problems.push(format!(
+                    "{w} bytes of change log wait to be archived, more than queue-max ({max}): the server's disk fills until the archive works again"
+                ));
+                v = Verdict::Breached;
+            }
+        }
+    }
+    v
 }
 
 /// A workload-level control.
@@ -278,6 +388,11 @@ pub fn controls(facts: &[SourceFacts], statuses: &[SourceStatus]) -> Vec<Control
         &|_, s| s.copies.fails(),
     );
     add(
+        "log-chain-whole",
+        "continuous sources' change logs have no gap from their oldest base backup on",
+        &|f, _| f.continuous.as_ref().is_some_and(|c| !c.window.whole()),
+    );
+    add(
         "recovery-points-encrypted",
         "recovery points are encrypted",
         &|f, _| f.strategy == Some(Strategy::Backup) && !f.encrypted,
@@ -314,6 +429,7 @@ mod tests {
             }),
             copies: vec![],
             encrypted: true,
+            continuous: None,
         }
     }
 
@@ -422,5 +538,144 @@ mod tests {
         assert!(get("recovery-points-encrypted").passed);
         // No sources: every control passes vacuously.
         assert!(controls(&[], &[]).iter().all(|c| c.passed));
+    }
+
+    fn continuous(to_age: Option<i64>) -> ContinuousFacts {
+        ContinuousFacts {
+            window: crate::sources::pitr::Window {
+                from: Some(now() - Duration::days(2)),
+                to: to_age.map(|m| now() - Duration::minutes(m)),
+                ..Default::default()
+            },
+            health: None,
+        }
+    }
+
+    #[test]
+    fn a_continuous_source_is_judged_by_its_log_not_its_base_backup() {
+        use crate::sources::pitr::{Gap, LogHealth};
+        type Case = (&'static str, fn(&mut SourceFacts), Verdict, bool);
+        let cases: Vec<Case> = vec![
+            (
+                "fresh log, old base backup",
+                |f| {
+                    f.newest_point = Some(now() - Duration::days(2));
+                    f.continuous = Some(continuous(Some(5)));
+                },
+                Verdict::Met,
+                true,
+            ),
+            (
+                "stale log, fresh base backup",
+                |f| {
+                    f.newest_point = Some(now() - Duration::minutes(1));
+                    f.continuous = Some(continuous(Some(16)));
+                },
+                Verdict::Breached,
+                true,
+            ),
+            (
+                "log exactly at the RPO",
+                |f| f.continuous = Some(continuous(Some(15))),
+                Verdict::Met,
+                true,
+            ),
+            (
+                "no log yet",
+                |f| f.continuous = Some(continuous(None)),
+                Verdict::Breached,
+                true,
+            ),
+            (
+                "shipping fails now, last shipped change still fresh",
+                |f| {
+                    let mut c = continuous(Some(1));
+                    c.health = Some(LogHealth {
+                        failing_since: Some(now() - Duration::seconds(30)),
+                        last_error: Some("store unreachable".into()),
+                        ..Default::default()
+                    });
+                    f.continuous = Some(c);
+                },
+                Verdict::Breached,
+                true,
+            ),
+            (
+                "queue over its bound",
+                |f| {
+                    let mut c = continuous(Some(1));
+                    c.health = Some(LogHealth {
+                        waiting_bytes: Some(1025),
+                        queue_max: Some(1024),
+                        ..Default::default()
+                    });
+                    f.continuous = Some(c);
+                },
+                Verdict::Breached,
+                true,
+            ),
+            (
+                "queue exactly at its bound",
+                |f| {
+                    let mut c = continuous(Some(1));
+                    c.health = Some(LogHealth {
+                        waiting_bytes: Some(1024),
+                        queue_max: Some(1024),
+                        ..Default::default()
+                    });
+                    f.continuous = Some(c);
+                },
+                Verdict::Met,
+                true,
+            ),
+            (
+                "a gap in the middle: latest is recoverable, the chain is not whole",
+                |f| {
+                    let mut c = continuous(Some(1));
+                    c.window.gaps.push(Gap {
+                        missing: "000000010000000000000017".into(),
+                        count: 2,
+                        after: Some(now() - Duration::hours(30)),
+                        resumes: Some(now() - Duration::hours(24)),
+                    });
+                    f.continuous = Some(c);
+                },
+                Verdict::Met,
+                false,
+            ),
+            (
+                "a damaged piece",
+                |f| {
+                    let mut c = continuous(Some(1));
+                    c.window.problems.push("piece x pushed twice".into());
+                    f.continuous = Some(c);
+                },
+                Verdict::Met,
+                false,
+            ),
+        ];
+        for (name, tweak, rpo, whole) in cases {
+            let mut f = facts();
+            tweak(&mut f);
+            let s = evaluate(&f, now());
+            assert_eq!(s.rpo, rpo, "{name}: {:?}", s.problems);
+            let cs = controls(std::slice::from_ref(&f), std::slice::from_ref(&s));
+            let c = cs.iter().find(|c| c.id == "log-chain-whole").unwrap();
+            assert_eq!(c.passed, whole, "{name}: {:?}", s.problems);
+            if !whole {
+                assert!(
+                    s.problems
+                        .iter()
+                        .any(|p| p.contains("000000010000000000000017")
+                            || p.contains("pushed twice")),
+                    "{name}: the problem names what is missing: {:?}",
+                    s.problems
+                );
+            }
+        }
+        // A plain source keeps its base backup's age.
+        let mut f = facts();
+        f.newest_point = Some(now() - Duration::minutes(16));
+        assert_eq!(evaluate(&f, now()).rpo, Verdict::Breached);
     }
 }

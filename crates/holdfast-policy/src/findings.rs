@@ -280,7 +280,12 @@ pub fn findings(
             if let Some((_, c)) = class {
                 if let Some(rpo) = c.rpo {
                     let m = measured.get(n).cloned().unwrap_or_default();
-                    let cad = cadence::cadence(rpo, cadence::expected_run(&m.backup_seconds));
+                    let mut cad = cadence::cadence(rpo, cadence::expected_run(&m.backup_seconds));
+                    if let Some(c) = s.driver().continuous() {
+                        // The log meets the RPO: base backups follow their own cadence.
+                        cad.interval = c.base_every();
+                        cad.feasible = true;
+                    }
                     if !cad.feasible {
                         f("cadence-cannot-meet-rpo", anti::NO_RPO, n, Severity::High,
                           format!("{n}: RPO {} cannot be met by periodic backups (a backup takes {}, protect runs every {})", crate::duration::show(rpo), crate::duration::show(cad.expected_run), crate::duration::show(cadence::tick())),

@@ -213,7 +213,12 @@ fn protect_one(
         Ok(c) => c,
         Err(action) => return Ok(line(s, action, vec![])),
     };
-    let cad = cadence::cadence(rpo, cadence::expected_run(&o.backup_seconds(name)));
+    let mut cad = cadence::cadence(rpo, cadence::expected_run(&o.backup_seconds(name)));
+    if let Some(c) = s.driver().continuous() {
+        // The log meets the RPO; base backups only bound the replay (and the restore time).
+        cad.interval = c.base_every();
+        cad.feasible = true;
+    }
     let newest = o.newest_point(name).map(|p| p.snapshot.time);
     let missed = match cadence::due(env.now, newest, cad.interval) {
         Due::NotYet { next } => return copy_if_behind(env, o, s, class, newest, next),
@@ -256,7 +261,20 @@ fn copy_if_behind(
             .get(c.get_ref())
             .and_then(|m| m.get(name))
             .and_then(|v| v.iter().max().copied());
-        newest.is_some() && copied < newest
+        let logs_behind = s.driver().continuous().is_some() && {
+            let newest_log = o
+                .logs
+                .get(name)
+                .and_then(|v| v.last())
+                .map(|e| e.snapshot.time);
+            let copied_log = o
+                .logs_by_repo
+                .get(c.get_ref())
+                .and_then(|m| m.get(name))
+                .copied();
+            newest_log.is_some() && copied_log < newest_log
+        };
+        (newest.is_some() && copied < newest) || logs_behind
     });
     let mut jobs = Vec::new();
     if copies_behind {
@@ -312,6 +330,22 @@ fn run_retention(
                 "{removed} recovery point(s) removed by the class's keep policy"
             )];
             let mut state = JobState::Completed;
+            let mut removed = removed;
+            if let Some(c) = s.driver().continuous() {
+                match forget_old_logs(env, repo, s, c) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        msgs.push(format!(
+                            "{n} log batch(es) removed: older than the oldest kept base backup"
+                        ));
+                        removed += n;
+                    }
+                    Err(e) => {
+                        msgs.push(format!("removing old log batches failed: {e}"));
+                        state = JobState::Failed;
+                    }
+                }
+            }
             if removed > 0 {
                 match holdfast_core::prune::prune(repo, &Default::default(), env.progress) {
                     Ok(p) => msgs.push(format!(
@@ -337,6 +371,37 @@ fn run_retention(
         None,
         msgs,
     ))
+}
+
+/// Remove the log batches of a continuous source that no kept base backup needs (see
+/// [`crate::sources::pitr::prunable_batches`]); how many were removed.
+fn forget_old_logs(
+    env: &Env,
+    repo: &Repository,
+    s: &SourceConfig,
+    c: &dyn crate::sources::pitr::Continuous,
+) -> Result<usize, holdfast_core::Error> {
+    let me = host();
+    let (all, _) = holdfast_core::snapshot::load_all(repo)?;
+    let bases: Vec<&holdfast_core::snapshot::SnapshotEntry> = all
+        .iter()
+        .filter(|x| {
+            x.snapshot.complete && s.owns(x.snapshot.source.as_deref(), &x.snapshot.hostname, &me)
+        })
+        .collect();
+    let kind = c.log_kind();
+    let batches: Vec<_> = all
+        .iter()
+        .filter(|x| s.owns_log(&x.snapshot, &me))
+        .filter_map(|x| x.snapshot.log.as_ref().map(|l| (x, l)))
+        .filter(|(_, l)| l.kind == kind)
+        .collect();
+    let old = crate::sources::pitr::prunable_batches(&bases, &batches, &|p| c.keep_always(p));
+    if old.is_empty() {
+        return Ok(0);
+    }
+    let items = holdfast_core::prune::forget_chosen(repo, &old, env.now, false)?;
+    Ok(items.iter().filter(|i| i.reasons.is_empty()).count())
 }
 
 /// Copy the source's recovery points to every repository its class requires; one job record
@@ -366,9 +431,12 @@ fn run_copies(
                 let r = holdfast_core::copy::copy(
                     repo,
                     &dst,
+                    // A continuous source's log batches travel with its base backups: a copy
+                    // without them restores to base backups only.
                     &|x| {
-                        s.owns(x.snapshot.source.as_deref(), &x.snapshot.hostname, &host())
-                            && x.snapshot.complete
+                        (s.owns(x.snapshot.source.as_deref(), &x.snapshot.hostname, &host())
+                            && x.snapshot.complete)
+                            || s.owns_log(&x.snapshot, &host())
                     },
                     env.progress,
                 )

@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod cadence;
+pub mod chains;
 pub mod compliance;
 pub mod config;
 pub mod discover;

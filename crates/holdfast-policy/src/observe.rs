@@ -75,12 +75,16 @@ pub fn immutability(
 pub struct Observed {
     /// Snapshots of each source, oldest first.
     pub snapshots: HashMap<String, Vec<SnapshotEntry>>,
+    /// Log batches of each continuous source (in its own repository), oldest first.
+    pub logs: HashMap<String, Vec<SnapshotEntry>>,
     /// Job records per source, oldest first.
     pub jobs: HashMap<String, Vec<JobRecord>>,
     /// Drill records per source, oldest first.
     pub drills: HashMap<String, Vec<DrillRecord>>,
     /// Per repository: snapshots (for copies), by source.
     pub by_repo: HashMap<String, HashMap<String, Vec<DateTime<Utc>>>>,
+    /// Per repository: the newest log batch of each continuous source (for copies).
+    pub logs_by_repo: HashMap<String, HashMap<String, DateTime<Utc>>>,
     /// Repositories that could not be read, and why.
     pub unreadable: Vec<String>,
     /// What the repositories' history says went wrong outside holdfast: recovery points that
@@ -95,9 +99,11 @@ pub struct Observed {
 pub fn observe(env: &Env) -> Observed {
     let mut o = Observed {
         snapshots: HashMap::new(),
+        logs: HashMap::new(),
         jobs: HashMap::new(),
         drills: HashMap::new(),
         by_repo: HashMap::new(),
+        logs_by_repo: HashMap::new(),
         unreadable: Vec::new(),
         alarms: Vec::new(),
         repo_info: HashMap::new(),
@@ -156,7 +162,29 @@ pub fn observe(env: &Env) -> Observed {
                 .source(source)
                 .filter(|sc| sc.owns(Some(source), host, &me))
         };
+        let own_repo = |sc: &crate::config::SourceConfig| {
+            env.workload
+                .repository_of(sc)
+                .is_some_and(|(n, _)| n == name.as_str())
+        };
         for s in snaps {
+            if let Some(l) = &s.snapshot.log {
+                // A log batch belongs to the host that shipped it and the source it names.
+                let Some(sc) = owner(&l.source, &s.snapshot.hostname) else {
+                    continue;
+                };
+                let newest = o
+                    .logs_by_repo
+                    .entry(name.clone())
+                    .or_default()
+                    .entry(l.source.clone())
+                    .or_insert(s.snapshot.time);
+                *newest = (*newest).max(s.snapshot.time);
+                if own_repo(sc) {
+                    o.logs.entry(l.source.clone()).or_default().push(s);
+                }
+                continue;
+            }
             let Some(src) = s.snapshot.source.clone() else {
                 continue;
             };
@@ -169,11 +197,7 @@ pub fn observe(env: &Env) -> Observed {
                 per.entry(src.clone()).or_default().push(s.snapshot.time);
             }
             // Only the source's own repository holds its primary recovery points.
-            let own = env
-                .workload
-                .repository_of(sc)
-                .is_some_and(|(n, _)| n == name.as_str());
-            if own {
+            if own_repo(sc) {
                 o.snapshots.entry(src).or_default().push(s);
             }
         }
@@ -199,7 +223,7 @@ pub fn observe(env: &Env) -> Observed {
                 .push(format!("repository {name:?}: records: {e}")),
         }
     }
-    for v in o.snapshots.values_mut() {
+    for v in o.snapshots.values_mut().chain(o.logs.values_mut()) {
         v.sort_by_key(|s| s.snapshot.time);
     }
     for v in o.jobs.values_mut() {
@@ -219,6 +243,35 @@ impl Observed {
             .iter()
             .rev()
             .find(|s| s.snapshot.complete)
+    }
+
+    /// The window and shipping health of a continuous source.
+    pub fn continuous_facts(
+        &self,
+        c: &dyn crate::sources::pitr::Continuous,
+        source: &str,
+        state_dir: &std::path::Path,
+    ) -> crate::compliance::ContinuousFacts {
+        let bases: Vec<&SnapshotEntry> = self
+            .snapshots
+            .get(source)
+            .map(|v| v.iter().filter(|s| s.snapshot.complete).collect())
+            .unwrap_or_default();
+        let kind = c.log_kind();
+        let batches: Vec<_> = self
+            .logs
+            .get(source)
+            .map(|v| {
+                v.iter()
+                    .filter_map(|e| e.snapshot.log.as_ref().map(|l| (e, l)))
+                    .filter(|(_, l)| l.kind == kind)
+                    .collect()
+            })
+            .unwrap_or_default();
+        crate::compliance::ContinuousFacts {
+            window: c.window(&bases, &batches),
+            health: c.health(source, state_dir),
+        }
     }
 
     /// How long the completed backups of a source took, in seconds.
@@ -319,6 +372,10 @@ pub fn facts(env: &Env, o: &Observed) -> Vec<(SourceFacts, SourceStatus)> {
                 .repository_of(s)
                 .and_then(|(r, _)| o.repo_info.get(r))
                 .is_some_and(|i| i.cipher != "none" && !i.cipher.is_empty()),
+            continuous: s
+                .driver()
+                .continuous()
+                .map(|c| o.continuous_facts(c, s.name(), &env.state_dir)),
         };
         let mut st = compliance::evaluate(&f, env.now);
         if s.strategy == Some(Strategy::Reproduce) {

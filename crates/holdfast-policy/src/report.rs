@@ -161,7 +161,7 @@ pub fn html(r: &StatusReport) -> String {
         h += &format!(
             "<tr><td><b>{}</b><div class=na>{}</div>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} ago</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&f.name),
-            esc(&f.mechanism),
+            esc(&format!("{}{}", f.mechanism, s.status.window.map(|(a, b)| format!("; recoverable to any second from {} to {} UTC", a.format("%Y-%m-%d %H:%M:%S"), b.format("%Y-%m-%d %H:%M:%S"))).unwrap_or_default())),
             if s.status.problems.is_empty() { String::new() } else { format!("<div class=problems>{}</div>", s.status.problems.iter().map(|p| esc(p)).collect::<Vec<_>>().join("<br>")) },
             esc(f.class.as_deref().unwrap_or("—")),
             f.strategy.map(|s| format!("{s:?}").to_lowercase()).unwrap_or_else(|| "—".into()),

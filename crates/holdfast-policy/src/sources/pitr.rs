@@ -131,6 +131,39 @@ pub struct PitrRestored {
     pub done: Vec<String>,
 }
 
+/// How the shipping of a change log is doing on this host right now, from local state (what a
+/// repository cannot say: that the last push failed, how much log waits to be archived).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LogHealth {
+    /// Shipping has failed since then (and not succeeded since).
+    pub failing_since: Option<DateTime<Utc>>,
+    /// The last failure.
+    pub last_error: Option<String>,
+    /// Bytes of log waiting to be archived (PostgreSQL: ready segments in `pg_wal`).
+    pub waiting_bytes: Option<u64>,
+    /// The most that may wait before status fails (`[source.log] queue-max`).
+    pub queue_max: Option<u64>,
+}
+
+/// A drill of a continuous source: restore to `target` in a scratch place (a scratch server,
+/// a scratch file), confirm the target was reached, run the verify step.
+pub struct PitrDrill<'a> {
+    /// The repository.
+    pub repo: &'a Repository,
+    /// The source's base backups (complete, its own, oldest first).
+    pub bases: &'a [SnapshotEntry],
+    /// The source's log batches of its kind (oldest first).
+    pub logs: &'a [SnapshotEntry],
+    /// The instant drilled (a random one inside the window).
+    pub target: &'a RecoveryTarget,
+    /// An empty scratch directory.
+    pub scratch: &'a std::path::Path,
+    /// Limit for scratch servers and verify steps.
+    pub timeout: std::time::Duration,
+    /// Progress.
+    pub progress: &'a dyn Progress,
+}
+
 /// A kind with a change log archived between base backups.
 pub trait Continuous: Send + Sync {
     /// Which log its batches hold.
@@ -144,6 +177,30 @@ pub trait Continuous: Send + Sync {
     ) -> Window;
     /// Restore to a point in time.
     fn restore_at(&self, job: &PitrRestore) -> Result<PitrRestored, SourceError>;
+    /// Drill a point-in-time restore (see [`PitrDrill`]). A kind that cannot fails the drill.
+    fn drill_at(&self, _job: &PitrDrill) -> Result<super::DrillOutcome, SourceError> {
+        Err(SourceError::new(
+            "continuous",
+            std::io::Error::other(
+                "point-in-time drills are not supported for this kind: the restore time is not measured",
+            ),
+        ))
+    }
+    /// How often `protect` takes a base backup (`[source.log] base-every`, default 1 day): the
+    /// log meets the RPO, base backups bound how much log a restore replays.
+    fn base_every(&self) -> chrono::Duration {
+        chrono::Duration::days(1)
+    }
+    /// Whether retention must keep a piece whatever its age (PostgreSQL timeline history
+    /// files, which every later restore may need).
+    fn keep_always(&self, _piece: &holdfast_core::logs::Piece) -> bool {
+        false
+    }
+    /// How shipping is doing on this host (`state_dir` is the workload's state directory),
+    /// when the kind keeps local state about it.
+    fn health(&self, _name: &str, _state_dir: &std::path::Path) -> Option<LogHealth> {
+        None
+    }
 }
 
 /// What one round of log shipping did.
@@ -195,6 +252,79 @@ pub fn parse_target(text: &str, now: DateTime<Utc>) -> Result<RecoveryTarget, St
     Err(format!(
         "--at {text:?} is no time: give `latest`, an RFC 3339 time (2026-12-01T10:31:24Z), a UTC time (2026-12-01 10:31:24) or a duration ago (\"2m ago\")"
     ))
+}
+
+/// The instant a drill restores to: uniformly drawn from the window by `r` (a random number),
+/// never inside a gap; `None` when the window is empty.
+pub fn drill_target(w: &Window, r: u64) -> Option<DateTime<Utc>> {
+    let (from, to) = (w.from?, w.to?);
+    if to < from {
+        return None;
+    }
+    // The recoverable spans: the window minus its gaps.
+    let mut spans = vec![(from, to)];
+    for g in &w.gaps {
+        let (ga, gr) = (g.after.unwrap_or(from), g.resumes.unwrap_or(to));
+        spans = spans
+            .into_iter()
+            .flat_map(|(a, b)| {
+                // `ga` and `gr` themselves are recoverable; what lies strictly between is not.
+                if ga >= b || gr <= a {
+                    return vec![(a, b)];
+                }
+                let mut out = Vec::new();
+                if a <= ga {
+                    out.push((a, ga));
+                }
+                if gr <= b {
+                    out.push((gr, b));
+                }
+                out
+            })
+            .collect();
+    }
+    let total: i64 = spans
+        .iter()
+        .map(|(a, b)| (*b - *a).num_milliseconds() + 1)
+        .sum();
+    if total <= 0 {
+        return None;
+    }
+    let mut k = (r % total as u64) as i64;
+    for (a, b) in spans {
+        let len = (b - a).num_milliseconds() + 1;
+        if k < len {
+            return Some(a + chrono::Duration::milliseconds(k));
+        }
+        k -= len;
+    }
+    None
+}
+
+/// The log batches retention may remove: those whose every piece ended before the oldest
+/// kept base backup started (`last_time`, or the batch's time when a piece has none), so no
+/// kept base backup can need them; never a batch holding a piece `keep_always` names (a
+/// PostgreSQL timeline history file). With no base backup kept, nothing is removed: the log is
+/// all that is left. Pure.
+pub fn prunable_batches<'a>(
+    kept_bases: &[&SnapshotEntry],
+    batches: &[(&'a SnapshotEntry, &'a holdfast_core::logs::LogBatch)],
+    keep_always: &dyn Fn(&holdfast_core::logs::Piece) -> bool,
+) -> Vec<&'a SnapshotEntry> {
+    let Some(oldest) = kept_bases.iter().map(|b| b.snapshot.time).min() else {
+        return Vec::new();
+    };
+    batches
+        .iter()
+        .filter(|(e, l)| {
+            !l.pieces.is_empty()
+                && l.pieces
+                    .iter()
+                    .all(|p| !keep_always(p) && p.last_time.unwrap_or(e.snapshot.time) < oldest)
+                && e.snapshot.time < oldest
+        })
+        .map(|(e, _)| *e)
+        .collect()
 }
 
 #[cfg(test)]
@@ -261,5 +391,129 @@ mod tests {
         }
         assert!(!w.whole());
         assert!(!Window::default().contains(at("2026-12-01T08:00:00Z")));
+    }
+
+    fn entry(n: u8, time: &str, log: Option<holdfast_core::logs::LogBatch>) -> SnapshotEntry {
+        SnapshotEntry {
+            id: holdfast_core::Id::from_hex(&format!("{n:02x}").repeat(32)).unwrap(),
+            snapshot: holdfast_core::snapshot::Snapshot {
+                time: at(time),
+                tree: holdfast_core::Id::from_hex(&"00".repeat(32)).unwrap(),
+                paths: vec![],
+                hostname: "h".into(),
+                username: "u".into(),
+                tags: vec![],
+                copied_from: None,
+                source: log.is_none().then(|| "pg".to_string()),
+                parent: None,
+                complete: true,
+                errors: vec![],
+                warnings: vec![],
+                changed_while_read: vec![],
+                summary: Default::default(),
+                program: "test".into(),
+                log,
+            },
+        }
+    }
+
+    fn batch(names: &[(&str, &str)]) -> holdfast_core::logs::LogBatch {
+        holdfast_core::logs::LogBatch {
+            source: "pg".into(),
+            kind: holdfast_core::logs::LogKind::PgWal,
+            pieces: names
+                .iter()
+                .map(|(n, t)| holdfast_core::logs::Piece {
+                    name: n.to_string(),
+                    size: 1,
+                    blake3: String::new(),
+                    first_time: None,
+                    last_time: Some(at(t)),
+                    meta: Default::default(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_drill_target_is_inside_the_window_and_outside_its_gaps() {
+        let w = Window {
+            from: Some(at("2026-12-01T08:00:00Z")),
+            to: Some(at("2026-12-01T10:00:00Z")),
+            gaps: vec![Gap {
+                missing: "x".into(),
+                count: 1,
+                after: Some(at("2026-12-01T08:30:00Z")),
+                resumes: Some(at("2026-12-01T09:00:00Z")),
+            }],
+            ..Default::default()
+        };
+        let mut seen_early = false;
+        let mut seen_late = false;
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..2000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let t = drill_target(&w, x).unwrap();
+            assert!(w.contains(t), "{t}");
+            seen_early |= t < at("2026-12-01T08:30:00Z");
+            seen_late |= t > at("2026-12-01T09:00:00Z");
+        }
+        assert!(seen_early && seen_late, "both spans are drilled");
+        // The edges are reachable.
+        assert_eq!(drill_target(&w, 0), Some(at("2026-12-01T08:00:00Z")));
+        assert!(drill_target(&Window::default(), 1).is_none());
+        let point = Window {
+            from: Some(at("2026-12-01T08:00:00Z")),
+            to: Some(at("2026-12-01T08:00:00Z")),
+            ..Default::default()
+        };
+        assert_eq!(
+            drill_target(&point, 12345),
+            Some(at("2026-12-01T08:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn retention_removes_only_batches_no_kept_base_needs() {
+        let base = entry(1, "2026-12-01T10:00:00Z", None);
+        let old = entry(
+            2,
+            "2026-12-01T09:00:00Z",
+            Some(batch(&[("a", "2026-12-01T09:00:00Z")])),
+        );
+        // Ends after the base started: the base may need it (its redo point).
+        let straddles = entry(
+            3,
+            "2026-12-01T09:59:00Z",
+            Some(batch(&[
+                ("b", "2026-12-01T09:59:00Z"),
+                ("c", "2026-12-01T10:00:01Z"),
+            ])),
+        );
+        let history = entry(
+            4,
+            "2026-12-01T08:00:00Z",
+            Some(batch(&[("00000002.history", "2026-12-01T08:00:00Z")])),
+        );
+        let newer = entry(
+            5,
+            "2026-12-01T11:00:00Z",
+            Some(batch(&[("d", "2026-12-01T11:00:00Z")])),
+        );
+        let all = [&old, &straddles, &history, &newer];
+        let batches: Vec<_> = all
+            .iter()
+            .map(|e| (*e, e.snapshot.log.as_ref().unwrap()))
+            .collect();
+        let keep_history = |p: &holdfast_core::logs::Piece| p.name.ends_with(".history");
+        let got: Vec<_> = prunable_batches(&[&base], &batches, &keep_history)
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(got, vec![old.id]);
+        // Without a kept base backup, the log is all there is: nothing goes.
+        assert!(prunable_batches(&[], &batches, &keep_history).is_empty());
     }
 }

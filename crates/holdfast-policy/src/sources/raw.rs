@@ -144,6 +144,10 @@ pub struct LogSettings {
     /// RPO below one segment.
     #[serde(default)]
     pub streaming: bool,
+    /// How often `protect` takes a base backup (default 1 day): the log meets the RPO, base
+    /// backups bound how much log a restore replays.
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub base_every: Option<Duration>,
     /// Where pieces wait locally before they are stored (default: the state directory).
     #[serde(default)]
     pub spool: Option<PathBuf>,

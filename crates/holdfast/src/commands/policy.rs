@@ -212,6 +212,23 @@ fn print_status(g: &Global, r: &StatusReport) -> Result<()> {
                 .unwrap_or_else(|| "-".into()),
         );
         outln!("    backed up by: {}", f.mechanism);
+        if let Some(c) = &f.continuous {
+            match s.status.window {
+                Some((a, b)) => outln!(
+                    "    recoverable: any second from {} to {} UTC{}",
+                    a.format("%Y-%m-%d %H:%M:%S"),
+                    b.format("%Y-%m-%d %H:%M:%S"),
+                    if c.window.gaps.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", except {} gap(s) below", c.window.gaps.len())
+                    }
+                ),
+                None => {
+                    outln!("    recoverable: no window yet (a base backup and its log are needed)")
+                }
+            }
+        }
         for p in &s.status.problems {
             outln!("    - {p}");
         }
