@@ -161,13 +161,11 @@ fn restore_drill(
         return continuous_drill(env, repo, s, c, dir, timeout);
     }
     let pick = pick_point(repo, s, random)?;
-    let workload = std::path::absolute(&env.workload.path).unwrap_or_default();
     let o = s.driver().drill(&DrillJob {
         repo,
         snap: &pick,
         scratch: dir,
         timeout,
-        workload: &workload,
         progress: env.progress,
     });
     let base = drill_record(env, s, DrillKind::Restore, t, Some(pick.id.to_hex()));
@@ -235,8 +233,11 @@ fn continuous_drill(
         )));
     };
     let target = RecoveryTarget::Time(at);
+    let workload = std::path::absolute(&env.workload.path).unwrap_or_default();
     let o = c.drill_at(&pitr::PitrDrill {
         repo,
+        source: s.name(),
+        workload: &workload,
         bases: &bases,
         logs: &logs,
         target: &target,

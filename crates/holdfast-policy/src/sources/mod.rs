@@ -141,8 +141,6 @@ pub struct DrillJob<'a> {
     pub scratch: &'a Path,
     /// Limit for scratch servers and verify commands.
     pub timeout: Duration,
-    /// The workload file (absolute; a continuous source's drill fetches its log through it).
-    pub workload: &'a Path,
     /// Progress.
     pub progress: &'a dyn Progress,
 }

@@ -150,6 +150,10 @@ pub struct LogHealth {
 pub struct PitrDrill<'a> {
     /// The repository.
     pub repo: &'a Repository,
+    /// The source's name in the workload.
+    pub source: &'a str,
+    /// The workload file (absolute): what the scratch server's log fetch command reads.
+    pub workload: &'a std::path::Path,
     /// The source's base backups (complete, its own, oldest first).
     pub bases: &'a [SnapshotEntry],
     /// The source's log batches of its kind (oldest first).
