@@ -163,6 +163,28 @@ pub enum Command {
         #[arg(long = "for", value_name = "DURATION")]
         duration: Option<String>,
     },
+    /// PostgreSQL's archive_command for a continuous source: store one WAL file (and the
+    /// other ready ones) durably; `archive_command = 'holdfast --config W wal-push --source
+    /// NAME %p'`.
+    WalPush {
+        /// The continuous PostgreSQL source.
+        #[arg(long, value_name = "NAME")]
+        source: String,
+        /// The WAL file (`%p`).
+        path: PathBuf,
+    },
+    /// PostgreSQL's restore_command for a continuous source: `restore_command = 'holdfast
+    /// --config W wal-fetch --source NAME %f %p'`. Exits 1 when the file is not archived,
+    /// 126 on any other failure (so PostgreSQL aborts recovery instead of ending it early).
+    WalFetch {
+        /// The continuous PostgreSQL source.
+        #[arg(long, value_name = "NAME")]
+        source: String,
+        /// The WAL file's name (`%f`).
+        name: String,
+        /// Where to write it (`%p`).
+        path: PathBuf,
+    },
     /// Per source: RPO and RTO met or not, from measurements; workload controls.
     Status {
         /// Also write a self-contained HTML page.

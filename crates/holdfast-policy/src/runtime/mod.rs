@@ -16,6 +16,7 @@ pub mod password;
 pub mod replicate;
 pub mod restore;
 pub mod state;
+pub mod wal;
 pub mod workload;
 
 use std::path::{Path, PathBuf};

@@ -40,6 +40,7 @@ mod tool;
 
 pub mod my_scratch;
 pub mod pg_scratch;
+pub mod pg_wal;
 
 pub use conn::Conn;
 pub use db_restore::DbRestoreError;
@@ -195,6 +196,11 @@ pub trait Source: std::fmt::Debug + Send + Sync {
     /// Its continuous protection (a change log archived between base backups, for
     /// point-in-time recovery), if it is configured.
     fn continuous(&self) -> Option<&dyn pitr::Continuous> {
+        None
+    }
+    /// Its WAL archiving settings, for a continuous PostgreSQL source (`wal-push`,
+    /// `wal-fetch`, [`pg_wal::archive_health`]).
+    fn pg_wal(&self) -> Option<&pg_wal::WalSettings> {
         None
     }
     /// What `holdfast replicate` runs for it (log shipping in the foreground), if anything.

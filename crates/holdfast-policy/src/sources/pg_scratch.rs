@@ -185,6 +185,13 @@ impl Server {
         self.launch()
     }
 
+    /// Stop and start it again (after `ALTER SYSTEM` of a setting that needs a restart, such
+    /// as `archive_mode`).
+    pub fn restart(&self) -> Result<(), ScratchError> {
+        self.stop();
+        self.launch()
+    }
+
     /// Client settings for this server.
     pub fn conn(&self) -> Conn {
         Conn {

@@ -12,7 +12,7 @@ use holdfast_core::stream::{self, StreamItem, StreamOptions};
 use super::conn::{PasswordEnvUnset, ServerSettings};
 use super::tool::{feed, files, item, noted, output, verify_query, ToolError};
 use super::{
-    db_restore, pg_physical, pg_scratch, raw, Backed, BackupJob, Conn, DbRestoreError, DrillJob,
+    db_restore, pg_physical, pg_scratch, pg_wal, raw, Backed, BackupJob, Conn, DbRestoreError, DrillJob,
     DrillOutcome, RawSource, RestoreJob, ScratchError, Source, SourceError,
 };
 use crate::found::{self, Found};
@@ -24,6 +24,9 @@ pub enum PgMode {
     Logical,
     /// pg_basebackup of the whole cluster.
     Physical,
+    /// Base backups with pg_basebackup plus every WAL segment archived (`wal-push`), for
+    /// point-in-time recovery ([`super::pg_wal`]).
+    Continuous,
 }
 
 /// Configuration of a PostgreSQL source.
@@ -39,6 +42,8 @@ pub struct PostgresSource {
     pub verify: Option<String>,
     /// The database the verify query runs in.
     pub verify_database: Option<String>,
+    /// WAL archiving settings (`mode = "continuous"` only).
+    pub wal: Option<pg_wal::WalSettings>,
 }
 
 /// Why a PostgreSQL source failed.
@@ -90,7 +95,18 @@ pub fn build(r: &RawSource, _base: &Path) -> Result<Arc<dyn Source>, String> {
     let mode = match r.mode.as_deref() {
         None | Some("logical") => PgMode::Logical,
         Some("physical") => PgMode::Physical,
+        Some("continuous") => PgMode::Continuous,
         Some(m) => return Err(raw::mode_error(r.name(), m)),
+    };
+    let wal = match mode {
+        PgMode::Continuous => Some(pg_wal::WalSettings::of(r)?),
+        _ if r.log.is_some() => {
+            return Err(format!(
+                "source {:?}: [source.log] is only for mode = \"continuous\"",
+                r.name()
+            ))
+        }
+        _ => None,
     };
     Ok(Arc::new(PostgresSource {
         database: r.database.clone().filter(|d| d != "all"),
@@ -98,12 +114,18 @@ pub fn build(r: &RawSource, _base: &Path) -> Result<Arc<dyn Source>, String> {
         server: ServerSettings::of(r),
         verify: r.verify.clone(),
         verify_database: r.verify_database.clone(),
+        wal,
     }))
 }
 
 impl PostgresSource {
-    fn dump_items(&self, conn: &Conn) -> Result<Vec<StreamItem<'static>>, PostgresError> {
-        if self.mode == PgMode::Physical {
+    /// `label`: the base backup's label (continuous mode: `holdfast SOURCE TIME`).
+    fn dump_items(
+        &self,
+        conn: &Conn,
+        label: Option<&str>,
+    ) -> Result<Vec<StreamItem<'static>>, PostgresError> {
+        if self.mode != PgMode::Logical {
             let mut c = Command::new("pg_basebackup");
             c.args([
                 "-D",
@@ -115,6 +137,9 @@ impl PostgresSource {
                 "--checkpoint=fast",
                 "--no-password",
             ]);
+            if let Some(l) = label {
+                c.args(["-l", l]);
+            }
             conn.pg(&mut c);
             return Ok(vec![item("base.tar", "pg_basebackup", c)]);
         }
@@ -191,7 +216,8 @@ impl Source for PostgresSource {
     fn backup(&self, job: &BackupJob) -> Result<Backed, SourceError> {
         let name = job.name;
         let conn = self.server.conn().map_err(PostgresError::from)?;
-        let items = self.dump_items(&conn)?;
+        let label = (self.mode == PgMode::Continuous).then(|| pg_wal::base_label(name, job.time));
+        let items = self.dump_items(&conn, label.as_deref())?;
         let opts = StreamOptions {
             dir: name.to_string(),
             label: format!("postgres:{name}"),
@@ -216,7 +242,7 @@ impl Source for PostgresSource {
         let root = &snap.snapshot.tree;
         let fs_ = files(repo, &index, snap).map_err(PostgresError::from)?;
         let done: Vec<String> = match self.mode {
-            PgMode::Physical => {
+            PgMode::Physical | PgMode::Continuous => {
                 let (d, f) = fs_.first().ok_or(PostgresError::NoBaseBackup)?;
                 let target = PathBuf::from(job.into.ok_or(PostgresError::NoDataDirectory)?);
                 let path = format!("{d}/{f}");
@@ -249,7 +275,7 @@ impl Source for PostgresSource {
             })
         };
         let r = match self.mode {
-            PgMode::Physical => {
+            PgMode::Physical | PgMode::Continuous => {
                 server.stop();
                 let data = server.data_dir();
                 fs::remove_dir_all(&data).map_err(|source| PostgresError::Io {
@@ -280,6 +306,10 @@ impl Source for PostgresSource {
         Ok(self.server.conn().map_err(PostgresError::from)?)
     }
 
+    fn pg_wal(&self) -> Option<&pg_wal::WalSettings> {
+        self.wal.as_ref()
+    }
+
     fn covers(&self, f: &Found) -> bool {
         let port = self.server.port.unwrap_or(5432);
         let pg_socket = move |sk: &str| sk.ends_with(&format!("/.s.PGSQL.{port}"));
@@ -296,6 +326,9 @@ impl Source for PostgresSource {
     fn describe(&self) -> String {
         match self.mode {
             PgMode::Physical => "pg_basebackup of the whole cluster".into(),
+            PgMode::Continuous => {
+                "pg_basebackup of the whole cluster plus every WAL segment (wal-push)".into()
+            }
             PgMode::Logical => match &self.database {
                 Some(db) => format!("pg_dump of database {db}"),
                 None => "pg_dump of every database, with pg_dumpall --globals-only".into(),

@@ -7,6 +7,7 @@ mod lock;
 mod maintain;
 mod policy;
 mod trust;
+mod wal;
 
 use std::sync::Arc;
 
@@ -136,6 +137,8 @@ pub fn run(cli: Cli) -> Result<u8> {
             rounds,
             duration,
         } => continuous::replicate(g, source, rounds, duration.as_deref()),
+        Command::WalPush { source, path } => wal::push(g, &source, &path),
+        Command::WalFetch { source, name, path } => wal::fetch(g, &source, &name, &path),
     }
 }
 

@@ -1,0 +1,371 @@
+//! `wal-push`: PostgreSQL's `archive_command`. Stores the file asked for, together with the
+//! other WAL files PostgreSQL has marked ready (`pg_wal/archive_status/*.ready`, oldest
+//! first, bounded), as one log batch; records each as durable locally only once the batch is
+//! durable, so the later calls for them return at once without opening the repository.
+//!
+//! Never acknowledges a file that is not durable in the repository: success is returned only
+//! when the file's bytes (by BLAKE3) are in a batch that [`logs::append`] returned, now or
+//! before. A failure is recorded in `failing.json` (and the WAL waiting in `queue.json`) for
+//! `status`; PostgreSQL keeps the file and retries; nothing is ever dropped.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use holdfast_core::logs::{self, LogKind, NewPiece, Piece};
+use holdfast_core::progress::Progress;
+use holdfast_core::snapshot::{self, Snapshot};
+use holdfast_core::Repository;
+use serde::Serialize;
+
+use super::spool::{self, Durable, Queue};
+use super::{classify, io, log_key, WalError, WalFileKind, WalSettings};
+
+/// One push: the file PostgreSQL asked for (`%p`).
+pub struct PushJob<'a> {
+    /// The source's name.
+    pub source: &'a str,
+    /// `%p`: the file, in `pg_wal` (relative to the data directory, PostgreSQL's working
+    /// directory, or absolute).
+    pub path: &'a Path,
+    /// The source's WAL state directory ([`WalSettings::state_dir`]).
+    pub state: &'a Path,
+    /// The source's settings.
+    pub settings: &'a WalSettings,
+    /// Now.
+    pub now: DateTime<Utc>,
+    /// Tags for the batch.
+    pub tags: &'a [String],
+    /// Progress.
+    pub progress: &'a dyn Progress,
+}
+
+/// What a push did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Pushed {
+    /// The file asked for.
+    pub name: String,
+    /// It was durable in the repository before this call (recorded locally, or found in a
+    /// batch): nothing was stored for it.
+    pub already: bool,
+    /// Whether the repository was opened (false: answered from the local record).
+    pub opened_repository: bool,
+    /// Files stored in the new batch (the one asked for and the ready ones picked up).
+    pub stored: Vec<String>,
+    /// The new batch (hex id), if one was written.
+    pub batch: Option<String>,
+    /// Bytes stored.
+    pub bytes: u64,
+    /// WAL files still waiting in `pg_wal` after this push.
+    pub waiting_files: u64,
+    /// Their bytes.
+    pub waiting_bytes: u64,
+}
+
+/// A WAL file in `pg_wal`, hashed.
+struct Local {
+    name: String,
+    path: PathBuf,
+    size: u64,
+    blake3: String,
+    mtime: Option<DateTime<Utc>>,
+}
+
+fn hash_file(path: &Path) -> Result<(u64, String), WalError> {
+    let mut f = fs::File::open(path).map_err(io(format!("reading {}", path.display())))?;
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = f
+            .read(&mut buf)
+            .map_err(io(format!("reading {}", path.display())))?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok((n, h.finalize().to_hex().to_string()))
+}
+
+fn local(path: &Path, name: &str) -> Result<Local, WalError> {
+    let (size, blake3) = hash_file(path)?;
+    let mtime = fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .map(DateTime::<Utc>::from);
+    Ok(Local {
+        name: name.to_string(),
+        path: path.to_path_buf(),
+        size,
+        blake3,
+        mtime,
+    })
+}
+
+/// Reads a file and fails at its end unless its bytes are the ones hashed before (a file
+/// that changed in between is never stored under the old description).
+struct Verified {
+    f: fs::File,
+    h: blake3::Hasher,
+    n: u64,
+    want: (u64, String),
+    name: String,
+}
+
+impl Read for Verified {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let k = self.f.read(buf)?;
+        self.h.update(&buf[..k]);
+        self.n += k as u64;
+        if k == 0 || self.n > self.want.0 {
+            let got = self.h.finalize().to_hex().to_string();
+            if self.n != self.want.0 || got != self.want.1 {
+                return Err(std::io::Error::other(format!(
+                    "{} changed while it was archived ({} bytes, BLAKE3 {got}; it had {} bytes, {})",
+                    self.name, self.n, self.want.0, self.want.1
+                )));
+            }
+        }
+        Ok(k)
+    }
+}
+
+/// The cluster's system identifier, from `global/pg_control` (its first 8 bytes).
+fn system_identifier(data_dir: &Path) -> Option<u64> {
+    let mut b = [0u8; 8];
+    fs::File::open(data_dir.join("global/pg_control"))
+        .and_then(|mut f| f.read_exact(&mut b))
+        .ok()?;
+    Some(u64::from_le_bytes(b))
+}
+
+fn piece(l: &Local, now: DateTime<Utc>, sysid: Option<u64>) -> Piece {
+    let kind = classify(&l.name);
+    let mut meta = BTreeMap::new();
+    if kind == Some(WalFileKind::Segment) {
+        meta.insert("segment_size".to_string(), l.size.to_string());
+    }
+    if let Some(id) = sysid {
+        meta.insert("system_identifier".to_string(), id.to_string());
+    }
+    Piece {
+        name: l.name.clone(),
+        size: l.size,
+        blake3: l.blake3.clone(),
+        first_time: None,
+        // Every change committed at or before the segment's last write is in it or an
+        // earlier one; never later than now.
+        last_time: (kind == Some(WalFileKind::Segment))
+            .then(|| l.mtime.map_or(now, |m| m.min(now))),
+        meta,
+    }
+}
+
+/// The names PostgreSQL has marked ready to archive, in log order.
+fn ready(pg_wal: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(pg_wal.join("archive_status"))
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    let name = n.strip_suffix(".ready")?.to_string();
+                    classify(&name).map(|_| name)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort_by_key(|n| log_key(n));
+    v
+}
+
+/// The WAL waiting: ready files not recorded as durable.
+fn measure(pg_wal: &Path, state: &Path, now: DateTime<Utc>) -> Queue {
+    let mut q = Queue {
+        at: now,
+        waiting_files: 0,
+        waiting_bytes: 0,
+    };
+    for n in ready(pg_wal) {
+        if spool::read_ok(state, &n).is_none() {
+            q.waiting_files += 1;
+            q.waiting_bytes += fs::metadata(pg_wal.join(&n)).map_or(0, |m| m.len());
+        }
+    }
+    q
+}
+
+/// Push `job.path`. `open` opens the source's repository; `owns` says whether a log batch
+/// snapshot belongs to the source as seen from this host.
+pub fn push(
+    job: &PushJob,
+    open: &dyn Fn() -> Result<Repository, String>,
+    owns: &dyn Fn(&Snapshot) -> bool,
+) -> Result<Pushed, WalError> {
+    let name = job
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if classify(&name).is_none() {
+        return Err(WalError::NotWal(job.path.display().to_string()));
+    }
+    let pg_wal = job
+        .path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    spool::ensure_dir(job.state)?;
+    let _lock = spool::lock(job.state)?;
+    let me = local(job.path, &name)?;
+    if let Some(ok) = spool::read_ok(job.state, &name) {
+        if ok.size == me.size && ok.blake3 == me.blake3 {
+            return Ok(Pushed {
+                name,
+                already: true,
+                ..Default::default()
+            });
+        }
+        // Another file under a recorded name: the repository decides (and refuses it).
+    }
+    match store(job, &pg_wal, me, open, owns) {
+        Ok(mut p) => {
+            spool::clear_failure(job.state)?;
+            let q = measure(&pg_wal, job.state, job.now);
+            spool::write_queue(job.state, &q)?;
+            spool::prune_ok(job.state, &pg_wal);
+            (p.waiting_files, p.waiting_bytes) = (q.waiting_files, q.waiting_bytes);
+            Ok(p)
+        }
+        Err(e) => {
+            // Best effort: the push fails either way, and PostgreSQL retries it.
+            let _ = spool::record_failure(job.state, job.now, &e.to_string());
+            let _ = spool::write_queue(job.state, &measure(&pg_wal, job.state, job.now));
+            Err(e)
+        }
+    }
+}
+
+fn store(
+    job: &PushJob,
+    pg_wal: &Path,
+    me: Local,
+    open: &dyn Fn() -> Result<Repository, String>,
+    owns: &dyn Fn(&Snapshot) -> bool,
+) -> Result<Pushed, WalError> {
+    let s = job.settings;
+    let mut out = Pushed {
+        name: me.name.clone(),
+        opened_repository: true,
+        ..Default::default()
+    };
+    // The ready files to take along: oldest first, not recorded yet, within the bounds.
+    let mut take = vec![me];
+    let mut bytes = take[0].size;
+    for n in ready(pg_wal) {
+        if take.len() >= s.batch_files.max(1) {
+            break;
+        }
+        if n == take[0].name || spool::read_ok(job.state, &n).is_some() {
+            continue;
+        }
+        let Ok(l) = local(&pg_wal.join(&n), &n) else {
+            continue; // gone (archived and removed meanwhile): its own push will tell
+        };
+        if bytes + l.size > s.batch_bytes {
+            break;
+        }
+        bytes += l.size;
+        take.push(l);
+    }
+    let repo = open().map_err(WalError::Repository)?;
+    let repo_err = |e: holdfast_core::Error| WalError::Repository(e.to_string());
+    let (all, _) = snapshot::load_all(&repo).map_err(repo_err)?;
+    let mut archived: HashMap<&str, (&str, String)> = HashMap::new();
+    for (e, b) in logs::batches(&all, job.source, LogKind::PgWal) {
+        if !owns(&e.snapshot) {
+            continue;
+        }
+        for p in &b.pieces {
+            archived.insert(&p.name, (&p.blake3, e.id.short()));
+        }
+    }
+    let mut new = Vec::new();
+    for (i, l) in take.into_iter().enumerate() {
+        match archived.get(l.name.as_str()) {
+            Some((b3, batch)) if *b3 == l.blake3 => {
+                spool::write_ok(
+                    job.state,
+                    &l.name,
+                    &Durable {
+                        size: l.size,
+                        blake3: l.blake3.clone(),
+                        batch: batch.clone(),
+                    },
+                )?;
+                if i == 0 {
+                    out.already = true;
+                }
+            }
+            Some((b3, batch)) if i == 0 => {
+                return Err(WalError::Conflict {
+                    name: l.name,
+                    archived: b3.to_string(),
+                    here: l.blake3,
+                    batch: batch.clone(),
+                });
+            }
+            Some(_) => {} // refused when PostgreSQL pushes it
+            None => new.push(l),
+        }
+    }
+    if new.is_empty() {
+        return Ok(out);
+    }
+    new.sort_by_key(|l| log_key(&l.name));
+    let sysid = system_identifier(pg_wal.parent().unwrap_or(Path::new("..")));
+    let mut pieces = Vec::new();
+    for l in &new {
+        let f = fs::File::open(&l.path).map_err(io(format!("reading {}", l.path.display())))?;
+        pieces.push(NewPiece {
+            piece: piece(l, job.now, sysid),
+            reader: Box::new(Verified {
+                f,
+                h: blake3::Hasher::new(),
+                n: 0,
+                want: (l.size, l.blake3.clone()),
+                name: l.name.clone(),
+            }),
+        });
+    }
+    let (id, _) = logs::append(
+        &repo,
+        job.source,
+        LogKind::PgWal,
+        job.tags,
+        pieces,
+        job.progress,
+    )
+    .map_err(repo_err)?;
+    // Durable now: record every stored file, so that PostgreSQL's calls for them return at
+    // once.
+    for l in &new {
+        spool::write_ok(
+            job.state,
+            &l.name,
+            &Durable {
+                size: l.size,
+                blake3: l.blake3.clone(),
+                batch: id.to_hex(),
+            },
+        )?;
+    }
+    out.batch = Some(id.to_hex());
+    out.bytes = new.iter().map(|l| l.size).sum();
+    out.stored = new.into_iter().map(|l| l.name).collect();
+    Ok(out)
+}
