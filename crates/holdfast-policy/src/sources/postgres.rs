@@ -306,6 +306,10 @@ impl Source for PostgresSource {
         Ok(self.server.conn().map_err(PostgresError::from)?)
     }
 
+    fn continuous(&self) -> Option<&dyn super::pitr::Continuous> {
+        (self.mode == PgMode::Continuous).then_some(self as &dyn super::pitr::Continuous)
+    }
+
     fn pg_wal(&self) -> Option<&pg_wal::WalSettings> {
         self.wal.as_ref()
     }

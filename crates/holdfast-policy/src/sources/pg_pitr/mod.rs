@@ -3,8 +3,13 @@
 //! LSN with `restore_command = holdfast wal-fetch` ([`recover`]), drills to a random time.
 
 pub mod chain;
+pub mod conf;
+mod continuous;
+mod drill;
 pub mod history;
 pub mod names;
+pub mod recover;
+pub mod start;
 
 #[cfg(test)]
 mod chain_tests;

@@ -43,6 +43,9 @@ pub enum RecoverError {
     /// The restored server did not reach the target.
     #[error(transparent)]
     Start(#[from] StartError),
+    /// Reading the base backup's file list failed.
+    #[error(transparent)]
+    Tool(#[from] ToolError),
 }
 
 /// How the restore is run (a user restore or a drill).

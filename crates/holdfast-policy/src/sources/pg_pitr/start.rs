@@ -21,7 +21,7 @@ use crate::sources::Conn;
 pub enum StartError {
     /// PostgreSQL's programs are missing.
     #[error(transparent)]
-    Missing(#[from] pg_scratch::ScratchError),
+    Missing(#[from] crate::sources::ScratchError),
     /// pg_ctl or psql failed.
     #[error("{error}; server log ({}): {log}", .path.display())]
     Tool {
@@ -34,8 +34,13 @@ pub enum StartError {
         log: String,
     },
     /// Recovery did not end in time.
-    #[error("recovery did not end within {0:?} (the server is still replaying; see its log {})", .1.display())]
-    Timeout(Duration, PathBuf),
+    #[error("recovery did not end within {waited:?} (the server is still replaying; see its log {})", .log.display())]
+    Timeout {
+        /// How long it waited.
+        waited: Duration,
+        /// The server log.
+        log: PathBuf,
+    },
     /// The server stopped short of the target or went past it.
     #[error("{0}")]
     Short(String),
@@ -216,7 +221,10 @@ pub fn start_and_wait(
                 }
             }
             if started.elapsed() > timeout {
-                return Err(StartError::Timeout(timeout, log.clone()));
+                return Err(StartError::Timeout {
+                    waited: timeout,
+                    log: log.clone(),
+                });
             }
             std::thread::sleep(Duration::from_millis(200));
         }
