@@ -204,7 +204,7 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         drop_target(d.path()).unwrap();
         let text = fs::read_to_string(d.path().join("postgresql.auto.conf")).unwrap();
-        assert!(!text.contains("recovery_target_time") && !text.contains("recovery_target_action"));
+        assert!(!text.contains("recovery_target_time =") && !text.contains("recovery_target_action"), "{text}");
         assert!(text.contains("recovery_target_timeline = 'latest'") && text.contains("restore_command"));
         // Latest: no target at all, and archiving as configured.
         let l = settings("c", &Stop::End, false);
