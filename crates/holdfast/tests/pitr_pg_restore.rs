@@ -203,13 +203,15 @@ impl Pg {
         }
     }
 
-    /// `restore --at AT --target DIR --start` (exit 0 expected), the server left running.
-    fn restore(&self, at: &str, dir: &str) -> Restored {
+    /// `restore --at AT --target DIR --start` (exit 0 expected), the server left running;
+    /// `archive`: whether it archives into the source's log (it becomes the source's server).
+    fn restore(&self, at: &str, dir: &str, archive: bool) -> Restored {
         let data = self.dir.join(dir);
-        let o = self
-            .holdfast(&["--json", "restore", "--source", SOURCE, "--at", at, "--target", data.to_str().unwrap(), "--start"])
-            .output()
-            .unwrap();
+        let mut args = vec!["--json", "restore", "--source", SOURCE, "--at", at, "--target", data.to_str().unwrap(), "--start"];
+        if !archive {
+            args.push("--no-archive");
+        }
+        let o = self.holdfast(&args).output().unwrap();
         let out = ok(&o, &format!("restore --at {at}"));
         let json: Value = serde_json::from_str(&out).unwrap();
         let done = json["done"].to_string();
@@ -362,7 +364,7 @@ fn restore_at_a_time_returns_exactly_the_rows_committed_by_then() {
         let want = pg.committed_by(t);
         assert!(!want.is_empty() && want.len() < rows.len(), "{t}: {want:?}");
         let clock = Instant::now();
-        let r = pg.restore(&t.to_rfc3339(), &format!("at{i}"));
+        let r = pg.restore(&t.to_rfc3339(), &format!("at{i}"), false);
         let took = clock.elapsed();
         assert_eq!(r.rows(), want, "restore --at {t}");
         // The instant reached is the last commit replayed: at or before the target.
@@ -381,6 +383,10 @@ fn restore_at_a_time_returns_exactly_the_rows_committed_by_then() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("recoverable window is any time from"), "{err}");
     assert!(!pg.dir.join("early").exists(), "nothing was restored");
+    // The restored copies did not archive (--no-archive): the source's log is still whole.
+    let window = pg.window();
+    assert!(window["gaps"].as_array().unwrap().is_empty(), "{window}");
+    assert!(!pg.batches().values().flatten().any(|n| n.ends_with(".history")));
 }
 
 #[test]
@@ -422,7 +428,7 @@ fn latest_after_kill_9_and_a_lost_data_directory_loses_at_most_archive_timeout()
     let last = *rows.iter().filter(|(_, t)| *t <= killed).last().unwrap();
     fs::remove_dir_all(&data).unwrap();
     let clock = Instant::now();
-    let r = pg.restore("latest", "latest");
+    let r = pg.restore("latest", "latest", true);
     let took = clock.elapsed();
     let got = r.rows();
     let max = *got.last().expect("rows were recovered");
@@ -454,7 +460,7 @@ fn restoring_again_after_a_promote_follows_the_new_timeline() {
     pg.wait_archived();
     pg.server.stop();
     // Restored to t, promoted: timeline 2, which archives its history file and its WAL.
-    let r1 = pg.restore(&t.to_rfc3339(), "first");
+    let r1 = pg.restore(&t.to_rfc3339(), "first", true);
     assert_eq!(r1.rows(), vec![1, 2, 3]);
     assert_eq!(r1.psql("SELECT timeline_id FROM pg_control_checkpoint()"), "2");
     for n in [100, 101] {
@@ -469,7 +475,7 @@ fn restoring_again_after_a_promote_follows_the_new_timeline() {
         std::thread::sleep(Duration::from_millis(200));
     }
     drop(r1);
-    let r2 = pg.restore("latest", "second");
+    let r2 = pg.restore("latest", "second", false);
     assert_eq!(r2.rows(), vec![1, 2, 3, 100, 101], "timeline 2, not timeline 1's rows 4 and 5");
     assert_eq!(r2.psql("SELECT timeline_id FROM pg_control_checkpoint()"), "3");
     let window = pg.window();

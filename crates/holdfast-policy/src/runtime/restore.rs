@@ -36,6 +36,9 @@ pub struct SourceRestoreRequest {
     pub at: Option<sources::pitr::RecoveryTarget>,
     /// After a point-in-time restore, start the server and wait until it reached the target.
     pub start: bool,
+    /// After a point-in-time restore, the restored server must not ship its log (a copy
+    /// beside the source).
+    pub no_archive: bool,
 }
 
 /// What a source restore did.
@@ -236,6 +239,7 @@ impl Runtime {
                 replace: req.replace,
                 conn: &conn,
                 start: req.start,
+                archive: !req.no_archive,
                 progress,
             })
             .map_err(|e| fail(e.to_string()))?;

@@ -114,6 +114,9 @@ pub struct PitrRestore<'a> {
     pub conn: &'a Conn,
     /// Start the restored server and wait until it reached the target (PostgreSQL).
     pub start: bool,
+    /// Let the restored server ship its log into the source's as the source did (false: a
+    /// copy beside the source, which must not add a new timeline to the source's log).
+    pub archive: bool,
     /// Progress.
     pub progress: &'a dyn Progress,
 }

@@ -50,6 +50,7 @@ pub fn drill_at(src: &PostgresSource, job: &PitrDrill) -> Result<DrillOutcome, R
         replace: false,
         conn: &conn,
         start: true,
+        archive: false,
         progress: job.progress,
     };
     let opts = Options {
