@@ -469,14 +469,20 @@ fn restoring_again_after_a_promote_follows_the_new_timeline() {
     r1.psql("SELECT pg_switch_wal()");
     let t0 = Instant::now();
     while !pg.batches().values().flatten().any(|n| n == "00000002.history")
-        || r1.psql("SELECT last_archived_wal IS NOT NULL AND last_archived_wal LIKE '00000002%' FROM pg_stat_archiver") != "t"
+        || r1.psql("SELECT coalesce(last_archived_wal LIKE '00000002%' AND length(last_archived_wal) = 24, false) FROM pg_stat_archiver") != "t"
     {
         assert!(t0.elapsed() < Duration::from_secs(30), "timeline 2 is not archived");
         std::thread::sleep(Duration::from_millis(200));
     }
     drop(r1);
     let r2 = pg.restore("latest", "second", false);
-    assert_eq!(r2.rows(), vec![1, 2, 3, 100, 101], "timeline 2, not timeline 1's rows 4 and 5");
+    assert_eq!(
+        r2.rows(),
+        vec![1, 2, 3, 100, 101],
+        "timeline 2, not timeline 1's rows 4 and 5: {}\n{}",
+        r2.json,
+        fs::read_to_string(pg.dir.join("second.holdfast-recovery.log")).unwrap_or_default()
+    );
     assert_eq!(r2.psql("SELECT timeline_id FROM pg_control_checkpoint()"), "3");
     let window = pg.window();
     assert!(window["gaps"].as_array().unwrap().is_empty(), "{window}");
@@ -517,6 +523,15 @@ fn deleting_an_archived_wal_batch_opens_a_gap_naming_its_segment() {
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains(&missing), "{err}");
+    // Latest too: it would lose what the archive holds after the gap.
+    let o = pg
+        .holdfast(&["restore", "--source", SOURCE, "--at", "latest", "--target", pg.dir.join("past").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(&format!("latest is not recoverable: {missing} is missing")), "{err}");
+    assert!(!pg.dir.join("past").exists(), "nothing was restored");
 }
 
 #[test]
@@ -528,7 +543,7 @@ fn a_drill_restores_a_random_instant_of_the_window_on_a_scratch_server() {
     w.stop();
     pg.psql("SELECT pg_switch_wal()");
     pg.wait_archived();
-    let o = pg.holdfast(&["--json", "drill", "--source", SOURCE]).output().unwrap();
+    let o = pg.holdfast(&["--json", "drill", SOURCE]).output().unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
     let v: Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{out}\n{}", String::from_utf8_lossy(&o.stderr)));
     let d = find_key(&v, "drills").or_else(|| v.as_array().and_then(|a| a.first().cloned())).unwrap_or(v.clone());
@@ -536,6 +551,7 @@ fn a_drill_restores_a_random_instant_of_the_window_on_a_scratch_server() {
     assert!(text.contains("drilled point-in-time recovery to"), "{text}");
     assert!(text.contains("verify query returned \\\"t\\\""), "{text}");
     assert!(text.contains("\"passed\":true"), "{text}\n{d}");
+    eprintln!("drill: {text}");
     // The drill never archives into the source's log: no timeline 2.
     assert!(!pg.batches().values().flatten().any(|n| n.ends_with(".history")));
 }

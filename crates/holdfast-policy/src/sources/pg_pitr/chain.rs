@@ -439,7 +439,21 @@ impl<'a> Analysis<'a> {
     pub fn choose(&self, target: &RecoveryTarget) -> Result<&BaseChain<'a>, String> {
         let usable = self.chains.iter().filter(|c| c.usable);
         let pick = match target {
-            RecoveryTarget::Latest => usable.max_by_key(|c| (c.end, c.ready)),
+            // Latest is everything archived: a chain that stops at a gap does not reach it
+            // (and PostgreSQL, missing a segment of the newest timeline, may silently replay
+            // the older timeline past the switch instead).
+            RecoveryTarget::Latest => {
+                let best = usable.max_by_key(|c| (c.end, c.ready));
+                if let Some(c) = best.filter(|c| c.missing.is_some()) {
+                    return Err(format!(
+                        "latest is not recoverable: {} is missing, later WAL is archived; the newest instant recoverable is {} (restore --at it explicitly to accept losing what comes after): {}",
+                        c.next,
+                        c.end.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)).unwrap_or_default(),
+                        describe(&self.window())
+                    ));
+                }
+                best
+            }
             RecoveryTarget::Time(t) => usable
                 .filter(|c| c.ready.is_some_and(|r| r <= *t) && c.end.is_some_and(|e| e >= *t))
                 .max_by_key(|c| c.ready),

@@ -176,6 +176,12 @@ fn a_gap_in_the_middle_ends_the_window_before_it() {
     assert_eq!(w.gaps, vec![gap("000000010000000000000006", 2, Some(lt(5)), None)]);
     assert!(!w.whole());
     assert!(w.contains(lt(5)) && !w.contains(lt(5) + Duration::seconds(1)));
+    // Latest would lose what comes after the gap: refused, naming the instant to ask for.
+    a.with(|an| {
+        let e = an.choose(&RecoveryTarget::Latest).unwrap_err();
+        assert!(e.contains("000000010000000000000006 is missing") && e.contains("10:05:00"), "{e}");
+        assert!(an.choose(&RecoveryTarget::Time(lt(5))).is_ok());
+    });
 }
 
 #[test]
