@@ -128,6 +128,14 @@ impl Pg {
             dir,
             _scratch: scratch,
         };
+        // The repository first: archiving starts as soon as the server restarts.
+        let repo = pg.dir.join("repo");
+        let pw = pg.dir.join("pw");
+        let o = pg
+            .holdfast(&["--repo", repo.to_str().unwrap(), "--password-file", pw.to_str().unwrap(), "init"])
+            .output()
+            .unwrap();
+        ok(&o, "init");
         let cmd = format!(
             "{} {} --config {} wal-push --source {SOURCE} %p",
             pg.env(),
@@ -374,7 +382,18 @@ fn restore_at_a_time_returns_exactly_the_rows_committed_by_then() {
         assert_eq!(r.psql("SELECT pg_is_in_recovery()"), "f", "promoted");
         eprintln!("restore --at {t}: {} rows, reached {reached}, in {took:?}", want.len());
     }
-    // Before the base backup ended: refused, naming the window.
+    // The end of the window, after the last commit: PostgreSQL finds no commit after the
+    // target and refuses to end recovery; every commit up to it was replayed, so holdfast
+    // goes on to the end of the archive and checks it got there.
+    let to = DateTime::parse_from_rfc3339(window["to"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&Utc);
+    let r = pg.restore(&to.to_rfc3339(), "at-end", false);
+    assert_eq!(r.rows(), pg.committed_by(to));
+    assert_eq!(r.rows().len(), rows.len());
+    assert!(r.json["done"].to_string().contains("no commit after the target is archived"), "{}", r.json);
+    drop(r);
+        // Before the base backup ended: refused, naming the window.
     let o = pg
         .holdfast(&["restore", "--source", SOURCE, "--at", &(start - chrono::Duration::minutes(5)).to_rfc3339(), "--target", pg.dir.join("early").to_str().unwrap()])
         .output()
