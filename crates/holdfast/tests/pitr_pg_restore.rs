@@ -28,7 +28,12 @@ fn root() -> bool {
 fn as_pg(prog: &Path) -> Command {
     if root() {
         let mut c = Command::new("setpriv");
-        c.args(["--reuid=postgres", "--regid=postgres", "--init-groups", "--"]);
+        c.args([
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--init-groups",
+            "--",
+        ]);
         c.arg(prog);
         c
     } else {
@@ -76,7 +81,16 @@ impl Restored {
         let o = Command::new("psql")
             .args(["-X", "-At", "-h"])
             .arg(&self.data)
-            .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-c", q])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-c",
+                q,
+            ])
             .output()
             .unwrap();
         ok(&o, q)
@@ -85,16 +99,17 @@ impl Restored {
         lines_to_ints(&self.psql("SELECT n FROM ticks ORDER BY n"))
     }
     fn reached(&self) -> Option<DateTime<Utc>> {
-        self.json["reached"].as_str().map(|s| {
-            DateTime::parse_from_rfc3339(s)
-                .unwrap()
-                .with_timezone(&Utc)
-        })
+        self.json["reached"]
+            .as_str()
+            .map(|s| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc))
     }
 }
 
 fn lines_to_ints(s: &str) -> Vec<i64> {
-    s.lines().filter(|l| !l.is_empty()).map(|l| l.parse().unwrap()).collect()
+    s.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| l.parse().unwrap())
+        .collect()
 }
 
 impl Pg {
@@ -132,7 +147,13 @@ impl Pg {
         let repo = pg.dir.join("repo");
         let pw = pg.dir.join("pw");
         let o = pg
-            .holdfast(&["--repo", repo.to_str().unwrap(), "--password-file", pw.to_str().unwrap(), "init"])
+            .holdfast(&[
+                "--repo",
+                repo.to_str().unwrap(),
+                "--password-file",
+                pw.to_str().unwrap(),
+                "init",
+            ])
             .output()
             .unwrap();
         ok(&o, "init");
@@ -189,9 +210,16 @@ impl Pg {
 
     /// A base backup through `protect`.
     fn base(&self) {
-        let o = self.holdfast(&["--json", "protect", "--source", SOURCE]).output().unwrap();
+        let o = self
+            .holdfast(&["--json", "protect", "--source", SOURCE])
+            .output()
+            .unwrap();
         let out = String::from_utf8_lossy(&o.stdout);
-        assert!(out.contains("\"completed\""), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            out.contains("\"completed\""),
+            "{out}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
 
     /// Wait until PostgreSQL has nothing left to archive.
@@ -215,7 +243,17 @@ impl Pg {
     /// `archive`: whether it archives into the source's log (it becomes the source's server).
     fn restore(&self, at: &str, dir: &str, archive: bool) -> Restored {
         let data = self.dir.join(dir);
-        let mut args = vec!["--json", "restore", "--source", SOURCE, "--at", at, "--target", data.to_str().unwrap(), "--start"];
+        let mut args = vec![
+            "--json",
+            "restore",
+            "--source",
+            SOURCE,
+            "--at",
+            at,
+            "--target",
+            data.to_str().unwrap(),
+            "--start",
+        ];
         if !archive {
             args.push("--no-archive");
         }
@@ -245,7 +283,14 @@ impl Pg {
         let repo = self.dir.join("repo");
         let pw = self.dir.join("pw");
         let o = self
-            .holdfast(&["--json", "--repo", repo.to_str().unwrap(), "--password-file", pw.to_str().unwrap(), "snapshots"])
+            .holdfast(&[
+                "--json",
+                "--repo",
+                repo.to_str().unwrap(),
+                "--password-file",
+                pw.to_str().unwrap(),
+                "snapshots",
+            ])
             .output()
             .unwrap();
         let v: Value = serde_json::from_str(&ok(&o, "snapshots")).unwrap();
@@ -288,9 +333,11 @@ fn find_key(v: &Value, k: &str) -> Option<Value> {
 
 /// Inserts row n = 1, 2, ... every 100 ms, each its own transaction; remembers the rows that
 /// committed (psql returned success) with the time the insert returned.
+type Committed = Arc<Mutex<Vec<(i64, DateTime<Utc>)>>>;
+
 struct Writer {
     stop: Arc<AtomicBool>,
-    done: Arc<Mutex<Vec<(i64, DateTime<Utc>)>>>,
+    done: Committed,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -342,14 +389,29 @@ fn pgbench(pg: &Pg, seconds: u32) -> std::process::Child {
     };
     let mut init = Command::new("pgbench");
     env(&mut init);
-    ok(&init.args(["-i", "-s", "1", "-q", "postgres"]).output().unwrap(), "pgbench -i");
+    ok(
+        &init
+            .args(["-i", "-s", "1", "-q", "postgres"])
+            .output()
+            .unwrap(),
+        "pgbench -i",
+    );
     let mut run = Command::new("pgbench");
     env(&mut run);
-    run.args(["-n", "-c", "2", "-R", "50", "-T", &seconds.to_string(), "postgres"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap()
+    run.args([
+        "-n",
+        "-c",
+        "2",
+        "-R",
+        "50",
+        "-T",
+        &seconds.to_string(),
+        "postgres",
+    ])
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap()
 }
 
 #[test]
@@ -378,9 +440,15 @@ fn restore_at_a_time_returns_exactly_the_rows_committed_by_then() {
         // The instant reached is the last commit replayed: at or before the target.
         let reached = r.reached().expect("a transaction was replayed");
         assert!(reached <= t, "reached {reached}, target {t}");
-        assert!(t - reached < chrono::Duration::seconds(1), "reached {reached}, target {t}");
+        assert!(
+            t - reached < chrono::Duration::seconds(1),
+            "reached {reached}, target {t}"
+        );
         assert_eq!(r.psql("SELECT pg_is_in_recovery()"), "f", "promoted");
-        eprintln!("restore --at {t}: {} rows, reached {reached}, in {took:?}", want.len());
+        eprintln!(
+            "restore --at {t}: {} rows, reached {reached}, in {took:?}",
+            want.len()
+        );
     }
     // The end of the window, after the last commit: PostgreSQL finds no commit after the
     // target and refuses to end recovery; every commit up to it was replayed, so holdfast
@@ -391,11 +459,25 @@ fn restore_at_a_time_returns_exactly_the_rows_committed_by_then() {
     let r = pg.restore(&to.to_rfc3339(), "at-end", false);
     assert_eq!(r.rows(), pg.committed_by(to));
     assert_eq!(r.rows().len(), rows.len());
-    assert!(r.json["done"].to_string().contains("no commit after the target is archived"), "{}", r.json);
+    assert!(
+        r.json["done"]
+            .to_string()
+            .contains("no commit after the target is archived"),
+        "{}",
+        r.json
+    );
     drop(r);
-        // Before the base backup ended: refused, naming the window.
+    // Before the base backup ended: refused, naming the window.
     let o = pg
-        .holdfast(&["restore", "--source", SOURCE, "--at", &(start - chrono::Duration::minutes(5)).to_rfc3339(), "--target", pg.dir.join("early").to_str().unwrap()])
+        .holdfast(&[
+            "restore",
+            "--source",
+            SOURCE,
+            "--at",
+            &(start - chrono::Duration::minutes(5)).to_rfc3339(),
+            "--target",
+            pg.dir.join("early").to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
@@ -405,7 +487,11 @@ fn restore_at_a_time_returns_exactly_the_rows_committed_by_then() {
     // The restored copies did not archive (--no-archive): the source's log is still whole.
     let window = pg.window();
     assert!(window["gaps"].as_array().unwrap().is_empty(), "{window}");
-    assert!(!pg.batches().values().flatten().any(|n| n.ends_with(".history")));
+    assert!(!pg
+        .batches()
+        .values()
+        .flatten()
+        .any(|n| n.ends_with(".history")));
 }
 
 #[test]
@@ -431,7 +517,14 @@ fn latest_after_kill_9_and_a_lost_data_directory_loses_at_most_archive_timeout()
         .filter(|p| {
             fs::read_to_string(format!("/proc/{p}/stat"))
                 .ok()
-                .and_then(|s| s.rsplit(')').next()?.split_whitespace().nth(1)?.parse::<i32>().ok())
+                .and_then(|s| {
+                    s.rsplit(')')
+                        .next()?
+                        .split_whitespace()
+                        .nth(1)?
+                        .parse::<i32>()
+                        .ok()
+                })
                 == Some(pm)
         })
         .collect();
@@ -444,7 +537,7 @@ fn latest_after_kill_9_and_a_lost_data_directory_loses_at_most_archive_timeout()
     }
     let killed = Utc::now();
     let rows = w.stop();
-    let last = *rows.iter().filter(|(_, t)| *t <= killed).last().unwrap();
+    let last = *rows.iter().rfind(|(_, t)| *t <= killed).unwrap();
     fs::remove_dir_all(&data).unwrap();
     let clock = Instant::now();
     let r = pg.restore("latest", "latest", true);
@@ -456,10 +549,15 @@ fn latest_after_kill_9_and_a_lost_data_directory_loses_at_most_archive_timeout()
     assert!(max <= rows.last().unwrap().0);
     let lost_rows = last.0 - max;
     let lost = last.1 - rows.iter().find(|(n, _)| *n == max).unwrap().1;
-    eprintln!("restore --at latest after kill -9: lost {lost_rows} rows ({lost}), restore took {took:?}");
+    eprintln!(
+        "restore --at latest after kill -9: lost {lost_rows} rows ({lost}), restore took {took:?}"
+    );
     // archive_timeout is 1 s; the segment it closed is then pushed (a second process start and
     // a repository write): allow that much on top.
-    assert!(lost <= chrono::Duration::milliseconds(2500), "lost {lost} ({lost_rows} rows)");
+    assert!(
+        lost <= chrono::Duration::milliseconds(2500),
+        "lost {lost} ({lost_rows} rows)"
+    );
 }
 
 #[test]
@@ -481,7 +579,10 @@ fn restoring_again_after_a_promote_follows_the_new_timeline() {
     // Restored to t, promoted: timeline 2, which archives its history file and its WAL.
     let r1 = pg.restore(&t.to_rfc3339(), "first", true);
     assert_eq!(r1.rows(), vec![1, 2, 3]);
-    assert_eq!(r1.psql("SELECT timeline_id FROM pg_control_checkpoint()"), "2");
+    assert_eq!(
+        r1.psql("SELECT timeline_id FROM pg_control_checkpoint()"),
+        "2"
+    );
     for n in [100, 101] {
         r1.psql(&format!("INSERT INTO ticks (n) VALUES ({n})"));
     }
@@ -502,7 +603,10 @@ fn restoring_again_after_a_promote_follows_the_new_timeline() {
         r2.json,
         fs::read_to_string(pg.dir.join("second.holdfast-recovery.log")).unwrap_or_default()
     );
-    assert_eq!(r2.psql("SELECT timeline_id FROM pg_control_checkpoint()"), "3");
+    assert_eq!(
+        r2.psql("SELECT timeline_id FROM pg_control_checkpoint()"),
+        "3"
+    );
     let window = pg.window();
     assert!(window["gaps"].as_array().unwrap().is_empty(), "{window}");
 }
@@ -512,7 +616,9 @@ fn deleting_an_archived_wal_batch_opens_a_gap_naming_its_segment() {
     let pg = Pg::new();
     pg.base();
     for n in 1..=6 {
-        pg.psql(&format!("INSERT INTO ticks (n) VALUES ({n}); SELECT pg_switch_wal()"));
+        pg.psql(&format!(
+            "INSERT INTO ticks (n) VALUES ({n}); SELECT pg_switch_wal()"
+        ));
         pg.wait_archived();
     }
     let window = pg.window();
@@ -524,7 +630,16 @@ fn deleting_an_archived_wal_batch_opens_a_gap_naming_its_segment() {
         .iter()
         .filter(|(_, names)| names.iter().all(|n| n.len() == 24))
         .collect();
-    let mut by_first: Vec<_> = segs.iter().map(|(id, names)| (names.iter().min().unwrap().clone(), (*id).clone(), names.len())).collect();
+    let mut by_first: Vec<_> = segs
+        .iter()
+        .map(|(id, names)| {
+            (
+                names.iter().min().unwrap().clone(),
+                (*id).clone(),
+                names.len(),
+            )
+        })
+        .collect();
     by_first.sort();
     assert!(by_first.len() >= 4, "{batches:?}");
     let (missing, id, count) = by_first[by_first.len() - 2].clone();
@@ -536,7 +651,15 @@ fn deleting_an_archived_wal_batch_opens_a_gap_naming_its_segment() {
     assert_eq!(gaps[0]["count"], count as u64, "{window}");
     // And a restore past the gap is refused, naming the segment.
     let o = pg
-        .holdfast(&["restore", "--source", SOURCE, "--at", &Utc::now().to_rfc3339(), "--target", pg.dir.join("past").to_str().unwrap()])
+        .holdfast(&[
+            "restore",
+            "--source",
+            SOURCE,
+            "--at",
+            &Utc::now().to_rfc3339(),
+            "--target",
+            pg.dir.join("past").to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
@@ -544,12 +667,23 @@ fn deleting_an_archived_wal_batch_opens_a_gap_naming_its_segment() {
     assert!(err.contains(&missing), "{err}");
     // Latest too: it would lose what the archive holds after the gap.
     let o = pg
-        .holdfast(&["restore", "--source", SOURCE, "--at", "latest", "--target", pg.dir.join("past").to_str().unwrap()])
+        .holdfast(&[
+            "restore",
+            "--source",
+            SOURCE,
+            "--at",
+            "latest",
+            "--target",
+            pg.dir.join("past").to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains(&format!("latest is not recoverable: {missing} is missing")), "{err}");
+    assert!(
+        err.contains(&format!("latest is not recoverable: {missing} is missing")),
+        "{err}"
+    );
     assert!(!pg.dir.join("past").exists(), "nothing was restored");
 }
 
@@ -564,13 +698,20 @@ fn a_drill_restores_a_random_instant_of_the_window_on_a_scratch_server() {
     pg.wait_archived();
     let o = pg.holdfast(&["--json", "drill", SOURCE]).output().unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
-    let v: Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{out}\n{}", String::from_utf8_lossy(&o.stderr)));
-    let d = find_key(&v, "drills").or_else(|| v.as_array().and_then(|a| a.first().cloned())).unwrap_or(v.clone());
+    let v: Value = serde_json::from_str(&out)
+        .unwrap_or_else(|_| panic!("{out}\n{}", String::from_utf8_lossy(&o.stderr)));
+    let d = find_key(&v, "drills")
+        .or_else(|| v.as_array().and_then(|a| a.first().cloned()))
+        .unwrap_or(v.clone());
     let text = v.to_string();
     assert!(text.contains("drilled point-in-time recovery to"), "{text}");
     assert!(text.contains("verify query returned \\\"t\\\""), "{text}");
     assert!(text.contains("\"passed\":true"), "{text}\n{d}");
     eprintln!("drill: {text}");
     // The drill never archives into the source's log: no timeline 2.
-    assert!(!pg.batches().values().flatten().any(|n| n.ends_with(".history")));
+    assert!(!pg
+        .batches()
+        .values()
+        .flatten()
+        .any(|n| n.ends_with(".history")));
 }

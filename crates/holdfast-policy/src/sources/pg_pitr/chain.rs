@@ -119,7 +119,10 @@ impl<'a> Analysis<'a> {
                 }
             }
         }
-        let seg_size = sizes.iter().max_by_key(|(s, n)| (**n, **s)).map(|(s, _)| *s);
+        let seg_size = sizes
+            .iter()
+            .max_by_key(|(s, n)| (**n, **s))
+            .map(|(s, _)| *s);
         let pl = seg_size.and_then(per_log);
         if let (Some(s), None) = (seg_size, pl) {
             problems.push(format!(
@@ -149,7 +152,11 @@ impl<'a> Analysis<'a> {
                 match names::parse(&p.name) {
                     Some(WalFile::Segment(s)) => {
                         let Some(n) = s.segno(pl) else {
-                            problems.push(format!("{}: no segment of a {}-byte WAL", p.name, seg_size.unwrap_or(0)));
+                            problems.push(format!(
+                                "{}: no segment of a {}-byte WAL",
+                                p.name,
+                                seg_size.unwrap_or(0)
+                            ));
                             continue;
                         };
                         if Some(p.size) != seg_size {
@@ -264,7 +271,10 @@ impl<'a> Analysis<'a> {
             None => stored,
         });
         let Some(start) = h.start.segno(pl) else {
-            c.why = Some(format!("{}: its start segment does not fit the segment size", h.name));
+            c.why = Some(format!(
+                "{}: its start segment does not fit the segment size",
+                h.name
+            ));
             c.history = Some(h);
             return c;
         };
@@ -331,11 +341,7 @@ impl<'a> Analysis<'a> {
         if c.usable && later.is_none() {
             // Nothing newer is archived on its path: a heartbeat stored after the newest
             // segment says nothing was left to archive up to its time.
-            let newest_stored = self
-                .segments
-                .values()
-                .map(|(_, e)| e.snapshot.time)
-                .max();
+            let newest_stored = self.segments.values().map(|(_, e)| e.snapshot.time).max();
             if let (Some(hb), Some(ns)) = (self.heartbeat, newest_stored) {
                 if hb >= ns {
                     end = end.max(Some(hb));
@@ -487,7 +493,11 @@ pub fn describe(w: &Window) -> String {
             .unwrap_or_else(|| "-".into())
     };
     let mut s = match (w.from, w.to) {
-        (Some(a), Some(b)) => format!("the recoverable window is any time from {} to {}", f(Some(a)), f(Some(b))),
+        (Some(a), Some(b)) => format!(
+            "the recoverable window is any time from {} to {}",
+            f(Some(a)),
+            f(Some(b))
+        ),
         _ => "nothing is recoverable to a point in time".to_string(),
     };
     for g in &w.gaps {

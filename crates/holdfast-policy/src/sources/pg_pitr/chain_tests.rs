@@ -71,7 +71,14 @@ impl Arch {
     fn name(&self, tli: u32, n: u64) -> String {
         SegName::of(tli, n, self.pl()).to_string()
     }
-    fn piece(&mut self, name: String, size: u64, hash: &str, last: Option<DateTime<Utc>>, meta: &[(&str, String)]) {
+    fn piece(
+        &mut self,
+        name: String,
+        size: u64,
+        hash: &str,
+        last: Option<DateTime<Utc>>,
+        meta: &[(&str, String)],
+    ) {
         let stored = last.unwrap_or_else(t0) + Duration::seconds(5);
         let p = Piece {
             name,
@@ -79,7 +86,10 @@ impl Arch {
             blake3: hash.into(),
             first_time: None,
             last_time: last,
-            meta: meta.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+            meta: meta
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
         };
         self.batches.push(snap(
             stored,
@@ -107,13 +117,25 @@ impl Arch {
         let start = n * self.seg + 0x28;
         let name = format!("{}.00000028.backup", self.name(tli, n));
         let facts = [
-            ("label", format!("holdfast db {}", time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))),
+            (
+                "label",
+                format!(
+                    "holdfast db {}",
+                    time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+                ),
+            ),
             ("start-lsn", format_lsn(start)),
             ("stop-lsn", format_lsn(start + 0x110)),
             ("stop-time", stop_time.to_rfc3339()),
             ("timeline", tli.to_string()),
         ];
-        self.piece(name, 300, "b", Some(stop_time), if meta { &facts } else { &[] });
+        self.piece(
+            name,
+            300,
+            "b",
+            Some(stop_time),
+            if meta { &facts } else { &[] },
+        );
         self.bases.push(snap(time, None));
         // Ready one second after the whole-second stop time.
         stop_time + Duration::seconds(1)
@@ -124,7 +146,13 @@ impl Arch {
             ("parent", parent.to_string()),
             ("switch-lsn", format_lsn(n * self.seg + 0x100)),
         ];
-        self.piece(format!("{tli:08X}.history"), 40, "h", Some(lt(n)), if meta { &m } else { &[] });
+        self.piece(
+            format!("{tli:08X}.history"),
+            40,
+            "h",
+            Some(lt(n)),
+            if meta { &m } else { &[] },
+        );
     }
     fn partial(&mut self, tli: u32, n: u64) {
         let name = format!("{}.partial", self.name(tli, n));
@@ -146,7 +174,12 @@ impl Arch {
     }
 }
 
-fn gap(missing: &str, count: u64, after: Option<DateTime<Utc>>, resumes: Option<DateTime<Utc>>) -> Gap {
+fn gap(
+    missing: &str,
+    count: u64,
+    after: Option<DateTime<Utc>>,
+    resumes: Option<DateTime<Utc>>,
+) -> Gap {
     Gap {
         missing: missing.into(),
         count,
@@ -173,13 +206,19 @@ fn a_gap_in_the_middle_ends_the_window_before_it() {
     let ready = a.base(1, 2, true);
     let w = a.window();
     assert_eq!((w.from, w.to), (Some(ready), Some(lt(5))));
-    assert_eq!(w.gaps, vec![gap("000000010000000000000006", 2, Some(lt(5)), None)]);
+    assert_eq!(
+        w.gaps,
+        vec![gap("000000010000000000000006", 2, Some(lt(5)), None)]
+    );
     assert!(!w.whole());
     assert!(w.contains(lt(5)) && !w.contains(lt(5) + Duration::seconds(1)));
     // Latest would lose what comes after the gap: refused, naming the instant to ask for.
     a.with(|an| {
         let e = an.choose(&RecoveryTarget::Latest).unwrap_err();
-        assert!(e.contains("000000010000000000000006 is missing") && e.contains("10:05:00"), "{e}");
+        assert!(
+            e.contains("000000010000000000000006 is missing") && e.contains("10:05:00"),
+            "{e}"
+        );
         assert!(an.choose(&RecoveryTarget::Time(lt(5))).is_ok());
     });
 }
@@ -191,7 +230,10 @@ fn a_gap_right_after_a_base() {
     let ready = a.base(1, 2, true);
     let w = a.window();
     assert_eq!((w.from, w.to), (Some(ready), Some(lt(2))));
-    assert_eq!(w.gaps, vec![gap("000000010000000000000003", 1, Some(lt(2)), None)]);
+    assert_eq!(
+        w.gaps,
+        vec![gap("000000010000000000000003", 1, Some(lt(2)), None)]
+    );
 }
 
 #[test]
@@ -202,7 +244,10 @@ fn a_base_whose_own_segment_is_missing_is_not_usable() {
     let w = a.window();
     assert_eq!((w.from, w.to), (None, None));
     assert_eq!(w.gaps, vec![gap("000000010000000000000002", 1, None, None)]);
-    assert!(w.problems.iter().any(|p| p.contains("cannot be recovered")), "{w:?}");
+    assert!(
+        w.problems.iter().any(|p| p.contains("cannot be recovered")),
+        "{w:?}"
+    );
     a.with(|an| assert!(an.choose(&RecoveryTarget::Latest).is_err()));
 }
 
@@ -214,20 +259,33 @@ fn two_bases_with_a_gap_between_them_restart_the_window_at_the_second() {
     let r2 = a.base(1, 8, true);
     let w = a.window();
     assert_eq!((w.from, w.to), (Some(r1), Some(lt(12))));
-    assert_eq!(w.gaps, vec![gap("000000010000000000000006", 2, Some(lt(5)), Some(r2))]);
+    assert_eq!(
+        w.gaps,
+        vec![gap("000000010000000000000006", 2, Some(lt(5)), Some(r2))]
+    );
     assert!(w.contains(lt(4)));
     assert!(!w.contains(lt(6)));
     assert!(w.contains(r2) && w.contains(lt(12)));
     a.with(|an| {
-        let pick = |t| an.choose(&RecoveryTarget::Time(t)).map(|c| c.entry.snapshot.time);
+        let pick = |t| {
+            an.choose(&RecoveryTarget::Time(t))
+                .map(|c| c.entry.snapshot.time)
+        };
         assert_eq!(pick(lt(4)).unwrap(), a.bases[0].snapshot.time);
         assert_eq!(pick(lt(11)).unwrap(), a.bases[1].snapshot.time);
         let e = pick(lt(6)).unwrap_err();
-        assert!(e.contains("000000010000000000000006") && e.contains("recoverable window"), "{e}");
+        assert!(
+            e.contains("000000010000000000000006") && e.contains("recoverable window"),
+            "{e}"
+        );
         assert!(pick(r1 - Duration::seconds(1)).is_err());
         assert!(pick(lt(13)).is_err());
         assert_eq!(
-            an.choose(&RecoveryTarget::Latest).unwrap().entry.snapshot.time,
+            an.choose(&RecoveryTarget::Latest)
+                .unwrap()
+                .entry
+                .snapshot
+                .time,
             a.bases[1].snapshot.time
         );
     });
@@ -243,7 +301,13 @@ fn the_newest_base_is_chosen_when_both_reach_the_target() {
     assert_eq!((w.from, w.to), (Some(r1), Some(lt(12))));
     assert!(w.whole(), "{w:?}");
     a.with(|an| {
-        let pick = |t| an.choose(&RecoveryTarget::Time(t)).unwrap().entry.snapshot.time;
+        let pick = |t| {
+            an.choose(&RecoveryTarget::Time(t))
+                .unwrap()
+                .entry
+                .snapshot
+                .time
+        };
         assert_eq!(pick(lt(7)), a.bases[0].snapshot.time);
         assert_eq!(pick(lt(9)), a.bases[1].snapshot.time);
         // By LSN: the base whose stop is at or before it.
@@ -284,7 +348,10 @@ fn after_a_switch_the_old_timeline_does_not_fill_a_gap_of_the_new_one() {
     a.base(1, 2, true);
     let w = a.window();
     assert_eq!(w.to, Some(lt(5)));
-    assert_eq!(w.gaps, vec![gap("000000020000000000000006", 1, Some(lt(5)), None)]);
+    assert_eq!(
+        w.gaps,
+        vec![gap("000000020000000000000006", 1, Some(lt(5)), None)]
+    );
 }
 
 #[test]
@@ -313,7 +380,10 @@ fn the_low_word_wraps_at_the_segment_size() {
     a.base(1, 0xFE, true);
     let w = a.window();
     assert_eq!(w.to, Some(lt(0xFF)));
-    assert_eq!(w.gaps, vec![gap("000000010000000100000000", 1, Some(lt(0xFF)), None)]);
+    assert_eq!(
+        w.gaps,
+        vec![gap("000000010000000100000000", 1, Some(lt(0xFF)), None)]
+    );
     a.segs(1, [0x100]);
     assert!(a.window().whole());
     assert_eq!(a.window().to, Some(lt(0x101)));
@@ -322,7 +392,10 @@ fn the_low_word_wraps_at_the_segment_size() {
     b.segs(1, [0xFFE, 0xFFF, 0x1001]);
     b.base(1, 0xFFE, true);
     let w = b.window();
-    assert_eq!(w.gaps, vec![gap("000000010000000100000000", 1, Some(lt(0xFFF)), None)]);
+    assert_eq!(
+        w.gaps,
+        vec![gap("000000010000000100000000", 1, Some(lt(0xFFF)), None)]
+    );
     assert_eq!(b.name(1, 0xFFF), "000000010000000000000FFF");
     b.segs(1, [0x1000]);
     assert_eq!(b.window().to, Some(lt(0x1001)));
@@ -341,7 +414,9 @@ fn a_segment_archived_twice_with_other_bytes_is_a_problem() {
     a.piece(name, MB16, "other", Some(lt(4)), &[]);
     let w = a.window();
     assert!(
-        w.problems.iter().any(|p| p.contains("000000010000000000000004") && p.contains("twice")),
+        w.problems
+            .iter()
+            .any(|p| p.contains("000000010000000000000004") && p.contains("twice")),
         "{w:?}"
     );
     assert!(!w.whole());
@@ -355,7 +430,12 @@ fn a_base_without_a_backup_history_file_is_a_problem() {
     let r = a.base(1, 6, true);
     let w = a.window();
     assert_eq!(w.from, Some(r));
-    assert!(w.problems.iter().any(|p| p.contains("no .backup history file")), "{w:?}");
+    assert!(
+        w.problems
+            .iter()
+            .any(|p| p.contains("no .backup history file")),
+        "{w:?}"
+    );
     assert!(!w.whole());
 }
 
@@ -379,7 +459,10 @@ fn bases_match_their_history_file_by_label_or_by_time() {
     b.base(1, 3, false);
     let w = b.window();
     assert!(w.whole(), "{w:?}");
-    assert_eq!(w.from, Some(lt(3) - Duration::seconds(10) + Duration::seconds(5)));
+    assert_eq!(
+        w.from,
+        Some(lt(3) - Duration::seconds(10) + Duration::seconds(5))
+    );
 }
 
 #[test]
@@ -403,8 +486,14 @@ fn wrong_sizes_and_no_bases() {
     let n = a.name(1, 6);
     a.piece(n, 100, "x", Some(lt(6)), &[]);
     let w = a.window();
-    assert!(w.problems.iter().any(|p| p.contains("not a whole")), "{w:?}");
-    assert!(w.problems.iter().any(|p| p.contains("no base backup")), "{w:?}");
+    assert!(
+        w.problems.iter().any(|p| p.contains("not a whole")),
+        "{w:?}"
+    );
+    assert!(
+        w.problems.iter().any(|p| p.contains("no base backup")),
+        "{w:?}"
+    );
     assert_eq!((w.from, w.to), (None, None));
     let empty = Arch::new(MB16);
     let w = empty.window();

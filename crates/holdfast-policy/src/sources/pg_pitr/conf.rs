@@ -67,7 +67,10 @@ pub fn restore_command(exe: &Path, workload: &Path, source: &str) -> String {
 
 /// The lines written for a restore.
 pub fn settings(restore_command: &str, stop: &Stop, archive_off: bool) -> Vec<String> {
-    let mut out = vec![format!("restore_command = {}", conf_string(restore_command))];
+    let mut out = vec![format!(
+        "restore_command = {}",
+        conf_string(restore_command)
+    )];
     match stop {
         Stop::End => {}
         Stop::Time(t) => out.push(format!(
@@ -109,7 +112,8 @@ pub fn write(data: &Path, lines: &[String], why: &str) -> std::io::Result<()> {
     for l in old.lines() {
         let k = key(l).map(|k| k.to_ascii_lowercase());
         let ours = k.as_deref().is_some_and(|k| {
-            REPLACED.contains(&k) || (k == "archive_mode" && lines.iter().any(|x| x.starts_with("archive_mode")))
+            REPLACED.contains(&k)
+                || (k == "archive_mode" && lines.iter().any(|x| x.starts_with("archive_mode")))
         });
         if !ours && !l.starts_with("# holdfast restore") {
             text.push_str(l);
@@ -174,7 +178,11 @@ mod tests {
             r"'''/opt/hold fast/bin/holdfast'' --config ''/etc/it''\''''s 100%%.toml'' wal-fetch --source db %f %p'"
         );
         assert_eq!(
-            restore_command(Path::new("/usr/bin/holdfast"), Path::new("/etc/holdfast.toml"), "main-db"),
+            restore_command(
+                Path::new("/usr/bin/holdfast"),
+                Path::new("/etc/holdfast.toml"),
+                "main-db"
+            ),
             "/usr/bin/holdfast --config /etc/holdfast.toml wal-fetch --source main-db %f %p"
         );
         assert_eq!(shell_word(""), "''");
@@ -190,7 +198,9 @@ mod tests {
         )
         .unwrap();
         fs::write(d.path().join("standby.signal"), "").unwrap();
-        let t = DateTime::parse_from_rfc3339("2026-12-01T10:41:06.123456789Z").unwrap().with_timezone(&Utc);
+        let t = DateTime::parse_from_rfc3339("2026-12-01T10:41:06.123456789Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let lines = settings("holdfast wal-fetch %f %p", &Stop::Time(t), true);
         write(d.path(), &lines, "to 2026-12-01T10:41:06Z").unwrap();
         let text = fs::read_to_string(d.path().join("postgresql.auto.conf")).unwrap();
@@ -200,15 +210,33 @@ mod tests {
         );
         assert!(d.path().join("recovery.signal").is_file());
         assert!(!d.path().join("standby.signal").exists());
-        let mode = fs::metadata(d.path().join("postgresql.auto.conf")).unwrap().permissions().mode();
+        let mode = fs::metadata(d.path().join("postgresql.auto.conf"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         drop_target(d.path()).unwrap();
         let text = fs::read_to_string(d.path().join("postgresql.auto.conf")).unwrap();
-        assert!(!text.contains("recovery_target_time =") && !text.contains("recovery_target_action"), "{text}");
-        assert!(text.contains("recovery_target_timeline = 'latest'") && text.contains("restore_command"));
+        assert!(
+            !text.contains("recovery_target_time =") && !text.contains("recovery_target_action"),
+            "{text}"
+        );
+        assert!(
+            text.contains("recovery_target_timeline = 'latest'")
+                && text.contains("restore_command")
+        );
         // Latest: no target at all, and archiving as configured.
         let l = settings("c", &Stop::End, false);
-        assert_eq!(l, vec!["restore_command = 'c'", "recovery_target_timeline = 'latest'"]);
-        assert_eq!(settings("c", &Stop::Lsn(0x300_0028), false)[1], "recovery_target_lsn = '0/3000028'");
+        assert_eq!(
+            l,
+            vec![
+                "restore_command = 'c'",
+                "recovery_target_timeline = 'latest'"
+            ]
+        );
+        assert_eq!(
+            settings("c", &Stop::Lsn(0x300_0028), false)[1],
+            "recovery_target_lsn = '0/3000028'"
+        );
     }
 }

@@ -69,7 +69,10 @@ pub fn drill_at(src: &PostgresSource, job: &PitrDrill) -> Result<DrillOutcome, R
             let server = rec.server.expect("a drill starts the server");
             let seconds = t.elapsed().as_secs_f64();
             messages.extend(rec.restored.done.iter().cloned());
-            let base = job.bases.iter().find(|b| b.id.to_hex() == rec.restored.base);
+            let base = job
+                .bases
+                .iter()
+                .find(|b| b.id.to_hex() == rec.restored.base);
             let bytes = base.map_or(0, |b| b.snapshot.summary.total_bytes);
             let mut ok = true;
             match (job.target, rec.restored.reached) {

@@ -37,7 +37,9 @@ pub struct BackupHistory {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HistoryError {
     /// Bigger than [`MAX_BYTES`].
-    #[error("{name} is {size} bytes, more than any PostgreSQL history file ({MAX_BYTES}): refused")]
+    #[error(
+        "{name} is {size} bytes, more than any PostgreSQL history file ({MAX_BYTES}): refused"
+    )]
     TooBig {
         /// The file.
         name: String,
@@ -128,8 +130,8 @@ impl BackupHistory {
                     .ok_or_else(|| malformed(name, format!("{k} {v:?} is no LSN"))),
             }
         };
-        let start_lsn =
-            lsn_of("START WAL LOCATION")?.ok_or_else(|| malformed(name, "no START WAL LOCATION"))?;
+        let start_lsn = lsn_of("START WAL LOCATION")?
+            .ok_or_else(|| malformed(name, "no START WAL LOCATION"))?;
         let stop_lsn = lsn_of("STOP WAL LOCATION")?;
         let timeline = match fields.get("START TIMELINE") {
             Some(v) => v
@@ -257,7 +259,10 @@ pub fn parse_timeline_history(
     for (i, (parent, lsn)) in lines.iter().enumerate() {
         let child = lines.get(i + 1).map(|x| x.0).unwrap_or(tli);
         if *parent >= child || (i > 0 && *lsn < lines[i - 1].1) {
-            return Err(malformed(name, "its timelines or switch points go backwards"));
+            return Err(malformed(
+                name,
+                "its timelines or switch points go backwards",
+            ));
         }
         out.push((
             child,
@@ -312,8 +317,16 @@ mod tests {
         assert!(BackupHistory::parse("000000010000000000000002.backup", PG15.as_bytes()).is_err());
         assert!(BackupHistory::parse(n, &[0xff, 0xfe]).is_err());
         // A foreign label has no holdfast time.
-        let other = PG15.replace("holdfast db 2026-12-01T10:41:05.123456789Z", "pg_basebackup base backup");
-        assert_eq!(BackupHistory::parse(n, other.as_bytes()).unwrap().label_time(), None);
+        let other = PG15.replace(
+            "holdfast db 2026-12-01T10:41:05.123456789Z",
+            "pg_basebackup base backup",
+        );
+        assert_eq!(
+            BackupHistory::parse(n, other.as_bytes())
+                .unwrap()
+                .label_time(),
+            None
+        );
     }
 
     #[test]
@@ -334,7 +347,10 @@ mod tests {
             BackupHistory::parse(n, PG15.as_bytes()).unwrap()
         );
         let bare = BackupHistory::from_meta(n, &BTreeMap::new()).unwrap();
-        assert_eq!((bare.stop_lsn, bare.stop_time, bare.label), (None, None, None));
+        assert_eq!(
+            (bare.stop_lsn, bare.stop_time, bare.label),
+            (None, None, None)
+        );
     }
 
     #[test]
@@ -356,15 +372,35 @@ mod tests {
 
     #[test]
     fn timeline_history_files() {
-        let t3 = "1\t0/3000060\tno recovery target specified\n\n2\t0/5000000\tat restore point \"x\"\n";
+        let t3 =
+            "1\t0/3000060\tno recovery target specified\n\n2\t0/5000000\tat restore point \"x\"\n";
         assert_eq!(
             parse_timeline_history(3, "00000003.history", t3.as_bytes()).unwrap(),
             vec![
-                (2, Branch { parent: 1, switch: 0x300_0060 }),
-                (3, Branch { parent: 2, switch: 0x500_0000 }),
+                (
+                    2,
+                    Branch {
+                        parent: 1,
+                        switch: 0x300_0060
+                    }
+                ),
+                (
+                    3,
+                    Branch {
+                        parent: 2,
+                        switch: 0x500_0000
+                    }
+                ),
             ]
         );
-        for bad in ["", "# only a comment\n", "x\t0/1\n", "1\tzz\n", "3\t0/1\n", "1\t0/5\n2\t0/4\n"] {
+        for bad in [
+            "",
+            "# only a comment\n",
+            "x\t0/1\n",
+            "1\tzz\n",
+            "3\t0/1\n",
+            "1\t0/5\n2\t0/4\n",
+        ] {
             assert!(
                 parse_timeline_history(3, "00000003.history", bad.as_bytes()).is_err(),
                 "{bad:?}"

@@ -115,16 +115,28 @@ mod tests {
     fn names_table() {
         let s = |tli, log, seg| SegName { tli, log, seg };
         let cases: &[(&str, Option<WalFile>)] = &[
-            ("000000010000000000000002", Some(WalFile::Segment(s(1, 0, 2)))),
-            ("0000000A00000003000000FF", Some(WalFile::Segment(s(10, 3, 255)))),
-            ("0000000a00000003000000ff", Some(WalFile::Segment(s(10, 3, 255)))),
+            (
+                "000000010000000000000002",
+                Some(WalFile::Segment(s(1, 0, 2))),
+            ),
+            (
+                "0000000A00000003000000FF",
+                Some(WalFile::Segment(s(10, 3, 255))),
+            ),
+            (
+                "0000000a00000003000000ff",
+                Some(WalFile::Segment(s(10, 3, 255))),
+            ),
             ("00000002.history", Some(WalFile::History(2))),
             ("00000000.history", None),
             (
                 "000000010000000000000002.00000028.backup",
                 Some(WalFile::Backup(s(1, 0, 2), 0x28)),
             ),
-            ("000000010000000000000005.partial", Some(WalFile::Partial(s(1, 0, 5)))),
+            (
+                "000000010000000000000005.partial",
+                Some(WalFile::Partial(s(1, 0, 5))),
+            ),
             ("00000001000000000000000", None),
             ("0000000100000000000000020", None),
             ("00000001000000000000000G", None),
@@ -157,9 +169,18 @@ mod tests {
         assert_eq!(n("000000010000000000000100").segno(p1), Some(256));
         assert_eq!(n("000000010000000000000FFF").segno(p1), Some(4095));
         assert_eq!(n("000000010000000100000000").segno(p1), Some(4096));
-        assert_eq!(SegName::of(1, 256, p16).to_string(), "000000010000000100000000");
-        assert_eq!(SegName::of(2, 255, p16).to_string(), "0000000200000000000000FF");
-        assert_eq!(SegName::of(1, 4096, p1).to_string(), "000000010000000100000000");
+        assert_eq!(
+            SegName::of(1, 256, p16).to_string(),
+            "000000010000000100000000"
+        );
+        assert_eq!(
+            SegName::of(2, 255, p16).to_string(),
+            "0000000200000000000000FF"
+        );
+        assert_eq!(
+            SegName::of(1, 4096, p1).to_string(),
+            "000000010000000100000000"
+        );
     }
 
     #[test]

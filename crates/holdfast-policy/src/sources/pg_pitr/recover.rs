@@ -18,8 +18,8 @@ use super::conf::{self, Stop};
 use super::history::{self, BackupHistory, MAX_BYTES};
 use super::names::{self, WalFile};
 use super::start::{self, StartError, Started};
-use crate::sources::pitr::{PitrRestore, PitrRestored, RecoveryTarget};
 use crate::sources::pg_physical::{self, PhysicalError};
+use crate::sources::pitr::{PitrRestore, PitrRestored, RecoveryTarget};
 use crate::sources::tool::{feed, files, ToolError};
 
 /// Why a point-in-time restore failed or was refused.
@@ -32,7 +32,9 @@ pub enum RecoverError {
     #[error("{0}")]
     Unreachable(String),
     /// The restore needs a data directory.
-    #[error("a point-in-time restore of postgres needs --target DATA_DIRECTORY (an empty directory)")]
+    #[error(
+        "a point-in-time restore of postgres needs --target DATA_DIRECTORY (an empty directory)"
+    )]
     NoDataDirectory,
     /// The base snapshot holds no base.tar.
     #[error("base backup {0} holds no base.tar")]
@@ -163,7 +165,8 @@ pub fn restore_at(job: &PitrRestore, opts: &Options) -> Result<Recovered, Recove
         RecoveryTarget::Latest => Stop::End,
         RecoveryTarget::Time(t) => Stop::Time(*t),
         RecoveryTarget::Position(p) => Stop::Lsn(
-            names::parse_lsn(p).ok_or_else(|| RecoverError::Unreachable(format!("--lsn {p:?} is no LSN")))?,
+            names::parse_lsn(p)
+                .ok_or_else(|| RecoverError::Unreachable(format!("--lsn {p:?} is no LSN")))?,
         ),
     };
     let base = c.entry;

@@ -27,7 +27,7 @@ pub enum StartError {
     Tool {
         /// What failed.
         #[source]
-        error: ToolError,
+        error: Box<ToolError>,
         /// The server log.
         path: PathBuf,
         /// Its last lines.
@@ -171,11 +171,18 @@ pub fn start_and_wait(
     let pg_ctl = |action: &str| {
         let mut c = as_owner(owner, &bin.join("pg_ctl"));
         c.arg("-D").arg(data).arg("-l").arg(&log);
-        c.args(["-w", "-t", &timeout.as_secs().max(30).to_string(), "-o", &opts, action]);
+        c.args([
+            "-w",
+            "-t",
+            &timeout.as_secs().max(30).to_string(),
+            "-o",
+            &opts,
+            action,
+        ]);
         output(c, "pg_ctl start")
     };
     let tool_err = |error| StartError::Tool {
-        error,
+        error: Box::new(error),
         path: log.clone(),
         log: log_tail(&log, 8),
     };
@@ -188,7 +195,9 @@ pub fn start_and_wait(
     let mut fall_back = |s: &mut Started| -> Result<bool, StartError> {
         if fell_back
             || *stop == Stop::End
-            || !fs::read_to_string(&log).unwrap_or_default().contains(NOT_REACHED)
+            || !fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains(NOT_REACHED)
         {
             return Ok(false);
         }
@@ -229,7 +238,10 @@ pub fn start_and_wait(
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-    let fell_back = s.lines.iter().any(|l| l.starts_with("no commit after the target"));
+    let fell_back = s
+        .lines
+        .iter()
+        .any(|l| l.starts_with("no commit after the target"));
     let row = psql(
         owner,
         &bin,
@@ -247,7 +259,10 @@ pub fn start_and_wait(
     s.replay_lsn = f.get(1).and_then(|l| names::parse_lsn(l));
     s.timeline = f.get(2).and_then(|t| t.trim().parse().ok());
     for l in fs::read_to_string(&log).unwrap_or_default().lines() {
-        if l.contains("recovery stopping") || l.contains("last completed transaction") || l.contains("selected new timeline ID") {
+        if l.contains("recovery stopping")
+            || l.contains("last completed transaction")
+            || l.contains("selected new timeline ID")
+        {
             s.lines.push(format!("server: {}", l.trim()));
         }
     }
@@ -298,8 +313,23 @@ fn psql(
         PathBuf::from("psql")
     };
     let mut c = as_owner(owner, &psql);
-    c.args(["-X", "-At", "--no-password", "-h", host, "-p", &port.to_string()])
-        .args(["-U", conn.user.as_deref().unwrap_or("postgres"), "-d", "postgres", "-c", q]);
+    c.args([
+        "-X",
+        "-At",
+        "--no-password",
+        "-h",
+        host,
+        "-p",
+        &port.to_string(),
+    ])
+    .args([
+        "-U",
+        conn.user.as_deref().unwrap_or("postgres"),
+        "-d",
+        "postgres",
+        "-c",
+        q,
+    ]);
     if let Some(pw) = &conn.password {
         c.env("PGPASSWORD", pw);
     }
@@ -328,12 +358,23 @@ impl Started {
             what: "finding psql".into(),
             source: std::io::Error::other(e.to_string()),
         })?;
-        let psql = if bin.join("psql").is_file() { bin.join("psql") } else { PathBuf::from("psql") };
+        let psql = if bin.join("psql").is_file() {
+            bin.join("psql")
+        } else {
+            PathBuf::from("psql")
+        };
         let mut c = as_owner(self.owner, &psql);
         c.args(["-X", "-At", "--no-password", "-v", "ON_ERROR_STOP=1", "-h"])
             .arg(&self.host)
             .args(["-p", &self.port.to_string()])
-            .args(["-U", conn.user.as_deref().unwrap_or("postgres"), "-d", db, "-c", q]);
+            .args([
+                "-U",
+                conn.user.as_deref().unwrap_or("postgres"),
+                "-d",
+                db,
+                "-c",
+                q,
+            ]);
         output(c, "psql")
     }
 }
