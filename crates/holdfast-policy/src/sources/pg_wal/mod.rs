@@ -398,6 +398,42 @@ mod tests {
     }
 
     #[test]
+    fn workload_settings_table() {
+        use crate::config::Workload;
+        let src = |extra: &str| {
+            format!("[[source]]\nname = \"db\"\nkind = \"postgres\"\n{extra}\n")
+        };
+        let rows: &[(&str, Result<Option<u64>, &str>)] = &[
+            ("mode = \"continuous\"", Ok(Some(DEFAULT_QUEUE_MAX))),
+            (
+                "mode = \"continuous\"\n[source.log]\nqueue-max = \"64MiB\"",
+                Ok(Some(64 << 20)),
+            ),
+            ("mode = \"physical\"", Ok(None)),
+            ("", Ok(None)),
+            (
+                "mode = \"physical\"\n[source.log]\nqueue-max = \"64MiB\"",
+                Err("only for mode = \"continuous\""),
+            ),
+            (
+                "mode = \"continuous\"\n[source.log]\nqueue-max = \"lots\"",
+                Err("queue-max"),
+            ),
+        ];
+        for (extra, want) in rows {
+            let w = Workload::parse(Path::new("/w.toml"), &src(extra));
+            match (w, want) {
+                (Ok(w), Ok(q)) => {
+                    let got = w.sources[0].driver().pg_wal().map(|s| s.queue_max);
+                    assert_eq!(got, *q, "{extra}");
+                }
+                (Err(e), Err(frag)) => assert!(e.to_string().contains(frag), "{extra}: {e}"),
+                (w, _) => panic!("{extra}: {:?}", w.map(|_| ())),
+            }
+        }
+    }
+
+    #[test]
     fn unreadable_state_is_failing() {
         let d = tempfile::tempdir().unwrap();
         let s = WalSettings::default();

@@ -369,3 +369,144 @@ fn store(
     out.stored = new.into_iter().map(|l| l.name).collect();
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use holdfast_core::keys::KdfParams;
+    use holdfast_core::repo::InitOptions;
+    use holdfast_core::progress::NoProgress;
+    use holdfast_storage::{Faulty, MemoryStorage, ObjectKind, Storage};
+
+    use super::*;
+
+    fn seg(i: u32) -> String {
+        format!("0000000100000000{i:08X}")
+    }
+
+    /// A fake `pg_wal` with segments 1..=n, those from `ready` on marked ready.
+    fn pg_wal(n: u32, ready: u32) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("pg_wal/archive_status")).unwrap();
+        for i in 1..=n {
+            fs::write(d.path().join("pg_wal").join(seg(i)), format!("segment {i}").repeat(999))
+                .unwrap();
+            if i >= ready {
+                fs::write(
+                    d.path().join("pg_wal/archive_status").join(format!("{}.ready", seg(i))),
+                    "",
+                )
+                .unwrap();
+            }
+        }
+        d
+    }
+
+    fn repo(storage: Arc<dyn Storage>) -> impl Fn() -> Result<Repository, String> {
+        let opts = InitOptions {
+            kdf: KdfParams::insecure_for_tests(),
+            ..Default::default()
+        };
+        Repository::init(storage.clone(), b"pw", &opts).unwrap();
+        move || Repository::open(storage.clone(), b"pw").map_err(|e| e.to_string())
+    }
+
+    fn run(
+        d: &Path,
+        i: u32,
+        s: &WalSettings,
+        open: &dyn Fn() -> Result<Repository, String>,
+    ) -> Result<Pushed, WalError> {
+        let path = d.join("pg_wal").join(seg(i));
+        let state = d.join("state");
+        let job = PushJob {
+            source: "db",
+            path: &path,
+            state: &state,
+            settings: s,
+            now: Utc::now(),
+            tags: &[],
+            progress: &NoProgress,
+        };
+        push(&job, open, &|_| true)
+    }
+
+    #[test]
+    fn ready_files_join_the_batch_oldest_first_within_the_bounds() {
+        let d = pg_wal(6, 2);
+        let open = repo(Arc::new(MemoryStorage::new()));
+        let s = WalSettings {
+            batch_files: 3,
+            ..Default::default()
+        };
+        let p = run(d.path(), 2, &s, &open).unwrap();
+        assert_eq!(p.stored, [seg(2), seg(3), seg(4)]);
+        assert_eq!((p.waiting_files, p.already), (2, false));
+        // The next calls for the picked-up files return without the repository.
+        let p = run(d.path(), 3, &s, &open).unwrap();
+        assert!(p.already && !p.opened_repository, "{p:?}");
+        let p = run(d.path(), 5, &s, &open).unwrap();
+        assert_eq!(p.stored, [seg(5), seg(6)]);
+        assert_eq!(p.waiting_files, 0);
+        // A byte bound keeps the batch smaller, but the file asked for is always stored.
+        let d = pg_wal(4, 1);
+        let s = WalSettings {
+            batch_bytes: 1,
+            ..Default::default()
+        };
+        let p = run(d.path(), 1, &s, &repo(Arc::new(MemoryStorage::new()))).unwrap();
+        assert_eq!(p.stored, [seg(1)]);
+    }
+
+    #[test]
+    fn a_batch_whose_acknowledgement_was_lost_is_not_acknowledged_and_found_on_retry() {
+        let d = pg_wal(3, 1);
+        let mem: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let open = repo(mem.clone());
+        let faulty: Arc<dyn Storage> =
+            Arc::new(Faulty::new(mem.clone()).lose_nth_put_ack_of(ObjectKind::Snapshot, 1));
+        let open_faulty = move || Repository::open(faulty.clone(), b"pw").map_err(|e| e.to_string());
+        let s = WalSettings::default();
+        let e = run(d.path(), 1, &s, &open_faulty).unwrap_err();
+        assert!(matches!(e, WalError::Repository(_)), "{e}");
+        for i in 1..=3 {
+            assert_eq!(spool::read_ok(&d.path().join("state"), &seg(i)), None);
+        }
+        let f = spool::read_failing(&d.path().join("state")).unwrap().unwrap();
+        assert_eq!(f.failures, 1);
+        // The batch was stored after all: the retry finds every file and stores nothing.
+        let p = run(d.path(), 1, &s, &open).unwrap();
+        assert!(p.already && p.opened_repository && p.stored.is_empty(), "{p:?}");
+        assert!(spool::read_ok(&d.path().join("state"), &seg(3)).is_some());
+        assert_eq!(spool::read_failing(&d.path().join("state")).unwrap(), None);
+        let repo = open().unwrap();
+        let (all, _) = snapshot::load_all(&repo).unwrap();
+        assert_eq!(logs::batches(&all, "db", LogKind::PgWal).len(), 1);
+    }
+
+    #[test]
+    fn bytes_that_changed_since_they_were_hashed_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        fs::write(&p, b"abc").unwrap();
+        let mut v = Verified {
+            f: fs::File::open(&p).unwrap(),
+            h: blake3::Hasher::new(),
+            n: 0,
+            want: (3, blake3::hash(b"abd").to_hex().to_string()),
+            name: "f".into(),
+        };
+        let mut out = Vec::new();
+        let e = v.read_to_end(&mut out).unwrap_err();
+        assert!(e.to_string().contains("changed while it was archived"), "{e}");
+        let mut v = Verified {
+            f: fs::File::open(&p).unwrap(),
+            h: blake3::Hasher::new(),
+            n: 0,
+            want: (3, blake3::hash(b"abc").to_hex().to_string()),
+            name: "f".into(),
+        };
+        assert_eq!(v.read_to_end(&mut out).unwrap(), 3);
+    }
+}
