@@ -567,6 +567,7 @@ fn restoring_again_after_a_promote_follows_the_new_timeline() {
     for n in 1..=3 {
         pg.psql(&format!("INSERT INTO ticks (n) VALUES ({n})"));
     }
+    let lsn = pg.psql("SELECT pg_current_wal_insert_lsn()");
     std::thread::sleep(Duration::from_millis(300));
     let t = Utc::now();
     std::thread::sleep(Duration::from_millis(300));
@@ -576,6 +577,38 @@ fn restoring_again_after_a_promote_follows_the_new_timeline() {
     pg.psql("SELECT pg_switch_wal()");
     pg.wait_archived();
     pg.server.stop();
+    // By LSN, beside the source (no archiving): rows 1 to 3 committed before it.
+    let mut args = vec![
+        "--json",
+        "restore",
+        "--source",
+        SOURCE,
+        "--lsn",
+        &lsn,
+        "--start",
+        "--no-archive",
+    ];
+    let by_lsn = pg.dir.join("by-lsn");
+    args.extend(["--target", by_lsn.to_str().unwrap()]);
+    let out = ok(&pg.holdfast(&args).output().unwrap(), "restore --lsn");
+    let json: Value = serde_json::from_str(&out).unwrap();
+    let port = json["done"]
+        .to_string()
+        .split("runs on port ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let r0 = Restored {
+        data: by_lsn,
+        port,
+        json,
+    };
+    assert_eq!(r0.rows(), vec![1, 2, 3], "{}", r0.json);
+    drop(r0);
     // Restored to t, promoted: timeline 2, which archives its history file and its WAL.
     let r1 = pg.restore(&t.to_rfc3339(), "first", true);
     assert_eq!(r1.rows(), vec![1, 2, 3]);
@@ -696,7 +729,21 @@ fn a_drill_restores_a_random_instant_of_the_window_on_a_scratch_server() {
     w.stop();
     pg.psql("SELECT pg_switch_wal()");
     pg.wait_archived();
-    let o = pg.holdfast(&["--json", "drill", SOURCE]).output().unwrap();
+    // As root when the test runs as root: the drill then runs the scratch server as the owner
+    // of the restored files.
+    let mut drill = pg.holdfast(&["--json", "drill", SOURCE]);
+    if root() {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_holdfast"));
+        for (k, v) in drill.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        c.current_dir(&pg.dir).args(["--json", "drill", SOURCE]);
+        drill = c;
+    }
+    let o = drill.output().unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
     let v: Value = serde_json::from_str(&out)
         .unwrap_or_else(|_| panic!("{out}\n{}", String::from_utf8_lossy(&o.stderr)));

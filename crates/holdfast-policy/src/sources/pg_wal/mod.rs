@@ -400,9 +400,8 @@ mod tests {
     #[test]
     fn workload_settings_table() {
         use crate::config::Workload;
-        let src = |extra: &str| {
-            format!("[[source]]\nname = \"db\"\nkind = \"postgres\"\n{extra}\n")
-        };
+        let src =
+            |extra: &str| format!("[[source]]\nname = \"db\"\nkind = \"postgres\"\n{extra}\n");
         let rows: &[(&str, Result<Option<u64>, &str>)] = &[
             ("mode = \"continuous\"", Ok(Some(DEFAULT_QUEUE_MAX))),
             (
