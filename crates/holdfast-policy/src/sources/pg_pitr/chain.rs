@@ -518,39 +518,31 @@ pub fn describe(w: &Window) -> String {
     s
 }
 
-/// Each base's backup history file: the one whose label carries the base's time; for a base
-/// no label names, the oldest unlabelled one stored after the base began.
+/// Each base's backup history file: the one whose label carries the base's time; a history
+/// file without a recorded label belongs to the newest base that began before it was stored
+/// (PostgreSQL archives it as the base backup ends).
 fn match_bases(
     bases: &[&SnapshotEntry],
     backups: &[(BackupHistory, DateTime<Utc>)],
 ) -> Vec<Option<(BackupHistory, DateTime<Utc>)>> {
-    let mut used = vec![false; backups.len()];
     let mut out: Vec<Option<(BackupHistory, DateTime<Utc>)>> = bases
         .iter()
         .map(|b| {
-            let i = backups
+            backups
                 .iter()
-                .position(|(h, _)| h.label_time() == Some(b.snapshot.time))?;
-            used[i] = true;
-            Some(backups[i].clone())
+                .find(|(h, _)| h.label_time() == Some(b.snapshot.time))
+                .cloned()
         })
         .collect();
-    let mut order: Vec<usize> = (0..bases.len()).collect();
-    order.sort_by_key(|i| bases[*i].snapshot.time);
-    for i in order {
-        if out[i].is_some() {
-            continue;
-        }
-        let t = bases[i].snapshot.time;
-        let cand = backups
-            .iter()
-            .enumerate()
-            .filter(|(j, (h, at))| !used[*j] && h.label.is_none() && *at >= t)
-            .min_by_key(|(_, (_, at))| *at)
-            .map(|(j, _)| j);
-        if let Some(j) = cand {
-            used[j] = true;
-            out[i] = Some(backups[j].clone());
+    let mut unlabelled: Vec<&(BackupHistory, DateTime<Utc>)> =
+        backups.iter().filter(|(h, _)| h.label.is_none()).collect();
+    unlabelled.sort_by_key(|(_, at)| *at);
+    for b in unlabelled {
+        let owner = (0..bases.len())
+            .filter(|i| out[*i].is_none() && bases[*i].snapshot.time <= b.1)
+            .max_by_key(|i| bases[*i].snapshot.time);
+        if let Some(i) = owner {
+            out[i] = Some(b.clone());
         }
     }
     out

@@ -463,6 +463,29 @@ fn bases_match_their_history_file_by_label_or_by_time() {
         w.from,
         Some(lt(3) - Duration::seconds(10) + Duration::seconds(5))
     );
+    // An older base whose history file was never archived (taken before archiving was on)
+    // does not take the next base's: the history file belongs to the newest base before it.
+    let mut c = Arch::new(MB16);
+    c.segs(1, 2..=10);
+    c.bases.push(snap(lt(0), None));
+    c.base(1, 5, false);
+    c.with(|an| {
+        let mine = an
+            .chains
+            .iter()
+            .find(|x| x.entry.snapshot.time == lt(5) - Duration::seconds(30))
+            .unwrap();
+        assert!(mine.usable, "{mine:?}");
+        let old = an
+            .chains
+            .iter()
+            .find(|x| x.entry.snapshot.time == lt(0))
+            .unwrap();
+        assert!(
+            !old.usable && old.why.as_deref().unwrap().contains("no .backup"),
+            "{old:?}"
+        );
+    });
 }
 
 #[test]
