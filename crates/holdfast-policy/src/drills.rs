@@ -233,8 +233,11 @@ fn continuous_drill(
         )));
     };
     let target = RecoveryTarget::Time(at);
+    let workload = std::path::absolute(&env.workload.path).unwrap_or_default();
     let o = c.drill_at(&pitr::PitrDrill {
         repo,
+        source: s.name(),
+        workload: &workload,
         bases: &bases,
         logs: &logs,
         target: &target,

@@ -393,6 +393,11 @@ pub struct RestoreArgs {
     /// reached the target.
     #[arg(long, requires = "source")]
     pub start: bool,
+    /// After a point-in-time restore, the restored server does not archive its log (a copy
+    /// restored beside the source, to look at: it must not archive a new timeline into the
+    /// source's log). Without it, the restored server archives as the source did.
+    #[arg(long, requires = "source")]
+    pub no_archive: bool,
 }
 
 impl RestoreArgs {

@@ -36,6 +36,9 @@ pub struct SourceRestoreRequest {
     pub at: Option<sources::pitr::RecoveryTarget>,
     /// After a point-in-time restore, start the server and wait until it reached the target.
     pub start: bool,
+    /// After a point-in-time restore, the restored server must not ship its log (a copy
+    /// beside the source).
+    pub no_archive: bool,
 }
 
 /// What a source restore did.
@@ -223,9 +226,12 @@ impl Runtime {
             .cloned()
             .collect();
         let conn = sources::Conn::of(s).map_err(|e| fail(e.to_string()))?;
+        let workload = std::path::absolute(&w.path).unwrap_or_else(|_| w.path.clone());
         let done = c
             .restore_at(&sources::pitr::PitrRestore {
                 repo: &repo,
+                source: name,
+                workload: &workload,
                 bases: &bases,
                 logs: &logs,
                 target,
@@ -233,6 +239,7 @@ impl Runtime {
                 replace: req.replace,
                 conn: &conn,
                 start: req.start,
+                archive: !req.no_archive,
                 progress,
             })
             .map_err(|e| fail(e.to_string()))?;

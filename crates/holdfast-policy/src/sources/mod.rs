@@ -28,6 +28,7 @@ mod db_restore;
 mod mysql;
 mod path;
 pub mod pg_physical;
+pub mod pg_pitr;
 pub mod pitr;
 mod postgres;
 pub mod raw;

@@ -94,6 +94,11 @@ impl Window {
 pub struct PitrRestore<'a> {
     /// The repository.
     pub repo: &'a Repository,
+    /// The source's name in the workload.
+    pub source: &'a str,
+    /// The workload file (absolute): what a restored server's log fetch command reads
+    /// (`restore_command = 'holdfast --config WORKLOAD wal-fetch ...'`).
+    pub workload: &'a std::path::Path,
     /// The source's base backups (its own complete recovery points, oldest first).
     pub bases: &'a [SnapshotEntry],
     /// The source's log batches of its kind, made by the hosts whose base backups count
@@ -109,6 +114,9 @@ pub struct PitrRestore<'a> {
     pub conn: &'a Conn,
     /// Start the restored server and wait until it reached the target (PostgreSQL).
     pub start: bool,
+    /// Let the restored server ship its log into the source's as the source did (false: a
+    /// copy beside the source, which must not add a new timeline to the source's log).
+    pub archive: bool,
     /// Progress.
     pub progress: &'a dyn Progress,
 }
@@ -145,6 +153,10 @@ pub struct LogHealth {
 pub struct PitrDrill<'a> {
     /// The repository.
     pub repo: &'a Repository,
+    /// The source's name in the workload.
+    pub source: &'a str,
+    /// The workload file (absolute): what the scratch server's log fetch command reads.
+    pub workload: &'a std::path::Path,
     /// The source's base backups (complete, its own, oldest first).
     pub bases: &'a [SnapshotEntry],
     /// The source's log batches of its kind (oldest first).

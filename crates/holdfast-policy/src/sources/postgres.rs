@@ -12,8 +12,8 @@ use holdfast_core::stream::{self, StreamItem, StreamOptions};
 use super::conn::{PasswordEnvUnset, ServerSettings};
 use super::tool::{feed, files, item, noted, output, verify_query, ToolError};
 use super::{
-    db_restore, pg_physical, pg_scratch, pg_wal, raw, Backed, BackupJob, Conn, DbRestoreError, DrillJob,
-    DrillOutcome, RawSource, RestoreJob, ScratchError, Source, SourceError,
+    db_restore, pg_physical, pg_scratch, pg_wal, raw, Backed, BackupJob, Conn, DbRestoreError,
+    DrillJob, DrillOutcome, RawSource, RestoreJob, ScratchError, Source, SourceError,
 };
 use crate::found::{self, Found};
 
@@ -304,6 +304,10 @@ impl Source for PostgresSource {
 
     fn conn(&self) -> Result<Conn, SourceError> {
         Ok(self.server.conn().map_err(PostgresError::from)?)
+    }
+
+    fn continuous(&self) -> Option<&dyn super::pitr::Continuous> {
+        (self.mode == PgMode::Continuous).then_some(self as &dyn super::pitr::Continuous)
     }
 
     fn pg_wal(&self) -> Option<&pg_wal::WalSettings> {

@@ -421,6 +421,7 @@ pub fn restore_source(g: &Global, name: &str, a: crate::cli::RestoreArgs) -> Res
             (None, None) => None,
         },
         start: a.start,
+        no_archive: a.no_archive,
     };
     let done = rt()?.restore_source(&w, &req, &CliProgress::new(g.quiet || g.json))?;
     if g.json {

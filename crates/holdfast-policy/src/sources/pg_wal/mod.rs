@@ -65,9 +65,8 @@ impl WalSettings {
         let mut s = WalSettings::default();
         if let Some(log) = &r.log {
             if let Some(q) = &log.queue_max {
-                s.queue_max = parse_size(q).map_err(|e| {
-                    format!("source {:?}: [source.log] queue-max: {e}", r.name())
-                })?;
+                s.queue_max = parse_size(q)
+                    .map_err(|e| format!("source {:?}: [source.log] queue-max: {e}", r.name()))?;
             }
             s.spool = log.spool.clone();
         }
@@ -143,7 +142,9 @@ pub enum WalFileKind {
 }
 
 fn hex(s: &str, n: usize) -> bool {
-    s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_lowercase())
+    s.len() == n
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_lowercase())
 }
 
 /// What `name` is, if it is a WAL file name PostgreSQL archives (anything else, including a
@@ -399,9 +400,8 @@ mod tests {
     #[test]
     fn workload_settings_table() {
         use crate::config::Workload;
-        let src = |extra: &str| {
-            format!("[[source]]\nname = \"db\"\nkind = \"postgres\"\n{extra}\n")
-        };
+        let src =
+            |extra: &str| format!("[[source]]\nname = \"db\"\nkind = \"postgres\"\n{extra}\n");
         let rows: &[(&str, Result<Option<u64>, &str>)] = &[
             ("mode = \"continuous\"", Ok(Some(DEFAULT_QUEUE_MAX))),
             (
