@@ -51,8 +51,8 @@ impl Default for WalSettings {
         WalSettings {
             queue_max: DEFAULT_QUEUE_MAX,
             spool: None,
-            batch_files: 64,
-            batch_bytes: 1 << 30,
+            batch_files: 16,
+            batch_bytes: 256 << 20,
             prefetch_files: 8,
             prefetch_bytes: 256 << 20,
         }
@@ -235,6 +235,9 @@ pub struct ArchiveHealth {
     pub queue_max: u64,
     /// `waiting_bytes` exceeds `queue_max`: a failing control at once.
     pub over_limit: bool,
+    /// The state directory read (when `measured_at` is `None`, no `wal-push` has run with
+    /// it: archive_command is not set, or it uses another state directory or spool).
+    pub state_dir: PathBuf,
 }
 
 impl ArchiveHealth {
@@ -261,6 +264,7 @@ pub fn health_of(
         measured_at: queue.map(|q| q.at),
         queue_max,
         over_limit: waiting_bytes > queue_max,
+        state_dir: PathBuf::new(),
     }
 }
 
@@ -279,6 +283,7 @@ pub fn archive_health(state_dir: &Path, source: &str, settings: &WalSettings) ->
         queue.ok().flatten().as_ref(),
         settings.queue_max,
     );
+    h.state_dir = dir;
     if let Some(e) = unreadable {
         h.failing_since.get_or_insert_with(Utc::now);
         h.last_error = Some(format!("the archive state cannot be read: {e}"));
