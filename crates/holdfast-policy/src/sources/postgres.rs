@@ -12,8 +12,8 @@ use holdfast_core::stream::{self, StreamItem, StreamOptions};
 use super::conn::{PasswordEnvUnset, ServerSettings};
 use super::tool::{feed, files, item, noted, output, verify_query, ToolError};
 use super::{
-    db_restore, pg_physical, pg_scratch, pg_wal, raw, Backed, BackupJob, Conn, DbRestoreError, DrillJob,
-    DrillOutcome, RawSource, RestoreJob, ScratchError, Source, SourceError,
+    db_restore, pg_physical, pg_scratch, pg_wal, raw, Backed, BackupJob, Conn, DbRestoreError,
+    DrillJob, DrillOutcome, RawSource, RestoreJob, ScratchError, Source, SourceError,
 };
 use crate::found::{self, Found};
 

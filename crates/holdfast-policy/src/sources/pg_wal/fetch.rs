@@ -57,7 +57,10 @@ fn spool_dir(state: &Path) -> PathBuf {
 }
 
 /// Copy `from` into a temporary file beside `dest`, sync it, rename it to `dest`.
-fn deliver(dest: &Path, write: impl FnOnce(&mut fs::File) -> Result<(), WalError>) -> Result<(), WalError> {
+fn deliver(
+    dest: &Path,
+    write: impl FnOnce(&mut fs::File) -> Result<(), WalError>,
+) -> Result<(), WalError> {
     let dir = dest
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

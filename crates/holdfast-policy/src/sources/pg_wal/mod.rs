@@ -65,9 +65,8 @@ impl WalSettings {
         let mut s = WalSettings::default();
         if let Some(log) = &r.log {
             if let Some(q) = &log.queue_max {
-                s.queue_max = parse_size(q).map_err(|e| {
-                    format!("source {:?}: [source.log] queue-max: {e}", r.name())
-                })?;
+                s.queue_max = parse_size(q)
+                    .map_err(|e| format!("source {:?}: [source.log] queue-max: {e}", r.name()))?;
             }
             s.spool = log.spool.clone();
         }
@@ -98,9 +97,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     let mult: u64 = match unit.trim() {
         "" | "B" => 1,
         "KB" => 1000,
-        "MB" => 1000_000,
-        "GB" => 1000_000_000,
-        "TB" => 1000_000_000_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
         "K" | "KiB" => 1 << 10,
         "M" | "MiB" => 1 << 20,
         "G" | "GiB" => 1 << 30,
@@ -143,7 +142,9 @@ pub enum WalFileKind {
 }
 
 fn hex(s: &str, n: usize) -> bool {
-    s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_lowercase())
+    s.len() == n
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_lowercase())
 }
 
 /// What `name` is, if it is a WAL file name PostgreSQL archives (anything else, including a
@@ -404,9 +405,8 @@ mod tests {
     #[test]
     fn workload_settings_table() {
         use crate::config::Workload;
-        let src = |extra: &str| {
-            format!("[[source]]\nname = \"db\"\nkind = \"postgres\"\n{extra}\n")
-        };
+        let src =
+            |extra: &str| format!("[[source]]\nname = \"db\"\nkind = \"postgres\"\n{extra}\n");
         let rows: &[(&str, Result<Option<u64>, &str>)] = &[
             ("mode = \"continuous\"", Ok(Some(DEFAULT_QUEUE_MAX))),
             (

@@ -375,8 +375,8 @@ mod tests {
     use std::sync::Arc;
 
     use holdfast_core::keys::KdfParams;
-    use holdfast_core::repo::InitOptions;
     use holdfast_core::progress::NoProgress;
+    use holdfast_core::repo::InitOptions;
     use holdfast_storage::{Faulty, MemoryStorage, ObjectKind, Storage};
 
     use super::*;
@@ -390,11 +390,16 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         fs::create_dir_all(d.path().join("pg_wal/archive_status")).unwrap();
         for i in 1..=n {
-            fs::write(d.path().join("pg_wal").join(seg(i)), format!("segment {i}").repeat(999))
-                .unwrap();
+            fs::write(
+                d.path().join("pg_wal").join(seg(i)),
+                format!("segment {i}").repeat(999),
+            )
+            .unwrap();
             if i >= ready {
                 fs::write(
-                    d.path().join("pg_wal/archive_status").join(format!("{}.ready", seg(i))),
+                    d.path()
+                        .join("pg_wal/archive_status")
+                        .join(format!("{}.ready", seg(i))),
                     "",
                 )
                 .unwrap();
@@ -466,18 +471,24 @@ mod tests {
         let open = repo(mem.clone());
         let faulty: Arc<dyn Storage> =
             Arc::new(Faulty::new(mem.clone()).lose_nth_put_ack_of(ObjectKind::Snapshot, 1));
-        let open_faulty = move || Repository::open(faulty.clone(), b"pw").map_err(|e| e.to_string());
+        let open_faulty =
+            move || Repository::open(faulty.clone(), b"pw").map_err(|e| e.to_string());
         let s = WalSettings::default();
         let e = run(d.path(), 1, &s, &open_faulty).unwrap_err();
         assert!(matches!(e, WalError::Repository(_)), "{e}");
         for i in 1..=3 {
             assert_eq!(spool::read_ok(&d.path().join("state"), &seg(i)), None);
         }
-        let f = spool::read_failing(&d.path().join("state")).unwrap().unwrap();
+        let f = spool::read_failing(&d.path().join("state"))
+            .unwrap()
+            .unwrap();
         assert_eq!(f.failures, 1);
         // The batch was stored after all: the retry finds every file and stores nothing.
         let p = run(d.path(), 1, &s, &open).unwrap();
-        assert!(p.already && p.opened_repository && p.stored.is_empty(), "{p:?}");
+        assert!(
+            p.already && p.opened_repository && p.stored.is_empty(),
+            "{p:?}"
+        );
         assert!(spool::read_ok(&d.path().join("state"), &seg(3)).is_some());
         assert_eq!(spool::read_failing(&d.path().join("state")).unwrap(), None);
         let repo = open().unwrap();
@@ -499,7 +510,10 @@ mod tests {
         };
         let mut out = Vec::new();
         let e = v.read_to_end(&mut out).unwrap_err();
-        assert!(e.to_string().contains("changed while it was archived"), "{e}");
+        assert!(
+            e.to_string().contains("changed while it was archived"),
+            "{e}"
+        );
         let mut v = Verified {
             f: fs::File::open(&p).unwrap(),
             h: blake3::Hasher::new(),

@@ -55,7 +55,10 @@ pub fn ensure_dir(dir: &Path) -> Result<(), WalError> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(io(format!("creating the WAL state directory {}", dir.display())))
+        .map_err(io(format!(
+            "creating the WAL state directory {}",
+            dir.display()
+        )))
 }
 
 /// An exclusive lock on the state directory, held while it lives (pushes of one source run
@@ -99,21 +102,24 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WalError> {
     t.write_all(bytes)
         .and_then(|_| t.as_file().sync_all())
         .map_err(io(format!("writing {}", path.display())))?;
-    let _ = t.as_file().set_permissions(fs::Permissions::from_mode(0o600));
-    t.persist(path)
-        .map_err(|e| WalError::Io {
-            what: format!("renaming into {}", path.display()),
-            source: e.error,
-        })?;
+    let _ = t
+        .as_file()
+        .set_permissions(fs::Permissions::from_mode(0o600));
+    t.persist(path).map_err(|e| WalError::Io {
+        what: format!("renaming into {}", path.display()),
+        source: e.error,
+    })?;
     sync_dir(dir)
 }
 
 fn read_json<T: DeserializeOwned>(p: &Path) -> Result<Option<T>, WalError> {
     match fs::read(p) {
-        Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| WalError::Io {
-            what: format!("reading {}", p.display()),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-        }),
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| WalError::Io {
+                what: format!("reading {}", p.display()),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io(format!("reading {}", p.display()))(e)),
     }
