@@ -15,6 +15,7 @@
 //! the WAL waiting in `pg_wal` at the last push, `failing.json` the ongoing outage, `fetch/`
 //! the prefetched pieces of `wal-fetch`, `lock` serializes pushes.
 
+pub mod catalog;
 pub mod fetch;
 pub mod push;
 pub mod spool;
