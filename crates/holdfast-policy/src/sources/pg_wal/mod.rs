@@ -17,6 +17,7 @@
 
 pub mod catalog;
 pub mod fetch;
+pub mod idle;
 pub mod push;
 pub mod spool;
 
