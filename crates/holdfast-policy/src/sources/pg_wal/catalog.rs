@@ -36,6 +36,9 @@ pub struct Catalog {
     pub snapshots: BTreeMap<String, Vec<Entry>>,
 }
 
+/// Archived names → (BLAKE3, short id of a batch holding it).
+pub type Archived = HashMap<String, (String, String)>;
+
 /// The source's archived names → (BLAKE3, batch short id), the newest batch winning; the
 /// catalog in `dir` is brought up to date with the repository first. Returns also how many
 /// snapshots were read.
@@ -44,7 +47,7 @@ pub fn archived(
     dir: &Path,
     source: &str,
     owns: &dyn Fn(&Snapshot) -> bool,
-) -> Result<(HashMap<String, (String, String)>, usize), WalError> {
+) -> Result<(Archived, usize), WalError> {
     let repo_err = |e: holdfast_core::Error| WalError::Repository(e.to_string());
     let path = dir.join("catalog.json");
     let mut cat: Catalog = std::fs::read(&path)

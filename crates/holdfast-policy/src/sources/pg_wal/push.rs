@@ -225,7 +225,13 @@ pub fn push(
         .to_path_buf();
     spool::ensure_dir(job.state)?;
     let _lock = spool::lock(job.state)?;
-    let me = local(job.path, &name)?;
+    let me = match local(job.path, &name) {
+        Ok(me) => me,
+        Err(e) => {
+            let _ = spool::record_failure(job.state, job.now, &e.to_string());
+            return Err(e);
+        }
+    };
     if let Some(ok) = spool::read_ok(job.state, &name) {
         if ok.size == me.size && ok.blake3 == me.blake3 && ok.repository == job.repository {
             return Ok(Pushed {
