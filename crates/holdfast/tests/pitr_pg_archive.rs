@@ -184,8 +184,8 @@ impl Arch {
         }
     }
 
-    /// The source's log batches: id → (piece name → BLAKE3), read through the CLI.
-    fn batches(&self) -> BTreeMap<String, BTreeMap<String, String>> {
+    /// The source's log batches as JSON (through the CLI).
+    fn batch_json(&self) -> Vec<Value> {
         let repo = self.dir.join("repo");
         let pw = self.dir.join("pw");
         let o = self.run(&[
@@ -202,6 +202,14 @@ impl Arch {
             .unwrap()
             .iter()
             .filter(|s| s["log"]["source"] == SOURCE && s["log"]["kind"] == "pg-wal")
+            .cloned()
+            .collect()
+    }
+
+    /// The source's log batches: id → (piece name → BLAKE3).
+    fn batches(&self) -> BTreeMap<String, BTreeMap<String, String>> {
+        self.batch_json()
+            .iter()
             .map(|s| {
                 let pieces = s["log"]["pieces"]
                     .as_array()
@@ -305,6 +313,20 @@ fn every_archived_file_is_in_the_repository_with_the_base_backup_and_its_label()
     );
     assert!(label.ends_with('Z') && label.contains('.'), "{label}");
     assert_no_gap(&archived);
+    // Segments say when they end, never after now, and which cluster they come from.
+    let sysid = a.psql("SELECT system_identifier FROM pg_control_system()");
+    let now = chrono::Utc::now();
+    for b in a.batch_json() {
+        for p in b["log"]["pieces"].as_array().unwrap() {
+            assert_eq!(p["meta"]["system_identifier"], sysid.as_str(), "{p}");
+            if pg_wal::classify(p["name"].as_str().unwrap()) == Some(pg_wal::WalFileKind::Segment) {
+                assert_eq!(p["meta"]["segment_size"], "16777216", "{p}");
+                let t: chrono::DateTime<chrono::Utc> =
+                    p["last_time"].as_str().unwrap().parse().unwrap();
+                assert!(t <= now, "{p}");
+            }
+        }
+    }
     let h = a.health(1 << 30);
     assert!(
         !h.failing() && !h.over_limit && h.waiting_files == 0,
@@ -409,13 +431,17 @@ fn ready_segments_go_in_one_batch_and_later_calls_return_without_a_new_one() {
     std::thread::sleep(Duration::from_millis(500));
     let waiting = a.status(".ready");
     assert!(waiting.len() >= 6, "{waiting:?}");
-    let before = a.batches().len();
+    let before: BTreeSet<String> = a.batches().into_keys().collect();
     let t = Instant::now();
     a.set_archive_command(&a.archive_command());
     a.wait_archived(Duration::from_secs(60));
     let took = t.elapsed();
     let batches = a.batches();
-    let new: Vec<_> = batches.values().skip(before).collect();
+    let new: Vec<_> = batches
+        .iter()
+        .filter(|(id, _)| !before.contains(*id))
+        .map(|(_, b)| b)
+        .collect();
     let big = new.iter().map(|b| b.len()).max().unwrap();
     assert!(
         big >= waiting.len(),

@@ -55,6 +55,16 @@ fn continuous<'a>(
     Ok((s, settings))
 }
 
+/// The source's repository location as the workload names it (`NAME URL`), which local
+/// records are tied to.
+fn repository_key(w: &Workload, s: &SourceConfig) -> String {
+    match w.repository_of(s) {
+        Some((name, r)) if r.url.contains("://") => format!("{name} {}", r.url),
+        Some((name, r)) => format!("{name} {}", w.resolve(Path::new(&r.url)).display()),
+        None => String::new(),
+    }
+}
+
 impl Runtime {
     /// Opens the repository of `s` (creating it if there is none, as `protect` does).
     fn wal_opener<'a>(
@@ -83,11 +93,13 @@ impl Runtime {
         let (s, settings) = continuous(w, source)?;
         let state = settings.state_dir(&self.state_dir, source);
         let me = holdfast_core::util::hostname();
+        let repository = repository_key(w, s);
         let job = push::PushJob {
             source,
             path,
             state: &state,
             settings,
+            repository: &repository,
             now: self.now(),
             tags: &s.tags,
             progress,
@@ -111,12 +123,14 @@ impl Runtime {
         let (s, settings) = continuous(w, source)?;
         let state = settings.state_dir(&self.state_dir, source);
         let me = holdfast_core::util::hostname();
+        let repository = repository_key(w, s);
         let job = fetch::FetchJob {
             source,
             name,
             dest,
             state: &state,
             settings,
+            repository: &repository,
         };
         fetch::fetch(&job, &self.wal_opener(w, s), &|snap| s.owns_log(snap, &me)).map_err(
             |source_err| WalCommandError::Wal {

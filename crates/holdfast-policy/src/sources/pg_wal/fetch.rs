@@ -32,6 +32,8 @@ pub struct FetchJob<'a> {
     pub state: &'a Path,
     /// The source's settings.
     pub settings: &'a WalSettings,
+    /// The repository's location as the workload names it (spooled pieces are tied to it).
+    pub repository: &'a str,
 }
 
 /// What a fetch did.
@@ -82,8 +84,8 @@ fn deliver(
 }
 
 /// The spooled copy of `name`, if it is there and its bytes are the ones recorded.
-fn from_spool(dir: &Path, name: &str) -> Option<(Vec<u8>, Durable)> {
-    let rec = spool::read_ok(dir, name)?;
+fn from_spool(dir: &Path, name: &str, repository: &str) -> Option<(Vec<u8>, Durable)> {
+    let rec = spool::read_ok(dir, name).filter(|r| r.repository == repository)?;
     let bytes = fs::read(dir.join(name)).ok()?;
     (bytes.len() as u64 == rec.size && blake3::hash(&bytes).to_hex().as_str() == rec.blake3)
         .then_some((bytes, rec))
@@ -101,7 +103,7 @@ pub fn fetch(
     }
     let dir = spool_dir(job.state);
     spool::ensure_dir(&dir)?;
-    if let Some((bytes, rec)) = from_spool(&dir, job.name) {
+    if let Some((bytes, rec)) = from_spool(&dir, job.name, job.repository) {
         deliver(job.dest, |f| {
             f.write_all(&bytes)
                 .map_err(io(format!("writing {}", job.dest.display())))
@@ -164,7 +166,7 @@ pub fn fetch(
             break;
         }
         bytes += p.size;
-        if from_spool(&dir, n).is_some() {
+        if from_spool(&dir, n, job.repository).is_some() {
             continue;
         }
         // A piece that cannot be fetched ahead is fetched (and its failure reported) when
@@ -179,6 +181,7 @@ pub fn fetch(
                 size: p.size,
                 blake3: p.blake3.clone(),
                 batch: e.id.to_hex(),
+                repository: job.repository.to_string(),
             };
             if spool::write_ok(&dir, n, &rec).is_ok() {
                 prefetched += 1;

@@ -15,7 +15,9 @@
 //! the WAL waiting in `pg_wal` at the last push, `failing.json` the ongoing outage, `fetch/`
 //! the prefetched pieces of `wal-fetch`, `lock` serializes pushes.
 
+pub mod catalog;
 pub mod fetch;
+pub mod idle;
 pub mod push;
 pub mod spool;
 
@@ -51,8 +53,8 @@ impl Default for WalSettings {
         WalSettings {
             queue_max: DEFAULT_QUEUE_MAX,
             spool: None,
-            batch_files: 64,
-            batch_bytes: 1 << 30,
+            batch_files: 16,
+            batch_bytes: 256 << 20,
             prefetch_files: 8,
             prefetch_bytes: 256 << 20,
         }
@@ -97,9 +99,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     let mult: u64 = match unit.trim() {
         "" | "B" => 1,
         "KB" => 1000,
-        "MB" => 1000_000,
-        "GB" => 1000_000_000,
-        "TB" => 1000_000_000_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
         "K" | "KiB" => 1 << 10,
         "M" | "MiB" => 1 << 20,
         "G" | "GiB" => 1 << 30,
@@ -236,6 +238,9 @@ pub struct ArchiveHealth {
     pub queue_max: u64,
     /// `waiting_bytes` exceeds `queue_max`: a failing control at once.
     pub over_limit: bool,
+    /// The state directory read (when `measured_at` is `None`, no `wal-push` has run with
+    /// it: archive_command is not set, or it uses another state directory or spool).
+    pub state_dir: PathBuf,
 }
 
 impl ArchiveHealth {
@@ -262,6 +267,7 @@ pub fn health_of(
         measured_at: queue.map(|q| q.at),
         queue_max,
         over_limit: waiting_bytes > queue_max,
+        state_dir: PathBuf::new(),
     }
 }
 
@@ -280,6 +286,7 @@ pub fn archive_health(state_dir: &Path, source: &str, settings: &WalSettings) ->
         queue.ok().flatten().as_ref(),
         settings.queue_max,
     );
+    h.state_dir = dir;
     if let Some(e) = unreadable {
         h.failing_since.get_or_insert_with(Utc::now);
         h.last_error = Some(format!("the archive state cannot be read: {e}"));

@@ -8,7 +8,7 @@
 //! before. A failure is recorded in `failing.json` (and the WAL waiting in `queue.json`) for
 //! `status`; PostgreSQL keeps the file and retries; nothing is ever dropped.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use holdfast_core::logs::{self, LogKind, NewPiece, Piece};
 use holdfast_core::progress::Progress;
-use holdfast_core::snapshot::{self, Snapshot};
+use holdfast_core::snapshot::Snapshot;
 use holdfast_core::Repository;
 use serde::Serialize;
 
@@ -34,6 +34,8 @@ pub struct PushJob<'a> {
     pub state: &'a Path,
     /// The source's settings.
     pub settings: &'a WalSettings,
+    /// The repository's location as the workload names it (local records are tied to it).
+    pub repository: &'a str,
     /// Now.
     pub now: DateTime<Utc>,
     /// Tags for the batch.
@@ -58,6 +60,8 @@ pub struct Pushed {
     pub batch: Option<String>,
     /// Bytes stored.
     pub bytes: u64,
+    /// Snapshots read from the repository (the others were known from the local catalog).
+    pub snapshots_read: usize,
     /// WAL files still waiting in `pg_wal` after this push.
     pub waiting_files: u64,
     /// Their bytes.
@@ -221,9 +225,15 @@ pub fn push(
         .to_path_buf();
     spool::ensure_dir(job.state)?;
     let _lock = spool::lock(job.state)?;
-    let me = local(job.path, &name)?;
+    let me = match local(job.path, &name) {
+        Ok(me) => me,
+        Err(e) => {
+            let _ = spool::record_failure(job.state, job.now, &e.to_string());
+            return Err(e);
+        }
+    };
     if let Some(ok) = spool::read_ok(job.state, &name) {
-        if ok.size == me.size && ok.blake3 == me.blake3 {
+        if ok.size == me.size && ok.blake3 == me.blake3 && ok.repository == job.repository {
             return Ok(Pushed {
                 name,
                 already: true,
@@ -270,7 +280,9 @@ fn store(
         if take.len() >= s.batch_files.max(1) {
             break;
         }
-        if n == take[0].name || spool::read_ok(job.state, &n).is_some() {
+        if n == take[0].name
+            || spool::read_ok(job.state, &n).is_some_and(|o| o.repository == job.repository)
+        {
             continue;
         }
         let Ok(l) = local(&pg_wal.join(&n), &n) else {
@@ -284,19 +296,11 @@ fn store(
     }
     let repo = open().map_err(WalError::Repository)?;
     let repo_err = |e: holdfast_core::Error| WalError::Repository(e.to_string());
-    let (all, _) = snapshot::load_all(&repo).map_err(repo_err)?;
-    let mut archived: HashMap<&str, (&str, String)> = HashMap::new();
-    for (e, b) in logs::batches(&all, job.source, LogKind::PgWal) {
-        if !owns(&e.snapshot) {
-            continue;
-        }
-        for p in &b.pieces {
-            archived.insert(&p.name, (&p.blake3, e.id.short()));
-        }
-    }
+    let (archived, read) = super::catalog::archived(&repo, job.state, job.source, owns)?;
+    out.snapshots_read = read;
     let mut new = Vec::new();
     for (i, l) in take.into_iter().enumerate() {
-        match archived.get(l.name.as_str()) {
+        match archived.get(&l.name) {
             Some((b3, batch)) if *b3 == l.blake3 => {
                 spool::write_ok(
                     job.state,
@@ -305,6 +309,7 @@ fn store(
                         size: l.size,
                         blake3: l.blake3.clone(),
                         batch: batch.clone(),
+                        repository: job.repository.to_string(),
                     },
                 )?;
                 if i == 0 {
@@ -361,6 +366,7 @@ fn store(
                 size: l.size,
                 blake3: l.blake3.clone(),
                 batch: id.to_hex(),
+                repository: job.repository.to_string(),
             },
         )?;
     }
@@ -423,6 +429,16 @@ mod tests {
         s: &WalSettings,
         open: &dyn Fn() -> Result<Repository, String>,
     ) -> Result<Pushed, WalError> {
+        run_in(d, i, s, open, "repo")
+    }
+
+    fn run_in(
+        d: &Path,
+        i: u32,
+        s: &WalSettings,
+        open: &dyn Fn() -> Result<Repository, String>,
+        repository: &str,
+    ) -> Result<Pushed, WalError> {
         let path = d.join("pg_wal").join(seg(i));
         let state = d.join("state");
         let job = PushJob {
@@ -430,6 +446,7 @@ mod tests {
             path: &path,
             state: &state,
             settings: s,
+            repository,
             now: Utc::now(),
             tags: &[],
             progress: &NoProgress,
@@ -492,8 +509,33 @@ mod tests {
         assert!(spool::read_ok(&d.path().join("state"), &seg(3)).is_some());
         assert_eq!(spool::read_failing(&d.path().join("state")).unwrap(), None);
         let repo = open().unwrap();
-        let (all, _) = snapshot::load_all(&repo).unwrap();
+        let (all, _) = holdfast_core::snapshot::load_all(&repo).unwrap();
         assert_eq!(logs::batches(&all, "db", LogKind::PgWal).len(), 1);
+    }
+
+    #[test]
+    fn a_push_reads_only_the_snapshots_it_has_not_read_before() {
+        let d = pg_wal(5, 9); // nothing marked ready: one file per batch
+        let open = repo(Arc::new(MemoryStorage::new()));
+        let s = WalSettings::default();
+        let reads: Vec<usize> = (1..=4)
+            .map(|i| run(d.path(), i, &s, &open).unwrap().snapshots_read)
+            .collect();
+        assert_eq!(reads, [0, 1, 1, 1]);
+        // Without the catalog, every batch is read again; the answer is the same.
+        fs::remove_file(d.path().join("state/catalog.json")).unwrap();
+        fs::remove_file(d.path().join("state").join(format!("{}.ok", seg(2)))).unwrap();
+        let p = run(d.path(), 2, &s, &open).unwrap();
+        assert!(p.already && p.stored.is_empty(), "{p:?}");
+        assert_eq!(p.snapshots_read, 4);
+        // Neither the records nor the catalog of another repository are trusted.
+        let other = repo(Arc::new(MemoryStorage::new()));
+        let p = run_in(d.path(), 2, &s, &other, "elsewhere").unwrap();
+        assert!(!p.already && p.stored == [seg(2)], "{p:?}");
+        assert_eq!(
+            p.snapshots_read, 0,
+            "another repository: the catalog starts again"
+        );
     }
 
     #[test]

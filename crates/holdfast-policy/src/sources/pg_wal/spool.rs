@@ -24,6 +24,10 @@ pub struct Durable {
     pub blake3: String,
     /// The batch holding it (hex id).
     pub batch: String,
+    /// The repository's location as the workload names it: a record made for another
+    /// repository is not trusted (the repository is asked instead).
+    #[serde(default)]
+    pub repository: String,
 }
 
 /// An outage: every push since `since` failed.
@@ -230,6 +234,7 @@ mod tests {
             size: 1,
             blake3: "x".into(),
             batch: "b".into(),
+            repository: "r".into(),
         };
         for n in ["000000010000000000000001", "000000010000000000000002"] {
             write_ok(d.path(), n, &ok).unwrap();
