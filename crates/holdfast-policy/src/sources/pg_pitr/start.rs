@@ -113,6 +113,15 @@ fn log_tail(path: &Path, n: usize) -> String {
     v.join(" | ")
 }
 
+/// psql errors that mean the server will not let us in (no use waiting).
+const REFUSED: &[&str] = &[
+    "password authentication failed",
+    "no pg_hba.conf entry",
+    "Peer authentication failed",
+    "does not exist",
+    "fe_sendauth: no password supplied",
+];
+
 const NOT_REACHED: &str = "recovery ended before configured recovery target was reached";
 
 /// Start PostgreSQL on `data`, wait until recovery ended, and check it reached `stop`;
@@ -221,6 +230,13 @@ pub fn start_and_wait(
                 Ok(v) if v.trim() == "f" => break 'start,
                 Ok(_) => {}
                 Err(e) => {
+                    // The server runs but refuses us: waiting would not help.
+                    let m = e.to_string();
+                    if REFUSED.iter().any(|r| m.contains(r)) {
+                        return Err(StartError::Short(format!(
+                            "the restored server runs (port {port}) but refuses to answer whether recovery ended: {m} (connect as a superuser its pg_hba.conf lets in over the socket in {host}: set the source's user)"
+                        )));
+                    }
                     if crate::sources::pg_physical::running_postmaster(data).is_none() {
                         if fall_back(&mut s)? {
                             continue 'start;
