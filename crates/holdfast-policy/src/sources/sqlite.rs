@@ -26,6 +26,8 @@ pub struct SqliteSource {
     paths: Vec<PathBuf>,
     /// SQL query run on the restored copy in a drill; passes if its first value is true.
     pub verify: Option<String>,
+    /// Continuous protection (`mode = "continuous"`): WAL frames shipped by `holdfast replicate`.
+    pub wal: Option<super::sqlite_wal::SqliteWal>,
 }
 
 /// Why an SQLite source failed.
@@ -82,12 +84,13 @@ fn sql(what: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> SqliteError {
 
 /// Build from the workload file.
 pub fn build(r: &RawSource, base: &Path) -> Result<Arc<dyn Source>, String> {
-    r.no_mode()?;
     let paths = r.required_paths("Sqlite", base)?;
+    let wal = super::sqlite_wal::settings(r, &paths[0])?;
     Ok(Arc::new(SqliteSource {
         path: paths[0].clone(),
         paths,
         verify: r.verify.clone(),
+        wal,
     }))
 }
 
@@ -266,9 +269,27 @@ impl Source for SqliteSource {
     }
 
     fn describe(&self) -> String {
-        format!(
-            "SQLite online backup of {}",
-            super::path::show_paths(&self.paths)
-        )
+        match &self.wal {
+            Some(w) => format!(
+                "SQLite WAL shipped every {}s by holdfast replicate, on snapshots of {}",
+                w.interval.as_secs(),
+                super::path::show_paths(&self.paths)
+            ),
+            None => format!(
+                "SQLite online backup of {}",
+                super::path::show_paths(&self.paths)
+            ),
+        }
+    }
+
+    fn continuous(&self) -> Option<&dyn super::pitr::Continuous> {
+        self.wal.as_ref().map(|w| w as &dyn super::pitr::Continuous)
+    }
+
+    fn replicator(&self, _name: &str) -> Option<Box<dyn super::pitr::Replicator>> {
+        self.wal.as_ref().map(|w| {
+            Box::new(super::sqlite_wal::SqliteReplicator::new(w.clone()))
+                as Box<dyn super::pitr::Replicator>
+        })
     }
 }

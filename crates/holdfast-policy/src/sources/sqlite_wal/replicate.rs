@@ -1,0 +1,565 @@
+//! `holdfast replicate` for a continuous SQLite source: every round, the WAL frames committed
+//! since the last round are read from the `-wal` file, validated and stored as one log piece;
+//! a read transaction is held between rounds so that no checkpoint can restart the WAL over
+//! frames not yet read. The safety argument is in docs/DESIGN.md ("SQLite continuous
+//! protection").
+
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use holdfast_core::logs::{self, LogKind, NewPiece};
+use holdfast_core::progress::NoProgress;
+use holdfast_core::stream::{self, StreamItem, StreamOptions};
+use holdfast_core::Repository;
+use rusqlite::{Connection, OpenFlags};
+
+use super::frames::{self, Frames, WalId, WalRead, WAL_HEADER};
+use super::{PieceInfo, PieceType, SqliteWal};
+use crate::sources::pitr::{Replicator, Shipped};
+use crate::sources::SourceError;
+
+/// Why a round failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicateError {
+    /// SQLite failed.
+    #[error("{what}: {source}")]
+    Sqlite {
+        /// What was being done.
+        what: String,
+        /// Why.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// Local I/O.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database is not in WAL mode.
+    #[error("{0} is in journal mode {1:?}, not WAL: continuous protection reads the WAL; run `PRAGMA journal_mode=WAL` on it once (it persists)")]
+    NotWal(String, String),
+    /// The database file is gone.
+    #[error("{0} does not exist any more: nothing is shipped until it is back (the replicated log stops here)")]
+    Gone(String),
+    /// The repository failed: nothing of this round was acknowledged.
+    #[error("storing into the repository (nothing of this round counts as shipped): {0}")]
+    Store(#[from] holdfast_core::Error),
+}
+
+fn sq(what: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> ReplicateError {
+    let what = what.into();
+    move |source| ReplicateError::Sqlite { what, source }
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ReplicateError {
+    let what = what.into();
+    move |source| ReplicateError::Io { what, source }
+}
+
+/// A position in the WAL: everything before it has been read.
+#[derive(Debug, Clone, Copy)]
+struct Pos {
+    wal: Option<WalId>,
+    page_size: u32,
+    end: u64,
+    cksum: (u32, u32),
+    db_size: u32,
+}
+
+/// Frames read but not stored yet.
+struct Pending {
+    frames: Frames,
+    last_time: DateTime<Utc>,
+    read_end: DateTime<Utc>,
+}
+
+struct Live {
+    /// A connection with an open read transaction (see the module documentation).
+    held: Connection,
+    generation: String,
+    /// The last stored piece's number.
+    seq: u64,
+    /// After everything read (stored and pending).
+    pos: Pos,
+    /// Position after the last stored piece.
+    stored: Pos,
+    /// The last stored piece's last time.
+    stored_time: DateTime<Utc>,
+    started: Instant,
+    /// (device, inode) of the database file.
+    file: (u64, u64),
+    pending: Vec<Pending>,
+}
+
+/// Ships one SQLite database's WAL (see the module documentation).
+pub struct SqliteReplicator {
+    cfg: SqliteWal,
+    live: Option<Live>,
+    /// The WAL size from which a round checkpoints (by default 1000 pages, as SQLite's
+    /// `wal_autocheckpoint`).
+    checkpoint_pages: u64,
+}
+
+/// What reading the WAL found.
+enum Found {
+    Nothing,
+    New(Frames),
+    Lost(String),
+}
+
+fn open(path: &Path) -> Result<Connection, ReplicateError> {
+    let c = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sq(format!("opening {}", path.display())))?;
+    c.busy_timeout(Duration::from_secs(5))
+        .map_err(sq("setting the busy timeout"))?;
+    Ok(c)
+}
+
+/// A connection with an open read transaction.
+fn reader(path: &Path) -> Result<Connection, ReplicateError> {
+    let c = open(path)?;
+    c.execute_batch("BEGIN")
+        .and_then(|_| c.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(())))
+        .map_err(sq(format!("starting a read transaction on {}", path.display())))?;
+    Ok(c)
+}
+
+fn file_id(path: &Path) -> Result<(u64, u64), ReplicateError> {
+    match std::fs::metadata(path) {
+        Ok(m) => Ok((m.dev(), m.ino())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(ReplicateError::Gone(path.display().to_string()))
+        }
+        Err(e) => Err(io(path.display().to_string())(e)),
+    }
+}
+
+fn generation_id(path: &Path) -> String {
+    let seed = format!(
+        "{}|{}|{}",
+        path.display(),
+        std::process::id(),
+        Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    );
+    blake3::hash(seed.as_bytes()).to_hex()[..16].to_string()
+}
+
+impl SqliteReplicator {
+    /// A replicator for `cfg` (nothing is opened before the first round).
+    pub fn new(cfg: SqliteWal) -> SqliteReplicator {
+        SqliteReplicator {
+            cfg,
+            live: None,
+            checkpoint_pages: 1000,
+        }
+    }
+
+    /// Read what is new in the WAL after `pos`.
+    fn read_new(&self, pos: &Pos) -> Result<Found, ReplicateError> {
+        let path = &self.cfg.path;
+        let what = || format!("reading the WAL of {}", path.display());
+        let h = match frames::read_header(path).map_err(io(what()))? {
+            WalRead::Empty => return Ok(Found::Nothing),
+            WalRead::Wal(h) => h,
+        };
+        if h.id.page_size != pos.page_size {
+            return Ok(Found::Lost(format!(
+                "the page size changed from {} to {} (VACUUM)",
+                pos.page_size, h.id.page_size
+            )));
+        }
+        let f = if Some(h.id) == pos.wal {
+            frames::read_frames(path, h.id, pos.end, pos.cksum).map_err(io(what()))?
+        } else if pos
+            .wal
+            .is_none_or(|p| h.id.ckpt == p.ckpt.wrapping_add(1) && h.id.salt1 == p.salt1.wrapping_add(1))
+        {
+            // The WAL restarted once since the last read: it only overwrote frames that had
+            // been read (a reader was held throughout), so it continues the chain.
+            frames::read_frames(path, h.id, WAL_HEADER, h.cksum).map_err(io(what()))?
+        } else {
+            let old = pos.wal.map(|p| p.ckpt).unwrap_or_default();
+            return Ok(Found::Lost(format!(
+                "the WAL was reset without holdfast (checkpoint sequence {old} → {})",
+                h.id.ckpt
+            )));
+        };
+        Ok(if f.bytes.is_empty() {
+            Found::Nothing
+        } else {
+            Found::New(f)
+        })
+    }
+
+    /// Start a generation: under the write lock (for a moment), note the WAL's end and open
+    /// a read transaction there; then snapshot the database inside that transaction and store
+    /// it with a start piece naming it.
+    fn new_generation(&mut self, repo: &Repository, why: &str) -> Result<Shipped, ReplicateError> {
+        self.live = None;
+        let path = self.cfg.path.clone();
+        let file = file_id(&path)?;
+        let w = open(&path)?;
+        let mode: String = w
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .map_err(sq("PRAGMA journal_mode"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(ReplicateError::NotWal(path.display().to_string(), mode));
+        }
+        w.execute_batch("BEGIN IMMEDIATE")
+            .map_err(sq("taking the write lock for a moment (BEGIN IMMEDIATE)"))?;
+        let t0 = Utc::now();
+        let r = reader(&path)?;
+        let page_size: u32 = r
+            .query_row("PRAGMA page_size", [], |x| x.get(0))
+            .map_err(sq("PRAGMA page_size"))?;
+        let what = || format!("reading the WAL of {}", path.display());
+        let mut pos = Pos {
+            wal: None,
+            page_size,
+            end: 0,
+            cksum: (0, 0),
+            db_size: 0,
+        };
+        if let WalRead::Wal(h) = frames::read_header(&path).map_err(io(what()))? {
+            let f = frames::read_frames(&path, h.id, WAL_HEADER, h.cksum).map_err(io(what()))?;
+            pos.wal = Some(h.id);
+            (pos.end, pos.cksum) = if f.bytes.is_empty() {
+                (WAL_HEADER, h.cksum)
+            } else {
+                (f.end, f.cksum_end)
+            };
+        }
+        w.execute_batch("ROLLBACK").map_err(sq("ROLLBACK"))?;
+        drop(w);
+        pos.db_size = r
+            .query_row("PRAGMA page_count", [], |x| x.get(0))
+            .map_err(sq("PRAGMA page_count"))?;
+        // The snapshot, read inside the held transaction: exactly the state at `pos`.
+        let dir = tempfile::Builder::new()
+            .prefix("holdfast-sqlite-gen-")
+            .tempdir()
+            .map_err(io("scratch directory"))?;
+        let copy = dir.path().join("copy.sqlite");
+        {
+            let mut to = Connection::open(&copy).map_err(sq(copy.display().to_string()))?;
+            let b = rusqlite::backup::Backup::new(&r, &mut to)
+                .map_err(sq("snapshot through the backup API"))?;
+            b.step(-1).map_err(sq("snapshot through the backup API"))?;
+        }
+        let name = self.cfg.name.clone();
+        let f = File::open(&copy).map_err(io(copy.display().to_string()))?;
+        let bytes = f.metadata().map(|m| m.len()).unwrap_or_default();
+        let base_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "db.sqlite".into());
+        let opts = StreamOptions {
+            dir: name.clone(),
+            label: format!("sqlite:{name}"),
+            source: Some(name.clone()),
+            tags: vec!["sqlite-generation".into()],
+            time: Some(t0),
+            log: None,
+        };
+        let items = vec![StreamItem {
+            name: base_name,
+            reader: Box::new(f),
+            finish: Box::new(|| Ok(())),
+        }];
+        let (base, _) = stream::backup_streams(repo, &opts, items, &NoProgress)?;
+        let generation = generation_id(&path);
+        let info = PieceInfo {
+            kind: PieceType::Start,
+            generation: generation.clone(),
+            seq: 0,
+            wal: pos.wal,
+            page_size,
+            start: pos.end,
+            end: pos.end,
+            cksum: pos.cksum,
+            cksum_end: pos.cksum,
+            db_size: pos.db_size,
+            read_end: t0,
+            last_time: t0,
+            base: Some(base.to_hex()),
+        };
+        store(repo, &name, vec![(info, Vec::new(), t0)])?;
+        self.live = Some(Live {
+            held: r,
+            generation: generation.clone(),
+            seq: 0,
+            pos,
+            stored: pos,
+            stored_time: t0,
+            started: Instant::now(),
+            file,
+            pending: Vec::new(),
+        });
+        Ok(Shipped {
+            pieces: 1,
+            bytes,
+            messages: vec![format!(
+                "generation {generation} started ({why}): snapshot {} at WAL offset {}",
+                base.short(),
+                pos.end
+            )],
+        })
+    }
+
+    /// One round after the first.
+    fn ship(&mut self, repo: &Repository) -> Result<Shipped, ReplicateError> {
+        let path = self.cfg.path.clone();
+        let file = file_id(&path)?;
+        let live = self.live.as_ref().expect("a live generation");
+        if file != live.file {
+            return self.new_generation(repo, "the database file was replaced");
+        }
+        if live.started.elapsed() >= self.cfg.snapshot_every {
+            return self.new_generation(repo, "periodic snapshot");
+        }
+        // The next read transaction first, then read: a checkpoint can only restart the WAL
+        // over frames present when it began, and those are read below.
+        let next = reader(&path)?;
+        let t = Utc::now();
+        let found = self.read_new(&live.pos)?;
+        let read_end = Utc::now();
+        let live = self.live.as_mut().expect("a live generation");
+        match found {
+            Found::Lost(why) => {
+                drop(next);
+                if !live.pending.is_empty() {
+                    // Store what was read before the loss first: the old chain stays whole up
+                    // to there.
+                    let _ = store_pending(repo, &self.cfg.name, live, t);
+                }
+                return self.new_generation(repo, &why);
+            }
+            Found::New(f) => {
+                live.pos = Pos {
+                    wal: Some(f.id),
+                    page_size: live.pos.page_size,
+                    end: f.end,
+                    cksum: f.cksum_end,
+                    db_size: f.db_size,
+                };
+                live.pending.push(Pending {
+                    frames: f,
+                    last_time: t,
+                    read_end,
+                });
+            }
+            Found::Nothing => {
+                if let Some(p) = live.pending.last_mut() {
+                    // Nothing after it at `t`: every commit before `t` is in it or earlier.
+                    p.last_time = t;
+                }
+            }
+        }
+        let mut shipped = Shipped::default();
+        if !live.pending.is_empty() {
+            // On failure the new reader is dropped and the old one kept (it protects more).
+            let (n, bytes) = store_pending(repo, &self.cfg.name, live, t)?;
+            shipped.pieces = n;
+            shipped.bytes = bytes;
+        } else if t - live.stored_time >= chrono::Duration::from_std(self.cfg.heartbeat).unwrap_or_default() {
+            let info = PieceInfo {
+                kind: PieceType::Heartbeat,
+                generation: live.generation.clone(),
+                seq: live.seq + 1,
+                wal: live.stored.wal,
+                page_size: live.stored.page_size,
+                start: live.stored.end,
+                end: live.stored.end,
+                cksum: live.stored.cksum,
+                cksum_end: live.stored.cksum,
+                db_size: live.stored.db_size,
+                read_end,
+                last_time: t,
+                base: None,
+            };
+            store(repo, &self.cfg.name, vec![(info, Vec::new(), live.stored_time)])?;
+            live.seq += 1;
+            live.stored_time = t;
+            shipped.pieces = 1;
+            shipped.messages.push("heartbeat: nothing changed".into());
+        }
+        live.held = next;
+        if let Some(m) = self.checkpoint()? {
+            shipped.messages.push(m);
+        }
+        Ok(shipped)
+    }
+
+    /// When the WAL has grown past the threshold: for a moment under the write lock, read
+    /// its tail (kept pending), release the held reader, checkpoint (PASSIVE), and open the
+    /// next reader on the fully checkpointed WAL, so that the application's next write can
+    /// restart the WAL from its beginning. Skipped (for a later round) when the write lock
+    /// is busy.
+    fn checkpoint(&mut self) -> Result<Option<String>, ReplicateError> {
+        let path = self.cfg.path.clone();
+        let wal_len = std::fs::metadata(frames::wal_path(&path))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let live = self.live.as_ref().expect("a live generation");
+        let fsz = 24 + u64::from(live.pos.page_size);
+        if wal_len < WAL_HEADER + self.checkpoint_pages * fsz {
+            return Ok(None);
+        }
+        let w = open(&path)?;
+        w.busy_timeout(Duration::from_millis(200))
+            .map_err(sq("setting the busy timeout"))?;
+        if w.execute_batch("BEGIN IMMEDIATE").is_err() {
+            return Ok(Some("checkpoint skipped: the database is being written".into()));
+        }
+        let t = Utc::now();
+        let found = self.read_new(&live.pos)?;
+        let live = self.live.as_mut().expect("a live generation");
+        match found {
+            Found::New(f) => {
+                live.pos = Pos {
+                    wal: Some(f.id),
+                    page_size: live.pos.page_size,
+                    end: f.end,
+                    cksum: f.cksum_end,
+                    db_size: f.db_size,
+                };
+                live.pending.push(Pending {
+                    frames: f,
+                    last_time: t,
+                    read_end: t,
+                });
+            }
+            Found::Nothing => {}
+            Found::Lost(_) => return Ok(None), // the next round starts a new generation
+        }
+        // The WAL cannot change while the write lock is held: everything in it is read.
+        let c = open(&path)?;
+        let (busy, log, done): (i64, i64, i64) = c
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(sq("PRAGMA wal_checkpoint(PASSIVE)"))?;
+        drop(c);
+        let next = reader(&path)?;
+        live.held = next;
+        w.execute_batch("ROLLBACK").map_err(sq("ROLLBACK"))?;
+        Ok(Some(format!(
+            "checkpoint (PASSIVE): {done} of {log} frames{}",
+            if busy != 0 { ", busy" } else { "" }
+        )))
+    }
+}
+
+/// Store the pending frames as pieces of one batch; on success they count as shipped.
+fn store_pending(
+    repo: &Repository,
+    name: &str,
+    live: &mut Live,
+    t: DateTime<Utc>,
+) -> Result<(usize, u64), ReplicateError> {
+    let _ = t;
+    let mut pieces = Vec::new();
+    let mut first = live.stored_time;
+    let mut seq = live.seq;
+    let mut at = live.stored;
+    for p in &live.pending {
+        seq += 1;
+        let info = PieceInfo {
+            kind: PieceType::Frames,
+            generation: live.generation.clone(),
+            seq,
+            wal: Some(p.frames.id),
+            page_size: at.page_size,
+            start: p.frames.start,
+            end: p.frames.end,
+            cksum: p.frames.cksum_start,
+            cksum_end: p.frames.cksum_end,
+            db_size: p.frames.db_size,
+            read_end: p.read_end,
+            last_time: p.last_time,
+            base: None,
+        };
+        at = Pos {
+            wal: Some(p.frames.id),
+            page_size: at.page_size,
+            end: p.frames.end,
+            cksum: p.frames.cksum_end,
+            db_size: p.frames.db_size,
+        };
+        pieces.push((info, p.frames.bytes.clone(), first));
+        first = p.last_time;
+    }
+    let bytes: u64 = pieces.iter().map(|(_, b, _)| b.len() as u64).sum();
+    let n = pieces.len();
+    let last = live.pending.last().map(|p| p.last_time).unwrap_or(first);
+    store(repo, name, pieces)?;
+    live.seq = seq;
+    live.stored = at;
+    live.stored_time = last;
+    live.pending.clear();
+    Ok((n, bytes))
+}
+
+/// Store pieces `(info, bytes, first_time)` as one batch (durable when it returns).
+fn store(
+    repo: &Repository,
+    name: &str,
+    pieces: Vec<(PieceInfo, Vec<u8>, DateTime<Utc>)>,
+) -> Result<(), ReplicateError> {
+    let new: Vec<NewPiece> = pieces
+        .iter()
+        .map(|(info, bytes, first)| {
+            let kind = match info.kind {
+                PieceType::Start => "start",
+                PieceType::Frames => "frames",
+                PieceType::Heartbeat => "heartbeat",
+            };
+            let pname = format!("{}-{:010}-{kind}", info.generation, info.seq);
+            let mut p = NewPiece::from_bytes(&pname, bytes);
+            p.piece.first_time = Some(*first);
+            p.piece.last_time = Some(info.last_time);
+            p.piece.meta = info.meta();
+            p
+        })
+        .collect();
+    logs::append(repo, name, LogKind::SqliteWal, &[], new, &NoProgress)?;
+    Ok(())
+}
+
+impl Replicator for SqliteReplicator {
+    fn describe(&self) -> String {
+        format!(
+            "SQLite WAL frames of {} every {}s (heartbeat {}s)",
+            self.cfg.path.display(),
+            self.cfg.interval.as_secs_f64(),
+            self.cfg.heartbeat.as_secs()
+        )
+    }
+
+    fn interval(&self) -> Duration {
+        self.cfg.interval
+    }
+
+    fn round(&mut self, repo: &Repository) -> Result<Shipped, SourceError> {
+        let r = if self.live.is_none() {
+            self.new_generation(repo, "replication started")
+        } else {
+            self.ship(repo)
+        };
+        r.map_err(|e| SourceError::new("sqlite", e))
+    }
+
+    fn stop(&mut self) {
+        self.live = None;
+    }
+}
