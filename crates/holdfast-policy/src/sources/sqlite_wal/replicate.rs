@@ -130,7 +130,10 @@ fn reader(path: &Path) -> Result<Connection, ReplicateError> {
     let c = open(path)?;
     c.execute_batch("BEGIN")
         .and_then(|_| c.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(())))
-        .map_err(sq(format!("starting a read transaction on {}", path.display())))?;
+        .map_err(sq(format!(
+            "starting a read transaction on {}",
+            path.display()
+        )))?;
     Ok(c)
 }
 
@@ -180,19 +183,25 @@ impl SqliteReplicator {
         }
         let f = if Some(h.id) == pos.wal {
             frames::read_frames(path, h.id, pos.end, pos.cksum).map_err(io(what()))?
-        } else if pos
-            .wal
-            .is_none_or(|p| h.id.ckpt == p.ckpt.wrapping_add(1) && h.id.salt1 == p.salt1.wrapping_add(1))
-        {
-            // The WAL restarted once since the last read: it only overwrote frames that had
-            // been read (a reader was held throughout), so it continues the chain.
-            frames::read_frames(path, h.id, WAL_HEADER, h.cksum).map_err(io(what()))?
         } else {
-            let old = pos.wal.map(|p| p.ckpt).unwrap_or_default();
-            return Ok(Found::Lost(format!(
-                "the WAL was reset without holdfast (checkpoint sequence {old} → {})",
-                h.id.ckpt
-            )));
+            // A new WAL (new salts): it restarted once since the last read, and a restart only
+            // overwrites frames present when the held reader began, which were read (see
+            // DESIGN.md). The checkpoint sequence and salt 1 are not evidence either way: a
+            // connection that did not run the checkpoint writes its own. As a further check,
+            // committed frames of the old WAL after what was read, still in the file beyond
+            // the new WAL, mean the old WAL was not read to its end.
+            if let Some(old) = pos.wal {
+                let missed =
+                    frames::read_frames(path, old, pos.end, pos.cksum).map_err(io(what()))?;
+                if !missed.bytes.is_empty() {
+                    return Ok(Found::Lost(format!(
+                        "the WAL restarted while {} committed frames after offset {} were not read",
+                        missed.count(),
+                        pos.end
+                    )));
+                }
+            }
+            frames::read_frames(path, h.id, WAL_HEADER, h.cksum).map_err(io(what()))?
         };
         Ok(if f.bytes.is_empty() {
             Found::Nothing
@@ -371,7 +380,9 @@ impl SqliteReplicator {
             let (n, bytes) = store_pending(repo, &self.cfg.name, live, t)?;
             shipped.pieces = n;
             shipped.bytes = bytes;
-        } else if t - live.stored_time >= chrono::Duration::from_std(self.cfg.heartbeat).unwrap_or_default() {
+        } else if t - live.stored_time
+            >= chrono::Duration::from_std(self.cfg.heartbeat).unwrap_or_default()
+        {
             let info = PieceInfo {
                 kind: PieceType::Heartbeat,
                 generation: live.generation.clone(),
@@ -387,7 +398,11 @@ impl SqliteReplicator {
                 last_time: t,
                 base: None,
             };
-            store(repo, &self.cfg.name, vec![(info, Vec::new(), live.stored_time)])?;
+            store(
+                repo,
+                &self.cfg.name,
+                vec![(info, Vec::new(), live.stored_time)],
+            )?;
             live.seq += 1;
             live.stored_time = t;
             shipped.pieces = 1;
@@ -407,19 +422,19 @@ impl SqliteReplicator {
     /// is busy.
     fn checkpoint(&mut self) -> Result<Option<String>, ReplicateError> {
         let path = self.cfg.path.clone();
-        let wal_len = std::fs::metadata(frames::wal_path(&path))
-            .map(|m| m.len())
-            .unwrap_or(0);
         let live = self.live.as_ref().expect("a live generation");
         let fsz = 24 + u64::from(live.pos.page_size);
-        if wal_len < WAL_HEADER + self.checkpoint_pages * fsz {
+        // What the current WAL holds (its file keeps its size after a restart).
+        if live.pos.end < WAL_HEADER + self.checkpoint_pages * fsz {
             return Ok(None);
         }
         let w = open(&path)?;
         w.busy_timeout(Duration::from_millis(200))
             .map_err(sq("setting the busy timeout"))?;
         if w.execute_batch("BEGIN IMMEDIATE").is_err() {
-            return Ok(Some("checkpoint skipped: the database is being written".into()));
+            return Ok(Some(
+                "checkpoint skipped: the database is being written".into(),
+            ));
         }
         let t = Utc::now();
         let found = self.read_new(&live.pos)?;

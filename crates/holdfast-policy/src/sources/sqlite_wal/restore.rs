@@ -29,7 +29,9 @@ pub enum PitrError {
     #[error("no generation of this source has its snapshot in the repository: run `holdfast replicate` (it starts one)")]
     Nothing,
     /// The target is before every snapshot.
-    #[error("{target} is before the oldest snapshot of a generation ({from}): restore to a later time")]
+    #[error(
+        "{target} is before the oldest snapshot of a generation ({from}): restore to a later time"
+    )]
     TooEarly {
         /// Asked for.
         target: DateTime<Utc>,
@@ -135,7 +137,10 @@ pub fn restore_at(job: &PitrRestore) -> Result<PitrRestored, PitrError> {
         .iter()
         .take_while(|(_, _, i)| i.read_end <= limit)
         .collect();
-    let reached_log = apply.last().map(|(_, _, i)| i.last_time).unwrap_or(start.last_time);
+    let reached_log = apply
+        .last()
+        .map(|(_, _, i)| i.last_time)
+        .unwrap_or(start.last_time);
     let reached = t.map_or(reached_log, |t| reached_log.min(t));
     let (index, _) = job.repo.load_index()?;
     let files = stream::list_files(job.repo, &index, &base.snapshot.tree)?;
@@ -143,7 +148,10 @@ pub fn restore_at(job: &PitrRestore) -> Result<PitrRestored, PitrError> {
         .first()
         .ok_or_else(|| corrupt("the generation's snapshot", "it holds no database file"))?;
     let path = format!("{d}/{f}");
-    let frames_n: u64 = apply.iter().map(|(_, p, i)| p.size / (24 + u64::from(i.page_size))).sum();
+    let frames_n: u64 = apply
+        .iter()
+        .map(|(_, p, i)| p.size / (24 + u64::from(i.page_size)))
+        .sum();
     let done = sqlite_restore::restore(&into, job.replace, |out| {
         stream::read_file(job.repo, &index, &base.snapshot.tree, &path, out)?;
         let len = out
@@ -173,7 +181,9 @@ pub fn restore_at(job: &PitrRestore) -> Result<PitrRestored, PitrError> {
             }
             let mut buf = Vec::with_capacity(piece.size as usize);
             logs::read_piece(job.repo, &index, batch, &piece.name, &mut buf)?;
-            let wal = info.wal.ok_or_else(|| corrupt(&piece.name, "frames without a WAL"))?;
+            let wal = info
+                .wal
+                .ok_or_else(|| corrupt(&piece.name, "frames without a WAL"))?;
             frames::apply(out, wal, info.start, info.cksum, &buf)
                 .map_err(|e| corrupt(&format!("log piece {}", piece.name), e))?;
         }

@@ -58,7 +58,13 @@ struct Gen {
 }
 
 impl Gen {
-    fn start(id: &str, base: &SnapshotEntry, w: Option<WalId>, end: u64, time: i64) -> (Gen, Piece) {
+    fn start(
+        id: &str,
+        base: &SnapshotEntry,
+        w: Option<WalId>,
+        end: u64,
+        time: i64,
+    ) -> (Gen, Piece) {
         let info = PieceInfo {
             kind: PieceType::Start,
             generation: id.into(),
@@ -90,13 +96,28 @@ impl Gen {
             Some(w) => (Some(w), 32, header_cksum(w)),
             None => (self.at.wal, self.at.end, self.at.cksum_end),
         };
-        self.push(PieceType::Frames, wal, start, start + frames * FS, cksum, time)
+        self.push(
+            PieceType::Frames,
+            wal,
+            start,
+            start + frames * FS,
+            cksum,
+            time,
+        )
     }
     fn heartbeat(&mut self, time: i64) -> Piece {
         let (w, e, c) = (self.at.wal, self.at.end, self.at.cksum_end);
         self.push(PieceType::Heartbeat, w, e, e, c, time)
     }
-    fn push(&mut self, kind: PieceType, wal: Option<WalId>, start: u64, end: u64, cksum: (u32, u32), time: i64) -> Piece {
+    fn push(
+        &mut self,
+        kind: PieceType,
+        wal: Option<WalId>,
+        start: u64,
+        end: u64,
+        cksum: (u32, u32),
+        time: i64,
+    ) -> Piece {
         self.seq += 1;
         let first = self.at.last_time;
         self.at = PieceInfo {
@@ -197,14 +218,17 @@ fn window_table() {
             problems: 0,
         },
         Case {
-            name: "a restart of the WAL (checkpoint sequence and salt 1 plus one) continues",
+            name: "a restart of the WAL (new salts, from its header) continues",
             build: || {
                 let base = snap(t(0), None);
                 let (mut g, p0) = Gen::start("g1", &base, Some(wal(3, 10)), 32, 0);
                 let p1 = g.frames(2, None, 1);
-                let p2 = g.frames(3, Some(wal(4, 11)), 2);
+                let p2 = g.frames(3, Some(wal(0, 5151)), 2);
                 let p3 = g.frames(1, None, 3);
-                (vec![base], vec![batch(vec![p0]), batch(vec![p1, p2]), batch(vec![p3])])
+                (
+                    vec![base],
+                    vec![batch(vec![p0]), batch(vec![p1, p2]), batch(vec![p3])],
+                )
             },
             from: Some(0),
             to: Some(3),
@@ -212,12 +236,16 @@ fn window_table() {
             problems: 0,
         },
         Case {
-            name: "two restarts unseen is a gap",
+            name: "a new WAL's frames not from its beginning are a gap",
             build: || {
                 let base = snap(t(0), None);
                 let (mut g, p0) = Gen::start("g1", &base, Some(wal(3, 10)), 32, 0);
                 let p1 = g.frames(2, None, 1);
-                let p2 = g.frames(3, Some(wal(5, 12)), 2);
+                let mut p2 = g.frames(3, Some(wal(0, 4711)), 2);
+                let mut info = PieceInfo::parse(&p2).unwrap();
+                info.start += FS;
+                info.end += FS;
+                p2.meta = info.meta();
                 (vec![base], vec![batch(vec![p0, p1, p2])])
             },
             from: Some(0),
@@ -274,7 +302,10 @@ fn window_table() {
                 let p1 = g1.frames(2, None, 10);
                 let (mut g2, q0) = Gen::start("g2", &b2, Some(wal(9, 20)), 32, 100);
                 let q1 = g2.frames(2, None, 101);
-                (vec![b1, b2], vec![batch(vec![p0, p1]), batch(vec![q0]), batch(vec![q1])])
+                (
+                    vec![b1, b2],
+                    vec![batch(vec![p0, p1]), batch(vec![q0]), batch(vec![q1])],
+                )
             },
             from: Some(0),
             to: Some(101),
@@ -307,7 +338,11 @@ fn window_table() {
                 other.blake3 = format!("{:064}", 7);
                 (
                     vec![base],
-                    vec![batch(vec![p0, p1.clone()]), batch(vec![p1]), batch(vec![other])],
+                    vec![
+                        batch(vec![p0, p1.clone()]),
+                        batch(vec![p1]),
+                        batch(vec![other]),
+                    ],
                 )
             },
             from: Some(0),
@@ -364,9 +399,8 @@ fn window_table() {
 fn settings_of_an_sqlite_source() {
     use crate::config::Workload;
     let parse = |extra: &str| {
-        let text = format!(
-            "[[source]]\nname = \"s\"\nkind = \"sqlite\"\npath = \"/x.db\"\n{extra}"
-        );
+        let text =
+            format!("[[source]]\nname = \"s\"\nkind = \"sqlite\"\npath = \"/x.db\"\n{extra}");
         Workload::parse(std::path::Path::new("/w.toml"), &text)
     };
     let w = parse("mode = \"continuous\"\n").unwrap();
@@ -383,9 +417,15 @@ fn settings_of_an_sqlite_source() {
     let w = parse("").unwrap();
     assert!(w.sources[0].driver().continuous().is_none());
     for (extra, says) in [
-        ("[source.log]\ninterval = \"5s\"\n", "add mode = \"continuous\""),
+        (
+            "[source.log]\ninterval = \"5s\"\n",
+            "add mode = \"continuous\"",
+        ),
         ("mode = \"physical\"\n", "not one of an sqlite source's"),
-        ("mode = \"continuous\"\n[source.log]\nstreaming = true\n", "only interval and heartbeat"),
+        (
+            "mode = \"continuous\"\n[source.log]\nstreaming = true\n",
+            "only interval and heartbeat",
+        ),
     ] {
         let e = parse(extra).unwrap_err().to_string();
         assert!(e.contains(says), "{extra}: {e}");
