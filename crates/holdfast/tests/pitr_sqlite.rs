@@ -424,16 +424,29 @@ fn an_idle_database_heartbeats_and_a_stalled_replicator_shows() {
         x.to.unwrap() > Utc::now() - chrono::Duration::seconds(3)
     });
     assert!(resumed.whole(), "{resumed:?}");
-    writer.finish();
-    std::thread::sleep(Duration::from_millis(2500));
     let mut rep = rep;
     rep.kill().unwrap();
     rep.wait().unwrap();
-    // Killed: the window stays where the last stored piece put it.
+    // Killed: the window stays where the last stored piece put it, while the writer goes on.
     let dead = w.window().to.unwrap();
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(w.window().to.unwrap(), dead);
+    // Started again: it continues the same generation (the WAL was not restarted meanwhile),
+    // so the window has no hole.
+    let rep = w.replicate();
+    w.wait_for_window("catching up again", |x| {
+        x.to.unwrap() > Utc::now() - chrono::Duration::seconds(3)
+    });
+    writer.finish();
+    std::thread::sleep(Duration::from_millis(2500));
+    stop(rep);
+    let log = w.log();
+    assert!(log.contains("resumed at WAL offset"), "{log}");
+    let win = w.window();
+    assert!(win.whole() && win.bases == 1, "{win:?}\n{log}");
     let out = w.path("latest.db");
     w.restore("latest", &out).unwrap();
-    assert_eq!(rows(&out), rows(&w.db()));
+    let want = rows(&w.db());
+    assert!(want.len() > 50, "{}", want.len());
+    assert_eq!(rows(&out), want);
 }

@@ -325,6 +325,72 @@ impl SqliteReplicator {
         })
     }
 
+    /// Continue this host's newest generation where its last stored piece ends, if the WAL
+    /// it is in is still there (the same salts: not restarted since, so every frame after
+    /// the piece is still in it); `None` when a new generation must start.
+    fn resume(&mut self, repo: &Repository) -> Result<Option<String>, ReplicateError> {
+        let name = self.cfg.name.clone();
+        let me = holdfast_core::util::hostname();
+        let (all, _) = holdfast_core::snapshot::load_all(repo)?;
+        let bases: Vec<_> = all
+            .iter()
+            .filter(|e| e.snapshot.complete && e.snapshot.hostname == me)
+            .filter(|e| e.snapshot.source.as_deref() == Some(name.as_str()))
+            .collect();
+        let batches: Vec<_> = logs::batches(&all, &name, LogKind::SqliteWal)
+            .into_iter()
+            .filter(|(e, _)| e.snapshot.hostname == me)
+            .collect();
+        let mut problems = Vec::new();
+        let gens = super::generations(&bases, &batches, &mut problems);
+        let Some(g) = gens.iter().rev().find(|g| g.base.is_some()) else {
+            return Ok(None);
+        };
+        let Some((_, _, last)) = g.chain.last() else {
+            return Ok(None);
+        };
+        let newer = gens.iter().any(|x| x.from() > g.from());
+        if g.broken.is_some() || newer || problems.iter().any(|p| p.contains(&g.id)) {
+            return Ok(None);
+        }
+        let path = self.cfg.path.clone();
+        let file = file_id(&path)?;
+        let w = open(&path)?;
+        w.execute_batch("BEGIN IMMEDIATE")
+            .map_err(sq("taking the write lock for a moment (BEGIN IMMEDIATE)"))?;
+        let r = reader(&path)?;
+        let same = match frames::read_header(&path).map_err(io(path.display().to_string()))? {
+            WalRead::Wal(h) => last.wal == Some(h.id),
+            WalRead::Empty => false,
+        };
+        w.execute_batch("ROLLBACK").map_err(sq("ROLLBACK"))?;
+        if !same {
+            return Ok(None);
+        }
+        let pos = Pos {
+            wal: last.wal,
+            page_size: last.page_size,
+            end: last.end,
+            cksum: last.cksum_end,
+            db_size: last.db_size,
+        };
+        self.live = Some(Live {
+            held: r,
+            generation: g.id.clone(),
+            seq: last.seq,
+            pos,
+            stored: pos,
+            stored_time: last.last_time,
+            started: Instant::now(),
+            file,
+            pending: Vec::new(),
+        });
+        Ok(Some(format!(
+            "generation {} resumed at WAL offset {} (the WAL was not restarted since its piece {})",
+            g.id, last.end, last.seq
+        )))
+    }
+
     /// One round after the first.
     fn ship(&mut self, repo: &Repository) -> Result<Shipped, ReplicateError> {
         let path = self.cfg.path.clone();
@@ -566,10 +632,17 @@ impl Replicator for SqliteReplicator {
     }
 
     fn round(&mut self, repo: &Repository) -> Result<Shipped, SourceError> {
-        let r = if self.live.is_none() {
-            self.new_generation(repo, "replication started")
-        } else {
+        let r = if self.live.is_some() {
             self.ship(repo)
+        } else {
+            match self.resume(repo) {
+                Ok(Some(m)) => self.ship(repo).map(|mut s| {
+                    s.messages.insert(0, m);
+                    s
+                }),
+                Ok(None) => self.new_generation(repo, "replication started"),
+                Err(e) => Err(e),
+            }
         };
         r.map_err(|e| SourceError::new("sqlite", e))
     }
