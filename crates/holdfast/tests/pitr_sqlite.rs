@@ -108,6 +108,19 @@ impl W {
         let batches = holdfast_core::logs::batches(&all, "db", c.log_kind());
         c.window(&bases, &batches)
     }
+    /// Frames pieces shipped and their bytes (raw WAL frames, before compression).
+    fn shipped(&self) -> (usize, u64) {
+        let storage = Arc::new(holdfast_backend_local::LocalStorage::new(self.path("repo")));
+        let repo = holdfast_core::Repository::open(storage, b"pw").unwrap();
+        let (all, _) = snapshot::load_all(&repo).unwrap();
+        let p: Vec<u64> = all
+            .iter()
+            .flat_map(|e| e.snapshot.log.iter().flat_map(|l| &l.pieces))
+            .filter(|p| p.size > 0)
+            .map(|p| p.size)
+            .collect();
+        (p.len(), p.iter().sum())
+    }
     /// How many WALs (distinct salts) the shipped pieces are in.
     fn wals(&self) -> usize {
         let storage = Arc::new(holdfast_backend_local::LocalStorage::new(self.path("repo")));
@@ -245,6 +258,14 @@ fn a_killed_writer_and_a_deleted_database_restore_to_latest_and_to_earlier_times
     stop(rep);
     assert!(w.log().contains("does not exist any more"), "{}", w.log());
     assert!(before.len() >= 60, "{} rows written", before.len());
+    let (n, bytes) = w.shipped();
+    eprintln!(
+        "{} rows in {} frames pieces, {} bytes of frames ({} per piece)",
+        before.len(),
+        n,
+        bytes,
+        bytes / n.max(1) as u64
+    );
 
     let out = w.path("latest.db");
     let r = w
