@@ -180,10 +180,11 @@ impl PieceInfo {
             base: m.get("base").cloned(),
         };
         let fsz = 24 + u64::from(page_size);
-        let ok = page_size.is_power_of_two()
+        let ok = p.size <= frames::MAX_READ
+            && page_size.is_power_of_two()
             && (512..=65536).contains(&page_size)
             && info.end >= info.start
-            && (info.end - info.start) % fsz == 0
+            && (info.end - info.start).is_multiple_of(fsz)
             && (info.end - info.start) == p.size
             && (info.kind == PieceType::Frames) == (p.size > 0)
             && (info.kind == PieceType::Start) == (info.seq == 0)
