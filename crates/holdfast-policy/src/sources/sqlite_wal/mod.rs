@@ -47,6 +47,8 @@ pub struct SqliteWal {
 pub enum PieceType {
     /// The start of a generation: names its snapshot and the WAL position it is at.
     Start,
+    /// A later snapshot in the same generation (periodic), at the WAL position it names.
+    Snapshot,
     /// WAL frames (whole commit groups).
     Frames,
     /// Nothing changed up to its last time.
@@ -95,6 +97,7 @@ impl PieceInfo {
         let mut m = BTreeMap::new();
         let kind = match self.kind {
             PieceType::Start => "start",
+            PieceType::Snapshot => "snapshot",
             PieceType::Frames => "frames",
             PieceType::Heartbeat => "heartbeat",
         };
@@ -141,6 +144,7 @@ impl PieceInfo {
         };
         let kind = match get("type")? {
             "start" => PieceType::Start,
+            "snapshot" => PieceType::Snapshot,
             "frames" => PieceType::Frames,
             "heartbeat" => PieceType::Heartbeat,
             t => return Err(format!("piece {}: unknown type {t:?}", p.name)),
@@ -188,7 +192,7 @@ impl PieceInfo {
             && (info.end - info.start) == p.size
             && (info.kind == PieceType::Frames) == (p.size > 0)
             && (info.kind == PieceType::Start) == (info.seq == 0)
-            && (info.kind != PieceType::Start || info.base.is_some());
+            && matches!(info.kind, PieceType::Start | PieceType::Snapshot) == info.base.is_some();
         if !ok {
             return Err(format!(
                 "piece {}: its WAL offsets, size and type do not agree",
@@ -231,8 +235,9 @@ pub struct Generation<'a> {
     pub id: String,
     /// Its start piece (seq 0), if stored.
     pub start: Option<PieceInfo>,
-    /// Its snapshot, if it is among the usable bases.
-    pub base: Option<&'a SnapshotEntry>,
+    /// Its snapshots that are among the usable bases: (index in `chain`, snapshot), oldest
+    /// first (the start's, and periodic ones).
+    pub points: Vec<(usize, &'a SnapshotEntry)>,
     /// The unbroken chain from the start: (batch, piece, info).
     pub chain: Vec<(&'a SnapshotEntry, &'a Piece, PieceInfo)>,
     /// Where the chain breaks, if it does: the first missing piece's number and WAL offset.
@@ -240,9 +245,17 @@ pub struct Generation<'a> {
 }
 
 impl Generation<'_> {
-    /// The instant its snapshot is at.
-    pub fn from(&self) -> Option<DateTime<Utc>> {
+    /// When it started (its start piece's time).
+    pub fn started(&self) -> Option<DateTime<Utc>> {
         self.start.as_ref().map(|s| s.last_time)
+    }
+    /// The instant its oldest usable snapshot is at.
+    pub fn from(&self) -> Option<DateTime<Utc>> {
+        self.points.first().map(|(i, _)| self.chain[*i].2.last_time)
+    }
+    /// Whether it can be restored from (it has a usable snapshot).
+    pub fn usable(&self) -> bool {
+        !self.points.is_empty()
     }
     /// The newest instant its unbroken chain reaches.
     pub fn to(&self) -> Option<DateTime<Utc>> {
@@ -288,12 +301,6 @@ pub fn generations<'a>(
         .into_iter()
         .map(|(id, found)| {
             let start = found.get(&0).map(|(_, _, i)| i.clone());
-            let base = start.as_ref().and_then(|s| {
-                bases
-                    .iter()
-                    .find(|b| Some(b.id.to_hex()) == s.base)
-                    .copied()
-            });
             let mut chain: Vec<(&SnapshotEntry, &Piece, PieceInfo)> = Vec::new();
             let mut broken = None;
             for (seq, x) in found {
@@ -310,16 +317,24 @@ pub fn generations<'a>(
                     }
                 }
             }
+            let points = chain
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (_, _, info))| {
+                    let b = info.base.as_ref()?;
+                    bases.iter().find(|x| &x.id.to_hex() == b).map(|x| (i, *x))
+                })
+                .collect();
             Generation {
                 id,
                 start,
-                base,
+                points,
                 chain,
                 broken,
             }
         })
         .collect();
-    out.sort_by_key(|g| g.from());
+    out.sort_by_key(|g| g.started());
     out
 }
 
@@ -328,8 +343,8 @@ pub fn window(bases: &[&SnapshotEntry], batches: &[(&SnapshotEntry, &LogBatch)])
     let mut w = Window::default();
     let gens = generations(bases, batches, &mut w.problems);
     w.pieces = batches.iter().map(|(_, b)| b.pieces.len()).sum();
-    let usable: Vec<&Generation> = gens.iter().filter(|g| g.base.is_some()).collect();
-    w.bases = usable.len();
+    let usable: Vec<&Generation> = gens.iter().filter(|g| g.usable()).collect();
+    w.bases = usable.iter().map(|g| g.points.len()).sum();
     w.from = usable.iter().filter_map(|g| g.from()).min();
     w.to = usable.iter().filter_map(|g| g.to()).max();
     for (i, g) in usable.iter().enumerate() {

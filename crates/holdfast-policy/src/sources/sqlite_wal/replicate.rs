@@ -253,39 +253,7 @@ impl SqliteReplicator {
         pos.db_size = r
             .query_row("PRAGMA page_count", [], |x| x.get(0))
             .map_err(sq("PRAGMA page_count"))?;
-        // The snapshot, read inside the held transaction: exactly the state at `pos`.
-        let dir = tempfile::Builder::new()
-            .prefix("holdfast-sqlite-gen-")
-            .tempdir()
-            .map_err(io("scratch directory"))?;
-        let copy = dir.path().join("copy.sqlite");
-        {
-            let mut to = Connection::open(&copy).map_err(sq(copy.display().to_string()))?;
-            let b = rusqlite::backup::Backup::new(&r, &mut to)
-                .map_err(sq("snapshot through the backup API"))?;
-            b.step(-1).map_err(sq("snapshot through the backup API"))?;
-        }
-        let name = self.cfg.name.clone();
-        let f = File::open(&copy).map_err(io(copy.display().to_string()))?;
-        let bytes = f.metadata().map(|m| m.len()).unwrap_or_default();
-        let base_name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "db.sqlite".into());
-        let opts = StreamOptions {
-            dir: name.clone(),
-            label: format!("sqlite:{name}"),
-            source: Some(name.clone()),
-            tags: vec!["sqlite-generation".into()],
-            time: Some(t0),
-            log: None,
-        };
-        let items = vec![StreamItem {
-            name: base_name,
-            reader: Box::new(f),
-            finish: Box::new(|| Ok(())),
-        }];
-        let (base, _) = stream::backup_streams(repo, &opts, items, &NoProgress)?;
+        let (base, bytes) = self.snapshot(repo, &r, t0)?;
         let generation = generation_id(&path);
         let info = PieceInfo {
             kind: PieceType::Start,
@@ -302,7 +270,7 @@ impl SqliteReplicator {
             last_time: t0,
             base: Some(base.to_hex()),
         };
-        store(repo, &name, vec![(info, Vec::new(), t0)])?;
+        store(repo, &self.cfg.name, vec![(info, Vec::new(), t0)])?;
         self.live = Some(Live {
             held: r,
             generation: generation.clone(),
@@ -343,13 +311,13 @@ impl SqliteReplicator {
             .collect();
         let mut problems = Vec::new();
         let gens = super::generations(&bases, &batches, &mut problems);
-        let Some(g) = gens.iter().rev().find(|g| g.base.is_some()) else {
+        let Some(g) = gens.iter().rev().find(|g| g.usable()) else {
             return Ok(None);
         };
         let Some((_, _, last)) = g.chain.last() else {
             return Ok(None);
         };
-        let newer = gens.iter().any(|x| x.from() > g.from());
+        let newer = gens.iter().any(|x| x.started() > g.started());
         if g.broken.is_some() || newer || problems.iter().any(|p| p.contains(&g.id)) {
             return Ok(None);
         }
@@ -391,6 +359,140 @@ impl SqliteReplicator {
         )))
     }
 
+    /// Snapshot the database through `r` (inside its read transaction, so exactly at the
+    /// position it began at) and store it as a recovery point of the source at `t0`.
+    fn snapshot(
+        &self,
+        repo: &Repository,
+        r: &Connection,
+        t0: DateTime<Utc>,
+    ) -> Result<(holdfast_core::Id, u64), ReplicateError> {
+        let path = &self.cfg.path;
+        let dir = tempfile::Builder::new()
+            .prefix("holdfast-sqlite-gen-")
+            .tempdir()
+            .map_err(io("scratch directory"))?;
+        let copy = dir.path().join("copy.sqlite");
+        {
+            let mut to = Connection::open(&copy).map_err(sq(copy.display().to_string()))?;
+            let b = rusqlite::backup::Backup::new(r, &mut to)
+                .map_err(sq("snapshot through the backup API"))?;
+            b.step(-1).map_err(sq("snapshot through the backup API"))?;
+        }
+        let name = self.cfg.name.clone();
+        let f = File::open(&copy).map_err(io(copy.display().to_string()))?;
+        let bytes = f.metadata().map(|m| m.len()).unwrap_or_default();
+        let base_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "db.sqlite".into());
+        let opts = StreamOptions {
+            dir: name.clone(),
+            label: format!("sqlite:{name}"),
+            source: Some(name.clone()),
+            tags: vec!["sqlite-generation".into()],
+            time: Some(t0),
+            log: None,
+        };
+        let items = vec![StreamItem {
+            name: base_name,
+            reader: Box::new(f),
+            finish: Box::new(|| Ok(())),
+        }];
+        let (base, _) = stream::backup_streams(repo, &opts, items, &NoProgress)?;
+        Ok((base, bytes))
+    }
+
+    /// A periodic snapshot in the same generation: under the write lock for a moment, read
+    /// the WAL's tail and open a reader there; store the tail, then the snapshot read in that
+    /// reader and a `snapshot` piece naming it at that position. The chain goes on unbroken.
+    fn periodic_snapshot(&mut self, repo: &Repository) -> Result<Shipped, ReplicateError> {
+        let path = self.cfg.path.clone();
+        let w = open(&path)?;
+        w.busy_timeout(Duration::from_secs(1))
+            .map_err(sq("setting the busy timeout"))?;
+        if w.execute_batch("BEGIN IMMEDIATE").is_err() {
+            return Ok(Shipped {
+                messages: vec!["periodic snapshot postponed: the database is being written".into()],
+                ..Default::default()
+            });
+        }
+        let t0 = Utc::now();
+        let live = self.live.as_ref().expect("a live generation");
+        let found = self.read_new(&live.pos)?;
+        let live = self.live.as_mut().expect("a live generation");
+        match found {
+            Found::New(f) => {
+                live.pos = Pos {
+                    wal: Some(f.id),
+                    page_size: live.pos.page_size,
+                    end: f.end,
+                    cksum: f.cksum_end,
+                    db_size: f.db_size,
+                };
+                live.pending.push(Pending {
+                    frames: f,
+                    last_time: t0,
+                    read_end: t0,
+                });
+            }
+            Found::Nothing => {
+                if let Some(p) = live.pending.last_mut() {
+                    p.last_time = t0;
+                }
+            }
+            Found::Lost(why) => {
+                drop(w);
+                return self.new_generation(repo, &why);
+            }
+        }
+        let r = reader(&path)?;
+        w.execute_batch("ROLLBACK").map_err(sq("ROLLBACK"))?;
+        drop(w);
+        let db_size: u32 = r
+            .query_row("PRAGMA page_count", [], |x| x.get(0))
+            .map_err(sq("PRAGMA page_count"))?;
+        let mut shipped = Shipped::default();
+        let live = self.live.as_mut().expect("a live generation");
+        if !live.pending.is_empty() {
+            let (n, bytes) = store_pending(repo, &self.cfg.name, live, t0)?;
+            shipped.pieces += n;
+            shipped.bytes += bytes;
+        }
+        let (base, bytes) = self.snapshot(repo, &r, t0)?;
+        let live = self.live.as_mut().expect("a live generation");
+        let at = live.stored;
+        let info = PieceInfo {
+            kind: PieceType::Snapshot,
+            generation: live.generation.clone(),
+            seq: live.seq + 1,
+            wal: at.wal,
+            page_size: at.page_size,
+            start: at.end,
+            end: at.end,
+            cksum: at.cksum,
+            cksum_end: at.cksum,
+            db_size,
+            read_end: t0,
+            last_time: t0,
+            base: Some(base.to_hex()),
+        };
+        store(repo, &self.cfg.name, vec![(info, Vec::new(), live.stored_time)])?;
+        live.seq += 1;
+        live.stored_time = t0;
+        live.held = r;
+        live.started = Instant::now();
+        shipped.pieces += 1;
+        shipped.bytes += bytes;
+        shipped.messages.push(format!(
+            "periodic snapshot {} at WAL offset {} (generation {})",
+            base.short(),
+            at.end,
+            live.generation
+        ));
+        Ok(shipped)
+    }
+
     /// One round after the first.
     fn ship(&mut self, repo: &Repository) -> Result<Shipped, ReplicateError> {
         let path = self.cfg.path.clone();
@@ -400,7 +502,7 @@ impl SqliteReplicator {
             return self.new_generation(repo, "the database file was replaced");
         }
         if live.started.elapsed() >= self.cfg.snapshot_every {
-            return self.new_generation(repo, "periodic snapshot");
+            return self.periodic_snapshot(repo);
         }
         // The next read transaction first, then read: a checkpoint can only restart the WAL
         // over frames present when it began, and those are read below.
@@ -602,6 +704,7 @@ fn store(
         .map(|(info, bytes, first)| {
             let kind = match info.kind {
                 PieceType::Start => "start",
+                PieceType::Snapshot => "snapshot",
                 PieceType::Frames => "frames",
                 PieceType::Heartbeat => "heartbeat",
             };

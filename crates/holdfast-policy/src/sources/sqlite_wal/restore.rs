@@ -68,28 +68,34 @@ fn corrupt(what: &str, detail: impl Into<String>) -> holdfast_core::Error {
     }
 }
 
+/// The generation and the snapshot in it (index of its piece in the chain) to restore from:
+/// for a time, the newest usable snapshot at or before it; for `latest`, the newest snapshot
+/// of the generation that reaches furthest.
 fn choose<'g, 'a>(
     gens: &'g [Generation<'a>],
     target: &RecoveryTarget,
-) -> Result<&'g Generation<'a>, PitrError> {
-    let usable: Vec<&Generation> = gens
-        .iter()
-        .filter(|g| g.base.is_some() && !g.chain.is_empty())
-        .collect();
+) -> Result<(&'g Generation<'a>, usize, &'a SnapshotEntry), PitrError> {
+    let usable: Vec<&Generation> = gens.iter().filter(|g| g.usable()).collect();
     let from = usable
         .iter()
         .filter_map(|g| g.from())
         .min()
         .ok_or(PitrError::Nothing)?;
+    let time = |g: &Generation, i: usize| g.chain[i].2.last_time;
     match target {
-        RecoveryTarget::Latest => usable
-            .into_iter()
-            .max_by_key(|g| (g.to(), g.from()))
-            .ok_or(PitrError::Nothing),
+        RecoveryTarget::Latest => {
+            let g = usable
+                .into_iter()
+                .max_by_key(|g| (g.to(), g.started()))
+                .ok_or(PitrError::Nothing)?;
+            let (i, b) = *g.points.last().ok_or(PitrError::Nothing)?;
+            Ok((g, i, b))
+        }
         RecoveryTarget::Time(t) => usable
             .into_iter()
-            .filter(|g| g.from().is_some_and(|f| f <= *t))
-            .max_by_key(|g| g.from())
+            .flat_map(|g| g.points.iter().map(move |(i, b)| (g, *i, *b)))
+            .filter(|(g, i, _)| time(g, *i) <= *t)
+            .max_by_key(|(g, i, _)| time(g, *i))
             .ok_or(PitrError::TooEarly { target: *t, from }),
         RecoveryTarget::Position(_) => Err(PitrError::Position),
     }
@@ -109,12 +115,11 @@ pub fn restore_at(job: &PitrRestore) -> Result<PitrRestored, PitrError> {
         .collect();
     let mut problems = Vec::new();
     let gens = generations(&bases, &batches, &mut problems);
-    let g = choose(&gens, job.target)?;
+    let (g, at, base) = choose(&gens, job.target)?;
     if let Some(p) = problems.iter().find(|p| p.contains(&g.id)) {
         return Err(PitrError::Inconsistent(g.id.clone(), p.clone()));
     }
-    let base = g.base.expect("a usable generation");
-    let start = g.start.clone().expect("a usable generation");
+    let start = g.chain[at].2.clone();
     let to = g.to().expect("a usable generation");
     let (limit, t) = match job.target {
         RecoveryTarget::Time(t) => (*t, Some(*t)),
@@ -133,7 +138,7 @@ pub fn restore_at(job: &PitrRestore) -> Result<PitrRestored, PitrError> {
         });
     }
     // The pieces read completely before the target: none of their commits is later.
-    let apply: Vec<_> = g.chain[1..]
+    let apply: Vec<_> = g.chain[at + 1..]
         .iter()
         .take_while(|(_, _, i)| i.read_end <= limit)
         .collect();
