@@ -431,3 +431,6 @@ pub fn settings(r: &super::RawSource, db: &std::path::Path) -> Result<Option<Sql
         )),
     }
 }
+
+#[cfg(test)]
+mod live_tests;

@@ -84,14 +84,18 @@ struct Live {
     /// A connection with an open read transaction (see the module documentation).
     held: Connection,
     generation: String,
-    /// The last stored piece's number.
+    /// The last numbered piece's number (stored, or in `outbox`).
     seq: u64,
-    /// After everything read (stored and pending).
+    /// After everything read (stored, in `outbox`, and pending).
     pos: Pos,
-    /// Position after the last stored piece.
+    /// Position after the last numbered piece.
     stored: Pos,
-    /// The last stored piece's last time.
+    /// The last numbered piece's last time.
     stored_time: DateTime<Utc>,
+    /// Numbered pieces whose store failed: resent unchanged before anything new (a store
+    /// whose answer was lost may have landed; the same piece again is a duplicate, not a
+    /// conflict).
+    outbox: Vec<(PieceInfo, Vec<u8>, DateTime<Utc>)>,
     started: Instant,
     /// (device, inode) of the database file.
     file: (u64, u64),
@@ -100,11 +104,11 @@ struct Live {
 
 /// Ships one SQLite database's WAL (see the module documentation).
 pub struct SqliteReplicator {
-    cfg: SqliteWal,
+    pub(super) cfg: SqliteWal,
     live: Option<Live>,
     /// The WAL size from which a round checkpoints (by default 1000 pages, as SQLite's
     /// `wal_autocheckpoint`).
-    checkpoint_pages: u64,
+    pub(super) checkpoint_pages: u64,
 }
 
 /// What reading the WAL found.
@@ -281,6 +285,7 @@ impl SqliteReplicator {
             started: Instant::now(),
             file,
             pending: Vec::new(),
+            outbox: Vec::new(),
         });
         Ok(Shipped {
             pieces: 1,
@@ -352,6 +357,7 @@ impl SqliteReplicator {
             started: Instant::now(),
             file,
             pending: Vec::new(),
+            outbox: Vec::new(),
         });
         Ok(Some(format!(
             "generation {} resumed at WAL offset {} (the WAL was not restarted since its piece {})",
@@ -454,11 +460,9 @@ impl SqliteReplicator {
             .map_err(sq("PRAGMA page_count"))?;
         let mut shipped = Shipped::default();
         let live = self.live.as_mut().expect("a live generation");
-        if !live.pending.is_empty() {
-            let (n, bytes) = store_pending(repo, &self.cfg.name, live, t0)?;
-            shipped.pieces += n;
-            shipped.bytes += bytes;
-        }
+        let (n, bytes) = flush(repo, &self.cfg.name, live)?;
+        shipped.pieces += n;
+        shipped.bytes += bytes;
         let (base, bytes) = self.snapshot(repo, &r, t0)?;
         let live = self.live.as_mut().expect("a live generation");
         let at = live.stored;
@@ -477,9 +481,10 @@ impl SqliteReplicator {
             last_time: t0,
             base: Some(base.to_hex()),
         };
-        store(repo, &self.cfg.name, vec![(info, Vec::new(), live.stored_time)])?;
+        live.outbox.push((info, Vec::new(), live.stored_time));
         live.seq += 1;
         live.stored_time = t0;
+        flush(repo, &self.cfg.name, live)?;
         live.held = r;
         live.started = Instant::now();
         shipped.pieces += 1;
@@ -517,7 +522,7 @@ impl SqliteReplicator {
                 if !live.pending.is_empty() {
                     // Store what was read before the loss first: the old chain stays whole up
                     // to there.
-                    let _ = store_pending(repo, &self.cfg.name, live, t);
+                    let _ = flush(repo, &self.cfg.name, live);
                 }
                 return self.new_generation(repo, &why);
             }
@@ -543,9 +548,9 @@ impl SqliteReplicator {
             }
         }
         let mut shipped = Shipped::default();
-        if !live.pending.is_empty() {
+        if !live.pending.is_empty() || !live.outbox.is_empty() {
             // On failure the new reader is dropped and the old one kept (it protects more).
-            let (n, bytes) = store_pending(repo, &self.cfg.name, live, t)?;
+            let (n, bytes) = flush(repo, &self.cfg.name, live)?;
             shipped.pieces = n;
             shipped.bytes = bytes;
         } else if t - live.stored_time
@@ -566,13 +571,10 @@ impl SqliteReplicator {
                 last_time: t,
                 base: None,
             };
-            store(
-                repo,
-                &self.cfg.name,
-                vec![(info, Vec::new(), live.stored_time)],
-            )?;
+            live.outbox.push((info, Vec::new(), live.stored_time));
             live.seq += 1;
             live.stored_time = t;
+            flush(repo, &self.cfg.name, live)?;
             shipped.pieces = 1;
             shipped.messages.push("heartbeat: nothing changed".into());
         }
@@ -643,26 +645,18 @@ impl SqliteReplicator {
     }
 }
 
-/// Store the pending frames as pieces of one batch; on success they count as shipped.
-fn store_pending(
-    repo: &Repository,
-    name: &str,
-    live: &mut Live,
-    t: DateTime<Utc>,
-) -> Result<(usize, u64), ReplicateError> {
-    let _ = t;
-    let mut pieces = Vec::new();
-    let mut first = live.stored_time;
-    let mut seq = live.seq;
-    let mut at = live.stored;
-    for p in &live.pending {
-        seq += 1;
+/// Number the pending frames as pieces (into the outbox) and store the outbox as one batch;
+/// on success its pieces count as shipped, on failure they stay in the outbox, unchanged.
+/// Returns the pieces and frame bytes stored.
+fn flush(repo: &Repository, name: &str, live: &mut Live) -> Result<(usize, u64), ReplicateError> {
+    for p in live.pending.drain(..) {
+        live.seq += 1;
         let info = PieceInfo {
             kind: PieceType::Frames,
             generation: live.generation.clone(),
-            seq,
+            seq: live.seq,
             wal: Some(p.frames.id),
-            page_size: at.page_size,
+            page_size: live.stored.page_size,
             start: p.frames.start,
             end: p.frames.end,
             cksum: p.frames.cksum_start,
@@ -672,24 +666,23 @@ fn store_pending(
             last_time: p.last_time,
             base: None,
         };
-        at = Pos {
+        live.stored = Pos {
             wal: Some(p.frames.id),
-            page_size: at.page_size,
+            page_size: live.stored.page_size,
             end: p.frames.end,
             cksum: p.frames.cksum_end,
             db_size: p.frames.db_size,
         };
-        pieces.push((info, p.frames.bytes.clone(), first));
-        first = p.last_time;
+        live.outbox.push((info, p.frames.bytes, live.stored_time));
+        live.stored_time = p.last_time;
     }
-    let bytes: u64 = pieces.iter().map(|(_, b, _)| b.len() as u64).sum();
-    let n = pieces.len();
-    let last = live.pending.last().map(|p| p.last_time).unwrap_or(first);
-    store(repo, name, pieces)?;
-    live.seq = seq;
-    live.stored = at;
-    live.stored_time = last;
-    live.pending.clear();
+    if live.outbox.is_empty() {
+        return Ok((0, 0));
+    }
+    store(repo, name, live.outbox.clone())?;
+    let n = live.outbox.len();
+    let bytes = live.outbox.iter().map(|(_, b, _)| b.len() as u64).sum();
+    live.outbox.clear();
     Ok((n, bytes))
 }
 
