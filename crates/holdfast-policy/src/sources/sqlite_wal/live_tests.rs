@@ -12,7 +12,7 @@ use holdfast_core::progress::NoProgress;
 use holdfast_core::repo::InitOptions;
 use holdfast_core::snapshot::{self, SnapshotEntry};
 use holdfast_core::Repository;
-use holdfast_storage::{Faulty, Faults, MemoryStorage, Storage};
+use holdfast_storage::{Faults, Faulty, MemoryStorage, ObjectKind, Storage};
 
 use super::*;
 use crate::sources::pitr::{Continuous, PitrRestore, RecoveryTarget, Replicator};
@@ -20,10 +20,16 @@ use crate::sources::Conn;
 
 fn rows(db: &std::path::Path) -> Vec<i64> {
     let c = rusqlite::Connection::open(db).unwrap();
-    let ic: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    let ic: String = c
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(ic, "ok");
     let mut st = c.prepare("SELECT id FROM t ORDER BY id").unwrap();
-    let v = st.query_map([], |r| r.get(0)).unwrap().map(|r| r.unwrap()).collect();
+    let v = st
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
     v
 }
 
@@ -39,8 +45,10 @@ impl Fx {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("a.db");
         let c = rusqlite::Connection::open(&db).unwrap();
-        c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, pad BLOB);")
-            .unwrap();
+        c.execute_batch(
+            "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, pad BLOB);",
+        )
+        .unwrap();
         let mem: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
         let store = Arc::new(Faulty::new(mem));
         let opts = InitOptions {
@@ -55,7 +63,12 @@ impl Fx {
             heartbeat: Duration::from_secs(60),
             snapshot_every: Duration::from_secs(3600),
         };
-        Fx { dir, store, repo, cfg }
+        Fx {
+            dir,
+            store,
+            repo,
+            cfg,
+        }
     }
     fn entries(&self) -> (Vec<SnapshotEntry>, Vec<SnapshotEntry>) {
         let (all, _) = snapshot::load_all(&self.repo).unwrap();
@@ -64,16 +77,26 @@ impl Fx {
             .filter(|e| e.snapshot.complete && e.snapshot.source.as_deref() == Some("db"))
             .cloned()
             .collect();
-        let logs = all.into_iter().filter(|e| e.snapshot.log.is_some()).collect();
+        let logs = all
+            .into_iter()
+            .filter(|e| e.snapshot.log.is_some())
+            .collect();
         (bases, logs)
     }
     fn window(&self) -> Window {
         let (b, l) = self.entries();
         let bases: Vec<&SnapshotEntry> = b.iter().collect();
-        let batches: Vec<_> = l.iter().map(|e| (e, e.snapshot.log.as_ref().unwrap())).collect();
+        let batches: Vec<_> = l
+            .iter()
+            .map(|e| (e, e.snapshot.log.as_ref().unwrap()))
+            .collect();
         self.cfg.window(&bases, &batches)
     }
-    fn restore(&self, target: RecoveryTarget, name: &str) -> Result<(PitrRestored, Vec<i64>), String> {
+    fn restore(
+        &self,
+        target: RecoveryTarget,
+        name: &str,
+    ) -> Result<(PitrRestored, Vec<i64>), String> {
         let (bases, logs) = self.entries();
         let into = self.dir.path().join(name);
         let r = self
@@ -105,23 +128,40 @@ fn rounds_with_snapshots_checkpoints_and_failed_stores_restore_exactly_each_roun
     let mut marks: Vec<(DateTime<Utc>, usize)> = Vec::new();
     let mut n = 0usize;
     let mut messages = Vec::new();
+    let mut landed = false;
     for round in 0..14 {
-        for _ in 0..(round % 3 + 1) {
+        // No write before rounds 9 (a heartbeat is due) and 10.
+        for _ in 0..if round == 9 || round == 10 {
+            0
+        } else {
+            round % 3 + 1
+        } {
             n += 1;
-            app.execute("INSERT INTO t(id, pad) VALUES (?1, randomblob(1500))", [n as i64])
-                .unwrap();
+            app.execute(
+                "INSERT INTO t(id, pad) VALUES (?1, randomblob(1500))",
+                [n as i64],
+            )
+            .unwrap();
         }
         // A periodic snapshot at rounds 5 and 10; failed stores at rounds 7 (refused) and
-        // 9 (stored, but the answer lost).
+        // 9 (a heartbeat, stored, but the answer lost: it is sent again unchanged, not
+        // numbered again).
+        rep.cfg.heartbeat = Duration::from_secs(if round == 9 { 0 } else { 60 });
         rep.cfg.snapshot_every =
             Duration::from_secs(if round == 5 || round == 10 { 0 } else { 3600 });
         match round {
             7 => fx.store.arm(Faults::new().fail_nth_put(1)),
-            9 => fx.store.arm(Faults::new().lose_nth_put_ack(2)),
+            9 => fx
+                .store
+                .arm(Faults::new().lose_nth_put_ack_of(ObjectKind::Snapshot, 1)),
             _ => fx.store.heal(),
         }
+        let before = fx.entries().1.len();
         let r = rep.round(&fx.repo);
         fx.store.heal();
+        if round == 9 {
+            landed = fx.entries().1.len() > before;
+        }
         match (round, r) {
             (7 | 9, Err(e)) => messages.push(format!("round {round} failed: {e}")),
             (7 | 9, Ok(s)) => panic!("round {round} should have failed: {s:?}"),
@@ -144,10 +184,14 @@ fn rounds_with_snapshots_checkpoints_and_failed_stores_restore_exactly_each_roun
     assert_eq!(got, (1..=n as i64).collect::<Vec<_>>());
     // After the last round nothing is shipped yet: refused, never a silent "latest".
     let (last, _) = marks.pop().unwrap();
-    let e = fx.restore(RecoveryTarget::Time(last), "late.db").unwrap_err();
+    let e = fx
+        .restore(RecoveryTarget::Time(last), "late.db")
+        .unwrap_err();
     assert!(e.contains("cannot be restored exactly"), "{e}");
     for (i, (t, want)) in marks.iter().enumerate() {
-        let (r, got) = fx.restore(RecoveryTarget::Time(*t), &format!("at{i}.db")).unwrap();
+        let (r, got) = fx
+            .restore(RecoveryTarget::Time(*t), &format!("at{i}.db"))
+            .unwrap();
         assert_eq!(got.len(), *want, "at mark {i} ({t}): {:?}", r.done);
         assert!(r.reached.unwrap() <= *t);
     }
@@ -159,4 +203,5 @@ fn rounds_with_snapshots_checkpoints_and_failed_stores_restore_exactly_each_roun
         .filter_map(|p| p.meta.get("salt2").cloned())
         .collect();
     assert!(salts.len() >= 3, "{salts:?}\n{all}");
+    assert!(landed, "round 9's batch landed although its store failed");
 }
