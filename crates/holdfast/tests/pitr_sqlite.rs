@@ -291,7 +291,8 @@ fn a_killed_writer_and_a_deleted_database_restore_to_latest_and_to_earlier_times
     let reached = time(&r["reached"]);
     assert!(before.iter().filter(|x| x.1 <= reached).count() <= got.len());
 
-    // Earlier times: every row committed by (T - interval - one round) and none after T.
+    // Earlier times: every row committed by T - interval - one round (measured: at most
+    // 1.1 s; 2 s asserted, for slow machines) and none after T.
     let w_ = w.window();
     assert!(w_.whole(), "{w_:?}");
     let (from, to) = (w_.from.unwrap(), w_.to.unwrap());
@@ -311,7 +312,7 @@ fn a_killed_writer_and_a_deleted_database_restore_to_latest_and_to_earlier_times
         assert!(late.is_empty(), "rows after {t}: {late:?}");
         let want: Vec<_> = before
             .iter()
-            .filter(|x| x.1 <= t - chrono::Duration::milliseconds(1500))
+            .filter(|x| x.1 <= t - chrono::Duration::milliseconds(2000))
             .collect();
         assert!(
             got.len() >= want.len(),

@@ -121,6 +121,18 @@ pub fn sqlite_online_backup(src: &Path, dst: &Path) -> Result<(), SqliteError> {
 
 impl SqliteSource {
     fn check(&self, db: &Path, messages: &mut Vec<String>) -> Result<bool, SqliteError> {
+        check_db(db, self.verify.as_deref(), messages)
+    }
+}
+
+/// A drill's checks of a restored database: `PRAGMA integrity_check`, rows per table, and the
+/// `verify` query (passes when its first value is true).
+pub(super) fn check_db(
+    db: &Path,
+    verify: Option<&str>,
+    messages: &mut Vec<String>,
+) -> Result<bool, SqliteError> {
+    {
         let c = rusqlite::Connection::open(db).map_err(sql(db.display().to_string()))?;
         let ic: String = c
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
@@ -141,7 +153,7 @@ impl SqliteSource {
                 .map_err(sql(format!("counting rows of {t}")))?;
             messages.push(format!("table {t}: {n} rows"));
         }
-        if let Some(q) = &self.verify {
+        if let Some(q) = verify {
             match c.query_row(q, [], |r| r.get::<_, rusqlite::types::Value>(0)) {
                 Ok(v) => {
                     let t = match v {

@@ -62,6 +62,7 @@ impl Fx {
             interval: Duration::from_secs(1),
             heartbeat: Duration::from_secs(60),
             snapshot_every: Duration::from_secs(3600),
+            verify: Some("SELECT count(*) >= 3 FROM t".into()),
         };
         Fx {
             dir,
@@ -195,6 +196,40 @@ fn rounds_with_snapshots_checkpoints_and_failed_stores_restore_exactly_each_roun
         assert_eq!(got.len(), *want, "at mark {i} ({t}): {:?}", r.done);
         assert!(r.reached.unwrap() <= *t);
     }
+    // A drill at an instant inside the window passes; with a verify query that fails, or a
+    // target the log does not reach, it does not.
+    let (from, to) = (w.from.unwrap(), w.to.unwrap());
+    let mid = from + (to - from) / 2;
+    let drill = |cfg: &SqliteWal, t: DateTime<Utc>, name: &str| {
+        let (bases, logs) = fx.entries();
+        let into = fx.dir.path().join(name);
+        cfg.drill_at(&PitrRestore {
+            repo: &fx.repo,
+            bases: &bases,
+            logs: &logs,
+            target: &RecoveryTarget::Time(t),
+            into: into.to_str(),
+            replace: false,
+            conn: &Conn::default(),
+            start: false,
+            progress: &NoProgress,
+        })
+    };
+    let d = drill(&fx.cfg, mid, "drill1.db").unwrap();
+    assert!(d.passed, "{:?}", d.messages);
+    assert!(
+        d.messages
+            .iter()
+            .any(|m| m.contains("verify query returned")),
+        "{:?}",
+        d.messages
+    );
+    let strict = SqliteWal {
+        verify: Some("SELECT count(*) > 100000 FROM t".into()),
+        ..fx.cfg.clone()
+    };
+    assert!(!drill(&strict, mid, "drill2.db").unwrap().passed);
+    assert!(drill(&fx.cfg, to + chrono::Duration::seconds(5), "drill3.db").is_err());
     // WAL restarts happened (holdfast's checkpoints) and the chain went through them.
     let (_, logs) = fx.entries();
     let salts: std::collections::BTreeSet<_> = logs

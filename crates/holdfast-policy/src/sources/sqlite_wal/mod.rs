@@ -25,6 +25,7 @@ use super::SourceError;
 use frames::{WalId, WAL_HEADER};
 
 pub use replicate::SqliteReplicator;
+pub use restore::PitrError;
 
 /// Settings of a continuous SQLite source.
 #[derive(Debug, Clone)]
@@ -37,9 +38,11 @@ pub struct SqliteWal {
     pub interval: Duration,
     /// When nothing changed, a heartbeat piece at least this often (default 1 min).
     pub heartbeat: Duration,
-    /// A new generation (a fresh snapshot) at least this often (1 h), so that a restore
-    /// replays at most this much WAL.
+    /// A snapshot inside the generation at least this often (1 h), so that a restore replays
+    /// at most this much WAL.
     pub snapshot_every: Duration,
+    /// The source's `verify` query, run by a drill on the restored copy.
+    pub verify: Option<String>,
 }
 
 /// What a piece is.
@@ -394,6 +397,40 @@ impl Continuous for SqliteWal {
     }
 }
 
+impl SqliteWal {
+    /// A drill of continuous protection: restore to `job.target` (a drill picks a random
+    /// instant of the window) into `job.into` (a file in the drill's scratch directory), then
+    /// `PRAGMA integrity_check`, rows per table and the source's `verify` query. Passes only
+    /// when all pass and the restore reached an instant at or after the target's (for a
+    /// time: within the ship interval before it).
+    pub fn drill_at(&self, job: &PitrRestore) -> Result<super::DrillOutcome, SourceError> {
+        let r = restore::restore_at(job).map_err(|e| SourceError::new("sqlite", e))?;
+        let db = std::path::PathBuf::from(job.into.unwrap_or_default());
+        let mut messages = r.done.clone();
+        let mut passed = super::sqlite::check_db(&db, self.verify.as_deref(), &mut messages)?;
+        if let (super::pitr::RecoveryTarget::Time(t), Some(reached)) = (job.target, r.reached) {
+            let late = *t - reached;
+            let slack = chrono::Duration::from_std(self.interval * 3).unwrap_or_default();
+            if late > slack {
+                messages.push(format!(
+                    "reached {} only, {} s before the target {}",
+                    reached.to_rfc3339(),
+                    late.num_milliseconds() as f64 / 1000.0,
+                    t.to_rfc3339()
+                ));
+                passed = false;
+            }
+        }
+        let bytes = std::fs::metadata(&db).map(|m| m.len()).unwrap_or_default();
+        Ok(super::DrillOutcome {
+            passed,
+            messages,
+            files: 1,
+            bytes,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests;
 
@@ -424,6 +461,7 @@ pub fn settings(r: &super::RawSource, db: &std::path::Path) -> Result<Option<Sql
                 interval: secs(log.interval, 1, "interval")?,
                 heartbeat: secs(log.heartbeat, 60, "heartbeat")?,
                 snapshot_every: Duration::from_secs(3600),
+                verify: r.verify.clone(),
             }))
         }
         Some(m) => Err(format!(
