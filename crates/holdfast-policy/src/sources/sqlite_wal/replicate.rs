@@ -627,17 +627,38 @@ impl SqliteReplicator {
             Found::Nothing => {}
             Found::Lost(_) => return Ok(None), // the next round starts a new generation
         }
-        // The WAL cannot change while the write lock is held: everything in it is read.
+        // The WAL cannot change while the write lock is held: everything in it is read, so
+        // the held reader can go (the write transaction, reading the newest state, takes its
+        // place and limits no checkpoint), and the checkpoint can copy every frame.
+        drop(std::mem::replace(&mut live.held, w));
         let c = open(&path)?;
-        let (busy, log, done): (i64, i64, i64) = c
+        let ck = c
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
             })
-            .map_err(sq("PRAGMA wal_checkpoint(PASSIVE)"))?;
+            .map_err(sq("PRAGMA wal_checkpoint(PASSIVE)"));
         drop(c);
-        let next = reader(&path)?;
-        live.held = next;
-        w.execute_batch("ROLLBACK").map_err(sq("ROLLBACK"))?;
+        // The next reader, on the fully checkpointed WAL, before the write lock goes.
+        let next = reader(&path);
+        let (busy, log, done) = match (ck, next) {
+            (Ok(ck), Ok(next)) => {
+                let w = std::mem::replace(&mut live.held, next);
+                w.execute_batch("ROLLBACK").map_err(sq("ROLLBACK"))?;
+                ck
+            }
+            (ck, next) => {
+                // No reader can be kept without a moment unprotected: the next round starts
+                // a new generation (its snapshot holds everything).
+                self.live = None;
+                ck?;
+                next?;
+                unreachable!("one of them failed")
+            }
+        };
         Ok(Some(format!(
             "checkpoint (PASSIVE): {done} of {log} frames{}",
             if busy != 0 { ", busy" } else { "" }
