@@ -236,7 +236,8 @@ pub fn header_cksum(w: WalId) -> (u32, u32) {
 pub struct Generation<'a> {
     /// Its id.
     pub id: String,
-    /// Its start piece (seq 0), if stored.
+    /// Its first piece: the start (seq 0), or the oldest periodic snapshot kept (a generation
+    /// is split in segments where a piece is missing; each begins at a snapshot piece).
     pub start: Option<PieceInfo>,
     /// Its snapshots that are among the usable bases: (index in `chain`, snapshot), oldest
     /// first (the start's, and periodic ones).
@@ -302,39 +303,47 @@ pub fn generations<'a>(
     }
     let mut out: Vec<Generation> = by_gen
         .into_iter()
-        .map(|(id, found)| {
-            let start = found.get(&0).map(|(_, _, i)| i.clone());
-            let mut chain: Vec<(&SnapshotEntry, &Piece, PieceInfo)> = Vec::new();
-            let mut broken = None;
-            for (seq, x) in found {
-                match chain.last() {
-                    None if seq == 0 => chain.push(x),
-                    None => {
-                        broken = Some((0, 0, seq));
-                        break;
+        .flat_map(|(id, found)| {
+            // Segments: each from a snapshot piece (the start or a periodic one) as far as
+            // the pieces continue one another; pieces before the first snapshot present
+            // (dropped by retention) or between a break and the next snapshot are unusable.
+            type Chain<'a> = Vec<(&'a SnapshotEntry, &'a Piece, PieceInfo)>;
+            let segment = |chain: Chain<'a>, broken| {
+                let points = chain
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, (_, _, info))| {
+                        let b = info.base.as_ref()?;
+                        bases.iter().find(|x| &x.id.to_hex() == b).map(|x| (i, *x))
+                    })
+                    .collect();
+                Generation {
+                    id: id.clone(),
+                    start: chain.first().map(|(_, _, i)| i.clone()),
+                    points,
+                    chain,
+                    broken,
+                }
+            };
+            let mut segments = Vec::new();
+            let mut chain: Chain<'a> = Vec::new();
+            for (_, x) in found {
+                if let Some((_, _, prev)) = chain.last() {
+                    if prev.continued_by(&x.2) {
+                        chain.push(x);
+                        continue;
                     }
-                    Some((_, _, prev)) if prev.continued_by(&x.2) => chain.push(x),
-                    Some((_, _, prev)) => {
-                        broken = Some((prev.seq + 1, prev.end, seq));
-                        break;
-                    }
+                    let broken = Some((prev.seq + 1, prev.end, x.2.seq));
+                    segments.push(segment(std::mem::take(&mut chain), broken));
+                }
+                if matches!(x.2.kind, PieceType::Start | PieceType::Snapshot) {
+                    chain.push(x);
                 }
             }
-            let points = chain
-                .iter()
-                .enumerate()
-                .filter_map(|(i, (_, _, info))| {
-                    let b = info.base.as_ref()?;
-                    bases.iter().find(|x| &x.id.to_hex() == b).map(|x| (i, *x))
-                })
-                .collect();
-            Generation {
-                id,
-                start,
-                points,
-                chain,
-                broken,
+            if !chain.is_empty() {
+                segments.push(segment(chain, None));
             }
+            segments
         })
         .collect();
     out.sort_by_key(|g| g.started());

@@ -105,6 +105,14 @@ impl Gen {
             time,
         )
     }
+    /// A periodic snapshot at the current position.
+    fn snapshot(&mut self, base: &SnapshotEntry, time: i64) -> Piece {
+        let (w, e, c) = (self.at.wal, self.at.end, self.at.cksum_end);
+        let mut p = self.push(PieceType::Snapshot, w, e, e, c, time);
+        self.at.base = Some(base.id.to_hex());
+        p.meta = self.at.meta();
+        p
+    }
     fn heartbeat(&mut self, time: i64) -> Piece {
         let (w, e, c) = (self.at.wal, self.at.end, self.at.cksum_end);
         self.push(PieceType::Heartbeat, w, e, e, c, time)
@@ -365,6 +373,42 @@ fn window_table() {
             to: Some(0),
             gaps: vec![],
             problems: 2,
+        },
+        Case {
+            name: "retention dropped what is older than the oldest kept snapshot",
+            build: || {
+                let (b0, b3) = (snap(t(0), None), snap(t(3), None));
+                let (mut g, _p0) = Gen::start("g1", &b0, Some(wal(3, 10)), 32, 0);
+                let _p1 = g.frames(2, None, 1);
+                let _p2 = g.frames(2, Some(wal(0, 77)), 2);
+                let p3 = g.snapshot(&b3, 3);
+                let p4 = g.frames(1, None, 4);
+                (vec![b3], vec![batch(vec![p3]), batch(vec![p4])])
+            },
+            from: Some(3),
+            to: Some(4),
+            gaps: vec![],
+            problems: 0,
+        },
+        Case {
+            name: "a piece missing between two snapshots: recoverable again from the later one",
+            build: || {
+                let (b0, b4) = (snap(t(0), None), snap(t(4), None));
+                let (mut g, p0) = Gen::start("g1", &b0, Some(wal(3, 10)), 32, 0);
+                let p1 = g.frames(2, None, 1);
+                let _lost = g.frames(2, None, 2);
+                let p3 = g.frames(2, None, 3);
+                let p4 = g.snapshot(&b4, 4);
+                let p5 = g.frames(1, None, 5);
+                (
+                    vec![b0, b4],
+                    vec![batch(vec![p0, p1]), batch(vec![p3, p4, p5])],
+                )
+            },
+            from: Some(0),
+            to: Some(5),
+            gaps: vec![("generation g1 piece 2 (WAL offset 1104)", Some(1), Some(4))],
+            problems: 0,
         },
         Case {
             name: "pieces without a start: the generation is unusable",
