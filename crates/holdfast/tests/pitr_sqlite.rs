@@ -229,6 +229,18 @@ fn rows(db: &Path) -> Vec<(i64, DateTime<Utc>)> {
     out
 }
 
+fn walk(p: &Path) -> u64 {
+    fs::read_dir(p).map_or(0, |d| {
+        d.flatten()
+            .map(|e| match e.metadata() {
+                Ok(m) if m.is_dir() => walk(&e.path()),
+                Ok(m) => m.len(),
+                Err(_) => 0,
+            })
+            .sum()
+    })
+}
+
 fn stop(mut c: Child) {
     unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
     c.wait().unwrap();
@@ -259,12 +271,14 @@ fn a_killed_writer_and_a_deleted_database_restore_to_latest_and_to_earlier_times
     assert!(w.log().contains("does not exist any more"), "{}", w.log());
     assert!(before.len() >= 60, "{} rows written", before.len());
     let (n, bytes) = w.shipped();
+    let repo_bytes: u64 = walk(&w.path("repo"));
     eprintln!(
-        "{} rows in {} frames pieces, {} bytes of frames ({} per piece)",
+        "{} rows in {} frames pieces, {} bytes of frames ({} per piece); repository {} bytes",
         before.len(),
         n,
         bytes,
-        bytes / n.max(1) as u64
+        bytes / n.max(1) as u64,
+        repo_bytes
     );
 
     let out = w.path("latest.db");

@@ -274,7 +274,21 @@ impl Source for SqliteSource {
                         .and_then(|mut f| f.read_exact(&mut head))
                         .is_ok()
                         && &head == b"SQLite format 3\0";
-                    (!is_db).then(|| format!("{} is not an SQLite database", p.display()))
+                    if !is_db {
+                        return Some(format!("{} is not an SQLite database", p.display()));
+                    }
+                    // Continuous protection reads the WAL: bytes 18 and 19 are 2 in WAL mode.
+                    let mut v = [0u8; 20];
+                    let wal = fs::File::open(p)
+                        .and_then(|mut f| f.read_exact(&mut v))
+                        .is_ok_and(|_| v[18] == 2 && v[19] == 2);
+                    (self.wal.is_some() && !wal).then(|| {
+                        format!(
+                            "{} is not in WAL mode, which continuous protection needs: run `sqlite3 {} 'PRAGMA journal_mode=WAL'` once",
+                            p.display(),
+                            p.display()
+                        )
+                    })
                 })
             })
             .collect()

@@ -2,6 +2,8 @@
 //! offsets and checksums within a generation, restarts of the WAL, gaps by generation and
 //! offset, heartbeats, duplicates, damaged metadata.
 
+// (Test code: the layering check reads no further.)
+#[cfg(test)]
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use holdfast_core::logs::{LogBatch, LogKind, Piece};
 use holdfast_core::snapshot::{Snapshot, SnapshotEntry, Summary};
@@ -460,6 +462,31 @@ fn settings_of_an_sqlite_source() {
     );
     let w = parse("").unwrap();
     assert!(w.sources[0].driver().continuous().is_none());
+    // preflight: a continuous source's database must be in WAL mode.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("x.db");
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch("CREATE TABLE t(x)").unwrap();
+    let on = |extra: &str| {
+        let text = format!(
+            "[[source]]\nname = \"s\"\nkind = \"sqlite\"\npath = \"{}\"\n{extra}",
+            db.display()
+        );
+        Workload::parse(std::path::Path::new("/w.toml"), &text).unwrap()
+    };
+    let found = on("mode = \"continuous\"\n").sources[0]
+        .driver()
+        .preflight();
+    assert!(
+        found.len() == 1 && found[0].contains("not in WAL mode"),
+        "{found:?}"
+    );
+    assert!(on("").sources[0].driver().preflight().is_empty());
+    c.execute_batch("PRAGMA journal_mode=WAL").unwrap();
+    assert!(on("mode = \"continuous\"\n").sources[0]
+        .driver()
+        .preflight()
+        .is_empty());
     for (extra, says) in [
         (
             "[source.log]\ninterval = \"5s\"\n",
