@@ -36,6 +36,7 @@ mod s3;
 mod scratch;
 mod sqlite;
 pub mod sqlite_restore;
+pub mod sqlite_wal;
 mod tool;
 
 pub mod my_scratch;

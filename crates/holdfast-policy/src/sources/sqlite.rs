@@ -26,6 +26,8 @@ pub struct SqliteSource {
     paths: Vec<PathBuf>,
     /// SQL query run on the restored copy in a drill; passes if its first value is true.
     pub verify: Option<String>,
+    /// Continuous protection (`mode = "continuous"`): WAL frames shipped by `holdfast replicate`.
+    pub wal: Option<super::sqlite_wal::SqliteWal>,
 }
 
 /// Why an SQLite source failed.
@@ -82,12 +84,13 @@ fn sql(what: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> SqliteError {
 
 /// Build from the workload file.
 pub fn build(r: &RawSource, base: &Path) -> Result<Arc<dyn Source>, String> {
-    r.no_mode()?;
     let paths = r.required_paths("Sqlite", base)?;
+    let wal = super::sqlite_wal::settings(r, &paths[0])?;
     Ok(Arc::new(SqliteSource {
         path: paths[0].clone(),
         paths,
         verify: r.verify.clone(),
+        wal,
     }))
 }
 
@@ -118,6 +121,18 @@ pub fn sqlite_online_backup(src: &Path, dst: &Path) -> Result<(), SqliteError> {
 
 impl SqliteSource {
     fn check(&self, db: &Path, messages: &mut Vec<String>) -> Result<bool, SqliteError> {
+        check_db(db, self.verify.as_deref(), messages)
+    }
+}
+
+/// A drill's checks of a restored database: `PRAGMA integrity_check`, rows per table, and the
+/// `verify` query (passes when its first value is true).
+pub(super) fn check_db(
+    db: &Path,
+    verify: Option<&str>,
+    messages: &mut Vec<String>,
+) -> Result<bool, SqliteError> {
+    {
         let c = rusqlite::Connection::open(db).map_err(sql(db.display().to_string()))?;
         let ic: String = c
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
@@ -138,7 +153,7 @@ impl SqliteSource {
                 .map_err(sql(format!("counting rows of {t}")))?;
             messages.push(format!("table {t}: {n} rows"));
         }
-        if let Some(q) = &self.verify {
+        if let Some(q) = verify {
             match c.query_row(q, [], |r| r.get::<_, rusqlite::types::Value>(0)) {
                 Ok(v) => {
                     let t = match v {
@@ -259,16 +274,48 @@ impl Source for SqliteSource {
                         .and_then(|mut f| f.read_exact(&mut head))
                         .is_ok()
                         && &head == b"SQLite format 3\0";
-                    (!is_db).then(|| format!("{} is not an SQLite database", p.display()))
+                    if !is_db {
+                        return Some(format!("{} is not an SQLite database", p.display()));
+                    }
+                    // Continuous protection reads the WAL: bytes 18 and 19 are 2 in WAL mode.
+                    let mut v = [0u8; 20];
+                    let wal = fs::File::open(p)
+                        .and_then(|mut f| f.read_exact(&mut v))
+                        .is_ok_and(|_| v[18] == 2 && v[19] == 2);
+                    (self.wal.is_some() && !wal).then(|| {
+                        format!(
+                            "{} is not in WAL mode, which continuous protection needs: run `sqlite3 {} 'PRAGMA journal_mode=WAL'` once",
+                            p.display(),
+                            p.display()
+                        )
+                    })
                 })
             })
             .collect()
     }
 
     fn describe(&self) -> String {
-        format!(
-            "SQLite online backup of {}",
-            super::path::show_paths(&self.paths)
-        )
+        match &self.wal {
+            Some(w) => format!(
+                "SQLite WAL shipped every {}s by holdfast replicate, on snapshots of {}",
+                w.interval.as_secs(),
+                super::path::show_paths(&self.paths)
+            ),
+            None => format!(
+                "SQLite online backup of {}",
+                super::path::show_paths(&self.paths)
+            ),
+        }
+    }
+
+    fn continuous(&self) -> Option<&dyn super::pitr::Continuous> {
+        self.wal.as_ref().map(|w| w as &dyn super::pitr::Continuous)
+    }
+
+    fn replicator(&self, _name: &str) -> Option<Box<dyn super::pitr::Replicator>> {
+        self.wal.as_ref().map(|w| {
+            Box::new(super::sqlite_wal::SqliteReplicator::new(w.clone()))
+                as Box<dyn super::pitr::Replicator>
+        })
     }
 }
