@@ -301,7 +301,27 @@ impl Replicator for BinlogStream {
                 why: e.to_string(),
             })?;
             if w.end <= cursor.pos {
-                break;
+                // A file the server left without a closing event (it crashed): the stream
+                // has gone on to the next file, so nothing more will come in this one.
+                let next = next_name(&cursor.file).unwrap_or_default();
+                if !self.spool()?.join("stream").join(&next).exists() {
+                    break;
+                }
+                let w = events::Walk {
+                    end: cursor.pos,
+                    closed: true,
+                    ..Default::default()
+                };
+                shipped.messages.push(format!(
+                    "{} ended at position {} without a closing event (the server stopped without writing one); going on with {next}",
+                    cursor.file, cursor.pos
+                ));
+                bufs.push((cursor.file.clone(), cursor.pos, Vec::new(), w));
+                cursor = Cursor {
+                    file: next,
+                    pos: 0,
+                };
+                continue;
             }
             let n = (w.end - cursor.pos) as usize;
             budget = budget.saturating_sub(n);
