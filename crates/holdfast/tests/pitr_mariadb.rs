@@ -306,11 +306,42 @@ fn mariadb_binlog_stream_resumes_without_a_gap() {
     let rep = replicate(&w);
     writer.run_for(Duration::from_millis(1500));
     writer.stop();
+    let idle_from = Utc::now();
     let truth = rows(&conn);
     let files = maria(&conn, "SHOW BINARY LOGS");
     assert!(files.lines().count() >= 2, "{files}");
-    std::thread::sleep(Duration::from_millis(2500));
+    // Idle for longer than the heartbeat (2 s): a heartbeat says the log is shipped to now.
+    std::thread::sleep(Duration::from_millis(3500));
     stop(rep);
+    let stopped = Utc::now();
+    let snaps = w.json(&["--repo", "repo", "snapshots"], 0);
+    let pieces: Vec<&serde_json::Value> = snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["log"]["pieces"].as_array())
+        .flatten()
+        .collect();
+    let time = |p: &serde_json::Value| {
+        p["last_time"].as_str().map(|t| {
+            DateTime::parse_from_rfc3339(t)
+                .unwrap()
+                .with_timezone(&Utc)
+        })
+    };
+    let beats: Vec<_> = pieces
+        .iter()
+        .filter(|p| p["meta"]["heartbeat"] == "true")
+        .filter_map(|p| time(p))
+        .collect();
+    assert!(
+        beats.iter().any(|t| *t >= idle_from + chrono::Duration::seconds(1)),
+        "no heartbeat while idle: {beats:?}"
+    );
+    assert!(
+        pieces.iter().filter_map(|p| time(p)).all(|t| t <= stopped),
+        "a piece claims a time after replicate stopped"
+    );
     let log2 = std::fs::read_to_string(w.path("replicate.out")).unwrap();
     assert!(log2.contains("the archive resumes at binlog."), "{log2}");
 

@@ -389,3 +389,33 @@ fn plan_picks_the_newest_base_that_serves_the_target_and_only_the_pieces_it_need
         assert!(e.contains(why), "{target}: {e}");
     }
 }
+
+#[test]
+fn a_mysql_source_takes_mode_continuous_and_its_log_table_only_with_it() {
+    use std::path::Path;
+    let parse = |extra: &str| {
+        let r: crate::sources::RawSource =
+            toml::from_str(&format!("name = \"shop\"\nkind = \"mysql\"\n{extra}"))
+                .map_err(|e| e.to_string())?;
+        crate::sources::mysql::build(&r, Path::new("/"))
+    };
+    let w = parse("mode = \"continuous\"\n[log]\ninterval = \"2s\"\nheartbeat = \"30s\"\n")
+        .unwrap();
+    let d = &*w;
+    assert!(d.continuous().is_some());
+    assert!(d.replicator("shop").is_some());
+    assert_eq!(d.replicator("shop").unwrap().interval().as_secs(), 2);
+    assert!(d.describe().contains("continuous"));
+    let plain = parse("").unwrap();
+    assert!(plain.continuous().is_none());
+    assert!(plain.replicator("shop").is_none());
+    for (extra, why) in [
+        ("[log]\ninterval = \"2s\"\n", "add mode = \"continuous\""),
+        ("mode = \"physical\"\n", "not one of a mysql source's"),
+        ("mode = \"continuous\"\n[log]\nstreaming = true\n", "PostgreSQL settings"),
+        ("mode = \"continuous\"\n[log]\ninterval = \"0s\"\n", "must be positive"),
+    ] {
+        let e = parse(extra).unwrap_err();
+        assert!(e.contains(why), "{extra}: {e}");
+    }
+}
