@@ -41,8 +41,9 @@ fn user_arg() -> String {
     }
 }
 
-/// Make an empty data directory `data` with the system tables.
-fn install(data: &Path) -> Result<(), ScratchError> {
+/// Make an empty data directory `data` with the system tables (temporary files in `tmp`: two
+/// servers set up at once must not share them).
+fn install(data: &Path, tmp: &Path) -> Result<(), ScratchError> {
     let install =
         which(&["mariadb-install-db", "mysql_install_db"]).ok_or(ScratchError::Missing(
             "mariadb-install-db not found: install the mariadb-server package",
@@ -50,6 +51,7 @@ fn install(data: &Path) -> Result<(), ScratchError> {
     let mut c = Command::new(&install);
     c.arg("--no-defaults")
         .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--tmpdir={}", tmp.display()))
         .args([
             "--auth-root-authentication-method=normal",
             "--skip-test-db",
@@ -89,7 +91,9 @@ impl Server {
             child: None,
             options: options.iter().map(|o| o.to_string()).collect(),
         };
-        install(&s.data_dir())?;
+        let tmp = s.dir.join("tmp");
+        fs::create_dir_all(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
+        install(&s.data_dir(), &tmp)?;
         s.spawn(timeout)?;
         Ok(s)
     }
@@ -119,7 +123,7 @@ impl Server {
         self.kill();
         let data = self.data_dir();
         fs::remove_dir_all(&data).map_err(io(format!("deleting {}", data.display())))?;
-        install(&data)?;
+        install(&data, &self.dir.join("tmp"))?;
         self.spawn(timeout)
     }
 
@@ -137,6 +141,7 @@ impl Server {
             .arg(format!("--socket={}", dir.join("sock").display()))
             .arg(format!("--port={}", self.port))
             .arg(format!("--pid-file={}", dir.join("pid").display()))
+            .arg(format!("--tmpdir={}", dir.join("tmp").display()))
             .args([
                 "--bind-address=127.0.0.1",
                 "--innodb-flush-log-at-trx-commit=0",

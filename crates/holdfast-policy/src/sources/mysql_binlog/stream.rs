@@ -387,7 +387,18 @@ impl Replicator for BinlogStream {
         let count = pieces.len();
         logs::append(repo, &self.s.name, LogKind::Binlog, &[], pieces, &NoProgress)
             .map_err(BinlogError::from)?;
-        // Stored and durable: only now does the archive end move.
+        // Stored and durable: only now does the archive end move, and closed files leave the
+        // spool (the stream has gone on to the next one).
+        let closed: Vec<String> = bufs
+            .iter()
+            .filter(|b| b.3.closed)
+            .map(|b| b.0.clone())
+            .collect();
+        if let Ok(dir) = self.spool().map(|s| s.join("stream")) {
+            for f in closed {
+                let _ = fs::remove_file(dir.join(f));
+            }
+        }
         self.cursor = Some(cursor);
         self.last_stored = Some(Instant::now());
         shipped.pieces = count;
