@@ -101,7 +101,9 @@ fn rows(conn: &Conn) -> Vec<(u64, DateTime<Utc>)> {
             let (id, at) = l.split_once('\t').unwrap();
             (
                 id.parse().unwrap(),
-                DateTime::parse_from_rfc3339(at).unwrap().with_timezone(&Utc),
+                DateTime::parse_from_rfc3339(at)
+                    .unwrap()
+                    .with_timezone(&Utc),
             )
         })
         .collect()
@@ -180,7 +182,10 @@ fn mariadb_restores_latest_and_exact_seconds_into_a_replaced_server() {
     stop(rep);
     s.replace_with_empty(Duration::from_secs(60)).unwrap();
     assert_eq!(
-        maria(&conn, "SELECT count(*) FROM information_schema.schemata WHERE schema_name = 'shop'"),
+        maria(
+            &conn,
+            "SELECT count(*) FROM information_schema.schemata WHERE schema_name = 'shop'"
+        ),
         "0"
     );
 
@@ -233,17 +238,21 @@ fn mariadb_restores_latest_and_exact_seconds_into_a_replaced_server() {
         );
         assert_eq!(got, want, "--at {text}");
         assert!(
-            out.contains(&format!(
-                "restored shop to {}",
-                secs(at).to_rfc3339()
-            )),
+            out.contains(&format!("restored shop to {}", secs(at).to_rfc3339())),
             "{out}"
         );
     }
 
     // Before the window: refused, naming it.
     let before = secs(base_done) - chrono::Duration::seconds(10);
-    let mut c = w.cmd(&["restore", "--source", "shop", "--at", &before.to_rfc3339(), "--replace"]);
+    let mut c = w.cmd(&[
+        "restore",
+        "--source",
+        "shop",
+        "--at",
+        &before.to_rfc3339(),
+        "--replace",
+    ]);
     let (_, err) = w.run(&mut c, 1);
     assert!(err.contains("before the recoverable window"), "{err}");
     eprintln!("test took {:?}", t0.elapsed());
@@ -330,11 +339,9 @@ fn mariadb_binlog_stream_resumes_without_a_gap() {
         .flatten()
         .collect();
     let time = |p: &serde_json::Value| {
-        p["last_time"].as_str().map(|t| {
-            DateTime::parse_from_rfc3339(t)
-                .unwrap()
-                .with_timezone(&Utc)
-        })
+        p["last_time"]
+            .as_str()
+            .map(|t| DateTime::parse_from_rfc3339(t).unwrap().with_timezone(&Utc))
     };
     let beats: Vec<_> = pieces
         .iter()
@@ -342,7 +349,9 @@ fn mariadb_binlog_stream_resumes_without_a_gap() {
         .filter_map(|p| time(p))
         .collect();
     assert!(
-        beats.iter().any(|t| *t >= idle_from + chrono::Duration::seconds(1)),
+        beats
+            .iter()
+            .any(|t| *t >= idle_from + chrono::Duration::seconds(1)),
         "no heartbeat while idle: {beats:?}"
     );
     assert!(

@@ -44,10 +44,9 @@ fn user_arg() -> String {
 /// Make an empty data directory `data` with the system tables (temporary files in `tmp`: two
 /// servers set up at once must not share them).
 fn install(data: &Path, tmp: &Path) -> Result<(), ScratchError> {
-    let install =
-        which(&["mariadb-install-db", "mysql_install_db"]).ok_or(ScratchError::Missing(
-            "mariadb-install-db not found: install the mariadb-server package",
-        ))?;
+    let install = which(&["mariadb-install-db", "mysql_install_db"]).ok_or(
+        ScratchError::Missing("mariadb-install-db not found: install the mariadb-server package"),
+    )?;
     let mut c = Command::new(&install);
     c.arg("--no-defaults")
         .arg(format!("--datadir={}", data.display()))

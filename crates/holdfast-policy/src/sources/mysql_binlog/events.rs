@@ -178,7 +178,10 @@ const MAX_LINE: usize = 4096;
 pub fn dump_coordinates(head: &[u8]) -> Option<Coordinates> {
     let head = &head[..head.len().min(HEADER_SCAN)];
     // Only whole lines: a line still being read could end in a cut number.
-    let whole = head.iter().rposition(|&b| b == b'\n').map_or(&[][..], |i| &head[..i]);
+    let whole = head
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(&[][..], |i| &head[..i]);
     whole
         .split(|&b| b == b'\n')
         .filter(|l| l.len() <= MAX_LINE)
@@ -330,7 +333,12 @@ mod tests {
     fn names_table() {
         for (n, s, next, ok) in [
             ("binlog.000017", Some(17), Some("binlog.000018"), true),
-            ("mysql-bin.999999", Some(999999), Some("mysql-bin.1000000"), true),
+            (
+                "mysql-bin.999999",
+                Some(999999),
+                Some("mysql-bin.1000000"),
+                true,
+            ),
             ("binlog", None, None, false),
             ("binlog.", None, None, false),
             (".000001", None, None, false),
@@ -374,7 +382,9 @@ mod tests {
         }
         // Beyond the scanned head: not found.
         let mut far = vec![b'x'; HEADER_SCAN];
-        far.extend_from_slice(b"\n-- CHANGE MASTER TO MASTER_LOG_FILE='binlog.000003', MASTER_LOG_POS=1;\n");
+        far.extend_from_slice(
+            b"\n-- CHANGE MASTER TO MASTER_LOG_FILE='binlog.000003', MASTER_LOG_POS=1;\n",
+        );
         assert_eq!(dump_coordinates(&far), None);
     }
 

@@ -74,7 +74,8 @@ pub fn restore_at(s: &BinlogSettings, job: &PitrRestore) -> Result<PitrRestored,
     for c in &plan.chunks {
         if names.last().map(String::as_str) != Some(c.file) {
             let path = dir.path().join(c.file);
-            out = Some(fs::File::create(&path).map_err(|e| BinlogError::Spool { path, source: e })?);
+            out =
+                Some(fs::File::create(&path).map_err(|e| BinlogError::Spool { path, source: e })?);
             names.push(c.file.to_string());
         }
         let f = out.as_mut().expect("opened above");

@@ -131,14 +131,19 @@ impl BinlogStream {
         c.arg("--read-from-remote-server");
         conn.my(&mut c);
         c.args(["--raw", "--stop-never"])
-            .arg(format!("--stop-never-slave-server-id={}", stream_id(&self.s.name)))
+            .arg(format!(
+                "--stop-never-slave-server-id={}",
+                stream_id(&self.s.name)
+            ))
             .arg(format!("--result-file={}/", dir.display()))
             .arg(file)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
         let child = c.spawn().map_err(|e| {
-            BinlogError::Server(format!("cannot run {tool}: {e} (install the MariaDB client)"))
+            BinlogError::Server(format!(
+                "cannot run {tool}: {e} (install the MariaDB client)"
+            ))
         })?;
         self.child = Some(child);
         self.starts += 1;
@@ -264,9 +269,10 @@ impl Replicator for BinlogStream {
             Some(c) => c.clone(),
             None => {
                 let c = self.resume(repo, &conn)?;
-                shipped
-                    .messages
-                    .push(format!("the archive resumes at {} position {}", c.file, c.pos));
+                shipped.messages.push(format!(
+                    "the archive resumes at {} position {}",
+                    c.file, c.pos
+                ));
                 c
             }
         };
@@ -317,10 +323,7 @@ impl Replicator for BinlogStream {
                     cursor.file, cursor.pos
                 ));
                 bufs.push((cursor.file.clone(), cursor.pos, Vec::new(), w));
-                cursor = Cursor {
-                    file: next,
-                    pos: 0,
-                };
+                cursor = Cursor { file: next, pos: 0 };
                 continue;
             }
             let n = (w.end - cursor.pos) as usize;
@@ -364,7 +367,8 @@ impl Replicator for BinlogStream {
             .last_stored
             .is_none_or(|t| t.elapsed() >= self.s.heartbeat);
         if pieces.is_empty() && at_server && heartbeat_due {
-            let mut p = NewPiece::from_bytes(&format!("{}@{}.heartbeat", cursor.file, cursor.pos), &[]);
+            let mut p =
+                NewPiece::from_bytes(&format!("{}@{}.heartbeat", cursor.file, cursor.pos), &[]);
             p.piece.last_time = Some(asked);
             for (k, v) in [
                 (meta::FILE, cursor.file.clone()),
@@ -385,8 +389,15 @@ impl Replicator for BinlogStream {
         }
         let bytes: u64 = pieces.iter().map(|p| p.piece.size).sum();
         let count = pieces.len();
-        logs::append(repo, &self.s.name, LogKind::Binlog, &[], pieces, &NoProgress)
-            .map_err(BinlogError::from)?;
+        logs::append(
+            repo,
+            &self.s.name,
+            LogKind::Binlog,
+            &[],
+            pieces,
+            &NoProgress,
+        )
+        .map_err(BinlogError::from)?;
         // Stored and durable: only now does the archive end move, and closed files leave the
         // spool (the stream has gone on to the next one).
         let closed: Vec<String> = bufs

@@ -131,7 +131,13 @@ fn run(c: &Case) {
     assert_eq!(w.to, c.to.map(t), "{}: to", c.name);
     let gaps: Vec<&str> = w.gaps.iter().map(|g| g.missing.as_str()).collect();
     assert_eq!(gaps, c.gaps, "{}: gaps", c.name);
-    assert_eq!(w.problems.len(), c.problems.len(), "{}: {:?}", c.name, w.problems);
+    assert_eq!(
+        w.problems.len(),
+        c.problems.len(),
+        "{}: {:?}",
+        c.name,
+        w.problems
+    );
     for (p, want) in w.problems.iter().zip(&c.problems) {
         assert!(p.contains(want), "{}: {p:?} lacks {want:?}", c.name);
     }
@@ -214,7 +220,10 @@ fn window_table() {
             from: None,
             to: None,
             gaps: vec![],
-            problems: vec!["no recorded binary log position", "no recorded binary log position"],
+            problems: vec![
+                "no recorded binary log position",
+                "no recorded binary log position",
+            ],
         },
         Case {
             name: "the log has not reached the newer base yet",
@@ -232,7 +241,10 @@ fn window_table() {
             from: None,
             to: None,
             gaps: vec![],
-            problems: vec!["does not hold its position", "no archived binary log after it yet"],
+            problems: vec![
+                "does not hold its position",
+                "no archived binary log after it yet",
+            ],
         },
         Case {
             name: "the same range with different bytes",
@@ -381,7 +393,10 @@ fn plan_picks_the_newest_base_that_serves_the_target_and_only_the_pieces_it_need
     assert_eq!(p.base.id, b2.id);
     // Before the window, beyond it, or by position: refused, saying why.
     for (target, why) in [
-        (RecoveryTarget::Time(t("10:00:01.9")), "before the recoverable window"),
+        (
+            RecoveryTarget::Time(t("10:00:01.9")),
+            "before the recoverable window",
+        ),
         (RecoveryTarget::Time(t("10:17:00")), "reaches only"),
         (RecoveryTarget::Position("x".into()), "not supported"),
     ] {
@@ -399,8 +414,8 @@ fn a_mysql_source_takes_mode_continuous_and_its_log_table_only_with_it() {
                 .map_err(|e| e.to_string())?;
         crate::sources::mysql::build(&r, Path::new("/"))
     };
-    let w = parse("mode = \"continuous\"\n[log]\ninterval = \"2s\"\nheartbeat = \"30s\"\n")
-        .unwrap();
+    let w =
+        parse("mode = \"continuous\"\n[log]\ninterval = \"2s\"\nheartbeat = \"30s\"\n").unwrap();
     let d = &*w;
     assert!(d.continuous().is_some());
     assert!(d.replicator("shop").is_some());
@@ -412,8 +427,14 @@ fn a_mysql_source_takes_mode_continuous_and_its_log_table_only_with_it() {
     for (extra, why) in [
         ("[log]\ninterval = \"2s\"\n", "add mode = \"continuous\""),
         ("mode = \"physical\"\n", "not one of a mysql source's"),
-        ("mode = \"continuous\"\n[log]\nstreaming = true\n", "PostgreSQL settings"),
-        ("mode = \"continuous\"\n[log]\ninterval = \"0s\"\n", "must be positive"),
+        (
+            "mode = \"continuous\"\n[log]\nstreaming = true\n",
+            "PostgreSQL settings",
+        ),
+        (
+            "mode = \"continuous\"\n[log]\ninterval = \"0s\"\n",
+            "must be positive",
+        ),
     ] {
         let e = parse(extra).unwrap_err();
         assert!(e.contains(why), "{extra}: {e}");

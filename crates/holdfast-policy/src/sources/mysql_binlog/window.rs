@@ -147,7 +147,10 @@ fn parse_piece<'a>(
                 },
             ))),
             _ => {
-                bad(problems, "a base marker without a valid file, position or time");
+                bad(
+                    problems,
+                    "a base marker without a valid file, position or time",
+                );
                 None
             }
         };
@@ -168,7 +171,10 @@ fn parse_piece<'a>(
     if end < start || end - start != p.size || (start > 0 && start < 4) {
         bad(
             problems,
-            &format!("positions {start}..{end} disagree with its {} bytes", p.size),
+            &format!(
+                "positions {start}..{end} disagree with its {} bytes",
+                p.size
+            ),
         );
         return None;
     }
@@ -303,12 +309,14 @@ impl<'a> Chain<'a> {
                     earliest_seg = Some(earliest_seg.map_or(s, |e: usize| e.min(s)));
                 }
                 None => {
-                    let beyond = self.segments.last().and_then(|s| s.chunks.last()).is_none_or(
-                        |l| {
+                    let beyond = self
+                        .segments
+                        .last()
+                        .and_then(|s| s.chunks.last())
+                        .is_none_or(|l| {
                             let (ns, np) = l.next();
                             (seq(&mark.file).unwrap_or(0), mark.pos) >= (ns, np)
-                        },
-                    );
+                        });
                     w.problems.push(if beyond {
                         format!(
                             "base backup {} ({} position {}) has no archived binary log after it yet: is `holdfast replicate` running?",
