@@ -150,6 +150,16 @@ impl BinlogStream {
         Ok(format!("{tool} streams from {file}"))
     }
 
+    /// Start the stream at `file` if it is not running.
+    fn restart(&mut self, conn: &Conn, file: &str, shipped: &mut Shipped) {
+        if self.child.is_none() {
+            match self.start(conn, file) {
+                Ok(m) => shipped.messages.push(m),
+                Err(e) => shipped.messages.push(e.to_string()),
+            }
+        }
+    }
+
     fn child_ended(&mut self) -> Option<String> {
         let c = self.child.as_mut()?;
         match c.try_wait() {
@@ -291,12 +301,6 @@ impl Replicator for BinlogStream {
         // change committed before `asked` is stored.
         let asked = Utc::now();
         let status = master_status(&conn);
-        if self.child.is_none() {
-            match self.start(&conn, &cursor.file) {
-                Ok(m) => shipped.messages.push(m),
-                Err(e) => shipped.messages.push(e.to_string()),
-            }
-        }
         let mut bufs: Vec<(String, u64, Vec<u8>, events::Walk)> = Vec::new();
         let mut budget = ROUND_BYTES;
         while budget > 0 {
@@ -384,7 +388,14 @@ impl Replicator for BinlogStream {
                 cursor.file, cursor.pos
             ));
         }
+        // A dead stream is started again only once what its spool holds is stored (the server
+        // may be gone for good), and never with a round's budget used up.
+        let drained = budget > 0;
         if pieces.is_empty() {
+            drop(pieces);
+            if drained {
+                self.restart(&conn, &cursor.file, &mut shipped);
+            }
             return Ok(shipped);
         }
         let bytes: u64 = pieces.iter().map(|p| p.piece.size).sum();
@@ -410,10 +421,13 @@ impl Replicator for BinlogStream {
                 let _ = fs::remove_file(dir.join(f));
             }
         }
-        self.cursor = Some(cursor);
         self.last_stored = Some(Instant::now());
         shipped.pieces = count;
         shipped.bytes = bytes;
+        if drained {
+            self.restart(&conn, &cursor.file, &mut shipped);
+        }
+        self.cursor = Some(cursor);
         Ok(shipped)
     }
 
