@@ -171,6 +171,16 @@ impl Continuous for BinlogSettings {
     }
 }
 
+/// The log batches a replay from any of `bases` needs, whatever their age (for retention: the
+/// pieces from the start of a base's binary log file, which may be stored before the base,
+/// and the bases' markers). Batches not in it are not needed by these bases.
+pub fn needed_batches(
+    bases: &[&SnapshotEntry],
+    batches: &[(&SnapshotEntry, &LogBatch)],
+) -> std::collections::BTreeSet<Id> {
+    window::Chain::of(batches).needed(bases)
+}
+
 /// The dump options that make a base backup record its coordinates, and the reader filter
 /// that reads them (MariaDB's `mariadb-dump`/`mysqldump` spelling; MySQL 8.0.26+ also
 /// accepts it, deprecated in favour of `--source-data=2`).

@@ -440,3 +440,27 @@ fn a_mysql_source_takes_mode_continuous_and_its_log_table_only_with_it() {
         assert!(e.contains(why), "{extra}: {e}");
     }
 }
+
+#[test]
+fn the_batches_a_base_needs_include_older_ones_holding_its_file() {
+    let b2 = snap("b2", "10:10:00", None);
+    let batches = [
+        // Before the base: file 1 (not needed), file 2's start and the range holding the
+        // base's position (needed although older than the base).
+        batch("old", vec![range("1:0-900!", "09:00:00", "09:30:00")]),
+        batch("head", vec![range("2:0-150", "10:00:00", "10:05:00")]),
+        batch("holds", vec![range("2:150-300", "10:05:00", "10:10:00")]),
+        batch("mark", vec![mark(&b2, 2, 200, "10:10:01")]),
+        batch("after", vec![range("2:300-400", "10:10:00", "10:12:00")]),
+    ];
+    let refs: Vec<_> = batches
+        .iter()
+        .map(|e| (e, e.snapshot.log.as_ref().unwrap()))
+        .collect();
+    let chain = Chain::of(&refs);
+    let need = chain.needed(&[&b2]);
+    let want: std::collections::BTreeSet<Id> = batches[1..].iter().map(|b| b.id).collect();
+    assert_eq!(need, want);
+    assert!(!need.contains(&batches[0].id));
+    assert!(chain.needed(&[]).is_empty());
+}

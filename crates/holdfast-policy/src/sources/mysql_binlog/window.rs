@@ -6,11 +6,12 @@
 //! Each piece's metadata is read as hostile: a piece whose metadata does not parse, or
 //! disagrees with its size, is a problem, never part of the chain.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use holdfast_core::logs::{LogBatch, Piece};
 use holdfast_core::snapshot::SnapshotEntry;
+use holdfast_core::Id;
 
 use super::events::{seq, valid_name};
 use super::meta;
@@ -112,6 +113,8 @@ pub struct Chain<'a> {
     holes: Vec<Hole>,
     /// Base markers by snapshot id (hex).
     pub marks: BTreeMap<String, Mark>,
+    /// The batch holding each base's marker.
+    mark_batches: BTreeMap<String, Id>,
     /// What makes the chain untrustworthy.
     pub problems: Vec<String>,
     /// Pieces read.
@@ -202,6 +205,7 @@ impl<'a> Chain<'a> {
                 match parse_piece(e, p, &mut chain.problems) {
                     Some(Ok(c)) => chunks.push(c),
                     Some(Err((id, mark))) => {
+                        chain.mark_batches.insert(id.clone(), e.id);
                         chain.marks.insert(id, mark);
                     }
                     None => {}
@@ -364,6 +368,35 @@ impl<'a> Chain<'a> {
             }
         }
         w
+    }
+}
+
+impl Chain<'_> {
+    /// The batches a replay from any of `bases` needs (ids): every batch holding a piece from
+    /// the start of a usable base's file to the end of its run, and the batches holding the
+    /// bases' markers. A piece a base needs may be stored before the base itself (the range
+    /// that holds its position), so retention must keep these whatever their age.
+    pub fn needed(&self, bases: &[&SnapshotEntry]) -> BTreeSet<Id> {
+        let mut out = BTreeSet::new();
+        for b in bases {
+            let Some(mark) = self.marks.get(&b.id.to_hex()) else {
+                continue;
+            };
+            if let Some(m) = self.mark_batches.get(&b.id.to_hex()) {
+                out.insert(*m);
+            }
+            let Some((s, _)) = self.locate(mark) else {
+                continue;
+            };
+            let seg = &self.segments[s];
+            let first = seg
+                .chunks
+                .iter()
+                .position(|c| c.file == mark.file)
+                .unwrap_or(0);
+            out.extend(seg.chunks[first..].iter().map(|c| c.batch.id));
+        }
+        out
     }
 }
 
