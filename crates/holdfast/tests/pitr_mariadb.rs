@@ -385,3 +385,71 @@ fn mariadb_binlog_stream_resumes_without_a_gap() {
     eprintln!("test took {:?}", t0.elapsed());
     assert!(t0.elapsed() < Duration::from_secs(60));
 }
+
+#[test]
+fn mariadb_binlog_purged_before_it_was_archived_is_a_gap_not_a_stall() {
+    let t0 = Instant::now();
+    let scratch = tempfile::tempdir().unwrap();
+    let s = server(scratch.path());
+    let conn = s.conn();
+    let w = workload(&conn);
+    let mut writer = Writer::start(&conn);
+    base_backup(&w);
+    let rep = replicate(&w);
+    writer.run_for(Duration::from_millis(2000));
+    writer.stop();
+    let archived = rows(&conn);
+    std::thread::sleep(Duration::from_millis(2000));
+    stop(rep);
+    // While replicate is down, rows are written and their binary log file is purged.
+    let mut writer = Writer::start(&conn);
+    writer.run_for(Duration::from_millis(1000));
+    writer.stop();
+    maria(&conn, "FLUSH BINARY LOGS");
+    let current = maria(&conn, "SHOW MASTER STATUS");
+    let current = current.split('\t').next().unwrap().to_string();
+    // The server purges a file only once its transactions are checkpointed: retry.
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        maria(&conn, &format!("PURGE BINARY LOGS TO '{current}'"));
+        if !maria(&conn, "SHOW BINARY LOGS").contains("binlog.000001") {
+            break;
+        }
+        assert!(Instant::now() < until, "binlog.000001 was not purged");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let after_gap = Utc::now() + chrono::Duration::seconds(1);
+    let mut writer = Writer::start(&conn);
+    writer.run_for(Duration::from_millis(1500));
+    writer.stop();
+    let rep = replicate(&w);
+    std::thread::sleep(Duration::from_millis(3000));
+    stop(rep);
+    let log = std::fs::read_to_string(w.path("replicate.out")).unwrap();
+    assert!(
+        log.contains("GAP: the server no longer has binlog.000001"),
+        "{log}"
+    );
+    assert!(log.contains(&format!("streams from {current}")), "{log}");
+    let (out, _) = w.run(
+        &mut w.cmd(&["restore", "--source", "shop", "--at", "latest", "--replace"]),
+        0,
+    );
+    assert!(out.contains("gap"), "{out}");
+    assert_eq!(rows(&conn), archived, "{out}");
+    // A time after the gap cannot be reached from the only base.
+    let (_, err) = w.run(
+        &mut w.cmd(&[
+            "restore",
+            "--source",
+            "shop",
+            "--at",
+            &after_gap.to_rfc3339(),
+            "--replace",
+        ]),
+        1,
+    );
+    assert!(err.contains("reaches only"), "{err}");
+    eprintln!("test took {:?}", t0.elapsed());
+    assert!(t0.elapsed() < Duration::from_secs(60));
+}

@@ -150,13 +150,32 @@ impl BinlogStream {
         Ok(format!("{tool} streams from {file}"))
     }
 
-    /// Start the stream at `file` if it is not running.
-    fn restart(&mut self, conn: &Conn, file: &str, shipped: &mut Shipped) {
-        if self.child.is_none() {
-            match self.start(conn, file) {
-                Ok(m) => shipped.messages.push(m),
-                Err(e) => shipped.messages.push(e.to_string()),
+    /// Start the stream at the cursor's file if it is not running. A file the server no
+    /// longer has (purged before it was archived: `expire_logs_days` shorter than an outage)
+    /// is a gap: the stream goes on with the server's next file, and says so.
+    fn restart(&mut self, conn: &Conn, cursor: &mut Cursor, shipped: &mut Shipped) {
+        if self.child.is_some() {
+            return;
+        }
+        if let Ok(files) = binary_logs(conn) {
+            let have = |f: &str| files.iter().any(|x| x == f);
+            let cur = seq(&cursor.file);
+            if !have(&cursor.file) {
+                if let Some(next) = files.iter().find(|f| seq(f) > cur) {
+                    shipped.messages.push(format!(
+                        "GAP: the server no longer has {} (purged before it was archived): the archive has a gap from {} position {} to {next}; take a base backup (holdfast protect) to be recoverable after it, and keep binary logs longer than replicate may be down",
+                        cursor.file, cursor.file, cursor.pos
+                    ));
+                    *cursor = Cursor {
+                        file: next.clone(),
+                        pos: 0,
+                    };
+                }
             }
+        }
+        match self.start(conn, &cursor.file) {
+            Ok(m) => shipped.messages.push(m),
+            Err(e) => shipped.messages.push(e.to_string()),
         }
     }
 
@@ -231,6 +250,21 @@ fn master_status(conn: &Conn) -> Result<(String, u64), BinlogError> {
             "the server has no binary log (SHOW MASTER STATUS is empty): set log_bin and server_id (docs/pitr/mariadb.md)".into(),
         )),
     }
+}
+
+/// `SHOW BINARY LOGS`: the files the server has, oldest first.
+fn binary_logs(conn: &Conn) -> Result<Vec<String>, BinlogError> {
+    let tool = my_tool("mariadb", "mysql");
+    let mut c = Command::new(&tool);
+    conn.my(&mut c);
+    c.args(["-N", "-B", "-e", "SHOW BINARY LOGS"]);
+    let out = output(c, &tool)?;
+    Ok(out
+        .lines()
+        .filter_map(|l| l.split('\t').next())
+        .filter(|f| valid_name(f))
+        .map(String::from)
+        .collect())
 }
 
 /// Piece metadata for the range `start..end` of `file`.
@@ -394,7 +428,8 @@ impl Replicator for BinlogStream {
         if pieces.is_empty() {
             drop(pieces);
             if drained {
-                self.restart(&conn, &cursor.file, &mut shipped);
+                self.restart(&conn, &mut cursor, &mut shipped);
+                self.cursor = Some(cursor);
             }
             return Ok(shipped);
         }
@@ -425,7 +460,7 @@ impl Replicator for BinlogStream {
         shipped.pieces = count;
         shipped.bytes = bytes;
         if drained {
-            self.restart(&conn, &cursor.file, &mut shipped);
+            self.restart(&conn, &mut cursor, &mut shipped);
         }
         self.cursor = Some(cursor);
         Ok(shipped)
