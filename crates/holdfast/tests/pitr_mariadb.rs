@@ -10,6 +10,7 @@ use std::process::{Child, ChildStdin, Command as Std, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, DurationRound, Utc};
+use holdfast_policy::sources::pitr::Window;
 use holdfast_policy::sources::{my_scratch, Conn};
 
 mod support;
@@ -154,6 +155,22 @@ fn restore(w: &W, at: &str) -> String {
     c.env("TZ", LOCAL_TZ);
     let (out, _) = w.run(&mut c, 0);
     out
+}
+
+/// The source's recoverable window, computed by its driver from the repository's snapshots.
+fn window(w: &W) -> Window {
+    let storage: std::sync::Arc<dyn holdfast_storage::Storage> =
+        std::sync::Arc::new(holdfast_backend_local::LocalStorage::new(w.path("repo")));
+    let repo = holdfast_core::Repository::open(storage, b"pw").unwrap();
+    let (all, _) = holdfast_core::snapshot::load_all(&repo).unwrap();
+    let bases: Vec<_> = all
+        .iter()
+        .filter(|e| e.snapshot.source.as_deref() == Some("shop") && e.snapshot.complete)
+        .collect();
+    let batches = holdfast_core::logs::batches(&all, "shop", holdfast_core::logs::LogKind::Binlog);
+    let wl = holdfast_policy::config::Workload::load(&w.path("holdfast.toml")).unwrap();
+    let c = wl.sources[0].driver().continuous().expect("continuous");
+    c.window(&bases, &batches)
 }
 
 fn secs(t: DateTime<Utc>) -> DateTime<Utc> {
@@ -369,6 +386,15 @@ fn mariadb_binlog_stream_resumes_without_a_gap() {
         pieces.iter().filter_map(|p| time(p)).all(|t| t <= stopped),
         "a piece claims a time after replicate stopped"
     );
+    // Across two stream deaths, a crash and a second run: one whole chain.
+    let win = window(&w);
+    assert!(win.whole(), "{win:?}");
+    assert!(
+        win.to.unwrap() >= idle_from + chrono::Duration::seconds(1),
+        "{win:?}"
+    );
+    assert!(win.to.unwrap() <= stopped, "{win:?}");
+    assert!(win.from.unwrap() < idle_from, "{win:?}");
     let log2 = std::fs::read_to_string(w.path("replicate.out")).unwrap();
     assert!(log2.contains("the archive resumes at binlog."), "{log2}");
 
@@ -431,6 +457,16 @@ fn mariadb_binlog_purged_before_it_was_archived_is_a_gap_not_a_stall() {
         "{log}"
     );
     assert!(log.contains(&format!("streams from {current}")), "{log}");
+    let win = window(&w);
+    assert_eq!(win.gaps.len(), 1, "{win:?}");
+    assert!(
+        win.gaps[0]
+            .missing
+            .starts_with("binlog.000001 from position "),
+        "{win:?}"
+    );
+    assert_eq!(win.gaps[0].resumes, None, "no base after the gap: {win:?}");
+    assert!(win.problems.is_empty(), "{win:?}");
     let (out, _) = w.run(
         &mut w.cmd(&["restore", "--source", "shop", "--at", "latest", "--replace"]),
         0,
