@@ -684,7 +684,10 @@ why-not-backup = "derived"
                 "source \"s\" of kind Sqlite needs path = ",
             ),
             ("kind = \"path\"", "source \"s\" of kind Path needs path = "),
-            ("kind = \"mysql\"\nmode = \"logical\"", "only for postgres"),
+            (
+                "kind = \"mysql\"\nmode = \"logical\"",
+                "not one of a mysql source's",
+            ),
         ];
         for (body, needle) in cases {
             let e = parse(&src(body)).unwrap_err().to_string();

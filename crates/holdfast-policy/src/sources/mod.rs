@@ -26,6 +26,7 @@ mod command;
 mod conn;
 mod db_restore;
 mod mysql;
+pub mod mysql_binlog;
 mod path;
 pub mod pg_physical;
 pub mod pg_pitr;

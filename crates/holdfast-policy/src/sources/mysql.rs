@@ -9,6 +9,8 @@ use std::sync::Arc;
 use holdfast_core::stream::{self, StreamOptions};
 
 use super::conn::{PasswordEnvUnset, ServerSettings};
+use super::mysql_binlog;
+use super::pitr::{Continuous, Replicator};
 use super::tool::{files, item, my_tool, noted, verify_query, ToolError};
 use super::{
     db_restore, my_scratch, Backed, BackupJob, Conn, DbRestoreError, DrillJob, DrillOutcome,
@@ -27,6 +29,9 @@ pub struct MysqlSource {
     pub verify: Option<String>,
     /// The database the verify query runs in.
     pub verify_database: Option<String>,
+    /// Continuous protection (`mode = "continuous"`): base dumps record their binary log
+    /// position, `holdfast replicate` archives the binary log.
+    pub continuous: Option<mysql_binlog::BinlogSettings>,
 }
 
 /// Why a MySQL/MariaDB source failed.
@@ -57,9 +62,26 @@ impl From<MysqlError> for SourceError {
 
 /// Build from the workload file.
 pub fn build(r: &RawSource, _base: &Path) -> Result<Arc<dyn Source>, String> {
-    r.no_mode()?;
+    let database = r.database.clone().filter(|d| d != "all");
+    let continuous = match r.mode.as_deref() {
+        None if r.log.is_some() => {
+            return Err(format!(
+                "source {:?}: [source.log] is for continuous protection: add mode = \"continuous\"",
+                r.name()
+            ))
+        }
+        None => None,
+        Some("continuous") => Some(mysql_binlog::BinlogSettings::of(r, database.clone())?),
+        Some(m) => {
+            return Err(format!(
+                "source {:?}: mode {m:?} is not one of a mysql source's: \"continuous\" (or leave it out for dumps only)",
+                r.name()
+            ))
+        }
+    };
     Ok(Arc::new(MysqlSource {
-        database: r.database.clone().filter(|d| d != "all"),
+        continuous,
+        database,
         server: ServerSettings::of(r),
         verify: r.verify.clone(),
         verify_database: r.verify_database.clone(),
@@ -88,6 +110,9 @@ impl Source for MysqlSource {
             Some(db) => c.args(["--databases", db]),
             None => c.arg("--all-databases"),
         };
+        if self.continuous.is_some() {
+            c.arg(mysql_binlog::DUMP_OPTION);
+        }
         let opts = StreamOptions {
             dir: name.to_string(),
             label: format!("mysql:{name}"),
@@ -96,9 +121,16 @@ impl Source for MysqlSource {
             time: Some(job.time),
             log: None,
         };
-        let items = vec![item("dump.sql", &tool, c)];
-        let (id, _) = stream::backup_streams(job.repo, &opts, items, job.progress)
+        let mut dump = item("dump.sql", &tool, c);
+        let seen = mysql_binlog::new_seen();
+        if self.continuous.is_some() {
+            dump.reader = Box::new(mysql_binlog::ScanReader::new(dump.reader, seen.clone()));
+        }
+        let (id, _) = stream::backup_streams(job.repo, &opts, vec![dump], job.progress)
             .map_err(MysqlError::from)?;
+        if self.continuous.is_some() {
+            mysql_binlog::mark_base(job.repo, name, &id, &seen, job.progress)?;
+        }
         Ok(Backed {
             snapshot: Some(id),
             skipped: Vec::new(),
@@ -178,7 +210,21 @@ impl Source for MysqlSource {
         )
     }
 
+    fn continuous(&self) -> Option<&dyn Continuous> {
+        self.continuous.as_ref().map(|c| c as &dyn Continuous)
+    }
+
+    fn replicator(&self, _name: &str) -> Option<Box<dyn Replicator>> {
+        self.continuous.as_ref().map(|c| c.replicator())
+    }
+
     fn describe(&self) -> String {
+        if self.continuous.is_some() {
+            return format!(
+                "continuous: mysqldump --single-transaction --master-data=2 base backups of {}, binary log archived by holdfast replicate",
+                self.database.as_deref().unwrap_or("every database")
+            );
+        }
         match &self.database {
             Some(db) => format!("mysqldump --single-transaction of database {db}"),
             None => "mysqldump --single-transaction of every database".into(),
