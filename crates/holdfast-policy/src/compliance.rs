@@ -303,6 +303,7 @@ fn judge_log(
     }
     problems.extend(c.window.problems.iter().map(|p| format!("change log: {p}")));
     if let Some(h) = &c.health {
+        problems.extend(h.notes.iter().cloned());
         if let Some(since) = h.failing_since {
             problems.push(format!(
                 "shipping the change log has failed for {} (since {}){}: changes since then are not protected",

@@ -673,11 +673,11 @@ why-not-backup = "derived"
             ("kind = \"command\"", "of kind command needs command = "),
             (
                 "kind = \"path\"\npath = \"/a\"\nmode = \"physical\"",
-                "mode \"physical\" is only for postgres sources",
+                "mode \"physical\" is only for database sources",
             ),
             (
                 "kind = \"postgres\"\nmode = \"fast\"",
-                "mode \"fast\" is only for postgres sources",
+                "mode \"fast\" is only for database sources",
             ),
             (
                 "kind = \"sqlite\"",

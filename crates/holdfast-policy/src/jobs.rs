@@ -396,7 +396,7 @@ fn forget_old_logs(
         .filter_map(|x| x.snapshot.log.as_ref().map(|l| (x, l)))
         .filter(|(_, l)| l.kind == kind)
         .collect();
-    let old = crate::sources::pitr::prunable_batches(&bases, &batches, &|p| c.keep_always(p));
+    let old = c.prunable(&bases, &batches);
     if old.is_empty() {
         return Ok(0);
     }

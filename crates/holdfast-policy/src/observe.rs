@@ -268,8 +268,16 @@ impl Observed {
                     .collect()
             })
             .unwrap_or_default();
+        let mut window = c.window(&bases, &batches);
+        // An idle source proves, when asked, that what it wrote last is archived: its window
+        // then reaches the moment it was asked (only over an unbroken chain).
+        if window.whole() && window.to.is_some() {
+            if let Some(t) = c.shipped_until(&batches) {
+                window.to = window.to.max(Some(t));
+            }
+        }
         crate::compliance::ContinuousFacts {
-            window: c.window(&bases, &batches),
+            window,
             health: c.health(source, state_dir),
         }
     }

@@ -531,14 +531,34 @@ fn a_store_outage_acknowledges_nothing_shows_at_once_and_catches_up_without_a_ga
         assert!(after.contains_key(&n), "{n}");
     }
     assert_no_gap(&after);
-    let o = a.run(&[
-        "--repo",
-        repo.to_str().unwrap(),
-        "--password-file",
-        a.dir.join("pw").to_str().unwrap(),
-        "check",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let check = |config: &str| {
+        a.run(&[
+            "--config",
+            config,
+            "--repo",
+            repo.to_str().unwrap(),
+            "--password-file",
+            a.dir.join("pw").to_str().unwrap(),
+            "check",
+        ])
+    };
+    // Every object checks clean...
+    let o = check("/nonexistent/holdfast.toml");
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // ...but with the workload, check also proves the chain: WAL with no base backup to
+    // replay it onto restores nothing, and says so.
+    let o = check(a.dir.join("holdfast.toml").to_str().unwrap());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("no base backup"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
 }
 
 fn walk(p: &Path) -> Vec<PathBuf> {

@@ -132,6 +132,9 @@ pub struct PitrRestored {
     pub reached: Option<DateTime<Utc>>,
     /// What was done, one line each.
     pub done: Vec<String>,
+    /// What the restore could not give (newer changes behind a gap): the command exits 3.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// How the shipping of a change log is doing on this host right now, from local state (what a
@@ -146,6 +149,8 @@ pub struct LogHealth {
     pub waiting_bytes: Option<u64>,
     /// The most that may wait before status fails (`[source.log] queue-max`).
     pub queue_max: Option<u64>,
+    /// What status should say without failing (shipping never measured on this host, ...).
+    pub notes: Vec<String>,
 }
 
 /// A drill of a continuous source: restore to `target` in a scratch place (a scratch server,
@@ -192,6 +197,24 @@ pub trait Continuous: Send + Sync {
                 "point-in-time drills are not supported for this kind: the restore time is not measured",
             ),
         ))
+    }
+    /// The log batches retention may remove once `kept_bases` are the base backups kept
+    /// (default: [`prunable_batches`], never a piece [`Continuous::keep_always`] names).
+    fn prunable<'a>(
+        &self,
+        kept_bases: &[&SnapshotEntry],
+        batches: &[(&'a SnapshotEntry, &'a holdfast_core::logs::LogBatch)],
+    ) -> Vec<&'a SnapshotEntry> {
+        prunable_batches(kept_bases, batches, &|p| self.keep_always(p))
+    }
+    /// Asked of the live source: the instant up to which everything it has written is among
+    /// `batches` (an idle server whose newest archived piece is old but holds its last write).
+    /// `None` when it cannot say (unreachable, or not everything is archived).
+    fn shipped_until(
+        &self,
+        _batches: &[(&SnapshotEntry, &holdfast_core::logs::LogBatch)],
+    ) -> Option<DateTime<Utc>> {
+        None
     }
     /// How often `protect` takes a base backup (`[source.log] base-every`, default 1 day): the
     /// log meets the RPO, base backups bound how much log a restore replays.

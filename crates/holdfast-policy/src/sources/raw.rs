@@ -176,7 +176,7 @@ impl RawSource {
             .collect())
     }
 
-    /// Refuse `mode`, which only `postgres` sources take.
+    /// Refuse `mode`, which only database sources take.
     pub fn no_mode(&self) -> Result<(), String> {
         match &self.mode {
             Some(m) => Err(mode_error(self.name(), m)),
@@ -187,5 +187,5 @@ impl RawSource {
 
 /// The error for a `mode` a source cannot take.
 pub fn mode_error(name: &str, m: &str) -> String {
-    format!("source {name:?}: mode {m:?} is only for postgres sources: \"logical\" or \"physical\"")
+    format!("source {name:?}: mode {m:?} is only for database sources: \"logical\" or \"physical\" (postgres), \"continuous\" (postgres, sqlite, mysql)")
 }

@@ -447,6 +447,9 @@ pub fn restore_source(g: &Global, name: &str, a: crate::cli::RestoreArgs) -> Res
                 for d in &p.done {
                     outln!("{d}");
                 }
+                for w in &p.warnings {
+                    eprintln!("warning: {w}");
+                }
                 match p.reached {
                     Some(t) => outln!(
                         "restored {name} to {} (target {}) from base backup {}",
@@ -465,6 +468,7 @@ pub fn restore_source(g: &Global, name: &str, a: crate::cli::RestoreArgs) -> Res
     }
     Ok(match &done {
         SourceRestored::Files { result, .. } if !result.errors.is_empty() => exit::WARNINGS,
+        SourceRestored::PointInTime(p) if !p.warnings.is_empty() => exit::WARNINGS,
         _ => exit::OK,
     })
 }

@@ -121,6 +121,8 @@ pub struct BinlogSettings {
     pub heartbeat: Duration,
     /// Where the stream writes (default: the state directory's `binlog/NAME`).
     pub spool: Option<PathBuf>,
+    /// How often `protect` takes a base dump (`[source.log] base-every`; default 1 day).
+    pub base_every: Option<chrono::Duration>,
 }
 
 impl BinlogSettings {
@@ -148,6 +150,7 @@ impl BinlogSettings {
             interval: pos(log.interval, 1, "interval")?,
             heartbeat: pos(log.heartbeat, 60, "heartbeat")?,
             spool: log.spool,
+            base_every: log.base_every,
         })
     }
 
@@ -168,6 +171,24 @@ impl Continuous for BinlogSettings {
 
     fn restore_at(&self, job: &PitrRestore) -> Result<PitrRestored, SourceError> {
         Ok(restore::restore_at(self, job)?)
+    }
+
+    fn base_every(&self) -> chrono::Duration {
+        self.base_every.unwrap_or_else(|| chrono::Duration::days(1))
+    }
+
+    /// Older than the oldest kept base dump, and not needed by any kept base: a base's replay
+    /// starts inside a binary log file whose first pieces were usually stored before it.
+    fn prunable<'a>(
+        &self,
+        kept_bases: &[&SnapshotEntry],
+        batches: &[(&'a SnapshotEntry, &'a LogBatch)],
+    ) -> Vec<&'a SnapshotEntry> {
+        let needed = needed_batches(kept_bases, batches);
+        crate::sources::pitr::prunable_batches(kept_bases, batches, &|_| false)
+            .into_iter()
+            .filter(|e| !needed.contains(&e.id))
+            .collect()
     }
 }
 

@@ -112,12 +112,12 @@ pub fn restore_at(s: &BinlogSettings, job: &PitrRestore) -> Result<PitrRestored,
             None => String::new(),
         }
     ));
-    done.extend(plan.notes);
     Ok(PitrRestored {
         base: base.id.to_hex(),
         target: job.target.clone(),
         reached: plan.reached,
         done,
+        warnings: plan.notes,
     })
 }
 

@@ -238,6 +238,7 @@ pub fn restore_at(job: &PitrRestore, opts: &Options) -> Result<Recovered, Recove
             target: job.target.clone(),
             reached,
             done,
+            warnings: Vec::new(),
         },
         server,
     })

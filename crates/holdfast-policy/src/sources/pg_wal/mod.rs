@@ -42,6 +42,8 @@ pub struct WalSettings {
     pub batch_files: usize,
     /// The most bytes one `wal-push` stores in one batch (the one asked for is always stored).
     pub batch_bytes: u64,
+    /// How often `protect` takes a base backup (`[source.log] base-every`; default 1 day).
+    pub base_every: Option<chrono::Duration>,
     /// How many pieces `wal-fetch` fetches ahead into its spool.
     pub prefetch_files: usize,
     /// The most bytes `wal-fetch` fetches ahead.
@@ -57,6 +59,7 @@ impl Default for WalSettings {
             batch_bytes: 256 << 20,
             prefetch_files: 8,
             prefetch_bytes: 256 << 20,
+            base_every: None,
         }
     }
 }
@@ -71,6 +74,19 @@ impl WalSettings {
                     .map_err(|e| format!("source {:?}: [source.log] queue-max: {e}", r.name()))?;
             }
             s.spool = log.spool.clone();
+            s.base_every = log.base_every;
+            if log.streaming {
+                return Err(format!(
+                    "source {:?}: [source.log] streaming (pg_receivewal) is not supported yet: the RPO of a continuous PostgreSQL source is bounded by archive_timeout; remove the key",
+                    r.name()
+                ));
+            }
+            if log.interval.is_some() || log.heartbeat.is_some() {
+                return Err(format!(
+                    "source {:?}: [source.log] interval and heartbeat are for sources `holdfast replicate` ships (sqlite, mysql); a PostgreSQL source archives through archive_command (set archive_timeout instead)",
+                    r.name()
+                ));
+            }
         }
         Ok(s)
     }

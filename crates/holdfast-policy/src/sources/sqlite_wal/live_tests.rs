@@ -104,6 +104,8 @@ impl Fx {
             .cfg
             .restore_at(&PitrRestore {
                 repo: &self.repo,
+                source: "db",
+                workload: std::path::Path::new("/nonexistent/holdfast.toml"),
                 bases: &bases,
                 logs: &logs,
                 target: &target,
@@ -111,6 +113,7 @@ impl Fx {
                 replace: false,
                 conn: &Conn::default(),
                 start: false,
+                archive: false,
                 progress: &NoProgress,
             })
             .map_err(|e| e.to_string())?;
@@ -203,8 +206,10 @@ fn rounds_with_snapshots_checkpoints_and_failed_stores_restore_exactly_each_roun
     let drill = |cfg: &SqliteWal, t: DateTime<Utc>, name: &str| {
         let (bases, logs) = fx.entries();
         let into = fx.dir.path().join(name);
-        cfg.drill_at(&PitrRestore {
+        cfg.drill_into(&PitrRestore {
             repo: &fx.repo,
+            source: "db",
+            workload: std::path::Path::new("/nonexistent/holdfast.toml"),
             bases: &bases,
             logs: &logs,
             target: &RecoveryTarget::Time(t),
@@ -212,6 +217,7 @@ fn rounds_with_snapshots_checkpoints_and_failed_stores_restore_exactly_each_roun
             replace: false,
             conn: &Conn::default(),
             start: false,
+            archive: false,
             progress: &NoProgress,
         })
     };

@@ -404,6 +404,24 @@ impl Continuous for SqliteWal {
     fn restore_at(&self, job: &PitrRestore) -> Result<PitrRestored, SourceError> {
         restore::restore_at(job).map_err(|e| SourceError::new("sqlite", e))
     }
+
+    fn drill_at(&self, job: &super::pitr::PitrDrill) -> Result<super::DrillOutcome, SourceError> {
+        let db = job.scratch.join("drill.db");
+        self.drill_into(&PitrRestore {
+            repo: job.repo,
+            source: job.source,
+            workload: job.workload,
+            bases: job.bases,
+            logs: job.logs,
+            target: job.target,
+            into: db.to_str(),
+            replace: false,
+            conn: &super::Conn::default(),
+            start: false,
+            archive: false,
+            progress: job.progress,
+        })
+    }
 }
 
 impl SqliteWal {
@@ -412,7 +430,7 @@ impl SqliteWal {
     /// `PRAGMA integrity_check`, rows per table and the source's `verify` query. Passes only
     /// when all pass and the restore reached an instant at or after the target's (for a
     /// time: within the ship interval before it).
-    pub fn drill_at(&self, job: &PitrRestore) -> Result<super::DrillOutcome, SourceError> {
+    pub fn drill_into(&self, job: &PitrRestore) -> Result<super::DrillOutcome, SourceError> {
         let r = restore::restore_at(job).map_err(|e| SourceError::new("sqlite", e))?;
         let db = std::path::PathBuf::from(job.into.unwrap_or_default());
         let mut messages = r.done.clone();

@@ -220,5 +220,6 @@ pub fn restore_at(job: &PitrRestore) -> Result<PitrRestored, PitrError> {
         target: job.target.clone(),
         reached: Some(reached),
         done: lines,
+        warnings: Vec::new(),
     })
 }
