@@ -520,6 +520,23 @@ fn a_store_outage_acknowledges_nothing_shows_at_once_and_catches_up_without_a_ga
         );
     }
     assert!(a.status(".ready").len() >= 3);
+    // status says so at once, as an RPO failure, with the cause and what waits.
+    let o = a.run(&["--json", "status", "--no-discover"]);
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let st = &v["sources"][0]["status"];
+    assert_eq!(st["rpo"], "breached", "{st}");
+    let problems = st["problems"].to_string();
+    assert!(
+        problems.contains("shipping the change log has failed"),
+        "{problems}"
+    );
+    assert!(problems.contains("more than queue-max"), "{problems}");
     // The outage ends: the archive catches up, whole.
     set_mode(0o755);
     a.wait_archived(Duration::from_secs(90));

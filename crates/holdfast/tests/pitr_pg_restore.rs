@@ -718,6 +718,53 @@ fn deleting_an_archived_wal_batch_opens_a_gap_naming_its_segment() {
         "{err}"
     );
     assert!(!pg.dir.join("past").exists(), "nothing was restored");
+    // status fails the control that proves the chain, naming the segment and the span lost,
+    // and the history reports the batch that vanished outside holdfast.
+    let o = pg.holdfast(&["--json", "status"]).output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let control = v["controls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "log-chain-whole")
+        .unwrap_or_else(|| panic!("no log-chain-whole control in {v}"));
+    assert_eq!(control["passed"], false, "{control}");
+    assert_eq!(control["failing"][0], SOURCE, "{control}");
+    let problems = v["sources"][0]["status"]["problems"].to_string();
+    assert!(
+        problems.contains(&format!("change log gap: {missing} missing")),
+        "{problems}"
+    );
+    assert!(
+        v["alarms"].to_string().contains(&id[..8]),
+        "{}",
+        v["alarms"]
+    );
+    // check, given the workload, fails on the gap too (every object left checks clean).
+    let repo = pg.dir.join("repo");
+    let pw = pg.dir.join("pw");
+    let o = pg
+        .holdfast(&[
+            "--repo",
+            repo.to_str().unwrap(),
+            "--password-file",
+            pw.to_str().unwrap(),
+            "check",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains(&format!("change log gap: {missing} missing")),
+        "{out}"
+    );
 }
 
 #[test]

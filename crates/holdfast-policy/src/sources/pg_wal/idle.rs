@@ -49,6 +49,10 @@ pub fn written(conn: &Conn) -> Result<Written, IdleError> {
         "SELECT pg_walfile_name(l), l, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM pg_current_wal_insert_lsn() AS l",
     ]);
     conn.pg(&mut c);
+    // `status` asks on every run: a server that cannot be reached must not hold it up.
+    if std::env::var_os("PGCONNECT_TIMEOUT").is_none() {
+        c.env("PGCONNECT_TIMEOUT", "5");
+    }
     let out = output(c, "psql (asking where the WAL ends)")?;
     parse(out.trim()).ok_or_else(|| IdleError::Answer(out.trim().to_string()))
 }
