@@ -14,6 +14,8 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v pgbench >/dev/null || need_apt+=(postgresql-contrib)
 command -v mariadbd >/dev/null || need_apt+=(mariadb-server)
 command -v mariadb-dump >/dev/null || need_apt+=(mariadb-client)
+# The SQLite shell: the point-in-time tests' writer is a real long-running sqlite3 process.
+command -v sqlite3 >/dev/null || need_apt+=(sqlite3)
 # Ceph's radosgw (Debian's packages): the S3 store that enforces Object Lock and bucket policies,
 # for the immutability tests (scripts/ceph-rgw.sh starts one per test binary on loopback).
 command -v curl >/dev/null || need_apt+=(curl)
