@@ -91,6 +91,7 @@ wal_level = replica
 archive_mode = on
 archive_command = '/bin/false'
 max_wal_size = 16GB
+checkpoint_timeout = 1h
 CONF
 as_pg "${hf_env[@]}" "$bindir/pg_ctl" -D "$work/pg" -l "$work/pg/log" -w start >/dev/null
 psql -Xq -c "create database bench" >/dev/null
@@ -111,39 +112,40 @@ drain() { # $1: label; times the archiver until no segment waits
   printf '%s %s %s\n' "$1" "$n" "$(echo "$t1 - $t0" | bc -l)"
 }
 
-# Base backups first (with archiving paused, each tool's own).
+hf_push="${hf_env[*]} $hf --quiet wal-push --source pg"
+br_push="pgbackrest --config=$work/pgbr.conf --stanza=bench archive-push"
+# Base backups first, each tool archiving everything (both archive_commands, one after the other).
 say "base backups"
-as_pg "${hf_env[@]}" "$hf" --quiet protect >"$work/log/protect.txt" 2>&1 || { rc=$?; [ $rc = 4 ] || { cat "$work/log/protect.txt" >&2; exit 1; }; }
 as_pg pgbackrest --config="$work/pgbr.conf" --stanza=bench stanza-create >/dev/null
-archive_with "pgbackrest --config=$work/pgbr.conf --stanza=bench archive-push %p"
+archive_with "$hf_push %p && $br_push %p"
+as_pg "${hf_env[@]}" "$hf" --quiet protect >"$work/log/protect.txt" 2>&1 || { rc=$?; [ $rc = 4 ] || { cat "$work/log/protect.txt" >&2; exit 1; }; }
 as_pg pgbackrest --config="$work/pgbr.conf" --stanza=bench --type=full backup >/dev/null
-archive_with "${hf_env[*]} $hf --quiet wal-push --source pg %p"
+psql -XAtq -c "select pg_switch_wal()" >/dev/null
 while [ "$(ready)" -gt 0 ]; do sleep 0.2; done
 archive_with "/bin/false"
 
+# Each tool drains a backlog alone (timed); the other then gets the same files (untimed), so
+# both archives stay whole for the restore.
 results=()
 for tool in holdfast pgbackrest; do
   say "backlog for $tool: $backlog_tx pgbench transactions with archiving paused"
   pgbench -n -c 2 -j 2 -t $((backlog_tx / 2)) bench >/dev/null 2>&1
-  psql -XAtq -c "select pg_switch_wal()" >/dev/null
-  target=$(psql -XAt -c "select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+  target=$(psql -XAt -c "select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')")
   psql -Xq -d bench -c "create table if not exists marker(t text); insert into marker values ('$tool')" >/dev/null
   psql -XAtq -c "select pg_switch_wal()" >/dev/null
   sleep 1
-  if [ $tool = holdfast ]; then
-    archive_with "${hf_env[*]} $hf --quiet wal-push --source pg %p"
-  else
-    archive_with "pgbackrest --config=$work/pgbr.conf --stanza=bench archive-push %p"
-  fi
+  backlog=$(cd "$work/pg/pg_wal/archive_status" && ls | sed -n 's/\.ready$//p' | sort)
+  if [ $tool = holdfast ]; then archive_with "$hf_push %p"; other=$br_push; else archive_with "$br_push %p"; other=$hf_push; fi
   read -r _ n secs < <(drain $tool)
-  eval "${tool}_target=$target"
-  results+=("$(printf '%-11s %8d segments in %7.2f s = %7.1f segments/s' $tool "$n" "$secs" "$(echo "$n / $secs" | bc -l)")")
   archive_with "/bin/false"
+  for f in $backlog; do as_pg sh -c "cd $work/pg && $other pg_wal/$f" >/dev/null; done
+  targets+=("$target")
+  results+=("$(printf '%-11s %8d segments in %7.2f s = %7.1f segments/s' $tool "$n" "$secs" "$(echo "$n / $secs" | bc -l)")")
 done
-archive_with "${hf_env[*]} $hf --quiet wal-push --source pg %p"
-psql -XAtq -c "select pg_switch_wal()" >/dev/null
-while [ "$(ready)" -gt 0 ]; do sleep 0.2; done
-archive_with "pgbackrest --config=$work/pgbr.conf --stanza=bench archive-push %p"
+# The restore target: inside the first backlog, so both replay the base backup and a whole
+# backlog of WAL; then everything after it goes to both archives.
+target=${targets[0]}
+archive_with "$hf_push %p && $br_push %p"
 psql -XAtq -c "select pg_switch_wal()" >/dev/null
 while [ "$(ready)" -gt 0 ]; do sleep 0.2; done
 as_pg "$bindir/pg_ctl" -D "$work/pg" -m fast stop >/dev/null
@@ -155,10 +157,11 @@ restore_time() { # $1 tool
   p=$(free_port)
   t0=$(now)
   if [ "$1" = holdfast ]; then
-    "${hf_env[@]}" "$hf" --quiet restore --source pg --at "$holdfast_target" --target "$d" --start >/dev/null
+    mkdir -p "$d"; [ "$(id -u)" = 0 ] && chown postgres: "$d"
+    as_pg "${hf_env[@]}" "$hf" --quiet restore --source pg --at "$target" --no-archive --target "$d" --start >"$work/log/hf-restore.txt" 2>&1 || { cat "$work/log/hf-restore.txt" >&2; exit 1; }
   else
     mkdir -p "$d"; [ "$(id -u)" = 0 ] && chown postgres: "$d"
-    as_pg pgbackrest --config="$work/pgbr.conf" --stanza=bench --pg1-path="$d" --type=time "--target=$holdfast_target" --target-action=promote restore >/dev/null
+    as_pg pgbackrest --config="$work/pgbr.conf" --stanza=bench --pg1-path="$d" --type=time "--target=$target+00" --target-action=promote --archive-mode=off restore >/dev/null
     printf "port = %s\nunix_socket_directories = '%s'\n" "$p" "$d" >> "$d/postgresql.auto.conf"
     as_pg "$bindir/pg_ctl" -D "$d" -l "$d/log" -w -t 3600 start >/dev/null
     until [ "$(psql -XAt -h "$d" -p "$p" -c 'select pg_is_in_recovery()' 2>/dev/null)" = f ]; do sleep 0.2; done
@@ -167,8 +170,9 @@ restore_time() { # $1 tool
   echo "$t1 - $t0" | bc -l
   [ -f "$d/postmaster.pid" ] && as_pg "$bindir/pg_ctl" -D "$d" -m immediate stop >/dev/null 2>&1
   rm -rf "$d"
+  return 0
 }
-say "restore to $holdfast_target"
+say "restore to $target UTC"
 hf_restore=$(restore_time holdfast)
 br_restore=$(restore_time pgbackrest)
 
@@ -221,7 +225,7 @@ echo
 echo "1. archive throughput (draining a backlog of $backlog_tx pgbench transactions):"
 printf '   %s\n' "${results[@]}"
 echo
-echo "2. restore to a point in time ($holdfast_target), until the server accepts connections:"
+echo "2. restore to a point in time ($target UTC: a base backup and a whole backlog of WAL), until the server is promoted:"
 printf '   holdfast   %7.2f s\n   pgbackrest %7.2f s   (holdfast/pgbackrest = %.2f)\n' "$hf_restore" "$br_restore" "$(echo "$hf_restore / $br_restore" | bc -l)"
 echo
 printf '   repository size: holdfast %.1f MB, pgbackrest %.1f MB\n' "$(echo "$hf_repo/1048576" | bc -l)" "$(echo "$br_repo/1048576" | bc -l)"

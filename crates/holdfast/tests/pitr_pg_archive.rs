@@ -9,88 +9,30 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use holdfast_policy::sources::pg_scratch;
 use holdfast_policy::sources::pg_wal::{self, WalSettings};
 use serde_json::Value;
 
-const SOURCE: &str = "pg";
-
-fn root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
+mod support;
+use support::pgarch::{root, ArchivedPg, SOURCE};
 
 /// A scratch server archiving into a repository through `holdfast wal-push`.
-struct Arch {
-    server: pg_scratch::Server,
-    dir: PathBuf,
-    _scratch: tempfile::TempDir,
+struct Arch(ArchivedPg);
+
+impl std::ops::Deref for Arch {
+    type Target = ArchivedPg;
+    fn deref(&self) -> &ArchivedPg {
+        &self.0
+    }
 }
 
 impl Arch {
     fn new(queue_max: &str) -> Arch {
-        let scratch = tempfile::tempdir().unwrap();
-        let server = pg_scratch::Server::start(scratch.path(), Duration::from_secs(60))
-            .expect("a PostgreSQL server (scripts/test.sh installs the postgresql package)");
-        let dir = scratch.path().join("work");
-        fs::create_dir(&dir).unwrap();
-        fs::write(dir.join("pw"), "archive-test-password\n").unwrap();
-        let port = server.conn().port.unwrap();
-        fs::write(
-            dir.join("holdfast.toml"),
-            format!(
-                "[repository.main]\nurl = \"{}\"\npassword-file = \"{}\"\n\n[class.critical]\nrpo = \"5m\"\nrto = \"10m\"\nkeep = {{ last = 5 }}\n\n[[source]]\nname = \"{SOURCE}\"\nkind = \"postgres\"\nmode = \"continuous\"\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"postgres\"\nclass = \"critical\"\nstrategy = \"backup\"\n\n[source.log]\nqueue-max = \"{queue_max}\"\n",
-                dir.join("repo").display(),
-                dir.join("pw").display(),
-            ),
-        )
-        .unwrap();
-        if root() {
-            // The archiver runs as postgres: it must own the repository and the state.
-            let o = Command::new("chown")
-                .args(["-R", "postgres:"])
-                .arg(&dir)
-                .output()
-                .unwrap();
-            assert!(o.status.success());
-        }
-        let a = Arch {
-            server,
-            dir,
-            _scratch: scratch,
-        };
-        a.psql("ALTER SYSTEM SET archive_mode = on");
-        a.set_archive_command(&a.archive_command());
-        a.server.restart().unwrap();
-        a
-    }
-
-    fn env(&self) -> String {
-        format!(
-            "HOLDFAST_INSECURE_TEST_KDF=1 HOLDFAST_STATE_DIR={} HOLDFAST_HOSTNAME=pg-host",
-            self.state().display()
-        )
-    }
-
-    fn archive_command(&self) -> String {
-        format!(
-            "{} {} --config {} wal-push --source {SOURCE} %p",
-            self.env(),
-            env!("CARGO_BIN_EXE_holdfast"),
-            self.dir.join("holdfast.toml").display()
-        )
-    }
-
-    fn set_archive_command(&self, c: &str) {
-        self.psql(&format!(
-            "ALTER SYSTEM SET archive_command = '{}'",
-            c.replace('\'', "''")
+        let a = Arch(ArchivedPg::new(
+            "archive-test-password",
+            &format!("\n[source.log]\nqueue-max = \"{queue_max}\"\n"),
         ));
-        self.psql("SELECT pg_reload_conf()");
-    }
-
-    fn state(&self) -> PathBuf {
-        self.dir.join("state")
+        a.archive(&[]);
+        a
     }
 
     fn wal_state(&self) -> PathBuf {
@@ -101,50 +43,8 @@ impl Arch {
         self.server.data_dir().join("pg_wal")
     }
 
-    /// holdfast as the server's user, with the archiver's environment.
-    fn holdfast(&self, args: &[&str]) -> Command {
-        let mut c = if root() {
-            let mut c = Command::new("setpriv");
-            c.args([
-                "--reuid=postgres",
-                "--regid=postgres",
-                "--init-groups",
-                "--",
-            ]);
-            c.arg(env!("CARGO_BIN_EXE_holdfast"));
-            c
-        } else {
-            Command::new(env!("CARGO_BIN_EXE_holdfast"))
-        };
-        c.env("HOLDFAST_INSECURE_TEST_KDF", "1")
-            .env("HOLDFAST_STATE_DIR", self.state())
-            .env("HOLDFAST_HOSTNAME", "pg-host")
-            .env("HOLDFAST_CONFIG", self.dir.join("holdfast.toml"))
-            .env_remove("HOLDFAST_REPOSITORY")
-            .current_dir(&self.dir)
-            .args(args);
-        c
-    }
-
     fn run(&self, args: &[&str]) -> Output {
         self.holdfast(args).output().unwrap()
-    }
-
-    fn psql(&self, q: &str) -> String {
-        let conn = self.server.conn();
-        let o = Command::new("psql")
-            .env("PGHOST", conn.host.as_deref().unwrap())
-            .env("PGPORT", conn.port.unwrap().to_string())
-            .env("PGUSER", "postgres")
-            .args(["-X", "-At", "-d", "postgres", "-c", q])
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "psql {q}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).trim().to_string()
     }
 
     /// Write a little and switch to a new segment, `n` times.
@@ -154,33 +54,6 @@ impl Arch {
             self.psql(&format!(
                 "INSERT INTO t (i) VALUES ({i}); SELECT pg_switch_wal()"
             ));
-        }
-    }
-
-    fn status(&self, suffix: &str) -> BTreeSet<String> {
-        fs::read_dir(self.pg_wal().join("archive_status"))
-            .unwrap()
-            .flatten()
-            .filter_map(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .strip_suffix(suffix)
-                    .map(String::from)
-            })
-            .collect()
-    }
-
-    /// Wait until PostgreSQL has nothing left to archive.
-    fn wait_archived(&self, limit: Duration) {
-        let t = Instant::now();
-        while !self.status(".ready").is_empty() {
-            assert!(
-                t.elapsed() < limit,
-                "still waiting to be archived after {limit:?}: {:?}\n{}",
-                self.status(".ready"),
-                self.psql("SELECT * FROM pg_stat_archiver")
-            );
-            std::thread::sleep(Duration::from_millis(200));
         }
     }
 
@@ -279,7 +152,7 @@ fn every_archived_file_is_in_the_repository_with_the_base_backup_and_its_label()
     a.wait_archived(Duration::from_secs(30));
     let archived = a.archived();
     // Everything PostgreSQL counts as archived is in the repository, with its bytes.
-    let done = a.status(".done");
+    let done = a.marked(".done");
     assert!(done.len() >= 5, "{done:?}");
     for n in &done {
         let got = archived
@@ -429,7 +302,7 @@ fn ready_segments_go_in_one_batch_and_later_calls_return_without_a_new_one() {
     a.set_archive_command("false");
     a.switch(6);
     std::thread::sleep(Duration::from_millis(500));
-    let waiting = a.status(".ready");
+    let waiting = a.marked(".ready");
     assert!(waiting.len() >= 6, "{waiting:?}");
     let before: BTreeSet<String> = a.batches().into_keys().collect();
     let t = Instant::now();
@@ -512,14 +385,14 @@ fn a_store_outage_acknowledges_nothing_shows_at_once_and_catches_up_without_a_ga
     let failing = fs::read_to_string(a.wal_state().join("failing.json")).unwrap();
     assert!(failing.contains("since"), "{failing}");
     // Nothing was acknowledged that is not stored: every .done file was archived before.
-    let done = a.status(".done");
+    let done = a.marked(".done");
     for n in &done {
         assert!(
             archived_before.contains_key(n),
             "{n} acknowledged during the outage"
         );
     }
-    assert!(a.status(".ready").len() >= 3);
+    assert!(a.marked(".ready").len() >= 3);
     // status says so at once, as an RPO failure, with the cause and what waits.
     let o = a.run(&["--json", "status", "--no-discover"]);
     assert_eq!(
@@ -544,7 +417,7 @@ fn a_store_outage_acknowledges_nothing_shows_at_once_and_catches_up_without_a_ga
     assert!(!h.failing() && !h.over_limit, "{h:?}");
     assert!(!a.wal_state().join("failing.json").exists());
     let after = a.archived();
-    for n in a.status(".done") {
+    for n in a.marked(".done") {
         assert!(after.contains_key(&n), "{n}");
     }
     assert_no_gap(&after);

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,30 +16,8 @@ use chrono::{DateTime, Utc};
 use holdfast_policy::sources::pg_scratch;
 use serde_json::Value;
 
-const SOURCE: &str = "pg";
-
-fn root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Run a program as the server's user (PostgreSQL runs its archive and restore commands as
-/// that user, so the repository and the state are that user's).
-fn as_pg(prog: &Path) -> Command {
-    if root() {
-        let mut c = Command::new("setpriv");
-        c.args([
-            "--reuid=postgres",
-            "--regid=postgres",
-            "--init-groups",
-            "--",
-        ]);
-        c.arg(prog);
-        c
-    } else {
-        Command::new(prog)
-    }
-}
+mod support;
+use support::pgarch::{as_pg, root, ArchivedPg, SOURCE};
 
 fn ok(o: &Output, what: &str) -> String {
     assert!(
@@ -52,10 +30,13 @@ fn ok(o: &Output, what: &str) -> String {
 }
 
 /// A scratch server archiving into a repository, with a workload naming it.
-struct Pg {
-    server: pg_scratch::Server,
-    dir: PathBuf,
-    _scratch: tempfile::TempDir,
+struct Pg(ArchivedPg);
+
+impl std::ops::Deref for Pg {
+    type Target = ArchivedPg;
+    fn deref(&self) -> &ArchivedPg {
+        &self.0
+    }
 }
 
 /// A restored server started by `holdfast restore --start`.
@@ -114,35 +95,10 @@ fn lines_to_ints(s: &str) -> Vec<i64> {
 
 impl Pg {
     fn new() -> Pg {
-        let scratch = tempfile::tempdir().unwrap();
-        let server = pg_scratch::Server::start(scratch.path(), Duration::from_secs(60))
-            .expect("a PostgreSQL server (scripts/test.sh installs the postgresql package)");
-        let dir = scratch.path().join("work");
-        fs::create_dir(&dir).unwrap();
-        fs::write(dir.join("pw"), "restore-test-password\n").unwrap();
-        let port = server.conn().port.unwrap();
-        fs::write(
-            dir.join("holdfast.toml"),
-            format!(
-                "[repository.main]\nurl = \"{}\"\npassword-file = \"{}\"\n\n[class.critical]\nrpo = \"5m\"\nrto = \"10m\"\nkeep = {{ last = 5 }}\n\n[[source]]\nname = \"{SOURCE}\"\nkind = \"postgres\"\nmode = \"continuous\"\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"postgres\"\nclass = \"critical\"\nstrategy = \"backup\"\nverify = \"SELECT count(*) > 0 FROM ticks\"\n",
-                dir.join("repo").display(),
-                dir.join("pw").display(),
-            ),
-        )
-        .unwrap();
-        if root() {
-            let o = Command::new("chown")
-                .args(["-R", "postgres:"])
-                .arg(&dir)
-                .output()
-                .unwrap();
-            assert!(o.status.success());
-        }
-        let pg = Pg {
-            server,
-            dir,
-            _scratch: scratch,
-        };
+        let pg = Pg(ArchivedPg::new(
+            "restore-test-password",
+            "verify = \"SELECT count(*) > 0 FROM ticks\"\n",
+        ));
         // The repository first: archiving starts as soon as the server restarts.
         let repo = pg.dir.join("repo");
         let pw = pg.dir.join("pw");
@@ -157,55 +113,14 @@ impl Pg {
             .output()
             .unwrap();
         ok(&o, "init");
-        let cmd = format!(
-            "{} {} --config {} wal-push --source {SOURCE} %p",
-            pg.env(),
-            env!("CARGO_BIN_EXE_holdfast"),
-            pg.dir.join("holdfast.toml").display()
-        );
-        pg.psql("ALTER SYSTEM SET archive_mode = on");
-        pg.psql(&format!(
-            "ALTER SYSTEM SET archive_command = '{}'",
-            cmd.replace('\'', "''")
-        ));
-        pg.psql("ALTER SYSTEM SET archive_timeout = '1s'");
-        pg.psql("ALTER SYSTEM SET track_commit_timestamp = on");
-        pg.server.restart().unwrap();
+        pg.archive(&["archive_timeout = '1s'", "track_commit_timestamp = on"]);
         pg.psql("CREATE TABLE ticks (n bigint PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())");
         pg
     }
 
-    fn env(&self) -> String {
-        format!(
-            "HOLDFAST_INSECURE_TEST_KDF=1 HOLDFAST_STATE_DIR={} HOLDFAST_HOSTNAME=pg-host",
-            self.dir.join("state").display()
-        )
-    }
-
-    /// holdfast as the server's user, with the archiver's environment.
-    fn holdfast(&self, args: &[&str]) -> Command {
-        let mut c = as_pg(Path::new(env!("CARGO_BIN_EXE_holdfast")));
-        c.env("HOLDFAST_INSECURE_TEST_KDF", "1")
-            .env("HOLDFAST_STATE_DIR", self.dir.join("state"))
-            .env("HOLDFAST_HOSTNAME", "pg-host")
-            .env("HOLDFAST_CONFIG", self.dir.join("holdfast.toml"))
-            .env_remove("HOLDFAST_REPOSITORY")
-            .env_remove("HOLDFAST_NOW")
-            .current_dir(&self.dir)
-            .args(args);
-        c
-    }
-
-    fn psql(&self, q: &str) -> String {
-        let conn = self.server.conn();
-        let o = Command::new("psql")
-            .env("PGHOST", conn.host.as_deref().unwrap())
-            .env("PGPORT", conn.port.unwrap().to_string())
-            .env("PGUSER", "postgres")
-            .args(["-X", "-At", "-d", "postgres", "-c", q])
-            .output()
-            .unwrap();
-        ok(&o, q)
+    /// Wait until PostgreSQL has nothing left to archive.
+    fn wait_archived(&self) {
+        self.0.wait_archived(Duration::from_secs(30));
     }
 
     /// A base backup through `protect`.
@@ -220,23 +135,6 @@ impl Pg {
             "{out}\n{}",
             String::from_utf8_lossy(&o.stderr)
         );
-    }
-
-    /// Wait until PostgreSQL has nothing left to archive.
-    fn wait_archived(&self) {
-        let t = Instant::now();
-        let status = self.server.data_dir().join("pg_wal/archive_status");
-        loop {
-            let ready = fs::read_dir(&status)
-                .unwrap()
-                .flatten()
-                .any(|e| e.file_name().to_string_lossy().ends_with(".ready"));
-            if !ready {
-                return;
-            }
-            assert!(t.elapsed() < Duration::from_secs(30), "archiving stalls");
-            std::thread::sleep(Duration::from_millis(100));
-        }
     }
 
     /// `restore --at AT --target DIR --start` (exit 0 expected), the server left running;

@@ -3,6 +3,7 @@
 
 pub mod azurite;
 pub mod garage;
+pub mod pgarch;
 pub mod rgw;
 pub mod run;
 pub mod s3proxy;
