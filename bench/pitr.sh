@@ -135,7 +135,9 @@ for tool in holdfast pgbackrest; do
   psql -XAtq -c "select pg_switch_wal()" >/dev/null
   sleep 1
   backlog=$(cd "$work/pg/pg_wal/archive_status" && ls | sed -n 's/\.ready$//p' | sort)
-  if [ $tool = holdfast ]; then archive_with "$hf_push %p"; other=$br_push; else archive_with "$br_push %p"; other=$hf_push; fi
+  # (pgBackRest's asynchronous push only takes files PostgreSQL marked ready: the catch-up of
+  # files already archived by holdfast goes synchronously.)
+  if [ $tool = holdfast ]; then archive_with "$hf_push %p"; other="$br_push --no-archive-async"; else archive_with "$br_push %p"; other=$hf_push; fi
   read -r _ n secs < <(drain $tool)
   archive_with "/bin/false"
   for f in $backlog; do as_pg sh -c "cd $work/pg && $other pg_wal/$f" >/dev/null; done

@@ -169,11 +169,22 @@ fn restore_drill(
         progress: env.progress,
     });
     let base = drill_record(env, s, DrillKind::Restore, t, Some(pick.id.to_hex()));
+    record_of(o, base, t, None)
+}
+
+/// The record of a drill the kind ran: its outcome, or its error as a failed drill (a
+/// repository error fails the drill command itself); `head` is said first.
+fn record_of(
+    o: Result<crate::sources::DrillOutcome, SourceError>,
+    base: DrillRecord,
+    t: Instant,
+    head: Option<String>,
+) -> Result<DrillRecord, JobError> {
     let seconds = t.elapsed().as_secs_f64();
     Ok(match o {
         Ok(o) => DrillRecord {
             passed: o.passed,
-            messages: o.messages,
+            messages: head.into_iter().chain(o.messages).collect(),
             files: o.files,
             bytes: o.bytes,
             seconds,
@@ -181,7 +192,7 @@ fn restore_drill(
         },
         Err(SourceError::Engine(e)) => return Err(e.into()),
         Err(e) => DrillRecord {
-            messages: vec![e.to_string()],
+            messages: head.into_iter().chain([e.to_string()]).collect(),
             files: 1,
             seconds,
             ..base
@@ -246,25 +257,8 @@ fn continuous_drill(
         progress: env.progress,
     });
     let base = drill_record(env, s, DrillKind::Restore, t, None);
-    let seconds = t.elapsed().as_secs_f64();
     let head = format!("drilled point-in-time recovery to {}", at.to_rfc3339());
-    Ok(match o {
-        Ok(o) => DrillRecord {
-            passed: o.passed,
-            messages: std::iter::once(head).chain(o.messages).collect(),
-            files: o.files,
-            bytes: o.bytes,
-            seconds,
-            ..base
-        },
-        Err(SourceError::Engine(e)) => return Err(e.into()),
-        Err(e) => DrillRecord {
-            messages: vec![head, e.to_string()],
-            files: 1,
-            seconds,
-            ..base
-        },
-    })
+    record_of(o, base, t, Some(head))
 }
 
 /// Step: the recovery point a drill restores.
