@@ -112,7 +112,7 @@ fn rows(conn: &Conn) -> Vec<(u64, DateTime<Utc>)> {
 
 fn workload(conn: &Conn) -> W {
     W::new(&format!(
-        "[[source]]\nname = \"shop\"\nkind = \"mysql\"\nhost = \"{}\"\nuser = \"root\"\ndatabase = \"shop\"\nclass = \"critical\"\nstrategy = \"backup\"\nmode = \"continuous\"\n[source.log]\ninterval = \"1s\"\nheartbeat = \"2s\"\n",
+        "[[source]]\nname = \"shop\"\nkind = \"mysql\"\nhost = \"{}\"\nuser = \"root\"\ndatabase = \"shop\"\nclass = \"critical\"\nstrategy = \"backup\"\nmode = \"continuous\"\nverify = \"SELECT count(*) >= 0 FROM ticks\"\n[source.log]\ninterval = \"1s\"\nheartbeat = \"2s\"\n",
         conn.host.as_deref().unwrap()
     ))
 }
@@ -408,6 +408,25 @@ fn mariadb_binlog_stream_resumes_without_a_gap() {
         "rows lost across the stream's restarts\n{out}\n{log}\n{log2}"
     );
     assert_eq!(got, truth);
+
+    // A drill restores a random instant of the window on a scratch server and passes its
+    // verify query; with a verify query that fails, the drill fails (exit 4).
+    let d = w.json(&["drill", "shop"], 0);
+    let rec = d.to_string();
+    assert!(rec.contains("drilled point-in-time recovery to"), "{rec}");
+    assert!(rec.contains("replayed the binary log"), "{rec}");
+    assert!(rec.contains("verify query returned"), "{rec}");
+    let body = std::fs::read_to_string(w.path("holdfast.toml")).unwrap();
+    std::fs::write(
+        w.path("holdfast.toml"),
+        body.replace(
+            "SELECT count(*) >= 0 FROM ticks",
+            "SELECT * FROM no_such_table",
+        ),
+    )
+    .unwrap();
+    let d = w.json(&["drill", "shop"], 4);
+    assert!(d.to_string().contains("no_such_table"), "{d}");
     eprintln!("test took {:?}", t0.elapsed());
     assert!(t0.elapsed() < Duration::from_secs(60));
 }

@@ -12,6 +12,7 @@
 //! - a base marker (`base` = the base backup's id, `file`, `pos`, `consistent-by`), written
 //!   right after each base backup: where its replay starts.
 
+mod drill;
 mod events;
 mod restore;
 mod stream;
@@ -123,6 +124,10 @@ pub struct BinlogSettings {
     pub spool: Option<PathBuf>,
     /// How often `protect` takes a base dump (`[source.log] base-every`; default 1 day).
     pub base_every: Option<chrono::Duration>,
+    /// The query a drill runs on the restored scratch server (the source's `verify`).
+    pub verify: Option<String>,
+    /// The database it runs in (`verify-database`, else the source's database).
+    pub verify_database: Option<String>,
 }
 
 impl BinlogSettings {
@@ -151,6 +156,8 @@ impl BinlogSettings {
             heartbeat: pos(log.heartbeat, 60, "heartbeat")?,
             spool: log.spool,
             base_every: log.base_every,
+            verify: r.verify.clone(),
+            verify_database: r.verify_database.clone(),
         })
     }
 
@@ -175,6 +182,10 @@ impl Continuous for BinlogSettings {
 
     fn base_every(&self) -> chrono::Duration {
         self.base_every.unwrap_or_else(|| chrono::Duration::days(1))
+    }
+
+    fn drill_at(&self, job: &super::pitr::PitrDrill) -> Result<super::DrillOutcome, SourceError> {
+        drill::drill_at(self, job)
     }
 
     /// Older than the oldest kept base dump, and not needed by any kept base: a base's replay
