@@ -28,7 +28,7 @@ work=$(mktemp -d /dev/shm/holdfast-pitr-bench.XXXXXX)
 chmod 755 "$work"
 as_pg() { if [ "$(id -u)" = 0 ]; then setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"; else "$@"; fi; }
 stop_all() {
-  for d in "$work"/pg "$work"/r-*; do [ -f "$d/postmaster.pid" ] && as_pg "$bindir/pg_ctl" -D "$d" -m immediate stop >/dev/null 2>&1; done
+  for d in "$work"/pg "$work"/rst/r-*; do [ -f "$d/postmaster.pid" ] && as_pg "$bindir/pg_ctl" -D "$d" -m immediate stop >/dev/null 2>&1; done
   return 0
 }
 trap 'stop_all; rm -rf "$work"' EXIT
@@ -40,8 +40,8 @@ unset HOLDFAST_INSECURE_TEST_KDF || true
 export BENCH_PW=holdfast-bench-password
 port=$(free_port)
 export PGHOST=127.0.0.1 PGPORT=$port PGUSER=postgres
-mkdir -p "$work/pg" "$work/state" "$work/repo" "$work/pgbr" "$work/pgbr-spool" "$work/log"
-[ "$(id -u)" = 0 ] && chown postgres: "$work/pg" "$work/state" "$work/repo" "$work/pgbr" "$work/pgbr-spool" "$work/log"
+mkdir -p "$work/pg" "$work/state" "$work/repo" "$work/pgbr" "$work/pgbr-spool" "$work/log" "$work/rst"
+[ "$(id -u)" = 0 ] && chown postgres: "$work/pg" "$work/state" "$work/repo" "$work/pgbr" "$work/pgbr-spool" "$work/log" "$work/rst"
 
 cat > "$work/holdfast.toml" <<TOML
 [repository.local]
@@ -155,7 +155,7 @@ as_pg "$bindir/pg_ctl" -D "$work/pg" -m fast stop >/dev/null
 # Restore to the target time set before each tool's backlog ended (the whole backlog and the
 # base backup replayed): both restore to the holdfast target, which both archives hold.
 restore_time() { # $1 tool
-  local d=$work/r-$1 p t0 t1
+  local d=$work/rst/r-$1 p t0 t1
   p=$(free_port)
   t0=$(now)
   if [ "$1" = holdfast ]; then

@@ -180,6 +180,9 @@ pub enum Command {
         /// The continuous PostgreSQL source.
         #[arg(long, value_name = "NAME")]
         source: String,
+        /// Fetch the WAL another host archived (a restore of that host's points here).
+        #[arg(long, value_name = "HOST")]
+        host: Option<String>,
         /// The WAL file's name (`%f`).
         name: String,
         /// Where to write it (`%p`).

@@ -140,6 +140,12 @@ impl Pg {
     /// `restore --at AT --target DIR --start` (exit 0 expected), the server left running;
     /// `archive`: whether it archives into the source's log (it becomes the source's server).
     fn restore(&self, at: &str, dir: &str, archive: bool) -> Restored {
+        self.restore_on(None, at, dir, archive)
+    }
+
+    /// [`Pg::restore`], run as host `on` (another host than the archiver's), restoring the
+    /// archiver's points (`--host pg-host`).
+    fn restore_on(&self, on: Option<&str>, at: &str, dir: &str, archive: bool) -> Restored {
         let data = self.dir.join(dir);
         let mut args = vec![
             "--json",
@@ -155,7 +161,11 @@ impl Pg {
         if !archive {
             args.push("--no-archive");
         }
-        let o = self.holdfast(&args).output().unwrap();
+        let mut c = self.holdfast(&args);
+        if let Some(h) = on {
+            c.env("HOLDFAST_HOSTNAME", h).args(["--host", "pg-host"]);
+        }
+        let o = c.output().unwrap();
         let out = ok(&o, &format!("restore --at {at}"));
         let json: Value = serde_json::from_str(&out).unwrap();
         let done = json["done"].to_string();
@@ -362,6 +372,36 @@ fn restore_at_a_time_returns_exactly_the_rows_committed_by_then() {
             .to_string()
             .contains("no commit after the target is archived"),
         "{}",
+        r.json
+    );
+    drop(r);
+    // On another host: that host has no points of its own, so it names the host to ask for;
+    // with --host it restores the archiver's base backup and WAL (wal-fetch --host).
+    let t = ms(3250);
+    let o = pg
+        .holdfast(&[
+            "restore",
+            "--source",
+            SOURCE,
+            "--at",
+            &t.to_rfc3339(),
+            "--target",
+            pg.dir.join("elsewhere").to_str().unwrap(),
+        ])
+        .env("HOLDFAST_HOSTNAME", "host-b")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!pg.dir.join("elsewhere").exists(), "nothing was restored");
+    let r = pg.restore_on(Some("host-b"), &t.to_rfc3339(), "elsewhere", false);
+    assert_eq!(
+        r.rows(),
+        pg.committed_by(t),
+        "restore --at {t} on another host"
+    );
+    assert!(
+        r.json["done"].to_string().contains("--host pg-host"),
+        "the restore_command fetches the archiver's WAL: {}",
         r.json
     );
     drop(r);

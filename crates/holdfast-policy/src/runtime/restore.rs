@@ -234,6 +234,7 @@ impl Runtime {
                 workload: &workload,
                 bases: &bases,
                 logs: &logs,
+                host: req.host.as_deref(),
                 target,
                 into: req.target.as_deref(),
                 replace: req.replace,

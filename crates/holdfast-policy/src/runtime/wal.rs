@@ -119,6 +119,7 @@ impl Runtime {
         source: &str,
         name: &str,
         dest: &Path,
+        host: Option<&str>,
     ) -> Result<fetch::Fetched, WalCommandError> {
         let (s, settings) = continuous(w, source)?;
         let state = settings.state_dir(&self.state_dir, source);
@@ -132,12 +133,18 @@ impl Runtime {
             settings,
             repository: &repository,
         };
-        fetch::fetch(&job, &self.wal_opener(w, s), &|snap| s.owns_log(snap, &me)).map_err(
-            |source_err| WalCommandError::Wal {
+        // Another host's WAL (`--host`, written by a restore of that host's points), or the
+        // batches this host owns.
+        let mine = |snap: &holdfast_core::snapshot::Snapshot| match host {
+            Some(h) => snap.hostname == h && snap.log.as_ref().is_some_and(|l| l.source == source),
+            None => s.owns_log(snap, &me),
+        };
+        fetch::fetch(&job, &self.wal_opener(w, s), &mine).map_err(|source_err| {
+            WalCommandError::Wal {
                 source_name: source.into(),
                 source: source_err,
-            },
-        )
+            }
+        })
     }
 
     /// The archive health of a source on this host, if it archives WAL (see

@@ -104,6 +104,8 @@ pub struct PitrRestore<'a> {
     /// The source's log batches of its kind, made by the hosts whose base backups count
     /// (oldest first).
     pub logs: &'a [SnapshotEntry],
+    /// Restoring another host's points (`--host`): a log fetch command must fetch that host's.
+    pub host: Option<&'a str>,
     /// Where to stop.
     pub target: &'a RecoveryTarget,
     /// Where to restore into (the kind's meaning: an empty data directory, a file).

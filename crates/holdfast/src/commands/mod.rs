@@ -138,7 +138,12 @@ pub fn run(cli: Cli) -> Result<u8> {
             duration,
         } => continuous::replicate(g, source, rounds, duration.as_deref()),
         Command::WalPush { source, path } => wal::push(g, &source, &path),
-        Command::WalFetch { source, name, path } => wal::fetch(g, &source, &name, &path),
+        Command::WalFetch {
+            source,
+            host,
+            name,
+            path,
+        } => wal::fetch(g, &source, host.as_deref(), &name, &path),
     }
 }
 

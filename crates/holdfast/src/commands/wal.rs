@@ -43,10 +43,10 @@ pub fn push(g: &Global, source: &str, path: &Path) -> Result<u8> {
 
 /// `holdfast wal-fetch --source NAME %f %p`: exit 0 when `%p` holds the file, 1 when it is not
 /// archived (normal at the end of recovery), [`FETCH_FAILED`] for anything else.
-pub fn fetch(g: &Global, source: &str, name: &str, dest: &Path) -> Result<u8> {
+pub fn fetch(g: &Global, source: &str, host: Option<&str>, name: &str, dest: &Path) -> Result<u8> {
     let r = Workload::load(&g.config)
         .map_err(anyhow::Error::from)
-        .and_then(|w| Ok(rt()?.wal_fetch(&w, source, name, dest)?));
+        .and_then(|w| Ok(rt()?.wal_fetch(&w, source, name, dest, host)?));
     match r {
         Ok(f @ Fetched::Delivered { .. }) => {
             if g.json {

@@ -23,6 +23,7 @@ pub fn drill_at(s: &BinlogSettings, job: &PitrDrill) -> Result<DrillOutcome, Sou
             workload: job.workload,
             bases: job.bases,
             logs: job.logs,
+            host: None,
             target: job.target,
             into: None,
             replace: false,

@@ -55,13 +55,16 @@ pub fn conf_string(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// The `restore_command` fetching `source`'s WAL through holdfast.
-pub fn restore_command(exe: &Path, workload: &Path, source: &str) -> String {
+/// The `restore_command` fetching `source`'s WAL through holdfast (another host's, with
+/// `host`: a restore of that host's points on this one).
+pub fn restore_command(exe: &Path, workload: &Path, source: &str, host: Option<&str>) -> String {
     format!(
-        "{} --config {} wal-fetch --source {} %f %p",
+        "{} --config {} wal-fetch --source {}{} %f %p",
         shell_word(&exe.to_string_lossy()),
         shell_word(&workload.to_string_lossy()),
-        shell_word(source)
+        shell_word(source),
+        host.map(|h| format!(" --host {}", shell_word(h)))
+            .unwrap_or_default()
     )
 }
 
@@ -168,6 +171,7 @@ mod tests {
             Path::new("/opt/hold fast/bin/holdfast"),
             Path::new("/etc/it's 100%.toml"),
             "db",
+            None,
         );
         assert_eq!(
             c,
@@ -181,9 +185,19 @@ mod tests {
             restore_command(
                 Path::new("/usr/bin/holdfast"),
                 Path::new("/etc/holdfast.toml"),
-                "main-db"
+                "main-db",
+                None
             ),
             "/usr/bin/holdfast --config /etc/holdfast.toml wal-fetch --source main-db %f %p"
+        );
+        assert_eq!(
+            restore_command(
+                Path::new("/usr/bin/holdfast"),
+                Path::new("/etc/holdfast.toml"),
+                "main-db",
+                Some("db-1; rm")
+            ),
+            "/usr/bin/holdfast --config /etc/holdfast.toml wal-fetch --source main-db --host 'db-1; rm' %f %p"
         );
         assert_eq!(shell_word(""), "''");
         assert_eq!(shell_word("a;b"), "'a;b'");

@@ -45,6 +45,7 @@ pub fn drill_at(src: &PostgresSource, job: &PitrDrill) -> Result<DrillOutcome, R
         workload: job.workload,
         bases: job.bases,
         logs: job.logs,
+        host: None,
         target: job.target,
         into: data.to_str(),
         replace: false,

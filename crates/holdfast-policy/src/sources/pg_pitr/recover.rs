@@ -177,7 +177,7 @@ pub fn restore_at(job: &PitrRestore, opts: &Options) -> Result<Recovered, Recove
         .find(|(_, f)| f == "base.tar")
         .ok_or_else(|| RecoverError::NoBaseTar(base.id.short()))?;
     let path = format!("{d}/{f}");
-    let cmd = conf::restore_command(&opts.exe, job.workload, job.source);
+    let cmd = conf::restore_command(&opts.exe, job.workload, job.source, job.host);
     let lines = conf::settings(&cmd, &stop, opts.archive_off || !job.archive);
     let why = format!(
         "point-in-time recovery of {} to {} from base backup {}",

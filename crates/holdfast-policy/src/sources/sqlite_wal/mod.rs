@@ -413,6 +413,7 @@ impl Continuous for SqliteWal {
             workload: job.workload,
             bases: job.bases,
             logs: job.logs,
+            host: None,
             target: job.target,
             into: db.to_str(),
             replace: false,
