@@ -13,7 +13,8 @@
 # knobs: SCALE (pgbench scale of the main database, default 100, about 1.5 GB),
 #        BACKLOG_TX (pgbench transactions written while archiving is paused, default 200000),
 #        SIZES (scales for part 3, default "10 50 100"), HOLDFAST_BIN (default target/release/holdfast),
-#        PGBR_PROCESS_MAX (pgBackRest async processes, default 2 = the cores here).
+#        PGBR_PROCESS_MAX (pgBackRest async processes, default 2 = the cores here),
+#        KEEP=1 (keep the tmpfs work directory).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -31,7 +32,7 @@ stop_all() {
   for d in "$work"/pg "$work"/rst/r-*; do [ -f "$d/postmaster.pid" ] && as_pg "$bindir/pg_ctl" -D "$d" -m immediate stop >/dev/null 2>&1; done
   return 0
 }
-trap 'stop_all; rm -rf "$work"' EXIT
+trap 'stop_all; [ "${KEEP:-0}" = 1 ] || rm -rf "$work"' EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 now() { date +%s.%N; }
 say() { printf '%s\n' "$*" >&2; }
@@ -160,7 +161,7 @@ restore_time() { # $1 tool
   t0=$(now)
   if [ "$1" = holdfast ]; then
     mkdir -p "$d"; [ "$(id -u)" = 0 ] && chown postgres: "$d"
-    as_pg "${hf_env[@]}" "$hf" --quiet restore --source pg --at "$target" --no-archive --target "$d" --start >"$work/log/hf-restore.txt" 2>&1 || { cat "$work/log/hf-restore.txt" >&2; exit 1; }
+    as_pg "${hf_env[@]}" "$hf" --quiet restore --source pg --at "$target" --no-archive --target "$d" --start >"$work/log/hf-restore.txt" 2>&1 || { cat "$work/log/hf-restore.txt" "$d"/log* "$d"/*.log >&2 2>/dev/null; exit 1; }
   else
     mkdir -p "$d"; [ "$(id -u)" = 0 ] && chown postgres: "$d"
     as_pg pgbackrest --config="$work/pgbr.conf" --stanza=bench --pg1-path="$d" --type=time "--target=$target+00" --target-action=promote --archive-mode=off restore >/dev/null

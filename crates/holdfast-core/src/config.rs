@@ -172,10 +172,7 @@ pub fn read_config(storage: &dyn Storage) -> Result<RepoConfig> {
                 .map(|l| !l.is_empty())
                 .unwrap_or(false);
             return Err(if has_keys {
-                Error::Foreign {
-                    location,
-                    detail: "key slots but no config object".into(),
-                }
+                Error::Unfinished { location }
             } else {
                 Error::NoRepository { location }
             });

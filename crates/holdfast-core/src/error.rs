@@ -23,6 +23,13 @@ pub enum Error {
         /// What was found.
         detail: String,
     },
+    /// Key slots but no config: a repository being created right now (its config is written
+    /// last), or one whose creation was interrupted.
+    #[error("{location} holds key slots but no config object: a repository whose creation is under way or was interrupted (if no other holdfast is creating it, remove the directory and create it again)")]
+    Unfinished {
+        /// Where.
+        location: String,
+    },
     /// The repository was written by a newer holdfast.
     #[error("repository {location} has format version {found}, this holdfast reads up to version {supported}: upgrade holdfast")]
     NewerFormat {

@@ -97,3 +97,40 @@ fn replicate_refuses_a_workload_without_a_log_to_ship() {
     );
     assert!(err.contains("nosuch"), "{err}");
 }
+
+/// The archiver's `wal-push` and `protect` may both create the repository at once: the one
+/// that finds the other's creation under way waits for its config and opens it, instead of
+/// failing on a directory "not empty and holding no repository".
+#[test]
+fn a_repository_another_process_is_creating_is_waited_for_and_opened() {
+    let w = W::new(FILES);
+    std::fs::create_dir_all(w.path("data")).unwrap();
+    std::fs::write(w.path("data/a"), b"a").unwrap();
+    // A complete repository made elsewhere with the workload's password...
+    let made = w.path("made");
+    let mut c = w.cmd(&["--repo", made.to_str().unwrap(), "init"]);
+    c.env("HOLDFAST_PASSWORD", "pw");
+    w.run(&mut c, 0);
+    // ...copied into place without its config: another creator, half done.
+    let repo = w.path("repo");
+    let o = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&made)
+        .arg(&repo)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    std::fs::remove_file(repo.join("config")).unwrap();
+    let finish = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        std::fs::copy(made.join("config"), repo.join("config")).unwrap();
+    });
+    let o = w.cmd(&["--json", "protect"]).output().unwrap();
+    finish.join().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("\"completed\""),
+        "protect backed up into the repository the other process made: {out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

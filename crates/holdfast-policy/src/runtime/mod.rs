@@ -36,6 +36,28 @@ pub use password::{Ask, PasswordChain, PasswordError, PasswordSource};
 use crate::config::{RepositoryConfig, Workload};
 use crate::jobs::{Env, JobError};
 
+/// Open a repository another process is creating at this moment: its config is written
+/// last, so wait for it (up to 5 s), then open what it made.
+fn wait_created(
+    storage: &Arc<dyn Storage>,
+    password: &[u8],
+) -> Result<Repository, holdfast_core::Error> {
+    let mut last = None;
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        match Repository::open(storage.clone(), password) {
+            Err(
+                e @ (holdfast_core::Error::NoRepository { .. }
+                | holdfast_core::Error::Unfinished { .. }),
+            ) => last = Some(e),
+            other => return other,
+        }
+    }
+    Err(last.unwrap_or_else(|| holdfast_core::Error::NoRepository {
+        location: storage.location(),
+    }))
+}
+
 /// Errors of the runtime.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -232,17 +254,30 @@ impl Runtime {
             .resolve(None)
             .map_err(|e| fail(e.to_string()))?;
         match Repository::open(storage.clone(), pw.as_bytes()) {
+            // Another process is creating it (its config comes last): wait for it.
+            Err(holdfast_core::Error::Unfinished { .. }) if create => {
+                wait_created(&storage, pw.as_bytes()).map_err(JobError::from)
+            }
             Err(holdfast_core::Error::NoRepository { .. }) if create => {
                 tracing::info!("creating repository {name} at {url}");
-                Repository::init(
-                    storage,
+                let made = Repository::init(
+                    storage.clone(),
                     pw.as_bytes(),
                     &InitOptions {
                         kdf: self.kdf,
                         ..Default::default()
                     },
-                )
-                .map_err(JobError::from)
+                );
+                match made {
+                    Ok(r) => Ok(r),
+                    // Another process may be creating it at this moment (the archiver's
+                    // wal-push and a protect run): its config is written last, so wait for
+                    // it and open what it made.
+                    Err(e) => match wait_created(&storage, pw.as_bytes()) {
+                        Ok(r) => Ok(r),
+                        Err(_) => Err(JobError::from(e)),
+                    },
+                }
             }
             r => r.map_err(JobError::from),
         }

@@ -107,6 +107,22 @@ fn owner(dir: &Path) -> Result<(u32, u32), PhysicalError> {
     Ok((m.uid(), m.gid()))
 }
 
+/// Remove what a running server leaves in its data directory and a base backup copies: the
+/// lock files of sockets in the data directory (`.s.PGSQL.PORT.lock`) and a `postmaster.pid`.
+/// A restored server on the same port would take them for another server's (their process
+/// may still exist, or be another process by now) and refuse to start.
+fn remove_stale_locks(dir: &Path) -> Result<(), PhysicalError> {
+    for e in fs::read_dir(dir).map_err(io(format!("{}", dir.display())))? {
+        let e = e.map_err(io(format!("{}", dir.display())))?;
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if (name.starts_with(".s.PGSQL.") && name.ends_with(".lock")) || name == "postmaster.pid" {
+            fs::remove_file(e.path()).map_err(io(format!("removing {}", e.path().display())))?;
+        }
+    }
+    Ok(())
+}
+
 /// Extract a base backup (`extract` unpacks it into the directory it is given) into `target`.
 /// Returns what was done and how to start the server, for people.
 pub fn restore(
@@ -140,6 +156,7 @@ pub fn restore(
         .tempdir_in(parent)
         .map_err(io(format!("scratch directory in {}", parent.display())))?;
     extract(fresh.path())?;
+    remove_stale_locks(fresh.path())?;
     let (uid, gid) = owner(fresh.path())?;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
@@ -180,4 +197,32 @@ pub fn restore(
         target.display()
     ));
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restored_cluster_keeps_no_lock_of_the_server_it_was_copied_from() {
+        let scratch = tempfile::tempdir().unwrap();
+        let target = scratch.path().join("restored");
+        restore(&target, false, |dir| {
+            fs::write(dir.join("PG_VERSION"), "15\n").unwrap();
+            fs::write(dir.join(".s.PGSQL.5432.lock"), "12345\n/srv/pg\n").unwrap();
+            fs::write(dir.join("postmaster.pid"), "12345\n").unwrap();
+            fs::write(dir.join(".s.PGSQL.5432.conf"), "not a lock").unwrap();
+            fs::create_dir(dir.join("base")).unwrap();
+            fs::write(dir.join("base/1"), "data").unwrap();
+            Ok(())
+        })
+        .unwrap();
+        assert!(!target.join(".s.PGSQL.5432.lock").exists());
+        assert!(!target.join("postmaster.pid").exists());
+        assert!(
+            target.join(".s.PGSQL.5432.conf").exists(),
+            "only lock files go"
+        );
+        assert_eq!(fs::read_to_string(target.join("base/1")).unwrap(), "data");
+    }
 }
