@@ -130,6 +130,8 @@ archive_with "/bin/false"
 results=()
 for tool in holdfast pgbackrest; do
   say "backlog for $tool: $backlog_tx pgbench transactions with archiving paused"
+  # A checkpoint first, so both backlogs carry the same full-page writes.
+  psql -XAtq -c "checkpoint" >/dev/null
   pgbench -n -c 2 -j 2 -t $((backlog_tx / 2)) bench >/dev/null 2>&1
   target=$(psql -XAt -c "select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')")
   psql -Xq -d bench -c "create table if not exists marker(t text); insert into marker values ('$tool')" >/dev/null
@@ -143,7 +145,8 @@ for tool in holdfast pgbackrest; do
   archive_with "/bin/false"
   for f in $backlog; do as_pg sh -c "cd $work/pg && $other pg_wal/$f" >/dev/null; done
   targets+=("$target")
-  results+=("$(printf '%-11s %8d segments in %7.2f s = %7.1f segments/s' $tool "$n" "$secs" "$(echo "$n / $secs" | bc -l)")")
+  results+=("$(printf '%-11s %8d segments in %7.2f s = %7.1f segments/s (%6.1f MB/s)' $tool "$n" "$secs" "$(echo "$n / $secs" | bc -l)" "$(echo "$n * 16 / $secs" | bc -l)")")
+  rates+=("$(echo "$n / $secs" | bc -l)")
 done
 # The restore target: inside the first backlog, so both replay the base backup and a whole
 # backlog of WAL; then everything after it goes to both archives.
@@ -227,6 +230,7 @@ echo "holdfast $("$hf" --version | cut -d' ' -f2) vs pgBackRest $(pgbackrest ver
 echo
 echo "1. archive throughput (draining a backlog of $backlog_tx pgbench transactions):"
 printf '   %s\n' "${results[@]}"
+printf '   holdfast/pgbackrest throughput = %.2f\n' "$(echo "${rates[0]} / ${rates[1]}" | bc -l)"
 echo
 echo "2. restore to a point in time ($target UTC: a base backup and a whole backlog of WAL), until the server is promoted:"
 printf '   holdfast   %7.2f s\n   pgbackrest %7.2f s   (holdfast/pgbackrest = %.2f)\n' "$hf_restore" "$br_restore" "$(echo "$hf_restore / $br_restore" | bc -l)"

@@ -747,3 +747,60 @@ fn a_drill_restores_a_random_instant_of_the_window_on_a_scratch_server() {
         .flatten()
         .any(|n| n.ends_with(".history")));
 }
+
+/// Retention of a continuous source: the class keeps one base backup; the older base and the
+/// WAL batches only it needed go, the chain from the kept base stays whole, and a restore to
+/// the newest change still returns every row.
+#[test]
+fn retention_removes_the_wal_only_older_base_backups_needed() {
+    let pg = Pg::new();
+    let toml = pg.dir.join("holdfast.toml");
+    let body = fs::read_to_string(&toml).unwrap();
+    fs::write(
+        &toml,
+        body.replace("keep = { last = 5 }", "keep = { last = 1 }")
+            + "\n[source.log]\nbase-every = \"1s\"\n",
+    )
+    .unwrap();
+    pg.base();
+    for n in 1..=3 {
+        pg.psql(&format!(
+            "INSERT INTO ticks (n) VALUES ({n}); SELECT pg_switch_wal()"
+        ));
+        pg.wait_archived();
+    }
+    let before = pg.batches();
+    std::thread::sleep(Duration::from_millis(1100));
+    // The second base backup, then retention: the first base and its WAL go.
+    pg.base();
+    for n in 4..=5 {
+        pg.psql(&format!(
+            "INSERT INTO ticks (n) VALUES ({n}); SELECT pg_switch_wal()"
+        ));
+        pg.wait_archived();
+    }
+    let after = pg.batches();
+    let gone: Vec<_> = before.keys().filter(|k| !after.contains_key(*k)).collect();
+    assert!(
+        !gone.is_empty(),
+        "old WAL batches were removed: {before:?} / {after:?}"
+    );
+    for id in &gone {
+        assert!(
+            before[*id]
+                .iter()
+                .all(|n| n.len() == 24 || n.ends_with(".backup")),
+            "only segments and backup history go, never a timeline history: {:?}",
+            before[*id]
+        );
+    }
+    let window = pg.window();
+    assert!(window["gaps"].as_array().unwrap().is_empty(), "{window}");
+    assert!(
+        window["problems"].as_array().unwrap().is_empty(),
+        "{window}"
+    );
+    assert_eq!(window["bases"], 1, "{window}");
+    let r = pg.restore("latest", "after-retention", false);
+    assert_eq!(r.rows(), vec![1, 2, 3, 4, 5]);
+}
