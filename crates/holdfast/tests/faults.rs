@@ -1427,7 +1427,8 @@ fn foreign_directories_are_not_repositories() {
     fs::remove_file(half.join("config")).unwrap();
     let r = hf!(&half, "snapshots");
     r.expect_failure();
-    assert!(r.stderr.contains("not a holdfast repository"), "{r}");
+    assert!(r.stderr.contains("key slots but no config object"), "{r}");
+    assert!(r.stderr.contains("remove the directory"), "{r}");
 }
 
 #[test]
