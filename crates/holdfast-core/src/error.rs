@@ -25,7 +25,7 @@ pub enum Error {
     },
     /// Key slots but no config: a repository being created right now (its config is written
     /// last), or one whose creation was interrupted.
-    #[error("{location} holds key slots but no config object: a repository whose creation is under way or was interrupted, or whose config was deleted (if no other holdfast is creating it and it is no damaged repository, remove the directory and create it again)")]
+    #[error("{location} holds key slots but no config object: a repository whose creation is under way or was interrupted, or whose config was deleted (if no other holdfast is creating it: put the config back from a copy of the repository, or, if it never held data, remove the directory and create it again)")]
     Unfinished {
         /// Where.
         location: String,

@@ -1428,7 +1428,7 @@ fn foreign_directories_are_not_repositories() {
     let r = hf!(&half, "snapshots");
     r.expect_failure();
     assert!(r.stderr.contains("key slots but no config object"), "{r}");
-    assert!(r.stderr.contains("remove the directory"), "{r}");
+    assert!(r.stderr.contains("put the config back"), "{r}");
 }
 
 #[test]
