@@ -36,7 +36,7 @@ fn config_delete_is_named() {
     fx.fails(
         &["backup", fx.src().to_str().unwrap()],
         1,
-        "not a holdfast repository",
+        "put the config back from a copy",
     );
 }
 
