@@ -76,6 +76,91 @@ fn synthetic(
     }
 }
 
+/// Chunks a stream yields, stored in order: the stream is read and cut on this thread while
+/// up to four others hash, compress and encrypt the chunks (the costly part), so a dump or a
+/// WAL segment is stored at the speed of several cores. Returns the chunks' ids in stream
+/// order and the stream's length.
+fn store_chunks(
+    dedup: &Dedup,
+    c: &mut Compressor,
+    level: i32,
+    name: &str,
+    chunks: impl Iterator<Item = std::result::Result<fastcdc::v2020::ChunkData, fastcdc::v2020::Error>>,
+    progress: &dyn Progress,
+) -> Result<(Vec<Id>, u64)> {
+    let read_error = |e: fastcdc::v2020::Error| Error::Refused(format!("reading {name}: {e}"));
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(4);
+    let mut size = 0u64;
+    if workers < 2 {
+        let mut ids = Vec::new();
+        for chunk in chunks {
+            let chunk = chunk.map_err(read_error)?;
+            size += chunk.length as u64;
+            progress.inc(0, chunk.length as u64);
+            ids.push(dedup.store(c, BlobType::Data, &chunk.data)?);
+        }
+        return Ok((ids, size));
+    }
+    std::thread::scope(|scope| {
+        let (tx, rx) = crossbeam_channel::bounded::<(usize, Vec<u8>)>(workers * 2);
+        let (done_tx, done_rx) = crossbeam_channel::unbounded::<(usize, Result<Id>)>();
+        for _ in 0..workers {
+            let (rx, done_tx) = (rx.clone(), done_tx.clone());
+            scope.spawn(move || {
+                let mut c = Compressor::new(level);
+                for (i, data) in rx {
+                    if done_tx
+                        .send((i, dedup.store(&mut c, BlobType::Data, &data)))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        }
+        drop((rx, done_tx));
+        let mut n = 0usize;
+        let mut failed = None;
+        for chunk in chunks {
+            match chunk {
+                Ok(chunk) => {
+                    size += chunk.length as u64;
+                    progress.inc(0, chunk.length as u64);
+                    if tx.send((n, chunk.data)).is_err() {
+                        break;
+                    }
+                    n += 1;
+                }
+                Err(e) => {
+                    failed = Some(read_error(e));
+                    break;
+                }
+            }
+        }
+        // No more chunks: the workers finish what they hold and end.
+        drop(tx);
+        let mut ids: Vec<Option<Id>> = vec![None; n];
+        for (i, r) in done_rx {
+            match r {
+                Ok(id) => ids[i] = Some(id),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        ids.into_iter()
+            .map(|id| id.ok_or_else(|| Error::Invalid("a chunk was not stored".into())))
+            .collect::<Result<Vec<Id>>>()
+            .map(|ids| (ids, size))
+    })
+}
+
 /// Store the items as files `DIR/NAME` of a new snapshot.
 pub fn backup_streams(
     repo: &Repository,
@@ -105,14 +190,14 @@ pub fn backup_streams(
             fastcdc::v2020::Normalization::Level1,
             repo.key().chunker_seed(),
         );
-        let mut content = Vec::new();
-        let mut size = 0u64;
-        for chunk in cdc {
-            let chunk = chunk.map_err(|e| Error::Refused(format!("reading {}: {e}", item.name)))?;
-            size += chunk.length as u64;
-            progress.inc(0, chunk.length as u64);
-            content.push(dedup.store(&mut c, BlobType::Data, &chunk.data)?);
-        }
+        let (content, size) = store_chunks(
+            &dedup,
+            &mut c,
+            repo.config().compression,
+            &item.name,
+            cdc,
+            progress,
+        )?;
         (item.finish)().map_err(|e| {
             Error::Refused(format!(
                 "{}: the producer failed, no recovery point was recorded: {e}",
@@ -182,13 +267,67 @@ pub fn read_file(
     if node.kind != NodeKind::File {
         return Err(Error::Invalid(format!("{path} is not a file")));
     }
+    let ids = &node.content;
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(4);
     let mut n = 0;
-    for id in &node.content {
-        let data = repo.read_blob(index, BlobType::Data, id)?;
-        out.write_all(&data)
+    let mut write = |data: &[u8]| -> Result<()> {
+        out.write_all(data)
             .map_err(|e| Error::io("writing", path, e))?;
         n += data.len() as u64;
+        Ok(())
+    };
+    if workers < 2 || ids.len() < 2 {
+        for id in ids {
+            write(&repo.read_blob(index, BlobType::Data, id)?)?;
+        }
+        return Ok(n);
     }
+    // Blobs are read, authenticated and decompressed by several threads a bounded window
+    // ahead, and written in order.
+    std::thread::scope(|scope| -> Result<()> {
+        let (jobs, job_rx) = crossbeam_channel::unbounded::<(usize, Id)>();
+        let (done_tx, done) = crossbeam_channel::unbounded::<(usize, Result<Vec<u8>>)>();
+        for _ in 0..workers {
+            let (job_rx, done_tx) = (job_rx.clone(), done_tx.clone());
+            scope.spawn(move || {
+                for (i, id) in job_rx {
+                    if done_tx
+                        .send((i, repo.read_blob(index, BlobType::Data, &id)))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        }
+        drop((job_rx, done_tx));
+        let window = workers * 4;
+        let mut sent = 0;
+        while sent < ids.len().min(window) {
+            let _ = jobs.send((sent, ids[sent]));
+            sent += 1;
+        }
+        let mut pending = std::collections::BTreeMap::new();
+        let mut next = 0;
+        while next < ids.len() {
+            let (i, r) = done
+                .recv()
+                .map_err(|_| Error::Invalid("a reader thread ended early".into()))?;
+            pending.insert(i, r);
+            while let Some(r) = pending.remove(&next) {
+                write(&r?)?;
+                next += 1;
+                if sent < ids.len() {
+                    let _ = jobs.send((sent, ids[sent]));
+                    sent += 1;
+                }
+            }
+        }
+        Ok(())
+    })?;
     Ok(n)
 }
 
