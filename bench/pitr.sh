@@ -158,29 +158,30 @@ as_pg "$bindir/pg_ctl" -D "$work/pg" -m fast stop >/dev/null
 
 # Restore to the target time set before each tool's backlog ended (the whole backlog and the
 # base backup replayed): both restore to the holdfast target, which both archives hold.
-restore_time() { # $1 tool
-  local d=$work/rst/r-$1 p t0 t1
+restore_time() { # $1 tool; prints "total files replay": the restore of the files, then the
+  # recovery (WAL fetched and replayed until the server is promoted)
+  local d=$work/rst/r-$1 p t0 t1 t2
   p=$(free_port)
+  mkdir -p "$d"; [ "$(id -u)" = 0 ] && chown postgres: "$d"
   t0=$(now)
   if [ "$1" = holdfast ]; then
-    mkdir -p "$d"; [ "$(id -u)" = 0 ] && chown postgres: "$d"
-    as_pg "${hf_env[@]}" "$hf" --quiet restore --source pg --at "$target" --no-archive --target "$d" --start >"$work/log/hf-restore.txt" 2>&1 || { cat "$work/log/hf-restore.txt" "$d"/log* "$d"/*.log >&2 2>/dev/null; exit 1; }
+    as_pg "${hf_env[@]}" "$hf" --quiet restore --source pg --at "$target" --no-archive --target "$d" >"$work/log/hf-restore.txt" 2>&1 || { cat "$work/log/hf-restore.txt" >&2; exit 1; }
   else
-    mkdir -p "$d"; [ "$(id -u)" = 0 ] && chown postgres: "$d"
     as_pg pgbackrest --config="$work/pgbr.conf" --stanza=bench --pg1-path="$d" --type=time "--target=$target+00" --target-action=promote --archive-mode=off restore >/dev/null
-    printf "port = %s\nunix_socket_directories = '%s'\n" "$p" "$d" >> "$d/postgresql.auto.conf"
-    as_pg "$bindir/pg_ctl" -D "$d" -l "$d/log" -w -t 3600 start >/dev/null
-    until [ "$(psql -XAt -h "$d" -p "$p" -c 'select pg_is_in_recovery()' 2>/dev/null)" = f ]; do sleep 0.2; done
   fi
   t1=$(now)
-  echo "$t1 - $t0" | bc -l
+  printf "port = %s\nunix_socket_directories = '%s'\n" "$p" "$d" >> "$d/postgresql.auto.conf"
+  as_pg "${hf_env[@]}" "$bindir/pg_ctl" -D "$d" -l "$d/log" -w -t 3600 start >/dev/null || { tail -20 "$d/log" >&2; exit 1; }
+  until [ "$(psql -XAt -h "$d" -p "$p" -c 'select pg_is_in_recovery()' 2>/dev/null)" = f ]; do sleep 0.1; done
+  t2=$(now)
+  echo "$(echo "$t2 - $t0" | bc -l) $(echo "$t1 - $t0" | bc -l) $(echo "$t2 - $t1" | bc -l)"
   [ -f "$d/postmaster.pid" ] && as_pg "$bindir/pg_ctl" -D "$d" -m immediate stop >/dev/null 2>&1
   rm -rf "$d"
   return 0
 }
 say "restore to $target UTC"
-hf_restore=$(restore_time holdfast)
-br_restore=$(restore_time pgbackrest)
+read -r hf_restore hf_files hf_replay < <(restore_time holdfast)
+read -r br_restore br_files br_replay < <(restore_time pgbackrest)
 
 hf_repo=$(du -sb "$work/repo" | cut -f1)
 br_repo=$(du -sb "$work/pgbr" | cut -f1)
@@ -233,7 +234,10 @@ printf '   %s\n' "${results[@]}"
 printf '   holdfast/pgbackrest throughput = %.2f\n' "$(echo "${rates[0]} / ${rates[1]}" | bc -l)"
 echo
 echo "2. restore to a point in time ($target UTC: a base backup and a whole backlog of WAL), until the server is promoted:"
-printf '   holdfast   %7.2f s\n   pgbackrest %7.2f s   (holdfast/pgbackrest = %.2f)\n' "$hf_restore" "$br_restore" "$(echo "$hf_restore / $br_restore" | bc -l)"
+echo "   (the same steps for both: the tool restores the files and writes the recovery settings, pg_ctl starts the server)"
+printf '   holdfast   %7.2f s (files %6.2f s, WAL fetch and replay %6.2f s)\n' "$hf_restore" "$hf_files" "$hf_replay"
+printf '   pgbackrest %7.2f s (files %6.2f s, WAL fetch and replay %6.2f s)\n' "$br_restore" "$br_files" "$br_replay"
+printf '   holdfast/pgbackrest = %.2f (files %.2f, replay %.2f)\n' "$(echo "$hf_restore / $br_restore" | bc -l)" "$(echo "$hf_files / $br_files" | bc -l)" "$(echo "$hf_replay / $br_replay" | bc -l)"
 echo
 printf '   repository size: holdfast %.1f MB, pgbackrest %.1f MB\n' "$(echo "$hf_repo/1048576" | bc -l)" "$(echo "$br_repo/1048576" | bc -l)"
 echo
