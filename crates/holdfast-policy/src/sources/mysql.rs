@@ -60,6 +60,25 @@ impl From<MysqlError> for SourceError {
     }
 }
 
+/// Run a drill's verify query on a MySQL/MariaDB server (in `database` when given); true if
+/// it passed. What it returned is in `messages`.
+pub(super) fn verify_on(
+    conn: &Conn,
+    q: &str,
+    database: Option<&str>,
+    messages: &mut Vec<String>,
+) -> bool {
+    let mut c = Command::new(my_tool("mariadb", "mysql"));
+    conn.my(&mut c);
+    c.args(["-N", "-B"]);
+    if let Some(db) = database {
+        c.arg(format!("--database={db}"));
+        messages.push(format!("verify query runs in database {db:?}"));
+    }
+    c.args(["-e", q]);
+    verify_query(c, messages)
+}
+
 /// Build from the workload file.
 pub fn build(r: &RawSource, _base: &Path) -> Result<Arc<dyn Source>, String> {
     let database = r.database.clone().filter(|d| d != "all");
@@ -172,16 +191,8 @@ impl Source for MysqlSource {
         let mut ok = noted(r, &mut messages);
         if ok {
             if let Some(q) = &self.verify {
-                let tool = my_tool("mariadb", "mysql");
-                let mut c = Command::new(&tool);
-                conn.my(&mut c);
-                c.args(["-N", "-B"]);
-                if let Some(db) = self.verify_database.as_deref().or(self.database.as_deref()) {
-                    c.arg(format!("--database={db}"));
-                    messages.push(format!("verify query runs in database {db:?}"));
-                }
-                c.args(["-e", q]);
-                ok = verify_query(c, &mut messages);
+                let db = self.verify_database.as_deref().or(self.database.as_deref());
+                ok = verify_on(&conn, q, db, &mut messages);
             }
         }
         drop(server);

@@ -2,10 +2,7 @@
 //! server (the base dump, then the binary log replayed up to the instant), confirm the replay
 //! reached it, run the source's verify query.
 
-use std::process::Command;
-
 use super::super::pitr::{PitrDrill, PitrRestore, RecoveryTarget};
-use super::super::tool::{my_tool, verify_query};
 use super::super::{my_scratch, DrillOutcome, SourceError};
 use super::{restore, BinlogSettings};
 
@@ -70,15 +67,8 @@ pub fn drill_at(s: &BinlogSettings, job: &PitrDrill) -> Result<DrillOutcome, Sou
     };
     if ok {
         if let Some(q) = &s.verify {
-            let mut c = Command::new(my_tool("mariadb", "mysql"));
-            conn.my(&mut c);
-            c.args(["-N", "-B"]);
-            if let Some(db) = s.verify_database.as_deref().or(s.database.as_deref()) {
-                c.arg(format!("--database={db}"));
-                messages.push(format!("verify query runs in database {db:?}"));
-            }
-            c.args(["-e", q]);
-            ok = verify_query(c, &mut messages);
+            let db = s.verify_database.as_deref().or(s.database.as_deref());
+            ok = super::super::mysql::verify_on(&conn, q, db, &mut messages);
         }
     }
     drop(server);

@@ -80,6 +80,25 @@ struct Pending {
     read_end: DateTime<Utc>,
 }
 
+impl Live {
+    /// New frames read: pending until stored; every commit up to `last_time` is in them or
+    /// earlier, and the position moves past them.
+    fn take(&mut self, f: Frames, last_time: DateTime<Utc>, read_end: DateTime<Utc>) {
+        self.pos = Pos {
+            wal: Some(f.id),
+            page_size: self.pos.page_size,
+            end: f.end,
+            cksum: f.cksum_end,
+            db_size: f.db_size,
+        };
+        self.pending.push(Pending {
+            frames: f,
+            last_time,
+            read_end,
+        });
+    }
+}
+
 struct Live {
     /// A connection with an open read transaction (see the module documentation).
     held: Connection,
@@ -428,20 +447,7 @@ impl SqliteReplicator {
         let found = self.read_new(&live.pos)?;
         let live = self.live.as_mut().expect("a live generation");
         match found {
-            Found::New(f) => {
-                live.pos = Pos {
-                    wal: Some(f.id),
-                    page_size: live.pos.page_size,
-                    end: f.end,
-                    cksum: f.cksum_end,
-                    db_size: f.db_size,
-                };
-                live.pending.push(Pending {
-                    frames: f,
-                    last_time: t0,
-                    read_end: t0,
-                });
-            }
+            Found::New(f) => live.take(f, t0, t0),
             Found::Nothing => {
                 if let Some(p) = live.pending.last_mut() {
                     p.last_time = t0;
@@ -526,20 +532,7 @@ impl SqliteReplicator {
                 }
                 return self.new_generation(repo, &why);
             }
-            Found::New(f) => {
-                live.pos = Pos {
-                    wal: Some(f.id),
-                    page_size: live.pos.page_size,
-                    end: f.end,
-                    cksum: f.cksum_end,
-                    db_size: f.db_size,
-                };
-                live.pending.push(Pending {
-                    frames: f,
-                    last_time: t,
-                    read_end,
-                });
-            }
+            Found::New(f) => live.take(f, t, read_end),
             Found::Nothing => {
                 if let Some(p) = live.pending.last_mut() {
                     // Nothing after it at `t`: every commit before `t` is in it or earlier.
@@ -610,20 +603,7 @@ impl SqliteReplicator {
         let found = self.read_new(&live.pos)?;
         let live = self.live.as_mut().expect("a live generation");
         match found {
-            Found::New(f) => {
-                live.pos = Pos {
-                    wal: Some(f.id),
-                    page_size: live.pos.page_size,
-                    end: f.end,
-                    cksum: f.cksum_end,
-                    db_size: f.db_size,
-                };
-                live.pending.push(Pending {
-                    frames: f,
-                    last_time: t,
-                    read_end: t,
-                });
-            }
+            Found::New(f) => live.take(f, t, t),
             Found::Nothing => {}
             Found::Lost(_) => return Ok(None), // the next round starts a new generation
         }
