@@ -539,3 +539,35 @@ fn wal_fetch_delivers_prefetches_and_tells_missing_from_failing() {
     );
     assert!(!dest.exists());
 }
+
+/// `plan` asks a continuous source's server whether it archives into holdfast: before
+/// archive_mode and archive_command are set, the source cannot be protected as declared.
+#[test]
+fn plan_names_a_server_that_does_not_archive_into_holdfast() {
+    let pg = ArchivedPg::new("plan-test-password", "");
+    let plan = |code: i32| {
+        let o = pg
+            .holdfast(&["--json", "plan", "--no-discover"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(code),
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let out = plan(4);
+    assert!(out.contains("source-cannot-be-backed-up"), "{out}");
+    assert!(out.contains("archive_mode = off"), "{out}");
+    assert!(
+        out.contains("not archived into holdfast for source pg"),
+        "{out}"
+    );
+    pg.archive(&[]);
+    let out = plan(0);
+    assert!(!out.contains("archive_mode"), "{out}");
+    assert!(!out.contains("not archived into holdfast"), "{out}");
+}

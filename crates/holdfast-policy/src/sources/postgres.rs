@@ -32,6 +32,8 @@ pub enum PgMode {
 /// Configuration of a PostgreSQL source.
 #[derive(Debug, Clone)]
 pub struct PostgresSource {
+    /// The source's name (what `archive_command` must name).
+    pub name: String,
     /// One database, or every database with the globals (`None`, or `all` in the file).
     pub database: Option<String>,
     /// Logical or physical.
@@ -109,6 +111,7 @@ pub fn build(r: &RawSource, _base: &Path) -> Result<Arc<dyn Source>, String> {
         _ => None,
     };
     Ok(Arc::new(PostgresSource {
+        name: r.name().to_string(),
         database: r.database.clone().filter(|d| d != "all"),
         mode,
         server: ServerSettings::of(r),
@@ -312,6 +315,18 @@ impl Source for PostgresSource {
 
     fn pg_wal(&self) -> Option<&pg_wal::WalSettings> {
         self.wal.as_ref()
+    }
+
+    /// A continuous source's server must archive its WAL into holdfast: without it there
+    /// are only base backups, and no point in time between them.
+    fn preflight(&self) -> Vec<String> {
+        if self.mode != PgMode::Continuous {
+            return Vec::new();
+        }
+        match self.server.conn() {
+            Ok(conn) => pg_wal::settings::check(&self.name, &conn),
+            Err(e) => vec![e.to_string()],
+        }
     }
 
     fn covers(&self, f: &Found) -> bool {

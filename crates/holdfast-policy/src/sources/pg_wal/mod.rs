@@ -19,6 +19,7 @@ pub mod catalog;
 pub mod fetch;
 pub mod idle;
 pub mod push;
+pub mod settings;
 pub mod spool;
 
 use std::path::{Path, PathBuf};
