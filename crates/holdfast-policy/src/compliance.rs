@@ -86,6 +86,11 @@ pub struct ContinuousFacts {
     pub window: crate::sources::pitr::Window,
     /// How shipping does on this host, if the kind knows.
     pub health: Option<crate::sources::pitr::LogHealth>,
+    /// When the newest log batch was stored in the source's repository.
+    pub newest_batch: Option<DateTime<Utc>>,
+    /// Per copy repository the class requires: when the newest log batch copied there was
+    /// stored (a copy lagging more than the RPO behind fails the copy verdict).
+    pub batch_copies: Vec<(String, Option<DateTime<Utc>>)>,
 }
 
 /// The verdicts for one source.
@@ -246,6 +251,27 @@ pub fn evaluate(f: &SourceFacts, now: DateTime<Utc>) -> SourceStatus {
                     v = Verdict::Breached;
                 }
                 _ => {}
+            }
+        }
+        // A continuous source's copy holds its log too: the other location's RPO is how far
+        // its newest copied batch lags behind the newest one.
+        if let (Some(c), Some(rpo)) = (&f.continuous, f.rpo) {
+            for (repo, copied) in &c.batch_copies {
+                match (copied, c.newest_batch) {
+                    (None, Some(_)) => {
+                        problems.push(format!("no log batch copied to {repo:?}"));
+                        v = Verdict::Breached;
+                    }
+                    (Some(copied), Some(newest)) if newest - *copied > rpo => {
+                        problems.push(format!(
+                            "the log copied to {repo:?} is {} behind, more than the RPO of {}",
+                            show(newest - *copied),
+                            show(rpo)
+                        ));
+                        v = Verdict::Breached;
+                    }
+                    _ => {}
+                }
             }
         }
         v
@@ -549,6 +575,27 @@ mod tests {
                 ..Default::default()
             },
             health: None,
+            newest_batch: None,
+            batch_copies: vec![],
+        }
+    }
+
+    #[test]
+    fn a_continuous_source_s_copy_holds_its_log_within_the_rpo() {
+        let mut f = facts();
+        f.copies = vec![("offsite".into(), f.newest_point)];
+        let mut c = continuous(Some(1));
+        c.newest_batch = Some(now() - Duration::minutes(1));
+        for (copied, verdict) in [
+            (Some(now() - Duration::minutes(16)), Verdict::Met),
+            (Some(now() - Duration::minutes(17)), Verdict::Breached),
+            (None, Verdict::Breached),
+            (Some(now() - Duration::minutes(1)), Verdict::Met),
+        ] {
+            c.batch_copies = vec![("offsite".into(), copied)];
+            f.continuous = Some(c.clone());
+            let s = evaluate(&f, now());
+            assert_eq!(s.copies, verdict, "{copied:?}: {:?}", s.problems);
         }
     }
 

@@ -279,6 +279,12 @@ impl Observed {
         crate::compliance::ContinuousFacts {
             window,
             health: c.health(source, state_dir),
+            newest_batch: self
+                .logs
+                .get(source)
+                .and_then(|v| v.last())
+                .map(|e| e.snapshot.time),
+            batch_copies: Vec::new(),
         }
     }
 
@@ -380,10 +386,25 @@ pub fn facts(env: &Env, o: &Observed) -> Vec<(SourceFacts, SourceStatus)> {
                 .repository_of(s)
                 .and_then(|(r, _)| o.repo_info.get(r))
                 .is_some_and(|i| i.cipher != "none" && !i.cipher.is_empty()),
-            continuous: s
-                .driver()
-                .continuous()
-                .map(|c| o.continuous_facts(c, s.name(), &env.state_dir)),
+            continuous: s.driver().continuous().map(|c| {
+                let mut cf = o.continuous_facts(c, s.name(), &env.state_dir);
+                cf.batch_copies = class
+                    .map(|(_, cl)| {
+                        cl.copies
+                            .iter()
+                            .map(|r| {
+                                let t = o
+                                    .logs_by_repo
+                                    .get(r.get_ref())
+                                    .and_then(|m| m.get(s.name()))
+                                    .copied();
+                                (r.get_ref().clone(), t)
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                cf
+            }),
         };
         let mut st = compliance::evaluate(&f, env.now);
         if s.strategy == Some(Strategy::Reproduce) {

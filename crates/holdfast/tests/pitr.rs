@@ -134,3 +134,54 @@ fn a_repository_another_process_is_creating_is_waited_for_and_opened() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// A continuous source's log batches travel with its base backups to the class's copy
+/// repository, and status judges the copy by its newest batch.
+#[test]
+fn log_batches_are_copied_with_the_base_backups() {
+    let w = W::new(
+        r#"
+[repository.offsite]
+url = "offsite"
+password-env = "TEST_REPO_PW"
+
+[class.copied]
+rpo = "15m"
+rto = "10m"
+keep = { last = 5 }
+copies = ["offsite"]
+
+[[source]]
+name = "db"
+kind = "sqlite"
+path = "app.db"
+class = "copied"
+strategy = "backup"
+repository = "local"
+mode = "continuous"
+"#,
+    );
+    let c = rusqlite::Connection::open(w.path("app.db")).unwrap();
+    c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+        .unwrap();
+    w.run(&mut w.cmd(&["replicate", "--rounds", "2"]), 0);
+    c.execute_batch("INSERT INTO t VALUES (2);").unwrap();
+    w.run(&mut w.cmd(&["replicate", "--rounds", "2"]), 0);
+    // protect: the base backup is not due, but the copy is behind: it copies.
+    let v = w.json_any(&["protect"]);
+    assert!(v.to_string().contains("copied and verified"), "{v}");
+    let offsite = w.json(
+        &["--repo", w.path("offsite").to_str().unwrap(), "snapshots"],
+        0,
+    );
+    let batches = offsite
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["log"]["source"] == "db")
+        .count();
+    assert!(batches >= 2, "the log batches are in the copy: {offsite}");
+    let status = w.json_any(&["status", "--no-discover"]);
+    let s = support::workload::source(&status, "db");
+    assert_eq!(s["status"]["copies"], "met", "{s}");
+}
