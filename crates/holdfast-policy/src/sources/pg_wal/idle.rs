@@ -36,24 +36,36 @@ pub enum IdleError {
     Answer(String),
 }
 
-/// Ask the server.
-pub fn written(conn: &Conn) -> Result<Written, IdleError> {
+/// One query on the server, its fields separated by `sep`; a server that cannot be reached
+/// answers within 5 s (`status` and `plan` ask on every run and must not hang on it).
+pub fn ask(conn: &Conn, sql: &str, sep: &str, what: &str) -> Result<String, ToolError> {
     let mut c = Command::new("psql");
     c.args([
         "-X",
         "-At",
+        "-F",
+        sep,
         "--no-password",
         "-d",
         "postgres",
         "-c",
-        "SELECT pg_walfile_name(l), l, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM pg_current_wal_insert_lsn() AS l",
+        sql,
     ]);
     conn.pg(&mut c);
-    // `status` asks on every run: a server that cannot be reached must not hold it up.
     if std::env::var_os("PGCONNECT_TIMEOUT").is_none() {
         c.env("PGCONNECT_TIMEOUT", "5");
     }
-    let out = output(c, "psql (asking where the WAL ends)")?;
+    output(c, what)
+}
+
+/// Ask the server.
+pub fn written(conn: &Conn) -> Result<Written, IdleError> {
+    let out = ask(
+        conn,
+        "SELECT pg_walfile_name(l), l, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM pg_current_wal_insert_lsn() AS l",
+        "|",
+        "psql (asking where the WAL ends)",
+    )?;
     parse(out.trim()).ok_or_else(|| IdleError::Answer(out.trim().to_string()))
 }
 

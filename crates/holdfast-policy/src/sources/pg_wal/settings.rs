@@ -3,9 +3,6 @@
 //! A server that does not archive leaves only base backups: point-in-time recovery, and the
 //! RPO `status` promises from the log, would silently be missing.
 
-use std::process::Command;
-
-use super::super::tool::output;
 use super::super::Conn;
 
 /// Why the server's settings do not archive `source`'s WAL through holdfast (empty: they do).
@@ -46,23 +43,12 @@ pub fn problems(source: &str, wal_level: &str, archive_mode: &str, command: &str
 /// Ask the server (a failure to ask is itself the answer: the source cannot be archived from
 /// a server holdfast cannot reach).
 pub fn check(source: &str, conn: &Conn) -> Vec<String> {
-    let mut c = Command::new("psql");
-    c.args([
-        "-X",
-        "-At",
-        "-F",
-        "\u{1f}",
-        "--no-password",
-        "-d",
-        "postgres",
-        "-c",
+    match super::idle::ask(
+        conn,
         "SELECT current_setting('wal_level'), current_setting('archive_mode'), current_setting('archive_command')",
-    ]);
-    conn.pg(&mut c);
-    if std::env::var_os("PGCONNECT_TIMEOUT").is_none() {
-        c.env("PGCONNECT_TIMEOUT", "5");
-    }
-    match output(c, "psql (reading the archive settings)") {
+        "\u{1f}",
+        "psql (reading the archive settings)",
+    ) {
         Ok(out) => {
             let f: Vec<&str> = out.trim_end_matches('\n').splitn(3, '\u{1f}').collect();
             match f.as_slice() {
