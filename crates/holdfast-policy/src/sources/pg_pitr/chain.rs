@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use chrono::Timelike;
 use chrono::{DateTime, Utc};
 use holdfast_core::logs::{LogBatch, Piece};
 use holdfast_core::snapshot::SnapshotEntry;
@@ -264,11 +265,16 @@ impl<'a> Analysis<'a> {
             c.history = Some(h);
             return c;
         };
-        // The backup is consistent within a second of its (whole-second) STOP TIME; without
-        // one, when the batch holding its history file was stored (later still).
+        // The backup is consistent within a second of its (whole-second) STOP TIME. Without
+        // one (the history file's bytes are not read here), the batch holding the file was
+        // stored after the backup stopped, so its STOP TIME is at most that second: the next
+        // whole second is never earlier than what a restore, which reads the file, accepts.
         c.ready = Some(match h.stop_time {
             Some(t) => t + chrono::Duration::seconds(1),
-            None => stored,
+            None => {
+                let floor = stored.with_nanosecond(0).unwrap_or(stored);
+                floor + chrono::Duration::seconds(1)
+            }
         });
         let Some(start) = h.start.segno(pl) else {
             c.why = Some(format!(

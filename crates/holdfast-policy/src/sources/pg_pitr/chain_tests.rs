@@ -140,6 +140,13 @@ impl Arch {
         // Ready one second after the whole-second stop time.
         stop_time + Duration::seconds(1)
     }
+    /// A base in segment `n` whose history file (no meta) was stored at `stored`.
+    fn base_stored_at(&mut self, tli: u32, n: u64, stored: DateTime<Utc>) {
+        let time = lt(n) - Duration::seconds(30);
+        let name = format!("{}.00000028.backup", self.name(tli, n));
+        self.piece(name, 300, "b", Some(stored - Duration::seconds(5)), &[]);
+        self.bases.push(snap(time, None));
+    }
     /// Timeline `tli` branched from `parent` in segment `n` (`meta`: its history piece says so).
     fn history(&mut self, tli: u32, parent: u32, n: u64, meta: bool) {
         let m = [
@@ -452,17 +459,21 @@ fn bases_match_their_history_file_by_label_or_by_time() {
         let readies: Vec<_> = an.chains.iter().map(|c| c.ready).collect();
         assert_eq!(readies, vec![Some(r1), Some(r2)]);
     });
-    // Without meta: the history file stored after the base began, its batch time standing in
-    // for the stop time (later than the real one: never claims too much).
+    // Without meta: the history file stored after the base stopped; its STOP TIME (whole
+    // seconds) is at most the second it was stored in, so the window starts at the next whole
+    // second, never before the instant a restore (which reads the file) accepts.
     let mut b = Arch::new(MB16);
     b.segs(1, 2..=10);
     b.base(1, 3, false);
     let w = b.window();
     assert!(w.whole(), "{w:?}");
-    assert_eq!(
-        w.from,
-        Some(lt(3) - Duration::seconds(10) + Duration::seconds(5))
-    );
+    let stored = lt(3) - Duration::seconds(10) + Duration::seconds(5);
+    assert_eq!(w.from, Some(stored + Duration::seconds(1)));
+    // Stored a fraction into a second: the next whole second.
+    let mut b = Arch::new(MB16);
+    b.segs(1, 2..=10);
+    b.base_stored_at(1, 3, stored + Duration::milliseconds(400));
+    assert_eq!(b.window().from, Some(stored + Duration::seconds(1)));
     // An older base whose history file was never archived (taken before archiving was on)
     // does not take the next base's: the history file belongs to the newest base before it.
     let mut c = Arch::new(MB16);
