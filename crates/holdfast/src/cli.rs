@@ -150,7 +150,7 @@ pub enum Command {
         #[arg(long)]
         scratch: Option<PathBuf>,
     },
-    /// Ship the change logs of continuous sources (SQLite WAL, binary logs, streamed WAL) into
+    /// Ship the change logs of continuous sources (SQLite WAL, MariaDB/MySQL binary logs) into
     /// their repositories, in the foreground, until stopped (SIGINT, SIGTERM).
     Replicate {
         /// Only this source (repeatable; default every source that ships a log).

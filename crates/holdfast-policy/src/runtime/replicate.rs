@@ -1,5 +1,5 @@
 //! `holdfast replicate`: log shipping in the foreground for every continuous source whose
-//! kind ships its own log (SQLite WAL frames, binary log streams, `pg_receivewal`), one thread
+//! kind ships its own log (SQLite WAL frames, binary log streams), one thread
 //! per source, each driving its [`Replicator`] in rounds until asked to stop.
 //!
 //! A round that fails is reported and retried at the next one; a replicator never reports as
@@ -85,7 +85,7 @@ impl Runtime {
                 if !opts.sources.is_empty() {
                     return Err(RuntimeError::Replicate {
                         source_name: name.into(),
-                        message: "it ships no log: only continuous sources (a `continuous` SQLite, MariaDB or streaming PostgreSQL source) are replicated".into(),
+                        message: "it ships no log: only continuous SQLite and MySQL/MariaDB sources are replicated (a continuous PostgreSQL source archives through archive_command = holdfast wal-push)".into(),
                     });
                 }
                 continue;

@@ -247,7 +247,7 @@ pub struct Shipped {
 }
 
 /// Log shipping run by `holdfast replicate` in the foreground (SQLite WAL frames, a binary
-/// log stream, `pg_receivewal`): one instance per source, driven in rounds.
+/// log stream): one instance per source, driven in rounds.
 pub trait Replicator: Send {
     /// What it ships, for people.
     fn describe(&self) -> String;
