@@ -213,30 +213,10 @@ fn continuous_drill(
 ) -> Result<DrillRecord, JobError> {
     use crate::sources::pitr::{self, RecoveryTarget};
     let t = Instant::now();
-    let me = host();
     let (all, _) = snapshot::load_all(repo)?;
-    let bases: Vec<SnapshotEntry> = all
-        .iter()
-        .filter(|x| {
-            x.snapshot.complete && s.owns(x.snapshot.source.as_deref(), &x.snapshot.hostname, &me)
-        })
-        .cloned()
-        .collect();
-    let kind = c.log_kind();
-    let logs: Vec<SnapshotEntry> = all
-        .iter()
-        .filter(|x| {
-            s.owns_log(&x.snapshot, &me) && x.snapshot.log.as_ref().is_some_and(|l| l.kind == kind)
-        })
-        .cloned()
-        .collect();
-    let window = c.window(
-        &bases.iter().collect::<Vec<_>>(),
-        &logs
-            .iter()
-            .filter_map(|e| e.snapshot.log.as_ref().map(|l| (e, l)))
-            .collect::<Vec<_>>(),
-    );
+    let owned = crate::chains::Owned::of(s, c.log_kind(), &all, &host(), None);
+    let window = c.window(&owned.bases, &owned.logs);
+    let (bases, logs) = owned.cloned();
     let Some(at) = pitr::drill_target(&window, rand_u64()) else {
         return Err(JobError::Invalid(format!(
             "source {} has no recoverable window to drill (a base backup and its log are needed): run `holdfast protect`, and ship its log",

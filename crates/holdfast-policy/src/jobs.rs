@@ -381,22 +381,9 @@ fn forget_old_logs(
     s: &SourceConfig,
     c: &dyn crate::sources::pitr::Continuous,
 ) -> Result<usize, holdfast_core::Error> {
-    let me = host();
     let (all, _) = holdfast_core::snapshot::load_all(repo)?;
-    let bases: Vec<&holdfast_core::snapshot::SnapshotEntry> = all
-        .iter()
-        .filter(|x| {
-            x.snapshot.complete && s.owns(x.snapshot.source.as_deref(), &x.snapshot.hostname, &me)
-        })
-        .collect();
-    let kind = c.log_kind();
-    let batches: Vec<_> = all
-        .iter()
-        .filter(|x| s.owns_log(&x.snapshot, &me))
-        .filter_map(|x| x.snapshot.log.as_ref().map(|l| (x, l)))
-        .filter(|(_, l)| l.kind == kind)
-        .collect();
-    let old = c.prunable(&bases, &batches);
+    let o = crate::chains::Owned::of(s, c.log_kind(), &all, &host(), None);
+    let old = c.prunable(&o.bases, &o.logs);
     if old.is_empty() {
         return Ok(0);
     }

@@ -59,16 +59,7 @@ impl Arch {
 
     /// The source's log batches as JSON (through the CLI).
     fn batch_json(&self) -> Vec<Value> {
-        let repo = self.dir.join("repo");
-        let pw = self.dir.join("pw");
-        let o = self.run(&[
-            "--json",
-            "--repo",
-            repo.to_str().unwrap(),
-            "--password-file",
-            pw.to_str().unwrap(),
-            "snapshots",
-        ]);
+        let o = self.on_repo(&["--json", "snapshots"]).output().unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let v: Value = serde_json::from_slice(&o.stdout).unwrap();
         v.as_array()
@@ -421,17 +412,7 @@ fn a_store_outage_acknowledges_nothing_shows_at_once_and_catches_up_without_a_ga
         assert!(after.contains_key(&n), "{n}");
     }
     assert_no_gap(&after);
-    let check = |config: &str| {
-        a.run(&[
-            "--config",
-            config,
-            "--repo",
-            repo.to_str().unwrap(),
-            "--password-file",
-            a.dir.join("pw").to_str().unwrap(),
-            "check",
-        ])
-    };
+    let check = |config: &str| a.on_repo(&["--config", config, "check"]).output().unwrap();
     // Every object checks clean...
     let o = check("/nonexistent/holdfast.toml");
     assert!(

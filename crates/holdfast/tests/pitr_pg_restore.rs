@@ -100,18 +100,7 @@ impl Pg {
             "verify = \"SELECT count(*) > 0 FROM ticks\"\n",
         ));
         // The repository first: archiving starts as soon as the server restarts.
-        let repo = pg.dir.join("repo");
-        let pw = pg.dir.join("pw");
-        let o = pg
-            .holdfast(&[
-                "--repo",
-                repo.to_str().unwrap(),
-                "--password-file",
-                pw.to_str().unwrap(),
-                "init",
-            ])
-            .output()
-            .unwrap();
+        let o = pg.on_repo(&["init"]).output().unwrap();
         ok(&o, "init");
         pg.archive(&["archive_timeout = '1s'", "track_commit_timestamp = on"]);
         pg.psql("CREATE TABLE ticks (n bigint PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())");
@@ -188,19 +177,7 @@ impl Pg {
 
     /// The source's log batches: snapshot id → piece names.
     fn batches(&self) -> BTreeMap<String, Vec<String>> {
-        let repo = self.dir.join("repo");
-        let pw = self.dir.join("pw");
-        let o = self
-            .holdfast(&[
-                "--json",
-                "--repo",
-                repo.to_str().unwrap(),
-                "--password-file",
-                pw.to_str().unwrap(),
-                "snapshots",
-            ])
-            .output()
-            .unwrap();
+        let o = self.on_repo(&["--json", "snapshots"]).output().unwrap();
         let v: Value = serde_json::from_str(&ok(&o, "snapshots")).unwrap();
         v.as_array()
             .unwrap()
@@ -685,18 +662,7 @@ fn deleting_an_archived_wal_batch_opens_a_gap_naming_its_segment() {
         v["alarms"]
     );
     // check, given the workload, fails on the gap too (every object left checks clean).
-    let repo = pg.dir.join("repo");
-    let pw = pg.dir.join("pw");
-    let o = pg
-        .holdfast(&[
-            "--repo",
-            repo.to_str().unwrap(),
-            "--password-file",
-            pw.to_str().unwrap(),
-            "check",
-        ])
-        .output()
-        .unwrap();
+    let o = pg.on_repo(&["check"]).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(

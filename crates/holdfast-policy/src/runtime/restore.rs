@@ -206,25 +206,8 @@ impl Runtime {
         let repo = self.open_workload_repository(w, rname, rcfg, false)?;
         let (all, _) = snapshot::load_all(&repo)?;
         let me = holdfast_core::util::hostname();
-        let mine = |source: Option<&str>, host: &str| match &req.host {
-            Some(h) => source == Some(name) && host == h,
-            None => s.owns(source, host, &me),
-        };
-        let bases: Vec<SnapshotEntry> = all
-            .iter()
-            .filter(|x| x.snapshot.complete)
-            .filter(|x| mine(x.snapshot.source.as_deref(), &x.snapshot.hostname))
-            .cloned()
-            .collect();
-        let logs: Vec<SnapshotEntry> = all
-            .iter()
-            .filter(|x| {
-                x.snapshot.log.as_ref().is_some_and(|l| {
-                    l.kind == c.log_kind() && mine(Some(&l.source), &x.snapshot.hostname)
-                })
-            })
-            .cloned()
-            .collect();
+        let (bases, logs) =
+            crate::chains::Owned::of(s, c.log_kind(), &all, &me, req.host.as_deref()).cloned();
         let conn = sources::Conn::of(s).map_err(|e| fail(e.to_string()))?;
         let workload = std::path::absolute(&w.path).unwrap_or_else(|_| w.path.clone());
         let done = c

@@ -137,6 +137,19 @@ impl ArchivedPg {
         c
     }
 
+    /// holdfast on the repository itself (`--repo`, `--password-file`), then `args`.
+    pub fn on_repo(&self, args: &[&str]) -> Command {
+        let (repo, pw) = (self.dir.join("repo"), self.dir.join("pw"));
+        let mut a = vec![
+            "--repo",
+            repo.to_str().unwrap(),
+            "--password-file",
+            pw.to_str().unwrap(),
+        ];
+        a.extend_from_slice(args);
+        self.holdfast(&a)
+    }
+
     /// A query on the server (as `postgres`); its output, trimmed. Panics if it fails.
     pub fn psql(&self, q: &str) -> String {
         let conn = self.server.conn();
