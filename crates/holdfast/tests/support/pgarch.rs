@@ -182,10 +182,35 @@ impl ArchivedPg {
             .collect()
     }
 
-    /// Wait until PostgreSQL has nothing left to archive.
+    /// The name of the WAL segment being written (the one holding the insert position; on a
+    /// segment boundary, as right after `pg_switch_wal()`, the next one).
+    pub fn current_segment(&self) -> String {
+        let row = self
+            .psql("SELECT pg_walfile_name(pg_current_wal_lsn()) || ' ' || pg_current_wal_lsn()");
+        let (name, lsn) = row.split_once(' ').unwrap();
+        let (hi, lo) = lsn.split_once('/').unwrap();
+        let pos = u64::from_str_radix(hi, 16).unwrap() << 32 | u64::from_str_radix(lo, 16).unwrap();
+        let seg = pos / (16 << 20);
+        format!("{}{:08X}{:08X}", &name[..8], seg >> 8, seg & 0xff)
+    }
+
+    /// Wait until PostgreSQL has nothing left to archive, the segment a `pg_switch_wal()` just
+    /// finished included.
     pub fn wait_archived(&self, limit: Duration) {
         let t = Instant::now();
-        while !self.marked(".ready").is_empty() {
+        let current = self.current_segment();
+        let wal = self.server.data_dir().join("pg_wal");
+        // Every complete segment is marked `.done`; right after `pg_switch_wal()` the finished
+        // segment's `.ready` may not exist yet, so its absence alone proves nothing.
+        let pending = || {
+            let done = self.marked(".done");
+            !self.marked(".ready").is_empty()
+                || fs::read_dir(&wal).unwrap().flatten().any(|e| {
+                    let n = e.file_name().to_string_lossy().to_string();
+                    n.len() == 24 && n[..8] == current[..8] && n < current && !done.contains(&n)
+                })
+        };
+        while pending() {
             assert!(
                 t.elapsed() < limit,
                 "still waiting to be archived after {limit:?}: {:?}\n{}",
