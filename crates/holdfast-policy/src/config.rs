@@ -13,6 +13,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::duration;
+pub use crate::service_config::{NotifyConfig, ServiceConfig, WebhookConfig};
 pub use crate::sources::raw::{Recipe, Strategy};
 use crate::sources::{self, AsSource, Conn, RawSource, Source, SourceError};
 
@@ -97,6 +98,27 @@ pub struct ClassConfig {
     /// How often to prove restores.
     #[serde(default, deserialize_with = "duration::de_opt")]
     pub drill_every: Option<Duration>,
+    /// Which recovery point a scheduled drill restores: `latest` (default) or `random`.
+    #[serde(default)]
+    pub drill_point: Option<DrillPoint>,
+    /// Under `holdfast serve`: a backup that cannot start within this long after it fell due
+    /// is recorded as expired (default: it starts whenever a slot is free).
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub start_window: Option<Duration>,
+    /// Under `holdfast serve`: a backup still running this long after it started is stopped
+    /// and recorded as failed (default: no limit).
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub complete_window: Option<Duration>,
+}
+
+/// Which recovery point a scheduled drill restores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DrillPoint {
+    /// The newest.
+    Latest,
+    /// A random one (AWS restore testing's "random within a window").
+    Random,
 }
 
 /// One data source: what every kind has, and its kind's driver with the kind's own typed
@@ -243,6 +265,8 @@ struct Raw {
     source: Vec<RawSource>,
     #[serde(default)]
     discover: DiscoverConfig,
+    #[serde(default)]
+    service: ServiceConfig,
 }
 
 /// A parsed and validated workload.
@@ -258,6 +282,8 @@ pub struct Workload {
     pub sources: Vec<SourceConfig>,
     /// Discovery settings.
     pub discover: DiscoverConfig,
+    /// How `holdfast serve` runs this workload.
+    pub service: ServiceConfig,
     text: String,
 }
 
@@ -301,6 +327,7 @@ impl Workload {
             classes: raw.class,
             sources: Vec::new(),
             discover: raw.discover,
+            service: raw.service,
             text: text.to_string(),
         };
         // Relative paths are relative to the workload file's directory.
@@ -314,6 +341,25 @@ impl Workload {
         };
         w.discover.roots.iter_mut().for_each(fix);
         w.discover.ignore.iter_mut().for_each(fix);
+        if let Err(message) = w.service.validate() {
+            let at = text.find("[service").unwrap_or(0);
+            return w.err_at(at..at, message);
+        }
+        for p in [
+            &mut w.service.token_file,
+            &mut w.service.tls_cert,
+            &mut w.service.tls_key,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            fix(p);
+        }
+        for h in &mut w.service.notify.webhook {
+            if let Some(p) = &mut h.token_file {
+                fix(p);
+            }
+        }
         Ok(w)
     }
 

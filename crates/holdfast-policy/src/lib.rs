@@ -26,4 +26,5 @@ pub mod preflight;
 pub mod procnet;
 pub mod report;
 pub mod runtime;
+pub mod service_config;
 pub mod sources;
