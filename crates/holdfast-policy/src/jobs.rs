@@ -71,6 +71,8 @@ pub enum Action {
     NoRpo,
     /// Another `protect` holds the source's lock.
     RunningElsewhere,
+    /// Retention (and prune) ran in the maintenance window.
+    Retained,
 }
 
 impl std::fmt::Display for Action {
@@ -94,6 +96,7 @@ impl std::fmt::Display for Action {
             ),
             Action::NoRpo => write!(f, "skipped: its class has no RPO (see `holdfast plan`)"),
             Action::RunningElsewhere => write!(f, "skipped: another protect is running it"),
+            Action::Retained => write!(f, "retention ran (maintenance window)"),
         }
     }
 }
@@ -115,11 +118,11 @@ pub struct ProtectLine {
     pub jobs: Vec<JobRecord>,
 }
 
-struct SourceLock {
+pub(crate) struct SourceLock {
     _file: File,
 }
 
-fn lock(state_dir: &Path, source: &str) -> Result<Option<SourceLock>, JobError> {
+pub(crate) fn lock(state_dir: &Path, source: &str) -> Result<Option<SourceLock>, JobError> {
     fs::create_dir_all(state_dir).map_err(|source| JobError::Io {
         op: "creating state directory",
         path: state_dir.to_path_buf(),
@@ -170,7 +173,7 @@ fn job(
     }
 }
 
-fn line(s: &SourceConfig, action: Action, jobs: Vec<JobRecord>) -> ProtectLine {
+pub(crate) fn line(s: &SourceConfig, action: Action, jobs: Vec<JobRecord>) -> ProtectLine {
     ProtectLine {
         source: s.name().into(),
         action,
@@ -203,6 +206,43 @@ pub fn schedulable<'w>(
     Ok((class, rpo))
 }
 
+/// The cadence `protect` follows for a scheduled source: from the RPO and the measured run
+/// time; for a continuous source, its base-backup interval (the log meets the RPO).
+pub fn source_cadence(
+    o: &crate::observe::Observed,
+    s: &SourceConfig,
+    rpo: chrono::Duration,
+) -> cadence::Cadence {
+    let mut cad = cadence::cadence(rpo, cadence::expected_run(&o.backup_seconds(s.name())));
+    if let Some(c) = s.driver().continuous() {
+        // The log meets the RPO; base backups only bound the replay (and the restore time).
+        cad.interval = c.base_every();
+        cad.feasible = true;
+    }
+    cad
+}
+
+/// When `protect` has work for a source: the instant its backup fell (or falls) due, or now if
+/// a copy repository lacks its newest point; `None` when it is not scheduled at all
+/// (reproduced, no strategy, no class or RPO). What the service schedules by.
+pub fn protect_due(
+    env: &Env,
+    o: &crate::observe::Observed,
+    s: &SourceConfig,
+) -> Option<DateTime<Utc>> {
+    let (class, rpo) = schedulable(env.workload, s).ok()?;
+    let cad = source_cadence(o, s, rpo);
+    let newest = o.newest_point(s.name()).map(|p| p.snapshot.time);
+    match cadence::due(env.now, newest, cad.interval) {
+        Due::Now { .. } => Some(newest.map(|n| n + cad.interval).unwrap_or(env.now)),
+        Due::NotYet { next } => Some(if copies_behind(o, s, class, newest) {
+            env.now
+        } else {
+            next
+        }),
+    }
+}
+
 fn protect_one(
     env: &Env,
     o: &crate::observe::Observed,
@@ -213,12 +253,7 @@ fn protect_one(
         Ok(c) => c,
         Err(action) => return Ok(line(s, action, vec![])),
     };
-    let mut cad = cadence::cadence(rpo, cadence::expected_run(&o.backup_seconds(name)));
-    if let Some(c) = s.driver().continuous() {
-        // The log meets the RPO; base backups only bound the replay (and the restore time).
-        cad.interval = c.base_every();
-        cad.feasible = true;
-    }
+    let cad = source_cadence(o, s, rpo);
     let newest = o.newest_point(name).map(|p| p.snapshot.time);
     let missed = match cadence::due(env.now, newest, cad.interval) {
         Due::NotYet { next } => return copy_if_behind(env, o, s, class, newest, next),
@@ -237,8 +272,11 @@ fn protect_one(
     let ok = r.state != JobState::Failed;
     jobs.push(r);
     if ok {
-        if let Some(r) = run_retention(env, &repo, s, class) {
-            jobs.push(save(&repo, r)?);
+        // With a maintenance window, retention waits for it (`protect --retain`).
+        if !crate::maintenance::deferred(env.workload) {
+            if let Some(r) = run_retention(env, &repo, s, class) {
+                jobs.push(save(&repo, r)?);
+            }
         }
         jobs.extend(run_copies(env, &repo, s, class)?);
     }
@@ -255,7 +293,31 @@ fn copy_if_behind(
     next: DateTime<Utc>,
 ) -> Result<ProtectLine, JobError> {
     let name = s.name();
-    let copies_behind = class.copies.iter().any(|c| {
+    let mut jobs = Vec::new();
+    if copies_behind(o, s, class, newest) {
+        if let Some(_lock) = lock(&env.state_dir, name)? {
+            let repo = open_for(env, s)?;
+            jobs = run_copies(env, &repo, s, class)?;
+        }
+    }
+    let action = if jobs.is_empty() {
+        Action::NotDue { until: next }
+    } else {
+        Action::Copied
+    };
+    Ok(line(s, action, jobs))
+}
+
+/// Whether a copy repository the class requires lacks the source's newest point (or, for a
+/// continuous source, its newest log batch).
+fn copies_behind(
+    o: &crate::observe::Observed,
+    s: &SourceConfig,
+    class: &ClassConfig,
+    newest: Option<DateTime<Utc>>,
+) -> bool {
+    let name = s.name();
+    class.copies.iter().any(|c| {
         let copied = o
             .by_repo
             .get(c.get_ref())
@@ -275,24 +337,11 @@ fn copy_if_behind(
             newest_log.is_some() && copied_log < newest_log
         };
         (newest.is_some() && copied < newest) || logs_behind
-    });
-    let mut jobs = Vec::new();
-    if copies_behind {
-        if let Some(_lock) = lock(&env.state_dir, name)? {
-            let repo = open_for(env, s)?;
-            jobs = run_copies(env, &repo, s, class)?;
-        }
-    }
-    let action = if jobs.is_empty() {
-        Action::NotDue { until: next }
-    } else {
-        Action::Copied
-    };
-    Ok(line(s, action, jobs))
+    })
 }
 
 /// Step: open the repository a source's recovery points go to.
-fn open_for(env: &Env, s: &SourceConfig) -> Result<Repository, JobError> {
+pub(crate) fn open_for(env: &Env, s: &SourceConfig) -> Result<Repository, JobError> {
     let (rname, rcfg) = env
         .workload
         .repository_of(s)
@@ -300,7 +349,7 @@ fn open_for(env: &Env, s: &SourceConfig) -> Result<Repository, JobError> {
     (env.open)(rname, rcfg)
 }
 
-fn save(repo: &Repository, r: JobRecord) -> Result<JobRecord, JobError> {
+pub(crate) fn save(repo: &Repository, r: JobRecord) -> Result<JobRecord, JobError> {
     records::save(repo, &Record::Job(r.clone()))?;
     Ok(r)
 }
@@ -311,7 +360,7 @@ fn record_missed(name: &str, due_at: DateTime<Utc>, missed: u32) -> JobRecord {
 }
 
 /// Step: apply the class's keep policy to this source's points, and prune if any went.
-fn run_retention(
+pub(crate) fn run_retention(
     env: &Env,
     repo: &Repository,
     s: &SourceConfig,

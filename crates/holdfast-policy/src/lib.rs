@@ -21,6 +21,7 @@ pub mod hooks;
 pub mod jobs;
 #[cfg(test)]
 mod layering;
+pub mod maintenance;
 pub mod observe;
 pub mod preflight;
 pub mod procnet;

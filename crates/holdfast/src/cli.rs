@@ -43,6 +43,10 @@ pub struct Global {
     /// More log output (-v, -vv).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// The log's format on stderr: `text`, or `json` (one object per line, for journald and
+    /// log collectors).
+    #[arg(long, env = "HOLDFAST_LOG_FORMAT", global = true, default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -138,6 +142,10 @@ pub enum Command {
         /// Only this source.
         #[arg(long)]
         source: Option<String>,
+        /// Only apply the classes' keep policies (and prune) now, as the maintenance window
+        /// does; no backups.
+        #[arg(long, conflicts_with = "source")]
+        retain: bool,
     },
     /// Restore-test a source (or reproduce it) in a scratch place, timed and validated.
     Drill {
@@ -147,6 +155,17 @@ pub enum Command {
         #[arg(long)]
         random: bool,
         /// Where to restore (default: the system temporary directory).
+        #[arg(long)]
+        scratch: Option<PathBuf>,
+    },
+    /// Run as a service: schedule every job and drill of the workload, host the replication
+    /// tasks, serve the status page, a JSON API and Prometheus metrics over HTTP, and send
+    /// notifications; until SIGTERM (SIGHUP reloads the workload file).
+    Serve {
+        /// Listen here instead of `[service] listen` (IP:PORT, or `off`).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Where drills restore (default: the system temporary directory).
         #[arg(long)]
         scratch: Option<PathBuf>,
     },

@@ -79,15 +79,25 @@ fn main() -> ExitCode {
         1 => "info",
         _ => "debug",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG")
-                .unwrap_or_else(|_| filter.into()),
-        )
+    // The service logs what it does (info) with times; a command only warnings, without.
+    let service = matches!(args.command, cli::Command::Serve { .. });
+    let filter = if service && args.global.verbose == 0 {
+        "info"
+    } else {
+        filter
+    };
+    let env_filter = tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG")
+        .unwrap_or_else(|_| filter.into());
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(env_filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .without_time()
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false);
+    match (args.global.log_format == "json", service) {
+        (true, _) => fmt.json().flatten_event(true).init(),
+        (false, true) => fmt.init(),
+        (false, false) => fmt.without_time().init(),
+    }
     let json = args.global.json;
     let result = commands::run(args);
     output::flush();

@@ -79,7 +79,20 @@ impl Runtime {
             }
             run.sources.retain(|s| s.name() == o);
         }
-        let protect = self.with_env(&run, true, progress, jobs::protect)?;
+        let mut protect = self.with_env(&run, true, progress, jobs::protect)?;
+        // Inside the maintenance window, once per window: retention of every source (only a
+        // run over the whole workload does it, so the window is not spent on one source).
+        if only.is_none() && self.with_env(w, false, progress, crate::maintenance::due) {
+            protect.extend(self.with_env(w, false, progress, crate::maintenance::retain)?);
+        }
+        let status = self.with_env(w, false, progress, observe::status);
+        Ok(Protected { protect, status })
+    }
+
+    /// Apply every scheduled source's keep policy now (and prune), as the maintenance window
+    /// does; then the status.
+    pub fn retain(&self, w: &Workload, progress: &dyn Progress) -> Result<Protected, RuntimeError> {
+        let protect = self.with_env(w, false, progress, crate::maintenance::retain)?;
         let status = self.with_env(w, false, progress, observe::status);
         Ok(Protected { protect, status })
     }

@@ -6,6 +6,7 @@ mod data;
 mod lock;
 mod maintain;
 mod policy;
+mod serve;
 mod trust;
 mod wal;
 
@@ -125,13 +126,14 @@ pub fn run(cli: Cli) -> Result<u8> {
             no_host,
         } => policy::discover(g, root, suggest, no_host),
         Command::Plan { no_discover } => policy::plan(g, no_discover),
-        Command::Protect { source } => policy::protect(g, source.as_deref()),
+        Command::Protect { source, retain } => policy::protect(g, source.as_deref(), retain),
         Command::Drill {
             source,
             random,
             scratch,
         } => policy::drill(g, source.as_deref(), random, scratch),
         Command::Status { html, no_discover } => policy::status(g, html.as_deref(), no_discover),
+        Command::Serve { listen, scratch } => serve::serve(g, listen, scratch),
         Command::Replicate {
             source,
             rounds,

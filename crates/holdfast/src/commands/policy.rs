@@ -292,10 +292,14 @@ pub fn status(g: &Global, html: Option<&Path>, no_discover: bool) -> Result<u8> 
     Ok(if r.ok() { exit::OK } else { exit::NONCOMPLIANT })
 }
 
-pub fn protect(g: &Global, only: Option<&str>) -> Result<u8> {
+pub fn protect(g: &Global, only: Option<&str>, retain: bool) -> Result<u8> {
     let w = workload(g)?;
     let progress = CliProgress::new(g.quiet || g.json);
-    let done = rt()?.protect(&w, only, &progress)?;
+    let done = if retain {
+        rt()?.retain(&w, &progress)?
+    } else {
+        rt()?.protect(&w, only, &progress)?
+    };
     let (lines, r) = (&done.protect, &done.status);
     if g.json {
         print_json(&done)?;
