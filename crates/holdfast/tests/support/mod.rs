@@ -7,6 +7,7 @@ pub mod pgarch;
 pub mod rgw;
 pub mod run;
 pub mod s3proxy;
+pub mod service;
 pub mod sshd;
 pub mod tamperfx;
 pub mod workload;
