@@ -223,24 +223,32 @@ pub fn source_cadence(
 }
 
 /// When `protect` has work for a source: the instant its backup fell (or falls) due, or now if
-/// a copy repository lacks its newest point; `None` when it is not scheduled at all
-/// (reproduced, no strategy, no class or RPO). What the service schedules by.
+/// a copy repository lacks its newest point, with the cadence's interval; `None` when it is
+/// not scheduled at all (reproduced, no strategy, no class or RPO). What the service
+/// schedules by.
 pub fn protect_due(
     env: &Env,
     o: &crate::observe::Observed,
     s: &SourceConfig,
-) -> Option<DateTime<Utc>> {
+) -> Option<(DateTime<Utc>, chrono::Duration)> {
     let (class, rpo) = schedulable(env.workload, s).ok()?;
     let cad = source_cadence(o, s, rpo);
     let newest = o.newest_point(s.name()).map(|p| p.snapshot.time);
-    match cadence::due(env.now, newest, cad.interval) {
-        Due::Now { .. } => Some(newest.map(|n| n + cad.interval).unwrap_or(env.now)),
+    let at = match cadence::due(env.now, newest, cad.interval) {
+        // Never backed up: due since ever (the service counts its start window from its own
+        // start, so the instant stays put between observations).
+        Due::Now { .. } => Some(
+            newest
+                .map(|n| n + cad.interval)
+                .unwrap_or(DateTime::<Utc>::MIN_UTC),
+        ),
         Due::NotYet { next } => Some(if copies_behind(o, s, class, newest) {
             env.now
         } else {
             next
         }),
-    }
+    };
+    at.map(|a| (a, cad.interval))
 }
 
 fn protect_one(

@@ -25,6 +25,8 @@ pub struct Wanted {
     pub random: bool,
     /// Stop it after this long.
     pub complete_window: Option<Duration>,
+    /// Its cadence: how long until the next regular run.
+    pub interval: Duration,
 }
 
 /// One observation.
@@ -60,7 +62,7 @@ pub fn observe(rt: &Runtime, w: &Arc<Workload>) -> Observation {
         let mut wanted = Vec::new();
         for s in &w.sources {
             let class = w.class_of(s).map(|(_, c)| c);
-            if let Some(at) = jobs::protect_due(env, &o, s) {
+            if let Some((at, interval)) = jobs::protect_due(env, &o, s) {
                 wanted.push(Wanted {
                     due: Due {
                         source: s.name().into(),
@@ -70,6 +72,7 @@ pub fn observe(rt: &Runtime, w: &Arc<Workload>) -> Observation {
                     },
                     random: false,
                     complete_window: class.and_then(|c| c.complete_window),
+                    interval,
                 });
             }
             // Drills: on the class's drill-every, once there is something to drill.
@@ -88,11 +91,12 @@ pub fn observe(rt: &Runtime, w: &Arc<Workload>) -> Observation {
                             due: Due {
                                 source: s.name().into(),
                                 kind: Kind::Drill,
-                                due_at: last.map(|l| l + every).unwrap_or(env.now),
+                                due_at: last.map(|l| l + every).unwrap_or(DateTime::<Utc>::MIN_UTC),
                                 start_window: None,
                             },
                             random: c.drill_point == Some(DrillPoint::Random),
                             complete_window: None,
+                            interval: every,
                         });
                     }
                 }
@@ -108,6 +112,7 @@ pub fn observe(rt: &Runtime, w: &Arc<Workload>) -> Observation {
                 },
                 random: false,
                 complete_window: None,
+                interval: Duration::days(1),
             });
         }
         let replicated = w

@@ -128,6 +128,10 @@ impl Launcher {
         let mut c = Command::new(&self.exe);
         c.args(args)
             .env("HOLDFAST_STATE_DIR", &self.state_dir)
+            // systemd talks to the service, never to its jobs.
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
             .stdin(Stdio::null())
             .process_group(0);
         // SAFETY: prctl is async-signal-safe; no allocation between fork and exec.

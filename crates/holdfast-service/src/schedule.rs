@@ -72,18 +72,19 @@ pub fn jitter_of(source: &str, jitter: Option<Duration>) -> Duration {
 }
 
 /// Decide. `due` are the jobs whose time has come (their `due_at` may lie in the future by
-/// their jitter: those wait); `running` the sources with a job now; `started` when the service
-/// started.
+/// their jitter: those wait); `running` the jobs running now (source, kind): a due job that is
+/// the one running is neither started nor expired; `started` when the service started.
 pub fn decide(
     now: DateTime<Utc>,
     started: DateTime<Utc>,
     mut due: Vec<Due>,
-    running: &[String],
+    running: &[(String, Kind)],
     max_jobs: usize,
     jitter: Option<Duration>,
 ) -> Decision {
     let mut d = Decision::default();
-    let mut busy: Vec<String> = running.to_vec();
+    due.retain(|j| !running.iter().any(|(s, k)| *s == j.source && *k == j.kind));
+    let mut busy: Vec<String> = running.iter().map(|(s, _)| s.clone()).collect();
     let mut slots = max_jobs.saturating_sub(running.len());
     // Catch-up: while the service was down nothing could start; the wait counts from its start.
     for j in &mut due {
@@ -212,6 +213,24 @@ mod tests {
                 vec![],
             ),
             (
+                "a running source's other job expires after its window",
+                100,
+                vec![due("a", Drill, 30, Some(60))],
+                vec!["a"],
+                3,
+                vec![],
+                vec!["a/drill"],
+            ),
+            (
+                "the running job itself is neither started nor expired",
+                100,
+                vec![due("a", Backup, 0, Some(60))],
+                vec!["a"],
+                3,
+                vec![],
+                vec![],
+            ),
+            (
                 "no slot within the start window: expired",
                 100,
                 vec![due("a", Backup, 39, Some(60))],
@@ -240,7 +259,10 @@ mod tests {
             ),
         ];
         for (case, now, d, running, max, start, expire) in cases {
-            let running: Vec<String> = running.iter().map(|s| s.to_string()).collect();
+            let running: Vec<(String, Kind)> = running
+                .iter()
+                .map(|s| (s.to_string(), Kind::Backup))
+                .collect();
             // The service started long before: no catch-up clamp.
             let got = decide(t(now), t(-1000), d, &running, max, None);
             assert_eq!(names(&got.start), start, "{case}: start");
@@ -265,7 +287,7 @@ mod tests {
             t(61),
             t(0),
             vec![due("a", Kind::Backup, -3600, Some(60))],
-            &["x".into()],
+            &[("x".into(), Kind::Backup)],
             1,
             None,
         );

@@ -88,8 +88,9 @@ struct Service {
     /// Jobs that ended after the newest observation was made: not started again before the
     /// next one shows what they did.
     ended: HashSet<(String, Kind)>,
-    /// Jobs recorded as expired, by the instant they fell due (not tried again for it).
-    expired: HashSet<(String, Kind, DateTime<Utc>)>,
+    /// Jobs not to start before an instant: after a failure (backoff) or an expiry (their
+    /// next regular slot); with the number of failures in a row.
+    hold: BTreeMap<(String, Kind), (DateTime<Utc>, u32)>,
     /// This service's own outcomes per source (the repository may be unreachable).
     local_failures: BTreeMap<String, (DateTime<Utc>, String)>,
     supervisor: Supervisor,
@@ -198,7 +199,7 @@ pub fn serve(opts: ServeOptions, signals: Signals) -> Result<(), ServeError> {
         jobs: Vec::new(),
         seen: None,
         ended: HashSet::new(),
-        expired: HashSet::new(),
+        hold: BTreeMap::new(),
         local_failures: BTreeMap::new(),
         supervisor: Supervisor::default(),
         notifier,
@@ -209,7 +210,10 @@ pub fn serve(opts: ServeOptions, signals: Signals) -> Result<(), ServeError> {
     s.recover_journal();
     s.refresh();
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    let watchdog = sd_notify::watchdog_enabled(false, &mut 0u64);
+    let mut usec = 0u64;
+    let watchdog = sd_notify::watchdog_enabled(false, &mut usec);
+    // Ping at least twice per watchdog interval.
+    let ping_every = Duration::from_micros(usec / 2).min(Duration::from_secs(1));
     let mut last_ping = Instant::now();
     tracing::info!(workload = %s.workload.path.display(), host = %s.host, "holdfast service started");
     while !signals.stop.load(Ordering::Relaxed) {
@@ -218,7 +222,7 @@ pub fn serve(opts: ServeOptions, signals: Signals) -> Result<(), ServeError> {
         }
         s.turn();
         *s.shared.alive.write().expect("not poisoned") = Instant::now();
-        if watchdog && last_ping.elapsed() >= Duration::from_secs(1) {
+        if watchdog && last_ping.elapsed() >= ping_every {
             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
             last_ping = Instant::now();
         }
@@ -410,15 +414,19 @@ impl Service {
     fn schedule(&mut self) {
         let Some(o) = &self.seen else { return };
         let t = now();
-        let running: Vec<String> = self.jobs.iter().map(|j| j.source.clone()).collect();
+        let running: Vec<(String, Kind)> = self
+            .jobs
+            .iter()
+            .map(|j| (j.source.clone(), j.kind))
+            .collect();
         let due: Vec<_> = o
             .wanted
             .iter()
             .filter(|w| !self.ended.contains(&(w.due.source.clone(), w.due.kind)))
             .filter(|w| {
-                !self
-                    .expired
-                    .contains(&(w.due.source.clone(), w.due.kind, w.due.due_at))
+                self.hold
+                    .get(&(w.due.source.clone(), w.due.kind))
+                    .is_none_or(|(until, _)| *until <= t)
             })
             .map(|w| w.due.clone())
             .collect();
@@ -432,12 +440,19 @@ impl Service {
         );
         let wanted = o.wanted.clone();
         for e in d.expire {
-            let original = wanted
+            // Not tried again before its next regular slot.
+            let interval = wanted
                 .iter()
                 .find(|w| w.due.source == e.source && w.due.kind == e.kind)
-                .map(|w| w.due.due_at)
-                .unwrap_or(e.due_at);
-            self.expired.insert((e.source.clone(), e.kind, original));
+                .map(|w| w.interval)
+                .unwrap_or_else(|| chrono::Duration::hours(1));
+            let next = (e.due_at + interval).max(t + chrono::Duration::seconds(1));
+            let n = self
+                .hold
+                .get(&(e.source.clone(), e.kind))
+                .map(|h| h.1)
+                .unwrap_or(0);
+            self.hold.insert((e.source.clone(), e.kind), (next, n));
             tracing::warn!(source = %e.source, kind = e.kind.as_str(), "could not start within its start window: expired");
             if e.source != "*" {
                 self.record(JobRecord {
@@ -510,6 +525,15 @@ impl Service {
 
     fn finish(&mut self, out: Outcome) {
         self.ended.insert((out.source.clone(), out.kind));
+        let key = (out.source.clone(), out.kind);
+        if out.worked() {
+            self.hold.remove(&key);
+        } else {
+            // Retry with backoff: 30 s, 1 min, 2 min, ... at most 1 h.
+            let n = self.hold.get(&key).map(|h| h.1).unwrap_or(0) + 1;
+            let wait = chrono::Duration::seconds((30i64 << (n - 1).min(7)).min(3600));
+            self.hold.insert(key, (now() + wait, n));
+        }
         if out.worked() {
             tracing::info!(source = %out.source, kind = out.kind.as_str(), seconds = out.seconds, code = ?out.code(), "job ended");
             if out.kind == Kind::Backup {

@@ -136,3 +136,251 @@ fn it_runs_what_is_due_and_serves_read_only() {
         .count();
     assert_eq!(n, 1, "a source that is not due ran again");
 }
+
+fn jobs_of(v: &Value, source: &str) -> Vec<Value> {
+    v["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["source"] == source)
+        .cloned()
+        .collect()
+}
+
+/// kill -9 of the service in the middle of a backup: the job dies with it, the repository
+/// checks clean, and the next start records the interrupted job as failed and catches up.
+#[test]
+fn kill_9_mid_job_is_recorded_and_caught_up() {
+    let w = Svc::new("1h", "");
+    // Enough data that the backup is still writing when the kill comes.
+    support::run::write_random_files(&w.dir.path().join("data"), "big", 40, 2 << 20, 7);
+    let slow = "pre = \"sleep 1\"\n";
+    let body = fs::read_to_string(w.dir.path().join("holdfast.toml")).unwrap();
+    fs::write(
+        w.dir.path().join("holdfast.toml"),
+        body.replace(
+            "strategy = \"backup\"\n",
+            &format!("strategy = \"backup\"\n{slow}"),
+        ),
+    )
+    .unwrap();
+    let mut s = w.serve();
+    s.wait_for("the backup to run", Duration::from_secs(30), |v| {
+        v["running"].as_array().is_some_and(|r| !r.is_empty())
+    });
+    std::thread::sleep(Duration::from_millis(1300));
+    s.kill9();
+    // The job died with the service (no orphan keeps writing).
+    std::thread::sleep(Duration::from_millis(500));
+    let ps = Command::new("pgrep")
+        .args(["-f", "protect --source files"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&ps.stdout).trim().is_empty(),
+        "an orphaned job still runs"
+    );
+    let check = w.on_repo().args(["check", "--read-data"]).output().unwrap();
+    assert!(
+        check.status.success(),
+        "the repository does not check clean after kill -9: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(
+        w.dir
+            .path()
+            .join("state/service/running/files.backup.json")
+            .exists(),
+        "the journal lost the running job"
+    );
+    // The next start: the lost job is recorded as failed, then the backup catches up.
+    fs::write(w.dir.path().join("holdfast.toml"), &body).unwrap();
+    let s = w.serve();
+    let snap = s.wait_for("the catch-up backup", Duration::from_secs(60), |v| {
+        v["sources"][0]["last_success"].is_string()
+    });
+    let jobs = jobs_of(&snap, "files");
+    let failed: Vec<_> = jobs
+        .iter()
+        .filter(|j| j["state"] == "failed" && j["job"] == "backup")
+        .collect();
+    assert_eq!(failed.len(), 1, "{jobs:#?}");
+    assert!(
+        failed[0]["messages"][0]
+            .as_str()
+            .unwrap()
+            .contains("interrupted"),
+        "{failed:?}"
+    );
+    assert!(jobs
+        .iter()
+        .any(|j| j["state"] == "completed" && j["job"] == "backup"));
+    assert!(!w
+        .dir
+        .path()
+        .join("state/service/running/files.backup.json")
+        .exists());
+    let check = w.on_repo().args(["check"]).output().unwrap();
+    assert!(check.status.success());
+}
+
+/// SIGTERM lets a running job finish within the stop timeout (exit 0, job completed); past
+/// the timeout the job is stopped and recorded as failed, never left unrecorded.
+#[test]
+fn sigterm_lets_jobs_finish_or_records_them_stopped() {
+    // Finishes within the timeout.
+    let w = Svc::new("1h", "stop-timeout = \"30s\"\n");
+    let body = fs::read_to_string(w.dir.path().join("holdfast.toml")).unwrap();
+    let with_hook = |secs: u32| {
+        body.replace(
+            "strategy = \"backup\"\n",
+            &format!("strategy = \"backup\"\npre = \"sleep {secs}\"\nhook-timeout = \"1m\"\n"),
+        )
+    };
+    fs::write(w.dir.path().join("holdfast.toml"), with_hook(2)).unwrap();
+    let mut s = w.serve();
+    s.wait_for("the backup to run", Duration::from_secs(30), |v| {
+        v["running"].as_array().is_some_and(|r| !r.is_empty())
+    });
+    let st = s.stop(Duration::from_secs(40));
+    assert!(st.success(), "{st}\n{}", s.log());
+    let jobs = w.holdfast_json(&["snapshots"]);
+    assert!(
+        jobs.as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["source"] == "files"),
+        "the job was not let finish: {jobs}"
+    );
+    // Past the timeout: stopped, recorded failed.
+    let w = Svc::new("1h", "stop-timeout = \"1s\"\n");
+    let body = fs::read_to_string(w.dir.path().join("holdfast.toml")).unwrap();
+    fs::write(
+        w.dir.path().join("holdfast.toml"),
+        body.replace(
+            "strategy = \"backup\"\n",
+            "strategy = \"backup\"\npre = \"sleep 60\"\nhook-timeout = \"2m\"\n",
+        ),
+    )
+    .unwrap();
+    let mut s = w.serve();
+    s.wait_for("the backup to run", Duration::from_secs(30), |v| {
+        v["running"].as_array().is_some_and(|r| !r.is_empty())
+    });
+    let t = std::time::Instant::now();
+    let st = s.stop(Duration::from_secs(30));
+    assert!(st.success(), "{st}\n{}", s.log());
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "stop took {:?}",
+        t.elapsed()
+    );
+    assert!(!w
+        .dir
+        .path()
+        .join("state/service/running/files.backup.json")
+        .exists());
+    // A fresh service reads the record: the job is failed, with the reason.
+    let s = w.serve();
+    let snap = s.wait_for("the record", Duration::from_secs(30), |v| {
+        !jobs_of(v, "files").is_empty()
+    });
+    let jobs = jobs_of(&snap, "files");
+    assert!(
+        jobs.iter().any(|j| j["state"] == "failed"
+            && j["messages"][0]
+                .as_str()
+                .unwrap_or("")
+                .contains("stop-timeout")),
+        "{jobs:#?}"
+    );
+}
+
+/// SIGHUP reloads the workload; an invalid file keeps the old one and says so; fixing it
+/// clears the error.
+#[test]
+fn sighup_reloads_and_keeps_the_old_workload_when_the_new_one_is_invalid() {
+    let w = Svc::new("1h", "");
+    let s = w.serve();
+    s.wait_for("the first status", Duration::from_secs(30), |v| {
+        v["sources"][0]["rpo_seconds"] == 3600
+    });
+    w.write("2h", "");
+    s.signal(libc::SIGHUP);
+    s.wait_for("the new RPO", Duration::from_secs(30), |v| {
+        v["sources"][0]["rpo_seconds"] == 7200 && v["config"]["error"].is_null()
+    });
+    let good = fs::read_to_string(w.dir.path().join("holdfast.toml")).unwrap();
+    fs::write(
+        w.dir.path().join("holdfast.toml"),
+        good.replace("rpo = \"2h\"", "rpo = \"2 hours\""),
+    )
+    .unwrap();
+    s.signal(libc::SIGHUP);
+    let snap = s.wait_for("the reload error", Duration::from_secs(30), |v| {
+        v["config"]["error"].is_string()
+    });
+    assert!(
+        snap["config"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("holdfast.toml"),
+        "{snap}"
+    );
+    // The old workload stays in use.
+    assert_eq!(snap["sources"][0]["rpo_seconds"], 7200);
+    assert!(s.get("/healthz").unwrap().status == 200);
+    fs::write(w.dir.path().join("holdfast.toml"), &good).unwrap();
+    s.signal(libc::SIGHUP);
+    s.wait_for("the error to clear", Duration::from_secs(30), |v| {
+        v["config"]["error"].is_null()
+    });
+}
+
+/// Never more jobs than max-jobs; a job that cannot start within its start window is recorded
+/// as expired; one that runs past its complete window is stopped and recorded as failed.
+#[test]
+fn limits_start_and_complete_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    for n in ["a", "b"] {
+        fs::create_dir(dir.path().join(n)).unwrap();
+        fs::write(dir.path().join(n).join("f"), n).unwrap();
+    }
+    let w = Svc { dir };
+    fs::write(
+        w.dir.path().join("holdfast.toml"),
+        "[repository.main]\nurl = \"repo\"\npassword-env = \"TEST_PW\"\n\n[class.critical]\nrpo = \"1h\"\nrto = \"10m\"\nstart-window = \"2s\"\ncomplete-window = \"3s\"\n\n[[source]]\nname = \"a\"\nkind = \"path\"\npaths = [\"a\"]\nclass = \"critical\"\nstrategy = \"backup\"\npre = \"sleep 30\"\nhook-timeout = \"1m\"\n\n[[source]]\nname = \"b\"\nkind = \"path\"\npaths = [\"b\"]\nclass = \"critical\"\nstrategy = \"backup\"\npre = \"sleep 30\"\nhook-timeout = \"1m\"\n\n[service]\nrefresh = \"1s\"\nmax-jobs = 1\n",
+    )
+    .unwrap();
+    let s = w.serve();
+    let snap = s.wait_for(
+        "one expired and one stopped job",
+        Duration::from_secs(60),
+        |v| {
+            let all: Vec<Value> = v["jobs"].as_array().unwrap().clone();
+            all.iter().any(|j| j["state"] == "expired")
+                && all.iter().any(|j| j["state"] == "failed")
+        },
+    );
+    let jobs = snap["jobs"].as_array().unwrap();
+    let expired: Vec<_> = jobs.iter().filter(|j| j["state"] == "expired").collect();
+    assert!(
+        expired[0]["messages"][0]
+            .as_str()
+            .unwrap()
+            .contains("start-window"),
+        "{expired:?}"
+    );
+    let failed: Vec<_> = jobs.iter().filter(|j| j["state"] == "failed").collect();
+    assert!(
+        failed[0]["messages"][0]
+            .as_str()
+            .unwrap()
+            .contains("complete-window"),
+        "{failed:?}"
+    );
+    assert_ne!(expired[0]["source"], failed[0]["source"], "{jobs:?}");
+    // max-jobs = 1: the service never ran two at once (it said so in every snapshot).
+    assert!(snap["running"].as_array().unwrap().len() <= 1);
+}
