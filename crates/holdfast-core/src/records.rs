@@ -145,6 +145,9 @@ pub struct HostSource {
     /// Required drill frequency in seconds.
     #[serde(default)]
     pub drill_every_seconds: Option<i64>,
+    /// Whether it is protected continuously (a change log shipped between base backups).
+    #[serde(default)]
+    pub continuous: bool,
     /// For a continuous source, the end of its recoverable window as the host measured it
     /// (its recovery point; the base backups alone understate it).
     #[serde(default, skip_serializing_if = "Option::is_none")]

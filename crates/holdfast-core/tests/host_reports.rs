@@ -39,6 +39,7 @@ fn report(host: &str, i: i64) -> HostReport {
             class: Some("critical".into()),
             strategy: Some("backup".into()),
             shared: false,
+            continuous: false,
             rpo_seconds: Some(900),
             rto_seconds: Some(600),
             drill_every_seconds: None,

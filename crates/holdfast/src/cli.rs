@@ -197,6 +197,11 @@ pub enum Command {
         /// evaluated, and the report says so).
         #[arg(long)]
         no_discover: bool,
+        /// Every host's sources, from the repositories alone (the workload's, or --repo): each
+        /// host's recovery points, drills and reports (heartbeats); a host that stopped
+        /// reporting fails.
+        #[arg(long)]
+        all_hosts: bool,
     },
     /// Copy snapshots to another repository (another region); only missing data travels.
     Copy {

@@ -1,0 +1,158 @@
+//! `status --all-hosts`: every host's sources, judged from the repositories alone.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use holdfast_core::Repository;
+use holdfast_policy::compliance::Verdict;
+use holdfast_policy::config::Workload;
+use holdfast_policy::duration;
+use holdfast_policy::fleet::{self, FleetReport, HostState};
+use serde::Serialize;
+
+use super::{open, print_json, rt};
+use crate::cli::Global;
+use crate::exit;
+
+/// The repositories to read: `--repo` when given, else every repository of the workload
+/// (one that cannot be opened is reported unreadable, which fails the view).
+fn repositories(g: &Global) -> Result<Vec<(String, Result<Repository, String>)>> {
+    if let Some(r) = &g.repo {
+        return Ok(vec![(r.clone(), Ok(open(g)?))]);
+    }
+    let w = Workload::load(&g.config).with_context(|| {
+        format!(
+            "`status --all-hosts` reads the repositories of {} (or give one with --repo)",
+            g.config.display()
+        )
+    })?;
+    let rt = rt()?;
+    Ok(w.repositories
+        .iter()
+        .map(|(name, cfg)| {
+            let r = rt
+                .open_workload_repository(&w, name, cfg, false)
+                .map_err(|e| e.to_string());
+            (name.clone(), r)
+        })
+        .collect())
+}
+
+#[derive(Serialize)]
+struct Out<'a> {
+    ok: bool,
+    #[serde(flatten)]
+    report: &'a FleetReport,
+}
+
+fn word<T: Serialize>(v: T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|x| x.as_str().map(|s| s.replace('_', " ")))
+        .unwrap_or_default()
+}
+
+/// Print the fleet; exit 0 only when every host reports and every source of every host meets
+/// its objectives, 4 (NONCOMPLIANT) otherwise.
+pub fn all_hosts(g: &Global, html: Option<&Path>) -> Result<u8> {
+    let repos = repositories(g)?;
+    let r = fleet::fleet(&repos, rt()?.now());
+    if let Some(h) = html {
+        std::fs::write(h, fleet::html(&r)).with_context(|| format!("writing {}", h.display()))?;
+    }
+    if g.json {
+        print_json(&Out {
+            ok: r.ok(),
+            report: &r,
+        })?;
+    } else {
+        print(&r);
+    }
+    Ok(if r.ok() { exit::OK } else { exit::NONCOMPLIANT })
+}
+
+fn print(r: &FleetReport) {
+    for u in &r.unreadable {
+        outln!("UNREADABLE: {u}");
+    }
+    let dur = |x: Option<i64>| {
+        x.map(|x| duration::show(chrono::Duration::seconds(x)))
+            .unwrap_or_else(|| "-".into())
+    };
+    for h in &r.hosts {
+        outln!(
+            "host {}: {}{}{}",
+            h.host,
+            if h.failing { "FAILING, " } else { "" },
+            word(h.state),
+            h.last_report
+                .map(|t| format!(
+                    " (last report {} ago, every {})",
+                    duration::show(r.now - t),
+                    dur(h.interval_seconds)
+                ))
+                .unwrap_or_default()
+        );
+        for p in &h.problems {
+            outln!("    {p}");
+        }
+        outln!(
+            "    {:<18} {:<10} {:>7} {:>10} {:<12} {:>7} {:>9} {:<12} drills",
+            "source",
+            "class",
+            "RPO",
+            "newest",
+            "RPO",
+            "RTO",
+            "drill",
+            "RTO"
+        );
+        let v = |v: Verdict| word(v);
+        for s in &h.sources {
+            outln!(
+                "    {:<18} {:<10} {:>7} {:>10} {:<12} {:>7} {:>9} {:<12} {}",
+                s.name,
+                s.class.as_deref().unwrap_or("-"),
+                dur(s.rpo_seconds),
+                s.age_seconds
+                    .map(|a| duration::show(chrono::Duration::seconds(a)))
+                    .unwrap_or_else(|| "never".into()),
+                v(s.rpo),
+                dur(s.rto_seconds),
+                s.last_drill
+                    .as_ref()
+                    .map(|d| format!("{:.1}s", d.seconds))
+                    .unwrap_or_else(|| "never".into()),
+                v(s.rto),
+                v(s.drill_fresh),
+            );
+            for p in &s.problems {
+                outln!("        {p}");
+            }
+        }
+    }
+    let failing = r.hosts.iter().filter(|h| h.failing).count();
+    let stopped = r
+        .hosts
+        .iter()
+        .filter(|h| h.state != HostState::Reporting)
+        .count();
+    if r.ok() {
+        outln!(
+            "{} host(s): every one reporting, every source met",
+            r.hosts.len()
+        );
+    } else if r.hosts.is_empty() {
+        outln!("FAILING: no host has written a recovery point or a report to these repositories");
+    } else {
+        outln!(
+            "FAILING: {failing} of {} host(s) ({stopped} not reporting){}",
+            r.hosts.len(),
+            if r.unreadable.is_empty() {
+                String::new()
+            } else {
+                format!(", {} unreadable", r.unreadable.len())
+            }
+        );
+    }
+}
