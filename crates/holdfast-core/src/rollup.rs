@@ -130,7 +130,13 @@ pub fn retain_drills(v: impl IntoIterator<Item = Named<DrillRecord>>) -> Vec<Nam
 /// five minutes (100 000 records) leaves four per host.
 pub fn retain_hosts(v: impl IntoIterator<Item = Named<HostReport>>) -> Vec<Named<HostReport>> {
     retain(v, KEEP_HOSTS, |h| {
-        (h.host.clone(), String::new(), String::new(), String::new(), h.at)
+        (
+            h.host.clone(),
+            String::new(),
+            String::new(),
+            String::new(),
+            h.at,
+        )
     })
 }
 
@@ -350,11 +356,7 @@ fn load_once(repo: &Repository) -> Result<Option<Loaded>> {
                 // Authentic but out of bounds: not read, left in place (like an unknown type);
                 // its host then counts as not reporting, which fails the fleet view.
                 Ok(Record::Host(h)) if h.check().is_err() => {
-                    tracing::warn!(
-                        "host report {} skipped: {}",
-                        o.name,
-                        h.check().unwrap_err()
-                    );
+                    tracing::warn!("host report {} skipped: {}", o.name, h.check().unwrap_err());
                     l.unknown.push(o.name.clone());
                 }
                 Ok(r) => l.raw.push((o.name.clone(), r)),

@@ -151,7 +151,9 @@ fn a_report_out_of_bounds_is_refused_on_write_and_skipped_on_read() {
     assert_eq!(hs[0].host, "b");
     assert!(records::retention_lock(&repo).is_ok());
     // Compaction leaves it in place and still does not read it.
-    rollup::compact(&repo, t0()).unwrap().expect("something to fold");
+    rollup::compact(&repo, t0())
+        .unwrap()
+        .expect("something to fold");
     let (rs, _) = records::load_checked(&repo).unwrap();
     assert_eq!(hosts(&rs).len(), 1);
     assert_eq!(repo.storage().list(ObjectKind::Record).unwrap().len(), 2);

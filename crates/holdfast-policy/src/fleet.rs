@@ -101,8 +101,8 @@ pub fn heartbeat(
         let Some(r) = report_for(env, report, name, interval) else {
             continue;
         };
-        let res = (env.open)(name, cfg)
-            .and_then(|repo| Ok(records::save(&repo, &Record::Host(r))?));
+        let res =
+            (env.open)(name, cfg).and_then(|repo| Ok(records::save(&repo, &Record::Host(r))?));
         match res {
             Ok(_) => written.push(name.clone()),
             Err(e) => failed.push(format!("{name}: {e}")),
@@ -416,9 +416,19 @@ pub fn judge(ev: &Evidence, now: DateTime<Utc>) -> Vec<HostRow> {
             }
         }
         let mut names: BTreeSet<&str> = listed.keys().copied().collect();
-        names.extend(ev.points.iter().filter(|p| p.0 == host).map(|p| p.1.as_str()));
+        names.extend(
+            ev.points
+                .iter()
+                .filter(|p| p.0 == host)
+                .map(|p| p.1.as_str()),
+        );
         names.extend(ev.seen.iter().filter(|p| p.0 == host).map(|p| p.1.as_str()));
-        names.extend(ev.drills.iter().filter(|d| d.host == host).map(|d| d.source.as_str()));
+        names.extend(
+            ev.drills
+                .iter()
+                .filter(|d| d.host == host)
+                .map(|d| d.source.as_str()),
+        );
         let sources: Vec<FleetSource> = names
             .into_iter()
             .map(|name| {

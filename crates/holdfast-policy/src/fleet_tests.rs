@@ -56,7 +56,11 @@ fn host_state_table() {
     for (n, (newest, want)) in cases.into_iter().enumerate() {
         let (got, why) = host_state(newest, now());
         assert_eq!(got, want, "case {n}: {why}");
-        assert_eq!(why.is_empty(), want == HostState::Reporting, "case {n}: {why}");
+        assert_eq!(
+            why.is_empty(),
+            want == HostState::Reporting,
+            "case {n}: {why}"
+        );
     }
 }
 
@@ -100,9 +104,23 @@ fn judge_source_table() {
     let s = src("db");
     let cases: Vec<Case> = vec![
         // Met: a fresh point and a passed drill within the RTO.
-        (Some(&s), true, Some(ago(5)), drill(30, 9.0, true), (Met, Met, NotApplicable), false),
+        (
+            Some(&s),
+            true,
+            Some(ago(5)),
+            drill(30, 9.0, true),
+            (Met, Met, NotApplicable),
+            false,
+        ),
         // Exactly the RPO is met; a second more is not.
-        (Some(&s), true, Some(ago(15)), drill(30, 9.0, true), (Met, Met, NotApplicable), false),
+        (
+            Some(&s),
+            true,
+            Some(ago(15)),
+            drill(30, 9.0, true),
+            (Met, Met, NotApplicable),
+            false,
+        ),
         (
             Some(&s),
             true,
@@ -111,19 +129,96 @@ fn judge_source_table() {
             (Breached, Met, NotApplicable),
             true,
         ),
-        (Some(&s), true, None, drill(30, 9.0, true), (Breached, Met, NotApplicable), true),
-        (Some(&s), true, Some(ago(5)), None, (Met, NotMeasured, NotApplicable), true),
-        (Some(&s), true, Some(ago(5)), drill(30, 9.0, false), (Met, Breached, NotApplicable), true),
-        (Some(&s), true, Some(ago(5)), drill(30, 600.0, true), (Met, Met, NotApplicable), false),
-        (Some(&s), true, Some(ago(5)), drill(30, 600.5, true), (Met, Breached, NotApplicable), true),
-        (Some(&no_rpo), true, Some(ago(5)), drill(30, 9.0, true), (NotMeasured, Met, NotApplicable), true),
-        (Some(&stale), true, Some(ago(5)), drill(30, 9.0, true), (Met, Met, Met), false),
-        (Some(&stale), true, Some(ago(5)), drill(61, 9.0, true), (Met, Met, Breached), true),
-        (Some(&stale), true, Some(ago(5)), None, (Met, NotMeasured, NotMeasured), true),
+        (
+            Some(&s),
+            true,
+            None,
+            drill(30, 9.0, true),
+            (Breached, Met, NotApplicable),
+            true,
+        ),
+        (
+            Some(&s),
+            true,
+            Some(ago(5)),
+            None,
+            (Met, NotMeasured, NotApplicable),
+            true,
+        ),
+        (
+            Some(&s),
+            true,
+            Some(ago(5)),
+            drill(30, 9.0, false),
+            (Met, Breached, NotApplicable),
+            true,
+        ),
+        (
+            Some(&s),
+            true,
+            Some(ago(5)),
+            drill(30, 600.0, true),
+            (Met, Met, NotApplicable),
+            false,
+        ),
+        (
+            Some(&s),
+            true,
+            Some(ago(5)),
+            drill(30, 600.5, true),
+            (Met, Breached, NotApplicable),
+            true,
+        ),
+        (
+            Some(&no_rpo),
+            true,
+            Some(ago(5)),
+            drill(30, 9.0, true),
+            (NotMeasured, Met, NotApplicable),
+            true,
+        ),
+        (
+            Some(&stale),
+            true,
+            Some(ago(5)),
+            drill(30, 9.0, true),
+            (Met, Met, Met),
+            false,
+        ),
+        (
+            Some(&stale),
+            true,
+            Some(ago(5)),
+            drill(61, 9.0, true),
+            (Met, Met, Breached),
+            true,
+        ),
+        (
+            Some(&stale),
+            true,
+            Some(ago(5)),
+            None,
+            (Met, NotMeasured, NotMeasured),
+            true,
+        ),
         // A continuous source's point is the end of its window, as its host measured it...
-        (Some(&cont), true, Some(ago(600)), drill(30, 9.0, true), (Met, Met, NotApplicable), false),
+        (
+            Some(&cont),
+            true,
+            Some(ago(600)),
+            drill(30, 9.0, true),
+            (Met, Met, NotApplicable),
+            false,
+        ),
         // ... and its host's own breach (shipping failing there) counts.
-        (Some(&cont_failing), true, Some(ago(600)), drill(30, 9.0, true), (Breached, Met, NotApplicable), true),
+        (
+            Some(&cont_failing),
+            true,
+            Some(ago(600)),
+            drill(30, 9.0, true),
+            (Breached, Met, NotApplicable),
+            true,
+        ),
         // A base backup alone, no window: its own age.
         (
             Some(&base_only),
@@ -133,14 +228,34 @@ fn judge_source_table() {
             (Breached, Met, NotApplicable),
             true,
         ),
-        (Some(&reproduce), true, None, drill(30, 9.0, true), (NotApplicable, Met, NotApplicable), false),
+        (
+            Some(&reproduce),
+            true,
+            None,
+            drill(30, 9.0, true),
+            (NotApplicable, Met, NotApplicable),
+            false,
+        ),
         // Objectives unknown: the host never reported them.
-        (None, false, Some(ago(5)), drill(30, 9.0, true), (NotMeasured, NotMeasured, NotApplicable), true),
+        (
+            None,
+            false,
+            Some(ago(5)),
+            drill(30, 9.0, true),
+            (NotMeasured, NotMeasured, NotApplicable),
+            true,
+        ),
         // A reporting host that no longer lists it: shown, not judged.
-        (None, true, Some(ago(5000)), None, (NotApplicable, NotApplicable, NotApplicable), false),
+        (
+            None,
+            true,
+            Some(ago(5000)),
+            None,
+            (NotApplicable, NotApplicable, NotApplicable),
+            false,
+        ),
     ];
-    for (n, (s, reporting, point, d, (rpo, rto, fresh), failing)) in cases.into_iter().enumerate()
-    {
+    for (n, (s, reporting, point, d, (rpo, rto, fresh), failing)) in cases.into_iter().enumerate() {
         let got = judge_source("db", s, reporting, point, d, now());
         assert_eq!(
             (got.rpo, got.rto, got.drill_fresh),
@@ -245,7 +360,10 @@ fn hosts_that_stopped_or_never_reported_fail() {
     assert!(!row(&rows, "a").failing);
     let c = row(&rows, "c");
     assert_eq!(c.state, HostState::Stopped);
-    assert!(c.failing && c.problems[0].contains("stopped reporting"), "{c:?}");
+    assert!(
+        c.failing && c.problems[0].contains("stopped reporting"),
+        "{c:?}"
+    );
     let old = row(&rows, "old");
     assert_eq!(old.state, HostState::NeverReported);
     assert!(old.failing);
@@ -267,11 +385,14 @@ fn hosts_that_stopped_or_never_reported_fail() {
         ..only_a.clone()
     }
     .ok());
-    assert!(!FleetReport {
-        hosts: vec![],
-        ..only_a.clone()
-    }
-    .ok(), "no host at all is not a healthy fleet");
+    assert!(
+        !FleetReport {
+            hosts: vec![],
+            ..only_a.clone()
+        }
+        .ok(),
+        "no host at all is not a healthy fleet"
+    );
     let page = html(&r);
     assert!(page.contains("stopped reporting") && page.contains("2 of 3 host(s) failing"));
 }
