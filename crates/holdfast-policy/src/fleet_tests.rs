@@ -39,7 +39,8 @@ fn drill(m: i64, seconds: f64, passed: bool) -> Option<DrillFact> {
 fn host_state_table() {
     let i = 300;
     let deadline = Duration::seconds(2 * i) + GRACE;
-    let cases: Vec<(Option<(DateTime<Utc>, i64)>, HostState)> = vec![
+    type Case = (Option<(DateTime<Utc>, i64)>, HostState);
+    let cases: Vec<Case> = vec![
         (None, HostState::NeverReported),
         (Some((ago(1), i)), HostState::Reporting),
         (Some((now() - deadline, i)), HostState::Reporting),
