@@ -527,6 +527,23 @@ pub fn fleet(repos: &[(String, Result<Repository, String>)], now: DateTime<Utc>)
     }
 }
 
+/// The fleet view of the workload's repositories, opened with `env.open` (for the service's
+/// snapshot and `status --all-hosts` with a workload), judged at `env.now`.
+pub fn observe(env: &Env) -> FleetReport {
+    let repos: Vec<(String, Result<Repository, String>)> = env
+        .workload
+        .repositories
+        .iter()
+        .map(|(name, cfg)| {
+            (
+                name.clone(),
+                (env.open)(name, cfg).map_err(|e| e.to_string()),
+            )
+        })
+        .collect();
+    fleet(&repos, env.now)
+}
+
 /// The strategy names a host report uses.
 pub fn strategy_name(s: Strategy) -> String {
     format!("{s:?}").to_lowercase()

@@ -173,6 +173,16 @@ fn three_hosts_report_separately_and_one_that_stops_shows_red() {
 
     let v = f.view(10, 0);
     assert_eq!(v["hosts"].as_array().unwrap().len(), 3, "{v}");
+    let o = f
+        .on("b", 10, &["--json", "status", "--all-hosts"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let (a, b, c) = (host(&v, "a"), host(&v, "b"), host(&v, "c"));
     assert_eq!(names(a), ["app", "docs"]);
     assert_eq!(names(b), ["app"]);
@@ -222,6 +232,24 @@ fn three_hosts_report_separately_and_one_that_stops_shows_red() {
         assert_eq!(host(&v, h)["state"], "reporting", "{v}");
         assert_eq!(host(&v, h)["failing"], false, "{v}");
     }
+    // Host a's own view, through its workload's repositories (no --repo), says the same.
+    let o = f
+        .on("a", 32, &["--json", "status", "--all-hosts"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let mine: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(host(&mine, "c")["state"], "stopped", "{mine}");
+    assert_eq!(
+        mine["repositories"],
+        serde_json::json!(["shared"]),
+        "{mine}"
+    );
     // Its recovery point is still young (28 minutes, the RPO is 1 hour): red only because it
     // stopped reporting.
     assert_eq!(source(c, "logs")["rpo"], "met", "{c}");

@@ -3,7 +3,6 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use holdfast_core::Repository;
 use holdfast_policy::compliance::Verdict;
 use holdfast_policy::config::Workload;
 use holdfast_policy::duration;
@@ -13,29 +12,22 @@ use serde::Serialize;
 use super::{open, print_json, rt};
 use crate::cli::Global;
 use crate::exit;
+use crate::progress::CliProgress;
 
-/// The repositories to read: `--repo` when given, else every repository of the workload
-/// (one that cannot be opened is reported unreadable, which fails the view).
-fn repositories(g: &Global) -> Result<Vec<(String, Result<Repository, String>)>> {
+/// The fleet of `--repo` when given, else of every repository of the workload (one that cannot
+/// be opened is reported unreadable, which fails the view).
+fn observe(g: &Global) -> Result<FleetReport> {
+    let rt = rt()?;
     if let Some(r) = &g.repo {
-        return Ok(vec![(r.clone(), Ok(open(g)?))]);
+        return Ok(fleet::fleet(&[(r.clone(), Ok(open(g)?))], rt.now()));
     }
     let w = Workload::load(&g.config).with_context(|| {
         format!(
-            "`status --all-hosts` reads the repositories of {} (or give one with --repo)",
+            "`status --all-hosts` reads the repositories of the workload {} (or give one with --repo)",
             g.config.display()
         )
     })?;
-    let rt = rt()?;
-    Ok(w.repositories
-        .iter()
-        .map(|(name, cfg)| {
-            let r = rt
-                .open_workload_repository(&w, name, cfg, false)
-                .map_err(|e| e.to_string());
-            (name.clone(), r)
-        })
-        .collect())
+    Ok(rt.with_env(&w, false, &CliProgress::new(true), fleet::observe))
 }
 
 #[derive(Serialize)]
@@ -55,8 +47,7 @@ fn word<T: Serialize>(v: T) -> String {
 /// Print the fleet; exit 0 only when every host reports and every source of every host meets
 /// its objectives, 4 (NONCOMPLIANT) otherwise.
 pub fn all_hosts(g: &Global, html: Option<&Path>) -> Result<u8> {
-    let repos = repositories(g)?;
-    let r = fleet::fleet(&repos, rt()?.now());
+    let r = observe(g)?;
     if let Some(h) = html {
         std::fs::write(h, fleet::html(&r)).with_context(|| format!("writing {}", h.display()))?;
     }
