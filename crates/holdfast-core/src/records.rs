@@ -120,6 +120,10 @@ pub struct HostReport {
     pub program: String,
     /// The host's sources whose recovery points go to (or are copied to) this repository.
     pub sources: Vec<HostSource>,
+    /// Set when this report retires the host (`holdfast retire-host`): who retired it and why.
+    /// The fleet view stops judging it until the host writes anything newer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired: Option<String>,
 }
 
 /// One source of a host report: what another host needs to judge it from the repository.
@@ -177,6 +181,16 @@ impl HostReport {
         };
         name("host", &self.host)?;
         name("program", &self.program)?;
+        if self
+            .retired
+            .as_ref()
+            .is_some_and(|r| r.len() > 4 * MAX_HOST_NAME)
+        {
+            return Err(format!(
+                "its retirement reason is longer than {} bytes",
+                4 * MAX_HOST_NAME
+            ));
+        }
         if !(1..=MAX_HOST_INTERVAL_SECONDS).contains(&self.interval_seconds) {
             return Err(format!(
                 "its interval of {} s is not between 1 s and {MAX_HOST_INTERVAL_SECONDS} s",

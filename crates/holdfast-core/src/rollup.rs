@@ -592,6 +592,8 @@ mod tests {
             at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::minutes(min),
             interval_seconds: 300,
             program: "holdfast test".into(),
+            retired: None,
+            retired: None,
             sources: vec![],
         }
     }

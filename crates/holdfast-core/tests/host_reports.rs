@@ -34,6 +34,7 @@ fn report(host: &str, i: i64) -> HostReport {
         at: t0() + Duration::minutes(5 * i),
         interval_seconds: 300,
         program: "holdfast test".into(),
+        retired: None,
         sources: vec![HostSource {
             name: "db".into(),
             class: Some("critical".into()),

@@ -82,9 +82,31 @@ pub fn report_for(
         interval_seconds: interval
             .num_seconds()
             .clamp(1, records::MAX_HOST_INTERVAL_SECONDS),
-        program: format!("holdfast {}", env!("CARGO_PKG_VERSION")),
+        program: program(),
         sources,
+        retired: None,
     })
+}
+
+fn program() -> String {
+    format!("holdfast {}", env!("CARGO_PKG_VERSION"))
+}
+
+/// The report that retires `host` (a decommissioned host, or one renamed): written by this
+/// host at `now`, with `reason`. Until `host` writes anything newer, the fleet view shows it
+/// retired and does not judge it.
+pub fn retirement(host: &str, reason: &str, now: DateTime<Utc>) -> HostReport {
+    HostReport {
+        host: host.into(),
+        at: now,
+        interval_seconds: records::MAX_HOST_INTERVAL_SECONDS,
+        program: program(),
+        sources: Vec::new(),
+        retired: Some(format!(
+            "retired by {}: {reason}",
+            holdfast_core::util::hostname()
+        )),
+    }
 }
 
 /// Write this host's report into every repository the workload's sources use (see
@@ -123,8 +145,9 @@ pub fn heartbeat(
 pub struct Evidence {
     /// Complete recovery points (not log batches): host, source, time.
     pub points: Vec<(String, String, DateTime<Utc>)>,
-    /// Hosts and sources seen in anything else (log batches, job records).
-    pub seen: Vec<(String, String)>,
+    /// Hosts and sources seen in anything else (log batches, incomplete points, job
+    /// records), with the time.
+    pub seen: Vec<(String, String, DateTime<Utc>)>,
     /// Drill records.
     pub drills: Vec<DrillRecord>,
     /// Host reports, with the repository they were read from.
@@ -144,12 +167,12 @@ pub fn read(
     for s in snaps {
         let s = s.snapshot;
         if let Some(l) = &s.log {
-            ev.seen.push((s.hostname.clone(), l.source.clone()));
+            ev.seen.push((s.hostname.clone(), l.source.clone(), s.time));
         } else if let Some(src) = s.source.clone() {
             if s.complete {
                 ev.points.push((s.hostname.clone(), src, s.time));
             } else {
-                ev.seen.push((s.hostname.clone(), src));
+                ev.seen.push((s.hostname.clone(), src, s.time));
             }
         }
     }
@@ -157,7 +180,7 @@ pub fn read(
     damaged.extend(bad.iter().map(|e| format!("repository {name:?}: {e}")));
     for r in rs {
         match r {
-            Record::Job(j) => ev.seen.push((j.host, j.source)),
+            Record::Job(j) => ev.seen.push((j.host, j.source, j.started)),
             Record::Drill(d) => ev.drills.push(d),
             Record::Host(h) => ev.reports.push((name.to_string(), h)),
             Record::RetentionLock(_) | Record::ObjectLocks(_) => {}
@@ -179,6 +202,9 @@ pub enum HostState {
     /// Its newest report is from the future (more than [`CLOCK_AHEAD`]): its clock is wrong,
     /// so whether it still reports cannot be told.
     ClockAhead,
+    /// Retired on purpose (`holdfast retire-host`), and nothing newer from it since: not
+    /// judged.
+    Retired,
 }
 
 /// Judge a host's liveness from its newest report (`at`, interval seconds). Pure.
@@ -389,22 +415,69 @@ pub struct HostRow {
     pub problems: Vec<String>,
 }
 
+/// The time of the newest thing `host` wrote: a recovery point, a log batch or job, a drill, or
+/// a report that is not a retirement.
+fn last_activity(ev: &Evidence, host: &str) -> Option<DateTime<Utc>> {
+    let points = ev.points.iter().filter(|p| p.0 == host).map(|p| p.2);
+    let seen = ev.seen.iter().filter(|p| p.0 == host).map(|p| p.2);
+    let drills = ev
+        .drills
+        .iter()
+        .filter(|d| d.host == host)
+        .map(|d| d.started);
+    let reports = ev
+        .reports
+        .iter()
+        .filter(|(_, r)| r.host == host && r.retired.is_none())
+        .map(|(_, r)| r.at);
+    points.chain(seen).chain(drills).chain(reports).max()
+}
+
 /// Judge every host from the evidence at `now`. Pure.
 pub fn judge(ev: &Evidence, now: DateTime<Utc>) -> Vec<HostRow> {
     let mut hosts: BTreeSet<&str> = BTreeSet::new();
     hosts.extend(ev.points.iter().map(|(h, _, _)| h.as_str()));
-    hosts.extend(ev.seen.iter().map(|(h, _)| h.as_str()));
+    hosts.extend(ev.seen.iter().map(|(h, _, _)| h.as_str()));
     hosts.extend(ev.drills.iter().map(|d| d.host.as_str()));
     hosts.extend(ev.reports.iter().map(|(_, r)| r.host.as_str()));
     let mut rows = Vec::new();
     for host in hosts {
         // Its newest report in each repository: each lists the sources of that repository.
         let mut newest: BTreeMap<&str, &HostReport> = BTreeMap::new();
-        for (repo, r) in ev.reports.iter().filter(|(_, r)| r.host == host) {
+        for (repo, r) in ev
+            .reports
+            .iter()
+            .filter(|(_, r)| r.host == host && r.retired.is_none())
+        {
             let e = newest.entry(repo.as_str()).or_insert(r);
             if r.at > e.at {
                 *e = r;
             }
+        }
+        // A retirement holds while nothing of the host is newer than it.
+        let retired = ev
+            .reports
+            .iter()
+            .filter(|(_, r)| r.host == host && r.retired.is_some())
+            .max_by_key(|(_, r)| r.at)
+            .map(|(_, r)| r);
+        let activity = last_activity(ev, host);
+        if let Some(r) = retired.filter(|r| activity.is_none_or(|t| t <= r.at)) {
+            rows.push(HostRow {
+                host: host.to_string(),
+                state: HostState::Retired,
+                last_report: Some(r.at),
+                interval_seconds: None,
+                program: Some(r.program.clone()),
+                sources: Vec::new(),
+                failing: false,
+                problems: vec![format!(
+                    "{} at {} UTC",
+                    r.retired.as_deref().unwrap_or_default(),
+                    r.at.format("%Y-%m-%d %H:%M:%S")
+                )],
+            });
+            continue;
         }
         let latest = newest.values().max_by_key(|r| r.at).copied();
         let (state, why) = host_state(latest.map(|r| (r.at, r.interval_seconds)), now);
@@ -458,6 +531,13 @@ pub fn judge(ev: &Evidence, now: DateTime<Utc>) -> Vec<HostRow> {
         let mut problems = Vec::new();
         if !why.is_empty() {
             problems.push(why);
+        }
+        if let Some(r) = retired {
+            problems.push(format!(
+                "{} at {} UTC, but it wrote recovery points, records or reports after that: judged again",
+                r.retired.as_deref().unwrap_or_default(),
+                r.at.format("%Y-%m-%d %H:%M:%S")
+            ));
         }
         let bad: Vec<&str> = sources
             .iter()
@@ -591,6 +671,7 @@ pub fn html_section(r: &FleetReport) -> String {
     for host in &r.hosts {
         let state = match host.state {
             HostState::Reporting => "<span class=ok>reporting</span>".to_string(),
+            HostState::Retired => "<span class=na>retired</span>".to_string(),
             other => format!(
                 "<span class=bad>{}</span>",
                 serde_json::to_value(other)

@@ -281,6 +281,7 @@ fn report(host: &str, at: DateTime<Utc>, sources: Vec<HostSource>) -> HostReport
         at,
         interval_seconds: 300,
         program: "holdfast test".into(),
+        retired: None,
         sources,
     }
 }
@@ -421,4 +422,40 @@ fn a_host_lists_the_sources_of_each_repository_from_its_newest_report_there() {
     assert_eq!(names, ["db", "files"]);
     assert!(source(a, "files").reported);
     assert!(!a.failing, "{a:?}");
+}
+
+#[test]
+fn a_retired_host_is_not_judged_until_it_writes_anything_newer() {
+    let mut ev = Evidence {
+        points: vec![("c".into(), "db".into(), ago(120))],
+        reports: vec![("r".into(), report("c", ago(100), vec![src("db")]))],
+        ..Default::default()
+    };
+    let rows = judge(&ev, now());
+    assert!(row(&rows, "c").failing, "stopped before it is retired");
+    let mut retire = retirement("c", "decommissioned", ago(50));
+    ev.reports.push(("r".into(), retire.clone()));
+    let rows = judge(&ev, now());
+    let c = row(&rows, "c");
+    assert_eq!(c.state, HostState::Retired);
+    assert!(!c.failing && c.sources.is_empty(), "{c:?}");
+    assert!(c.problems[0].contains("decommissioned"), "{c:?}");
+    // Anything newer from it (here a recovery point; a job, a drill or a report alike) ends
+    // the retirement: it is judged again, and it stopped reporting.
+    ev.points.push(("c".into(), "db".into(), ago(40)));
+    let rows = judge(&ev, now());
+    let c = row(&rows, "c");
+    assert_eq!(c.state, HostState::Stopped, "{c:?}");
+    assert!(c.failing);
+    assert!(
+        c.problems.iter().any(|p| p.contains("judged again")),
+        "{c:?}"
+    );
+    // A retirement after that holds again.
+    retire.at = ago(30);
+    ev.reports.push(("r".into(), retire));
+    assert_eq!(row(&judge(&ev, now()), "c").state, HostState::Retired);
+    // A job record newer than it ends it too.
+    ev.seen.push(("c".into(), "db".into(), ago(20)));
+    assert_eq!(row(&judge(&ev, now()), "c").state, HostState::Stopped);
 }

@@ -203,6 +203,15 @@ pub enum Command {
         #[arg(long)]
         all_hosts: bool,
     },
+    /// Retire a host from the fleet view (decommissioned or renamed): `status --all-hosts`
+    /// shows it retired instead of failing, until it writes anything newer.
+    RetireHost {
+        /// The host's name, as `status --all-hosts` shows it.
+        host: String,
+        /// Why (shown wherever the host is listed).
+        #[arg(long)]
+        reason: String,
+    },
     /// Copy snapshots to another repository (another region); only missing data travels.
     Copy {
         /// Source repository (directory or s3://bucket/prefix).

@@ -263,6 +263,53 @@ fn three_hosts_report_separately_and_one_that_stops_shows_red() {
     let html = fs::read_to_string(&page).unwrap();
     assert!(html.contains("<span class=bad>stopped</span>"), "{html}");
 
+    // c is decommissioned on purpose: retired, the fleet is green again; its sources are no
+    // longer judged.
+    let o = f
+        .on(
+            "viewer",
+            33,
+            &[
+                "retire-host",
+                "c",
+                "--reason",
+                "decommissioned",
+                "--repo",
+                &f.repo,
+            ],
+        )
+        .env("HOLDFAST_PASSWORD", "s3 test")
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v = f.view(34, 0);
+    let c = host(&v, "c");
+    assert_eq!(c["state"], "retired", "{c}");
+    assert_eq!(c["failing"], false, "{c}");
+    assert!(
+        c["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("retired by viewer: decommissioned"),
+        "{c}"
+    );
+    // A retirement without a reason is refused.
+    let o = f
+        .on(
+            "viewer",
+            33,
+            &["retire-host", "b", "--reason", " ", "--repo", &f.repo],
+        )
+        .env("HOLDFAST_PASSWORD", "s3 test")
+        .output()
+        .unwrap();
+    assert_ne!(o.status.code(), Some(0));
+
     // A host that keeps reporting but whose source's newest point is older than its RPO is red
     // too: a backs up only docs at +70m, so its app point (from +0m) is 70 minutes old.
     f.run("a", 70, &["protect", "--source", "docs"], 4);
@@ -274,6 +321,11 @@ fn three_hosts_report_separately_and_one_that_stops_shows_red() {
     assert_eq!(source(a, "app")["rpo"], "breached", "{a}");
     assert_eq!(source(a, "docs")["rpo"], "met", "{a}");
     assert_eq!(host(&v, "b")["failing"], false, "{v}");
+    // c comes back (a protect after its retirement): judged again, and met.
+    f.run("c", 72, &["protect"], 0);
+    let v = f.view(73, 4);
+    assert_eq!(host(&v, "c")["state"], "reporting", "{v}");
+    assert_eq!(host(&v, "c")["failing"], false, "{v}");
 }
 
 #[test]

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use holdfast_core::records::{self, Record};
 use holdfast_policy::compliance::Verdict;
 use holdfast_policy::config::Workload;
 use holdfast_policy::duration;
@@ -126,7 +127,7 @@ fn print(r: &FleetReport) {
     let stopped = r
         .hosts
         .iter()
-        .filter(|h| h.state != HostState::Reporting)
+        .filter(|h| !matches!(h.state, HostState::Reporting | HostState::Retired))
         .count();
     if r.ok() {
         outln!(
@@ -146,4 +147,45 @@ fn print(r: &FleetReport) {
             }
         );
     }
+}
+
+/// `retire-host HOST --reason TEXT`: write a retirement for `host` into `--repo`, else into
+/// every repository of the workload. The fleet view then shows it retired, not failing, until
+/// the host writes anything newer.
+pub fn retire_host(g: &Global, host: &str, reason: &str) -> Result<u8> {
+    if reason.trim().is_empty() {
+        anyhow::bail!("give the reason with --reason (it is shown wherever the host is listed)");
+    }
+    let rt = rt()?;
+    let r = fleet::retirement(host, reason, rt.now());
+    r.check()
+        .map_err(|e| anyhow::anyhow!("cannot retire host {host:?}: {e}"))?;
+    let mut written = Vec::new();
+    if let Some(loc) = &g.repo {
+        let repo = open(g)?;
+        records::save(&repo, &Record::Host(r.clone()))?;
+        written.push(loc.clone());
+    } else {
+        let w = Workload::load(&g.config).with_context(|| {
+            format!(
+                "`retire-host` writes into the repositories of the workload {} (or give one with --repo)",
+                g.config.display()
+            )
+        })?;
+        for (name, cfg) in &w.repositories {
+            let repo = rt.open_workload_repository(&w, name, cfg, false)?;
+            records::save(&repo, &Record::Host(r.clone()))
+                .with_context(|| format!("repository {name:?}"))?;
+            written.push(name.clone());
+        }
+    }
+    if g.json {
+        print_json(&serde_json::json!({ "retired": host, "repositories": written, "report": r }))?;
+    } else {
+        outln!(
+            "host {host} retired in {}: `status --all-hosts` no longer judges it, until it writes anything newer",
+            written.join(", ")
+        );
+    }
+    Ok(exit::OK)
 }

@@ -138,6 +138,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Status {
             html, no_discover, ..
         } => policy::status(g, html.as_deref(), no_discover),
+        Command::RetireHost { host, reason } => fleet::retire_host(g, &host, &reason),
         Command::Replicate {
             source,
             rounds,
