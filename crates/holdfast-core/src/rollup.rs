@@ -593,7 +593,6 @@ mod tests {
             interval_seconds: 300,
             program: "holdfast test".into(),
             retired: None,
-            retired: None,
             sources: vec![],
         }
     }
