@@ -141,6 +141,14 @@ fn a_report_out_of_bounds_is_refused_on_write_and_skipped_on_read() {
         })
         .collect();
     assert!(records::save(&repo, &Record::Host(many)).is_err());
+    let mut wordy = report("a", 0);
+    wordy.retired = Some("x".repeat(2000));
+    assert!(records::save(&repo, &Record::Host(wordy)).is_err());
+    let mut nameless = report("", 0);
+    nameless.sources.clear();
+    assert!(records::save(&repo, &Record::Host(nameless)).is_err());
+    // Nothing refused was stored.
+    assert!(hosts(&records::load_all(&repo).unwrap()).is_empty());
     // Written around the check (as a hostile holder of the key could): read as nothing, not as
     // a damaged record (it authenticates as a host report, so it cannot be a lock).
     records::store(&repo, &Record::Host(long)).unwrap();

@@ -482,10 +482,14 @@ pub fn judge(ev: &Evidence, now: DateTime<Utc>) -> Vec<HostRow> {
         let latest = newest.values().max_by_key(|r| r.at).copied();
         let (state, why) = host_state(latest.map(|r| (r.at, r.interval_seconds)), now);
         let reporting = state == HostState::Reporting;
-        let mut listed: BTreeMap<&str, &HostSource> = BTreeMap::new();
+        let mut listed: BTreeMap<&str, HostSource> = BTreeMap::new();
         for r in newest.values() {
             for s in &r.sources {
-                listed.entry(s.name.as_str()).or_insert(s);
+                listed.entry(s.name.as_str()).or_insert_with(|| HostSource {
+                    // A window cannot end after the report that measured it.
+                    recoverable_to: s.recoverable_to.map(|t| t.min(r.at)),
+                    ..s.clone()
+                });
             }
         }
         let mut names: BTreeSet<&str> = listed.keys().copied().collect();
@@ -505,7 +509,7 @@ pub fn judge(ev: &Evidence, now: DateTime<Utc>) -> Vec<HostRow> {
         let sources: Vec<FleetSource> = names
             .into_iter()
             .map(|name| {
-                let s = listed.get(name).copied();
+                let s = listed.get(name);
                 let shared = s.is_some_and(|s| s.shared);
                 // A recovery point belongs to a host and a source.
                 let mine = |h: &str| shared || h == host;

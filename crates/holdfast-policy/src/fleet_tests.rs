@@ -459,3 +459,25 @@ fn a_retired_host_is_not_judged_until_it_writes_anything_newer() {
     ev.seen.push(("c".into(), "db".into(), ago(20)));
     assert_eq!(row(&judge(&ev, now()), "c").state, HostState::Stopped);
 }
+
+#[test]
+fn a_continuous_window_cannot_end_after_the_report_that_measured_it() {
+    let future = HostSource {
+        continuous: true,
+        recoverable_to: Some(now() + Duration::days(365)),
+        ..src("db")
+    };
+    let ev = Evidence {
+        points: vec![("a".into(), "db".into(), ago(600))],
+        drills: vec![drill_record("a", "db", 10)],
+        reports: vec![("r".into(), report("a", ago(5), vec![future]))],
+        ..Default::default()
+    };
+    let rows = judge(&ev, now());
+    let db = source(row(&rows, "a"), "db");
+    assert_eq!(db.age_seconds, Some(300), "{db:?}");
+    assert_eq!(db.rpo, Verdict::Met);
+    // Twenty minutes later, without a new report, the window's end is 25 minutes old.
+    let later = judge(&ev, now() + Duration::minutes(20));
+    assert_eq!(source(row(&later, "a"), "db").rpo, Verdict::Breached);
+}
