@@ -78,6 +78,7 @@ fn print(r: &FleetReport) {
             if h.failing { "FAILING, " } else { "" },
             word(h.state),
             h.last_report
+                .filter(|_| h.state != HostState::Retired)
                 .map(|t| format!(
                     " (last report {} ago, every {})",
                     duration::show(r.now - t),
@@ -87,6 +88,9 @@ fn print(r: &FleetReport) {
         );
         for p in &h.problems {
             outln!("    {p}");
+        }
+        if h.sources.is_empty() {
+            continue;
         }
         outln!(
             "    {:<18} {:<10} {:>7} {:>10} {:<12} {:>7} {:>9} {:<12} drills",
@@ -99,7 +103,10 @@ fn print(r: &FleetReport) {
             "drill",
             "RTO"
         );
-        let v = |v: Verdict| word(v);
+        let v = |v: Verdict| match v {
+            Verdict::NotApplicable => "n/a".to_string(),
+            v => word(v),
+        };
         for s in &h.sources {
             outln!(
                 "    {:<18} {:<10} {:>7} {:>10} {:<12} {:>7} {:>9} {:<12} {}",
