@@ -13,7 +13,8 @@ use crate::repo::Repository;
 pub(crate) const AAD: &[u8] = b"holdfast record";
 
 /// The `type` of every record this holdfast reads.
-pub(crate) const KNOWN_TYPES: [&str; 4] = ["job", "drill", "retention_lock", "object_locks"];
+pub(crate) const KNOWN_TYPES: [&str; 5] =
+    ["job", "drill", "retention_lock", "object_locks", "host"];
 
 /// How a job ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +92,133 @@ pub enum Record {
     RetentionLock(RetentionLock),
     /// Object Lock extensions made on the store.
     ObjectLocks(LockRecord),
+    /// A host's report on itself (a heartbeat): its sources, their objectives and its verdicts.
+    Host(HostReport),
+}
+
+/// Sources a host report may name.
+pub const MAX_HOST_SOURCES: usize = 4096;
+/// Bytes of any name in a host report (host, source, class, strategy, program).
+pub const MAX_HOST_NAME: usize = 256;
+/// The longest interval a host report may announce (a longer one is refused, so a report
+/// cannot keep its host looking alive for a year).
+pub const MAX_HOST_INTERVAL_SECONDS: i64 = 7 * 86_400;
+
+/// What a host writes about itself into every repository its sources use, at every run of
+/// `protect` and every `[service] heartbeat`: the fleet view (`status --all-hosts`) judges every
+/// host's sources from the repository alone with it, and a host whose newest report is overdue
+/// has stopped reporting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostReport {
+    /// The host (`util::hostname`, `HOLDFAST_HOSTNAME`).
+    pub host: String,
+    /// When it was written.
+    pub at: DateTime<Utc>,
+    /// Seconds until the next report is due.
+    pub interval_seconds: i64,
+    /// The writer, e.g. `holdfast 0.1.0`.
+    pub program: String,
+    /// The host's sources whose recovery points go to (or are copied to) this repository.
+    pub sources: Vec<HostSource>,
+    /// Set when this report retires the host (`holdfast retire-host`): who retired it and why.
+    /// The fleet view stops judging it until the host writes anything newer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired: Option<String>,
+}
+
+/// One source of a host report: what another host needs to judge it from the repository.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostSource {
+    /// Source name (its recovery points and records carry it, with the host).
+    pub name: String,
+    /// Class name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+    /// Strategy (`backup`, `continuous`, `reproduce`, ...), if declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<String>,
+    /// Whether any host's recovery points of this source count (the workload's `shared`).
+    #[serde(default)]
+    pub shared: bool,
+    /// RPO in seconds.
+    #[serde(default)]
+    pub rpo_seconds: Option<i64>,
+    /// RTO in seconds.
+    #[serde(default)]
+    pub rto_seconds: Option<i64>,
+    /// Required drill frequency in seconds.
+    #[serde(default)]
+    pub drill_every_seconds: Option<i64>,
+    /// Whether it is protected continuously (a change log shipped between base backups).
+    #[serde(default)]
+    pub continuous: bool,
+    /// For a continuous source, the end of its recoverable window as the host measured it
+    /// (its recovery point; the base backups alone understate it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recoverable_to: Option<DateTime<Utc>>,
+    /// The host's own RPO verdict at `at` (`None`: not applicable; not measured is `false`).
+    #[serde(default)]
+    pub rpo_met: Option<bool>,
+    /// The host's own RTO verdict at `at`.
+    #[serde(default)]
+    pub rto_met: Option<bool>,
+}
+
+impl HostReport {
+    /// Whether the report is within bounds (it is authenticated, yet read as possibly hostile):
+    /// names short and non-empty, sources few and distinct, the interval positive and at most
+    /// [`MAX_HOST_INTERVAL_SECONDS`], durations not negative.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        let name = |what: &str, s: &str| {
+            if s.is_empty() || s.len() > MAX_HOST_NAME || s.chars().any(char::is_control) {
+                Err(format!(
+                    "its {what} {:?} is empty, longer than {MAX_HOST_NAME} bytes or has control characters",
+                    s.chars().take(40).collect::<String>()
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        name("host", &self.host)?;
+        name("program", &self.program)?;
+        if self
+            .retired
+            .as_ref()
+            .is_some_and(|r| r.len() > 4 * MAX_HOST_NAME)
+        {
+            return Err(format!(
+                "its retirement reason is longer than {} bytes",
+                4 * MAX_HOST_NAME
+            ));
+        }
+        if !(1..=MAX_HOST_INTERVAL_SECONDS).contains(&self.interval_seconds) {
+            return Err(format!(
+                "its interval of {} s is not between 1 s and {MAX_HOST_INTERVAL_SECONDS} s",
+                self.interval_seconds
+            ));
+        }
+        if self.sources.len() > MAX_HOST_SOURCES {
+            return Err(format!(
+                "it names {} sources, more than {MAX_HOST_SOURCES}",
+                self.sources.len()
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for s in &self.sources {
+            name("source", &s.name)?;
+            for v in [&s.class, &s.strategy].into_iter().flatten() {
+                name("class or strategy", v)?;
+            }
+            if !seen.insert(s.name.as_str()) {
+                return Err(format!("it names source {:?} twice", s.name));
+            }
+            let durations = [s.rpo_seconds, s.rto_seconds, s.drill_every_seconds];
+            if durations.into_iter().flatten().any(|d| d < 0) {
+                return Err(format!("source {:?} has a negative objective", s.name));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What one extension locked: each object and until when (Unix seconds).
@@ -291,12 +419,16 @@ pub fn set_retention_lock(
     Ok(lock_state(repo)?.lock.unwrap_or(l))
 }
 
-/// Store a record. After a job or drill record, compacts `records/` when it is due
+/// Store a record. After a job, drill or host record, compacts `records/` when it is due
 /// ([`crate::rollup::compact_if_due`]); a compaction that fails leaves the record stored and
 /// is only a warning (the next write tries again).
 pub fn save(repo: &Repository, r: &Record) -> Result<Id> {
+    if let Record::Host(h) = r {
+        h.check()
+            .map_err(|e| Error::Invalid(format!("host report of {:?}: {e}", h.host)))?;
+    }
     let id = store(repo, r)?;
-    if matches!(r, Record::Job(_) | Record::Drill(_)) {
+    if matches!(r, Record::Job(_) | Record::Drill(_) | Record::Host(_)) {
         if let Err(e) = crate::rollup::compact_if_due(repo, Utc::now()) {
             tracing::warn!("the records were not compacted: {e}");
         }
@@ -321,7 +453,8 @@ pub fn load_all(repo: &Repository) -> Result<Vec<Record>> {
     Ok(out)
 }
 
-/// Load every record, oldest first (the jobs and drills of the live rollups included), and
+/// Load every record, oldest first (the jobs, drills and host reports of the live rollups
+/// included), and
 /// say which objects cannot be read (`record NAME is damaged: ...`): damaged, written with
 /// another key, or not a record this holdfast knows. Reads the rollups and the records they do
 /// not cover ([`crate::rollup::load`]): a bounded number however long the repository lived.
@@ -333,6 +466,7 @@ pub fn load_checked(repo: &Repository) -> Result<(Vec<Record>, Vec<String>)> {
         Record::Drill(d) => d.started,
         Record::RetentionLock(l) => l.set_at,
         Record::ObjectLocks(l) => l.at,
+        Record::Host(h) => h.at,
     });
     Ok((out, l.unreadable))
 }

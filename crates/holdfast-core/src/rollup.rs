@@ -1,8 +1,8 @@
 //! Rolled-up records: compaction keeps `records/` small however long a repository has lived.
 //!
-//! Every job and drill is first written as its own record (`records/<blake3>`, 64 hex). When a
-//! writer finds [`COMPACT_AT`] or more records that no rollup accounts for, it folds the job and
-//! drill records into one **rollup** (`records/<seq:016x><blake3>`, 80 hex, so a rollup is told
+//! Every job, drill and host report is first written as its own record (`records/<blake3>`, 64
+//! hex). When a writer finds [`COMPACT_AT`] or more records that no rollup accounts for, it
+//! folds the job, drill and host records into one **rollup** (`records/<seq:016x><blake3>`, 80 hex, so a rollup is told
 //! from a record by its name), then deletes the records it folded. A rollup holds, per source
 //! and host, what [`retain_jobs`] and [`retain_drills`] keep (the newest few of every job kind
 //! and outcome, so last success, last failure, last missed run and the last drills with their
@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::records::{DrillRecord, JobRecord, Record, AAD, KNOWN_TYPES};
+use crate::records::{DrillRecord, HostReport, JobRecord, Record, AAD, KNOWN_TYPES};
 use crate::repo::Repository;
 
 /// Records not accounted for by a rollup that make a writer compact.
@@ -38,6 +38,8 @@ pub const COMPACT_AT: usize = 32;
 pub const KEEP_JOBS: usize = 8;
 /// Drill records a rollup keeps per source, host, drill kind and verdict.
 pub const KEEP_DRILLS: usize = 16;
+/// Host reports (heartbeats) a rollup keeps per host: the fleet view needs only the newest.
+pub const KEEP_HOSTS: usize = 4;
 /// The rollup format this holdfast writes and reads.
 const VERSION: u32 = 1;
 /// Listings read again when records vanish while they are read (a concurrent compaction).
@@ -76,6 +78,10 @@ pub struct Rollup {
     pub jobs: Vec<Named<JobRecord>>,
     /// Drills kept ([`retain_drills`]).
     pub drills: Vec<Named<DrillRecord>>,
+    /// Host reports kept ([`retain_hosts`]); absent in rollups written before host reports
+    /// (an earlier holdfast ignores the field, and its rollups simply hold none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<Named<HostReport>>,
 }
 
 /// Whether a name in `records/` is a rollup's (16 hex sequence number, then 64 hex).
@@ -116,6 +122,20 @@ pub fn retain_drills(v: impl IntoIterator<Item = Named<DrillRecord>>) -> Vec<Nam
             d.kind.clone(),
             d.passed.to_string(),
             d.started,
+        )
+    })
+}
+
+/// The newest [`KEEP_HOSTS`] reports of every host, newest first: a year of heartbeats every
+/// five minutes (100 000 records) leaves four per host.
+pub fn retain_hosts(v: impl IntoIterator<Item = Named<HostReport>>) -> Vec<Named<HostReport>> {
+    retain(v, KEEP_HOSTS, |h| {
+        (
+            h.host.clone(),
+            String::new(),
+            String::new(),
+            String::new(),
+            h.at,
         )
     })
 }
@@ -192,6 +212,11 @@ impl Loaded {
                     out.push(Record::Drill(d.record.clone()));
                 }
             }
+            for h in &r.hosts {
+                if seen.insert(h.name.as_str()) {
+                    out.push(Record::Host(h.record.clone()));
+                }
+            }
         }
         for (n, r) in &self.raw {
             if seen.insert(n.as_str()) {
@@ -234,9 +259,13 @@ pub fn read_rollup(repo: &Repository, name: &str, size: Option<u64>) -> Result<R
     let names_ok = r.supersedes.iter().all(|n| is_rollup_name(n))
         && r.covers.iter().chain(&r.kept).all(|n| is_record_name(n))
         && r.jobs.iter().all(|j| is_record_name(&j.name))
-        && r.drills.iter().all(|d| is_record_name(&d.name));
+        && r.drills.iter().all(|d| is_record_name(&d.name))
+        && r.hosts.iter().all(|h| is_record_name(&h.name));
     if !names_ok {
         return Err(bad("it names an object that cannot be a record".into()));
+    }
+    if let Some(e) = r.hosts.iter().find_map(|h| h.record.check().err()) {
+        return Err(bad(format!("a host report in it is out of bounds: {e}")));
     }
     Ok(r)
 }
@@ -324,6 +353,12 @@ fn load_once(repo: &Repository) -> Result<Option<Loaded>> {
             repo.load_json_listed::<serde_json::Value>(ObjectKind::Record, &o.name, o.size, AAD);
         match v {
             Ok(v) => match serde_json::from_value::<Record>(v.clone()) {
+                // Authentic but out of bounds: not read, left in place (like an unknown type);
+                // its host then counts as not reporting, which fails the fleet view.
+                Ok(Record::Host(h)) if h.check().is_err() => {
+                    tracing::warn!("host report {} skipped: {}", o.name, h.check().unwrap_err());
+                    l.unknown.push(o.name.clone());
+                }
                 Ok(r) => l.raw.push((o.name.clone(), r)),
                 // Authentic, of a type a newer holdfast wrote: not ours to judge.
                 Err(e) if !KNOWN_TYPES.contains(&v["type"].as_str().unwrap_or("")) => {
@@ -353,12 +388,13 @@ pub struct Compacted {
     pub deleted: usize,
 }
 
-/// Fold every job and drill record into a new rollup, then delete what it makes redundant.
+/// Fold every job, drill and host record into a new rollup, then delete what it makes redundant.
 /// `Ok(None)`: nothing to fold.
 pub fn compact(repo: &Repository, now: DateTime<Utc>) -> Result<Option<Compacted>> {
     let l = load(repo)?;
     let mut jobs = Vec::new();
     let mut drills = Vec::new();
+    let mut hosts = Vec::new();
     let mut kept: Vec<String> = l.unknown.clone();
     for (n, r) in &l.raw {
         match r {
@@ -370,6 +406,10 @@ pub fn compact(repo: &Repository, now: DateTime<Utc>) -> Result<Option<Compacted
                 name: n.clone(),
                 record: d.clone(),
             }),
+            Record::Host(h) => hosts.push(Named {
+                name: n.clone(),
+                record: h.clone(),
+            }),
             Record::RetentionLock(_) | Record::ObjectLocks(_) => kept.push(n.clone()),
         }
     }
@@ -377,6 +417,7 @@ pub fn compact(repo: &Repository, now: DateTime<Utc>) -> Result<Option<Compacted
         .iter()
         .map(|j| j.name.clone())
         .chain(drills.iter().map(|d| d.name.clone()))
+        .chain(hosts.iter().map(|h| h.name.clone()))
         .collect();
     let stale: Vec<String> = l
         .covered()
@@ -396,6 +437,7 @@ pub fn compact(repo: &Repository, now: DateTime<Utc>) -> Result<Option<Compacted
     for r in l.live.iter().filter_map(|n| l.rollups.get(n)) {
         jobs.extend(r.jobs.iter().cloned());
         drills.extend(r.drills.iter().cloned());
+        hosts.extend(r.hosts.iter().cloned());
     }
     let mut covers: Vec<String> = folded.iter().chain(&stale).cloned().collect();
     covers.sort();
@@ -412,6 +454,7 @@ pub fn compact(repo: &Repository, now: DateTime<Utc>) -> Result<Option<Compacted
         kept,
         jobs: retain_jobs(jobs),
         drills: retain_drills(drills),
+        hosts: retain_hosts(hosts),
     };
     let sealed = repo
         .key()
@@ -541,6 +584,58 @@ mod tests {
             parts.extend(retain_jobs(x[..split / 2].to_vec()));
             assert_eq!(retain_jobs(parts), got, "split {split}");
         }
+    }
+
+    fn report(host: &str, min: i64) -> HostReport {
+        HostReport {
+            host: host.into(),
+            at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::minutes(min),
+            interval_seconds: 300,
+            program: "holdfast test".into(),
+            retired: None,
+            sources: vec![],
+        }
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_reports_of_every_host() {
+        let mut v: Vec<Named<HostReport>> = (0..50)
+            .map(|i| Named {
+                name: format!("{i:064x}"),
+                record: report("a", i),
+            })
+            .collect();
+        v.push(Named {
+            name: format!("{:064x}", 900),
+            record: report("b", -1000),
+        });
+        let got = retain_hosts(v.clone());
+        let a: Vec<i64> = got
+            .iter()
+            .filter(|n| n.record.host == "a")
+            .map(|n| (n.record.at - report("a", 0).at).num_minutes())
+            .collect();
+        assert_eq!(a, vec![49, 48, 47, 46], "the newest {KEEP_HOSTS} of host a");
+        assert_eq!(
+            got.iter().filter(|n| n.record.host == "b").count(),
+            1,
+            "a host that reported long ago keeps its last report"
+        );
+        for split in [1, 13, 40] {
+            let (x, y) = v.split_at(split);
+            let mut parts = retain_hosts(x.to_vec());
+            parts.extend(retain_hosts(y.to_vec()));
+            assert_eq!(retain_hosts(parts), got, "split {split}");
+        }
+    }
+
+    #[test]
+    fn a_rollup_written_before_host_reports_reads() {
+        let old = r#"{"type":"rollup","version":1,"seq":3,"written":"2026-01-01T00:00:00Z","host":"h","supersedes":[],"covers":[],"kept":[],"jobs":[],"drills":[]}"#;
+        let r: Rollup = serde_json::from_str(old).unwrap();
+        assert!(r.hosts.is_empty());
+        // And an empty list is not written, so the rollup is what an earlier holdfast wrote.
+        assert!(!serde_json::to_string(&r).unwrap().contains("hosts"));
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod drills;
 pub mod duration;
 pub mod env;
 pub mod findings;
+pub mod fleet;
 pub mod found;
 pub mod hooks;
 pub mod jobs;

@@ -50,12 +50,18 @@ pub struct Observation {
     pub replicated: Vec<String>,
 }
 
-/// Observe the workload now.
-pub fn observe(rt: &Runtime, w: &Arc<Workload>) -> Observation {
+/// Observe the workload now; with `beat`, also write this host's report (heartbeat) into
+/// its repositories (the fleet view's evidence that the host is alive).
+pub fn observe(rt: &Runtime, w: &Arc<Workload>, beat: bool) -> Observation {
     let progress = holdfast_core::progress::NoProgress;
     rt.with_env(w, false, &progress, |env| {
         let o = observe::observe(env);
         let report = observe::status_from(env, &o);
+        if beat {
+            if let Err(e) = holdfast_policy::fleet::heartbeat(env, &report, w.service.heartbeat()) {
+                tracing::warn!("{e}");
+            }
+        }
         let sources = snapshot::sources(&report, &o, env.now);
         let jobs = snapshot::recent(o.jobs.values().cloned(), |j: &JobRecord| j.started);
         let drills = snapshot::recent(o.drills.values().cloned(), |d: &DrillRecord| d.started);

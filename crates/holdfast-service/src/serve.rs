@@ -169,12 +169,22 @@ pub fn serve(opts: ServeOptions, signals: Signals) -> Result<(), ServeError> {
     std::thread::Builder::new()
         .name("holdfast-observer".into())
         .spawn(move || {
+            let mut last_beat: Option<Instant> = None;
             while let Ok(mut w) = asked.recv() {
                 // Coalesce: only the newest request counts.
                 while let Ok(newer) = asked.try_recv() {
                     w = newer;
                 }
-                if tell.send(observer::observe(&rt, &w)).is_err() {
+                let every = w
+                    .service
+                    .heartbeat()
+                    .to_std()
+                    .unwrap_or(Duration::from_secs(300));
+                let beat = last_beat.is_none_or(|t| t.elapsed() >= every);
+                if beat {
+                    last_beat = Some(Instant::now());
+                }
+                if tell.send(observer::observe(&rt, &w, beat)).is_err() {
                     break;
                 }
             }

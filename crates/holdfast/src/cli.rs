@@ -216,6 +216,20 @@ pub enum Command {
         /// evaluated, and the report says so).
         #[arg(long)]
         no_discover: bool,
+        /// Every host's sources, from the repositories alone (the workload's, or --repo): each
+        /// host's recovery points, drills and reports (heartbeats); a host that stopped
+        /// reporting fails.
+        #[arg(long)]
+        all_hosts: bool,
+    },
+    /// Retire a host from the fleet view (decommissioned or renamed): `status --all-hosts`
+    /// shows it retired instead of failing, until it writes anything newer.
+    RetireHost {
+        /// The host's name, as `status --all-hosts` shows it.
+        host: String,
+        /// Why (shown wherever the host is listed).
+        #[arg(long)]
+        reason: String,
     },
     /// Copy snapshots to another repository (another region); only missing data travels.
     Copy {

@@ -22,6 +22,10 @@ pub struct Protected {
     pub protect: Vec<ProtectLine>,
     /// Status of every source (not only those run).
     pub status: StatusReport,
+    /// Why this host's report (heartbeat) could not be written, if it could not: other hosts'
+    /// fleet view then shows this host as not reporting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat_error: Option<String>,
 }
 
 impl Protected {
@@ -65,7 +69,11 @@ pub fn discovered(w: &Workload, host: bool) -> Vec<Found> {
 
 impl Runtime {
     /// Run every job that is due now (only `only`'s, if given), creating repositories that do
-    /// not exist yet; then the status of the whole workload.
+    /// not exist yet; then the status of the whole workload, and this host's report
+    /// ([`crate::fleet::heartbeat`]) into every repository its sources use, due again after
+    /// `[service] heartbeat` (default 5 minutes: cron runs `protect` every minute; whoever runs
+    /// it less often sets `[service] heartbeat` to that period, or the fleet view shows this
+    /// host as stopped).
     pub fn protect(
         &self,
         w: &Workload,
@@ -85,8 +93,20 @@ impl Runtime {
         if only.is_none() && self.with_env(w, false, progress, crate::maintenance::due) {
             protect.extend(self.with_env(w, false, progress, crate::maintenance::retain)?);
         }
-        let status = self.with_env(w, false, progress, observe::status);
-        Ok(Protected { protect, status })
+        let (status, heartbeat) = self.with_env(w, false, progress, |env| {
+            let status = observe::status(env);
+            let beat = crate::fleet::heartbeat(env, &status, w.service.heartbeat());
+            (status, beat)
+        });
+        let heartbeat_error = heartbeat.err().map(|e| {
+            tracing::warn!("{e}");
+            e.to_string()
+        });
+        Ok(Protected {
+            protect,
+            status,
+            heartbeat_error,
+        })
     }
 
     /// Apply every scheduled source's keep policy now (and prune), as the maintenance window
@@ -94,7 +114,11 @@ impl Runtime {
     pub fn retain(&self, w: &Workload, progress: &dyn Progress) -> Result<Protected, RuntimeError> {
         let protect = self.with_env(w, false, progress, crate::maintenance::retain)?;
         let status = self.with_env(w, false, progress, observe::status);
-        Ok(Protected { protect, status })
+        Ok(Protected {
+            protect,
+            status,
+            heartbeat_error: None,
+        })
     }
 
     /// Drill `source`, or every source whose drill is due (never drilled, or older than its

@@ -3,6 +3,7 @@
 mod browse;
 mod continuous;
 mod data;
+mod fleet;
 mod lock;
 mod maintain;
 mod policy;
@@ -132,7 +133,13 @@ pub fn run(cli: Cli) -> Result<u8> {
             random,
             scratch,
         } => policy::drill(g, source.as_deref(), random, scratch),
-        Command::Status { html, no_discover } => policy::status(g, html.as_deref(), no_discover),
+        Command::Status {
+            html, all_hosts, ..
+        } if all_hosts => fleet::all_hosts(g, html.as_deref()),
+        Command::Status {
+            html, no_discover, ..
+        } => policy::status(g, html.as_deref(), no_discover),
+        Command::RetireHost { host, reason } => fleet::retire_host(g, &host, &reason),
         Command::Serve { listen, scratch } => serve::serve(g, listen, scratch),
         Command::Replicate {
             source,
