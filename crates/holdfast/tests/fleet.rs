@@ -371,3 +371,101 @@ fn a_point_of_one_host_does_not_count_for_another_hosts_source_of_the_same_name(
         "2026-03-02T10:03:00Z"
     );
 }
+
+/// The same fleet run by services: three `holdfast serve` processes (hosts a, b, c, each
+/// with its own state directory) back up and drill into one Garage repository and write their
+/// heartbeats; the viewer sees each host's sources separately, all met; the service of c
+/// stops and, once its reports are older than twice its heartbeat plus the minute of grace, c
+/// shows red (exit 4) while a and b stay met.
+#[test]
+fn three_services_report_separately_and_a_stopped_one_shows_red() {
+    if skip() {
+        return;
+    }
+    let f = Fleet::new("fleet-services");
+    f.host("a", &[("app", "app-a")]);
+    f.host("b", &[("app", "app-b")]);
+    f.host("c", &[("logs", "logs-c")]);
+    for h in ["a", "b", "c"] {
+        let p = f.path(&format!("{h}.toml"));
+        let t = fs::read_to_string(&p)
+            .unwrap()
+            .replace("heartbeat = \"5m\"", "heartbeat = \"2s\"\nrefresh = \"1s\"")
+            .replace(
+                "keep = { last = 5 }",
+                "keep = { last = 5 }\ndrill-every = \"1h\"",
+            );
+        fs::write(p, t).unwrap();
+    }
+    let serve = |h: &str| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_holdfast"));
+        c.envs(&f.c.env)
+            .env_remove("HOLDFAST_REPOSITORY")
+            .env("TEST_REPO_PW", "s3 test")
+            .env("HOLDFAST_INSECURE_TEST_KDF", "1")
+            .env("HOLDFAST_HOSTNAME", h)
+            .env("HOLDFAST_STATE_DIR", f.path(&format!("state-{h}")))
+            .env("HOLDFAST_CONFIG", f.path(&format!("{h}.toml")))
+            .env("TMPDIR", f.path("tmp"))
+            .current_dir(f.dir.path());
+        support::service::Served::start(c, &f.path(&format!("serve-{h}.log")))
+    };
+    let (sa, sb, mut sc) = (serve("a"), serve("b"), serve("c"));
+    // Real time: the viewer without a fixed clock.
+    let view = || {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_holdfast"))
+            .envs(&f.c.env)
+            .env("HOLDFAST_INSECURE_TEST_KDF", "1")
+            .env("HOLDFAST_PASSWORD", "s3 test")
+            .env("HOLDFAST_HOSTNAME", "viewer")
+            .env("HOLDFAST_STATE_DIR", f.path("state-viewer"))
+            .env("HOLDFAST_CONFIG", f.path("none.toml"))
+            .args(["--json", "status", "--all-hosts", "--repo", &f.repo])
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+        (o.status.code(), v)
+    };
+    let wait = |what: &str, limit: u64, ok: &dyn Fn(Option<i32>, &Value) -> bool| -> Value {
+        let t = std::time::Instant::now();
+        loop {
+            let (code, v) = view();
+            if ok(code, &v) {
+                return v;
+            }
+            assert!(
+                t.elapsed().as_secs() < limit,
+                "waited {limit}s for {what}: exit {code:?}\n{v:#}\n{}",
+                fs::read_to_string(f.path("serve-c.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    };
+    let v = wait("every host met", 90, &|code, v| {
+        code == Some(0) && v["hosts"].as_array().is_some_and(|h| h.len() == 3)
+    });
+    assert_eq!(names(host(&v, "a")), ["app"]);
+    assert_eq!(names(host(&v, "b")), ["app"]);
+    assert_eq!(names(host(&v, "c")), ["logs"]);
+    for h in ["a", "b", "c"] {
+        let s = &host(&v, h)["sources"][0];
+        assert_eq!(s["rpo"], "met", "{s}");
+        assert_eq!(s["rto"], "met", "{s}");
+    }
+    // Each service's own page agrees about its own host only.
+    let snap = sa.json("/api/snapshot");
+    assert_eq!(snap["host"], "a");
+    assert_eq!(snap["sources"].as_array().unwrap().len(), 1);
+    assert!(sc.stop(std::time::Duration::from_secs(30)).success());
+    let v = wait("c to show red", 120, &|code, v| {
+        code == Some(4)
+            && v["hosts"]
+                .as_array()
+                .is_some_and(|hs| hs.iter().any(|h| h["host"] == "c" && h["failing"] == true))
+    });
+    assert_eq!(host(&v, "c")["state"], "stopped", "{v}");
+    for h in ["a", "b"] {
+        assert_eq!(host(&v, h)["failing"], false, "{v}");
+    }
+    drop((sa, sb));
+}
