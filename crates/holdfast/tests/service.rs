@@ -384,3 +384,62 @@ fn limits_start_and_complete_windows() {
     // max-jobs = 1: the service never ran two at once (it said so in every snapshot).
     assert!(snap["running"].as_array().unwrap().len() <= 1);
 }
+
+/// With a maintenance window, backups never run retention; `protect --retain` (what the
+/// service schedules in the window) and the first `protect` inside the window do, once per
+/// window.
+#[test]
+fn retention_waits_for_the_maintenance_window() {
+    let w = Svc::new("1h", "maintenance-window = \"02:00-03:00\"\n");
+    let body = fs::read_to_string(w.dir.path().join("holdfast.toml")).unwrap();
+    fs::write(
+        w.dir.path().join("holdfast.toml"),
+        body.replace("keep = { last = 3 }", "keep = { last = 1 }"),
+    )
+    .unwrap();
+    let protect_at = |t: &str, args: &[&str]| {
+        let o = w
+            .cmd()
+            .env("HOLDFAST_NOW", t)
+            .args(["--json", "protect"])
+            .args(args)
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&o.stderr)));
+        v
+    };
+    let points = || {
+        w.holdfast_json(&["snapshots"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["source"] == "files")
+            .count()
+    };
+    // Outside the window: three backups, nothing forgotten.
+    for h in ["10", "12", "14"] {
+        let v = protect_at(&format!("2026-12-01T{h}:00:00Z"), &[]);
+        assert!(
+            !v.to_string().contains("\"retention\""),
+            "retention ran outside the window: {v}"
+        );
+    }
+    assert_eq!(points(), 3);
+    // Inside the window (the next day, 02:10): the first protect applies the keep policy.
+    let v = protect_at("2026-12-02T02:10:00Z", &[]);
+    assert!(
+        v.to_string().contains("retention ran (maintenance window)"),
+        "{v}"
+    );
+    assert_eq!(points(), 1);
+    // Once per window: a second backup in the same window keeps both points.
+    fs::write(w.dir.path().join("data/b.txt"), "more").unwrap();
+    protect_at("2026-12-02T03:10:00Z", &[]);
+    let v = protect_at("2026-12-02T02:50:00Z", &[]);
+    assert!(!v.to_string().contains("maintenance window"), "{v}");
+    // protect --retain applies it at once, whenever asked.
+    let v = protect_at("2026-12-02T05:00:00Z", &["--retain"]);
+    assert!(v.to_string().contains("retention ran"), "{v}");
+    assert_eq!(points(), 1);
+}

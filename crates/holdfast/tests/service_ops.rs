@@ -163,3 +163,106 @@ fn it_speaks_systemd_notify_and_pings_the_watchdog() {
     }
     assert!(tail.iter().any(|m| m.contains("STOPPING=1")), "{tail:?}");
 }
+
+/// With tls-cert and tls-key the service speaks HTTPS only (a client that trusts the
+/// certificate gets the page; plain HTTP gets nothing); a token-file makes every request need
+/// `Authorization: Bearer`.
+#[test]
+fn tls_and_a_bearer_token() {
+    let d = tempfile::tempdir().unwrap();
+    fs::create_dir(d.path().join("data")).unwrap();
+    let o = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+        ])
+        .current_dir(d.path())
+        .output()
+        .expect("openssl (scripts/test.sh installs it)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let token = "0123456789abcdef0123456789abcdef";
+    fs::write(d.path().join("token"), format!("{token}\n")).unwrap();
+    let port = support::service::free_port();
+    let body = format!(
+        "[class.critical]\nrpo = \"1h\"\nrto = \"10m\"\n\n[[source]]\nname = \"files\"\nkind = \"path\"\npaths = [\"data\"]\nclass = \"critical\"\nstrategy = \"backup\"\n\n[service]\nrefresh = \"1s\"\ntls-cert = \"cert.pem\"\ntls-key = \"key.pem\"\ntoken-file = \"token\"\nlisten = \"127.0.0.1:{port}\"\n"
+    );
+    fs::write(
+        d.path().join("holdfast.toml"),
+        format!("[repository.main]\nurl = \"repo\"\npassword-env = \"TEST_PW\"\n\n{body}"),
+    )
+    .unwrap();
+    let log = fs::File::create(d.path().join("serve.log")).unwrap();
+    let mut child = cmd(d.path()).arg("serve").stderr(log).spawn().unwrap();
+    let curl = |args: &[&str]| {
+        Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "5",
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let url = format!("https://127.0.0.1:{port}/healthz");
+    let auth = format!("Authorization: Bearer {token}");
+    let cert = d.path().join("cert.pem");
+    let t = Instant::now();
+    loop {
+        let o = curl(&["--cacert", cert.to_str().unwrap(), "-H", &auth, &url]);
+        if String::from_utf8_lossy(&o.stdout) == "200" {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no HTTPS answer: {}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            fs::read_to_string(d.path().join("serve.log")).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Without the token: 401; with a wrong one: 401.
+    let o = curl(&["--cacert", cert.to_str().unwrap(), &url]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "401");
+    let o = curl(&[
+        "--cacert",
+        cert.to_str().unwrap(),
+        "-H",
+        "Authorization: Bearer 0123456789abcdef0123456789abcdee",
+        &url,
+    ]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "401");
+    // A client that does not trust the certificate, and plain HTTP, get nothing.
+    let o = curl(&["-H", &auth, &url]);
+    assert_ne!(String::from_utf8_lossy(&o.stdout), "200");
+    let o = curl(&["-H", &auth, &format!("http://127.0.0.1:{port}/healthz")]);
+    assert_ne!(String::from_utf8_lossy(&o.stdout), "200");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    // A short token is refused at start, naming the file and the fix.
+    fs::write(d.path().join("token"), "short\n").unwrap();
+    let o = cmd(d.path()).arg("serve").output().unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("token") && err.contains("16 characters"),
+        "{err}"
+    );
+}
