@@ -48,11 +48,14 @@ pub struct Observation {
     pub wanted: Vec<Wanted>,
     /// Continuous sources this service replicates (their kind ships its own log).
     pub replicated: Vec<String>,
+    /// The fleet view, when it was asked for.
+    pub fleet: Option<holdfast_policy::fleet::FleetReport>,
 }
 
 /// Observe the workload now; with `beat`, also write this host's report (heartbeat) into
-/// its repositories (the fleet view's evidence that the host is alive).
-pub fn observe(rt: &Runtime, w: &Arc<Workload>, beat: bool) -> Observation {
+/// its repositories (the fleet view's evidence that the host is alive); with `fleet`, read
+/// every host's reports too.
+pub fn observe(rt: &Runtime, w: &Arc<Workload>, beat: bool, fleet: bool) -> Observation {
     let progress = holdfast_core::progress::NoProgress;
     rt.with_env(w, false, &progress, |env| {
         let o = observe::observe(env);
@@ -150,6 +153,7 @@ pub fn observe(rt: &Runtime, w: &Arc<Workload>, beat: bool) -> Observation {
             repositories,
             wanted,
             replicated,
+            fleet: fleet.then(|| holdfast_policy::fleet::observe(env)),
         }
     })
 }

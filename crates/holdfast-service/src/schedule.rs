@@ -148,11 +148,21 @@ mod tests {
             .collect()
     }
 
+    /// (case, now, due, running, max, want start, want expire)
+    type Case = (
+        &'static str,
+        i64,
+        Vec<Due>,
+        Vec<&'static str>,
+        usize,
+        Vec<&'static str>,
+        Vec<&'static str>,
+    );
+
     #[test]
     fn table() {
         use Kind::*;
-        // (case, now, due, running, max, want start, want expire)
-        let cases: Vec<(&str, i64, Vec<Due>, Vec<&str>, usize, Vec<&str>, Vec<&str>)> = vec![
+        let cases: Vec<Case> = vec![
             ("nothing due", 100, vec![], vec![], 2, vec![], vec![]),
             (
                 "due now starts",

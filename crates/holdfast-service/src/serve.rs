@@ -6,7 +6,7 @@
 //! workload (an invalid file keeps the old one and raises an alert); SIGTERM lets running
 //! jobs finish within `[service] stop-timeout`, then stops them and records them as failed.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -87,13 +87,15 @@ struct Service {
     seen: Option<Observation>,
     /// Jobs that ended after the newest observation was made: not started again before the
     /// next one shows what they did.
-    ended: HashSet<(String, Kind)>,
+    ended: BTreeMap<(String, Kind), DateTime<Utc>>,
     /// Jobs not to start before an instant: after a failure (backoff) or an expiry (their
     /// next regular slot); with the number of failures in a row.
     hold: BTreeMap<(String, Kind), (DateTime<Utc>, u32)>,
     /// This service's own outcomes per source (the repository may be unreachable).
     local_failures: BTreeMap<String, (DateTime<Utc>, String)>,
     supervisor: Supervisor,
+    /// The newest fleet view.
+    fleet: Option<holdfast_policy::fleet::FleetReport>,
     notifier: crate::notify::Notifier,
     ask: mpsc::Sender<Arc<Workload>>,
     answers: mpsc::Receiver<Observation>,
@@ -147,6 +149,7 @@ pub fn serve(opts: ServeOptions, signals: Signals) -> Result<(), ServeError> {
             running: vec![],
             tasks: vec![],
             repositories: vec![],
+            fleet: None,
         })),
         token: RwLock::new(token),
         alive: RwLock::new(Instant::now()),
@@ -170,6 +173,7 @@ pub fn serve(opts: ServeOptions, signals: Signals) -> Result<(), ServeError> {
         .name("holdfast-observer".into())
         .spawn(move || {
             let mut last_beat: Option<Instant> = None;
+            let mut last_fleet: Option<Instant> = None;
             while let Ok(mut w) = asked.recv() {
                 // Coalesce: only the newest request counts.
                 while let Ok(newer) = asked.try_recv() {
@@ -184,7 +188,11 @@ pub fn serve(opts: ServeOptions, signals: Signals) -> Result<(), ServeError> {
                 if beat {
                     last_beat = Some(Instant::now());
                 }
-                if tell.send(observer::observe(&rt, &w, beat)).is_err() {
+                let fleet = last_fleet.is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
+                if fleet {
+                    last_fleet = Some(Instant::now());
+                }
+                if tell.send(observer::observe(&rt, &w, beat, fleet)).is_err() {
                     break;
                 }
             }
@@ -208,10 +216,11 @@ pub fn serve(opts: ServeOptions, signals: Signals) -> Result<(), ServeError> {
         host,
         jobs: Vec::new(),
         seen: None,
-        ended: HashSet::new(),
+        ended: BTreeMap::new(),
         hold: BTreeMap::new(),
         local_failures: BTreeMap::new(),
         supervisor: Supervisor::default(),
+        fleet: None,
         notifier,
         ask,
         answers,
@@ -391,8 +400,12 @@ impl Service {
         }
         // 2. The newest observation.
         let mut fresh = false;
-        while let Ok(o) = self.answers.try_recv() {
-            self.ended.clear();
+        while let Ok(mut o) = self.answers.try_recv() {
+            if let Some(f) = o.fleet.take() {
+                self.fleet = Some(f);
+            }
+            // Only an observation made after a job ended shows what it did.
+            self.ended.retain(|_, end| *end >= o.at);
             self.seen = Some(o);
             fresh = true;
         }
@@ -432,7 +445,7 @@ impl Service {
         let due: Vec<_> = o
             .wanted
             .iter()
-            .filter(|w| !self.ended.contains(&(w.due.source.clone(), w.due.kind)))
+            .filter(|w| !self.ended.contains_key(&(w.due.source.clone(), w.due.kind)))
             .filter(|w| {
                 self.hold
                     .get(&(w.due.source.clone(), w.due.kind))
@@ -528,13 +541,13 @@ impl Service {
                 if source != "*" {
                     self.record(self.failed(source, kind, now(), 0.0, why));
                 }
-                self.ended.insert((source.into(), kind));
+                self.ended.insert((source.into(), kind), now());
             }
         }
     }
 
     fn finish(&mut self, out: Outcome) {
-        self.ended.insert((out.source.clone(), out.kind));
+        self.ended.insert((out.source.clone(), out.kind), now());
         let key = (out.source.clone(), out.kind);
         if out.worked() {
             self.hold.remove(&key);
@@ -586,6 +599,7 @@ impl Service {
                 .collect(),
             tasks: self.supervisor.states(),
             repositories: vec![],
+            fleet: self.fleet.clone(),
         };
         if let Some(o) = &self.seen {
             snap.at = o.at;

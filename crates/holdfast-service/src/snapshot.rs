@@ -44,6 +44,9 @@ pub struct Snapshot {
     pub tasks: Vec<TaskState>,
     /// Per repository of the workload.
     pub repositories: Vec<RepoState>,
+    /// Every host's sources in the workload's repositories (the fleet view), recomputed at
+    /// most once a minute.
+    pub fleet: Option<holdfast_policy::fleet::FleetReport>,
 }
 
 /// The workload file as loaded.
