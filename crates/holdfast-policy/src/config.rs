@@ -101,6 +101,10 @@ pub struct ClassConfig {
     /// Which recovery point a scheduled drill restores: `latest` (default) or `random`.
     #[serde(default)]
     pub drill_point: Option<DrillPoint>,
+    /// A random drill picks among the recovery points of this recent past only (AWS restore
+    /// testing's selection window); default: all.
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub drill_within: Option<Duration>,
     /// Under `holdfast serve`: a backup that cannot start within this long after it fell due
     /// is recorded as expired (default: it starts whenever a slot is free).
     #[serde(default, deserialize_with = "duration::de_opt")]

@@ -160,7 +160,12 @@ fn restore_drill(
     if let Some(c) = s.driver().continuous() {
         return continuous_drill(env, repo, s, c, dir, timeout);
     }
-    let pick = pick_point(repo, s, random)?;
+    let within = env
+        .workload
+        .class_of(s)
+        .and_then(|(_, c)| c.drill_within)
+        .map(|w| env.now - w);
+    let pick = pick_point(repo, s, random, within)?;
     let o = s.driver().drill(&DrillJob {
         repo,
         snap: &pick,
@@ -241,11 +246,14 @@ fn continuous_drill(
     record_of(o, base, t, Some(head))
 }
 
-/// Step: the recovery point a drill restores.
+/// Step: the recovery point a drill restores: the newest, or a random one (with the class's
+/// `drill-within`, among those taken since `since`, like AWS restore testing's selection
+/// window; the newest when none is that recent).
 fn pick_point(
     repo: &Repository,
     s: &SourceConfig,
     random: bool,
+    since: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<SnapshotEntry, JobError> {
     let (all, _) = snapshot::load_all(repo)?;
     let mine: Vec<SnapshotEntry> = all
@@ -255,8 +263,12 @@ fn pick_point(
                 && x.snapshot.complete
         })
         .collect();
+    let first = since
+        .map(|t| mine.iter().take_while(|x| x.snapshot.time < t).count())
+        .unwrap_or(0)
+        .min(mine.len().saturating_sub(1));
     let i = if random && !mine.is_empty() {
-        rand_index(mine.len())
+        first + rand_index(mine.len() - first)
     } else {
         mine.len().checked_sub(1).ok_or_else(|| {
             JobError::Invalid(format!(

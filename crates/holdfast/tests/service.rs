@@ -443,3 +443,66 @@ fn retention_waits_for_the_maintenance_window() {
     assert!(v.to_string().contains("retention ran"), "{v}");
     assert_eq!(points(), 1);
 }
+
+/// A random drill with the class's `drill-within` picks only among the recovery points of that
+/// recent past (AWS restore testing's selection window); without it, among all.
+#[test]
+fn random_drills_pick_inside_the_selection_window() {
+    let w = Svc::new("1h", "");
+    let body = fs::read_to_string(w.dir.path().join("holdfast.toml")).unwrap();
+    let set = |within: &str| {
+        fs::write(
+            w.dir.path().join("holdfast.toml"),
+            body.replace(
+                "drill-every = \"1h\"",
+                &format!("drill-every = \"1h\"\n{within}"),
+            ),
+        )
+        .unwrap()
+    };
+    set("drill-within = \"2d\"");
+    let mut ids = Vec::new();
+    for (i, day) in ["01", "05", "09", "10"].iter().enumerate() {
+        fs::write(w.dir.path().join("data/a.txt"), format!("v{i}")).unwrap();
+        let o = w
+            .cmd()
+            .env("HOLDFAST_NOW", format!("2026-11-{day}T10:00:00Z"))
+            .args(["--json", "protect"])
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        let made = v["protect"][0]["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find_map(|j| j["snapshot"].as_str())
+            .unwrap_or_else(|| panic!("no backup: {v}"));
+        ids.push(made.to_string());
+    }
+    let picked = |n: usize| -> std::collections::BTreeSet<String> {
+        (0..n)
+            .map(|_| {
+                let o = w
+                    .cmd()
+                    .env("HOLDFAST_NOW", "2026-11-10T12:00:00Z")
+                    .args(["--json", "drill", "files", "--random"])
+                    .output()
+                    .unwrap();
+                let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+                v[0]["snapshot"].as_str().unwrap().to_string()
+            })
+            .collect()
+    };
+    // Within 2 days of Nov 10 12:00: the points of Nov 9 and Nov 10 only.
+    let got = picked(12);
+    assert!(
+        got.iter().all(|p| ids[2..].contains(p)),
+        "{got:?} not within {:?}",
+        &ids[2..]
+    );
+    // Without the window, older points are drilled too (12 draws of 4: all from the last two
+    // has chance (1/2)^12).
+    set("");
+    let got = picked(12);
+    assert!(got.iter().any(|p| ids[..2].contains(p)), "{got:?}");
+}
