@@ -4,24 +4,8 @@
 use chrono::Duration;
 
 use super::{FleetReport, HostState};
-use crate::compliance::Verdict;
 use crate::duration::show;
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-fn badge(v: Verdict) -> &'static str {
-    match v {
-        Verdict::Met => "<span class=ok>met</span>",
-        Verdict::Breached => "<span class=bad>breached</span>",
-        Verdict::NotMeasured => "<span class=bad>not measured</span>",
-        Verdict::NotApplicable => "<span class=na>n/a</span>",
-    }
-}
+use crate::report::{badge, esc};
 
 /// The fleet as an HTML section (a `<section id=fleet>`), for a page of its own or the
 /// service's page.

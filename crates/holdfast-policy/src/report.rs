@@ -99,14 +99,16 @@ impl StatusReport {
     }
 }
 
-fn esc(s: &str) -> String {
+/// Escape text for HTML.
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
 }
 
-fn badge(v: Verdict) -> &'static str {
+/// A verdict as a coloured HTML badge.
+pub(crate) fn badge(v: Verdict) -> &'static str {
     match v {
         Verdict::Met => "<span class=ok>met</span>",
         Verdict::Breached => "<span class=bad>breached</span>",
