@@ -280,8 +280,9 @@ fn protect_one(
     let ok = r.state != JobState::Failed;
     jobs.push(r);
     if ok {
-        // With a maintenance window, retention waits for it (`protect --retain`).
-        if !crate::maintenance::deferred(env.workload) {
+        // With a maintenance window, retention waits for it (`protect --retain`, see
+        // `maintenance`).
+        if !matches!(env.workload.service.maintenance(), Ok(Some(_))) {
             if let Some(r) = run_retention(env, &repo, s, class) {
                 jobs.push(save(&repo, r)?);
             }

@@ -8,13 +8,7 @@ use std::fs;
 
 use chrono::{DateTime, Duration, Timelike, Utc};
 
-use crate::config::Workload;
 use crate::jobs::{self, Action, Env, JobError, ProtectLine};
-
-/// Whether retention waits for the maintenance window.
-pub fn deferred(w: &Workload) -> bool {
-    matches!(w.service.maintenance(), Ok(Some(_)))
-}
 
 /// The start of the window occurrence `now` is in, if it is in one.
 pub fn occurrence(now: DateTime<Utc>, (start, end): (u32, u32)) -> Option<DateTime<Utc>> {
