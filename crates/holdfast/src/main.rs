@@ -32,6 +32,12 @@ pub mod exit {
 
 fn code_for(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
+        if let Some(
+            holdfast_service::ServeError::Config(_) | holdfast_service::ServeError::Listen(_),
+        ) = cause.downcast_ref::<holdfast_service::ServeError>()
+        {
+            return exit::USAGE;
+        }
         if cause
             .downcast_ref::<holdfast_policy::config::ConfigError>()
             .is_some()

@@ -266,3 +266,58 @@ fn tls_and_a_bearer_token() {
         "{err}"
     );
 }
+
+/// It refuses to start, naming the cause and the fix: an invalid workload file (exit 2, at its
+/// line), a public address without a token (exit 2), a port in use (exit 1, naming it). Its
+/// log is one JSON object per line with `--log-format json`.
+#[test]
+fn startup_errors_name_the_cause_and_logs_can_be_json() {
+    let d = tempfile::tempdir().unwrap();
+    fs::create_dir(d.path().join("data")).unwrap();
+    let src = "[class.critical]\nrpo = \"1h\"\nrto = \"10m\"\n\n[[source]]\nname = \"files\"\nkind = \"path\"\npaths = [\"data\"]\nclass = \"critical\"\nstrategy = \"backup\"\n";
+    workload(d.path(), &format!("{src}rpo = 5\n"));
+    let o = cmd(d.path()).arg("serve").output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("holdfast.toml:"));
+    workload(d.path(), src);
+    let o = cmd(d.path())
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("token-file"));
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let o = cmd(d.path())
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains(&port.to_string()));
+    // JSON logs.
+    let mut c = cmd(d.path());
+    c.env("HOLDFAST_LOG_FORMAT", "json");
+    let mut s = Served::start(c, &d.path().join("serve.log"));
+    s.wait_for("a backup", Duration::from_secs(30), |v| {
+        v["sources"][0]["last_success"].is_string()
+    });
+    assert!(s.stop(Duration::from_secs(30)).success());
+    let log = s.log();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 3, "{log}");
+    for l in &lines {
+        let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v["timestamp"].is_string() && v["level"].is_string(), "{l}");
+    }
+    assert!(log.contains("job started"), "{log}");
+}
