@@ -77,6 +77,16 @@ impl Outcome {
     pub fn worked(&self) -> bool {
         self.stopped_because.is_none() && matches!(self.code(), Some(0) | Some(4))
     }
+    /// Whether the child reported its jobs (protect's `protect` lines, drill records), and so
+    /// recorded them itself; never for a job the service stopped.
+    pub fn reported(&self) -> bool {
+        self.stopped_because.is_none()
+            && self
+                .report
+                .as_ref()
+                .is_some_and(|r| r.get("protect").is_some() || r.is_array())
+    }
+
     /// The error the child reported (`{"error": ...}`), or how it ended.
     pub fn error(&self) -> String {
         if let Some(why) = &self.stopped_because {
@@ -89,6 +99,25 @@ impl Outcome {
             .and_then(|e| e.as_str())
         {
             return e.to_string();
+        }
+        // protect's report: the first failed job's message.
+        let failed = self
+            .report
+            .as_ref()
+            .and_then(|r| r.get("protect"))
+            .and_then(|p| p.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l.get("jobs").and_then(|j| j.as_array()))
+            .flatten()
+            .find(|j| j.get("state").and_then(|s| s.as_str()) == Some("failed"))
+            .and_then(|j| {
+                j.get("messages")
+                    .and_then(|m| m.get(0))
+                    .and_then(|m| m.as_str())
+            });
+        if let Some(m) = failed {
+            return m.to_string();
         }
         match self.status.code() {
             Some(c) => format!("exited with code {c}"),

@@ -569,7 +569,10 @@ impl Service {
                 self.local_failures
                     .insert(out.source.clone(), (out.started, why.clone()));
             }
-            if out.source != "*" {
+            // A job that reported (protect's lines, drill records) wrote its own records;
+            // the service records only what no record says: an error before any job, a job
+            // it stopped, a child that died.
+            if out.source != "*" && !out.reported() {
                 self.record(self.failed(&out.source, out.kind, out.started, out.seconds, why));
             }
         }

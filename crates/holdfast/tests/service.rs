@@ -506,3 +506,26 @@ fn random_drills_pick_inside_the_selection_window() {
     let got = picked(12);
     assert!(got.iter().any(|p| ids[..2].contains(p)), "{got:?}");
 }
+
+/// A backup that fails is recorded once (by the job itself), shown as failing with its cause,
+/// and retried with backoff, not in a loop.
+#[test]
+fn a_failing_backup_is_recorded_once_and_retried_with_backoff() {
+    let w = Svc::new("1h", "");
+    fs::remove_dir_all(w.dir.path().join("data")).unwrap();
+    let s = w.serve();
+    let snap = s.wait_for("the failure", Duration::from_secs(30), |v| {
+        v["sources"][0]["failing"] == true && !jobs_of(v, "files").is_empty()
+    });
+    let src = source(&snap, "files");
+    assert_eq!(src["rpo_met"], false, "{snap}");
+    assert!(src["last_failure_message"].is_string(), "{src}");
+    // Several refreshes later: still the one failed attempt (the backoff is 30 s).
+    std::thread::sleep(Duration::from_secs(4));
+    let snap = s.json("/api/snapshot");
+    let failed: Vec<_> = jobs_of(&snap, "files")
+        .into_iter()
+        .filter(|j| j["state"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+}
