@@ -38,6 +38,13 @@ fn code_for(e: &anyhow::Error) -> u8 {
         {
             return exit::USAGE;
         }
+        // `serve --listen` with an address the workload would refuse (e.g. not loopback and
+        // no token-file): the same usage error as the workload file saying it.
+        if let Some(holdfast_service::ServeError::Listen(_)) =
+            cause.downcast_ref::<holdfast_service::ServeError>()
+        {
+            return exit::USAGE;
+        }
         if let Some(holdfast_policy::jobs::JobError::UnknownSource { .. }) =
             cause.downcast_ref::<holdfast_policy::jobs::JobError>()
         {
