@@ -144,7 +144,10 @@ fn a_met_source_exports_its_values() {
     assert_eq!(db("holdfast_source_rto_met"), Some(1.0));
     assert_eq!(db("holdfast_source_rpo_seconds"), Some(3600.0));
     assert_eq!(db("holdfast_source_rto_seconds"), Some(600.0));
-    assert_eq!(db("holdfast_source_recovery_point_age_seconds"), Some(120.0));
+    assert_eq!(
+        db("holdfast_source_recovery_point_age_seconds"),
+        Some(120.0)
+    );
     assert_eq!(
         db("holdfast_source_recovery_point_timestamp_seconds"),
         Some((at().timestamp() - 120) as f64)
@@ -217,13 +220,21 @@ fn breaches_drills_and_replication_show() {
     assert_eq!(wal("holdfast_source_drill_passed"), Some(0.0));
     assert_eq!(wal("holdfast_source_replication_lag_seconds"), Some(7.0));
     let task = |n: &str, extra: &str| get(&m, &format!("{n}{{source=\"wal\",host=\"h1\"{extra}}}"));
-    let st = |s: &str| task("holdfast_replication_task_state", &format!(",state=\"{s}\""));
+    let st = |s: &str| {
+        task(
+            "holdfast_replication_task_state",
+            &format!(",state=\"{s}\""),
+        )
+    };
     assert_eq!(st("stalled"), Some(1.0));
     assert_eq!(st("running"), Some(0.0));
     assert_eq!(st("restarting"), Some(0.0));
     assert_eq!(task("holdfast_replication_task_restarts", ""), Some(3.0));
     assert_eq!(
-        task("holdfast_replication_task_state_since_timestamp_seconds", ""),
+        task(
+            "holdfast_replication_task_state_since_timestamp_seconds",
+            ""
+        ),
         Some((at().timestamp() - 90) as f64)
     );
 }
@@ -234,15 +245,24 @@ fn repositories_and_the_service_itself() {
     let m = samples(&render(&s));
     let repo = |r: &str, n: &str| get(&m, &format!("{n}{{repository=\"{r}\",host=\"h1\"}}"));
     assert_eq!(repo("main", "holdfast_repository_readable"), Some(1.0));
-    assert_eq!(repo("main", "holdfast_repository_size_bytes"), Some(123_456_789.0));
+    assert_eq!(
+        repo("main", "holdfast_repository_size_bytes"),
+        Some(123_456_789.0)
+    );
     assert_eq!(repo("main", "holdfast_repository_packs"), Some(42.0));
-    assert_eq!(repo("main", "holdfast_repository_writer_sessions"), Some(1.0));
+    assert_eq!(
+        repo("main", "holdfast_repository_writer_sessions"),
+        Some(1.0)
+    );
     assert_eq!(repo("main", "holdfast_repository_gc_plans"), Some(0.0));
     assert_eq!(
         repo("main", "holdfast_repository_retention_lock_seconds"),
         Some(86400.0)
     );
-    assert_eq!(repo("main", "holdfast_repository_object_lock_seconds"), None);
+    assert_eq!(
+        repo("main", "holdfast_repository_object_lock_seconds"),
+        None
+    );
     assert_eq!(repo("offsite", "holdfast_repository_readable"), Some(0.0));
     assert_eq!(repo("offsite", "holdfast_repository_size_bytes"), None);
 
@@ -264,7 +284,12 @@ fn repositories_and_the_service_itself() {
         svc("holdfast_config_loaded_timestamp_seconds"),
         Some((at().timestamp() - 300) as f64)
     );
-    let jobs = |k: &str| get(&m, &format!("holdfast_running_jobs{{host=\"h1\",kind=\"{k}\"}}"));
+    let jobs = |k: &str| {
+        get(
+            &m,
+            &format!("holdfast_running_jobs{{host=\"h1\",kind=\"{k}\"}}"),
+        )
+    };
     assert_eq!(jobs("backup"), Some(2.0));
     assert_eq!(jobs("drill"), Some(1.0));
     assert_eq!(jobs("maintenance"), Some(0.0));
@@ -306,8 +331,19 @@ fn every_metric_is_described() {
         assert!(names.iter().any(|n| n == name), "undescribed sample {k}");
     }
     // The timestamps and durations say so in their names.
-    for n in ["_timestamp", "_age", "_lag", "_duration", "_rpo", "_rto", "_lock"] {
-        for m in names.iter().filter(|m| m.ends_with(n) || m.contains(&format!("{n}_"))) {
+    for n in [
+        "_timestamp",
+        "_age",
+        "_lag",
+        "_duration",
+        "_rpo",
+        "_rto",
+        "_lock",
+    ] {
+        for m in names
+            .iter()
+            .filter(|m| m.ends_with(n) || m.contains(&format!("{n}_")))
+        {
             assert!(m.ends_with("_seconds") || m.ends_with("_met"), "{m}");
         }
     }

@@ -38,10 +38,12 @@ fn code_for(e: &anyhow::Error) -> u8 {
         {
             return exit::USAGE;
         }
-        // `serve --listen` with an address the workload would refuse (e.g. not loopback and
-        // no token-file): the same usage error as the workload file saying it.
-        if let Some(holdfast_service::ServeError::Listen(_)) =
-            cause.downcast_ref::<holdfast_service::ServeError>()
+        // `serve` with an invalid workload (its ConfigError is transparent, so it is not in
+        // the chain itself) or a `--listen` the workload would refuse (e.g. not loopback and
+        // no token-file): a usage error, like every other command's.
+        if let Some(
+            holdfast_service::ServeError::Config(_) | holdfast_service::ServeError::Listen(_),
+        ) = cause.downcast_ref::<holdfast_service::ServeError>()
         {
             return exit::USAGE;
         }

@@ -281,17 +281,24 @@ fn promtool_checks_and_unit_tests_the_shipped_rules() {
             "no test shows {a} quiet"
         );
     }
-    let docs = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/SERVICE.md"))
-        .unwrap();
+    let docs =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/SERVICE.md"))
+            .unwrap();
     let section = docs
         .split("## Metrics and alerts")
         .nth(1)
         .expect("docs/SERVICE.md has a section \"Metrics and alerts\"");
     for m in holdfast_service::metrics::names() {
-        assert!(section.contains(&format!("`{m}`")), "docs/SERVICE.md does not list {m}");
+        assert!(
+            section.contains(&format!("`{m}`")),
+            "docs/SERVICE.md does not list {m}"
+        );
     }
     for a in &alerts {
-        assert!(section.contains(&format!("`{a}`")), "docs/SERVICE.md does not list {a}");
+        assert!(
+            section.contains(&format!("`{a}`")),
+            "docs/SERVICE.md does not list {a}"
+        );
     }
 }
 
@@ -332,7 +339,9 @@ fn prometheus_scrapes_the_service_and_fires_the_shipped_alerts() {
     let at = chrono::DateTime::parse_from_rfc3339(snap["at"].as_str().unwrap()).unwrap();
     let success =
         chrono::DateTime::parse_from_rfc3339(src["last_success"].as_str().unwrap()).unwrap();
-    let age = p.value(&q("holdfast_source_recovery_point_age_seconds")).unwrap();
+    let age = p
+        .value(&q("holdfast_source_recovery_point_age_seconds"))
+        .unwrap();
     assert!((0.0..3600.0).contains(&age), "{age}");
     let ts = p
         .value(&q("holdfast_source_recovery_point_timestamp_seconds"))
@@ -351,10 +360,7 @@ fn prometheus_scrapes_the_service_and_fires_the_shipped_alerts() {
     let snap_ts = p
         .value("holdfast_snapshot_timestamp_seconds{job=\"holdfast\",host=\"svc-host\"}")
         .unwrap();
-    assert!(
-        snap_ts >= at.timestamp() as f64 - 1.0,
-        "{snap_ts} vs {at}"
-    );
+    assert!(snap_ts >= at.timestamp() as f64 - 1.0, "{snap_ts} vs {at}");
     assert_eq!(
         p.value("holdfast_repository_readable{job=\"holdfast\",repository=\"main\"}"),
         Some(1.0)
@@ -371,7 +377,9 @@ fn prometheus_scrapes_the_service_and_fires_the_shipped_alerts() {
     // Met: the rule has evaluated (the rule group ran with these samples) and stays quiet.
     std::thread::sleep(Duration::from_secs(3));
     assert!(
-        p.alerts().iter().all(|a| a["labels"]["alertname"] != "HoldfastRpoBreached"),
+        p.alerts()
+            .iter()
+            .all(|a| a["labels"]["alertname"] != "HoldfastRpoBreached"),
         "{:?}",
         p.alerts()
     );
@@ -380,12 +388,16 @@ fn prometheus_scrapes_the_service_and_fires_the_shipped_alerts() {
     fs::rename(w.path("data"), w.path("data.moved")).unwrap();
     w.write("3s", "");
     s.signal(libc::SIGHUP);
-    p.wait("holdfast_source_rpo_met == 0", Duration::from_secs(90), || {
-        (p.value(&q("holdfast_source_rpo_met")) == Some(0.0)).then_some(())
-    });
-    let a = p.wait("HoldfastRpoBreached firing", Duration::from_secs(30), || {
-        p.alert("HoldfastRpoBreached", "firing")
-    });
+    p.wait(
+        "holdfast_source_rpo_met == 0",
+        Duration::from_secs(90),
+        || (p.value(&q("holdfast_source_rpo_met")) == Some(0.0)).then_some(()),
+    );
+    let a = p.wait(
+        "HoldfastRpoBreached firing",
+        Duration::from_secs(30),
+        || p.alert("HoldfastRpoBreached", "firing"),
+    );
     assert_eq!(a["labels"]["source"], "files", "{a}");
     assert_eq!(a["labels"]["host"], "svc-host", "{a}");
     assert_eq!(a["labels"]["severity"], "critical", "{a}");
@@ -394,9 +406,11 @@ fn prometheus_scrapes_the_service_and_fires_the_shipped_alerts() {
         "{a}"
     );
     assert_eq!(p.value(&q("holdfast_source_rpo_seconds")), Some(3.0));
-    p.wait("HoldfastBackupFailing firing", Duration::from_secs(60), || {
-        p.alert("HoldfastBackupFailing", "firing")
-    });
+    p.wait(
+        "HoldfastBackupFailing firing",
+        Duration::from_secs(60),
+        || p.alert("HoldfastBackupFailing", "firing"),
+    );
 
     // An invalid workload on SIGHUP: the old one stays, the alert fires.
     fs::write(w.path("holdfast.toml"), "this is [not toml\n").unwrap();
@@ -417,9 +431,11 @@ fn prometheus_scrapes_the_service_and_fires_the_shipped_alerts() {
     p.wait("up == 0", Duration::from_secs(30), || {
         (p.value("up{job=\"holdfast\"}") == Some(0.0)).then_some(())
     });
-    p.wait("HoldfastServiceDown pending", Duration::from_secs(30), || {
-        p.alert("HoldfastServiceDown", "pending")
-    });
+    p.wait(
+        "HoldfastServiceDown pending",
+        Duration::from_secs(30),
+        || p.alert("HoldfastServiceDown", "pending"),
+    );
 }
 
 /// `holdfast serve` as a child, waited for up to `limit` (killed and failed if it is still
@@ -499,7 +515,9 @@ fn metrics_parse_and_a_token_guards_them() {
         r.headers
     );
     assert!(
-        r.body.contains("holdfast_source_rpo_met{source=\"files\",class=\"critical\",host=\"svc-host\"} 1"),
+        r.body.contains(
+            "holdfast_source_rpo_met{source=\"files\",class=\"critical\",host=\"svc-host\"} 1.0\n"
+        ),
         "{}",
         r.body
     );
@@ -517,7 +535,12 @@ fn metrics_parse_and_a_token_guards_them() {
         .write_all(r.body.as_bytes())
         .unwrap();
     let o = check.wait_with_output().unwrap();
-    assert!(o.status.success(), "promtool check metrics: {}\n{}", show(&o), r.body);
+    assert!(
+        o.status.success(),
+        "promtool check metrics: {}\n{}",
+        show(&o),
+        r.body
+    );
     assert!(
         o.stdout.is_empty() && o.stderr.is_empty(),
         "promtool check metrics found problems: {}",
