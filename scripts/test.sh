@@ -25,6 +25,8 @@ command -v ssh >/dev/null || need_apt+=(openssh-client)
 # Azurite (Microsoft's Azure Storage emulator) comes from the npm registry (scripts/azurite.sh).
 command -v npm >/dev/null || need_apt+=(npm)
 command -v openssl >/dev/null || need_apt+=(openssl)
+# A real Prometheus server and promtool for the metrics and alert-rule tests (tests/service_metrics.rs).
+{ command -v prometheus && command -v promtool; } >/dev/null || need_apt+=(prometheus)
 need_ceph=()
 for p in ceph-mon ceph-osd radosgw ceph-common; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_ceph+=("$p")

@@ -32,15 +32,18 @@ pub mod exit {
 
 fn code_for(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
-        if let Some(
-            holdfast_service::ServeError::Config(_) | holdfast_service::ServeError::Listen(_),
-        ) = cause.downcast_ref::<holdfast_service::ServeError>()
-        {
-            return exit::USAGE;
-        }
         if cause
             .downcast_ref::<holdfast_policy::config::ConfigError>()
             .is_some()
+        {
+            return exit::USAGE;
+        }
+        // `serve` with an invalid workload (its ConfigError is transparent, so it is not in
+        // the chain itself) or a `--listen` the workload would refuse (e.g. not loopback and
+        // no token-file): a usage error, like every other command's.
+        if let Some(
+            holdfast_service::ServeError::Config(_) | holdfast_service::ServeError::Listen(_),
+        ) = cause.downcast_ref::<holdfast_service::ServeError>()
         {
             return exit::USAGE;
         }
