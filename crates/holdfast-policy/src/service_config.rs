@@ -141,6 +141,13 @@ impl ServiceConfig {
                     w.url
                 ));
             }
+            if !WEBHOOK_FORMATS.contains(&w.format.as_str()) {
+                return Err(format!(
+                    "[[service.notify.webhook]] format {:?} is unknown: give one of {}",
+                    w.format,
+                    WEBHOOK_FORMATS.join(", ")
+                ));
+            }
         }
         Ok(())
     }
@@ -193,6 +200,9 @@ pub struct WebhookConfig {
     #[serde(default)]
     pub token_file: Option<PathBuf>,
 }
+
+/// The webhook formats `holdfast serve` can send.
+pub const WEBHOOK_FORMATS: &[&str] = &["json", "slack", "discord", "teams", "ntfy", "gotify"];
 
 fn default_format() -> String {
     "json".into()
