@@ -114,7 +114,10 @@ pub fn evaluate(s: &Snapshot) -> Vec<Alert> {
             out.push(of_source(AlertKind::RpoBreached, n, summary));
         }
         if x.rto_met == Some(false) {
-            let rto = x.rto_seconds.map(secs).unwrap_or_else(|| "?".into());
+            let rto = x
+                .rto_seconds
+                .map(secs)
+                .unwrap_or_else(|| "none defined for its class".into());
             let summary = match (x.drill_passed, x.last_drill_seconds) {
                 (Some(true), Some(t)) => format!(
                     "{n}: RTO breached: the newest drill took {} (RTO {rto})",

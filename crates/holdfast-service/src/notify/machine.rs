@@ -45,8 +45,27 @@ pub struct Firing {
     pub last_sent: DateTime<Utc>,
 }
 
-/// The alerts firing, by key.
-pub type State = BTreeMap<String, Firing>;
+/// What the notifier remembers between observations.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// The alerts firing, by key.
+    #[serde(default)]
+    pub firing: BTreeMap<String, Firing>,
+    /// Alerts seen but not yet held for their kind's [`hold`], by key: since when.
+    #[serde(default)]
+    pub pending: BTreeMap<String, DateTime<Utc>>,
+}
+
+/// How long a condition must hold before it fires. A repository that cannot be read fires
+/// after a minute: one failed listing of a store, or a repository the first backup is about
+/// to create, is not worth a message (and its resolution a second later). Everything else
+/// fires at once.
+pub fn hold(kind: AlertKind) -> Duration {
+    match kind {
+        AlertKind::RepositoryUnreadable => Duration::minutes(1),
+        _ => Duration::zero(),
+    }
+}
 
 /// One message, as every destination receives it (holdfast's own JSON document).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -94,10 +113,15 @@ pub fn step(
         if !now_firing.insert(a.key.clone()) {
             continue;
         }
-        match state.get_mut(&a.key) {
+        match state.firing.get_mut(&a.key) {
             None => {
+                let seen = *state.pending.entry(a.key.clone()).or_insert(now);
+                if now - seen < hold(a.kind) {
+                    continue;
+                }
+                state.pending.remove(&a.key);
                 out.push(msg(Event::Firing, a, now));
-                state.insert(
+                state.firing.insert(
                     a.key.clone(),
                     Firing {
                         alert: a.clone(),
@@ -117,13 +141,15 @@ pub fn step(
             }
         }
     }
+    state.pending.retain(|k, _| now_firing.contains(k));
     let gone: Vec<String> = state
+        .firing
         .keys()
         .filter(|k| !now_firing.contains(*k))
         .cloned()
         .collect();
     for k in gone {
-        if let Some(f) = state.remove(&k) {
+        if let Some(f) = state.firing.remove(&k) {
             out.push(msg(Event::Resolved, &f.alert, f.since));
         }
     }
@@ -221,7 +247,7 @@ mod tests {
             ),
         ];
         for (name, reminder, steps) in runs {
-            let mut st = State::new();
+            let mut st = State::default();
             for (at, keys, want) in steps {
                 let alerts: Vec<Alert> = keys.iter().map(|k| a(k)).collect();
                 let got: Vec<String> = step(
@@ -240,8 +266,50 @@ mod tests {
     }
 
     #[test]
+    fn an_unreadable_repository_fires_only_once_it_held() {
+        let r = |key: &str| Alert {
+            kind: AlertKind::RepositoryUnreadable,
+            ..a(key)
+        };
+        let mut st = State::default();
+        let keys = |m: Vec<Message>| -> Vec<String> {
+            m.iter()
+                .map(|m| format!("{} {}", m.event.as_str(), m.key))
+                .collect()
+        };
+        let none: Vec<String> = vec![];
+        // Unreadable for a moment, then readable: nothing at all.
+        assert_eq!(
+            keys(step(&mut st, &[r("repository:m")], t(0), None, "h")),
+            none
+        );
+        assert_eq!(
+            keys(step(&mut st, &[r("repository:m")], t(30), None, "h")),
+            none
+        );
+        assert_eq!(keys(step(&mut st, &[], t(31), None, "h")), none);
+        assert!(st.pending.is_empty());
+        // Unreadable again: the minute counts from now.
+        assert_eq!(
+            keys(step(&mut st, &[r("repository:m")], t(40), None, "h")),
+            none
+        );
+        assert_eq!(
+            keys(step(&mut st, &[r("repository:m")], t(99), None, "h")),
+            none
+        );
+        let m = step(&mut st, &[r("repository:m")], t(100), None, "h");
+        assert_eq!(keys(m.clone()), ["firing repository:m"]);
+        assert_eq!(m[0].since, t(100));
+        assert_eq!(
+            keys(step(&mut st, &[], t(101), None, "h")),
+            ["resolved repository:m"]
+        );
+    }
+
+    #[test]
     fn messages_carry_since_host_and_the_summary_it_had() {
-        let mut st = State::new();
+        let mut st = State::default();
         step(
             &mut st,
             &[a("rpo:s")],
@@ -262,6 +330,6 @@ mod tests {
             (r[0].host.as_str(), r[0].since, r[0].at),
             ("h1", t(0), t(20))
         );
-        assert!(st.is_empty());
+        assert!(st.firing.is_empty());
     }
 }

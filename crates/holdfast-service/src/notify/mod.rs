@@ -43,8 +43,9 @@ pub struct Pending {
 /// What `alerts.json` holds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Persisted {
-    /// The alerts firing, by key.
-    pub firing: machine::State,
+    /// The alerts firing (and those waiting out their hold).
+    #[serde(flatten)]
+    pub alerts: machine::State,
     /// Messages not yet delivered, in order.
     pub outbox: Vec<Pending>,
 }
@@ -153,7 +154,7 @@ impl Notifier {
     /// return at once (delivery happens in the background).
     pub fn observe(&mut self, alerts: &[Alert], now: DateTime<Utc>) {
         let mut st = self.shared.state.lock().expect("not poisoned");
-        let msgs = machine::step(&mut st.firing, alerts, now, self.reminder, &self.host);
+        let msgs = machine::step(&mut st.alerts, alerts, now, self.reminder, &self.host);
         if msgs.is_empty() {
             return;
         }
@@ -195,7 +196,7 @@ impl Notifier {
     /// The alerts firing, as the notifier knows them.
     pub fn firing(&self) -> Vec<String> {
         let st = self.shared.state.lock().expect("not poisoned");
-        st.firing.keys().cloned().collect()
+        st.alerts.firing.keys().cloned().collect()
     }
 
     /// How many messages wait for delivery.
