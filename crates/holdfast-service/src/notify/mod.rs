@@ -211,3 +211,98 @@ impl Drop for Notifier {
         self.shared.wake.notify_all();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alerts::AlertKind;
+    use std::time::Instant;
+
+    fn a(key: &str) -> Alert {
+        Alert {
+            key: key.into(),
+            kind: AlertKind::JobFailed,
+            source: Some("s".into()),
+            summary: format!("{key} fires"),
+        }
+    }
+
+    fn lines(p: &Path) -> Vec<String> {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                format!(
+                    "{} {}",
+                    v["event"].as_str().unwrap(),
+                    v["key"].as_str().unwrap()
+                )
+            })
+            .collect()
+    }
+
+    fn wait(what: &str, f: impl Fn() -> bool) {
+        let t = Instant::now();
+        while !f() {
+            assert!(t.elapsed() < std::time::Duration::from_secs(20), "{what}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// A destination that refuses keeps its messages, in order, across a restart of the
+    /// notifier, and gets them once it accepts; the restarted notifier sends nothing new for
+    /// alerts that still fire.
+    #[test]
+    fn undelivered_messages_survive_a_restart_and_arrive_in_order() {
+        let d = tempfile::tempdir().unwrap();
+        let ok = d.path().join("ok");
+        let out = d.path().join("out.jsonl");
+        let tries = d.path().join("tries");
+        let cfg = NotifyConfig {
+            command: Some(format!(
+                "echo x >> {}; test -e {} && cat >> {}",
+                tries.display(),
+                ok.display(),
+                out.display()
+            )),
+            ..Default::default()
+        };
+        let now = Utc::now();
+        let mut n = Notifier::new(&cfg, d.path(), "h");
+        n.observe(&[a("job:a"), a("job:b")], now);
+        n.observe(&[a("job:a"), a("job:b")], now);
+        wait("a failed attempt", || tries.exists());
+        assert_eq!(n.pending(), 2);
+        drop(n);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let saved = load(&state_path(d.path()));
+        assert_eq!(saved.outbox.len(), 2, "{saved:?}");
+        assert!(saved.outbox[0].attempts >= 1, "{saved:?}");
+        assert!(lines(&out).is_empty());
+        std::fs::write(&ok, "").unwrap();
+        let mut n = Notifier::new(&cfg, d.path(), "h");
+        n.observe(&[a("job:a"), a("job:b")], now + Duration::seconds(5));
+        wait("delivery after the restart", || lines(&out).len() == 2);
+        wait("an empty outbox", || n.pending() == 0);
+        assert_eq!(lines(&out), ["firing job:a", "firing job:b"]);
+        n.observe(&[a("job:b")], now + Duration::seconds(6));
+        wait("the resolution", || lines(&out).len() == 3);
+        assert_eq!(lines(&out)[2], "resolved job:a");
+        assert_eq!(n.firing(), ["job:b"]);
+        assert_eq!(load(&state_path(d.path())).alerts.firing.len(), 1);
+    }
+
+    #[test]
+    fn an_unreadable_state_file_starts_afresh() {
+        let d = tempfile::tempdir().unwrap();
+        let p = state_path(d.path());
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, "{not json").unwrap();
+        assert_eq!(load(&p), Persisted::default());
+        let mut n = Notifier::new(&NotifyConfig::default(), d.path(), "h");
+        n.observe(&[a("job:a")], Utc::now());
+        assert_eq!(load(&p).alerts.firing.len(), 1);
+        assert!(!p.with_extension("json.tmp").exists());
+    }
+}
