@@ -228,6 +228,26 @@ mod tests {
     }
 
     #[test]
+    fn webhook_formats_are_checked() {
+        let hook = |format: &str| ServiceConfig {
+            notify: NotifyConfig {
+                webhook: vec![WebhookConfig {
+                    url: "https://example.invalid/h".into(),
+                    format: format.into(),
+                    token_file: None,
+                }],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        for f in WEBHOOK_FORMATS {
+            assert!(hook(f).validate().is_ok(), "{f}");
+        }
+        let e = hook("xml").validate().unwrap_err();
+        assert!(e.contains("\"xml\" is unknown") && e.contains("ntfy"), "{e}");
+    }
+
+    #[test]
     fn a_public_listen_address_needs_a_token() {
         let mut c = ServiceConfig {
             listen: "0.0.0.0:9477".into(),
