@@ -244,7 +244,10 @@ mod tests {
             assert!(hook(f).validate().is_ok(), "{f}");
         }
         let e = hook("xml").validate().unwrap_err();
-        assert!(e.contains("\"xml\" is unknown") && e.contains("ntfy"), "{e}");
+        assert!(
+            e.contains("\"xml\" is unknown") && e.contains("ntfy"),
+            "{e}"
+        );
     }
 
     #[test]
