@@ -31,7 +31,9 @@ struct Receiver {
 
 impl Receiver {
     fn start() -> Receiver {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        Receiver::start_on(TcpListener::bind("127.0.0.1:0").unwrap())
+    }
+    fn start_on(l: TcpListener) -> Receiver {
         let r = Receiver {
             port: l.local_addr().unwrap().port(),
             status: Arc::new(AtomicU16::new(200)),
@@ -383,4 +385,43 @@ fn reminders_at_the_configured_interval() {
             "{gap} apart: {msgs:#?}"
         );
     }
+}
+
+/// A receiver that refuses connections (nothing listens on its port yet) gets the message
+/// once it listens: delivery is retried, and the service goes on meanwhile.
+#[test]
+fn a_receiver_that_refuses_connections_gets_the_message_when_it_is_back() {
+    let port = support::service::free_port();
+    let w = Work::new(
+        "",
+        &format!("[[service.notify.webhook]]\nurl = \"http://127.0.0.1:{port}/hook\"\nformat = \"json\"\n"),
+    );
+    let s = w.serve();
+    until("failed deliveries", Duration::from_secs(60), &s, || {
+        s.log().matches("notification not delivered").count() >= 2
+    });
+    assert!(
+        s.log().contains("Connection refused") || s.log().contains("connect"),
+        "{}",
+        s.log()
+    );
+    // The service is not held up: it still answers and refreshes.
+    let before = s.json("/api/snapshot")["at"].clone();
+    s.wait_for("a newer snapshot", Duration::from_secs(10), |v| {
+        v["at"] != before
+    });
+    let rx = Receiver::start_on(TcpListener::bind(("127.0.0.1", port)).unwrap());
+    until(
+        "the messages after the receiver listens",
+        Duration::from_secs(60),
+        &s,
+        || {
+            let e = rx.events();
+            e.contains(&ek("firing", "job:files")) && e.contains(&ek("firing", "rpo:files"))
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let e = count(&rx.events());
+    assert_eq!(e.get(&ek("firing", "job:files")), Some(&1), "{e:?}");
+    assert_eq!(e.get(&ek("firing", "rpo:files")), Some(&1), "{e:?}");
 }
