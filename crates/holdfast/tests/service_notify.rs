@@ -371,7 +371,9 @@ fn reminders_at_the_configured_interval() {
     assert_eq!(msgs[0]["event"], "firing", "{msgs:#?}");
     let reminders = &msgs[1..];
     assert!(
-        (3..=5).contains(&reminders.len()),
+        // At most one per 2 s (the gaps are checked below); at least two in 9 s even on a
+        // loaded machine whose observations come slower than `refresh`.
+        (2..=5).contains(&reminders.len()),
         "{} reminders in 9 s at a 2 s interval: {msgs:#?}",
         reminders.len()
     );
