@@ -141,6 +141,13 @@ impl ServiceConfig {
                     w.url
                 ));
             }
+            if !WEBHOOK_FORMATS.contains(&w.format.as_str()) {
+                return Err(format!(
+                    "[[service.notify.webhook]] format {:?} is unknown: give one of {}",
+                    w.format,
+                    WEBHOOK_FORMATS.join(", ")
+                ));
+            }
         }
         Ok(())
     }
@@ -194,6 +201,9 @@ pub struct WebhookConfig {
     pub token_file: Option<PathBuf>,
 }
 
+/// The webhook formats `holdfast serve` can send.
+pub const WEBHOOK_FORMATS: &[&str] = &["json", "slack", "discord", "teams", "ntfy", "gotify"];
+
 fn default_format() -> String {
     "json".into()
 }
@@ -215,6 +225,29 @@ mod tests {
         ] {
             assert_eq!(parse_window(s).ok(), want, "{s}");
         }
+    }
+
+    #[test]
+    fn webhook_formats_are_checked() {
+        let hook = |format: &str| ServiceConfig {
+            notify: NotifyConfig {
+                webhook: vec![WebhookConfig {
+                    url: "https://example.invalid/h".into(),
+                    format: format.into(),
+                    token_file: None,
+                }],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        for f in WEBHOOK_FORMATS {
+            assert!(hook(f).validate().is_ok(), "{f}");
+        }
+        let e = hook("xml").validate().unwrap_err();
+        assert!(
+            e.contains("\"xml\" is unknown") && e.contains("ntfy"),
+            "{e}"
+        );
     }
 
     #[test]

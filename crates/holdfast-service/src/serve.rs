@@ -623,8 +623,12 @@ impl Service {
                 }
             }
         }
-        let alerts = crate::alerts::evaluate(&snap);
-        self.notifier.observe(&alerts, now());
+        // Before the first observation (and right after a reload) the sources are unknown,
+        // not well: the notifier waits rather than resolve what still fires.
+        if snap.status.is_some() {
+            let alerts = crate::alerts::evaluate(&snap);
+            self.notifier.observe(&alerts, now());
+        }
         self.shared.publish(snap);
     }
 
