@@ -251,6 +251,7 @@ mod tests {
                 retention_lock_seconds: None,
                 object_lock_seconds: None,
             }],
+            fleet: None,
         }
     }
 

@@ -114,6 +114,7 @@ fn snapshot() -> Snapshot {
                 object_lock_seconds: None,
             },
         ],
+        fleet: None,
     }
 }
 

@@ -133,16 +133,7 @@ pub fn observe(rt: &Runtime, w: &Arc<Workload>, beat: bool, fleet: bool) -> Obse
         let repositories = w
             .repositories
             .iter()
-            .map(|(name, r)| {
-                repo_state(
-                    rt,
-                    w,
-                    name,
-                    &r.url,
-                    o.repo_info.get(name),
-                    o.unreadable.iter().any(|u| u.starts_with(name.as_str())),
-                )
-            })
+            .map(|(name, r)| repo_state(rt, w, name, &r.url, o.repo_info.get(name)))
             .collect();
         Observation {
             at: env.now,
@@ -164,7 +155,6 @@ fn repo_state(
     name: &str,
     url: &str,
     info: Option<&observe::RepoInfo>,
-    unreadable: bool,
 ) -> RepoState {
     let url = if url.contains("://") {
         url.to_string()
@@ -176,7 +166,8 @@ fn repo_state(
     let packs = list(ObjectKind::Pack);
     RepoState {
         name: name.into(),
-        readable: !unreadable && info.is_some(),
+        // The observation keeps a repository's info only once it opened and listed it.
+        readable: info.is_some(),
         size_bytes: packs.as_ref().map(|p| p.iter().map(|o| o.size).sum()),
         packs: packs.as_ref().map(|p| p.len() as u64),
         sessions: list(ObjectKind::Session).map(|v| v.len() as u64),
