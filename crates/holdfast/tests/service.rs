@@ -529,3 +529,28 @@ fn a_failing_backup_is_recorded_once_and_retried_with_backoff() {
         .collect();
     assert_eq!(failed.len(), 1, "{failed:#?}");
 }
+
+/// A repository the service cannot open (here: the wrong password) is unreadable in its
+/// snapshot, and the sources in it are not met: never the last known green.
+#[test]
+fn an_unreadable_repository_is_shown_and_never_green() {
+    let w = Svc::new("1h", "");
+    let mut s = w.serve();
+    s.wait_for("a backup", Duration::from_secs(30), |v| {
+        v["sources"][0]["rpo_met"] == true && v["repositories"][0]["readable"] == true
+    });
+    assert!(s.stop(Duration::from_secs(30)).success());
+    let mut c = w.cmd();
+    c.env("TEST_PW", "not the password");
+    let s = Served::start(c, &w.dir.path().join("serve2.log"));
+    let snap = s.wait_for("the unreadable repository", Duration::from_secs(30), |v| {
+        v["repositories"][0]["readable"] == false
+    });
+    assert_eq!(source(&snap, "files")["rpo_met"], false, "{snap}");
+    let m = s.get("/metrics").unwrap().body;
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("holdfast_repository_readable{") && l.ends_with(" 0.0")),
+        "{m}"
+    );
+}
