@@ -121,6 +121,11 @@ fn opt_dur(s: Option<i64>) -> String {
 }
 
 /// Render the report as one HTML page with inline CSS and SVG (no external resources).
+///
+/// The parts that change between two reports carry stable handles, so a live page (the
+/// service's, `holdfast_service::page`) can update them in place: `id=hf-computed`,
+/// `id=hf-summary`, `id=hf-controls`, each source's row `data-source=NAME` and in it the cells
+/// `data-f=problems|age|rpo|drill|rto|copies|job`.
 pub fn html(r: &StatusReport) -> String {
     let mut h = String::new();
     let failing = r.controls.iter().filter(|c| !c.passed).count();
@@ -131,15 +136,15 @@ pub fn html(r: &StatusReport) -> String {
     h += ".na{color:#666}.summary{font-size:1.2em;padding:.6em 1em;border-radius:4px;display:inline-block}.problems{color:#c62828;font-size:.9em}svg{background:#fafafa}";
     h += "</style></head><body>";
     h += &format!(
-        "<h1>holdfast status</h1><div>workload <code>{}</code>, computed {} UTC</div>",
+        "<h1>holdfast status</h1><div>workload <code>{}</code>, computed <span id=hf-computed>{}</span> UTC</div>",
         esc(&r.workload),
         r.now.format("%Y-%m-%d %H:%M:%S")
     );
     h += &if r.ok() {
-        "<p class=\"summary ok\">every control passes</p>".to_string()
+        "<p id=hf-summary class=\"summary ok\">every control passes</p>".to_string()
     } else {
         format!(
-            "<p class=\"summary bad\">{failing} control(s) failing{}{}</p>",
+            "<p id=hf-summary class=\"summary bad\">{failing} control(s) failing{}{}</p>",
             if r.unreadable.is_empty() {
                 String::new()
             } else {
@@ -159,10 +164,11 @@ pub fn html(r: &StatusReport) -> String {
     for s in &r.sources {
         let f = &s.facts;
         h += &format!(
-            "<tr><td><b>{}</b><div class=na>{}</div>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} ago</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr data-source=\"{}\"><td><b>{}</b><div class=na>{}</div><div class=problems data-f=problems>{}</div></td><td>{}</td><td>{}</td><td>{}</td><td data-f=age>{} ago</td><td data-f=rpo>{}</td><td>{}</td><td data-f=drill>{}</td><td data-f=rto>{}</td><td data-f=copies>{}</td><td data-f=job>{}</td></tr>",
+            esc(&f.name),
             esc(&f.name),
             esc(&format!("{}{}", f.mechanism, s.status.window.map(|(a, b)| format!("; recoverable to any second from {} to {} UTC", a.format("%Y-%m-%d %H:%M:%S"), b.format("%Y-%m-%d %H:%M:%S"))).unwrap_or_default())),
-            if s.status.problems.is_empty() { String::new() } else { format!("<div class=problems>{}</div>", s.status.problems.iter().map(|p| esc(p)).collect::<Vec<_>>().join("<br>")) },
+            s.status.problems.iter().map(|p| esc(p)).collect::<Vec<_>>().join("<br>"),
             esc(f.class.as_deref().unwrap_or("—")),
             f.strategy.map(|s| format!("{s:?}").to_lowercase()).unwrap_or_else(|| "—".into()),
             opt_dur(s.rpo_seconds),
@@ -191,7 +197,7 @@ pub fn html(r: &StatusReport) -> String {
                 .join(", "))
         );
     }
-    h += "</table><h2>Controls</h2><table><tr><th>control</th><th>result</th><th>failing sources</th></tr>";
+    h += "</table><h2>Controls</h2><table id=hf-controls><tr><th>control</th><th>result</th><th>failing sources</th></tr>";
     for c in &r.controls {
         h += &format!(
             "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
