@@ -25,6 +25,8 @@ command -v ssh >/dev/null || need_apt+=(openssh-client)
 # Azurite (Microsoft's Azure Storage emulator) comes from the npm registry (scripts/azurite.sh).
 command -v npm >/dev/null || need_apt+=(npm)
 command -v openssl >/dev/null || need_apt+=(openssl)
+# Headless Chromium: the service's live status page is tested in a real browser (service_page).
+command -v chromium >/dev/null || need_apt+=(chromium)
 need_ceph=()
 for p in ceph-mon ceph-osd radosgw ceph-common; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_ceph+=("$p")
