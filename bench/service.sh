@@ -54,9 +54,9 @@ w=$work/holdfast.toml
 "$bin" --repo "$work/repo" init >/dev/null
 
 snap() { curl -sf "$base/api/snapshot"; }
-# How many sources have a completed backup; how many jobs run now; how many job records.
+# How many sources have a completed backup; how many jobs run now; the newest job's start.
 counts() {
-  snap | python3 -c 'import json,sys; s=json.load(sys.stdin); print(sum(1 for x in s["sources"] if x["last_success"]), len(s["running"]), len(s["jobs"]), s["at"])'
+  snap | python3 -c 'import json,sys; s=json.load(sys.stdin); print(sum(1 for x in s["sources"] if x["last_success"]), len(s["running"]), max([j["started"] for j in s["jobs"]] or ["none"]), s["at"])'
 }
 start() {
   "$bin" --config "$w" serve >"$work/serve.log" 2>&1 &
@@ -94,7 +94,7 @@ measure() { # LABEL
   c1=$(cpu)
   read -r _ r1 j1 _ < <(counts)
   local note=""
-  [ "$j0" = "$j1" ] && [ "$r1" = 0 ] || note=" (a job ran in the window: $j0 -> $j1 records, $r1 running)"
+  [ "$j0" = "$j1" ] && [ "$r1" = 0 ] || note=" (a job ran in the window: newest job $j0 -> $j1, $r1 running)"
   echo "| $1 | idle CPU over ${idle}s | $(echo "scale=3; $c1 - $c0" | bc) s ($(echo "scale=2; 100 * ($c1 - $c0) / $idle" | bc)% of one core)$note |"
   echo "| $1 | memory | $(mem)|"
   echo "| $1 | \`/metrics\` ($(curl -s "$base/metrics" | wc -c) bytes) | $(latency /metrics) |"
