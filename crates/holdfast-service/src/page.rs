@@ -139,7 +139,10 @@ pub fn html(s: &Snapshot) -> String {
         page.insert_str(i, STYLE);
     }
     let top = "<div id=hf-banner role=alert hidden></div><p id=hf-notice hidden></p>";
-    if let Some(i) = page.find("<body").and_then(|i| page[i..].find('>').map(|j| i + j + 1)) {
+    if let Some(i) = page
+        .find("<body")
+        .and_then(|i| page[i..].find('>').map(|j| i + j + 1))
+    {
         page.insert_str(i, top);
     }
     let section = service_section(s);
@@ -200,7 +203,10 @@ mod tests {
     #[test]
     fn the_page_escapes_what_it_shows_and_never_starts_green() {
         let p = html(&snap());
-        assert!(p.contains("a&lt;script&gt;") && !p.contains("a<script>"), "{p}");
+        assert!(
+            p.contains("a&lt;script&gt;") && !p.contains("a<script>"),
+            "{p}"
+        );
         assert!(p.contains("h&lt;1&gt;") && p.contains("bad &lt;b&gt;toml"));
         assert!(p.contains("<span class=bad>stalled</span>"), "{p}");
         assert!(p.contains("status not computed yet") && !p.contains("class=\"summary ok\""));

@@ -102,10 +102,17 @@ fn the_live_page_shows_each_source_updates_in_place_and_shows_a_dead_service() {
         rpo == "breached" || rpo == "not measured",
         "late is not backed up, the page says {rpo}"
     );
-    let text_before = c.eval("document.body.innerText").as_str().unwrap().to_string();
+    let text_before = c
+        .eval("document.body.innerText")
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(text_before.contains("Running jobs") && text_before.contains("Replication tasks"));
     assert!(text_before.contains("page-host"), "{text_before}");
-    assert!(!text_before.contains("every control passes"), "{text_before}");
+    assert!(
+        !text_before.contains("every control passes"),
+        "{text_before}"
+    );
     // The script is polling (it wrote when the service last answered).
     c.wait("the first poll", Duration::from_secs(10), |c| {
         c.eval("document.getElementById('hf-checked').textContent")
@@ -118,13 +125,19 @@ fn the_live_page_shows_each_source_updates_in_place_and_shows_a_dead_service() {
     // The data appears; the service's retry backs it up; the page follows by itself.
     fs::create_dir(d.join("late")).unwrap();
     fs::write(d.join("late/b.txt"), "late data\n").unwrap();
-    c.wait("late to turn met on the page", Duration::from_secs(90), |c| {
-        row(c, "late").0 == "met"
-    });
+    c.wait(
+        "late to turn met on the page",
+        Duration::from_secs(90),
+        |c| row(c, "late").0 == "met",
+    );
     let (_, job) = row(&mut c, "late");
     assert!(job.starts_with("backup completed"), "{job}");
     assert_eq!(c.eval("window.hfTestMark"), "no reload");
-    let text_after = c.eval("document.body.innerText").as_str().unwrap().to_string();
+    let text_after = c
+        .eval("document.body.innerText")
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_ne!(text_before, text_after);
     // The service agrees with the page.
     let snap = s.json("/api/snapshot");
@@ -138,9 +151,11 @@ fn the_live_page_shows_each_source_updates_in_place_and_shows_a_dead_service() {
 
     // The service dies: the page says so, and nothing on it stays green.
     s.kill9();
-    c.wait("the page to see the dead service", Duration::from_secs(30), |c| {
-        c.eval("document.getElementById('hf-banner').hidden") == false
-    });
+    c.wait(
+        "the page to see the dead service",
+        Duration::from_secs(30),
+        |c| c.eval("document.getElementById('hf-banner').hidden") == false,
+    );
     let banner = c.eval("document.getElementById('hf-banner').textContent");
     assert!(
         banner

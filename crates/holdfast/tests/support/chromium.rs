@@ -61,7 +61,10 @@ impl Chromium {
                 "--remote-debugging-address=127.0.0.1",
                 "--remote-debugging-port=0",
             ])
-            .arg(format!("--user-data-dir={}", dir.path().join("profile").display()))
+            .arg(format!(
+                "--user-data-dir={}",
+                dir.path().join("profile").display()
+            ))
             .arg("about:blank")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -102,7 +105,11 @@ impl Chromium {
             log,
             _dir: dir,
         };
-        let target = c.call("Target.createTarget", json!({ "url": "about:blank" }), false);
+        let target = c.call(
+            "Target.createTarget",
+            json!({ "url": "about:blank" }),
+            false,
+        );
         let id = target["targetId"].as_str().unwrap().to_string();
         let att = c.call(
             "Target.attachToTarget",
