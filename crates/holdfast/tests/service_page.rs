@@ -149,6 +149,24 @@ fn the_live_page_shows_each_source_updates_in_place_and_shows_a_dead_service() {
         .unwrap();
     assert_eq!(late["rpo_met"], true, "{snap}");
 
+    // The header stops coming (the proxy's session ended): refused polls are trouble too, and
+    // the banner goes when the answers come back.
+    c.set_headers(json!({}));
+    c.wait(
+        "the page to see refused polls",
+        Duration::from_secs(20),
+        |c| {
+            c.eval("document.getElementById('hf-banner').textContent")
+                .as_str()
+                .unwrap()
+                .contains("(HTTP 401)")
+        },
+    );
+    c.set_headers(json!({ "Authorization": format!("Bearer {TOKEN}") }));
+    c.wait("the banner to go", Duration::from_secs(20), |c| {
+        c.eval("document.getElementById('hf-banner').hidden") == true
+    });
+
     // The service dies: the page says so, and nothing on it stays green.
     s.kill9();
     c.wait(
