@@ -266,3 +266,61 @@ pub fn html(r: &StatusReport) -> String {
     h += "</svg></body></html>\n";
     h
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The live page (holdfast-service's `page`) finds each source's row and cells by these
+    /// handles; a name that needs escaping stays one attribute.
+    #[test]
+    fn each_source_row_carries_stable_handles() {
+        let now = Utc::now();
+        let facts = SourceFacts {
+            name: "a\"<b>".into(),
+            mechanism: "path".into(),
+            class: None,
+            criticality: None,
+            strategy: None,
+            rpo: Some(Duration::hours(1)),
+            rto: None,
+            drill_every: None,
+            has_retention: false,
+            newest_point: None,
+            points: 0,
+            last_drill: None,
+            copies: vec![],
+            encrypted: true,
+            continuous: None,
+        };
+        let status = crate::compliance::evaluate(&facts, now);
+        let r = StatusReport {
+            now,
+            workload: "w.toml".into(),
+            sources: vec![SourceRow {
+                facts,
+                rpo_seconds: Some(3600),
+                rto_seconds: None,
+                status,
+                last_job: None,
+                points: vec![],
+                drills: vec![],
+            }],
+            controls: vec![],
+            unreadable: vec![],
+            alarms: vec![],
+            repositories: vec![],
+            unprotected: None,
+        };
+        let h = html(&r);
+        assert!(h.contains("<tr data-source=\"a&quot;&lt;b&gt;\">"), "{h}");
+        for f in ["problems", "age", "rpo", "drill", "rto", "copies", "job"] {
+            assert_eq!(h.matches(&format!("data-f={f}>")).count(), 1, "{f}: {h}");
+        }
+        for id in ["hf-computed", "hf-summary", "hf-controls"] {
+            assert_eq!(h.matches(&format!("id={id}")).count(), 1, "{id}");
+        }
+        // Never measured is not met: the row says so.
+        assert!(h.contains("<td data-f=rpo><span class=bad>"), "{h}");
+    }
+}
