@@ -27,6 +27,8 @@ command -v npm >/dev/null || need_apt+=(npm)
 command -v openssl >/dev/null || need_apt+=(openssl)
 # A real Prometheus server and promtool for the metrics and alert-rule tests (tests/service_metrics.rs).
 { command -v prometheus && command -v promtool; } >/dev/null || need_apt+=(prometheus)
+# Headless Chromium: the service's live status page is tested in a real browser (service_page).
+command -v chromium >/dev/null || need_apt+=(chromium)
 need_ceph=()
 for p in ceph-mon ceph-osd radosgw ceph-common; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_ceph+=("$p")

@@ -126,7 +126,13 @@ async fn auth(
                 .into_response();
         }
     }
-    next.run(req).await
+    // Every answer is the state of now: never served from a cache.
+    let mut res = next.run(req).await;
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    res
 }
 
 async fn page(State(s): State<Arc<Shared>>) -> Response {
