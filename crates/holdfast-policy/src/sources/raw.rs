@@ -117,6 +117,14 @@ pub struct RawSource {
     /// File name of the data inside the snapshot (`command` sources; default `NAME.out`).
     #[serde(default)]
     pub file_name: Option<String>,
+    /// The mount point to freeze (`fsfreeze`) while a `volume` source is read, for a
+    /// crash-consistent capture of a mounted ext4/XFS file system without LVM.
+    #[serde(default)]
+    pub freeze: Option<PathBuf>,
+    /// The longest a `volume` source's file system stays frozen (default 10m): a watchdog
+    /// thaws it then, and the backup fails rather than record an inconsistent capture.
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub freeze_timeout: Option<Duration>,
     /// The source is one thing reached from several hosts.
     #[serde(default)]
     pub shared: bool,
