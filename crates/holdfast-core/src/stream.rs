@@ -276,8 +276,9 @@ pub fn backup_contents(
                 (item.name, content, size, size)
             }
             Content::Volume(v) => {
-                let ext = crate::volume::extents(v.file, v.size, p.min as u64)
-                    .map_err(|e| Error::io("finding the allocated extents of", Path::new(&v.name), e))?;
+                let ext = crate::volume::extents(v.file, v.size, p.min as u64).map_err(|e| {
+                    Error::io("finding the allocated extents of", Path::new(&v.name), e)
+                })?;
                 let read: u64 = ext.iter().filter(|e| e.data).map(|e| e.len).sum();
                 let pieces = crate::volume::pieces(
                     &dedup,

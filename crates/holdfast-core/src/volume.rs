@@ -188,31 +188,33 @@ pub(crate) fn pieces<'a>(
 ) -> impl Iterator<Item = Result<Piece>> + 'a {
     let mut cache = HashMap::new();
     let mut c = Compressor::new(level);
-    extents.into_iter().flat_map(move |e| -> Box<dyn Iterator<Item = Result<Piece>> + 'a> {
-        if e.data {
-            let cdc = fastcdc::v2020::StreamCDC::with_level_and_seed(
-                Range {
-                    f,
-                    at: e.start,
-                    end: e.start + e.len,
-                },
-                min,
-                avg,
-                max,
-                fastcdc::v2020::Normalization::Level1,
-                seed,
-            );
-            Box::new(cdc.map(|r| {
-                r.map(Piece::Data)
-                    .map_err(|e| Error::Refused(format!("reading the volume: {e}")))
-            }))
-        } else {
-            match zero_pieces(dedup, &mut c, &mut cache, e.len, max as u64) {
-                Ok(v) => Box::new(v.into_iter().map(Ok)),
-                Err(e) => Box::new(std::iter::once(Err(e))),
+    extents
+        .into_iter()
+        .flat_map(move |e| -> Box<dyn Iterator<Item = Result<Piece>> + 'a> {
+            if e.data {
+                let cdc = fastcdc::v2020::StreamCDC::with_level_and_seed(
+                    Range {
+                        f,
+                        at: e.start,
+                        end: e.start + e.len,
+                    },
+                    min,
+                    avg,
+                    max,
+                    fastcdc::v2020::Normalization::Level1,
+                    seed,
+                );
+                Box::new(cdc.map(|r| {
+                    r.map(Piece::Data)
+                        .map_err(|e| Error::Refused(format!("reading the volume: {e}")))
+                }))
+            } else {
+                match zero_pieces(dedup, &mut c, &mut cache, e.len, max as u64) {
+                    Ok(v) => Box::new(v.into_iter().map(Ok)),
+                    Err(e) => Box::new(std::iter::once(Err(e))),
+                }
             }
-        }
-    })
+        })
 }
 
 /// Where a restored volume goes.

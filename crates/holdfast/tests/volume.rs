@@ -113,7 +113,11 @@ impl W {
         v.as_array()
             .unwrap()
             .iter()
-            .map(|s| s.get("summary").unwrap_or(&s["snapshot"]["summary"]).clone())
+            .map(|s| {
+                s.get("summary")
+                    .unwrap_or(&s["snapshot"]["summary"])
+                    .clone()
+            })
             .collect()
     }
 }
@@ -168,7 +172,11 @@ impl Drop for Mount {
             .arg(&self.0)
             .stderr(std::process::Stdio::null())
             .status();
-        let _ = Std::new("umount").arg(&self.0).status();
+        let ok = Std::new("umount").arg(&self.0).status();
+        if !ok.is_ok_and(|s| s.success()) {
+            // Busy (a writer of a failed test still running): detach it lazily.
+            let _ = Std::new("umount").arg("-l").arg(&self.0).status();
+        }
     }
 }
 
@@ -218,7 +226,10 @@ fn sparse_image_reads_used_bytes_restores_sparse_and_stores_only_changes() {
     w.volume(
         "disk",
         &img,
-        &format!("verify = \"cmp \\\"$HOLDFAST_DRILL_IMAGE\\\" '{}'\"", img.display()),
+        &format!(
+            "verify = \"cmp \\\"$HOLDFAST_DRILL_IMAGE\\\" '{}'\"",
+            img.display()
+        ),
     );
     w.run(&["--repo", "repo", "init"], 0);
     let job = w.protect("disk");
@@ -226,22 +237,41 @@ fn sparse_image_reads_used_bytes_restores_sparse_and_stores_only_changes() {
     let s = w.summaries();
     assert_eq!(s[0]["total_bytes"], size, "{s:?}");
     let read = s[0]["bytes_read"].as_u64().unwrap();
-    assert!(read >= 3 * MIB && read < 8 * MIB, "read {read} of a 3 MiB-used image");
+    assert!(
+        read >= 3 * MIB && read < 8 * MIB,
+        "read {read} of a 3 MiB-used image"
+    );
     let added = s[0]["bytes_added"].as_u64().unwrap();
     assert!(added < 6 * MIB, "added {added}");
 
     // Restore into a new image: the same bytes, holes kept.
     let out = w.path("out.img");
     w.run(
-        &["restore", "--source", "disk", "--target", out.to_str().unwrap()],
+        &[
+            "restore",
+            "--source",
+            "disk",
+            "--target",
+            out.to_str().unwrap(),
+        ],
         0,
     );
     assert!(same(&img, &out));
     assert_eq!(fs::metadata(&out).unwrap().len(), size);
-    assert!(allocated(&out) < 8 * MIB, "restored image allocates {}", allocated(&out));
+    assert!(
+        allocated(&out) < 8 * MIB,
+        "restored image allocates {}",
+        allocated(&out)
+    );
     // An existing image is not overwritten without --replace.
     let (_, err) = w.run(
-        &["restore", "--source", "disk", "--target", out.to_str().unwrap()],
+        &[
+            "restore",
+            "--source",
+            "disk",
+            "--target",
+            out.to_str().unwrap(),
+        ],
         1,
     );
     assert!(err.contains("--replace"), "{err}");
@@ -257,7 +287,14 @@ fn sparse_image_reads_used_bytes_restores_sparse_and_stores_only_changes() {
     let added = s[1]["bytes_added"].as_u64().unwrap();
     assert!(added < 3 * MIB, "an incremental run added {added} bytes");
     w.run(
-        &["restore", "--source", "disk", "--target", out.to_str().unwrap(), "--replace"],
+        &[
+            "restore",
+            "--source",
+            "disk",
+            "--target",
+            out.to_str().unwrap(),
+            "--replace",
+        ],
         0,
     );
     assert!(same(&img, &out), "the replaced image is the newest volume");
@@ -291,11 +328,21 @@ fn device_restore_checks_size_and_replace() {
     let (_, err) = w.run(&["restore", "--source", "vol", "--target", big_dev.s()], 1);
     assert!(err.contains("--replace"), "{err}");
     w.run(
-        &["restore", "--source", "vol", "--target", big_dev.s(), "--replace"],
+        &[
+            "restore",
+            "--source",
+            "vol",
+            "--target",
+            big_dev.s(),
+            "--replace",
+        ],
         0,
     );
     sh("sync");
-    assert!(same(&img, &big_dev.0), "the device holds the volume, zeros where holes were");
+    assert!(
+        same(&img, &big_dev.0),
+        "the device holds the volume, zeros where holes were"
+    );
 }
 
 #[test]
@@ -318,10 +365,22 @@ fn plain_backup_of_a_block_device_refuses_and_device_contents_backs_it_up() {
     assert_eq!(s.len(), 1);
     assert_eq!(s[0]["total_bytes"], 32 * MIB, "{s:?}");
     let out = w.path("out");
-    w.run(&["--repo", r, "restore", "latest", out.to_str().unwrap()], 0);
+    w.run(
+        &["--repo", r, "restore", "latest", out.to_str().unwrap()],
+        0,
+    );
     let name = dev.0.file_name().unwrap().to_str().unwrap().to_string();
     let restored = out.join(&name).join(format!("{name}.img"));
     assert!(same(&img, &restored), "{}", restored.display());
+}
+
+/// Stops a writer thread when a test ends, also by a panic.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Files a writer writes: each file's content is a function of its name.
@@ -353,6 +412,7 @@ fn frozen_ext4_under_a_writer_restores_to_a_clean_matching_file_system() {
     );
     w.run(&["--repo", "repo", "init"], 0);
     let stop = Arc::new(AtomicBool::new(false));
+    let _stop_on_panic = StopOnDrop(stop.clone());
     let (s2, m2) = (stop.clone(), mnt.clone());
     let writer = std::thread::spawn(move || {
         let mut i = 0u64;
@@ -374,11 +434,20 @@ fn frozen_ext4_under_a_writer_restores_to_a_clean_matching_file_system() {
     let written = writer.join().unwrap();
     assert_eq!(job["state"], "completed", "{job}");
     assert!(written > 10, "the writer wrote {written} files");
-    assert!(!w.path("state/frozen/fs").exists(), "the freeze record is removed");
+    assert!(
+        !w.path("state/frozen/fs").exists(),
+        "the freeze record is removed"
+    );
 
     let out = w.path("restored.img");
     w.run(
-        &["restore", "--source", "fs", "--target", out.to_str().unwrap()],
+        &[
+            "restore",
+            "--source",
+            "fs",
+            "--target",
+            out.to_str().unwrap(),
+        ],
         0,
     );
     sh(&format!("e2fsck -fn '{}'", out.display()));
@@ -432,7 +501,10 @@ fn sigkill_while_frozen_is_thawed_by_the_next_run() {
         .unwrap_or(false)
     {
         assert!(t.elapsed() < Duration::from_secs(60), "never froze");
-        assert!(child.try_wait().unwrap().is_none(), "the backup ended before it froze");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the backup ended before it froze"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     std::thread::sleep(Duration::from_millis(300));

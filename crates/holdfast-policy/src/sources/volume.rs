@@ -183,10 +183,7 @@ fn mounted_at(dev: &Path) -> Option<String> {
 
 /// Restore the volume of `snap` into `target`: a new or (with `replace`) replaced image file,
 /// written beside it and renamed into place, or an unmounted device at least as large.
-pub fn restore_volume(
-    job: &RestoreJob,
-    target: &Path,
-) -> Result<(Vec<String>, u64), VolumeError> {
+pub fn restore_volume(job: &RestoreJob, target: &Path) -> Result<(Vec<String>, u64), VolumeError> {
     let (repo, snap) = (job.repo, job.snap);
     let (index, _) = repo.load_index()?;
     let files = stream::list_files(repo, &index, &snap.snapshot.tree)?;

@@ -151,7 +151,10 @@ pub fn thaw_stale(name: &str) -> Vec<String> {
         ),
     };
     if let Err(e) = fs::remove_file(&rec) {
-        w.push_str(&format!("; its record {} could not be removed: {e}", rec.display()));
+        w.push_str(&format!(
+            "; its record {} could not be removed: {e}",
+            rec.display()
+        ));
     }
     eprintln!("{w}");
     vec![w]

@@ -160,8 +160,8 @@ fn device_contents(
     let [path] = a.paths.as_slice() else {
         anyhow::bail!("--device-contents backs up one device or image at a time");
     };
-    let path = std::path::absolute(path)
-        .with_context(|| format!("resolving {}", path.display()))?;
+    let path =
+        std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
