@@ -238,7 +238,7 @@ fn sparse_image_reads_used_bytes_restores_sparse_and_stores_only_changes() {
     assert_eq!(s[0]["total_bytes"], size, "{s:?}");
     let read = s[0]["bytes_read"].as_u64().unwrap();
     assert!(
-        read >= 3 * MIB && read < 8 * MIB,
+        (3 * MIB..8 * MIB).contains(&read),
         "read {read} of a 3 MiB-used image"
     );
     let added = s[0]["bytes_added"].as_u64().unwrap();
@@ -420,7 +420,7 @@ fn frozen_ext4_under_a_writer_restores_to_a_clean_matching_file_system() {
             let tmp = m2.join(format!("f{i}.tmp"));
             fs::write(&tmp, content(i)).unwrap();
             fs::rename(&tmp, m2.join(format!("f{i}"))).unwrap();
-            if i % 50 == 0 {
+            if i.is_multiple_of(50) {
                 let _ = fs::remove_file(m2.join(format!("f{}", i / 2)));
             }
             i += 1;
