@@ -41,6 +41,7 @@ pub mod sqlite_wal;
 mod tool;
 pub mod volume;
 mod volume_freeze;
+mod volume_lvm;
 
 pub mod my_scratch;
 pub mod pg_scratch;

@@ -125,6 +125,14 @@ pub struct RawSource {
     /// thaws it then, and the backup fails rather than record an inconsistent capture.
     #[serde(default, deserialize_with = "duration::de_opt")]
     pub freeze_timeout: Option<Duration>,
+    /// `"lvm"` on a `volume` source: read an LVM snapshot of the logical volume, removed
+    /// afterwards.
+    #[serde(default)]
+    pub snapshot: Option<String>,
+    /// The copy-on-write size of a `volume` source's LVM snapshot (lvcreate's `-L`, e.g.
+    /// `"1G"`; default 20% of the origin).
+    #[serde(default)]
+    pub snapshot_size: Option<String>,
     /// The source is one thing reached from several hosts.
     #[serde(default)]
     pub shared: bool,

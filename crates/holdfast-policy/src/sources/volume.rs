@@ -28,6 +28,9 @@ pub struct VolumeSource {
     pub freeze: Option<PathBuf>,
     /// The longest the file system stays frozen.
     pub freeze_timeout: Duration,
+    /// Read an LVM snapshot of the logical volume (`snapshot = "lvm"`), with this
+    /// copy-on-write size (`None`: the default).
+    pub lvm: Option<Option<String>>,
     /// Command that checks a restored image in a drill (`$HOLDFAST_DRILL_IMAGE`).
     pub verify: Option<String>,
 }
@@ -87,6 +90,9 @@ pub enum VolumeError {
     /// Freezing failed.
     #[error(transparent)]
     Freeze(#[from] FreezeError),
+    /// The LVM snapshot failed.
+    #[error(transparent)]
+    Lvm(#[from] super::volume_lvm::LvmError),
 }
 
 impl From<VolumeError> for SourceError {
@@ -125,10 +131,28 @@ pub fn build(r: &RawSource, base: &Path) -> Result<Arc<dyn Source>, String> {
             .ok_or_else(|| format!("source {n:?}: freeze-timeout must be positive"))?,
         None => Duration::from_secs(600),
     };
+    let lvm = match r.snapshot.as_deref() {
+        None => None,
+        Some("lvm") if freeze.is_some() => {
+            return Err(format!("source {n:?}: snapshot = \"lvm\" already freezes the file system for the moment the snapshot is taken; drop freeze"))
+        }
+        Some("lvm") => Some(r.snapshot_size.clone()),
+        Some(o) => {
+            return Err(format!(
+                "source {n:?}: snapshot = {o:?} is not supported for a volume: \"lvm\" (a logical volume)"
+            ))
+        }
+    };
+    if lvm.is_none() && r.snapshot_size.is_some() {
+        return Err(format!(
+            "source {n:?}: snapshot-size needs snapshot = \"lvm\""
+        ));
+    }
     Ok(Arc::new(VolumeSource {
         path: paths[0].clone(),
         freeze,
         freeze_timeout,
+        lvm,
         verify: r.verify.clone(),
     }))
 }
@@ -291,6 +315,7 @@ impl Source for VolumeSource {
     fn backup(&self, job: &BackupJob) -> Result<Backed, SourceError> {
         let name = job.name;
         let mut skipped = volume_freeze::thaw_stale(name);
+        skipped.extend(super::volume_lvm::remove_stale(name));
         let opts = StreamOptions {
             dir: name.to_string(),
             label: format!("volume:{name}"),
@@ -300,9 +325,15 @@ impl Source for VolumeSource {
             log: None,
         };
         let run = || backup_volume(job.repo, &self.path, &opts, &file_name(name), job.progress);
-        let id = match &self.freeze {
-            None => run()?,
-            Some(mnt) => {
+        let id = match (&self.freeze, &self.lvm) {
+            (None, Some(size)) => {
+                super::volume_lvm::with_snapshot(name, &self.path, size.as_deref(), |dev| {
+                    backup_volume(job.repo, dev, &opts, &file_name(name), job.progress)
+                })
+                .map_err(VolumeError::from)??
+            }
+            (None, None) => run()?,
+            (Some(mnt), _) => {
                 let (id, w) =
                     volume_freeze::frozen(name, &self.path, mnt, self.freeze_timeout, run)
                         .map_err(VolumeError::from)?;
@@ -366,6 +397,11 @@ impl Source for VolumeSource {
                 "{} is neither a block device nor a disk image file",
                 self.path.display()
             )],
+            Ok(_) if self.lvm.is_some() => super::volume_lvm::vg_lv(&self.path)
+                .err()
+                .map(|e| e.to_string())
+                .into_iter()
+                .collect(),
             Ok(_) => self
                 .freeze
                 .as_ref()
@@ -377,6 +413,12 @@ impl Source for VolumeSource {
     }
 
     fn describe(&self) -> String {
+        if self.lvm.is_some() {
+            return format!(
+                "the contents of an LVM snapshot of {} (allocated extents), removed afterwards",
+                self.path.display()
+            );
+        }
         match &self.freeze {
             Some(m) => format!(
                 "the contents of {} (allocated extents), with {} frozen while read",
