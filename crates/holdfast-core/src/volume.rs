@@ -297,3 +297,72 @@ pub fn restore(
     f.sync_all().map_err(io)?;
     Ok((pos, written))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sparse(size: u64, data: &[(u64, usize)]) -> (tempfile::TempDir, File) {
+        let d = tempfile::tempdir().unwrap();
+        let f = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(d.path().join("img"))
+            .unwrap();
+        f.set_len(size).unwrap();
+        for (at, n) in data {
+            f.write_all_at(&vec![7u8; *n], *at).unwrap();
+        }
+        f.sync_all().unwrap();
+        (d, f)
+    }
+
+    fn covers(ext: &[Extent], size: u64) {
+        let mut at = 0;
+        for e in ext {
+            assert_eq!(e.start, at, "{ext:?}");
+            assert!(e.len > 0, "{ext:?}");
+            at += e.len;
+        }
+        assert_eq!(at, size, "{ext:?}");
+    }
+
+    #[test]
+    fn extents_cover_the_file_with_data_where_written() {
+        let m = 1u64 << 20;
+        let (_d, f) = sparse(64 * m, &[(m, 4096), (40 * m, 2 * m as usize)]);
+        let ext = extents(&f, 64 * m, 512 * 1024).unwrap();
+        covers(&ext, 64 * m);
+        let data: u64 = ext.iter().filter(|e| e.data).map(|e| e.len).sum();
+        assert!((2 * m + 4096..4 * m).contains(&data), "{ext:?}");
+        assert!(ext
+            .iter()
+            .any(|e| e.data && e.start <= m && e.start + e.len > m));
+        assert!(!ext[0].data, "the start is a hole: {ext:?}");
+        // Short holes are read as data: the two runs merge.
+        let (_d, f) = sparse(8 * m, &[(0, 4096), (3 * 4096, 4096)]);
+        let ext = extents(&f, 8 * m, 512 * 1024).unwrap();
+        covers(&ext, 8 * m);
+        assert_eq!(ext.iter().filter(|e| e.data).count(), 1, "{ext:?}");
+    }
+
+    #[test]
+    fn an_empty_image_is_one_hole_and_a_dense_one_one_extent() {
+        let (_d, f) = sparse(1 << 20, &[]);
+        assert_eq!(
+            extents(&f, 1 << 20, 4096).unwrap(),
+            vec![Extent {
+                start: 0,
+                len: 1 << 20,
+                data: false
+            }]
+        );
+        let (_d, f) = sparse(1 << 16, &[(0, 1 << 16)]);
+        let ext = extents(&f, 1 << 16, 4096).unwrap();
+        assert_eq!(ext.len(), 1);
+        assert!(ext[0].data);
+        assert!(extents(&f, 0, 4096).unwrap().is_empty());
+    }
+}
