@@ -199,6 +199,9 @@ pub struct VolumeItem<'a> {
     pub file: &'a std::fs::File,
     /// Its size in bytes ([`crate::volume::size`]).
     pub size: u64,
+    /// Called once every extent is read, before the snapshot is recorded: reports whether the
+    /// capture is consistent (e.g. the file system stayed frozen; thaw it here), with why not.
+    pub finish: Box<dyn FnOnce() -> std::result::Result<(), String> + 'a>,
 }
 
 /// What a stream snapshot's file is made from.
@@ -296,6 +299,9 @@ pub fn backup_contents(
                     pieces,
                     progress,
                 )?;
+                (v.finish)().map_err(|e| {
+                    Error::Refused(format!("{}: no recovery point was recorded: {e}", v.name))
+                })?;
                 if size != v.size {
                     return Err(Error::Refused(format!(
                         "{}: {size} bytes were stored of a volume of {} bytes (it changed size while read); no recovery point was recorded",

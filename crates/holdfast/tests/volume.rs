@@ -652,3 +652,34 @@ fn lvm_snapshot_of_a_plain_image_fails_the_job_and_stores_nothing() {
     let (_, err) = w.run(&["plan"], 2);
     assert!(err.contains("not supported for a volume"), "{err}");
 }
+
+/// A freeze that outlives freeze-timeout is thawed by the watchdog while the device is read:
+/// that capture is not consistent, so the job fails and no recovery point is recorded.
+#[test]
+fn a_freeze_longer_than_its_timeout_records_no_recovery_point() {
+    let w = W::new();
+    let (dev, _m, mnt) = ext4(&w, "t", 192 * MIB);
+    let mut f = File::create(mnt.join("big")).unwrap();
+    for i in 0..96 {
+        f.write_all(&random(i, MIB as usize)).unwrap();
+    }
+    f.sync_all().unwrap();
+    drop(f);
+    w.volume(
+        "t",
+        &dev.0,
+        &format!("freeze = \"{}\"\nfreeze-timeout = \"1s\"", mnt.display()),
+    );
+    w.run(&["--repo", "repo", "init"], 0);
+    let t = Instant::now();
+    let job = w.protect("t");
+    assert!(
+        t.elapsed() > Duration::from_secs(1),
+        "the read was too fast to outlive the timeout; the test proves nothing"
+    );
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(job.to_string().contains("freeze-timeout"), "{job}");
+    assert_eq!(w.summaries().len(), 0, "no recovery point");
+    assert!(!w.path("state/frozen/t").exists());
+    fs::write(mnt.join("after"), b"thawed").unwrap();
+}

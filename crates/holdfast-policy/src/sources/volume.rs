@@ -164,12 +164,15 @@ fn file_name(name: &str) -> String {
 
 /// Back up a device or image as `DIR/FILE` of a new snapshot (also `holdfast backup
 /// --device-contents`).
-pub fn backup_volume(
+/// `finish` runs once the volume is read, before the snapshot is recorded (see
+/// [`VolumeItem::finish`]).
+pub fn backup_volume<'a>(
     repo: &holdfast_core::Repository,
     path: &Path,
     opts: &StreamOptions,
     file: &str,
     progress: &dyn holdfast_core::progress::Progress,
+    finish: Box<dyn FnOnce() -> Result<(), String> + 'a>,
 ) -> Result<holdfast_core::Id, VolumeError> {
     let f = File::open(path).map_err(io("opening", path))?;
     let m = f.metadata().map_err(io("reading", path))?;
@@ -188,6 +191,7 @@ pub fn backup_volume(
         name: file.to_string(),
         file: &f,
         size,
+        finish,
     });
     let (id, _) = stream::backup_contents(repo, opts, vec![item], progress)?;
     Ok(id)
@@ -324,21 +328,30 @@ impl Source for VolumeSource {
             time: Some(job.time),
             log: None,
         };
-        let run = || backup_volume(job.repo, &self.path, &opts, &file_name(name), job.progress);
+        let file = file_name(name);
         let id = match (&self.freeze, &self.lvm) {
             (None, Some(size)) => {
-                super::volume_lvm::with_snapshot(name, &self.path, size.as_deref(), |dev| {
-                    backup_volume(job.repo, dev, &opts, &file_name(name), job.progress)
+                super::volume_lvm::with_snapshot(name, &self.path, size.as_deref(), |dev, check| {
+                    backup_volume(job.repo, dev, &opts, &file, job.progress, check)
                 })
                 .map_err(VolumeError::from)??
             }
-            (None, None) => run()?,
+            (None, None) => backup_volume(
+                job.repo,
+                &self.path,
+                &opts,
+                &file,
+                job.progress,
+                Box::new(|| Ok(())),
+            )?,
             (Some(mnt), _) => {
                 let (id, w) =
-                    volume_freeze::frozen(name, &self.path, mnt, self.freeze_timeout, run)
-                        .map_err(VolumeError::from)?;
+                    volume_freeze::frozen(name, &self.path, mnt, self.freeze_timeout, |thaw| {
+                        backup_volume(job.repo, &self.path, &opts, &file, job.progress, thaw)
+                    })
+                    .map_err(VolumeError::from)?;
                 skipped.extend(w);
-                id.map_err(SourceError::from)?
+                id?
             }
         };
         Ok(Backed {

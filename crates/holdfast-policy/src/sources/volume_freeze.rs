@@ -6,6 +6,7 @@
 //! watchdog, thaws the mount and warns loudly. A capture that outlived the timeout was thawed
 //! while it was read, so it is refused (no recovery point recorded).
 
+use std::cell::RefCell;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
@@ -183,14 +184,17 @@ fn stop(mut c: Child) {
     let _ = c.wait();
 }
 
-/// Run `read` with the file system at `mnt` (on `dev`) frozen, thawed afterwards whatever
-/// happened; returns what `read` returned and warnings.
+/// Run `read` with the file system at `mnt` (on `dev`) frozen. `read` is given the thaw: it
+/// calls it once the device is read and before it records anything, and the thaw reports an
+/// error when the watchdog thawed the file system first (the capture is then not
+/// consistent). The file system is thawed afterwards in any case; returns what `read`
+/// returned and warnings.
 pub fn frozen<T>(
     name: &str,
     dev: &Path,
     mnt: &Path,
     timeout: Duration,
-    read: impl FnOnce() -> T,
+    read: impl for<'b> FnOnce(Box<dyn FnOnce() -> Result<(), String> + 'b>) -> T,
 ) -> Result<(T, Vec<String>), FreezeError> {
     check_mount(dev, mnt)?;
     let rec = record_path(name).ok_or(FreezeError::NoStateDir)?;
@@ -224,21 +228,28 @@ pub fn frozen<T>(
         let _ = fs::remove_file(&rec);
         return Err(e);
     }
-    let started = std::time::Instant::now();
-    let out = read();
-    let held = started.elapsed();
-    let mut dog = dog;
-    let expired = !matches!(dog.try_wait(), Ok(None));
-    stop(dog);
-    let thawed = fsfreeze("--unfreeze", mnt);
-    let _ = fs::remove_file(&rec);
-    if expired {
-        return Err(FreezeError::TimedOut {
-            mnt: mnt.to_path_buf(),
-            secs: timeout.as_secs(),
-        });
-    }
-    thawed?;
-    let _ = held;
+    let dog = RefCell::new(Some(dog));
+    let thaw = || -> Result<(), FreezeError> {
+        let Some(mut d) = dog.borrow_mut().take() else {
+            return Ok(());
+        };
+        let expired = !matches!(d.try_wait(), Ok(None));
+        stop(d);
+        let thawed = fsfreeze("--unfreeze", mnt);
+        if expired {
+            let _ = fs::remove_file(&rec);
+            return Err(FreezeError::TimedOut {
+                mnt: mnt.to_path_buf(),
+                secs: timeout.as_secs(),
+            });
+        }
+        // A failed thaw keeps the record, so the next run tries again.
+        thawed?;
+        let _ = fs::remove_file(&rec);
+        Ok(())
+    };
+    let out = read(Box::new(|| thaw().map_err(|e| e.to_string())));
+    // Thawed here if `read` failed before it called the thaw.
+    thaw()?;
     Ok((out, Vec::new()))
 }

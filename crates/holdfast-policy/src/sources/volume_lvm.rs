@@ -144,7 +144,7 @@ pub fn with_snapshot<T>(
     name: &str,
     path: &Path,
     size: Option<&str>,
-    read: impl FnOnce(&Path) -> T,
+    read: impl for<'b> FnOnce(&Path, Box<dyn FnOnce() -> Result<(), String> + 'b>) -> T,
 ) -> Result<T, LvmError> {
     let (vg, lv) = vg_lv(path)?;
     let snap = snapshot_name(name);
@@ -175,16 +175,18 @@ pub fn with_snapshot<T>(
         return Err(e);
     }
     let dev = PathBuf::from(format!("/dev/{vg}/{snap}"));
-    let out = read(&dev);
-    let attr = lvm(&["lvs", "--noheadings", "-o", "lv_attr", &full]).unwrap_or_default();
-    let removed = lvm(&["lvremove", "-y", &full]);
-    if removed.is_ok() {
-        let _ = fs::remove_file(&rec);
-    }
-    // The fifth attribute character is the state: `I` an invalid (overflowed) snapshot.
-    if attr.chars().nth(4) == Some('I') {
-        return Err(LvmError::Overflowed(full));
-    }
-    removed?;
+    // Called by `read` once the snapshot is read, before anything is recorded.
+    let check = || -> Result<(), String> {
+        let attr =
+            lvm(&["lvs", "--noheadings", "-o", "lv_attr", &full]).map_err(|e| e.to_string())?;
+        // The fifth attribute character is the state: `I` an invalid (overflowed) snapshot.
+        if attr.chars().nth(4) == Some('I') {
+            return Err(LvmError::Overflowed(full.clone()).to_string());
+        }
+        Ok(())
+    };
+    let out = read(&dev, Box::new(check));
+    lvm(&["lvremove", "-y", &full])?;
+    let _ = fs::remove_file(&rec);
     Ok(out)
 }

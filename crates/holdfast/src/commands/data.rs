@@ -180,6 +180,7 @@ fn device_contents(
         &opts,
         &format!("{name}.img"),
         progress,
+        Box::new(|| Ok(())),
     )?;
     let lock = rt()?.lock_after_write(repo);
     let (all, _) = snapshot::load_all(repo)?;
