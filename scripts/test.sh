@@ -9,6 +9,10 @@ command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustu
 # Tools the tests use from the system (real components, no mocks).
 command -v setpriv >/dev/null || need_apt+=(util-linux)
 command -v zstd >/dev/null || need_apt+=(zstd)
+# Volume tests (tests/volume.rs, as root): loop devices, ext4, fsfreeze, LVM. The LVM test needs
+# a kernel with device-mapper; without one it FAILS unless HOLDFAST_SKIP_LVM=1 is set on purpose.
+command -v mkfs.ext4 >/dev/null || need_apt+=(e2fsprogs)
+command -v lvcreate >/dev/null || need_apt+=(lvm2)
 # Real database servers for the source tests (each test starts its own throwaway server).
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v pgbench >/dev/null || need_apt+=(postgresql-contrib)
