@@ -552,16 +552,14 @@ fn device_mapper() -> Result<(), String> {
 
 /// LVM: a logical volume on a loop device, with ext4 under a writer, backed up through an
 /// LVM snapshot that is removed afterwards; a snapshot a killed run left is removed by the next
-/// run. Without device-mapper this FAILS, unless HOLDFAST_SKIP_LVM=1 says to skip it (then it
-/// says so on standard error): a machine that cannot run it must not report it as passed.
+/// run. It needs device-mapper, which the CI machine's kernel lacks, so it is ignored, and the
+/// suite's summary counts it as skipped (never as passed); on a host with device-mapper run it
+/// with `cargo test --test volume -- --ignored`. Run without device-mapper it FAILS, naming why.
 #[test]
+#[ignore = "needs device-mapper (the CI kernel has none); run with --ignored on a host that has it"]
 fn lvm_snapshot_is_read_and_removed_and_a_stale_one_is_removed() {
     if let Err(why) = device_mapper() {
-        if std::env::var("HOLDFAST_SKIP_LVM").as_deref() == Ok("1") {
-            eprintln!("SKIPPED (HOLDFAST_SKIP_LVM=1): {why}");
-            return;
-        }
-        panic!("{why}; set HOLDFAST_SKIP_LVM=1 to skip this test explicitly");
+        panic!("{why}: this test needs a kernel with device-mapper (dm_mod and dm_snapshot)");
     }
     let w = W::new();
     let img = w.path("pv.img");
