@@ -37,17 +37,7 @@ impl Svc {
         .unwrap();
     }
     fn cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_holdfast"));
-        c.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("TEST_PW", PW)
-            .env("HOLDFAST_PASSWORD", PW)
-            .env("HOLDFAST_INSECURE_TEST_KDF", "1")
-            .env("HOLDFAST_HOSTNAME", "svc-host")
-            .env("HOLDFAST_CONFIG", self.dir.path().join("holdfast.toml"))
-            .env("HOLDFAST_STATE_DIR", self.dir.path().join("state"))
-            .current_dir(self.dir.path());
-        c
+        support::service::workload_cmd(self.dir.path(), "svc-host", PW)
     }
     /// The CLI on the workload's repository directly.
     fn on_repo(&self) -> Command {

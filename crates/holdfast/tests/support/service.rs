@@ -235,3 +235,20 @@ impl Drop for Served {
         }
     }
 }
+
+/// The holdfast binary on the workload in `dir` (`holdfast.toml`, state in `dir/state`) as host
+/// `host`, with a clean environment: the repository password `pw` in `TEST_PW` (for the
+/// workload's `password-env`) and `HOLDFAST_PASSWORD`, cheap key derivation.
+pub fn workload_cmd(dir: &Path, host: &str, pw: &str) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_holdfast"));
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TEST_PW", pw)
+        .env("HOLDFAST_PASSWORD", pw)
+        .env("HOLDFAST_INSECURE_TEST_KDF", "1")
+        .env("HOLDFAST_HOSTNAME", host)
+        .env("HOLDFAST_CONFIG", dir.join("holdfast.toml"))
+        .env("HOLDFAST_STATE_DIR", dir.join("state"))
+        .current_dir(dir);
+    c
+}
