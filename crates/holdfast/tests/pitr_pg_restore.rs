@@ -107,6 +107,16 @@ impl Pg {
         pg
     }
 
+    /// Insert row `n` and commit it, then switch WAL segments and wait until everything is
+    /// archived. Two psql calls: in one `-c "INSERT ...; SELECT pg_switch_wal()"` both run in
+    /// one implicit transaction, so the commit record would land after the switch, in the
+    /// segment still open, and reach the archive only when `archive_timeout` closes it.
+    fn commit_and_switch(&self, n: i32) {
+        self.psql(&format!("INSERT INTO ticks (n) VALUES ({n})"));
+        self.psql("SELECT pg_switch_wal()");
+        self.wait_archived();
+    }
+
     /// Wait until PostgreSQL has nothing left to archive.
     fn wait_archived(&self) {
         self.0.wait_archived(Duration::from_secs(30));
@@ -564,10 +574,7 @@ fn deleting_an_archived_wal_batch_opens_a_gap_naming_its_segment() {
     let pg = Pg::new();
     pg.base();
     for n in 1..=6 {
-        pg.psql(&format!(
-            "INSERT INTO ticks (n) VALUES ({n}); SELECT pg_switch_wal()"
-        ));
-        pg.wait_archived();
+        pg.commit_and_switch(n);
     }
     let window = pg.window();
     assert!(window["gaps"].as_array().unwrap().is_empty(), "{window}");
@@ -733,20 +740,14 @@ fn retention_removes_the_wal_only_older_base_backups_needed() {
     .unwrap();
     pg.base();
     for n in 1..=3 {
-        pg.psql(&format!(
-            "INSERT INTO ticks (n) VALUES ({n}); SELECT pg_switch_wal()"
-        ));
-        pg.wait_archived();
+        pg.commit_and_switch(n);
     }
     let before = pg.batches();
     std::thread::sleep(Duration::from_millis(1100));
     // The second base backup, then retention: the first base and its WAL go.
     pg.base();
     for n in 4..=5 {
-        pg.psql(&format!(
-            "INSERT INTO ticks (n) VALUES ({n}); SELECT pg_switch_wal()"
-        ));
-        pg.wait_archived();
+        pg.commit_and_switch(n);
     }
     let after = pg.batches();
     let gone: Vec<_> = before.keys().filter(|k| !after.contains_key(*k)).collect();
