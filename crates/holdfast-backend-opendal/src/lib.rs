@@ -12,6 +12,7 @@
 
 #[cfg(feature = "azblob")]
 mod azblob;
+pub mod bucket;
 mod lock;
 mod versions;
 
@@ -178,14 +179,9 @@ impl ObjectStorage {
         Self::with_layers(op, location, Some(lock))
     }
 
-    /// Wrap an operator with timeouts and retries (exponential backoff with jitter) and an I/O
-    /// runtime.
-    pub(crate) fn with_layers(
-        op: Operator,
-        location: String,
-        lock: Option<lock::LockClient>,
-    ) -> std::result::Result<ObjectStorage, String> {
-        let op = op
+    /// The timeouts and retries (exponential backoff with jitter) every request goes through.
+    pub(crate) fn layered(op: Operator) -> Operator {
+        op
             .layer(
                 TimeoutLayer::new()
                     .with_timeout(Duration::from_secs(60))
@@ -197,7 +193,17 @@ impl ObjectStorage {
                     .with_max_times(8)
                     .with_min_delay(Duration::from_millis(100))
                     .with_max_delay(Duration::from_secs(10)),
-            );
+            )
+    }
+
+    /// Wrap an operator with timeouts and retries (exponential backoff with jitter) and an I/O
+    /// runtime.
+    pub(crate) fn with_layers(
+        op: Operator,
+        location: String,
+        lock: Option<lock::LockClient>,
+    ) -> std::result::Result<ObjectStorage, String> {
+        let op = Self::layered(op);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(4)
             .enable_all()
