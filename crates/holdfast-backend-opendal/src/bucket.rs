@@ -245,3 +245,12 @@ impl std::io::Read for ObjectReader<'_> {
         Ok(n)
     }
 }
+
+impl Bucket {
+    /// Delete an object (no error when it is not there).
+    pub fn delete(&self, key: &str) -> Result<(), String> {
+        self.rt
+            .block_on(self.op.delete(key))
+            .map_err(|e| format!("deleting {}/{key}: {e}", self.location))
+    }
+}
