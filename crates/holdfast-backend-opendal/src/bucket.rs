@@ -152,7 +152,10 @@ impl Bucket {
                     .unwrap_or_default(),
             })),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("reading the metadata of {}/{key}: {e}", self.location)),
+            Err(e) => Err(format!(
+                "reading the metadata of {}/{key}: {e}",
+                self.location
+            )),
         }
     }
 
@@ -168,7 +171,13 @@ impl Bucket {
         }
     }
 
-    fn read_range(&self, key: &str, meta: &ObjectMeta, from: u64, to: u64) -> Result<Vec<u8>, String> {
+    fn read_range(
+        &self,
+        key: &str,
+        meta: &ObjectMeta,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<u8>, String> {
         self.gets.fetch_add(1, Ordering::Relaxed);
         let mut r = self.op.read_with(key).range(from..to);
         if let Some(e) = &meta.etag {
@@ -197,9 +206,8 @@ impl Bucket {
             w = w.user_metadata(meta.user.clone());
         }
         let mut w = self.rt.block_on(async { w.await }).map_err(fail)?;
-        let mut send = |data: Vec<u8>| -> Result<(), String> {
-            self.rt.block_on(w.write(data)).map_err(fail)
-        };
+        let mut send =
+            |data: Vec<u8>| -> Result<(), String> { self.rt.block_on(w.write(data)).map_err(fail) };
         body(&mut send)?;
         self.rt.block_on(w.close()).map_err(fail)?;
         Ok(())

@@ -181,19 +181,18 @@ impl ObjectStorage {
 
     /// The timeouts and retries (exponential backoff with jitter) every request goes through.
     pub(crate) fn layered(op: Operator) -> Operator {
-        op
-            .layer(
-                TimeoutLayer::new()
-                    .with_timeout(Duration::from_secs(60))
-                    .with_io_timeout(Duration::from_secs(30)),
-            )
-            .layer(
-                RetryLayer::new()
-                    .with_jitter()
-                    .with_max_times(8)
-                    .with_min_delay(Duration::from_millis(100))
-                    .with_max_delay(Duration::from_secs(10)),
-            )
+        op.layer(
+            TimeoutLayer::new()
+                .with_timeout(Duration::from_secs(60))
+                .with_io_timeout(Duration::from_secs(30)),
+        )
+        .layer(
+            RetryLayer::new()
+                .with_jitter()
+                .with_max_times(8)
+                .with_min_delay(Duration::from_millis(100))
+                .with_max_delay(Duration::from_secs(10)),
+        )
     }
 
     /// Wrap an operator with timeouts and retries (exponential backoff with jitter) and an I/O

@@ -65,7 +65,9 @@ impl Setup {
             .cloned()
             .unwrap_or_else(|| panic!("no backup job: {v}"));
         assert_eq!(job["state"], "completed", "{job}");
-        let out = self.ok(self.cmd(&["--json", "--repo", "repo", "snapshots"]).env("HOLDFAST_PASSWORD", "pw"));
+        let out = self.ok(self
+            .cmd(&["--json", "--repo", "repo", "snapshots"])
+            .env("HOLDFAST_PASSWORD", "pw"));
         let all: Value = serde_json::from_str(&out).unwrap();
         let all = all.as_array().unwrap_or_else(|| panic!("{all}"));
         all.last().unwrap().clone()
@@ -99,7 +101,10 @@ fn put(b: &Bucket, key: &str, data: &[u8], ctype: Option<&str>, user: &[(&str, &
 }
 
 fn get(b: &Bucket, key: &str) -> (Vec<u8>, ObjectMeta) {
-    let m = b.head(key).unwrap().unwrap_or_else(|| panic!("{key} missing"));
+    let m = b
+        .head(key)
+        .unwrap()
+        .unwrap_or_else(|| panic!("{key} missing"));
     let mut out = Vec::new();
     std::io::Read::read_to_end(&mut b.reader(key, &m), &mut out).unwrap();
     (out, m)
@@ -143,10 +148,22 @@ fn bucket_source_incremental_metadata_restore_drill() {
     }
     for j in 0..3u64 {
         let data = bytes(10_000 + j, 3_000_000 + j as usize * 1_234_567);
-        put(&b, &format!("{src}big/b{j}"), &data, Some("application/x-big"), &[]);
+        put(
+            &b,
+            &format!("{src}big/b{j}"),
+            &data,
+            Some("application/x-big"),
+            &[],
+        );
         want.insert(format!("big/b{j}"), data);
     }
-    put(&b, &format!("{src}meta.json"), b"{}", Some("application/json"), &[("owner", "shop"), ("tier", "gold")]);
+    put(
+        &b,
+        &format!("{src}meta.json"),
+        b"{}",
+        Some("application/json"),
+        &[("owner", "shop"), ("tier", "gold")],
+    );
     want.insert("meta.json".into(), b"{}".to_vec());
     // Outside the prefix: not part of the source.
     put(&b, &format!("{run}/other/x"), b"not mine", None, &[]);
@@ -167,7 +184,10 @@ fn bucket_source_incremental_metadata_restore_drill() {
     let first = s.protect_at(t0);
     let total = want.len() as u64;
     assert_eq!(first["summary"]["files_new"], total, "{first}");
-    assert_eq!(first["paths"][0], format!("s3://{}/{src}", c.env["HOLDFAST_TEST_BUCKET"]));
+    assert_eq!(
+        first["paths"][0],
+        format!("s3://{}/{src}", c.env["HOLDFAST_TEST_BUCKET"])
+    );
 
     // Change 1% of the objects, delete some, add some: only the changed and new are read.
     let keys: Vec<String> = want.keys().cloned().collect();
@@ -179,7 +199,13 @@ fn bucket_source_incremental_metadata_restore_drill() {
         read_bytes += data.len() as u64;
         want.insert(k.clone(), data);
     }
-    let deleted: Vec<String> = keys.iter().skip(7).step_by(300).filter(|k| !changed.contains(k)).cloned().collect();
+    let deleted: Vec<String> = keys
+        .iter()
+        .skip(7)
+        .step_by(300)
+        .filter(|k| !changed.contains(k))
+        .cloned()
+        .collect();
     for k in &deleted {
         b.delete(&format!("{src}{k}")).unwrap();
         want.remove(k);
@@ -204,16 +230,26 @@ fn bucket_source_incremental_metadata_restore_drill() {
         total - changed.len() as u64 - deleted.len() as u64,
         "{second}"
     );
-    assert_eq!(sum["bytes_read"], read_bytes, "only changed objects are read: {second}");
+    assert_eq!(
+        sum["bytes_read"], read_bytes,
+        "only changed objects are read: {second}"
+    );
     let notes = second["warnings"].to_string();
     assert!(
-        notes.contains(&format!("{} objects deleted", deleted.len())) && notes.contains(&deleted[0]),
+        notes.contains(&format!("{} objects deleted", deleted.len()))
+            && notes.contains(&deleted[0]),
         "{second}"
     );
 
     // Restore into a directory: every object's bytes, the metadata beside them.
     let out = s.path("out");
-    s.ok(&mut s.cmd(&["restore", "--source", "objects", "--target", out.to_str().unwrap()]));
+    s.ok(&mut s.cmd(&[
+        "restore",
+        "--source",
+        "objects",
+        "--target",
+        out.to_str().unwrap(),
+    ]));
     let got: Vec<_> = walk(&out.join(&src));
     assert_eq!(got.len(), want.len(), "restored objects");
     same_dir(&out.join(&src), &want);
@@ -240,7 +276,14 @@ fn bucket_source_incremental_metadata_restore_drill() {
     assert_eq!(m.content_type.as_deref(), Some("application/x-big"));
     let (_, m) = get(&b, &format!("{dst}{}", changed[1]));
     assert_eq!(m.content_type.as_deref(), Some("text/changed"));
-    s.ok(&mut s.cmd(&["restore", "--source", "objects", "--target", &target, "--replace"]));
+    s.ok(&mut s.cmd(&[
+        "restore",
+        "--source",
+        "objects",
+        "--target",
+        &target,
+        "--replace",
+    ]));
     let (data, m) = get(&b, &newer_key);
     assert_eq!(data, b"{}");
     assert_eq!(m.user.get("tier").map(String::as_str), Some("gold"));
@@ -248,8 +291,15 @@ fn bucket_source_incremental_metadata_restore_drill() {
     // A drill restores and compares every object.
     let o = s.cmd(&["--json", "drill", "objects"]).output().unwrap();
     let said = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(o.status.success(), "{said}\n{}", String::from_utf8_lossy(&o.stderr));
-    assert!(said.contains(&format!("compared {} objects", want.len())), "{said}");
+    assert!(
+        o.status.success(),
+        "{said}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        said.contains(&format!("compared {} objects", want.len())),
+        "{said}"
+    );
 }
 
 fn walk(d: &Path) -> Vec<PathBuf> {

@@ -97,7 +97,10 @@ pub struct Stored {
 
 impl Stored {
     fn of(node: &Node) -> Option<Stored> {
-        let x = node.xattrs.iter().find(|x| x.name.0 == META_XATTR.as_bytes())?;
+        let x = node
+            .xattrs
+            .iter()
+            .find(|x| x.name.0 == META_XATTR.as_bytes())?;
         let raw = hex::decode(&x.value).ok()?;
         serde_json::from_slice(&raw).ok()
     }
@@ -209,7 +212,10 @@ fn node(name: &str, kind: NodeKind, mtime: FileTime) -> Node {
 }
 
 fn time_of(t: Option<DateTime<Utc>>, default_ns: i64) -> FileTime {
-    FileTime::from_nanos(t.and_then(|t| t.timestamp_nanos_opt()).unwrap_or(default_ns))
+    FileTime::from_nanos(
+        t.and_then(|t| t.timestamp_nanos_opt())
+            .unwrap_or(default_ns),
+    )
 }
 
 impl Backup<'_, '_> {
@@ -233,7 +239,9 @@ impl Backup<'_, '_> {
             let old = before.remove(name.as_bytes());
             let mtime = time_of(e.last_modified, self.time_ns);
             if e.dir {
-                let sub_prev = old.filter(|o| o.kind == NodeKind::Dir).and_then(|o| o.subtree);
+                let sub_prev = old
+                    .filter(|o| o.kind == NodeKind::Dir)
+                    .and_then(|o| o.subtree);
                 let sub = self.dir(&e.key, sub_prev)?;
                 let mut n = node(name, NodeKind::Dir, FileTime::from_nanos(self.time_ns));
                 n.subtree = Some(sub);
@@ -257,9 +265,9 @@ impl Backup<'_, '_> {
             let Some(meta) = self.b.head(&e.key).map_err(store)? else {
                 continue; // deleted between the listing and now: not part of this point
             };
-            let (content, size) = self
-                .w
-                .store_file(&e.key, self.b.reader(&e.key, &meta), self.progress)?;
+            let (content, size) =
+                self.w
+                    .store_file(&e.key, self.b.reader(&e.key, &meta), self.progress)?;
             if had {
                 self.walk.summary.files_changed += 1;
             } else {
@@ -274,7 +282,11 @@ impl Backup<'_, '_> {
                 content_type: meta.content_type.clone(),
                 user: meta.user.clone(),
             };
-            let mut n = node(name, NodeKind::File, time_of(meta.last_modified, self.time_ns).max(mtime));
+            let mut n = node(
+                name,
+                NodeKind::File,
+                time_of(meta.last_modified, self.time_ns).max(mtime),
+            );
             n.size = size;
             n.content = content;
             n.xattrs = vec![stored.xattr()];
@@ -285,8 +297,14 @@ impl Backup<'_, '_> {
         for g in gone {
             self.walk.deleted_count += 1;
             if self.walk.deleted.len() < DELETED_SHOWN {
-                let suffix = if g.kind == NodeKind::Dir { "/ (and all under it)" } else { "" };
-                self.walk.deleted.push(format!("{dir}{}{suffix}", g.name.display()));
+                let suffix = if g.kind == NodeKind::Dir {
+                    "/ (and all under it)"
+                } else {
+                    ""
+                };
+                self.walk
+                    .deleted
+                    .push(format!("{dir}{}{suffix}", g.name.display()));
             }
         }
         self.w.store_tree(nodes).map_err(SourceError::from)
@@ -362,9 +380,7 @@ impl BucketSource {
             let path = path.to_path_buf();
             move |source| BucketError::Io { what, path, source }
         };
-        if !replace
-            && fs::read_dir(target).is_ok_and(|mut d| d.next().is_some())
-        {
+        if !replace && fs::read_dir(target).is_ok_and(|mut d| d.next().is_some()) {
             return Err(BucketError::NotEmpty(target.into()).into());
         }
         fs::create_dir_all(target).map_err(io("creating", target))?;
@@ -383,7 +399,8 @@ impl BucketSource {
             let mut f = fs::File::create(&path).map_err(io("creating", &path))?;
             let p2 = path.clone();
             let h = copy_content(repo, &index, n, &mut |data| {
-                f.write_all(&data).map_err(|e| format!("writing {}: {e}", p2.display()))
+                f.write_all(&data)
+                    .map_err(|e| format!("writing {}: {e}", p2.display()))
             })?;
             f.sync_all().map_err(io("writing", &path))?;
             let meta = Stored::of(n).unwrap_or_default();
@@ -456,16 +473,18 @@ impl BucketSource {
                 }
             }
             let mut err = None;
-            b.put(&to, &meta.meta(n.size), &mut |send| {
-                match copy_content(repo, &index, n, send) {
+            b.put(
+                &to,
+                &meta.meta(n.size),
+                &mut |send| match copy_content(repo, &index, n, send) {
                     Ok(_) => Ok(()),
                     Err(e) => {
                         let m = e.to_string();
                         err = Some(e);
                         Err(m)
                     }
-                }
-            })
+                },
+            )
             .map_err(|m| err.take().unwrap_or_else(|| store(m)))?;
             done.objects += 1;
             done.bytes += n.size;
@@ -507,7 +526,9 @@ impl Source for BucketSource {
                     Ok(o) => o,
                     Err(e) => {
                         failed = Some(e);
-                        return Err(holdfast_core::Error::Refused("reading the previous recovery point".into()));
+                        return Err(holdfast_core::Error::Refused(
+                            "reading the previous recovery point".into(),
+                        ));
                     }
                 },
                 None => None,
@@ -543,7 +564,11 @@ impl Source for BucketSource {
                 notes.push(format!(
                     "{deleted_count} objects deleted since the previous recovery point: {}{}",
                     deleted.join(", "),
-                    if more > 0 { format!(" and {more} more") } else { String::new() }
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
                 ));
             }
             Ok(BuiltTree {
@@ -576,7 +601,12 @@ impl Source for BucketSource {
                 out.push(format!(
                     "kept {} newer objects in the target (pass --replace to overwrite them): {}",
                     r.kept_newer.len(),
-                    r.kept_newer.iter().take(DELETED_SHOWN).cloned().collect::<Vec<_>>().join(", ")
+                    r.kept_newer
+                        .iter()
+                        .take(DELETED_SHOWN)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ));
             }
             return Ok(out);
@@ -600,7 +630,9 @@ impl Source for BucketSource {
                 Ok((h, n)) if h == *want && n == *size => {}
                 Ok(_) => {
                     passed = false;
-                    messages.push(format!("{key}: restored bytes differ from the recovery point"));
+                    messages.push(format!(
+                        "{key}: restored bytes differ from the recovery point"
+                    ));
                 }
                 Err(e) => {
                     passed = false;
@@ -608,9 +640,10 @@ impl Source for BucketSource {
                 }
             }
         }
-        if r.objects != job.snap.snapshot.summary.files_new
-            + job.snap.snapshot.summary.files_changed
-            + job.snap.snapshot.summary.files_unmodified
+        if r.objects
+            != job.snap.snapshot.summary.files_new
+                + job.snap.snapshot.summary.files_changed
+                + job.snap.snapshot.summary.files_unmodified
         {
             passed = false;
             messages.push(format!(
