@@ -453,8 +453,8 @@ impl BucketSource {
             return Ok(done);
         };
         each_object(repo, &index, &objects, "", &mut |key, n| {
-            let rel = key.strip_prefix(self.prefix.as_str()).unwrap_or(key);
-            let to = format!("{}{rel}", c.prefix);
+            // Keys in the snapshot are relative to the source's prefix.
+            let to = format!("{}{key}", c.prefix);
             let meta = Stored::of(n).unwrap_or_default();
             if !replace {
                 if let Some(there) = b.head(&to).map_err(store)? {
