@@ -42,6 +42,9 @@ pub struct ObjectMeta {
     pub user: BTreeMap<String, String>,
 }
 
+/// Takes one piece of an object's body being written.
+pub type BodySink<'a> = dyn FnMut(Vec<u8>) -> Result<(), String> + 'a;
+
 /// A connection to one bucket.
 pub struct Bucket {
     op: Operator,
@@ -195,7 +198,7 @@ impl Bucket {
         &self,
         key: &str,
         meta: &ObjectMeta,
-        body: &mut dyn FnMut(&mut dyn FnMut(Vec<u8>) -> Result<(), String>) -> Result<(), String>,
+        body: &mut dyn FnMut(&mut BodySink<'_>) -> Result<(), String>,
     ) -> Result<(), String> {
         let fail = |e: opendal::Error| format!("writing {}/{key}: {e}", self.location);
         let mut w = self.op.writer_with(key).chunk(RANGE as usize);
