@@ -111,7 +111,7 @@ fn get(b: &Bucket, key: &str) -> (Vec<u8>, ObjectMeta) {
 }
 
 fn small_key(i: u64) -> String {
-    if i % 50 == 0 {
+    if i.is_multiple_of(50) {
         format!("o{i}")
     } else {
         format!("d{}/sub{}/o{i}", i % 20, i % 3)
