@@ -687,3 +687,35 @@ impl Source for BucketSource {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_round_trips_through_the_attribute_and_prefix_is_a_directory() {
+        let s = Stored {
+            etag: Some("\"abc\"".into()),
+            last_modified: Some(Utc::now()),
+            version: Some("v1".into()),
+            content_type: Some("text/plain".into()),
+            user: [("owner".to_string(), "shop".to_string())].into(),
+        };
+        let mut n = node("k", NodeKind::File, FileTime::from_nanos(0));
+        assert_eq!(Stored::of(&n), None);
+        n.xattrs = vec![s.xattr()];
+        assert_eq!(Stored::of(&n), Some(s));
+        let w = crate::config::Workload::parse(
+            Path::new("/w.toml"),
+            "[[source]]\nname = \"b\"\nkind = \"s3\"\nbucket = \"x\"\nprefix = \"/media\"\n",
+        )
+        .unwrap();
+        assert!(w.sources[0].driver().describe().contains("s3://x/media/"));
+        let e = crate::config::Workload::parse(
+            Path::new("/w.toml"),
+            "[[source]]\nname = \"b\"\nkind = \"s3\"\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("needs bucket"), "{e}");
+    }
+}
