@@ -486,8 +486,13 @@ fn refuse_unsupported_root(p: &Path, m: &fs::Metadata) -> Result<()> {
     } else {
         return Ok(());
     };
+    let fix = if t.is_block_device() {
+        "pass --device-contents to back up its contents (as one image file, allocated extents only), declare a kind = \"volume\" source, or back up the file system mounted from it"
+    } else {
+        "back up the file system mounted from it, or its data with a command source (e.g. a snapshot tool's output on standard output)"
+    };
     Err(Error::Invalid(format!(
-        "{} is {what}: a backup of it would hold the device node, not its data; back up the file system mounted from it, or its data with a command source (e.g. a snapshot tool's output on standard output)",
+        "{} is {what}: a backup of it would hold the device node, not its data; {fix}",
         p.display()
     )))
 }

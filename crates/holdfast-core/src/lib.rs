@@ -42,6 +42,7 @@ pub mod stream;
 pub mod tree;
 pub mod trees;
 pub mod util;
+pub mod volume;
 pub mod writer;
 
 pub use error::{Error, Result};

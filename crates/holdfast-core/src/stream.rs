@@ -4,6 +4,7 @@
 //! may claim to be a complete recovery point when the dump was not.
 
 use std::io::Read;
+use std::path::Path;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -76,6 +77,15 @@ fn synthetic(
     }
 }
 
+/// One piece of a stored file: a chunk to store, or one already stored (a volume's zero
+/// chunks) with its length.
+pub enum Piece {
+    /// A chunk the chunker cut.
+    Data(fastcdc::v2020::ChunkData),
+    /// A stored chunk's id and length.
+    Known(Id, u64),
+}
+
 /// Chunks a stream yields, stored in order: the stream is read and cut on this thread while
 /// up to four others hash, compress and encrypt the chunks (the costly part), so a dump or a
 /// WAL segment is stored at the speed of several cores. Returns the chunks' ids in stream
@@ -85,10 +95,13 @@ pub(crate) fn store_chunks(
     c: &mut Compressor,
     level: i32,
     name: &str,
-    chunks: impl Iterator<Item = std::result::Result<fastcdc::v2020::ChunkData, fastcdc::v2020::Error>>,
+    chunks: impl Iterator<Item = Result<Piece>>,
     progress: &dyn Progress,
 ) -> Result<(Vec<Id>, u64)> {
-    let read_error = |e: fastcdc::v2020::Error| Error::Refused(format!("reading {name}: {e}"));
+    let read_error = |e: Error| match e {
+        Error::Refused(m) => Error::Refused(format!("{name}: {m}")),
+        e => e,
+    };
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
@@ -97,10 +110,17 @@ pub(crate) fn store_chunks(
     if workers < 2 {
         let mut ids = Vec::new();
         for chunk in chunks {
-            let chunk = chunk.map_err(read_error)?;
-            size += chunk.length as u64;
-            progress.inc(0, chunk.length as u64);
-            ids.push(dedup.store(c, BlobType::Data, &chunk.data)?);
+            match chunk.map_err(read_error)? {
+                Piece::Data(chunk) => {
+                    size += chunk.length as u64;
+                    progress.inc(0, chunk.length as u64);
+                    ids.push(dedup.store(c, BlobType::Data, &chunk.data)?);
+                }
+                Piece::Known(id, n) => {
+                    size += n;
+                    ids.push(id);
+                }
+            }
         }
         return Ok((ids, size));
     }
@@ -124,9 +144,15 @@ pub(crate) fn store_chunks(
         drop((rx, done_tx));
         let mut n = 0usize;
         let mut failed = None;
+        let mut known = Vec::new();
         for chunk in chunks {
             match chunk {
-                Ok(chunk) => {
+                Ok(Piece::Known(id, len)) => {
+                    size += len;
+                    known.push((n, id));
+                    n += 1;
+                }
+                Ok(Piece::Data(chunk)) => {
                     size += chunk.length as u64;
                     progress.inc(0, chunk.length as u64);
                     if tx.send((n, chunk.data)).is_err() {
@@ -143,6 +169,9 @@ pub(crate) fn store_chunks(
         // No more chunks: the workers finish what they hold and end.
         drop(tx);
         let mut ids: Vec<Option<Id>> = vec![None; n];
+        for (i, id) in known {
+            ids[i] = Some(id);
+        }
         for (i, r) in done_rx {
             match r {
                 Ok(id) => ids[i] = Some(id),
@@ -161,11 +190,49 @@ pub(crate) fn store_chunks(
     })
 }
 
+/// One volume (a block device or disk image) stored as a file of a snapshot: only its
+/// allocated extents are read (see [`crate::volume`]).
+pub struct VolumeItem<'a> {
+    /// File name inside the snapshot's directory.
+    pub name: String,
+    /// The open device or image.
+    pub file: &'a std::fs::File,
+    /// Its size in bytes ([`crate::volume::size`]).
+    pub size: u64,
+    /// Called once every extent is read, before the snapshot is recorded: reports whether the
+    /// capture is consistent (e.g. the file system stayed frozen; thaw it here), with why not.
+    pub finish: Box<dyn FnOnce() -> std::result::Result<(), String> + 'a>,
+}
+
+/// What a stream snapshot's file is made from.
+pub enum Content<'a> {
+    /// A producer's byte stream.
+    Stream(StreamItem<'a>),
+    /// A volume.
+    Volume(VolumeItem<'a>),
+}
+
 /// Store the items as files `DIR/NAME` of a new snapshot.
 pub fn backup_streams(
     repo: &Repository,
     opts: &StreamOptions,
     items: Vec<StreamItem<'_>>,
+    progress: &dyn Progress,
+) -> Result<(Id, Snapshot)> {
+    backup_contents(
+        repo,
+        opts,
+        items.into_iter().map(Content::Stream).collect(),
+        progress,
+    )
+}
+
+/// Store streams and volumes as files `DIR/NAME` of a new snapshot. A volume's
+/// `summary.bytes_read` counts only its allocated extents.
+pub fn backup_contents(
+    repo: &Repository,
+    opts: &StreamOptions,
+    items: Vec<Content<'_>>,
     progress: &dyn Progress,
 ) -> Result<(Id, Snapshot)> {
     let started = Instant::now();
@@ -182,32 +249,72 @@ pub fn backup_streams(
     let now_ns = time.timestamp_nanos_opt().unwrap_or(0);
     progress.phase("backup stream");
     for item in items {
-        let cdc = fastcdc::v2020::StreamCDC::with_level_and_seed(
-            item.reader,
-            p.min,
-            p.avg,
-            p.max,
-            fastcdc::v2020::Normalization::Level1,
-            repo.key().chunker_seed(),
-        );
-        let (content, size) = store_chunks(
-            &dedup,
-            &mut c,
-            repo.config().compression,
-            &item.name,
-            cdc,
-            progress,
-        )?;
-        (item.finish)().map_err(|e| {
-            Error::Refused(format!(
-                "{}: the producer failed, no recovery point was recorded: {e}",
-                item.name
-            ))
-        })?;
+        let (name, content, size, read) = match item {
+            Content::Stream(item) => {
+                let cdc = fastcdc::v2020::StreamCDC::with_level_and_seed(
+                    item.reader,
+                    p.min,
+                    p.avg,
+                    p.max,
+                    fastcdc::v2020::Normalization::Level1,
+                    repo.key().chunker_seed(),
+                );
+                let (content, size) = store_chunks(
+                    &dedup,
+                    &mut c,
+                    repo.config().compression,
+                    &item.name,
+                    cdc.map(|r| {
+                        r.map(Piece::Data)
+                            .map_err(|e| Error::Refused(format!("reading: {e}")))
+                    }),
+                    progress,
+                )?;
+                (item.finish)().map_err(|e| {
+                    Error::Refused(format!(
+                        "{}: the producer failed, no recovery point was recorded: {e}",
+                        item.name
+                    ))
+                })?;
+                (item.name, content, size, size)
+            }
+            Content::Volume(v) => {
+                let ext = crate::volume::extents(v.file, v.size, p.min as u64).map_err(|e| {
+                    Error::io("finding the allocated extents of", Path::new(&v.name), e)
+                })?;
+                let read: u64 = ext.iter().filter(|e| e.data).map(|e| e.len).sum();
+                let pieces = crate::volume::pieces(
+                    &dedup,
+                    repo.config().compression,
+                    v.file,
+                    ext,
+                    (p.min, p.avg, p.max),
+                    repo.key().chunker_seed(),
+                );
+                let (content, size) = store_chunks(
+                    &dedup,
+                    &mut c,
+                    repo.config().compression,
+                    &v.name,
+                    pieces,
+                    progress,
+                )?;
+                (v.finish)().map_err(|e| {
+                    Error::Refused(format!("{}: no recovery point was recorded: {e}", v.name))
+                })?;
+                if size != v.size {
+                    return Err(Error::Refused(format!(
+                        "{}: {size} bytes were stored of a volume of {} bytes (it changed size while read); no recovery point was recorded",
+                        v.name, v.size
+                    )));
+                }
+                (v.name, content, size, read)
+            }
+        };
         summary.files_new += 1;
-        summary.bytes_read += size;
+        summary.bytes_read += read;
         summary.total_bytes += size;
-        let mut n = synthetic(item.name, NodeKind::File, 0o600, (uid, gid), now_ns);
+        let mut n = synthetic(name, NodeKind::File, 0o600, (uid, gid), now_ns);
         n.size = size;
         n.content = content;
         nodes.push(n);

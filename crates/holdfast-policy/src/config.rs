@@ -686,6 +686,7 @@ why-not-backup = "derived"
             Mysql,
             Command,
             S3,
+            Volume,
         }
         #[derive(Debug, Deserialize)]
         #[allow(dead_code)]

@@ -123,6 +123,11 @@ fn opt_dur(s: Option<i64>) -> String {
 }
 
 /// Render the report as one HTML page with inline CSS and SVG (no external resources).
+///
+/// The parts that change between two reports carry stable handles, so a live page (the
+/// service's, `holdfast_service::page`) can update them in place: `id=hf-computed`,
+/// `id=hf-summary`, `id=hf-controls`, each source's row `data-source=NAME` and in it the cells
+/// `data-f=problems|age|rpo|drill|rto|copies|job`.
 pub fn html(r: &StatusReport) -> String {
     let mut h = String::new();
     let failing = r.controls.iter().filter(|c| !c.passed).count();
@@ -133,15 +138,15 @@ pub fn html(r: &StatusReport) -> String {
     h += ".na{color:#666}.summary{font-size:1.2em;padding:.6em 1em;border-radius:4px;display:inline-block}.problems{color:#c62828;font-size:.9em}svg{background:#fafafa}";
     h += "</style></head><body>";
     h += &format!(
-        "<h1>holdfast status</h1><div>workload <code>{}</code>, computed {} UTC</div>",
+        "<h1>holdfast status</h1><div>workload <code>{}</code>, computed <span id=hf-computed>{}</span> UTC</div>",
         esc(&r.workload),
         r.now.format("%Y-%m-%d %H:%M:%S")
     );
     h += &if r.ok() {
-        "<p class=\"summary ok\">every control passes</p>".to_string()
+        "<p id=hf-summary class=\"summary ok\">every control passes</p>".to_string()
     } else {
         format!(
-            "<p class=\"summary bad\">{failing} control(s) failing{}{}</p>",
+            "<p id=hf-summary class=\"summary bad\">{failing} control(s) failing{}{}</p>",
             if r.unreadable.is_empty() {
                 String::new()
             } else {
@@ -161,10 +166,11 @@ pub fn html(r: &StatusReport) -> String {
     for s in &r.sources {
         let f = &s.facts;
         h += &format!(
-            "<tr><td><b>{}</b><div class=na>{}</div>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} ago</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr data-source=\"{}\"><td><b>{}</b><div class=na>{}</div><div class=problems data-f=problems>{}</div></td><td>{}</td><td>{}</td><td>{}</td><td data-f=age>{} ago</td><td data-f=rpo>{}</td><td>{}</td><td data-f=drill>{}</td><td data-f=rto>{}</td><td data-f=copies>{}</td><td data-f=job>{}</td></tr>",
+            esc(&f.name),
             esc(&f.name),
             esc(&format!("{}{}", f.mechanism, s.status.window.map(|(a, b)| format!("; recoverable to any second from {} to {} UTC", a.format("%Y-%m-%d %H:%M:%S"), b.format("%Y-%m-%d %H:%M:%S"))).unwrap_or_default())),
-            if s.status.problems.is_empty() { String::new() } else { format!("<div class=problems>{}</div>", s.status.problems.iter().map(|p| esc(p)).collect::<Vec<_>>().join("<br>")) },
+            s.status.problems.iter().map(|p| esc(p)).collect::<Vec<_>>().join("<br>"),
             esc(f.class.as_deref().unwrap_or("—")),
             f.strategy.map(|s| format!("{s:?}").to_lowercase()).unwrap_or_else(|| "—".into()),
             opt_dur(s.rpo_seconds),
@@ -193,7 +199,7 @@ pub fn html(r: &StatusReport) -> String {
                 .join(", "))
         );
     }
-    h += "</table><h2>Controls</h2><table><tr><th>control</th><th>result</th><th>failing sources</th></tr>";
+    h += "</table><h2>Controls</h2><table id=hf-controls><tr><th>control</th><th>result</th><th>failing sources</th></tr>";
     for c in &r.controls {
         h += &format!(
             "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -261,4 +267,62 @@ pub fn html(r: &StatusReport) -> String {
     }
     h += "</svg></body></html>\n";
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The live page (holdfast-service's `page`) finds each source's row and cells by these
+    /// handles; a name that needs escaping stays one attribute.
+    #[test]
+    fn each_source_row_carries_stable_handles() {
+        let now = Utc::now();
+        let facts = SourceFacts {
+            name: "a\"<b>".into(),
+            mechanism: "path".into(),
+            class: None,
+            criticality: None,
+            strategy: None,
+            rpo: Some(Duration::hours(1)),
+            rto: None,
+            drill_every: None,
+            has_retention: false,
+            newest_point: None,
+            points: 0,
+            last_drill: None,
+            copies: vec![],
+            encrypted: true,
+            continuous: None,
+        };
+        let status = crate::compliance::evaluate(&facts, now);
+        let r = StatusReport {
+            now,
+            workload: "w.toml".into(),
+            sources: vec![SourceRow {
+                facts,
+                rpo_seconds: Some(3600),
+                rto_seconds: None,
+                status,
+                last_job: None,
+                points: vec![],
+                drills: vec![],
+            }],
+            controls: vec![],
+            unreadable: vec![],
+            alarms: vec![],
+            repositories: vec![],
+            unprotected: None,
+        };
+        let h = html(&r);
+        assert!(h.contains("<tr data-source=\"a&quot;&lt;b&gt;\">"), "{h}");
+        for f in ["problems", "age", "rpo", "drill", "rto", "copies", "job"] {
+            assert_eq!(h.matches(&format!("data-f={f}>")).count(), 1, "{f}: {h}");
+        }
+        for id in ["hf-computed", "hf-summary", "hf-controls"] {
+            assert_eq!(h.matches(&format!("id={id}")).count(), 1, "{id}");
+        }
+        // Never measured is not met: the row says so.
+        assert!(h.contains("<td data-f=rpo><span class=bad>"), "{h}");
+    }
 }

@@ -29,6 +29,8 @@ pub struct Shared {
     pub token: RwLock<Option<String>>,
     /// When the service loop last went round (for `/healthz`).
     pub alive: RwLock<Instant>,
+    /// `/metrics` of the newest snapshot, rendered once when it was published.
+    pub metrics: RwLock<Arc<String>>,
 }
 
 impl Shared {
@@ -36,9 +38,11 @@ impl Shared {
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.read().expect("not poisoned").clone()
     }
-    /// Publish a new snapshot.
+    /// Publish a new snapshot (and its metrics, rendered now: a scrape never renders).
     pub fn publish(&self, s: Snapshot) {
+        let m = Arc::new(crate::metrics::render(&s));
         *self.snapshot.write().expect("not poisoned") = Arc::new(s);
+        *self.metrics.write().expect("not poisoned") = m;
     }
 }
 
@@ -126,7 +130,13 @@ async fn auth(
                 .into_response();
         }
     }
-    next.run(req).await
+    // Every answer is the state of now: never served from a cache.
+    let mut res = next.run(req).await;
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    res
 }
 
 async fn page(State(s): State<Arc<Shared>>) -> Response {
@@ -164,13 +174,13 @@ async fn drills(State(s): State<Arc<Shared>>) -> Response {
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
-    let snap = s.snapshot();
+    let text = s.metrics.read().expect("not poisoned").clone();
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::metrics::render(&snap),
+        text.as_ref().clone(),
     )
         .into_response()
 }

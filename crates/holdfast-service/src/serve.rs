@@ -136,6 +136,7 @@ pub fn serve(opts: ServeOptions, signals: Signals) -> Result<(), ServeError> {
         error: None,
     };
     let shared = Arc::new(Shared {
+        metrics: RwLock::new(Arc::new(String::new())),
         snapshot: RwLock::new(Arc::new(Snapshot {
             at: started,
             host: host.clone(),
@@ -154,6 +155,9 @@ pub fn serve(opts: ServeOptions, signals: Signals) -> Result<(), ServeError> {
         token: RwLock::new(token),
         alive: RwLock::new(Instant::now()),
     });
+    // Render the first (empty) snapshot's metrics: the service is up before it has looked.
+    let first = shared.snapshot();
+    shared.publish(first.as_ref().clone());
     let server = match listen.listen_addr().map_err(ServeError::Listen)? {
         Some(addr) => {
             let tls = match (&svc_cfg.tls_cert, &svc_cfg.tls_key) {

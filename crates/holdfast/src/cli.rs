@@ -329,6 +329,10 @@ pub struct BackupArgs {
     /// Snapshot time (RFC 3339), default now.
     #[arg(long, env = "HOLDFAST_NOW", hide = true)]
     pub time: Option<String>,
+    /// Back up the contents of one block device or disk image (its allocated extents, as
+    /// one file `NAME/NAME.img`) instead of the device node.
+    #[arg(long, conflicts_with_all = ["exclude", "exclude_file", "one_file_system", "dry_run", "parent"])]
+    pub device_contents: bool,
 }
 
 /// Which snapshots `latest` (and listings) choose from, like restic's `--host/--path/--tag`.

@@ -124,7 +124,14 @@ fn it_runs_what_is_due_and_serves_read_only() {
             .any(|j| j["job"] == "backup" && j["state"] == "completed"),
         "{jobs}"
     );
-    assert_eq!(s.get("/healthz").unwrap().body, "ok\n");
+    let h = s.get("/healthz").unwrap();
+    assert_eq!(h.body, "ok\n");
+    assert!(
+        h.headers
+            .iter()
+            .any(|(k, v)| k == "cache-control" && v == "no-store"),
+        "{h:?}"
+    );
     // Not due again within the RPO's cadence: still one point after a few refreshes.
     std::thread::sleep(Duration::from_secs(3));
     let n = w

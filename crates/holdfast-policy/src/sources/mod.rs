@@ -39,6 +39,9 @@ mod sqlite;
 pub mod sqlite_restore;
 pub mod sqlite_wal;
 mod tool;
+pub mod volume;
+mod volume_freeze;
+mod volume_lvm;
 
 pub mod my_scratch;
 pub mod pg_scratch;
@@ -65,6 +68,7 @@ pub const KINDS: &[(&str, Build)] = &[
     ("mysql", mysql::build),
     ("command", command::build),
     ("s3", s3::build),
+    ("volume", volume::build),
 ];
 
 /// A source driver failed.

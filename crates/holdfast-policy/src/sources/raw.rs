@@ -117,6 +117,22 @@ pub struct RawSource {
     /// File name of the data inside the snapshot (`command` sources; default `NAME.out`).
     #[serde(default)]
     pub file_name: Option<String>,
+    /// The mount point to freeze (`fsfreeze`) while a `volume` source is read, for a
+    /// crash-consistent capture of a mounted ext4/XFS file system without LVM.
+    #[serde(default)]
+    pub freeze: Option<PathBuf>,
+    /// The longest a `volume` source's file system stays frozen (default 10m): a watchdog
+    /// thaws it then, and the backup fails rather than record an inconsistent capture.
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub freeze_timeout: Option<Duration>,
+    /// `"lvm"` on a `volume` source: read an LVM snapshot of the logical volume, removed
+    /// afterwards.
+    #[serde(default)]
+    pub snapshot: Option<String>,
+    /// The copy-on-write size of a `volume` source's LVM snapshot (lvcreate's `-L`, e.g.
+    /// `"1G"`; default 20% of the origin).
+    #[serde(default)]
+    pub snapshot_size: Option<String>,
     /// The source is one thing reached from several hosts.
     #[serde(default)]
     pub shared: bool,

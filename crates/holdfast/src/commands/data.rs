@@ -78,6 +78,9 @@ pub fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
         before_snapshot: None,
     };
     let progress = CliProgress::new(g.quiet || g.json);
+    if a.device_contents {
+        return device_contents(g, &repo, &a, time, &progress);
+    }
     let out = backup::backup(&repo, &opts, &progress)?;
     let s = &out.snapshot;
     let lock = match out.id {
@@ -143,6 +146,70 @@ pub fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
         exit::OK
     } else {
         exit::WARNINGS
+    })
+}
+
+/// `holdfast backup --device-contents DEVICE`: the device's or image's contents as one file.
+fn device_contents(
+    g: &Global,
+    repo: &holdfast_core::Repository,
+    a: &BackupArgs,
+    time: Option<chrono::DateTime<chrono::Utc>>,
+    progress: &CliProgress,
+) -> Result<u8> {
+    let [path] = a.paths.as_slice() else {
+        anyhow::bail!("--device-contents backs up one device or image at a time");
+    };
+    let path =
+        std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "volume".into());
+    let opts = holdfast_core::stream::StreamOptions {
+        dir: name.clone(),
+        label: path.display().to_string(),
+        source: None,
+        tags: a.tag.clone(),
+        time,
+        log: None,
+    };
+    let id = holdfast_policy::sources::volume::backup_volume(
+        repo,
+        &path,
+        &opts,
+        &format!("{name}.img"),
+        progress,
+        Box::new(|| Ok(())),
+    )?;
+    let lock = rt()?.lock_after_write(repo);
+    let (all, _) = snapshot::load_all(repo)?;
+    let s = &snapshot::find(&all, &id.to_hex())?.snapshot;
+    if g.json {
+        print_json(&serde_json::json!({
+            "snapshot": id.to_hex(),
+            "complete": true,
+            "summary": s.summary,
+            "object_lock": lock_json(&lock),
+        }))?;
+    } else if !g.quiet {
+        let m = &s.summary;
+        outln!(
+            "contents of {}: {} read of {}, {} added to the repository ({} blobs), {:.2}s",
+            path.display(),
+            human_bytes(m.bytes_read),
+            human_bytes(m.total_bytes),
+            human_bytes(m.bytes_added),
+            m.blobs_added,
+            m.seconds
+        );
+        outln!("snapshot {} saved", id.short());
+    }
+    print_lock(g, &lock);
+    Ok(if matches!(lock, AfterWrite::Failed(_)) {
+        exit::WARNINGS
+    } else {
+        exit::OK
     })
 }
 

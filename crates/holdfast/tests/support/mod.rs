@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod azurite;
+pub mod chromium;
 pub mod garage;
 pub mod pgarch;
 pub mod rgw;
