@@ -80,7 +80,10 @@ impl TreeWriter<'_> {
             &mut self.c,
             self.repo.config().compression,
             name,
-            cdc,
+            cdc.map(|r| {
+                r.map(crate::stream::Piece::Data)
+                    .map_err(|e| crate::Error::Refused(format!("reading: {e}")))
+            }),
             progress,
         )
     }
