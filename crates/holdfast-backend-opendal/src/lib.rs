@@ -12,6 +12,7 @@
 
 #[cfg(feature = "azblob")]
 mod azblob;
+pub mod bucket;
 mod lock;
 mod versions;
 
@@ -178,6 +179,22 @@ impl ObjectStorage {
         Self::with_layers(op, location, Some(lock))
     }
 
+    /// The timeouts and retries (exponential backoff with jitter) every request goes through.
+    pub(crate) fn layered(op: Operator) -> Operator {
+        op.layer(
+            TimeoutLayer::new()
+                .with_timeout(Duration::from_secs(60))
+                .with_io_timeout(Duration::from_secs(30)),
+        )
+        .layer(
+            RetryLayer::new()
+                .with_jitter()
+                .with_max_times(8)
+                .with_min_delay(Duration::from_millis(100))
+                .with_max_delay(Duration::from_secs(10)),
+        )
+    }
+
     /// Wrap an operator with timeouts and retries (exponential backoff with jitter) and an I/O
     /// runtime.
     pub(crate) fn with_layers(
@@ -185,19 +202,7 @@ impl ObjectStorage {
         location: String,
         lock: Option<lock::LockClient>,
     ) -> std::result::Result<ObjectStorage, String> {
-        let op = op
-            .layer(
-                TimeoutLayer::new()
-                    .with_timeout(Duration::from_secs(60))
-                    .with_io_timeout(Duration::from_secs(30)),
-            )
-            .layer(
-                RetryLayer::new()
-                    .with_jitter()
-                    .with_max_times(8)
-                    .with_min_delay(Duration::from_millis(100))
-                    .with_max_delay(Duration::from_secs(10)),
-            );
+        let op = Self::layered(op);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(4)
             .enable_all()

@@ -9,6 +9,7 @@
 pub mod backup;
 pub mod blob;
 pub mod browse;
+pub mod built;
 pub mod check;
 pub mod config;
 pub mod copy;

@@ -90,7 +90,7 @@ pub enum Piece {
 /// up to four others hash, compress and encrypt the chunks (the costly part), so a dump or a
 /// WAL segment is stored at the speed of several cores. Returns the chunks' ids in stream
 /// order and the stream's length.
-fn store_chunks(
+pub(crate) fn store_chunks(
     dedup: &Dedup,
     c: &mut Compressor,
     level: i32,

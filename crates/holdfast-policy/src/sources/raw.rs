@@ -136,6 +136,23 @@ pub struct RawSource {
     /// The source is one thing reached from several hosts.
     #[serde(default)]
     pub shared: bool,
+    /// The bucket (`s3` sources).
+    #[serde(default)]
+    pub bucket: Option<String>,
+    /// The key prefix inside the bucket (`s3` sources; default the whole bucket).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// The S3 endpoint URL (`s3` sources; default `PREFIX_ENDPOINT_URL`, else AWS).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// The region (`s3` sources; default `PREFIX_REGION`, else `us-east-1`).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// The prefix of the environment variables holding the credentials (`s3` sources:
+    /// `PREFIX_ACCESS_KEY_ID`, `PREFIX_SECRET_ACCESS_KEY`, or their `_FILE` forms naming a
+    /// file; default `AWS`).
+    #[serde(default)]
+    pub credentials_env: Option<String>,
     /// Discovered locations this source protects, by identity.
     #[serde(default)]
     pub covers: Vec<String>,

@@ -1,12 +1,26 @@
-//! `kind = "s3"`: a bucket as a source. Not supported by this version: the workload file is
-//! refused, so nothing is silently left unprotected.
+//! `kind = "s3"`: a bucket, or a prefix of one, on any S3-compatible store. Each object is a
+//! file of the snapshot (`NAME/KEY`), its metadata (ETag, last-modified, version, content type,
+//! user metadata) in the file's `user.holdfast.s3` attribute; an incremental run lists the
+//! bucket one "directory" at a time beside the previous recovery point's tree and reads only
+//! objects whose size or ETag changed. See docs/DESIGN.md, "Buckets as data sources".
 
 use std::path::Path;
 use std::sync::Arc;
 
 use super::{RawSource, Source};
 
-/// Refuse the source, naming what to use instead.
+#[cfg(feature = "s3")]
+#[path = "s3_bucket.rs"]
+mod bucket;
+
+/// Build from the workload file.
+#[cfg(feature = "s3")]
 pub fn build(r: &RawSource, _base: &Path) -> Result<Arc<dyn Source>, String> {
-    Err(format!("source {:?}: kind \"s3\" (a bucket as a source) is not supported by this version: nothing would be backed up; back the bucket up with a command source (e.g. command = \"rclone cat ...\") or a path source over a synced copy", r.name()))
+    bucket::build(r)
+}
+
+/// Refuse the source: this binary was built without object storage.
+#[cfg(not(feature = "s3"))]
+pub fn build(r: &RawSource, _base: &Path) -> Result<Arc<dyn Source>, String> {
+    Err(format!("source {:?}: kind \"s3\" needs a holdfast built with the \"s3\" feature: nothing would be backed up", r.name()))
 }

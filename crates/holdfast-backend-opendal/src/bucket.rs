@@ -1,0 +1,267 @@
+//! A bucket (or a prefix of one) as a data source: listing one "directory" at a time, reading
+//! objects with their metadata, and writing them back. Synchronous, over OpenDAL's S3 service
+//! with the same retries and timeouts as repositories.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
+use opendal::{Metakey, Operator};
+
+use crate::S3Config;
+
+/// One entry of a listing: an object, or a common prefix (a "directory", its key ending `/`).
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// The key, relative to the bucket's root.
+    pub key: String,
+    /// A common prefix rather than an object.
+    pub dir: bool,
+    /// Size in bytes.
+    pub size: u64,
+    /// The ETag as the store gives it.
+    pub etag: Option<String>,
+    /// Last modified.
+    pub last_modified: Option<DateTime<Utc>>,
+}
+
+/// An object's metadata (from a HEAD).
+#[derive(Debug, Clone, Default)]
+pub struct ObjectMeta {
+    /// Size in bytes.
+    pub size: u64,
+    /// ETag.
+    pub etag: Option<String>,
+    /// Last modified.
+    pub last_modified: Option<DateTime<Utc>>,
+    /// Version id, in a versioned bucket.
+    pub version: Option<String>,
+    /// Content type.
+    pub content_type: Option<String>,
+    /// User metadata (`x-amz-meta-*`, names without the prefix).
+    pub user: BTreeMap<String, String>,
+}
+
+/// Takes one piece of an object's body being written.
+pub type BodySink<'a> = dyn FnMut(Vec<u8>) -> Result<(), String> + 'a;
+
+/// A connection to one bucket.
+pub struct Bucket {
+    op: Operator,
+    rt: tokio::runtime::Runtime,
+    location: String,
+    gets: AtomicU64,
+}
+
+/// Objects larger than this are read in ranges of this size, each conditional on the ETag
+/// first seen (an object replaced while it is read fails rather than mixing two versions).
+pub const RANGE: u64 = 8 << 20;
+
+impl Bucket {
+    /// Connect to the bucket of `c` (its prefix is ignored: keys are relative to the bucket).
+    pub fn connect(c: &S3Config) -> Result<Bucket, String> {
+        let location = format!("s3://{}", c.bucket);
+        let (Some(key_id), Some(secret)) = (&c.access_key_id, &c.secret_access_key) else {
+            return Err(format!(
+                "no credentials for {location}: set {p}_ACCESS_KEY_ID and {p}_SECRET_ACCESS_KEY",
+                p = c.env_prefix
+            ));
+        };
+        let mut b = opendal::services::S3::default()
+            .bucket(&c.bucket)
+            .root("/")
+            .region(c.region.as_deref().unwrap_or("us-east-1"))
+            .access_key_id(key_id)
+            .secret_access_key(secret)
+            .disable_config_load();
+        if let Some(e) = &c.endpoint {
+            b = b.endpoint(e);
+        }
+        let op = Operator::new(b)
+            .map_err(|e| format!("configuring {location}: {e}"))?
+            .finish();
+        let op = crate::ObjectStorage::layered(op);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| format!("starting the I/O runtime: {e}"))?;
+        Ok(Bucket {
+            op,
+            rt,
+            location,
+            gets: AtomicU64::new(0),
+        })
+    }
+
+    /// `s3://BUCKET`.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// How many object reads (GETs) this connection made.
+    pub fn gets(&self) -> u64 {
+        self.gets.load(Ordering::Relaxed)
+    }
+
+    /// The entries directly under `dir` (`""` for the bucket's root, else ending `/`), sorted
+    /// by key; `dir` itself (a directory marker) is left out.
+    pub fn list_dir(&self, dir: &str) -> Result<Vec<Listed>, String> {
+        let path = if dir.is_empty() { "/" } else { dir };
+        let entries = self
+            .rt
+            .block_on(async {
+                self.op
+                    .list_with(path)
+                    .metakey(
+                        Metakey::Mode
+                            | Metakey::ContentLength
+                            | Metakey::Etag
+                            | Metakey::LastModified,
+                    )
+                    .await
+            })
+            .map_err(|e| format!("listing {}/{dir}: {e}", self.location))?;
+        let mut out: Vec<Listed> = entries
+            .into_iter()
+            .filter(|e| e.path() != dir && e.path() != "/")
+            .map(|e| {
+                let m = e.metadata();
+                Listed {
+                    key: e.path().to_string(),
+                    dir: m.is_dir(),
+                    size: m.content_length(),
+                    etag: m.etag().map(str::to_string),
+                    last_modified: m.last_modified(),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// An object's metadata, or `None` when there is no such object.
+    pub fn head(&self, key: &str) -> Result<Option<ObjectMeta>, String> {
+        match self.rt.block_on(self.op.stat(key)) {
+            Ok(m) => Ok(Some(ObjectMeta {
+                size: m.content_length(),
+                etag: m.etag().map(str::to_string),
+                last_modified: m.last_modified(),
+                version: m.version().map(str::to_string),
+                content_type: m.content_type().map(str::to_string),
+                user: m
+                    .user_metadata()
+                    .map(|u| u.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                    .unwrap_or_default(),
+            })),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!(
+                "reading the metadata of {}/{key}: {e}",
+                self.location
+            )),
+        }
+    }
+
+    /// A reader of the object as it was when `meta` was taken (ranges conditional on its ETag).
+    pub fn reader<'a>(&'a self, key: &'a str, meta: &'a ObjectMeta) -> ObjectReader<'a> {
+        ObjectReader {
+            bucket: self,
+            key,
+            meta,
+            pos: 0,
+            buf: Vec::new(),
+            at: 0,
+        }
+    }
+
+    fn read_range(
+        &self,
+        key: &str,
+        meta: &ObjectMeta,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<u8>, String> {
+        self.gets.fetch_add(1, Ordering::Relaxed);
+        let mut r = self.op.read_with(key).range(from..to);
+        if let Some(e) = &meta.etag {
+            r = r.if_match(e);
+        }
+        let b = self
+            .rt
+            .block_on(async { r.await })
+            .map_err(|e| format!("reading {}/{key}: {e}", self.location))?;
+        Ok(b.to_vec())
+    }
+
+    /// Write an object with its content type and user metadata (replacing any object there).
+    pub fn put(
+        &self,
+        key: &str,
+        meta: &ObjectMeta,
+        body: &mut dyn FnMut(&mut BodySink<'_>) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let fail = |e: opendal::Error| format!("writing {}/{key}: {e}", self.location);
+        let mut w = self.op.writer_with(key).chunk(RANGE as usize);
+        if let Some(t) = &meta.content_type {
+            w = w.content_type(t);
+        }
+        if !meta.user.is_empty() {
+            w = w.user_metadata(meta.user.clone());
+        }
+        let mut w = self.rt.block_on(async { w.await }).map_err(fail)?;
+        let mut send =
+            |data: Vec<u8>| -> Result<(), String> { self.rt.block_on(w.write(data)).map_err(fail) };
+        body(&mut send)?;
+        self.rt.block_on(w.close()).map_err(fail)?;
+        Ok(())
+    }
+}
+
+/// Reads one object in [`RANGE`]-sized requests.
+pub struct ObjectReader<'a> {
+    bucket: &'a Bucket,
+    key: &'a str,
+    meta: &'a ObjectMeta,
+    pos: u64,
+    buf: Vec<u8>,
+    at: usize,
+}
+
+impl std::io::Read for ObjectReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.at == self.buf.len() {
+            if self.pos >= self.meta.size {
+                return Ok(0);
+            }
+            let to = (self.pos + RANGE).min(self.meta.size);
+            self.buf = self
+                .bucket
+                .read_range(self.key, self.meta, self.pos, to)
+                .map_err(std::io::Error::other)?;
+            if self.buf.len() as u64 != to - self.pos {
+                return Err(std::io::Error::other(format!(
+                    "{}/{}: the store returned {} bytes of a {}-byte range (the object changed while it was read?)",
+                    self.bucket.location,
+                    self.key,
+                    self.buf.len(),
+                    to - self.pos
+                )));
+            }
+            self.pos = to;
+            self.at = 0;
+        }
+        let n = out.len().min(self.buf.len() - self.at);
+        out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+impl Bucket {
+    /// Delete an object (no error when it is not there).
+    pub fn delete(&self, key: &str) -> Result<(), String> {
+        self.rt
+            .block_on(self.op.delete(key))
+            .map_err(|e| format!("deleting {}/{key}: {e}", self.location))
+    }
+}

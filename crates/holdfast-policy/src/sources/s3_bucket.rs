@@ -1,0 +1,721 @@
+//! The `s3` source driver: configuration, incremental backup, restore into a directory or a
+//! bucket, and drills that compare every object's bytes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use holdfast_backend_opendal::bucket::{Bucket, ObjectMeta};
+use holdfast_backend_opendal::S3Config;
+use holdfast_core::blob::BlobType;
+use holdfast_core::built::{backup_built, BuiltOptions, BuiltTree, TreeWriter};
+use holdfast_core::index::Index;
+use holdfast_core::progress::Progress;
+use holdfast_core::snapshot::Summary;
+use holdfast_core::tree::{FileTime, FsName, Node, NodeKind, Xattr};
+use holdfast_core::{Id, Repository};
+use serde::{Deserialize, Serialize};
+
+use crate::sources::{
+    Backed, BackupJob, DrillJob, DrillOutcome, RawSource, RestoreJob, Source, SourceError,
+};
+
+/// The attribute of each object's file that holds its metadata (JSON, [`Stored`]).
+pub const META_XATTR: &str = "user.holdfast.s3";
+
+/// Deleted keys named one by one in a snapshot's notes (the rest are counted).
+const DELETED_SHOWN: usize = 20;
+
+/// Configuration of an `s3` source.
+#[derive(Debug, Clone)]
+pub struct BucketSource {
+    /// Endpoint, region, bucket, credentials.
+    pub s3: S3Config,
+    /// Key prefix ("" or ending `/`).
+    pub prefix: String,
+}
+
+/// Why an `s3` source failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BucketError {
+    /// The store failed or refused.
+    #[error("{0}")]
+    Store(String),
+    /// A restore needs a target.
+    #[error("give --target DIRECTORY, or --target s3://BUCKET/PREFIX[?endpoint=URL&region=R&env=PREFIX] to restore into a bucket")]
+    NoTarget,
+    /// The target directory is not empty.
+    #[error("{0} is not empty: restore into an empty directory, or pass --replace")]
+    NotEmpty(PathBuf),
+    /// A key cannot be a path of the snapshot.
+    #[error("object {0:?}: its key has an empty, `.` or `..` part and cannot be stored as a path; nothing was recorded")]
+    BadKey(String),
+    /// Local I/O.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was done.
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl From<BucketError> for SourceError {
+    fn from(e: BucketError) -> Self {
+        SourceError::new("s3", e)
+    }
+}
+
+fn store(e: String) -> SourceError {
+    BucketError::Store(e).into()
+}
+
+/// An object's metadata as kept in the snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stored {
+    /// ETag.
+    #[serde(default)]
+    pub etag: Option<String>,
+    /// Last modified.
+    #[serde(default)]
+    pub last_modified: Option<DateTime<Utc>>,
+    /// Version id (versioned buckets).
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Content type.
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// User metadata.
+    #[serde(default)]
+    pub user: BTreeMap<String, String>,
+}
+
+impl Stored {
+    fn of(node: &Node) -> Option<Stored> {
+        let x = node
+            .xattrs
+            .iter()
+            .find(|x| x.name.0 == META_XATTR.as_bytes())?;
+        let raw = hex::decode(&x.value).ok()?;
+        serde_json::from_slice(&raw).ok()
+    }
+    fn xattr(&self) -> Xattr {
+        Xattr {
+            name: FsName(META_XATTR.as_bytes().to_vec()),
+            value: hex::encode(serde_json::to_vec(self).unwrap_or_default()),
+        }
+    }
+    fn meta(&self, size: u64) -> ObjectMeta {
+        ObjectMeta {
+            size,
+            etag: self.etag.clone(),
+            last_modified: self.last_modified,
+            version: self.version.clone(),
+            content_type: self.content_type.clone(),
+            user: self.user.clone(),
+        }
+    }
+}
+
+/// Read an environment variable, or the file its `_FILE` form names.
+fn env_or_file(name: &str) -> Option<String> {
+    if let Ok(v) = std::env::var(name) {
+        return Some(v);
+    }
+    let f = std::env::var(format!("{name}_FILE")).ok()?;
+    fs::read_to_string(f).ok().map(|s| s.trim().to_string())
+}
+
+/// Build from the workload file.
+pub fn build(r: &RawSource) -> Result<Arc<dyn Source>, String> {
+    r.no_mode()?;
+    let n = r.name();
+    let bucket = r
+        .bucket
+        .clone()
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| format!("source {n:?} of kind s3 needs bucket = \"...\""))?;
+    let mut prefix = r.prefix.clone().unwrap_or_default();
+    prefix = prefix.trim_start_matches('/').to_string();
+    if !prefix.is_empty() && !prefix.ends_with('/') {
+        prefix.push('/');
+    }
+    let p = r.credentials_env.clone().unwrap_or_else(|| "AWS".into());
+    let env = |k: &str| env_or_file(&format!("{p}_{k}"));
+    let s3 = S3Config {
+        bucket,
+        prefix: prefix.clone(),
+        endpoint: r.endpoint.clone().or_else(|| env("ENDPOINT_URL")),
+        region: r
+            .region
+            .clone()
+            .or_else(|| env("REGION"))
+            .or_else(|| env("DEFAULT_REGION")),
+        access_key_id: env("ACCESS_KEY_ID"),
+        secret_access_key: env("SECRET_ACCESS_KEY"),
+        env_prefix: p,
+    };
+    Ok(Arc::new(BucketSource { s3, prefix }))
+}
+
+impl BucketSource {
+    fn label(&self) -> String {
+        format!("s3://{}/{}", self.s3.bucket, self.prefix)
+    }
+    fn connect(&self) -> Result<Bucket, SourceError> {
+        Bucket::connect(&self.s3).map_err(store)
+    }
+}
+
+/// Counts of one backup walk.
+#[derive(Default)]
+struct Walk {
+    summary: Summary,
+    deleted: Vec<String>,
+    deleted_count: u64,
+}
+
+struct Backup<'a, 'w> {
+    b: &'a Bucket,
+    repo: &'a Repository,
+    w: &'a mut TreeWriter<'w>,
+    progress: &'a dyn Progress,
+    walk: Walk,
+    time_ns: i64,
+}
+
+fn node(name: &str, kind: NodeKind, mtime: FileTime) -> Node {
+    Node {
+        name: FsName(name.as_bytes().to_vec()),
+        kind,
+        mode: if kind == NodeKind::Dir { 0o755 } else { 0o644 },
+        uid: 0,
+        gid: 0,
+        mtime,
+        ctime: mtime,
+        inode: 0,
+        dev: 0,
+        links: 1,
+        size: 0,
+        content: Vec::new(),
+        subtree: None,
+        target: None,
+        rdev: None,
+        xattrs: Vec::new(),
+        changed_while_read: false,
+    }
+}
+
+fn time_of(t: Option<DateTime<Utc>>, default_ns: i64) -> FileTime {
+    FileTime::from_nanos(
+        t.and_then(|t| t.timestamp_nanos_opt())
+            .unwrap_or(default_ns),
+    )
+}
+
+impl Backup<'_, '_> {
+    /// Store the directory `dir` (a key prefix), comparing it with its tree in the previous
+    /// recovery point; its tree id.
+    fn dir(&mut self, dir: &str, prev: Option<Id>) -> Result<Id, SourceError> {
+        let mut before: HashMap<Vec<u8>, Node> = match prev {
+            Some(id) => holdfast_core::browse::load_tree(self.repo, self.w.index(), &id)?
+                .nodes
+                .into_iter()
+                .map(|n| (n.name.0.clone(), n))
+                .collect(),
+            None => HashMap::new(),
+        };
+        let mut nodes = Vec::new();
+        for e in self.b.list_dir(dir).map_err(store)? {
+            let name = e.key[dir.len()..].trim_end_matches('/');
+            if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+                return Err(BucketError::BadKey(e.key.clone()).into());
+            }
+            let old = before.remove(name.as_bytes());
+            let mtime = time_of(e.last_modified, self.time_ns);
+            if e.dir {
+                let sub_prev = old
+                    .filter(|o| o.kind == NodeKind::Dir)
+                    .and_then(|o| o.subtree);
+                let sub = self.dir(&e.key, sub_prev)?;
+                let mut n = node(name, NodeKind::Dir, FileTime::from_nanos(self.time_ns));
+                n.subtree = Some(sub);
+                self.walk.summary.dirs += 1;
+                nodes.push(n);
+                continue;
+            }
+            let had = old.as_ref().is_some_and(|o| o.kind == NodeKind::File);
+            let same = old.filter(|o| {
+                o.kind == NodeKind::File
+                    && o.size == e.size
+                    && Stored::of(o).is_some_and(|s| s.etag.is_some() && s.etag == e.etag)
+                    && self.w.reusable(&o.content)
+            });
+            if let Some(o) = same {
+                self.walk.summary.files_unmodified += 1;
+                self.walk.summary.total_bytes += o.size;
+                nodes.push(o);
+                continue;
+            }
+            let Some(meta) = self.b.head(&e.key).map_err(store)? else {
+                continue; // deleted between the listing and now: not part of this point
+            };
+            let (content, size) =
+                self.w
+                    .store_file(&e.key, self.b.reader(&e.key, &meta), self.progress)?;
+            if had {
+                self.walk.summary.files_changed += 1;
+            } else {
+                self.walk.summary.files_new += 1;
+            }
+            self.walk.summary.bytes_read += size;
+            self.walk.summary.total_bytes += size;
+            let stored = Stored {
+                etag: meta.etag.clone(),
+                last_modified: meta.last_modified,
+                version: meta.version.clone(),
+                content_type: meta.content_type.clone(),
+                user: meta.user.clone(),
+            };
+            let mut n = node(
+                name,
+                NodeKind::File,
+                time_of(meta.last_modified, self.time_ns).max(mtime),
+            );
+            n.size = size;
+            n.content = content;
+            n.xattrs = vec![stored.xattr()];
+            nodes.push(n);
+        }
+        let mut gone: Vec<&Node> = before.values().collect();
+        gone.sort_by(|a, b| a.name.cmp(&b.name));
+        for g in gone {
+            self.walk.deleted_count += 1;
+            if self.walk.deleted.len() < DELETED_SHOWN {
+                let suffix = if g.kind == NodeKind::Dir {
+                    "/ (and all under it)"
+                } else {
+                    ""
+                };
+                self.walk
+                    .deleted
+                    .push(format!("{dir}{}{suffix}", g.name.display()));
+            }
+        }
+        self.w.store_tree(nodes).map_err(SourceError::from)
+    }
+}
+
+/// Write a file node's content to `out`, authenticating every blob; BLAKE3 of the bytes.
+fn copy_content(
+    repo: &Repository,
+    index: &Index,
+    n: &Node,
+    out: &mut dyn FnMut(Vec<u8>) -> Result<(), String>,
+) -> Result<blake3::Hash, SourceError> {
+    let mut h = blake3::Hasher::new();
+    for id in &n.content {
+        let data = repo.read_blob(index, BlobType::Data, id)?;
+        h.update(&data);
+        out(data).map_err(store)?;
+    }
+    Ok(h.finalize())
+}
+
+/// Every object of a snapshot's tree, depth first, as (key, node).
+fn each_object(
+    repo: &Repository,
+    index: &Index,
+    tree: &Id,
+    prefix: &str,
+    f: &mut dyn FnMut(&str, &Node) -> Result<(), SourceError>,
+) -> Result<(), SourceError> {
+    for n in holdfast_core::browse::load_tree(repo, index, tree)?.nodes {
+        let name = n.name.display();
+        if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+            return Err(BucketError::BadKey(format!("{prefix}{name}")).into());
+        }
+        match (n.kind, n.subtree) {
+            (NodeKind::Dir, Some(sub)) => {
+                each_object(repo, index, &sub, &format!("{prefix}{name}/"), f)?
+            }
+            (NodeKind::File, _) => f(&format!("{prefix}{name}"), &n)?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The tree of the source's objects in a snapshot (`NAME/` at its root).
+fn objects_root(repo: &Repository, index: &Index, root: &Id) -> Result<Option<Id>, SourceError> {
+    let top = holdfast_core::browse::load_tree(repo, index, root)?;
+    Ok(top.nodes.into_iter().next().and_then(|n| n.subtree))
+}
+
+/// What a restore did.
+#[derive(Debug, Default)]
+struct Restored {
+    objects: u64,
+    bytes: u64,
+    kept_newer: Vec<String>,
+    unchanged: u64,
+    hashes: Vec<(String, blake3::Hash, u64)>,
+}
+
+impl BucketSource {
+    fn restore_dir(
+        &self,
+        repo: &Repository,
+        root: &Id,
+        target: &Path,
+        replace: bool,
+        keep_hashes: bool,
+    ) -> Result<Restored, SourceError> {
+        let io = |what, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| BucketError::Io { what, path, source }
+        };
+        if !replace && fs::read_dir(target).is_ok_and(|mut d| d.next().is_some()) {
+            return Err(BucketError::NotEmpty(target.into()).into());
+        }
+        fs::create_dir_all(target).map_err(io("creating", target))?;
+        let (index, _) = repo.load_index()?;
+        let mut done = Restored::default();
+        let sidecar_path = target.join(".holdfast-s3-metadata.jsonl");
+        let mut sidecar = fs::File::create(&sidecar_path).map_err(io("creating", &sidecar_path))?;
+        let Some(objects) = objects_root(repo, &index, root)? else {
+            return Ok(done);
+        };
+        each_object(repo, &index, &objects, "", &mut |key, n| {
+            let path = target.join(key);
+            if let Some(d) = path.parent() {
+                fs::create_dir_all(d).map_err(io("creating", d))?;
+            }
+            let mut f = fs::File::create(&path).map_err(io("creating", &path))?;
+            let p2 = path.clone();
+            let h = copy_content(repo, &index, n, &mut |data| {
+                f.write_all(&data)
+                    .map_err(|e| format!("writing {}: {e}", p2.display()))
+            })?;
+            f.sync_all().map_err(io("writing", &path))?;
+            let meta = Stored::of(n).unwrap_or_default();
+            let line = serde_json::json!({"key": key, "size": n.size, "meta": meta});
+            writeln!(sidecar, "{line}").map_err(io("writing", &sidecar_path))?;
+            done.objects += 1;
+            done.bytes += n.size;
+            if keep_hashes {
+                done.hashes.push((key.to_string(), h, n.size));
+            }
+            Ok(())
+        })?;
+        sidecar.sync_all().map_err(io("writing", &sidecar_path))?;
+        Ok(done)
+    }
+
+    /// The bucket a `s3://BUCKET/PREFIX?...` target names, with this source's endpoint,
+    /// region and credentials where the target gives none.
+    fn target_bucket(&self, url: &str) -> Result<S3Config, SourceError> {
+        let mut c = S3Config::from_url(url).map_err(store)?;
+        let own_env = !url.contains("env=");
+        if c.endpoint.is_none() {
+            c.endpoint = self.s3.endpoint.clone();
+        }
+        if c.region.is_none() {
+            c.region = self.s3.region.clone();
+        }
+        if own_env || c.access_key_id.is_none() {
+            c.access_key_id = self.s3.access_key_id.clone();
+            c.secret_access_key = self.s3.secret_access_key.clone();
+        }
+        if !c.prefix.is_empty() && !c.prefix.ends_with('/') {
+            c.prefix.push('/');
+        }
+        Ok(c)
+    }
+
+    fn restore_bucket(
+        &self,
+        repo: &Repository,
+        root: &Id,
+        url: &str,
+        replace: bool,
+    ) -> Result<Restored, SourceError> {
+        let c = self.target_bucket(url)?;
+        let b = Bucket::connect(&c).map_err(store)?;
+        let (index, _) = repo.load_index()?;
+        let mut done = Restored::default();
+        let Some(objects) = objects_root(repo, &index, root)? else {
+            return Ok(done);
+        };
+        each_object(repo, &index, &objects, "", &mut |key, n| {
+            // Keys in the snapshot are relative to the source's prefix.
+            let to = format!("{}{key}", c.prefix);
+            let meta = Stored::of(n).unwrap_or_default();
+            if !replace {
+                if let Some(there) = b.head(&to).map_err(store)? {
+                    if there.etag.is_some() && there.etag == meta.etag && there.size == n.size {
+                        done.unchanged += 1;
+                        return Ok(());
+                    }
+                    let newer = match (there.last_modified, meta.last_modified) {
+                        (Some(t), Some(m)) => t >= m,
+                        _ => true,
+                    };
+                    if newer {
+                        done.kept_newer.push(to);
+                        return Ok(());
+                    }
+                }
+            }
+            let mut err = None;
+            b.put(
+                &to,
+                &meta.meta(n.size),
+                &mut |send| match copy_content(repo, &index, n, send) {
+                    Ok(_) => Ok(()),
+                    Err(e) => {
+                        let m = e.to_string();
+                        err = Some(e);
+                        Err(m)
+                    }
+                },
+            )
+            .map_err(|m| err.take().unwrap_or_else(|| store(m)))?;
+            done.objects += 1;
+            done.bytes += n.size;
+            Ok(())
+        })?;
+        Ok(done)
+    }
+}
+
+impl Source for BucketSource {
+    fn kind(&self) -> &'static str {
+        "s3"
+    }
+
+    fn backup(&self, job: &BackupJob) -> Result<Backed, SourceError> {
+        let b = self.connect()?;
+        let label = self.label();
+        let (all, _) = holdfast_core::snapshot::load_all(job.repo)?;
+        let prev = all
+            .iter()
+            .filter(|s| {
+                s.snapshot.complete
+                    && s.snapshot.source.as_deref() == Some(job.name)
+                    && s.snapshot.paths.first() == Some(&label)
+            })
+            .max_by_key(|s| s.snapshot.time)
+            .map(|s| s.snapshot.tree);
+        let time_ns = job.time.timestamp_nanos_opt().unwrap_or(0);
+        let opts = BuiltOptions {
+            label,
+            source: Some(job.name.to_string()),
+            tags: job.tags.to_vec(),
+            time: Some(job.time),
+        };
+        let mut failed: Option<SourceError> = None;
+        let built = backup_built(job.repo, &opts, job.progress, |w| {
+            let prev_objects = match prev {
+                Some(p) => match objects_root(job.repo, w.index(), &p) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        failed = Some(e);
+                        return Err(holdfast_core::Error::Refused(
+                            "reading the previous recovery point".into(),
+                        ));
+                    }
+                },
+                None => None,
+            };
+            let mut walk = Backup {
+                b: &b,
+                repo: job.repo,
+                w,
+                progress: job.progress,
+                walk: Walk::default(),
+                time_ns,
+            };
+            let objects = match walk.dir(&self.prefix, prev_objects) {
+                Ok(id) => id,
+                Err(e) => {
+                    let m = e.to_string();
+                    failed = Some(e);
+                    return Err(holdfast_core::Error::Refused(m));
+                }
+            };
+            let Walk {
+                mut summary,
+                deleted,
+                deleted_count,
+            } = walk.walk;
+            let mut top = node(job.name, NodeKind::Dir, FileTime::from_nanos(time_ns));
+            top.subtree = Some(objects);
+            summary.dirs += 1;
+            let root = w.store_tree(vec![top])?;
+            let mut notes = Vec::new();
+            if deleted_count > 0 {
+                let more = deleted_count.saturating_sub(deleted.len() as u64);
+                notes.push(format!(
+                    "{deleted_count} objects deleted since the previous recovery point: {}{}",
+                    deleted.join(", "),
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
+            Ok(BuiltTree {
+                root,
+                summary,
+                notes,
+            })
+        });
+        let (id, _snap) = match built {
+            Ok(v) => v,
+            Err(e) => return Err(failed.unwrap_or(SourceError::from(e))),
+        };
+        tracing::info!(gets = b.gets(), "s3 source {}: backup done", job.name);
+        Ok(Backed {
+            snapshot: Some(id),
+            skipped: Vec::new(),
+        })
+    }
+
+    fn restore(&self, job: &RestoreJob) -> Result<Vec<String>, SourceError> {
+        let target = job.into.ok_or(BucketError::NoTarget)?;
+        let root = job.snap.snapshot.tree;
+        if target.starts_with("s3://") {
+            let r = self.restore_bucket(job.repo, &root, target, job.replace)?;
+            let mut out = vec![format!(
+                "restored {} objects ({} bytes) into {target}; {} already there unchanged",
+                r.objects, r.bytes, r.unchanged
+            )];
+            if !r.kept_newer.is_empty() {
+                out.push(format!(
+                    "kept {} newer objects in the target (pass --replace to overwrite them): {}",
+                    r.kept_newer.len(),
+                    r.kept_newer
+                        .iter()
+                        .take(DELETED_SHOWN)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            return Ok(out);
+        }
+        let r = self.restore_dir(job.repo, &root, Path::new(target), job.replace, false)?;
+        Ok(vec![format!(
+            "restored {} objects ({} bytes) into {target} (metadata in .holdfast-s3-metadata.jsonl)",
+            r.objects, r.bytes
+        )])
+    }
+
+    fn drill(&self, job: &DrillJob) -> Result<DrillOutcome, SourceError> {
+        let target = job.scratch.join("restore");
+        let r = self.restore_dir(job.repo, &job.snap.snapshot.tree, &target, false, true)?;
+        let mut messages = Vec::new();
+        let mut passed = true;
+        for (key, want, size) in &r.hashes {
+            let path = target.join(key);
+            let got = fs::read(&path).map(|d| (blake3::hash(&d), d.len() as u64));
+            match got {
+                Ok((h, n)) if h == *want && n == *size => {}
+                Ok(_) => {
+                    passed = false;
+                    messages.push(format!(
+                        "{key}: restored bytes differ from the recovery point"
+                    ));
+                }
+                Err(e) => {
+                    passed = false;
+                    messages.push(format!("{key}: {e}"));
+                }
+            }
+        }
+        if r.objects
+            != job.snap.snapshot.summary.files_new
+                + job.snap.snapshot.summary.files_changed
+                + job.snap.snapshot.summary.files_unmodified
+        {
+            passed = false;
+            messages.push(format!(
+                "restored {} objects, the recovery point records {}",
+                r.objects,
+                job.snap.snapshot.summary.files_new
+                    + job.snap.snapshot.summary.files_changed
+                    + job.snap.snapshot.summary.files_unmodified
+            ));
+        }
+        messages.push(format!(
+            "compared {} objects ({} bytes, BLAKE3) with snapshot {}",
+            r.objects,
+            r.bytes,
+            job.snap.id.short()
+        ));
+        Ok(DrillOutcome {
+            passed,
+            messages,
+            files: r.objects,
+            bytes: r.bytes,
+        })
+    }
+
+    fn preflight(&self) -> Vec<String> {
+        if self.s3.access_key_id.is_none() || self.s3.secret_access_key.is_none() {
+            return vec![format!(
+                "{}: no credentials: set {p}_ACCESS_KEY_ID and {p}_SECRET_ACCESS_KEY (or their _FILE forms)",
+                self.label(),
+                p = self.s3.env_prefix
+            )];
+        }
+        Vec::new()
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "objects of {} at {} (incremental by ETag and size)",
+            self.label(),
+            self.s3.endpoint.as_deref().unwrap_or("AWS")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_round_trips_through_the_attribute_and_prefix_is_a_directory() {
+        let s = Stored {
+            etag: Some("\"abc\"".into()),
+            last_modified: Some(Utc::now()),
+            version: Some("v1".into()),
+            content_type: Some("text/plain".into()),
+            user: [("owner".to_string(), "shop".to_string())].into(),
+        };
+        let mut n = node("k", NodeKind::File, FileTime::from_nanos(0));
+        assert_eq!(Stored::of(&n), None);
+        n.xattrs = vec![s.xattr()];
+        assert_eq!(Stored::of(&n), Some(s));
+        let w = crate::config::Workload::parse(
+            Path::new("/w.toml"),
+            "[[source]]\nname = \"b\"\nkind = \"s3\"\nbucket = \"x\"\nprefix = \"/media\"\n",
+        )
+        .unwrap();
+        assert!(w.sources[0].driver().describe().contains("s3://x/media/"));
+        let e = crate::config::Workload::parse(
+            Path::new("/w.toml"),
+            "[[source]]\nname = \"b\"\nkind = \"s3\"\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("needs bucket"), "{e}");
+    }
+}

@@ -1,0 +1,330 @@
+//! `kind = "s3"` sources on the real Garage cluster (loopback): a bucket prefix of many small
+//! objects and some large ones backed up, changed by 1% and backed up again reading only the
+//! changed objects, deletions recorded, metadata kept, restored into a directory and into
+//! another prefix without overwriting a newer object unless `--replace`, and drilled.
+//! HOLDFAST_SKIP_S3=1 opts out.
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use holdfast_backend_opendal::bucket::{Bucket, ObjectMeta};
+use holdfast_backend_opendal::S3Config;
+use serde_json::Value;
+use support::bytes;
+use support::garage::{cluster, skip};
+
+struct Setup {
+    dir: tempfile::TempDir,
+    env: HashMap<String, String>,
+}
+
+impl Setup {
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::cargo_bin("holdfast").unwrap();
+        c.envs(&self.env)
+            .env("TEST_REPO_PW", "pw")
+            .env("HOLDFAST_INSECURE_TEST_KDF", "1")
+            .env("HOLDFAST_CONFIG", self.path("holdfast.toml"))
+            .env("HOLDFAST_STATE_DIR", self.path("state"))
+            .current_dir(self.dir.path())
+            .args(args);
+        c
+    }
+    fn ok(&self, c: &mut Command) -> String {
+        let o = c.output().unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "stdout: {out}\nstderr: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        out
+    }
+    /// A backup of the source at `now`; the new snapshot (from `snapshots --json`).
+    fn protect_at(&self, now: chrono::DateTime<chrono::Utc>) -> Value {
+        // protect's exit code is the status's (no drill yet): the job's state is what counts.
+        let o = self
+            .cmd(&["--json", "protect", "--source", "objects"])
+            .env("HOLDFAST_NOW", now.to_rfc3339())
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&o.stderr)));
+        let job = v["protect"][0]["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .rfind(|j| j["job"] == "backup")
+            .cloned()
+            .unwrap_or_else(|| panic!("no backup job: {v}"));
+        assert_eq!(job["state"], "completed", "{job}");
+        let out = self.ok(self
+            .cmd(&["--json", "--repo", "repo", "snapshots"])
+            .env("HOLDFAST_PASSWORD", "pw"));
+        let all: Value = serde_json::from_str(&out).unwrap();
+        let all = all.as_array().unwrap_or_else(|| panic!("{all}"));
+        all.last().unwrap().clone()
+    }
+}
+
+fn bucket(env: &HashMap<String, String>) -> Bucket {
+    Bucket::connect(&S3Config {
+        bucket: env["HOLDFAST_TEST_BUCKET"].clone(),
+        prefix: String::new(),
+        endpoint: Some(env["AWS_ENDPOINT_URL"].clone()),
+        region: Some(env["AWS_REGION"].clone()),
+        access_key_id: Some(env["AWS_ACCESS_KEY_ID"].clone()),
+        secret_access_key: Some(env["AWS_SECRET_ACCESS_KEY"].clone()),
+        env_prefix: "AWS".into(),
+    })
+    .unwrap()
+}
+
+fn put(b: &Bucket, key: &str, data: &[u8], ctype: Option<&str>, user: &[(&str, &str)]) {
+    let meta = ObjectMeta {
+        content_type: ctype.map(str::to_string),
+        user: user
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Default::default()
+    };
+    let data = data.to_vec();
+    b.put(key, &meta, &mut |send| send(data.clone())).unwrap();
+}
+
+fn get(b: &Bucket, key: &str) -> (Vec<u8>, ObjectMeta) {
+    let m = b
+        .head(key)
+        .unwrap()
+        .unwrap_or_else(|| panic!("{key} missing"));
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut b.reader(key, &m), &mut out).unwrap();
+    (out, m)
+}
+
+fn small_key(i: u64) -> String {
+    if i.is_multiple_of(50) {
+        format!("o{i}")
+    } else {
+        format!("d{}/sub{}/o{i}", i % 20, i % 3)
+    }
+}
+
+fn same_dir(dir: &Path, want: &BTreeMap<String, Vec<u8>>) {
+    for (k, v) in want {
+        let got = fs::read(dir.join(k)).unwrap_or_else(|e| panic!("{k}: {e}"));
+        assert!(got == *v, "{k}: restored bytes differ");
+    }
+}
+
+#[test]
+fn bucket_source_incremental_metadata_restore_drill() {
+    if skip() {
+        eprintln!("HOLDFAST_SKIP_S3=1: object-storage tests opted out");
+        return;
+    }
+    let c = cluster();
+    let b = bucket(&c.env);
+    let run = format!("bsrc-{}", std::process::id());
+    let src = format!("{run}/src/");
+    let n: u64 = std::env::var("HOLDFAST_BUCKET_OBJECTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let mut want: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for i in 0..n {
+        let k = small_key(i);
+        let data = bytes(i, 200 + (i as usize * 37) % 3000);
+        put(&b, &format!("{src}{k}"), &data, None, &[]);
+        want.insert(k, data);
+    }
+    for j in 0..3u64 {
+        let data = bytes(10_000 + j, 3_000_000 + j as usize * 1_234_567);
+        put(
+            &b,
+            &format!("{src}big/b{j}"),
+            &data,
+            Some("application/x-big"),
+            &[],
+        );
+        want.insert(format!("big/b{j}"), data);
+    }
+    put(
+        &b,
+        &format!("{src}meta.json"),
+        b"{}",
+        Some("application/json"),
+        &[("owner", "shop"), ("tier", "gold")],
+    );
+    want.insert("meta.json".into(), b"{}".to_vec());
+    // Outside the prefix: not part of the source.
+    put(&b, &format!("{run}/other/x"), b"not mine", None, &[]);
+
+    let s = Setup {
+        dir: tempfile::tempdir().unwrap(),
+        env: c.env.clone(),
+    };
+    fs::write(
+        s.path("holdfast.toml"),
+        format!(
+            "[repository.local]\nurl = \"repo\"\npassword-env = \"TEST_REPO_PW\"\n\n[class.critical]\nrpo = \"15m\"\nrto = \"10m\"\nkeep = {{ last = 20 }}\n\n[[source]]\nname = \"objects\"\nkind = \"s3\"\nclass = \"critical\"\nstrategy = \"backup\"\nbucket = \"{}\"\nprefix = \"{src}\"\n",
+            c.env["HOLDFAST_TEST_BUCKET"]
+        ),
+    )
+    .unwrap();
+    let t0 = chrono::Utc::now();
+    let first = s.protect_at(t0);
+    let total = want.len() as u64;
+    assert_eq!(first["summary"]["files_new"], total, "{first}");
+    assert_eq!(
+        first["paths"][0],
+        format!("s3://{}/{src}", c.env["HOLDFAST_TEST_BUCKET"])
+    );
+
+    // Change 1% of the objects, delete some, add some: only the changed and new are read.
+    let keys: Vec<String> = want.keys().cloned().collect();
+    let mut read_bytes = 0u64;
+    let changed: Vec<String> = keys.iter().step_by(100).cloned().collect();
+    for (i, k) in changed.iter().enumerate() {
+        let data = bytes(99_000 + i as u64, 500 + i * 7);
+        put(&b, &format!("{src}{k}"), &data, Some("text/changed"), &[]);
+        read_bytes += data.len() as u64;
+        want.insert(k.clone(), data);
+    }
+    let deleted: Vec<String> = keys
+        .iter()
+        .skip(7)
+        .step_by(300)
+        .filter(|k| !changed.contains(k))
+        .cloned()
+        .collect();
+    for k in &deleted {
+        b.delete(&format!("{src}{k}")).unwrap();
+        want.remove(k);
+    }
+    for i in 0..5u64 {
+        let k = format!("new/n{i}");
+        let data = bytes(77_000 + i, 1000);
+        put(&b, &format!("{src}{k}"), &data, None, &[]);
+        read_bytes += data.len() as u64;
+        want.insert(k, data);
+    }
+    // The next run is due one RPO (15 minutes) after the first.
+    let second = s.protect_at(std::cmp::max(
+        chrono::Utc::now() + chrono::Duration::minutes(1),
+        t0 + chrono::Duration::minutes(16),
+    ));
+    let sum = &second["summary"];
+    assert_eq!(sum["files_changed"], changed.len() as u64, "{second}");
+    assert_eq!(sum["files_new"], 5, "{second}");
+    assert_eq!(
+        sum["files_unmodified"],
+        total - changed.len() as u64 - deleted.len() as u64,
+        "{second}"
+    );
+    assert_eq!(
+        sum["bytes_read"], read_bytes,
+        "only changed objects are read: {second}"
+    );
+    let notes = second["warnings"].to_string();
+    assert!(
+        notes.contains(&format!("{} objects deleted", deleted.len()))
+            && notes.contains(&deleted[0]),
+        "{second}"
+    );
+
+    // Restore into a directory: every object's bytes, the metadata beside them.
+    let out = s.path("out");
+    let said = s.ok(&mut s.cmd(&[
+        "restore",
+        "--source",
+        "objects",
+        "--target",
+        out.to_str().unwrap(),
+    ]));
+    let listing = std::process::Command::new("find")
+        .arg(&out)
+        .arg("-maxdepth")
+        .arg("3")
+        .output()
+        .unwrap();
+    assert!(
+        out.is_dir(),
+        "{said}\n{}",
+        String::from_utf8_lossy(&listing.stdout)
+    );
+    let got: Vec<_> = walk(&out)
+        .into_iter()
+        .filter(|p| !p.ends_with(".holdfast-s3-metadata.jsonl"))
+        .collect();
+    assert_eq!(got.len(), want.len(), "restored objects");
+    same_dir(&out, &want);
+    assert!(!out.join(&deleted[0]).exists());
+    let side = fs::read_to_string(out.join(".holdfast-s3-metadata.jsonl")).unwrap();
+    let meta_line: Value = side
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| v["key"] == "meta.json")
+        .unwrap();
+    assert_eq!(meta_line["meta"]["content_type"], "application/json");
+    assert_eq!(meta_line["meta"]["user"]["owner"], "shop");
+
+    // Restore into another prefix: a newer object there is kept unless --replace.
+    let dst = format!("{run}/restored/");
+    let newer_key = format!("{dst}meta.json");
+    put(&b, &newer_key, b"newer", None, &[]);
+    let target = format!("s3://{}/{dst}", c.env["HOLDFAST_TEST_BUCKET"]);
+    let said = s.ok(&mut s.cmd(&["restore", "--source", "objects", "--target", &target]));
+    assert!(said.contains("kept 1 newer"), "{said}");
+    assert_eq!(get(&b, &newer_key).0, b"newer");
+    let (data, m) = get(&b, &format!("{dst}big/b1"));
+    assert!(data == want["big/b1"]);
+    assert_eq!(m.content_type.as_deref(), Some("application/x-big"));
+    let (_, m) = get(&b, &format!("{dst}{}", changed[1]));
+    assert_eq!(m.content_type.as_deref(), Some("text/changed"));
+    s.ok(&mut s.cmd(&[
+        "restore",
+        "--source",
+        "objects",
+        "--target",
+        &target,
+        "--replace",
+    ]));
+    let (data, m) = get(&b, &newer_key);
+    assert_eq!(data, b"{}");
+    assert_eq!(m.user.get("tier").map(String::as_str), Some("gold"));
+
+    // A drill restores and compares every object.
+    let o = s.cmd(&["--json", "drill", "objects"]).output().unwrap();
+    let said = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "{said}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        said.contains(&format!("compared {} objects", want.len())),
+        "{said}"
+    );
+}
+
+fn walk(d: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(d).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
