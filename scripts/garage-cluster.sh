@@ -10,7 +10,7 @@
 # GARAGE_NODES=1 starts a single node with replication factor 1 instead (for benchmarks that
 # separate the store's own cost from the client's).
 # With GARAGE_OWNER_PID set, `up` also starts a watchdog that stops the cluster when that process
-# exits (tests pass their own pid, so no node outlives the test run).
+# exits and removes DIR (tests pass their own pid, so no node and no data outlives the test run).
 set -euo pipefail
 cmd=${1:?usage: garage-cluster.sh up|down|kill|start DIR ...}
 dir=${2:?directory}
@@ -91,6 +91,7 @@ ENV
     (
       while kill -0 "$GARAGE_OWNER_PID" 2>/dev/null; do sleep 1; done
       "$0" down "$dir" >/dev/null 2>&1
+      rm -rf "$dir" # the owner's throwaway cluster: its data would fill the disk run after run
     ) >/dev/null 2>&1 </dev/null &
   fi
   echo "garage cluster up in $dir"

@@ -42,6 +42,24 @@ pub struct ObjectMeta {
     pub user: BTreeMap<String, String>,
 }
 
+/// An object read whole by [`Bucket::fetch_all`]: its metadata and bytes, or `None` when it
+/// was deleted after it was listed.
+pub type Fetched = Option<(ObjectMeta, Vec<u8>)>;
+
+fn meta_of(m: &opendal::Metadata) -> ObjectMeta {
+    ObjectMeta {
+        size: m.content_length(),
+        etag: m.etag().map(str::to_string),
+        last_modified: m.last_modified(),
+        version: m.version().map(str::to_string),
+        content_type: m.content_type().map(str::to_string),
+        user: m
+            .user_metadata()
+            .map(|u| u.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default(),
+    }
+}
+
 /// Takes one piece of an object's body being written.
 pub type BodySink<'a> = dyn FnMut(Vec<u8>) -> Result<(), String> + 'a;
 
@@ -143,17 +161,7 @@ impl Bucket {
     /// An object's metadata, or `None` when there is no such object.
     pub fn head(&self, key: &str) -> Result<Option<ObjectMeta>, String> {
         match self.rt.block_on(self.op.stat(key)) {
-            Ok(m) => Ok(Some(ObjectMeta {
-                size: m.content_length(),
-                etag: m.etag().map(str::to_string),
-                last_modified: m.last_modified(),
-                version: m.version().map(str::to_string),
-                content_type: m.content_type().map(str::to_string),
-                user: m
-                    .user_metadata()
-                    .map(|u| u.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-                    .unwrap_or_default(),
-            })),
+            Ok(m) => Ok(Some(meta_of(&m))),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(format!(
                 "reading the metadata of {}/{key}: {e}",
@@ -172,6 +180,103 @@ impl Bucket {
             buf: Vec::new(),
             at: 0,
         }
+    }
+
+    /// Read whole objects (a HEAD, then a GET conditional on its ETag), up to `parallel`
+    /// requests at once; the results in the order of `keys`, `None` for an object deleted
+    /// since it was listed. Meant for small objects: every body is held in memory, so the
+    /// caller bounds the batch by bytes.
+    pub fn fetch_all(&self, keys: &[String], parallel: usize) -> Vec<Result<Fetched, String>> {
+        use futures_util::stream::{self, StreamExt};
+        self.gets.fetch_add(keys.len() as u64, Ordering::Relaxed);
+        self.rt.block_on(
+            stream::iter(keys)
+                .map(|key| self.fetch_one(key))
+                .buffered(parallel.max(1))
+                .collect(),
+        )
+    }
+
+    /// [`Bucket::head`] of many keys, up to `parallel` at once, in the order of `keys`.
+    pub fn head_all(
+        &self,
+        keys: &[String],
+        parallel: usize,
+    ) -> Vec<Result<Option<ObjectMeta>, String>> {
+        use futures_util::stream::{self, StreamExt};
+        self.rt.block_on(
+            stream::iter(keys)
+                .map(|key| async move {
+                    match self.op.stat(key).await {
+                        Ok(m) => Ok(Some(meta_of(&m))),
+                        Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
+                        Err(e) => Err(format!(
+                            "reading the metadata of {}/{key}: {e}",
+                            self.location
+                        )),
+                    }
+                })
+                .buffered(parallel.max(1))
+                .collect(),
+        )
+    }
+
+    /// Write small objects whole (key, content type and user metadata, body), up to
+    /// `parallel` at once; a result per object, in order.
+    pub fn put_all(
+        &self,
+        objects: Vec<(String, ObjectMeta, Vec<u8>)>,
+        parallel: usize,
+    ) -> Vec<Result<(), String>> {
+        use futures_util::stream::{self, StreamExt};
+        self.rt.block_on(
+            stream::iter(objects)
+                .map(|(key, meta, body)| async move {
+                    let mut w = self.op.write_with(&key, body);
+                    if let Some(t) = &meta.content_type {
+                        w = w.content_type(t);
+                    }
+                    if !meta.user.is_empty() {
+                        w = w.user_metadata(meta.user.clone());
+                    }
+                    w.await
+                        .map_err(|e| format!("writing {}/{key}: {e}", self.location))
+                })
+                .buffered(parallel.max(1))
+                .collect(),
+        )
+    }
+
+    async fn fetch_one(&self, key: &str) -> Result<Fetched, String> {
+        let m = match self.op.stat(key).await {
+            Ok(m) => m,
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(format!(
+                    "reading the metadata of {}/{key}: {e}",
+                    self.location
+                ))
+            }
+        };
+        let meta = meta_of(&m);
+        let mut r = self.op.read_with(key);
+        if let Some(e) = &meta.etag {
+            r = r.if_match(e);
+        }
+        let body = match r.await {
+            Ok(b) => b.to_vec(),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("reading {}/{key}: {e}", self.location)),
+        };
+        if body.len() as u64 != meta.size {
+            return Err(format!(
+                "{}/{key}: the store returned {} bytes of a {}-byte object (the object changed while it was read?)",
+                self.location,
+                body.len(),
+                meta.size
+            ));
+        }
+        Ok(Some((meta, body)))
     }
 
     fn read_range(

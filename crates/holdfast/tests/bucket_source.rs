@@ -38,7 +38,13 @@ impl Setup {
         c
     }
     fn ok(&self, c: &mut Command) -> String {
+        let started = std::time::Instant::now();
         let o = c.output().unwrap();
+        eprintln!(
+            "{:?} took {:?}",
+            c.get_args().collect::<Vec<_>>(),
+            started.elapsed()
+        );
         let out = String::from_utf8_lossy(&o.stdout).into_owned();
         assert!(
             o.status.success(),
@@ -50,6 +56,7 @@ impl Setup {
     /// A backup of the source at `now`; the new snapshot (from `snapshots --json`).
     fn protect_at(&self, now: chrono::DateTime<chrono::Utc>) -> Value {
         // protect's exit code is the status's (no drill yet): the job's state is what counts.
+        let started = std::time::Instant::now();
         let o = self
             .cmd(&["--json", "protect", "--source", "objects"])
             .env("HOLDFAST_NOW", now.to_rfc3339())
@@ -65,6 +72,7 @@ impl Setup {
             .cloned()
             .unwrap_or_else(|| panic!("no backup job: {v}"));
         assert_eq!(job["state"], "completed", "{job}");
+        eprintln!("protect took {:?}", started.elapsed());
         let out = self.ok(self
             .cmd(&["--json", "--repo", "repo", "snapshots"])
             .env("HOLDFAST_PASSWORD", "pw"));
@@ -131,8 +139,10 @@ fn bucket_source_incremental_metadata_restore_drill() {
         eprintln!("HOLDFAST_SKIP_S3=1: object-storage tests opted out");
         return;
     }
+    let started = std::time::Instant::now();
     let c = cluster();
     let b = bucket(&c.env);
+    eprintln!("cluster took {:?}", started.elapsed());
     let run = format!("bsrc-{}", std::process::id());
     let src = format!("{run}/src/");
     let n: u64 = std::env::var("HOLDFAST_BUCKET_OBJECTS")
@@ -140,11 +150,15 @@ fn bucket_source_incremental_metadata_restore_drill() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
     let mut want: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut small = Vec::new();
     for i in 0..n {
         let k = small_key(i);
         let data = bytes(i, 200 + (i as usize * 37) % 3000);
-        put(&b, &format!("{src}{k}"), &data, None, &[]);
+        small.push((format!("{src}{k}"), ObjectMeta::default(), data.clone()));
         want.insert(k, data);
+    }
+    for r in b.put_all(small, 16) {
+        r.unwrap();
     }
     for j in 0..3u64 {
         let data = bytes(10_000 + j, 3_000_000 + j as usize * 1_234_567);
@@ -180,6 +194,7 @@ fn bucket_source_incremental_metadata_restore_drill() {
         ),
     )
     .unwrap();
+    eprintln!("setup took {:?}", started.elapsed());
     let t0 = chrono::Utc::now();
     let first = s.protect_at(t0);
     let total = want.len() as u64;
@@ -303,7 +318,9 @@ fn bucket_source_incremental_metadata_restore_drill() {
     assert_eq!(m.user.get("tier").map(String::as_str), Some("gold"));
 
     // A drill restores and compares every object.
+    let drill_started = std::time::Instant::now();
     let o = s.cmd(&["--json", "drill", "objects"]).output().unwrap();
+    eprintln!("drill took {:?}", drill_started.elapsed());
     let said = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(
         o.status.success(),
@@ -312,6 +329,11 @@ fn bucket_source_incremental_metadata_restore_drill() {
     );
     assert!(
         said.contains(&format!("compared {} objects", want.len())),
+        "{said}"
+    );
+    // Every object was a single-part upload: each is also checked against its ETag (MD5).
+    assert!(
+        said.contains(&format!("{} of them also match their ETag", want.len())),
         "{said}"
     );
 }

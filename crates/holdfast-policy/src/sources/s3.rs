@@ -12,6 +12,9 @@ use super::{RawSource, Source};
 #[cfg(feature = "s3")]
 #[path = "s3_bucket.rs"]
 mod bucket;
+#[cfg(feature = "s3")]
+#[path = "s3_walk.rs"]
+mod walk;
 
 /// Build from the workload file.
 #[cfg(feature = "s3")]

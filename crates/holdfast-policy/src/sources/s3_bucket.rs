@@ -1,24 +1,24 @@
 //! The `s3` source driver: configuration, incremental backup, restore into a directory or a
 //! bucket, and drills that compare every object's bytes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use holdfast_backend_opendal::bucket::{Bucket, ObjectMeta};
+use holdfast_backend_opendal::bucket::{Bucket, ObjectMeta, RANGE};
 use holdfast_backend_opendal::S3Config;
 use holdfast_core::blob::BlobType;
-use holdfast_core::built::{backup_built, BuiltOptions, BuiltTree, TreeWriter};
+use holdfast_core::built::{backup_built, BuiltOptions, BuiltTree};
 use holdfast_core::index::Index;
-use holdfast_core::progress::Progress;
-use holdfast_core::snapshot::Summary;
 use holdfast_core::tree::{FileTime, FsName, Node, NodeKind, Xattr};
 use holdfast_core::{Id, Repository};
+use md5::Digest;
 use serde::{Deserialize, Serialize};
 
+use super::walk::{node, Backup, Walk, BATCH_BYTES, BATCH_OBJECTS, PARALLEL};
 use crate::sources::{
     Backed, BackupJob, DrillJob, DrillOutcome, RawSource, RestoreJob, Source, SourceError,
 };
@@ -27,7 +27,7 @@ use crate::sources::{
 pub const META_XATTR: &str = "user.holdfast.s3";
 
 /// Deleted keys named one by one in a snapshot's notes (the rest are counted).
-const DELETED_SHOWN: usize = 20;
+pub(crate) const DELETED_SHOWN: usize = 20;
 
 /// Configuration of an `s3` source.
 #[derive(Debug, Clone)]
@@ -71,7 +71,7 @@ impl From<BucketError> for SourceError {
     }
 }
 
-fn store(e: String) -> SourceError {
+pub(crate) fn store(e: String) -> SourceError {
     BucketError::Store(e).into()
 }
 
@@ -96,7 +96,7 @@ pub struct Stored {
 }
 
 impl Stored {
-    fn of(node: &Node) -> Option<Stored> {
+    pub(crate) fn of(node: &Node) -> Option<Stored> {
         let x = node
             .xattrs
             .iter()
@@ -104,7 +104,7 @@ impl Stored {
         let raw = hex::decode(&x.value).ok()?;
         serde_json::from_slice(&raw).ok()
     }
-    fn xattr(&self) -> Xattr {
+    pub(crate) fn xattr(&self) -> Xattr {
         Xattr {
             name: FsName(META_XATTR.as_bytes().to_vec()),
             value: hex::encode(serde_json::to_vec(self).unwrap_or_default()),
@@ -172,145 +172,6 @@ impl BucketSource {
     }
 }
 
-/// Counts of one backup walk.
-#[derive(Default)]
-struct Walk {
-    summary: Summary,
-    deleted: Vec<String>,
-    deleted_count: u64,
-}
-
-struct Backup<'a, 'w> {
-    b: &'a Bucket,
-    repo: &'a Repository,
-    w: &'a mut TreeWriter<'w>,
-    progress: &'a dyn Progress,
-    walk: Walk,
-    time_ns: i64,
-}
-
-fn node(name: &str, kind: NodeKind, mtime: FileTime) -> Node {
-    Node {
-        name: FsName(name.as_bytes().to_vec()),
-        kind,
-        mode: if kind == NodeKind::Dir { 0o755 } else { 0o644 },
-        uid: 0,
-        gid: 0,
-        mtime,
-        ctime: mtime,
-        inode: 0,
-        dev: 0,
-        links: 1,
-        size: 0,
-        content: Vec::new(),
-        subtree: None,
-        target: None,
-        rdev: None,
-        xattrs: Vec::new(),
-        changed_while_read: false,
-    }
-}
-
-fn time_of(t: Option<DateTime<Utc>>, default_ns: i64) -> FileTime {
-    FileTime::from_nanos(
-        t.and_then(|t| t.timestamp_nanos_opt())
-            .unwrap_or(default_ns),
-    )
-}
-
-impl Backup<'_, '_> {
-    /// Store the directory `dir` (a key prefix), comparing it with its tree in the previous
-    /// recovery point; its tree id.
-    fn dir(&mut self, dir: &str, prev: Option<Id>) -> Result<Id, SourceError> {
-        let mut before: HashMap<Vec<u8>, Node> = match prev {
-            Some(id) => holdfast_core::browse::load_tree(self.repo, self.w.index(), &id)?
-                .nodes
-                .into_iter()
-                .map(|n| (n.name.0.clone(), n))
-                .collect(),
-            None => HashMap::new(),
-        };
-        let mut nodes = Vec::new();
-        for e in self.b.list_dir(dir).map_err(store)? {
-            let name = e.key[dir.len()..].trim_end_matches('/');
-            if name.is_empty() || name == "." || name == ".." || name.contains('/') {
-                return Err(BucketError::BadKey(e.key.clone()).into());
-            }
-            let old = before.remove(name.as_bytes());
-            let mtime = time_of(e.last_modified, self.time_ns);
-            if e.dir {
-                let sub_prev = old
-                    .filter(|o| o.kind == NodeKind::Dir)
-                    .and_then(|o| o.subtree);
-                let sub = self.dir(&e.key, sub_prev)?;
-                let mut n = node(name, NodeKind::Dir, FileTime::from_nanos(self.time_ns));
-                n.subtree = Some(sub);
-                self.walk.summary.dirs += 1;
-                nodes.push(n);
-                continue;
-            }
-            let had = old.as_ref().is_some_and(|o| o.kind == NodeKind::File);
-            let same = old.filter(|o| {
-                o.kind == NodeKind::File
-                    && o.size == e.size
-                    && Stored::of(o).is_some_and(|s| s.etag.is_some() && s.etag == e.etag)
-                    && self.w.reusable(&o.content)
-            });
-            if let Some(o) = same {
-                self.walk.summary.files_unmodified += 1;
-                self.walk.summary.total_bytes += o.size;
-                nodes.push(o);
-                continue;
-            }
-            let Some(meta) = self.b.head(&e.key).map_err(store)? else {
-                continue; // deleted between the listing and now: not part of this point
-            };
-            let (content, size) =
-                self.w
-                    .store_file(&e.key, self.b.reader(&e.key, &meta), self.progress)?;
-            if had {
-                self.walk.summary.files_changed += 1;
-            } else {
-                self.walk.summary.files_new += 1;
-            }
-            self.walk.summary.bytes_read += size;
-            self.walk.summary.total_bytes += size;
-            let stored = Stored {
-                etag: meta.etag.clone(),
-                last_modified: meta.last_modified,
-                version: meta.version.clone(),
-                content_type: meta.content_type.clone(),
-                user: meta.user.clone(),
-            };
-            let mut n = node(
-                name,
-                NodeKind::File,
-                time_of(meta.last_modified, self.time_ns).max(mtime),
-            );
-            n.size = size;
-            n.content = content;
-            n.xattrs = vec![stored.xattr()];
-            nodes.push(n);
-        }
-        let mut gone: Vec<&Node> = before.values().collect();
-        gone.sort_by(|a, b| a.name.cmp(&b.name));
-        for g in gone {
-            self.walk.deleted_count += 1;
-            if self.walk.deleted.len() < DELETED_SHOWN {
-                let suffix = if g.kind == NodeKind::Dir {
-                    "/ (and all under it)"
-                } else {
-                    ""
-                };
-                self.walk
-                    .deleted
-                    .push(format!("{dir}{}{suffix}", g.name.display()));
-            }
-        }
-        self.w.store_tree(nodes).map_err(SourceError::from)
-    }
-}
-
 /// Write a file node's content to `out`, authenticating every blob; BLAKE3 of the bytes.
 fn copy_content(
     repo: &Repository,
@@ -325,6 +186,88 @@ fn copy_content(
         out(data).map_err(store)?;
     }
     Ok(h.finalize())
+}
+
+/// Whether a restore writes `to` given what is there now: not when the same object is there
+/// (counted unchanged) or a newer one (kept, named in the report), unless `--replace`.
+fn should_write(
+    there: Option<ObjectMeta>,
+    n: &Node,
+    meta: &Stored,
+    to: &str,
+    done: &mut Restored,
+) -> bool {
+    let Some(there) = there else { return true };
+    if there.etag.is_some() && there.etag == meta.etag && there.size == n.size {
+        done.unchanged += 1;
+        return false;
+    }
+    let newer = match (there.last_modified, meta.last_modified) {
+        (Some(t), Some(m)) => t >= m,
+        _ => true,
+    };
+    if newer {
+        done.kept_newer.push(to.to_string());
+    }
+    !newer
+}
+
+/// Restore a batch of small objects: their state in the target read in parallel, their
+/// contents read from the repository, then written in parallel.
+fn put_batch(
+    b: &Bucket,
+    repo: &Repository,
+    index: &Index,
+    replace: bool,
+    done: &mut Restored,
+    batch: Vec<(String, Node)>,
+) -> Result<(), SourceError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let batch = if replace {
+        batch
+    } else {
+        let keys: Vec<String> = batch.iter().map(|(k, _)| k.clone()).collect();
+        let mut write = Vec::new();
+        for ((to, n), there) in batch.into_iter().zip(b.head_all(&keys, PARALLEL)) {
+            let meta = Stored::of(&n).unwrap_or_default();
+            if should_write(there.map_err(store)?, &n, &meta, &to, done) {
+                write.push((to, n));
+            }
+        }
+        write
+    };
+    let mut objects = Vec::with_capacity(batch.len());
+    for (to, n) in &batch {
+        let mut body = Vec::with_capacity(n.size as usize);
+        copy_content(repo, index, n, &mut |d| {
+            body.extend_from_slice(&d);
+            Ok(())
+        })?;
+        if body.len() as u64 != n.size {
+            return Err(store(format!(
+                "{to}: the recovery point's content is {} bytes, its file says {}: the snapshot is damaged (run `holdfast check`)",
+                body.len(),
+                n.size
+            )));
+        }
+        let meta = Stored::of(n).unwrap_or_default();
+        objects.push((to.clone(), meta.meta(n.size), body));
+    }
+    for (r, (_, n)) in b.put_all(objects, PARALLEL).into_iter().zip(&batch) {
+        r.map_err(store)?;
+        done.objects += 1;
+        done.bytes += n.size;
+    }
+    Ok(())
+}
+
+/// The MD5 an ETag states, when it is a single-part upload's (32 hex digits, quoted or not);
+/// a multipart ETag (`...-N`) or any other form states none.
+fn plain_md5(etag: &str) -> Option<Vec<u8>> {
+    let e = etag.trim_matches('"');
+    (e.len() == 32).then(|| hex::decode(e).ok()).flatten()
 }
 
 /// Every object of a snapshot's tree, depth first, as (key, node).
@@ -364,7 +307,8 @@ struct Restored {
     bytes: u64,
     kept_newer: Vec<String>,
     unchanged: u64,
-    hashes: Vec<(String, blake3::Hash, u64)>,
+    /// Key, BLAKE3 of the content read from the repository, size, ETag recorded.
+    hashes: Vec<(String, blake3::Hash, u64, Option<String>)>,
 }
 
 impl BucketSource {
@@ -404,13 +348,14 @@ impl BucketSource {
             })?;
             f.sync_all().map_err(io("writing", &path))?;
             let meta = Stored::of(n).unwrap_or_default();
+            if keep_hashes {
+                done.hashes
+                    .push((key.to_string(), h, n.size, meta.etag.clone()));
+            }
             let line = serde_json::json!({"key": key, "size": n.size, "meta": meta});
             writeln!(sidecar, "{line}").map_err(io("writing", &sidecar_path))?;
             done.objects += 1;
             done.bytes += n.size;
-            if keep_hashes {
-                done.hashes.push((key.to_string(), h, n.size));
-            }
             Ok(())
         })?;
         sidecar.sync_all().map_err(io("writing", &sidecar_path))?;
@@ -452,24 +397,33 @@ impl BucketSource {
         let Some(objects) = objects_root(repo, &index, root)? else {
             return Ok(done);
         };
+        let mut batch: Vec<(String, Node)> = Vec::new();
+        let mut batch_bytes = 0u64;
         each_object(repo, &index, &objects, "", &mut |key, n| {
             // Keys in the snapshot are relative to the source's prefix.
             let to = format!("{}{key}", c.prefix);
+            if n.size <= RANGE {
+                batch_bytes += n.size;
+                batch.push((to, n.clone()));
+                if batch.len() >= BATCH_OBJECTS || batch_bytes >= BATCH_BYTES {
+                    put_batch(
+                        &b,
+                        repo,
+                        &index,
+                        replace,
+                        &mut done,
+                        std::mem::take(&mut batch),
+                    )?;
+                    batch_bytes = 0;
+                }
+                return Ok(());
+            }
+            // Large: streamed, one at a time.
             let meta = Stored::of(n).unwrap_or_default();
             if !replace {
-                if let Some(there) = b.head(&to).map_err(store)? {
-                    if there.etag.is_some() && there.etag == meta.etag && there.size == n.size {
-                        done.unchanged += 1;
-                        return Ok(());
-                    }
-                    let newer = match (there.last_modified, meta.last_modified) {
-                        (Some(t), Some(m)) => t >= m,
-                        _ => true,
-                    };
-                    if newer {
-                        done.kept_newer.push(to);
-                        return Ok(());
-                    }
+                let there = b.head(&to).map_err(store)?;
+                if !should_write(there, n, &meta, &to, &mut done) {
+                    return Ok(());
                 }
             }
             let mut err = None;
@@ -490,6 +444,7 @@ impl BucketSource {
             done.bytes += n.size;
             Ok(())
         })?;
+        put_batch(&b, repo, &index, replace, &mut done, batch)?;
         Ok(done)
     }
 }
@@ -623,11 +578,25 @@ impl Source for BucketSource {
         let r = self.restore_dir(job.repo, &job.snap.snapshot.tree, &target, false, true)?;
         let mut messages = Vec::new();
         let mut passed = true;
-        for (key, want, size) in &r.hashes {
+        let mut etags_matched = 0u64;
+        for (key, want, size, etag) in &r.hashes {
             let path = target.join(key);
-            let got = fs::read(&path).map(|d| (blake3::hash(&d), d.len() as u64));
+            let got = fs::read(&path).map(|d| (blake3::hash(&d), d.len() as u64, d));
             match got {
-                Ok((h, n)) if h == *want && n == *size => {}
+                Ok((h, n, data)) if h == *want && n == *size => {
+                    // A single-part upload's ETag is the MD5 of its bytes: the store's own
+                    // checksum, taken when the object was written, checks the round trip.
+                    if let Some(md5) = etag.as_deref().and_then(plain_md5) {
+                        if md5::Md5::digest(&data).as_slice() == md5.as_slice() {
+                            etags_matched += 1;
+                        } else {
+                            passed = false;
+                            messages.push(format!(
+                                "{key}: restored bytes do not match the object's ETag (MD5) recorded at backup"
+                            ));
+                        }
+                    }
+                }
                 Ok(_) => {
                     passed = false;
                     messages.push(format!(
@@ -655,7 +624,7 @@ impl Source for BucketSource {
             ));
         }
         messages.push(format!(
-            "compared {} objects ({} bytes, BLAKE3) with snapshot {}",
+            "compared {} objects ({} bytes, BLAKE3) with snapshot {}; {etags_matched} of them also match their ETag (MD5 of a single-part upload)",
             r.objects,
             r.bytes,
             job.snap.id.short()
@@ -691,6 +660,25 @@ impl Source for BucketSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_single_part_etag_states_an_md5() {
+        let md5 = "9e107d9d372bb6826bd81d3542a419d6";
+        for (etag, states) in [
+            (format!("\"{md5}\""), true),
+            (md5.to_string(), true),
+            (format!("\"{md5}-3\""), false),
+            ("\"abc\"".to_string(), false),
+            (format!("\"{}\"", "z".repeat(32)), false),
+            (String::new(), false),
+        ] {
+            assert_eq!(plain_md5(&etag).is_some(), states, "{etag}");
+        }
+        assert_eq!(
+            plain_md5(md5).unwrap(),
+            md5::Md5::digest(b"The quick brown fox jumps over the lazy dog").to_vec()
+        );
+    }
 
     #[test]
     fn metadata_round_trips_through_the_attribute_and_prefix_is_a_directory() {
