@@ -405,3 +405,80 @@ fn discover_names_a_journal_until_a_source_reads_that_directory() {
     let (a, _) = find(&w);
     assert_eq!(a["protected_by"], "app", "{a}");
 }
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn tohex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A recovery point whose newest piece records one entry more than it holds (written with the
+/// repository's key, as a buggy or malicious writer would): the drill must fail, and a restore
+/// must refuse it, naming the piece.
+#[test]
+fn journal_drill_fails_on_a_forged_entry_count() {
+    use holdfast_core::built::{backup_built, BuiltOptions, BuiltTree};
+    let w = W::new("");
+    let jdir = w.path("journal");
+    append(&jdir, 1, 20, "a");
+    w.sources(&w.journal("sys", &jdir, ""));
+    w.run(&["--repo", "repo", "init"], 0);
+    assert_eq!(w.protect("sys").0["state"], "completed");
+    append(&jdir, 21, 4, "a");
+    assert_eq!(w.protect("sys").0["state"], "completed");
+    w.json(&["drill", "sys"], 0);
+
+    let storage: std::sync::Arc<dyn holdfast_storage::Storage> =
+        std::sync::Arc::new(holdfast_backend_local::LocalStorage::new(w.path("repo")));
+    let repo = holdfast_core::Repository::open(storage, b"pw").unwrap();
+    let (all, _) = holdfast_core::snapshot::load_all(&repo).unwrap();
+    let newest = all
+        .iter()
+        .filter(|e| e.snapshot.source.as_deref() == Some("sys"))
+        .max_by_key(|e| e.snapshot.time)
+        .unwrap()
+        .snapshot
+        .clone();
+    let opts = BuiltOptions {
+        label: newest.paths[0].clone(),
+        source: Some("sys".into()),
+        tags: Vec::new(),
+        time: Some(chrono::Utc::now() + chrono::Duration::days(1)),
+    };
+    backup_built(&repo, &opts, &holdfast_core::progress::NoProgress, |tw| {
+        let top = holdfast_core::browse::load_tree(&repo, tw.index(), &newest.tree)?;
+        let mut dir = top.nodes[0].clone();
+        let mut pieces =
+            holdfast_core::browse::load_tree(&repo, tw.index(), &dir.subtree.unwrap())?.nodes;
+        let last = pieces.last_mut().unwrap();
+        let x = &mut last.xattrs[0];
+        let mut meta: Value = serde_json::from_slice(&unhex(&x.value)).unwrap();
+        meta["entries"] = (meta["entries"].as_u64().unwrap() + 1).into();
+        x.value = tohex(&serde_json::to_vec(&meta).unwrap());
+        dir.subtree = Some(tw.store_tree(pieces)?);
+        let root = tw.store_tree(vec![dir])?;
+        Ok(BuiltTree {
+            root,
+            summary: Default::default(),
+            notes: Vec::new(),
+        })
+    })
+    .unwrap();
+
+    let o = w.cmd(&["--json", "drill", "sys"]).output().unwrap();
+    let said = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_ne!(o.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("piece 2 holds 4 entries") && said.contains("records 5 entries"),
+        "{said}"
+    );
+    let t = w.path("forged.export");
+    let (_, err) = w.run(&["restore", "--source", "sys", "--target", t.to_str().unwrap()], 1);
+    assert!(err.contains("piece 2 holds 4 entries"), "{err}");
+    assert!(!t.exists(), "a refused restore leaves no target");
+}

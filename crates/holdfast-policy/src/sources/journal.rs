@@ -228,10 +228,17 @@ struct NewPiece {
 }
 
 impl JournalSource {
+    /// The snapshots' `paths`: the directory and the unit filter, so that a change of either
+    /// starts a new chain of pieces rather than continuing another's cursor.
     fn label(&self) -> String {
-        match &self.directory {
-            Some(d) => format!("journal:{}", d.display()),
-            None => "journal:system".into(),
+        let dir = match &self.directory {
+            Some(d) => d.display().to_string(),
+            None => "system".into(),
+        };
+        if self.units.is_empty() {
+            format!("journal:{dir}")
+        } else {
+            format!("journal:{dir}?units={}", self.units.join(","))
         }
     }
 
