@@ -57,7 +57,11 @@ fn append(dir: &Path, from: u64, n: u64, tag: &str) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    c.stdin.take().unwrap().write_all(&entries(from, n, tag)).unwrap();
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(&entries(from, n, tag))
+        .unwrap();
     let o = c.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
@@ -186,7 +190,13 @@ impl W {
         let t = self.path(target);
         let _ = fs::remove_file(&t);
         self.run(
-            &["restore", "--source", source, "--target", t.to_str().unwrap()],
+            &[
+                "restore",
+                "--source",
+                source,
+                "--target",
+                t.to_str().unwrap(),
+            ],
             0,
         );
         fs::read(&t).unwrap()
@@ -198,7 +208,10 @@ impl W {
 fn tail_bytes(export: &[u8], n: usize) -> u64 {
     let text = String::from_utf8_lossy(export);
     let parts: Vec<&str> = text.split_inclusive("\n\n").collect();
-    parts[parts.len() - n..].iter().map(|p| p.len() as u64).sum()
+    parts[parts.len() - n..]
+        .iter()
+        .map(|p| p.len() as u64)
+        .sum()
 }
 
 #[test]
@@ -227,7 +240,11 @@ fn journal_incremental_restore_refuse_and_drill() {
     let all = export_of(&jdir);
     assert_eq!(s2["files_new"], 1, "{s2}");
     assert_eq!(s2["files_unmodified"], 1, "{s2}");
-    assert_eq!(s2["bytes_read"], tail_bytes(&all, 7), "only new entries: {s2}");
+    assert_eq!(
+        s2["bytes_read"],
+        tail_bytes(&all, 7),
+        "only new entries: {s2}"
+    );
     assert_eq!(s2["total_bytes"], all.len() as u64, "{s2}");
 
     // No new entries: a recovery point all the same, reading nothing, adding no piece.
@@ -237,7 +254,11 @@ fn journal_incremental_restore_refuse_and_drill() {
     assert_eq!(w.snapshots().len(), before + 1);
     let s3 = w.newest_summary();
     assert_eq!(
-        (s3["bytes_read"].as_u64(), s3["files_new"].as_u64(), s3["files_unmodified"].as_u64()),
+        (
+            s3["bytes_read"].as_u64(),
+            s3["files_new"].as_u64(),
+            s3["files_unmodified"].as_u64()
+        ),
         (Some(0), Some(0), Some(2)),
         "{s3}"
     );
@@ -251,23 +272,57 @@ fn journal_incremental_restore_refuse_and_drill() {
     // A non-empty target is refused without --replace, then replaced.
     let t = w.path("out.export");
     fs::write(&t, b"precious").unwrap();
-    let (_, err) = w.run(&["restore", "--source", "sys", "--target", t.to_str().unwrap()], 1);
+    let (_, err) = w.run(
+        &[
+            "restore",
+            "--source",
+            "sys",
+            "--target",
+            t.to_str().unwrap(),
+        ],
+        1,
+    );
     assert!(err.contains("--replace"), "{err}");
     assert_eq!(fs::read(&t).unwrap(), b"precious");
     let full = w.path("full");
     fs::create_dir_all(&full).unwrap();
     fs::write(full.join("x"), b"x").unwrap();
-    let (_, err) = w.run(&["restore", "--source", "sys", "--target", full.to_str().unwrap()], 1);
+    let (_, err) = w.run(
+        &[
+            "restore",
+            "--source",
+            "sys",
+            "--target",
+            full.to_str().unwrap(),
+        ],
+        1,
+    );
     assert!(err.contains("not empty"), "{err}");
     w.run(
-        &["restore", "--source", "sys", "--target", t.to_str().unwrap(), "--replace"],
+        &[
+            "restore",
+            "--source",
+            "sys",
+            "--target",
+            t.to_str().unwrap(),
+            "--replace",
+        ],
         0,
     );
     assert!(fs::read(&t).unwrap() == all);
 
     // A `.journal` target: converted by systemd-journal-remote, readable by journalctl.
     let jf = w.path("restored.journal");
-    w.run(&["restore", "--source", "sys", "--target", jf.to_str().unwrap()], 0);
+    w.run(
+        &[
+            "restore",
+            "--source",
+            "sys",
+            "--target",
+            jf.to_str().unwrap(),
+        ],
+        0,
+    );
     let o = Std::new("journalctl")
         .arg(format!("--file={}", jf.display()))
         .args(["-q", "--no-pager", "-o", "export"])
@@ -326,14 +381,21 @@ fn journal_replaced_is_a_loud_warning_never_plain_success() {
     // A plain run after the drill: the workload is compliant, protect exits 0.
     append(&jdir, 11, 2, "old");
     let (job, code) = w.protect("sys");
-    assert_eq!((job["state"].as_str(), code), (Some("completed"), 0), "{job}");
+    assert_eq!(
+        (job["state"].as_str(), code),
+        (Some("completed"), 0),
+        "{job}"
+    );
 
     // The journal is replaced (a new journal: its sequence numbers start again).
     fs::remove_file(jdir.join("system.journal")).unwrap();
     append(&jdir, 100, 5, "new");
     let (job, code) = w.protect("sys");
     assert_eq!(job["state"], "completed_with_warnings", "{job}");
-    assert_eq!(code, 3, "a backup that may have lost entries is not plain success");
+    assert_eq!(
+        code, 3,
+        "a backup that may have lost entries is not plain success"
+    );
     let said = job["messages"].to_string();
     assert!(said.contains("ENTRIES MAY HAVE BEEN LOST"), "{said}");
     let snaps = w.snapshots();
@@ -345,15 +407,28 @@ fn journal_replaced_is_a_loud_warning_never_plain_success() {
     let got = w.restored("sys", "a.export");
     assert_eq!(messages(&got), expect(&[("old", 1, 12), ("new", 100, 5)]));
     let (out, _) = w.run(
-        &["restore", "--source", "sys", "--target", w.path("b.export").to_str().unwrap()],
+        &[
+            "restore",
+            "--source",
+            "sys",
+            "--target",
+            w.path("b.export").to_str().unwrap(),
+        ],
         0,
     );
-    assert!(out.contains("ENTRIES MAY HAVE BEEN LOST"), "restore repeats it: {out}");
+    assert!(
+        out.contains("ENTRIES MAY HAVE BEEN LOST"),
+        "restore repeats it: {out}"
+    );
 
     // The next run continues from the new journal's cursor, plainly.
     append(&jdir, 105, 2, "new");
     let (job, code) = w.protect("sys");
-    assert_eq!((job["state"].as_str(), code), (Some("completed"), 0), "{job}");
+    assert_eq!(
+        (job["state"].as_str(), code),
+        (Some("completed"), 0),
+        "{job}"
+    );
     assert_eq!(
         w.newest_summary()["bytes_read"],
         tail_bytes(&export_of(&jdir), 2)
@@ -374,7 +449,13 @@ fn discover_names_a_journal_until_a_source_reads_that_directory() {
     append(&other, 1, 3, "other");
     let find = |w: &W| -> (Value, Value) {
         let o = w
-            .cmd(&["--json", "discover", "--no-host", "--root", root.to_str().unwrap()])
+            .cmd(&[
+                "--json",
+                "discover",
+                "--no-host",
+                "--root",
+                root.to_str().unwrap(),
+            ])
             .output()
             .unwrap();
         let v: Value = serde_json::from_slice(&o.stdout)
@@ -478,7 +559,16 @@ fn journal_drill_fails_on_a_forged_entry_count() {
         "{said}"
     );
     let t = w.path("forged.export");
-    let (_, err) = w.run(&["restore", "--source", "sys", "--target", t.to_str().unwrap()], 1);
+    let (_, err) = w.run(
+        &[
+            "restore",
+            "--source",
+            "sys",
+            "--target",
+            t.to_str().unwrap(),
+        ],
+        1,
+    );
     assert!(err.contains("piece 2 holds 4 entries"), "{err}");
     assert!(!t.exists(), "a refused restore leaves no target");
 }

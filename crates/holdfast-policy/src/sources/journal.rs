@@ -7,7 +7,7 @@
 //! "Journal source".
 
 use std::fs;
-use std::io::{self, BufWriter, Read};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -16,12 +16,13 @@ use chrono::DateTime;
 use holdfast_core::built::{backup_built, BuiltOptions, BuiltTree, TreeWriter};
 use holdfast_core::index::Index;
 use holdfast_core::progress::Progress;
-use holdfast_core::snapshot::{SnapshotEntry, Summary};
+use holdfast_core::snapshot::Summary;
 use holdfast_core::tree::{FileTime, FsName, Node, NodeKind};
 use holdfast_core::{Id, Repository};
 
 use super::journal_export::{seqnum, Counted, Entries, Rule};
-use super::journal_pieces::{self, piece_name, Piece, PieceMeta, PieceReader};
+use super::journal_pieces::{self, piece_name, PieceMeta};
+use super::journal_restore::{check_target, count_entries, to_journal, with_suffix, write_export};
 use super::{
     Backed, BackupJob, DrillJob, DrillOutcome, RawSource, RestoreJob, Source, SourceError,
 };
@@ -120,7 +121,10 @@ impl From<JournalError> for SourceError {
     }
 }
 
-fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> JournalError + 'a {
+pub(super) fn io_err<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> JournalError + 'a {
     move |source| JournalError::Io {
         what,
         path: path.to_path_buf(),
@@ -154,25 +158,8 @@ pub fn build(r: &RawSource, base: &Path) -> Result<Arc<dyn Source>, String> {
     }))
 }
 
-/// Where systemd-journal-remote is (it lives outside `PATH` on Debian).
-fn journal_remote() -> PathBuf {
-    let in_path = std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join("systemd-journal-remote"))
-            .find(|p| p.is_file())
-    });
-    in_path
-        .or_else(|| {
-            ["/usr/lib/systemd", "/lib/systemd"]
-                .iter()
-                .map(|d| Path::new(d).join("systemd-journal-remote"))
-                .find(|p| p.is_file())
-        })
-        .unwrap_or_else(|| PathBuf::from("systemd-journal-remote"))
-}
-
 /// Read a child's standard error in the background (bounded), so it never blocks.
-fn stderr_of(child: &mut Child) -> std::thread::JoinHandle<String> {
+pub(super) fn stderr_of(child: &mut Child) -> std::thread::JoinHandle<String> {
     let err = child.stderr.take();
     std::thread::spawn(move || {
         let mut s = Vec::new();
@@ -191,14 +178,14 @@ fn micros(t: Option<u64>) -> String {
 }
 
 /// One run of journalctl feeding a piece.
-struct Reading {
-    child: Child,
-    err: std::thread::JoinHandle<String>,
-    tool: String,
+pub(super) struct Reading {
+    pub(super) child: Child,
+    pub(super) err: std::thread::JoinHandle<String>,
+    pub(super) tool: String,
 }
 
 impl Reading {
-    fn finish(self, killed: bool) -> Result<String, JournalError> {
+    pub(super) fn finish(self, killed: bool) -> Result<String, JournalError> {
         let mut child = self.child;
         if killed {
             let _ = child.kill();
@@ -405,11 +392,7 @@ impl JournalSource {
             nodes.push(node);
         }
         let dir = w.store_tree(nodes)?;
-        let mut top = file_node(
-            job.name,
-            NodeKind::Dir,
-            FileTime::from_nanos(time_ns),
-        );
+        let mut top = file_node(job.name, NodeKind::Dir, FileTime::from_nanos(time_ns));
         top.subtree = Some(dir);
         let root = w.store_tree(vec![top])?;
         Ok(BuiltTree {
@@ -443,7 +426,11 @@ fn file_node(name: &str, kind: NodeKind, mtime: FileTime) -> Node {
 }
 
 /// The tree of a snapshot's pieces (`NAME/` at its root; exactly one entry there).
-fn pieces_dir(repo: &Repository, index: &Index, root: &Id) -> Result<Option<Id>, SourceError> {
+pub(super) fn pieces_dir(
+    repo: &Repository,
+    index: &Index,
+    root: &Id,
+) -> Result<Option<Id>, SourceError> {
     let top = holdfast_core::browse::load_tree(repo, index, root)?;
     match top.nodes.as_slice() {
         [] => Ok(None),
@@ -452,162 +439,6 @@ fn pieces_dir(repo: &Repository, index: &Index, root: &Id) -> Result<Option<Id>,
             "its root holds something else than one directory of pieces".into(),
         )
         .into()),
-    }
-}
-
-/// What writing a snapshot's export file did.
-struct Written {
-    entries: u64,
-    bytes: u64,
-    pieces: u64,
-    gaps: Vec<String>,
-}
-
-/// Write every piece of `snap`, in order, into `out` (created beside it and renamed into
-/// place), checking each piece's entry count and size against its record.
-fn write_export(repo: &Repository, snap: &SnapshotEntry, out: &Path) -> Result<Written, SourceError> {
-    let (index, _) = repo.load_index()?;
-    let pieces: Vec<Piece> = match pieces_dir(repo, &index, &snap.snapshot.tree)? {
-        Some(d) => journal_pieces::load(repo, &index, &d)?,
-        None => Vec::new(),
-    };
-    let tmp = with_suffix(out, ".holdfast-restoring");
-    let f = fs::File::create(&tmp).map_err(io_err("creating", &tmp))?;
-    let mut w = BufWriter::with_capacity(1 << 20, f);
-    let mut done = Written {
-        entries: 0,
-        bytes: 0,
-        pieces: 0,
-        gaps: Vec::new(),
-    };
-    let r = (|| -> Result<(), SourceError> {
-        for p in &pieces {
-            let mut e = Entries::new(PieceReader::new(repo, &index, &p.node), Rule::All);
-            io::copy(&mut e, &mut w).map_err(|e| {
-                let from_repo = e.kind() == io::ErrorKind::InvalidData
-                    || e.get_ref().is_some_and(|i| i.is::<holdfast_core::Error>());
-                if from_repo {
-                    JournalError::Repo(p.meta.seq, e.to_string())
-                } else {
-                    io_err("writing", &tmp)(e)
-                }
-            })?;
-            let c = &e.counted;
-            if c.entries != p.meta.entries || c.bytes != p.meta.bytes || c.dropped != 0 {
-                return Err(JournalError::Count {
-                    seq: p.meta.seq,
-                    got: c.entries,
-                    bytes: c.bytes,
-                    want: p.meta.entries,
-                    want_bytes: p.meta.bytes,
-                }
-                .into());
-            }
-            done.entries += c.entries;
-            done.bytes += c.bytes;
-            done.pieces += 1;
-            if let Some(g) = &p.meta.gap_before {
-                done.gaps.push(format!("before piece {}: {g}", p.meta.seq));
-            }
-        }
-        let f = w
-            .into_inner()
-            .map_err(|e| io_err("writing", &tmp)(e.into_error()))?;
-        f.sync_all().map_err(io_err("writing", &tmp))?;
-        fs::rename(&tmp, out).map_err(io_err("renaming the restored export to", out))?;
-        Ok(())
-    })();
-    if r.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    r.map(|()| done)
-}
-
-fn with_suffix(p: &Path, s: &str) -> PathBuf {
-    let mut o = p.as_os_str().to_owned();
-    o.push(s);
-    PathBuf::from(o)
-}
-
-/// Convert an export file into a journal file with systemd-journal-remote.
-fn to_journal(export: &Path, out: &Path) -> Result<(), JournalError> {
-    let tool = journal_remote();
-    let o = Command::new(&tool)
-        .arg(format!("--output={}", out.display()))
-        .arg(export)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| JournalError::Spawn {
-            tool: "systemd-journal-remote".into(),
-            package: "systemd-journal-remote",
-            source,
-        })?;
-    if !o.status.success() {
-        return Err(JournalError::Failed {
-            tool: tool.display().to_string(),
-            status: o.status.to_string(),
-            stderr: String::from_utf8_lossy(&o.stderr).trim().to_string(),
-        });
-    }
-    Ok(())
-}
-
-/// Entries `journalctl --file` counts in a journal file (one JSON line each).
-fn count_entries(file: &Path) -> Result<u64, JournalError> {
-    let mut child = Command::new("journalctl")
-        .args(["--no-pager", "--quiet", "--output=json"])
-        .arg(format!("--file={}", file.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| JournalError::Spawn {
-            tool: "journalctl".into(),
-            package: "systemd",
-            source,
-        })?;
-    let err = stderr_of(&mut child);
-    let mut out = io::BufReader::new(child.stdout.take().expect("piped"));
-    let mut n = 0u64;
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        if io::BufRead::read_until(&mut out, b'\n', &mut line).map_err(JournalError::Read)? == 0 {
-            break;
-        }
-        if line.first() == Some(&b'{') {
-            n += 1;
-        }
-    }
-    Reading {
-        child,
-        err,
-        tool: "journalctl --file".into(),
-    }
-    .finish(false)?;
-    Ok(n)
-}
-
-/// Refuse a target that holds data, unless `replace`.
-fn check_target(path: &Path, replace: bool) -> Result<(), JournalError> {
-    let Ok(m) = fs::symlink_metadata(path) else {
-        return Ok(());
-    };
-    let why = if m.is_dir() {
-        fs::read_dir(path)
-            .map_err(io_err("reading", path))?
-            .next()
-            .is_some()
-            .then(|| "is a directory that is not empty".to_string())
-    } else {
-        (m.len() > 0).then(|| format!("exists and holds {} bytes", m.len()))
-    };
-    match why {
-        Some(why) if !replace => Err(JournalError::NotEmpty {
-            path: path.to_path_buf(),
-            why,
-        }),
-        _ => Ok(()),
     }
 }
 
@@ -748,7 +579,10 @@ impl Source for JournalSource {
                 let (vok, out) = run_hook(
                     v,
                     job.timeout,
-                    &[("HOLDFAST_DRILL_JOURNAL", &file), ("HOLDFAST_DRILL_EXPORT", &export)],
+                    &[
+                        ("HOLDFAST_DRILL_JOURNAL", &file),
+                        ("HOLDFAST_DRILL_EXPORT", &export),
+                    ],
                 );
                 messages.push(format!("verify: {}", if vok { "ok".into() } else { out }));
                 ok = vok;
@@ -811,9 +645,9 @@ impl Source for JournalSource {
                 "the systemd journal in {}{units} (journalctl -o export, incremental by cursor)",
                 d.display()
             ),
-            None => format!(
-                "the system journal{units} (journalctl -o export, incremental by cursor)"
-            ),
+            None => {
+                format!("the system journal{units} (journalctl -o export, incremental by cursor)")
+            }
         }
     }
 }

@@ -31,7 +31,8 @@ pub struct EntryInfo {
 pub fn valid_cursor(c: &str) -> bool {
     !c.is_empty()
         && c.len() <= MAX_CURSOR
-        && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'=' || b == b';')
+        && c.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'=' || b == b';')
         && c.split(';').all(|p| p.split_once('=').is_some())
 }
 
@@ -309,7 +310,13 @@ mod tests {
 
     #[test]
     fn not_up_to_drops_only_entries_already_stored() {
-        let s: Vec<u8> = [entry(1, "aa"), entry(2, "bb"), entry(2, "aa"), entry(3, "aa")].concat();
+        let s: Vec<u8> = [
+            entry(1, "aa"),
+            entry(2, "bb"),
+            entry(2, "aa"),
+            entry(3, "aa"),
+        ]
+        .concat();
         let (out, c, _) = all(Rule::NotUpTo("aa".into(), 2), &s);
         assert_eq!(out, [entry(2, "bb"), entry(3, "aa")].concat());
         assert_eq!((c.entries, c.dropped), (2, 2));

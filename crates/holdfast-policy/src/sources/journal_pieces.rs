@@ -239,7 +239,10 @@ mod tests {
         n.xattrs[0].value = "00".repeat(MAX_META_HEX);
         assert!(PieceMeta::of(&n).unwrap_err().0.contains("more than"));
         n.xattrs.clear();
-        assert!(PieceMeta::of(&n).unwrap_err().0.contains("no user.holdfast"));
+        assert!(PieceMeta::of(&n)
+            .unwrap_err()
+            .0
+            .contains("no user.holdfast"));
         assert_eq!(piece_name(12), "piece-00000012.export");
     }
 }

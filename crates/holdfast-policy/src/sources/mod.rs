@@ -28,6 +28,7 @@ mod db_restore;
 pub mod journal;
 mod journal_export;
 mod journal_pieces;
+mod journal_restore;
 mod mysql;
 pub mod mysql_binlog;
 mod path;
