@@ -308,7 +308,8 @@ pub fn discover(w: Option<&Workload>, o: &Options) -> Vec<Found> {
         let mut b = o.max_entries;
         search_root(r, o, &mut out, &mut b);
     }
-    out.extend(crate::discover_journal::find(o));
+    let journals = crate::discover_journal::find(&o.roots, o.host, o.max_entries);
+    out.extend(journals);
     if let Some(w) = w {
         mark(w, &mut out);
     }

@@ -59,10 +59,9 @@ fn push(out: &mut Vec<Found>, seen: &mut HashSet<PathBuf>, d: &Path, detail: Str
     });
 }
 
-/// Journals on this host (`o.host`) and under `o.roots` (at most `o.max_entries` entries
-/// walked per root).
-pub fn find(o: &crate::discover::Options) -> Vec<Found> {
-    let (roots, host, max_entries) = (&o.roots, o.host, o.max_entries);
+/// Journals on this host (`host`) and under `roots` (at most `max_entries` entries walked per
+/// root).
+pub fn find(roots: &[PathBuf], host: bool, max_entries: usize) -> Vec<Found> {
     let mut out = Vec::new();
     let mut seen = HashSet::new();
     if host {
@@ -119,11 +118,7 @@ mod tests {
         fs::write(m.join("user@1.journal~"), b"yy").unwrap();
         fs::create_dir_all(t.path().join("other")).unwrap();
         fs::write(t.path().join("other/notes.txt"), b"z").unwrap();
-        let f = find(&crate::discover::Options {
-            roots: vec![t.path().to_path_buf()],
-            host: false,
-            ..Default::default()
-        });
+        let f = find(&[t.path().to_path_buf()], false, 1000);
         assert_eq!(f.len(), 1, "{f:?}");
         assert_eq!(f[0].kind, "journal");
         assert_eq!(
