@@ -30,9 +30,10 @@ fn entries(from: u64, n: u64, tag: &str) -> Vec<u8> {
     for i in from..from + n {
         write!(
             out,
-            "__REALTIME_TIMESTAMP={}\n__MONOTONIC_TIMESTAMP={}\n_BOOT_ID={BOOT}\nSYSLOG_IDENTIFIER=test\n_TRANSPORT=journal\nMESSAGE={tag} entry {i}\n",
+            "__REALTIME_TIMESTAMP={}\n__MONOTONIC_TIMESTAMP={}\n_BOOT_ID={BOOT}\nSYSLOG_IDENTIFIER=test\n_TRANSPORT=journal\n_SYSTEMD_UNIT={}.service\nMESSAGE={tag} entry {i}\n",
             1_700_000_000_000_000 + i * 1000,
-            1000 + i
+            1000 + i,
+            if i % 2 == 0 { "web" } else { "db" }
         )
         .unwrap();
         if i % 3 == 0 {
@@ -49,9 +50,14 @@ fn entries(from: u64, n: u64, tag: &str) -> Vec<u8> {
 
 /// Append entries to `dir/system.journal` with systemd-journal-remote.
 fn append(dir: &Path, from: u64, n: u64, tag: &str) {
-    fs::create_dir_all(dir).unwrap();
+    append_to(&dir.join("system.journal"), from, n, tag)
+}
+
+/// Append entries to the journal file `file` with systemd-journal-remote.
+fn append_to(file: &Path, from: u64, n: u64, tag: &str) {
+    fs::create_dir_all(file.parent().unwrap()).unwrap();
     let mut c = Std::new(journal_remote())
-        .arg(format!("--output={}", dir.join("system.journal").display()))
+        .arg(format!("--output={}", file.display()))
         .arg("-")
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
@@ -571,4 +577,61 @@ fn journal_drill_fails_on_a_forged_entry_count() {
     );
     assert!(err.contains("piece 2 holds 4 entries"), "{err}");
     assert!(!t.exists(), "a refused restore leaves no target");
+}
+
+#[test]
+fn journal_units_filter_keeps_only_those_units_entries() {
+    let w = W::new("");
+    let jdir = w.path("journal");
+    append(&jdir, 1, 10, "u");
+    w.sources(&w.journal("web", &jdir, "units = [\"web.service\"]"));
+    w.run(&["--repo", "repo", "init"], 0);
+    assert_eq!(w.protect("web").0["state"], "completed");
+    append(&jdir, 11, 4, "u");
+    assert_eq!(w.protect("web").0["state"], "completed");
+    let got = w.restored("web", "web.export");
+    let want: Vec<String> = (1..15)
+        .filter(|i| i % 2 == 0)
+        .map(|i| format!("u entry {i}"))
+        .collect();
+    assert_eq!(messages(&got), want);
+    let snaps = w.snapshots();
+    assert!(
+        snaps.last().unwrap().to_string().contains("journal:")
+            && snaps
+                .last()
+                .unwrap()
+                .to_string()
+                .contains("?units=web.service"),
+        "{snaps:?}"
+    );
+}
+
+/// The file holding the previous cursor is vacuumed away while a newer file remains: the
+/// warning, the newer entries stored once, and the next run plain again.
+#[test]
+fn journal_vacuumed_cursor_warns_and_keeps_the_newer_file_once() {
+    let w = W::new("");
+    let jdir = w.path("journal");
+    append_to(&jdir.join("old.journal"), 1, 8, "v");
+    w.sources(&w.journal("sys", &jdir, ""));
+    w.run(&["--repo", "repo", "init"], 0);
+    assert_eq!(w.protect("sys").0["state"], "completed");
+    append_to(&jdir.join("new.journal"), 9, 5, "v");
+    fs::remove_file(jdir.join("old.journal")).unwrap();
+    let (job, code) = w.protect("sys");
+    assert_eq!(job["state"], "completed_with_warnings", "{job}");
+    assert_ne!(code, 0, "{job}");
+    assert!(
+        job["messages"]
+            .to_string()
+            .contains("ENTRIES MAY HAVE BEEN LOST"),
+        "{job}"
+    );
+    let got = w.restored("sys", "v.export");
+    assert_eq!(messages(&got), expect(&[("v", 1, 13)]));
+    append_to(&jdir.join("new.journal"), 14, 1, "v");
+    assert_eq!(w.protect("sys").0["state"], "completed");
+    let got = w.restored("sys", "v2.export");
+    assert_eq!(messages(&got), expect(&[("v", 1, 14)]));
 }
