@@ -280,6 +280,43 @@ impl JournalSource {
         }))
     }
 
+    /// Run journalctl (from `cursor`) and store what `rule` keeps as piece `seq`; `Err` with
+    /// what journalctl said when a [`Rule::After`] cursor does not start the stream. journalctl
+    /// is stopped whatever fails.
+    fn read_with(
+        &self,
+        cursor: Option<&str>,
+        rule: Rule,
+        w: &mut TreeWriter,
+        seq: u64,
+        progress: &dyn Progress,
+    ) -> Result<Result<Option<NewPiece>, String>, SourceError> {
+        let (run, out) = self.journalctl(cursor)?;
+        let mut e = Entries::new(out, rule);
+        match e.start() {
+            Ok(true) => {}
+            Ok(false) => {
+                drop(e);
+                return Ok(Err(run.finish(true)?));
+            }
+            Err(err) => {
+                drop(e);
+                let _ = run.finish(true);
+                return Err(JournalError::Read(err).into());
+            }
+        }
+        match self.store(w, seq, e, progress) {
+            Ok(p) => {
+                run.finish(false)?;
+                Ok(Ok(p))
+            }
+            Err(err) => {
+                let _ = run.finish(true);
+                Err(err)
+            }
+        }
+    }
+
     /// Read the entries after `last` (all, when there is no previous piece); the new piece and
     /// a warning when entries may have been lost.
     fn read_new(
@@ -292,25 +329,19 @@ impl JournalSource {
         let mut rule = Rule::All;
         let mut gap = None;
         if let Some(l) = last {
-            let (run, out) = self.journalctl(Some(&l.last_cursor))?;
-            let mut e = Entries::new(out, Rule::After(l.last_cursor.clone()));
-            let found = e.start().map_err(JournalError::Read)?;
-            if found {
-                let piece = self.store(w, seq, e, progress)?;
-                run.finish(false)?;
-                return Ok((piece, None));
+            let after = Rule::After(l.last_cursor.clone());
+            match self.read_with(Some(&l.last_cursor), after, w, seq, progress)? {
+                Ok(piece) => return Ok((piece, None)),
+                Err(said) => gap = Some((l.clone(), said)),
             }
-            let said = run.finish(true)?;
-            gap = Some((l.clone(), said));
             if let Some((s, i)) = seqnum(&l.last_cursor) {
                 rule = Rule::NotUpTo(s.to_string(), i);
             }
         }
-        let (run, out) = self.journalctl(None)?;
-        let mut e = Entries::new(out, rule);
-        e.start().map_err(JournalError::Read)?;
-        let piece = self.store(w, seq, e, progress)?;
-        run.finish(false)?;
+        // Only a `Rule::After` stream can miss its start.
+        let piece = self
+            .read_with(None, rule, w, seq, progress)?
+            .unwrap_or(None);
         let warning = gap.map(|(l, said)| {
             let now_first = piece
                 .as_ref()
