@@ -482,6 +482,24 @@ fn discover_names_a_journal_until_a_source_reads_that_directory() {
     let (a, o) = find(&w);
     assert!(a["protected_by"].is_null(), "{a}");
     assert_eq!(o["protected_by"], "other", "{o}");
+    // --suggest gives a journal source of that directory.
+    let o = w
+        .cmd(&[
+            "discover",
+            "--no-host",
+            "--suggest",
+            "--root",
+            root.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&o.stdout);
+    let canon = fs::canonicalize(&app).unwrap();
+    assert!(
+        said.contains("kind = \"journal\"")
+            && said.contains(&format!("directory = \"{}\"", canon.display())),
+        "{said}"
+    );
     // Named through a symbolic link: the same directory, so covered.
     std::os::unix::fs::symlink(&app, w.path("app-link")).unwrap();
     w.sources(&format!(
