@@ -653,3 +653,53 @@ fn journal_vacuumed_cursor_warns_and_keeps_the_newer_file_once() {
     let got = w.restored("sys", "v2.export");
     assert_eq!(messages(&got), expect(&[("v", 1, 14)]));
 }
+
+/// A journal too large for one journal file: systemd-journal-remote rotates full files out
+/// while converting, so the drill counts every file it wrote, and a `.journal` restore leaves
+/// them all beside the target (a count of the active file alone was 26,240 of 201,000).
+#[test]
+fn journal_larger_than_one_journal_file_drills_and_restores_every_file() {
+    let w = W::new("");
+    let jdir = w.path("journal");
+    let n = 200_000;
+    append(&jdir, 1, n, "big");
+    w.sources(&w.journal("sys", &jdir, ""));
+    w.run(&["--repo", "repo", "init"], 0);
+    assert_eq!(w.protect("sys").0["state"], "completed");
+    let d = w.json(&["drill", "sys"], 0);
+    assert!(
+        d.to_string()
+            .contains(&format!("counts {n} entries, as recorded")),
+        "{d}"
+    );
+    let out = w.path("out");
+    fs::create_dir_all(&out).unwrap();
+    let target = out.join("big.journal");
+    let (said, _) = w.run(
+        &[
+            "restore",
+            "--source",
+            "sys",
+            "--target",
+            target.to_str().unwrap(),
+        ],
+        0,
+    );
+    let files: Vec<PathBuf> = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(files.len() > 1, "journal-remote rotated: {files:?}\n{said}");
+    assert!(said.contains("rotated"), "{said}");
+    let o = Std::new("journalctl")
+        .arg(format!("--directory={}", out.display()))
+        .args(["-q", "--no-pager", "-o", "json"])
+        .output()
+        .unwrap();
+    let count = o
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| l.starts_with(b"{"))
+        .count();
+    assert_eq!(count as u64, n);
+}

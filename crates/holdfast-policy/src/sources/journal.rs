@@ -22,7 +22,9 @@ use holdfast_core::{Id, Repository};
 
 use super::journal_export::{seqnum, Counted, Entries, Rule};
 use super::journal_pieces::{self, piece_name, PieceMeta};
-use super::journal_restore::{check_target, count_entries, to_journal, with_suffix, write_export};
+use super::journal_restore::{
+    check_target, count_entries, restore_journal_files, to_journal_files, with_suffix, write_export,
+};
 use super::{
     Backed, BackupJob, DrillJob, DrillOutcome, RawSource, RestoreJob, Source, SourceError,
 };
@@ -39,8 +41,8 @@ pub struct JournalSource {
     pub directory: Option<PathBuf>,
     /// Only these units' entries (`journalctl --unit`), if any.
     pub units: Vec<String>,
-    /// Command that checks a restored journal in a drill (`$HOLDFAST_DRILL_JOURNAL`,
-    /// `$HOLDFAST_DRILL_EXPORT`).
+    /// Command that checks a restored journal in a drill (`$HOLDFAST_DRILL_JOURNAL`, the active
+    /// file; `$HOLDFAST_DRILL_JOURNAL_DIR`, every file; `$HOLDFAST_DRILL_EXPORT`).
     pub verify: Option<String>,
 }
 
@@ -539,30 +541,31 @@ impl Source for JournalSource {
             file.clone()
         };
         let w = write_export(job.repo, job.snap, &export)?;
+        let mut archived = 0;
         if journal {
-            // journal-remote appends to an existing file and wants a `.journal` name.
-            let tmp = with_suffix(&file, ".holdfast-restoring.journal");
-            let _ = fs::remove_file(&tmp);
-            let r = to_journal(&export, &tmp)
-                .and_then(|()| fs::rename(&tmp, &file).map_err(io_err("renaming to", &file)));
+            let r = restore_journal_files(&export, &file, job.replace);
             let _ = fs::remove_file(&export);
-            if r.is_err() {
-                let _ = fs::remove_file(&tmp);
-            }
-            r?;
+            archived = r?;
         }
+        let how = if !journal {
+            " (export format: systemd-journal-remote -o OUT.journal FILE converts it)".to_string()
+        } else if archived == 0 {
+            " (a journal file, written by systemd-journal-remote: read it with journalctl --file)"
+                .to_string()
+        } else {
+            let stem = file.file_stem().unwrap_or_default().to_string_lossy();
+            format!(
+                " (a journal file written by systemd-journal-remote, which rotated {archived} full files out beside it as {stem}@….journal: read them all with journalctl --file '{}/{stem}*.journal')",
+                file.parent().unwrap_or(Path::new(".")).display()
+            )
+        };
         done.push(format!(
-            "restored {} entries ({} bytes, {} pieces) of snapshot {} into {}{}",
+            "restored {} entries ({} bytes, {} pieces) of snapshot {} into {}{how}",
             w.entries,
             w.bytes,
             w.pieces,
             job.snap.id.short(),
             file.display(),
-            if journal {
-                " (a journal file, written by systemd-journal-remote: read it with journalctl --file)"
-            } else {
-                " (export format: systemd-journal-remote -o OUT.journal FILE converts it)"
-            }
         ));
         for g in w.gaps {
             done.push(format!("warning: the recovery point records {g}"));
@@ -572,7 +575,8 @@ impl Source for JournalSource {
 
     fn drill(&self, job: &DrillJob) -> Result<DrillOutcome, SourceError> {
         let export = job.scratch.join("journal.export");
-        let file = job.scratch.join("restored.journal");
+        let dir = job.scratch.join("journal");
+        let file = dir.join("restored.journal");
         let mut messages = Vec::new();
         let (mut ok, mut entries, mut bytes) = (true, 0, 0);
         match write_export(job.repo, job.snap, &export) {
@@ -589,14 +593,16 @@ impl Source for JournalSource {
             }
         }
         if ok {
-            match to_journal(&export, &file).and_then(|()| count_entries(&file)) {
-                Ok(n) if n == entries => messages.push(format!(
-                    "systemd-journal-remote wrote a journal file in which journalctl --file counts {n} entries, as recorded"
+            let counted = to_journal_files(&export, &dir, "restored.journal")
+                .and_then(|files| Ok((files.len(), count_entries(&dir)?)));
+            match counted {
+                Ok((files, n)) if n == entries => messages.push(format!(
+                    "systemd-journal-remote wrote {files} journal files in which journalctl counts {n} entries, as recorded"
                 )),
-                Ok(n) => {
+                Ok((_, n)) => {
                     ok = false;
                     messages.push(format!(
-                        "journalctl --file counts {n} entries in the converted journal, the recovery point records {entries}"
+                        "journalctl counts {n} entries in the converted journal, the recovery point records {entries}"
                     ));
                 }
                 Err(e) => {
@@ -612,6 +618,7 @@ impl Source for JournalSource {
                     job.timeout,
                     &[
                         ("HOLDFAST_DRILL_JOURNAL", &file),
+                        ("HOLDFAST_DRILL_JOURNAL_DIR", &dir),
                         ("HOLDFAST_DRILL_EXPORT", &export),
                     ],
                 );

@@ -133,11 +133,30 @@ pub(super) fn to_journal(export: &Path, out: &Path) -> Result<(), JournalError> 
     Ok(())
 }
 
-/// Entries `journalctl --file` counts in a journal file (one JSON line each).
-pub(super) fn count_entries(file: &Path) -> Result<u64, JournalError> {
+/// Convert an export file into journal files in the new directory `dir`: `dir/NAME`, and the
+/// archived files `NAME-stem@….journal` systemd-journal-remote rotates out when a file is
+/// full. The files written, sorted.
+pub(super) fn to_journal_files(
+    export: &Path,
+    dir: &Path,
+    name: &str,
+) -> Result<Vec<PathBuf>, JournalError> {
+    fs::create_dir(dir).map_err(io_err("creating", dir))?;
+    to_journal(export, &dir.join(name))?;
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .map_err(io_err("reading", dir))?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Entries `journalctl --directory` counts in the journal files of `dir` (one JSON line each).
+pub(super) fn count_entries(dir: &Path) -> Result<u64, JournalError> {
     let mut child = Command::new("journalctl")
         .args(["--no-pager", "--quiet", "--output=json"])
-        .arg(format!("--file={}", file.display()))
+        .arg(format!("--directory={}", dir.display()))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -163,7 +182,7 @@ pub(super) fn count_entries(file: &Path) -> Result<u64, JournalError> {
     Reading {
         child,
         err,
-        tool: "journalctl --file".into(),
+        tool: "journalctl --directory".into(),
     }
     .finish(false)?;
     Ok(n)
@@ -190,4 +209,41 @@ pub(super) fn check_target(path: &Path, replace: bool) -> Result<(), JournalErro
         }),
         _ => Ok(()),
     }
+}
+
+/// Convert `export` into the journal file `file` (and the archived files systemd-journal-remote
+/// rotates out beside it, `STEM@….journal`), written in a directory beside it and moved into
+/// place; how many archived files there are. An existing file of those names is refused
+/// unless `replace`.
+pub(super) fn restore_journal_files(
+    export: &Path,
+    file: &Path,
+    replace: bool,
+) -> Result<usize, JournalError> {
+    let parent = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "restored.journal".into());
+    let tmp = parent.join(format!(".{name}.holdfast-restoring"));
+    let _ = fs::remove_dir_all(&tmp);
+    let r = (|| {
+        let files = to_journal_files(export, &tmp, &name)?;
+        let moves: Vec<(PathBuf, PathBuf)> = files
+            .iter()
+            .filter_map(|f| Some((f.clone(), parent.join(f.file_name()?))))
+            .collect();
+        if let Some((_, to)) = moves.iter().find(|(_, to)| to.exists() && to != file) {
+            check_target(to, replace)?;
+        }
+        for (from, to) in &moves {
+            fs::rename(from, to).map_err(io_err("moving the restored journal to", to))?;
+        }
+        Ok(moves.len().saturating_sub(1))
+    })();
+    let _ = fs::remove_dir_all(&tmp);
+    r
 }
