@@ -14,6 +14,8 @@ command -v zstd >/dev/null || need_apt+=(zstd)
 # counts it as skipped, never passed); run it with --ignored where device-mapper exists.
 command -v mkfs.ext4 >/dev/null || need_apt+=(e2fsprogs)
 command -v lvcreate >/dev/null || need_apt+=(lvm2)
+# Journal source tests (tests/journal.rs): real journal files written by systemd-journal-remote.
+[ -x /usr/lib/systemd/systemd-journal-remote ] || [ -x /lib/systemd/systemd-journal-remote ] || need_apt+=(systemd-journal-remote)
 # Real database servers for the source tests (each test starts its own throwaway server).
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v pgbench >/dev/null || need_apt+=(postgresql-contrib)

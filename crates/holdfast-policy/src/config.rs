@@ -687,6 +687,7 @@ why-not-backup = "derived"
             Command,
             S3,
             Volume,
+            Journal,
         }
         #[derive(Debug, Deserialize)]
         #[allow(dead_code)]

@@ -308,6 +308,8 @@ pub fn discover(w: Option<&Workload>, o: &Options) -> Vec<Found> {
         let mut b = o.max_entries;
         search_root(r, o, &mut out, &mut b);
     }
+    let journals = crate::discover_journal::find(&o.roots, o.host, o.max_entries);
+    out.extend(journals);
     if let Some(w) = w {
         mark(w, &mut out);
     }
@@ -486,6 +488,7 @@ fn suggest_named(f: &Found, name: &str, class: &str) -> String {
         "sqlite" => "sqlite",
         "postgres" => "postgres",
         "mysql" => "mysql",
+        "journal" => "journal",
         _ => "path",
     };
     let q = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
@@ -509,6 +512,8 @@ fn suggest_named(f: &Found, name: &str, class: &str) -> String {
         }
     } else if matches!(kind, "postgres" | "mysql") {
         s += "# the server using this data directory is not running or not visible: connect to it with host/port\n";
+    } else if kind == "journal" {
+        s += &format!("directory = \"{}\"\n", q(&f.location));
     } else if f.location.starts_with('/') {
         s += &format!("path = \"{}\"\n", q(&f.location));
     }

@@ -12,6 +12,7 @@ pub mod chains;
 pub mod compliance;
 pub mod config;
 pub mod discover;
+mod discover_journal;
 pub mod drills;
 pub mod duration;
 pub mod env;

@@ -36,6 +36,15 @@ impl Protected {
             .flat_map(|l| &l.jobs)
             .any(|j| j.state == JobState::Failed)
     }
+
+    /// Whether a job completed with warnings (a backup that skipped or may have lost
+    /// something): `protect` then exits 3, never plain success.
+    pub fn warned(&self) -> bool {
+        self.protect
+            .iter()
+            .flat_map(|l| &l.jobs)
+            .any(|j| j.state == JobState::CompletedWithWarnings)
+    }
 }
 
 /// What `plan` found.

@@ -25,6 +25,10 @@ use crate::found::Found;
 mod command;
 mod conn;
 mod db_restore;
+pub mod journal;
+mod journal_export;
+mod journal_pieces;
+mod journal_restore;
 mod mysql;
 pub mod mysql_binlog;
 mod path;
@@ -69,6 +73,7 @@ pub const KINDS: &[(&str, Build)] = &[
     ("command", command::build),
     ("s3", s3::build),
     ("volume", volume::build),
+    ("journal", journal::build),
 ];
 
 /// A source driver failed.
@@ -258,6 +263,19 @@ mod tests {
                 "[[source]]\nname = \"s\"\nkind = \"{k}\"\npath = \"/x\"\ncommand = \"c\"\n"
             );
             let w = Workload::parse(Path::new("/w.toml"), &text);
+            if *k == "journal" {
+                // A journal source reads a directory, never `path`.
+                let e = w.unwrap_err().to_string();
+                assert!(e.contains("give directory ="), "{e}");
+                let w = Workload::parse(
+                    Path::new("/w.toml"),
+                    "[[source]]\nname = \"s\"\nkind = \"journal\"\ndirectory = \"/x\"\n",
+                )
+                .unwrap();
+                assert_eq!(w.sources[0].kind(), "journal");
+                assert!(w.sources[0].driver().describe().contains("/x"));
+                continue;
+            }
             if *k == "s3" {
                 let e = w.unwrap_err().to_string();
                 // A bucket source needs its bucket (or a binary built with object storage).

@@ -153,6 +153,13 @@ pub struct RawSource {
     /// file; default `AWS`).
     #[serde(default)]
     pub credentials_env: Option<String>,
+    /// The journal directory (`journal` sources: `journalctl --directory`; default the
+    /// system journal).
+    #[serde(default)]
+    pub directory: Option<PathBuf>,
+    /// Only these systemd units' entries (`journal` sources: `journalctl --unit`).
+    #[serde(default)]
+    pub units: Vec<String>,
     /// Discovered locations this source protects, by identity.
     #[serde(default)]
     pub covers: Vec<String>,

@@ -350,10 +350,12 @@ pub fn protect(g: &Global, only: Option<&str>, retain: bool) -> Result<u8> {
     }
     Ok(if done.failed() {
         exit::ERROR
-    } else if r.ok() {
-        exit::OK
-    } else {
+    } else if !r.ok() {
         exit::NONCOMPLIANT
+    } else if done.warned() {
+        exit::WARNINGS
+    } else {
+        exit::OK
     })
 }
 
