@@ -71,6 +71,13 @@ pub struct BackupOptions {
     /// Test seam: called with the writer's session after every blob is stored and before the
     /// snapshot is recorded (e.g. to simulate a process suspended while a prune runs).
     pub before_snapshot: Option<BeforeSnapshot>,
+    /// Read some paths from somewhere else, as `(recorded path, read path)` pairs: the files
+    /// under the read path are stored as if they were under the recorded path, which is what
+    /// the snapshot's `paths` and tree show and what excludes and the parent snapshot are
+    /// matched against. A file-system snapshot is read this way (a path source's `snapshot =
+    /// "btrfs"`), so a restore puts its files back where they were. Messages about unreadable
+    /// files name the read path. Empty: every path is read where it is.
+    pub read_from: Vec<(PathBuf, PathBuf)>,
 }
 
 pub use crate::writer::BeforeSnapshot;
@@ -173,6 +180,9 @@ impl Ctx<'_> {
 struct Walker<'a, 'b> {
     ctx: &'b Ctx<'a>,
     excludes: &'b Excludes,
+    /// `(read root, recorded root)`: paths under a read root are matched against excludes as
+    /// under the recorded root ([`BackupOptions::read_from`]).
+    renamed: &'b [(PathBuf, PathBuf)],
     one_fs: bool,
     jobs: crossbeam_channel::Sender<Job>,
     next_job: &'b AtomicU64,
@@ -345,7 +355,8 @@ impl Walker<'_, '_> {
     ) -> Option<Pending> {
         let name = entry.file_name();
         let child = path.join(&name);
-        if self.excludes.excluded(&child, name.as_bytes()) {
+        let shown = recorded_path(self.renamed, &child);
+        if self.excludes.excluded(&shown, name.as_bytes()) {
             return None;
         }
         // lstat relative to the open directory (no path walk per entry).
@@ -371,9 +382,10 @@ impl Walker<'_, '_> {
     ) -> Vec<Pending> {
         let slots: Vec<Mutex<Option<Pending>>> = entries.iter().map(|_| Mutex::new(None)).collect();
         let next = std::sync::atomic::AtomicUsize::new(0);
-        let (ctx, excludes, one_fs, next_job, depth, threads) = (
+        let (ctx, excludes, renamed, one_fs, next_job, depth, threads) = (
             self.ctx,
             self.excludes,
+            self.renamed,
             self.one_fs,
             self.next_job,
             self.depth,
@@ -387,6 +399,7 @@ impl Walker<'_, '_> {
                         let mut w = Walker {
                             ctx,
                             excludes,
+                            renamed,
                             one_fs,
                             jobs,
                             next_job,
@@ -416,6 +429,17 @@ impl Walker<'_, '_> {
             .filter_map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
             .collect()
     }
+}
+
+/// Where `path` (read under a root of `renamed`, `(read root, recorded root)` pairs) is
+/// recorded.
+fn recorded_path<'p>(renamed: &[(PathBuf, PathBuf)], path: &'p Path) -> std::borrow::Cow<'p, Path> {
+    for (read, rec) in renamed {
+        if let Ok(rest) = path.strip_prefix(read) {
+            return std::borrow::Cow::Owned(rec.join(rest));
+        }
+    }
+    std::borrow::Cow::Borrowed(path)
 }
 
 /// Turn pending entries into nodes, storing directory trees bottom-up.
@@ -512,10 +536,30 @@ pub fn backup(
     }
     let mut roots = Vec::new();
     let mut seen_names = HashSet::new();
+    let mut renamed = Vec::new();
+    for (rec, read) in &opts.read_from {
+        let rec = crate::util::absolute(rec)?;
+        if !opts
+            .paths
+            .iter()
+            .any(|p| crate::util::absolute(p).ok().as_ref() == Some(&rec))
+        {
+            return Err(Error::Invalid(format!(
+                "read_from names {}, which is not one of the paths backed up: give it as a path too",
+                rec.display()
+            )));
+        }
+        renamed.push((crate::util::absolute(read)?, rec));
+    }
     for p in &opts.paths {
         let abs = crate::util::absolute(p)?;
-        let m = fs::symlink_metadata(&abs).map_err(|e| Error::io("reading", &abs, e))?;
-        refuse_unsupported_root(&abs, &m)?;
+        let read = renamed
+            .iter()
+            .find(|(_, rec)| *rec == abs)
+            .map(|(read, _)| read.clone())
+            .unwrap_or_else(|| abs.clone());
+        let m = fs::symlink_metadata(&read).map_err(|e| Error::io("reading", &read, e))?;
+        refuse_unsupported_root(&read, &m)?;
         let name = abs
             .file_name()
             .map(FsName::from_os)
@@ -526,7 +570,7 @@ pub fn backup(
                 name.display()
             )));
         }
-        roots.push((abs, name, m));
+        roots.push((abs, name, m, read));
     }
     roots.sort_by(|a, b| a.1.cmp(&b.1));
     let hostname = opts.hostname.clone().unwrap_or_else(crate::util::hostname);
@@ -606,6 +650,7 @@ pub fn backup(
         let mut w = Walker {
             ctx: &ctx,
             excludes: &excludes,
+            renamed: &renamed,
             one_fs: opts.one_file_system,
             jobs: job_tx,
             next_job: &next_job,
@@ -617,9 +662,9 @@ pub fn backup(
             .as_ref()
             .and_then(|p| w.parent_tree(Some(p.snapshot.tree)));
         let mut pending = Vec::new();
-        for (abs, name, m) in &roots {
+        for (_, name, m, read) in &roots {
             let pnode = ptree.as_ref().and_then(|t| t.get(&name.0));
-            pending.push(w.entry(abs, name.clone(), m, pnode, m.dev()));
+            pending.push(w.entry(read, name.clone(), m, pnode, m.dev()));
         }
         let summary = std::mem::take(&mut w.summary);
         drop(w); // closes the job channel: workers end when it drains
@@ -680,4 +725,84 @@ pub fn backup(
         }
     };
     Ok(BackupOutcome { id, snapshot: snap })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::sync::Arc;
+
+    use super::{backup, BackupOptions};
+    use crate::keys::KdfParams;
+    use crate::progress::NoProgress;
+    use crate::repo::{InitOptions, Repository};
+    use crate::restore::{restore, RestoreOptions};
+    use crate::snapshot;
+
+    /// A path read from elsewhere (a file-system snapshot) is recorded under its own path:
+    /// the snapshot's paths, the tree's root name, excludes and the next run's parent match.
+    #[test]
+    fn read_from_records_the_original_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let orig = dir.path().join("srv/data");
+        fs::create_dir_all(&orig).unwrap();
+        fs::write(orig.join("a"), b"live, changed since").unwrap();
+        let snap = dir.path().join("srv/.snap-x");
+        fs::create_dir_all(snap.join("sub")).unwrap();
+        fs::write(snap.join("a"), b"as of the snapshot").unwrap();
+        fs::write(snap.join("sub/skip.log"), b"excluded by its recorded path").unwrap();
+        let storage = Arc::new(holdfast_storage::MemoryStorage::new());
+        let opts = InitOptions {
+            kdf: KdfParams::insecure_for_tests(),
+            ..Default::default()
+        };
+        let repo = Repository::init(storage, b"pw", &opts).unwrap();
+        let opts = BackupOptions {
+            paths: vec![orig.clone()],
+            read_from: vec![(orig.clone(), snap.clone())],
+            excludes: vec![format!("{}/sub/*.log", orig.display())],
+            ..Default::default()
+        };
+        let out = backup(&repo, &opts, &NoProgress).unwrap();
+        assert_eq!(out.snapshot.paths, vec![orig.display().to_string()]);
+        assert_eq!(
+            out.snapshot.summary.files_new, 1,
+            "{:?}",
+            out.snapshot.summary
+        );
+        let (index, _) = repo.load_index().unwrap();
+        let (all, _) = snapshot::load_all(&repo).unwrap();
+        let target = dir.path().join("restored");
+        let r = restore(
+            &repo,
+            &index,
+            &all[0],
+            &RestoreOptions {
+                target: target.clone(),
+                ..Default::default()
+            },
+            &NoProgress,
+        )
+        .unwrap();
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        assert_eq!(
+            fs::read(target.join("data/a")).unwrap(),
+            b"as of the snapshot"
+        );
+        assert!(target.join("data/sub").is_dir());
+        assert!(!target.join("data/sub/skip.log").exists());
+        assert!(!target.join(".snap-x").exists());
+        // The next run finds the first as its parent (same recorded paths): nothing re-read.
+        let again = backup(&repo, &opts, &NoProgress).unwrap();
+        assert_eq!(again.snapshot.parent, out.id);
+        assert_eq!(again.snapshot.summary.files_unmodified, 1);
+        // A read_from entry must name a path that is backed up.
+        let bad = BackupOptions {
+            paths: vec![orig.clone()],
+            read_from: vec![(dir.path().join("other"), snap)],
+            ..Default::default()
+        };
+        let e = backup(&repo, &bad, &NoProgress).unwrap_err().to_string();
+        assert!(e.contains("not one of the paths backed up"), "{e}");
+    }
 }
