@@ -28,6 +28,7 @@ mod db_restore;
 mod mysql;
 pub mod mysql_binlog;
 mod path;
+pub mod path_btrfs;
 pub mod pg_physical;
 pub mod pg_pitr;
 pub mod pitr;
