@@ -267,6 +267,15 @@ fn snapshot_under_a_writer_restores_consistent_files_at_their_original_paths() {
     // The snapshot records the original path, and its tree holds no snapshot directory.
     let snaps = w.snapshots();
     assert_eq!(snaps.len(), 1);
+    let first = snaps[0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}", snaps[0]))
+        .to_string();
+    assert_eq!(
+        snaps[0]["summary"]["files_changed_while_read"], 0,
+        "{}",
+        snaps[0]
+    );
     assert_eq!(
         snaps[0]["paths"],
         serde_json::json!([app.display().to_string()]),
@@ -277,12 +286,23 @@ fn snapshot_under_a_writer_restores_consistent_files_at_their_original_paths() {
     assert!(ls.contains("a.txt") && ls.contains("big.bin"), "{ls}");
     assert!(!ls.contains(".holdfast-snapshot"), "{ls}");
 
+    // The next run reads only what changed (the parent is matched by the original path, and
+    // a snapshot keeps each file's inode and times): not big.bin again.
+    let (job, err) = w.protect();
+    assert_eq!(job["state"], "completed", "{job}\n{err}");
+    let snaps = w.snapshots();
+    let s = &snaps.last().unwrap()["summary"];
+    assert!(s["bytes_read"].as_u64().unwrap() < MIB as u64, "{s}");
+    assert_eq!(s["files_unmodified"], 1, "{s}");
+    assert!(fs_.leftovers().is_empty());
+
     // Restored to its original place: the pair matches, as of the snapshot.
     fs::remove_dir_all(&data).unwrap();
     fs::remove_file(app.join("big.bin")).unwrap();
     let (out, err) = w.run(
         &[
             "restore",
+            &first,
             "--source",
             "app",
             "--target",
@@ -297,18 +317,10 @@ fn snapshot_under_a_writer_restores_consistent_files_at_their_original_paths() {
     assert_eq!(
         a,
         at_pause.to_string(),
-        "the pair of the moment the writer was quiesced"
+        "the pair of the moment the writer was quiesced (last {last}, {during} pairs while the snapshot existed; {out}{err})"
     );
     assert_eq!(fs::read(app.join("big.bin")).unwrap().len(), 48 * MIB);
     assert!(!app.join(".holdfast-snapshot-app").exists());
-
-    // The next run reads only what changed (the parent is matched by the original path).
-    let (job, err) = w.protect();
-    assert_eq!(job["state"], "completed", "{job}\n{err}");
-    let snaps = w.snapshots();
-    let s = &snaps.last().unwrap()["summary"];
-    assert!(s["bytes_read"].as_u64().unwrap() < MIB as u64, "{s}");
-    assert!(fs_.leftovers().is_empty());
 }
 
 /// A backup that fails after the snapshot was taken deletes it; a path not on btrfs and a
