@@ -3,7 +3,8 @@
 //! Looks at mounted file systems, listening database servers (TCP ports and unix sockets from
 //! `/proc/net`), well-known data directories (PostgreSQL, MySQL/MariaDB, Redis, MongoDB,
 //! container volumes, logs), and, under the given roots, SQLite files (by their header),
-//! database data directories and large directories.
+//! database data directories and large directories. Block devices, logical volumes and btrfs
+//! subvolumes: [`crate::discover_devices`].
 
 use std::collections::HashSet;
 use std::fs;
@@ -303,6 +304,7 @@ pub fn discover(w: Option<&Workload>, o: &Options) -> Vec<Found> {
         mounts(&mut out);
         servers(&mut out);
         well_known(&mut out, &mut budget);
+        crate::discover_devices::devices(&mut out);
     }
     for r in &o.roots {
         let mut b = o.max_entries;

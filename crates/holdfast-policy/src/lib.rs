@@ -12,6 +12,7 @@ pub mod chains;
 pub mod compliance;
 pub mod config;
 pub mod discover;
+pub mod discover_devices;
 pub mod drills;
 pub mod duration;
 pub mod env;

@@ -201,12 +201,21 @@ impl Source for PathSource {
     }
 
     fn covers(&self, f: &Found) -> bool {
-        // Servers and databases only through their own mechanism; anything else under a path.
+        // Servers and databases only through their own mechanism, devices only by a volume
+        // source; a btrfs subvolume by a path at its mount path (or above it, without a
+        // snapshot: a btrfs snapshot does not hold nested subvolumes); anything else under a
+        // path.
         let loc = Path::new(&f.location);
+        if f.kind == "btrfs-subvolume" {
+            return self.paths.iter().any(|p| match self.snapshot {
+                Some(FsSnapshot::Btrfs) => p == loc || fs::canonicalize(p).is_ok_and(|c| c == loc),
+                None => loc.starts_with(p),
+            });
+        }
         !f.is_server()
             && !matches!(
                 f.kind.as_str(),
-                "postgres" | "mysql" | "sqlite" | "filesystem"
+                "postgres" | "mysql" | "sqlite" | "filesystem" | "block-device" | "logical-volume"
             )
             && self.paths.iter().any(|p| loc.starts_with(p))
     }
