@@ -443,3 +443,29 @@ fn sigkill_mid_backup_leaves_a_snapshot_the_next_run_deletes_with_a_warning() {
     assert_eq!(job["state"], "completed", "{job}\n{err}");
     assert!(!err.contains("WARNING"), "{err}");
 }
+
+/// `discover` finds the subvolume, uncovered until a path source names its mount path (a
+/// path inside it protects only part of it).
+#[test]
+fn discover_reports_the_subvolume_covered_only_by_a_source_of_its_path() {
+    let w = W::new();
+    let fs_ = Btrfs::new(w.dir.path());
+    let app = fs_.app();
+    fs::create_dir_all(app.join("data")).unwrap();
+    let find = || -> Value {
+        let (out, _) = w.run(&["--json", "discover"], 0);
+        let list: Value = serde_json::from_str(&out).unwrap();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["location"] == app.display().to_string())
+            .cloned()
+            .unwrap_or_else(|| panic!("{} not found: {list}", app.display()))
+    };
+    w.source(&[&app.join("data")], "snapshot = \"btrfs\"\n");
+    let f = find();
+    assert_eq!(f["kind"], "btrfs-subvolume", "{f}");
+    assert!(f["protected_by"].is_null(), "{f}");
+    w.source(&[&app], "snapshot = \"btrfs\"\n");
+    assert_eq!(find()["protected_by"], "app");
+}
