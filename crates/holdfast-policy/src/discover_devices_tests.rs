@@ -60,7 +60,10 @@ const LVS_LVM: &str = r#"{
 /// `btrfs subvolume list /tmp/bx/m` (btrfs-progs 6.x) on the CI machine.
 const BTRFS_LIST: &str = "ID 256 gen 7 top level 5 path sub\nID 257 gen 7 top level 256 path sub/nested\nID 258 gen 7 top level 256 path sub/.holdfast-snapshot-app\n";
 
-fn row(f: &[Found]) -> Vec<(String, String, Option<String>, bool)> {
+/// kind, location, MAJOR:MINOR, contains_mounts.
+type Row = (String, String, Option<String>, bool);
+
+fn row(f: &[Found]) -> Vec<Row> {
     f.iter()
         .map(|x| {
             (
@@ -76,12 +79,7 @@ fn row(f: &[Found]) -> Vec<(String, String, Option<String>, bool)> {
 #[test]
 fn lsblk_and_lvs_outputs_become_findings() {
     let s = |a: &str| a.to_string();
-    let cases: Vec<(
-        &str,
-        &str,
-        &str,
-        Vec<(String, String, Option<String>, bool)>,
-    )> = vec![
+    let cases: Vec<(&str, &str, &str, Vec<Row>)> = vec![
         (
             "CI, an unmounted loop device",
             LSBLK_CI,
