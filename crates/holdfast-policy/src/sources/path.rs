@@ -35,6 +35,9 @@ pub struct PathSource {
 pub enum FsSnapshot {
     /// A read-only snapshot of the btrfs subvolume holding each path.
     Btrfs,
+    /// An LVM snapshot of the logical volume holding the paths, mounted read-only, with this
+    /// copy-on-write size (`None`: the default).
+    Lvm(Option<String>),
 }
 
 /// Why a path source failed.
@@ -46,6 +49,9 @@ pub enum PathError {
     /// The btrfs snapshot failed.
     #[error(transparent)]
     Btrfs(#[from] super::path_btrfs::BtrfsError),
+    /// The LVM snapshot failed.
+    #[error(transparent)]
+    Lvm(#[from] super::path_lvm::PathLvmError),
 }
 
 impl From<PathError> for SourceError {
@@ -61,15 +67,16 @@ pub fn build(r: &RawSource, base: &Path) -> Result<Arc<dyn Source>, String> {
     let snapshot = match r.snapshot.as_deref() {
         None => None,
         Some("btrfs") => Some(FsSnapshot::Btrfs),
+        Some("lvm") => Some(FsSnapshot::Lvm(r.snapshot_size.clone())),
         Some(o) => {
             return Err(format!(
-                "source {n:?}: snapshot = {o:?} is not supported for a path source: \"btrfs\" (a btrfs subvolume)"
+                "source {n:?}: snapshot = {o:?} is not supported for a path source: \"btrfs\" (a btrfs subvolume) or \"lvm\" (a file system on an LVM logical volume)"
             ))
         }
     };
-    if r.snapshot_size.is_some() {
+    if r.snapshot_size.is_some() && !matches!(snapshot, Some(FsSnapshot::Lvm(_))) {
         return Err(format!(
-            "source {n:?}: snapshot-size is only for snapshot = \"lvm\" on a volume source"
+            "source {n:?}: snapshot-size needs snapshot = \"lvm\""
         ));
     }
     Ok(Arc::new(PathSource {
@@ -103,7 +110,7 @@ impl Source for PathSource {
             ..Default::default()
         };
         let mut warnings = Vec::new();
-        let out = match self.snapshot {
+        let out = match &self.snapshot {
             None => backup::backup(job.repo, &opts, job.progress).map_err(SourceError::from)?,
             Some(FsSnapshot::Btrfs) => {
                 // Snapshots of other sources in the same subvolume are empty directories here.
@@ -119,6 +126,16 @@ impl Source for PathSource {
                     },
                 )
                 .map_err(PathError::from)?;
+                warnings = w;
+                out.map_err(SourceError::from)?
+            }
+            Some(FsSnapshot::Lvm(size)) => {
+                let (out, w) =
+                    super::path_lvm::with_snapshot(job.name, &self.paths, size.as_deref(), |map| {
+                        opts.read_from = map;
+                        backup::backup(job.repo, &opts, job.progress)
+                    })
+                    .map_err(PathError::from)?;
                 warnings = w;
                 out.map_err(SourceError::from)?
             }
@@ -207,9 +224,9 @@ impl Source for PathSource {
         // path.
         let loc = Path::new(&f.location);
         if f.kind == "btrfs-subvolume" {
-            return self.paths.iter().any(|p| match self.snapshot {
+            return self.paths.iter().any(|p| match &self.snapshot {
                 Some(FsSnapshot::Btrfs) => p == loc || fs::canonicalize(p).is_ok_and(|c| c == loc),
-                None => loc.starts_with(p),
+                None | Some(FsSnapshot::Lvm(_)) => loc.starts_with(p),
             });
         }
         !f.is_server()
@@ -222,20 +239,33 @@ impl Source for PathSource {
 
     fn preflight(&self) -> Vec<String> {
         let mut out: Vec<String> = self.paths.iter().filter_map(|p| unusable(p)).collect();
-        if out.is_empty() && self.snapshot == Some(FsSnapshot::Btrfs) {
-            out.extend(
+        if !out.is_empty() {
+            return out;
+        }
+        match &self.snapshot {
+            None => {}
+            Some(FsSnapshot::Btrfs) => out.extend(
                 self.paths
                     .iter()
                     .filter_map(|p| super::path_btrfs::subvolume_of(p).err())
                     .map(|e| e.to_string()),
-            );
+            ),
+            Some(FsSnapshot::Lvm(_)) => out.extend(
+                super::path_lvm::volume_of(&self.paths)
+                    .err()
+                    .map(|e| e.to_string()),
+            ),
         }
         out
     }
 
     fn describe(&self) -> String {
-        match self.snapshot {
+        match &self.snapshot {
             None => format!("files under {}", show_paths(&self.paths)),
+            Some(FsSnapshot::Lvm(_)) => format!(
+                "files under {}, read from an LVM snapshot of their logical volume taken after the pre hook (removed afterwards)",
+                show_paths(&self.paths)
+            ),
             Some(FsSnapshot::Btrfs) => format!(
                 "files under {}, read from a read-only btrfs snapshot taken after the pre hook (deleted afterwards)",
                 show_paths(&self.paths)
