@@ -415,7 +415,8 @@ fn covering_source(w: &Workload, f: &Found) -> Option<String> {
 
 /// Ready-to-paste `[[source]]` blocks for unprotected locations: one per server or place,
 /// with unique names (a data directory served by a listed server gets no second block: the
-/// server's source covers it). File systems get none.
+/// server's source covers it). File systems get none, nor do devices and subvolumes whose
+/// data is judged place by place ([`Found::judged_elsewhere`]).
 pub fn suggest_all(found: &[&Found], class: &str, taken: &[&str]) -> Vec<String> {
     let mut names: HashSet<String> = taken.iter().map(|s| s.to_string()).collect();
     let served: HashSet<&str> = found
@@ -425,7 +426,7 @@ pub fn suggest_all(found: &[&Found], class: &str, taken: &[&str]) -> Vec<String>
         .collect();
     let mut out = Vec::new();
     for f in found {
-        if f.kind == "filesystem"
+        if f.judged_elsewhere()
             || (!f.is_server() && served.iter().any(|d| Path::new(d).starts_with(&f.location)))
         {
             continue;
@@ -488,6 +489,7 @@ fn suggest_named(f: &Found, name: &str, class: &str) -> String {
         "sqlite" => "sqlite",
         "postgres" => "postgres",
         "mysql" => "mysql",
+        "block-device" | "logical-volume" => "volume",
         _ => "path",
     };
     let q = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");

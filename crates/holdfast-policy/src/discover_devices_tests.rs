@@ -257,3 +257,30 @@ fn devices_and_subvolumes_are_covered_only_by_what_protects_them() {
         "{f:#?}"
     );
 }
+
+/// `--suggest` offers a volume source for an unmounted device, nothing for a mounted one or a
+/// subvolume (their data is found place by place).
+#[test]
+fn suggestions_are_volume_sources_for_unmounted_devices_only() {
+    let f = device_findings(&parse_lsblk(LSBLK_CI).unwrap(), &[]);
+    let sv = Found {
+        contains_mounts: true,
+        ..Found::new("btrfs-subvolume", "/srv/x".into(), String::new())
+    };
+    let all: Vec<&Found> = f.iter().chain(std::iter::once(&sv)).collect();
+    let s = crate::discover::suggest_all(&all, "c", &[]);
+    assert_eq!(s.len(), 1, "{s:?}");
+    assert!(
+        s[0].contains("kind = \"volume\"") && s[0].contains("path = \"/dev/loop0\""),
+        "{}",
+        s[0]
+    );
+    let w = Workload::parse(
+        Path::new("w.toml"),
+        &format!(
+            "[repository.r]\nurl = \"/tmp/x\"\n[class.c]\nrpo = \"1h\"\n{}",
+            s[0]
+        ),
+    );
+    assert!(w.is_ok(), "the suggestion parses: {:?}", w.err());
+}
