@@ -13,6 +13,8 @@ command -v zstd >/dev/null || need_apt+=(zstd)
 # needs a kernel with device-mapper, which this machine's lacks: it is #[ignore]d (the summary
 # counts it as skipped, never passed); run it with --ignored where device-mapper exists.
 command -v mkfs.ext4 >/dev/null || need_apt+=(e2fsprogs)
+# Path sources with snapshot = "btrfs" (tests/btrfs.rs, as root): mkfs.btrfs and btrfs subvolume.
+command -v mkfs.btrfs >/dev/null || need_apt+=(btrfs-progs)
 command -v lvcreate >/dev/null || need_apt+=(lvm2)
 # Journal source tests (tests/journal.rs): real journal files written by systemd-journal-remote.
 [ -x /usr/lib/systemd/systemd-journal-remote ] || [ -x /lib/systemd/systemd-journal-remote ] || need_apt+=(systemd-journal-remote)

@@ -71,6 +71,13 @@ pub struct BackupOptions {
     /// Test seam: called with the writer's session after every blob is stored and before the
     /// snapshot is recorded (e.g. to simulate a process suspended while a prune runs).
     pub before_snapshot: Option<BeforeSnapshot>,
+    /// Read some paths from somewhere else, as `(recorded path, read path)` pairs: the files
+    /// under the read path are stored as if they were under the recorded path, which is what
+    /// the snapshot's `paths` and tree show and what excludes and the parent snapshot are
+    /// matched against. A file-system snapshot is read this way (a path source's `snapshot =
+    /// "btrfs"`), so a restore puts its files back where they were. Messages about unreadable
+    /// files name the read path. Empty: every path is read where it is.
+    pub read_from: Vec<(PathBuf, PathBuf)>,
 }
 
 pub use crate::writer::BeforeSnapshot;
@@ -173,6 +180,9 @@ impl Ctx<'_> {
 struct Walker<'a, 'b> {
     ctx: &'b Ctx<'a>,
     excludes: &'b Excludes,
+    /// `(read root, recorded root)`: paths under a read root are matched against excludes as
+    /// under the recorded root ([`BackupOptions::read_from`]).
+    renamed: &'b [(PathBuf, PathBuf)],
     one_fs: bool,
     jobs: crossbeam_channel::Sender<Job>,
     next_job: &'b AtomicU64,
@@ -345,7 +355,8 @@ impl Walker<'_, '_> {
     ) -> Option<Pending> {
         let name = entry.file_name();
         let child = path.join(&name);
-        if self.excludes.excluded(&child, name.as_bytes()) {
+        let shown = recorded_path(self.renamed, &child);
+        if self.excludes.excluded(&shown, name.as_bytes()) {
             return None;
         }
         // lstat relative to the open directory (no path walk per entry).
@@ -371,9 +382,10 @@ impl Walker<'_, '_> {
     ) -> Vec<Pending> {
         let slots: Vec<Mutex<Option<Pending>>> = entries.iter().map(|_| Mutex::new(None)).collect();
         let next = std::sync::atomic::AtomicUsize::new(0);
-        let (ctx, excludes, one_fs, next_job, depth, threads) = (
+        let (ctx, excludes, renamed, one_fs, next_job, depth, threads) = (
             self.ctx,
             self.excludes,
+            self.renamed,
             self.one_fs,
             self.next_job,
             self.depth,
@@ -387,6 +399,7 @@ impl Walker<'_, '_> {
                         let mut w = Walker {
                             ctx,
                             excludes,
+                            renamed,
                             one_fs,
                             jobs,
                             next_job,
@@ -416,6 +429,17 @@ impl Walker<'_, '_> {
             .filter_map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
             .collect()
     }
+}
+
+/// Where `path` (read under a root of `renamed`, `(read root, recorded root)` pairs) is
+/// recorded.
+fn recorded_path<'p>(renamed: &[(PathBuf, PathBuf)], path: &'p Path) -> std::borrow::Cow<'p, Path> {
+    for (read, rec) in renamed {
+        if let Ok(rest) = path.strip_prefix(read) {
+            return std::borrow::Cow::Owned(rec.join(rest));
+        }
+    }
+    std::borrow::Cow::Borrowed(path)
 }
 
 /// Turn pending entries into nodes, storing directory trees bottom-up.
@@ -512,10 +536,30 @@ pub fn backup(
     }
     let mut roots = Vec::new();
     let mut seen_names = HashSet::new();
+    let mut renamed = Vec::new();
+    for (rec, read) in &opts.read_from {
+        let rec = crate::util::absolute(rec)?;
+        if !opts
+            .paths
+            .iter()
+            .any(|p| crate::util::absolute(p).ok().as_ref() == Some(&rec))
+        {
+            return Err(Error::Invalid(format!(
+                "read_from names {}, which is not one of the paths backed up: give it as a path too",
+                rec.display()
+            )));
+        }
+        renamed.push((crate::util::absolute(read)?, rec));
+    }
     for p in &opts.paths {
         let abs = crate::util::absolute(p)?;
-        let m = fs::symlink_metadata(&abs).map_err(|e| Error::io("reading", &abs, e))?;
-        refuse_unsupported_root(&abs, &m)?;
+        let read = renamed
+            .iter()
+            .find(|(_, rec)| *rec == abs)
+            .map(|(read, _)| read.clone())
+            .unwrap_or_else(|| abs.clone());
+        let m = fs::symlink_metadata(&read).map_err(|e| Error::io("reading", &read, e))?;
+        refuse_unsupported_root(&read, &m)?;
         let name = abs
             .file_name()
             .map(FsName::from_os)
@@ -526,7 +570,7 @@ pub fn backup(
                 name.display()
             )));
         }
-        roots.push((abs, name, m));
+        roots.push((abs, name, m, read));
     }
     roots.sort_by(|a, b| a.1.cmp(&b.1));
     let hostname = opts.hostname.clone().unwrap_or_else(crate::util::hostname);
@@ -606,6 +650,7 @@ pub fn backup(
         let mut w = Walker {
             ctx: &ctx,
             excludes: &excludes,
+            renamed: &renamed,
             one_fs: opts.one_file_system,
             jobs: job_tx,
             next_job: &next_job,
@@ -617,9 +662,9 @@ pub fn backup(
             .as_ref()
             .and_then(|p| w.parent_tree(Some(p.snapshot.tree)));
         let mut pending = Vec::new();
-        for (abs, name, m) in &roots {
+        for (_, name, m, read) in &roots {
             let pnode = ptree.as_ref().and_then(|t| t.get(&name.0));
-            pending.push(w.entry(abs, name.clone(), m, pnode, m.dev()));
+            pending.push(w.entry(read, name.clone(), m, pnode, m.dev()));
         }
         let summary = std::mem::take(&mut w.summary);
         drop(w); // closes the job channel: workers end when it drains
@@ -681,3 +726,7 @@ pub fn backup(
     };
     Ok(BackupOutcome { id, snapshot: snap })
 }
+
+#[cfg(test)]
+#[path = "backup_tests.rs"]
+mod tests;

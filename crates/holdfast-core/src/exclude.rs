@@ -20,14 +20,14 @@ pub fn read_exclude_file(path: &Path) -> Result<Vec<String>> {
 }
 
 /// Compiled exclude patterns.
-pub(crate) struct Excludes {
+pub struct Excludes {
     by_path: GlobSet,
     by_name: GlobSet,
 }
 
 impl Excludes {
     /// Compile patterns.
-    pub(crate) fn new(patterns: &[String]) -> Result<Self> {
+    pub fn new(patterns: &[String]) -> Result<Self> {
         let mut p = GlobSetBuilder::new();
         let mut n = GlobSetBuilder::new();
         for pat in patterns {
@@ -53,7 +53,7 @@ impl Excludes {
     }
 
     /// Whether an entry is excluded.
-    pub(crate) fn excluded(&self, path: &Path, name: &[u8]) -> bool {
+    pub fn excluded(&self, path: &Path, name: &[u8]) -> bool {
         self.by_name
             .is_match(Path::new(std::ffi::OsStr::from_bytes(name)))
             || self.by_path.is_match(path)

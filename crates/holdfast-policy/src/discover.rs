@@ -3,7 +3,8 @@
 //! Looks at mounted file systems, listening database servers (TCP ports and unix sockets from
 //! `/proc/net`), well-known data directories (PostgreSQL, MySQL/MariaDB, Redis, MongoDB,
 //! container volumes, logs), and, under the given roots, SQLite files (by their header),
-//! database data directories and large directories.
+//! database data directories and large directories. Block devices, logical volumes and btrfs
+//! subvolumes: [`crate::discover_devices`].
 
 use std::collections::HashSet;
 use std::fs;
@@ -303,6 +304,7 @@ pub fn discover(w: Option<&Workload>, o: &Options) -> Vec<Found> {
         mounts(&mut out);
         servers(&mut out);
         well_known(&mut out, &mut budget);
+        crate::discover_devices::devices(&mut out);
     }
     for r in &o.roots {
         let mut b = o.max_entries;
@@ -415,7 +417,8 @@ fn covering_source(w: &Workload, f: &Found) -> Option<String> {
 
 /// Ready-to-paste `[[source]]` blocks for unprotected locations: one per server or place,
 /// with unique names (a data directory served by a listed server gets no second block: the
-/// server's source covers it). File systems get none.
+/// server's source covers it). File systems get none, nor do devices and subvolumes whose
+/// data is judged place by place ([`Found::judged_elsewhere`]).
 pub fn suggest_all(found: &[&Found], class: &str, taken: &[&str]) -> Vec<String> {
     let mut names: HashSet<String> = taken.iter().map(|s| s.to_string()).collect();
     let served: HashSet<&str> = found
@@ -425,7 +428,7 @@ pub fn suggest_all(found: &[&Found], class: &str, taken: &[&str]) -> Vec<String>
         .collect();
     let mut out = Vec::new();
     for f in found {
-        if f.kind == "filesystem"
+        if f.judged_elsewhere()
             || (!f.is_server() && served.iter().any(|d| Path::new(d).starts_with(&f.location)))
         {
             continue;
@@ -489,6 +492,7 @@ fn suggest_named(f: &Found, name: &str, class: &str) -> String {
         "postgres" => "postgres",
         "mysql" => "mysql",
         "journal" => "journal",
+        "block-device" | "logical-volume" => "volume",
         _ => "path",
     };
     let q = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");

@@ -100,7 +100,7 @@ pub fn findings(
         let loc = &u.location;
         // A mounted file system is listed for completeness: the data on it is found and judged
         // location by location, so an uncovered mount alone is worth a look, not an alarm.
-        let severity = if u.kind == "filesystem" {
+        let severity = if u.judged_elsewhere() {
             Severity::Low
         } else {
             Severity::High

@@ -10,7 +10,8 @@ use serde::Serialize;
 /// One data location found.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Found {
-    /// What it is: filesystem, sqlite, postgres, mysql, redis, mongodb, logs, volumes, data-dir.
+    /// What it is: filesystem, sqlite, postgres, mysql, redis, mongodb, logs, volumes, data-dir,
+    /// block-device, logical-volume, btrfs-subvolume.
     pub kind: String,
     /// Path, or `tcp:PORT` / a socket path for servers.
     pub location: String,
@@ -39,6 +40,15 @@ pub struct Found {
     /// Why a source that seems to cover it does not (a live database copied as files).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Block devices: the kernel's `MAJOR:MINOR` (one device has many paths: `/dev/dm-0`,
+    /// `/dev/mapper/vg-lv`, `/dev/vg/lv`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// Its data is judged place by place elsewhere: a block device holding mounted file
+    /// systems or other devices, a btrfs subvolume of a mounted file system. Unprotected, it is
+    /// worth a look, not an alarm (as a mount point is).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub contains_mounts: bool,
 }
 
 impl Found {
@@ -57,7 +67,15 @@ impl Found {
             sockets: Vec::new(),
             data_dir: None,
             note: None,
+            device: None,
+            contains_mounts: false,
         }
+    }
+
+    /// Whether, left unprotected, it is only worth a look (a mount point, a device or subvolume
+    /// whose data is found and judged place by place), not an alarm.
+    pub fn judged_elsewhere(&self) -> bool {
+        self.kind == "filesystem" || self.contains_mounts
     }
 
     /// Whether it is a listening server (not a place on disk).

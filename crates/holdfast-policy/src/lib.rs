@@ -13,6 +13,7 @@ pub mod compliance;
 pub mod config;
 pub mod discover;
 mod discover_journal;
+pub mod discover_devices;
 pub mod drills;
 pub mod duration;
 pub mod env;

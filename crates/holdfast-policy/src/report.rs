@@ -75,7 +75,7 @@ impl StatusReport {
             .collect();
         let failing: Vec<String> = open
             .iter()
-            .filter(|f| f.kind != "filesystem")
+            .filter(|f| !f.judged_elsewhere())
             .map(|f| f.location.clone())
             .collect();
         self.controls.insert(

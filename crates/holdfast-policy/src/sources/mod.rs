@@ -32,6 +32,8 @@ mod journal_restore;
 mod mysql;
 pub mod mysql_binlog;
 mod path;
+pub mod path_btrfs;
+pub mod path_lvm;
 pub mod pg_physical;
 pub mod pg_pitr;
 pub mod pitr;

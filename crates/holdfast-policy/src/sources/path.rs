@@ -1,5 +1,7 @@
 //! `kind = "path"`: files and directories, copied by the engine's file backup (with excludes),
-//! restored as files, drilled by a restore that is validated against the snapshot.
+//! restored as files, drilled by a restore that is validated against the snapshot. With
+//! `snapshot = "btrfs"` the files are read from a read-only snapshot of their subvolume
+//! ([`super::path_btrfs`]), recorded under their original paths.
 
 use std::fs;
 use std::os::unix::fs::FileTypeExt;
@@ -24,6 +26,18 @@ pub struct PathSource {
     pub exclude: Vec<String>,
     /// Command that checks a restored copy (`$HOLDFAST_DRILL_DIR` is the restore directory).
     pub verify: Option<String>,
+    /// Read a file-system snapshot taken after the `pre` hook, not the live files.
+    pub snapshot: Option<FsSnapshot>,
+}
+
+/// The file-system snapshot a path source reads (`snapshot = "..."`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FsSnapshot {
+    /// A read-only snapshot of the btrfs subvolume holding each path.
+    Btrfs,
+    /// An LVM snapshot of the logical volume holding the paths, mounted read-only, with this
+    /// copy-on-write size (`None`: the default).
+    Lvm(Option<String>),
 }
 
 /// Why a path source failed.
@@ -32,6 +46,12 @@ pub enum PathError {
     /// A restore needs a target directory.
     #[error("give --target DIRECTORY")]
     NoTarget,
+    /// The btrfs snapshot failed.
+    #[error(transparent)]
+    Btrfs(#[from] super::path_btrfs::BtrfsError),
+    /// The LVM snapshot failed.
+    #[error(transparent)]
+    Lvm(#[from] super::path_lvm::PathLvmError),
 }
 
 impl From<PathError> for SourceError {
@@ -43,10 +63,27 @@ impl From<PathError> for SourceError {
 /// Build from the workload file.
 pub fn build(r: &RawSource, base: &Path) -> Result<Arc<dyn Source>, String> {
     r.no_mode()?;
+    let n = r.name();
+    let snapshot = match r.snapshot.as_deref() {
+        None => None,
+        Some("btrfs") => Some(FsSnapshot::Btrfs),
+        Some("lvm") => Some(FsSnapshot::Lvm(r.snapshot_size.clone())),
+        Some(o) => {
+            return Err(format!(
+                "source {n:?}: snapshot = {o:?} is not supported for a path source: \"btrfs\" (a btrfs subvolume) or \"lvm\" (a file system on an LVM logical volume)"
+            ))
+        }
+    };
+    if r.snapshot_size.is_some() && !matches!(snapshot, Some(FsSnapshot::Lvm(_))) {
+        return Err(format!(
+            "source {n:?}: snapshot-size needs snapshot = \"lvm\""
+        ));
+    }
     Ok(Arc::new(PathSource {
         paths: r.required_paths("Path", base)?,
         exclude: r.exclude.clone(),
         verify: r.verify.clone(),
+        snapshot,
     }))
 }
 
@@ -64,7 +101,7 @@ impl Source for PathSource {
     }
 
     fn backup(&self, job: &BackupJob) -> Result<Backed, SourceError> {
-        let opts = BackupOptions {
+        let mut opts = BackupOptions {
             paths: self.paths.clone(),
             tags: job.tags.to_vec(),
             excludes: self.exclude.clone(),
@@ -72,8 +109,39 @@ impl Source for PathSource {
             source: Some(job.name.to_string()),
             ..Default::default()
         };
-        let out = backup::backup(job.repo, &opts, job.progress).map_err(SourceError::from)?;
-        let mut skipped = out.snapshot.errors;
+        let mut warnings = Vec::new();
+        let out = match &self.snapshot {
+            None => backup::backup(job.repo, &opts, job.progress).map_err(SourceError::from)?,
+            Some(FsSnapshot::Btrfs) => {
+                // Snapshots of other sources in the same subvolume are empty directories here.
+                opts.excludes
+                    .push(format!("{}*", super::path_btrfs::PREFIX));
+                let (out, w) = super::path_btrfs::with_snapshots(
+                    job.name,
+                    &self.paths,
+                    &self.exclude,
+                    |map| {
+                        opts.read_from = map;
+                        backup::backup(job.repo, &opts, job.progress)
+                    },
+                )
+                .map_err(PathError::from)?;
+                warnings = w;
+                out.map_err(SourceError::from)?
+            }
+            Some(FsSnapshot::Lvm(size)) => {
+                let (out, w) =
+                    super::path_lvm::with_snapshot(job.name, &self.paths, size.as_deref(), |map| {
+                        opts.read_from = map;
+                        backup::backup(job.repo, &opts, job.progress)
+                    })
+                    .map_err(PathError::from)?;
+                warnings = w;
+                out.map_err(SourceError::from)?
+            }
+        };
+        let mut skipped = warnings;
+        skipped.extend(out.snapshot.errors);
         skipped.extend(out.snapshot.changed_while_read);
         Ok(Backed {
             snapshot: out.id,
@@ -150,22 +218,59 @@ impl Source for PathSource {
     }
 
     fn covers(&self, f: &Found) -> bool {
-        // Servers and databases only through their own mechanism; anything else under a path.
+        // Servers and databases only through their own mechanism, devices only by a volume
+        // source; a btrfs subvolume by a path at its mount path (or above it, without a
+        // snapshot: a btrfs snapshot does not hold nested subvolumes); anything else under a
+        // path.
         let loc = Path::new(&f.location);
+        if f.kind == "btrfs-subvolume" {
+            return self.paths.iter().any(|p| match &self.snapshot {
+                Some(FsSnapshot::Btrfs) => p == loc || fs::canonicalize(p).is_ok_and(|c| c == loc),
+                None | Some(FsSnapshot::Lvm(_)) => loc.starts_with(p),
+            });
+        }
         !f.is_server()
             && !matches!(
                 f.kind.as_str(),
-                "postgres" | "mysql" | "sqlite" | "filesystem"
+                "postgres" | "mysql" | "sqlite" | "filesystem" | "block-device" | "logical-volume"
             )
             && self.paths.iter().any(|p| loc.starts_with(p))
     }
 
     fn preflight(&self) -> Vec<String> {
-        self.paths.iter().filter_map(|p| unusable(p)).collect()
+        let mut out: Vec<String> = self.paths.iter().filter_map(|p| unusable(p)).collect();
+        if !out.is_empty() {
+            return out;
+        }
+        match &self.snapshot {
+            None => {}
+            Some(FsSnapshot::Btrfs) => out.extend(
+                self.paths
+                    .iter()
+                    .filter_map(|p| super::path_btrfs::subvolume_of(p).err())
+                    .map(|e| e.to_string()),
+            ),
+            Some(FsSnapshot::Lvm(_)) => out.extend(
+                super::path_lvm::volume_of(&self.paths)
+                    .err()
+                    .map(|e| e.to_string()),
+            ),
+        }
+        out
     }
 
     fn describe(&self) -> String {
-        format!("files under {}", show_paths(&self.paths))
+        match &self.snapshot {
+            None => format!("files under {}", show_paths(&self.paths)),
+            Some(FsSnapshot::Lvm(_)) => format!(
+                "files under {}, read from an LVM snapshot of their logical volume taken after the pre hook (removed afterwards)",
+                show_paths(&self.paths)
+            ),
+            Some(FsSnapshot::Btrfs) => format!(
+                "files under {}, read from a read-only btrfs snapshot taken after the pre hook (deleted afterwards)",
+                show_paths(&self.paths)
+            ),
+        }
     }
 }
 

@@ -126,7 +126,8 @@ pub struct RawSource {
     #[serde(default, deserialize_with = "duration::de_opt")]
     pub freeze_timeout: Option<Duration>,
     /// `"lvm"` on a `volume` source: read an LVM snapshot of the logical volume, removed
-    /// afterwards.
+    /// afterwards. `"btrfs"` on a `path` source: read a read-only snapshot of the btrfs
+    /// subvolume holding each path, taken after the `pre` hook and deleted afterwards.
     #[serde(default)]
     pub snapshot: Option<String>,
     /// The copy-on-write size of a `volume` source's LVM snapshot (lvcreate's `-L`, e.g.

@@ -197,6 +197,13 @@ pub fn backup_volume<'a>(
     Ok(id)
 }
 
+/// `MAJOR:MINOR` of a device number (glibc's `gnu_dev_major`/`gnu_dev_minor` encoding).
+pub fn maj_min(rdev: u64) -> String {
+    let major = ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff);
+    let minor = (rdev & 0xff) | ((rdev >> 12) & !0xff);
+    format!("{major}:{minor}")
+}
+
 /// Where `dev` (a block device) is mounted, if it is.
 fn mounted_at(dev: &Path) -> Option<String> {
     let rdev = fs::metadata(dev).ok()?.rdev();
@@ -401,6 +408,28 @@ impl Source for VolumeSource {
             files: 1,
             bytes,
         })
+    }
+
+    /// The same device: the same canonical path, or a block device of the same
+    /// `MAJOR:MINOR` (`/dev/mapper/vg-lv`, `/dev/dm-0` and `/dev/vg/lv` are one device).
+    fn covers(&self, f: &crate::found::Found) -> bool {
+        if !matches!(f.kind.as_str(), "block-device" | "logical-volume") {
+            return false;
+        }
+        let loc = Path::new(&f.location);
+        let canon = |p: &Path| fs::canonicalize(p).ok();
+        if self.path == loc || canon(&self.path).is_some_and(|c| Some(c) == canon(loc)) {
+            return true;
+        }
+        let Ok(m) = fs::metadata(&self.path) else {
+            return false;
+        };
+        if !m.file_type().is_block_device() {
+            return false;
+        }
+        f.device.as_deref() == Some(maj_min(m.rdev()).as_str())
+            || fs::metadata(loc)
+                .is_ok_and(|o| o.file_type().is_block_device() && o.rdev() == m.rdev())
     }
 
     fn preflight(&self) -> Vec<String> {

@@ -76,6 +76,7 @@ pub fn backup(g: &Global, a: BackupArgs) -> Result<u8> {
         threads: 0,
         source: None,
         before_snapshot: None,
+        read_from: Vec::new(),
     };
     let progress = CliProgress::new(g.quiet || g.json);
     if a.device_contents {
