@@ -718,10 +718,6 @@ why-not-backup = "derived"
             format!("[repository.r]\nurl = \"/r\"\n\n[[source]]\nname = \"s\"\n{body}\n")
         };
         let cases = [
-            (
-                "kind = \"s3\"",
-                "kind \"s3\" (a bucket as a source) is not supported",
-            ),
             ("kind = \"command\"", "of kind command needs command = "),
             (
                 "kind = \"path\"\npath = \"/a\"\nmode = \"physical\"",
@@ -746,6 +742,13 @@ why-not-backup = "derived"
             assert!(e.starts_with("w.toml:5:8: "), "{body}: {e}");
             assert!(e.contains(needle), "{body}: {e}");
         }
+        // A bucket source without its bucket, or in a build without object storage.
+        let e = parse(&src("kind = \"s3\"")).unwrap_err().to_string();
+        assert!(e.starts_with("w.toml:5:8: "), "{e}");
+        assert!(
+            e.contains("needs bucket") || e.contains("built with the \"s3\" feature"),
+            "{e}"
+        );
         let w = parse(&src("kind = \"postgres\"\nmode = \"physical\"")).unwrap();
         assert_eq!(w.sources[0].kind(), "postgres");
         let w = parse(&src("kind = \"path\"\npath = \"rel/dir\"")).unwrap();

@@ -72,10 +72,11 @@ impl Outcome {
     pub fn code(&self) -> Option<i32> {
         self.status.code()
     }
-    /// Whether the job itself worked: exit 0, or 4 (it ran; a control fails, which the status
-    /// shows).
+    /// Whether the job itself worked: exit 0, 3 (it recorded its point, with warnings that its
+    /// job record and the status carry) or 4 (it ran; a control fails, which the status
+    /// shows). Anything else is retried with backoff.
     pub fn worked(&self) -> bool {
-        self.stopped_because.is_none() && matches!(self.code(), Some(0) | Some(4))
+        self.stopped_because.is_none() && matches!(self.code(), Some(0) | Some(3) | Some(4))
     }
     /// Whether the child reported its jobs (protect's `protect` lines, drill records), and so
     /// recorded them itself; never for a job the service stopped.
