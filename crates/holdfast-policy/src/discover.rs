@@ -313,6 +313,7 @@ pub fn discover(w: Option<&Workload>, o: &Options) -> Vec<Found> {
     let journals = crate::discover_journal::find(&o.roots, o.host, o.max_entries);
     out.extend(journals);
     if let Some(w) = w {
+        out.extend(neighbours(w));
         mark(w, &mut out);
     }
     // Unprotected first, then by kind and location.
@@ -330,6 +331,39 @@ pub fn discover(w: Option<&Workload>, o: &Options) -> Vec<Found> {
                 &b.location,
             ))
     });
+    out
+}
+
+/// What the workload's sources see beside their own data (the buckets of an `s3` source's
+/// endpoint), once each; the buckets holding this workload's own repositories are not data.
+fn neighbours(w: &Workload) -> Vec<Found> {
+    let repo_buckets: Vec<String> = w
+        .repositories
+        .values()
+        .filter_map(|r| r.url.strip_prefix("s3://"))
+        .map(|rest| rest.split(['/', '?']).next().unwrap_or("").to_string())
+        .collect();
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for s in &w.sources {
+        for f in s.driver().neighbours() {
+            let bucket = f
+                .location
+                .strip_prefix("s3://")
+                .and_then(|r| r.split('?').next());
+            if f.kind == "bucket" && bucket.is_some_and(|b| repo_buckets.iter().any(|r| r == b)) {
+                continue;
+            }
+            if seen.insert(f.location.clone()) {
+                out.push(f);
+            } else if let Some(note) = f.note {
+                // Seen through another source too: keep what this one says of it.
+                if let Some(e) = out.iter_mut().find(|e| e.location == f.location) {
+                    e.note.get_or_insert(note);
+                }
+            }
+        }
+    }
     out
 }
 
@@ -445,8 +479,18 @@ pub fn suggest_all(found: &[&Found], class: &str, taken: &[&str]) -> Vec<String>
     out
 }
 
+/// A discovered bucket's name and endpoint (`s3://BUCKET?endpoint=URL`).
+fn bucket_of(f: &Found) -> Option<(&str, &str)> {
+    if f.kind != "bucket" {
+        return None;
+    }
+    f.location.strip_prefix("s3://")?.split_once("?endpoint=")
+}
+
 fn suggested_name(f: &Found) -> String {
-    let base = if f.is_server() {
+    let base = if let Some((bucket, _)) = bucket_of(f) {
+        format!("bucket-{bucket}")
+    } else if f.is_server() {
         match f.ports.first() {
             Some(p) => format!("{}-{p}", f.kind),
             None => f.kind.clone(),
@@ -493,6 +537,7 @@ fn suggest_named(f: &Found, name: &str, class: &str) -> String {
         "mysql" => "mysql",
         "journal" => "journal",
         "block-device" | "logical-volume" => "volume",
+        "bucket" => "s3",
         _ => "path",
     };
     let q = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
@@ -518,6 +563,12 @@ fn suggest_named(f: &Found, name: &str, class: &str) -> String {
         s += "# the server using this data directory is not running or not visible: connect to it with host/port\n";
     } else if kind == "journal" {
         s += &format!("directory = \"{}\"\n", q(&f.location));
+    } else if let Some((bucket, endpoint)) = bucket_of(f) {
+        s += &format!(
+            "bucket = \"{}\"\nendpoint = \"{}\"\n",
+            q(bucket),
+            q(endpoint)
+        );
     } else if f.location.starts_with('/') {
         s += &format!("path = \"{}\"\n", q(&f.location));
     }

@@ -378,3 +378,92 @@ fn walk(d: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// `discover` lists the buckets of each `s3` source's endpoint: covered only by a source of
+/// that bucket at that endpoint reading all of it; a prefix source leaves its bucket
+/// unprotected (with a note); the workload's own repository bucket is not data; credentials
+/// that cannot list are a finding, never silence.
+#[test]
+fn discover_lists_the_buckets_no_source_covers() {
+    if support::rgw::skip() {
+        return;
+    }
+    let r = support::rgw::rgw();
+    let id = std::process::id();
+    let (whole, part, repo, lone) = (
+        format!("dbk-whole-{id}"),
+        format!("dbk-part-{id}"),
+        format!("dbk-repo-{id}"),
+        format!("dbk-lone-{id}"),
+    );
+    for b in [&whole, &part, &repo, &lone] {
+        r.bucket(b, None);
+    }
+    let endpoint = r.env["RGW_ENDPOINT"].trim_end_matches('/').to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = |whole_prefix: &str| {
+        format!(
+            "[repository.local]\nurl = \"repo\"\npassword-env = \"TEST_REPO_PW\"\n\n[repository.offsite]\nurl = \"s3://{repo}/hf\"\npassword-env = \"TEST_REPO_PW\"\n\n[class.critical]\nrpo = \"1h\"\nrto = \"1h\"\nkeep = {{ last = 3 }}\n\n[[source]]\nname = \"media\"\nkind = \"s3\"\nclass = \"critical\"\nstrategy = \"backup\"\nrepository = \"local\"\nbucket = \"{whole}\"\nprefix = \"{whole_prefix}\"\nendpoint = \"{endpoint}\"\n\n[[source]]\nname = \"logs\"\nkind = \"s3\"\nclass = \"critical\"\nstrategy = \"backup\"\nrepository = \"local\"\nbucket = \"{part}\"\nprefix = \"app/\"\nendpoint = \"{endpoint}\"\n"
+        )
+    };
+    let discover = |env: &HashMap<String, String>| -> Vec<Value> {
+        let o = Command::cargo_bin("holdfast")
+            .unwrap()
+            .envs(env)
+            .env("TEST_REPO_PW", "pw")
+            .env("HOLDFAST_CONFIG", dir.path().join("holdfast.toml"))
+            .current_dir(dir.path())
+            .args(["--json", "discover", "--no-host"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<Value>(&o.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let find = |all: &[Value], bucket: &str| -> Option<Value> {
+        let loc = format!("s3://{bucket}?endpoint={endpoint}");
+        all.iter().find(|f| f["location"] == loc.as_str()).cloned()
+    };
+    fs::write(dir.path().join("holdfast.toml"), toml("")).unwrap();
+    let env = r.env_for(&r.owner());
+    let all = discover(&env);
+    let f = find(&all, &whole).unwrap_or_else(|| panic!("{whole} not found: {all:?}"));
+    assert_eq!(f["protected_by"], "media", "{f}");
+    let f = find(&all, &part).unwrap_or_else(|| panic!("{part} not found: {all:?}"));
+    assert!(
+        f["protected_by"].is_null(),
+        "a prefix source does not cover its bucket: {f}"
+    );
+    assert!(
+        f["note"].as_str().unwrap().contains("only its prefix app/"),
+        "{f}"
+    );
+    let f = find(&all, &lone).unwrap_or_else(|| panic!("{lone} not found: {all:?}"));
+    assert!(f["protected_by"].is_null(), "{f}");
+    assert!(
+        find(&all, &repo).is_none(),
+        "the repository's bucket is not data: {all:?}"
+    );
+
+    // The whole-bucket source reads a prefix now: its bucket is no longer covered.
+    fs::write(dir.path().join("holdfast.toml"), toml("photos/")).unwrap();
+    let all = discover(&env);
+    let f = find(&all, &whole).unwrap();
+    assert!(f["protected_by"].is_null(), "{f}");
+
+    // Credentials that cannot list buckets: a finding naming the fix.
+    let mut bad = env.clone();
+    bad.insert("AWS_SECRET_ACCESS_KEY".into(), "wrong".into());
+    let all = discover(&bad);
+    let f = find(&all, "*").unwrap_or_else(|| panic!("no listing failure: {all:?}"));
+    assert!(
+        f["detail"]
+            .as_str()
+            .unwrap()
+            .contains("could not be listed"),
+        "{f}"
+    );
+}

@@ -200,6 +200,12 @@ pub trait Source: std::fmt::Debug + Send + Sync {
     fn covers(&self, _f: &Found) -> bool {
         false
     }
+    /// Places beside its own that this source's access shows to `discover` (an `s3` source
+    /// lists the buckets of its endpoint); asked only when a workload is given, and may use
+    /// the network.
+    fn neighbours(&self) -> Vec<Found> {
+        Vec::new()
+    }
     /// Why it cannot be backed up as declared, if it cannot (read before any backup runs).
     fn preflight(&self) -> Vec<String> {
         Vec::new()

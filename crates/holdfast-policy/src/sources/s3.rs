@@ -13,6 +13,9 @@ use super::{RawSource, Source};
 #[path = "s3_bucket.rs"]
 mod bucket;
 #[cfg(feature = "s3")]
+#[path = "s3_discover.rs"]
+mod discover;
+#[cfg(feature = "s3")]
 #[path = "s3_walk.rs"]
 mod walk;
 

@@ -19,6 +19,7 @@ use md5::Digest;
 use serde::{Deserialize, Serialize};
 
 use super::walk::{node, Backup, Walk, BATCH_BYTES, BATCH_OBJECTS, PARALLEL};
+use crate::found::Found;
 use crate::sources::{
     Backed, BackupJob, DrillJob, DrillOutcome, RawSource, RestoreJob, Source, SourceError,
 };
@@ -646,6 +647,14 @@ impl Source for BucketSource {
             )];
         }
         Vec::new()
+    }
+
+    fn covers(&self, f: &Found) -> bool {
+        self.covers_bucket(f)
+    }
+
+    fn neighbours(&self) -> Vec<Found> {
+        self.buckets_beside()
     }
 
     fn describe(&self) -> String {
