@@ -65,10 +65,10 @@ pub type BodySink<'a> = dyn FnMut(Vec<u8>) -> Result<(), String> + 'a;
 
 /// A connection to one bucket.
 pub struct Bucket {
-    op: Operator,
-    rt: tokio::runtime::Runtime,
-    location: String,
-    gets: AtomicU64,
+    pub(crate) op: Operator,
+    pub(crate) rt: tokio::runtime::Runtime,
+    pub(crate) location: String,
+    pub(crate) gets: AtomicU64,
 }
 
 /// Objects larger than this are read in ranges of this size, each conditional on the ETag
@@ -91,6 +91,9 @@ impl Bucket {
             .region(c.region.as_deref().unwrap_or("us-east-1"))
             .access_key_id(key_id)
             .secret_access_key(secret)
+            // Version ids are sent only where asked for (a versioned source's listing and
+            // reads of noncurrent versions).
+            .enable_versioning(true)
             .disable_config_load();
         if let Some(e) = &c.endpoint {
             b = b.endpoint(e);

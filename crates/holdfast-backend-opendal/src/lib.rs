@@ -13,6 +13,7 @@
 #[cfg(feature = "azblob")]
 mod azblob;
 pub mod bucket;
+pub mod bucket_versions;
 pub mod buckets;
 mod lock;
 mod versions;

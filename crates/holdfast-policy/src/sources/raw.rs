@@ -154,6 +154,9 @@ pub struct RawSource {
     /// file; default `AWS`).
     #[serde(default)]
     pub credentials_env: Option<String>,
+    /// Also keep every object version of a versioned bucket (`s3` sources; default false).
+    #[serde(default)]
+    pub versions: bool,
     /// The journal directory (`journal` sources: `journalctl --directory`; default the
     /// system journal).
     #[serde(default)]

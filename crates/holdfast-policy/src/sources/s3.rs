@@ -16,6 +16,9 @@ mod bucket;
 #[path = "s3_discover.rs"]
 mod discover;
 #[cfg(feature = "s3")]
+#[path = "s3_versions.rs"]
+mod versions;
+#[cfg(feature = "s3")]
 #[path = "s3_walk.rs"]
 mod walk;
 

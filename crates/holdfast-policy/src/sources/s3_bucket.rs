@@ -18,6 +18,7 @@ use holdfast_core::{Id, Repository};
 use md5::Digest;
 use serde::{Deserialize, Serialize};
 
+use super::versions::{store_versions, versions_dir};
 use super::walk::{node, Backup, Walk, BATCH_BYTES, BATCH_OBJECTS, PARALLEL};
 use crate::found::Found;
 use crate::sources::{
@@ -37,6 +38,8 @@ pub struct BucketSource {
     pub s3: S3Config,
     /// Key prefix ("" or ending `/`).
     pub prefix: String,
+    /// Also keep every object version (`versions = true`).
+    pub versions: bool,
 }
 
 /// Why an `s3` source failed.
@@ -161,7 +164,11 @@ pub fn build(r: &RawSource) -> Result<Arc<dyn Source>, String> {
         secret_access_key: env("SECRET_ACCESS_KEY"),
         env_prefix: p,
     };
-    Ok(Arc::new(BucketSource { s3, prefix }))
+    Ok(Arc::new(BucketSource {
+        s3,
+        prefix,
+        versions: r.versions,
+    }))
 }
 
 impl BucketSource {
@@ -298,8 +305,24 @@ fn each_object(
 /// The tree of the source's objects in a snapshot (`NAME/` at its root).
 fn objects_root(repo: &Repository, index: &Index, root: &Id) -> Result<Option<Id>, SourceError> {
     let top = holdfast_core::browse::load_tree(repo, index, root)?;
+    // `NAME` sorts before `NAME.versions`.
     Ok(top.nodes.into_iter().next().and_then(|n| n.subtree))
 }
+
+/// The tree of the source's object versions in a snapshot (`NAME.versions/`), if it has one.
+fn versions_root(repo: &Repository, index: &Index, root: &Id) -> Result<Option<Id>, SourceError> {
+    let top = holdfast_core::browse::load_tree(repo, index, root)?;
+    let name = top.nodes.first().map(|n| versions_dir(&n.name.display()));
+    Ok(top
+        .nodes
+        .into_iter()
+        .skip(1)
+        .find(|n| Some(n.name.display()) == name)
+        .and_then(|n| n.subtree))
+}
+
+/// Where a directory restore puts object versions.
+const VERSIONS_IN_DIR: &str = ".holdfast-s3-versions";
 
 /// What a restore did.
 #[derive(Debug, Default)]
@@ -308,6 +331,8 @@ struct Restored {
     bytes: u64,
     kept_newer: Vec<String>,
     unchanged: u64,
+    /// Object versions restored (into a directory).
+    versions: u64,
     /// Key, BLAKE3 of the content read from the repository, size, ETag recorded.
     hashes: Vec<(String, blake3::Hash, u64, Option<String>)>,
 }
@@ -359,6 +384,36 @@ impl BucketSource {
             done.bytes += n.size;
             Ok(())
         })?;
+        if let Some(vroot) = versions_root(repo, &index, root)? {
+            let vdir = target.join(VERSIONS_IN_DIR);
+            each_object(repo, &index, &vroot, "", &mut |key, n| {
+                let path = vdir.join(key);
+                if let Some(d) = path.parent() {
+                    fs::create_dir_all(d).map_err(io("creating", d))?;
+                }
+                let mut f = fs::File::create(&path).map_err(io("creating", &path))?;
+                let p2 = path.clone();
+                let h = copy_content(repo, &index, n, &mut |data| {
+                    f.write_all(&data)
+                        .map_err(|e| format!("writing {}: {e}", p2.display()))
+                })?;
+                f.sync_all().map_err(io("writing", &path))?;
+                let meta = Stored::of(n).unwrap_or_default();
+                if keep_hashes {
+                    done.hashes.push((
+                        format!("{VERSIONS_IN_DIR}/{key}"),
+                        h,
+                        n.size,
+                        meta.etag.clone(),
+                    ));
+                }
+                let object = key.rsplit_once('/').map_or(key, |(k, _)| k);
+                let line = serde_json::json!({"key": object, "size": n.size, "meta": meta, "file": format!("{VERSIONS_IN_DIR}/{key}")});
+                writeln!(sidecar, "{line}").map_err(io("writing", &sidecar_path))?;
+                done.versions += 1;
+                Ok(())
+            })?;
+        }
         sidecar.sync_all().map_err(io("writing", &sidecar_path))?;
         Ok(done)
     }
@@ -513,8 +568,51 @@ impl Source for BucketSource {
             let mut top = node(job.name, NodeKind::Dir, FileTime::from_nanos(time_ns));
             top.subtree = Some(objects);
             summary.dirs += 1;
-            let root = w.store_tree(vec![top])?;
             let mut notes = Vec::new();
+            let mut tops = vec![top];
+            if self.versions {
+                let prev_versions = match prev {
+                    Some(p) => match versions_root(job.repo, w.index(), &p) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            failed = Some(e);
+                            return Err(holdfast_core::Error::Refused(
+                                "reading the previous recovery point".into(),
+                            ));
+                        }
+                    },
+                    None => None,
+                };
+                let (vid, counts) = match store_versions(
+                    &b,
+                    job.repo,
+                    w,
+                    job.progress,
+                    &self.prefix,
+                    prev_versions,
+                    time_ns,
+                ) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        let m = e.to_string();
+                        failed = Some(e);
+                        return Err(holdfast_core::Error::Refused(m));
+                    }
+                };
+                let mut vtop = node(
+                    &versions_dir(job.name),
+                    NodeKind::Dir,
+                    FileTime::from_nanos(time_ns),
+                );
+                vtop.subtree = Some(vid);
+                tops.push(vtop);
+                summary.bytes_read += counts.bytes_read;
+                notes.push(format!(
+                    "{} object versions kept ({} read now, {} bytes)",
+                    counts.versions, counts.read, counts.bytes_read
+                ));
+            }
+            let root = w.store_tree(tops)?;
             if deleted_count > 0 {
                 let more = deleted_count.saturating_sub(deleted.len() as u64);
                 notes.push(format!(
@@ -565,13 +663,26 @@ impl Source for BucketSource {
                         .join(", ")
                 ));
             }
+            let (index, _) = job.repo.load_index()?;
+            if versions_root(job.repo, &index, &root)?.is_some() {
+                out.push(format!(
+                    "the recovery point also holds every object version; a bucket restore writes the current objects only: restore into a directory for the versions (in {VERSIONS_IN_DIR}/KEY/VERSION)"
+                ));
+            }
             return Ok(out);
         }
         let r = self.restore_dir(job.repo, &root, Path::new(target), job.replace, false)?;
-        Ok(vec![format!(
+        let mut out = vec![format!(
             "restored {} objects ({} bytes) into {target} (metadata in .holdfast-s3-metadata.jsonl)",
             r.objects, r.bytes
-        )])
+        )];
+        if r.versions > 0 {
+            out.push(format!(
+                "restored {} object versions into {target}/{VERSIONS_IN_DIR}/KEY/VERSION",
+                r.versions
+            ));
+        }
+        Ok(out)
     }
 
     fn drill(&self, job: &DrillJob) -> Result<DrillOutcome, SourceError> {
@@ -624,8 +735,13 @@ impl Source for BucketSource {
                     + job.snap.snapshot.summary.files_unmodified
             ));
         }
+        let versions = if r.versions > 0 {
+            format!(" and {} object versions", r.versions)
+        } else {
+            String::new()
+        };
         messages.push(format!(
-            "compared {} objects ({} bytes, BLAKE3) with snapshot {}; {etags_matched} of them also match their ETag (MD5 of a single-part upload)",
+            "compared {} objects{versions} ({} bytes, BLAKE3) with snapshot {}; {etags_matched} of them also match their ETag (MD5 of a single-part upload)",
             r.objects,
             r.bytes,
             job.snap.id.short()
@@ -659,9 +775,14 @@ impl Source for BucketSource {
 
     fn describe(&self) -> String {
         format!(
-            "objects of {} at {} (incremental by ETag and size)",
+            "objects of {} at {} (incremental by ETag and size{})",
             self.label(),
-            self.s3.endpoint.as_deref().unwrap_or("AWS")
+            self.s3.endpoint.as_deref().unwrap_or("AWS"),
+            if self.versions {
+                "; every object version kept"
+            } else {
+                ""
+            }
         )
     }
 }
