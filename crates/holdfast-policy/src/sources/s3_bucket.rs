@@ -278,6 +278,29 @@ fn plain_md5(etag: &str) -> Option<Vec<u8>> {
     (e.len() == 32).then(|| hex::decode(e).ok()).flatten()
 }
 
+/// Write a file node's content to `path` (parents created, synced); BLAKE3 of the bytes.
+fn write_file(
+    repo: &Repository,
+    index: &Index,
+    n: &Node,
+    path: &Path,
+) -> Result<blake3::Hash, SourceError> {
+    let io = |what, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| BucketError::Io { what, path, source }
+    };
+    if let Some(d) = path.parent() {
+        fs::create_dir_all(d).map_err(io("creating", d))?;
+    }
+    let mut f = fs::File::create(path).map_err(io("creating", path))?;
+    let h = copy_content(repo, index, n, &mut |data| {
+        f.write_all(&data)
+            .map_err(|e| format!("writing {}: {e}", path.display()))
+    })?;
+    f.sync_all().map_err(io("writing", path))?;
+    Ok(h)
+}
+
 /// Every object of a snapshot's tree, depth first, as (key, node).
 fn each_object(
     repo: &Repository,
@@ -362,17 +385,7 @@ impl BucketSource {
             return Ok(done);
         };
         each_object(repo, &index, &objects, "", &mut |key, n| {
-            let path = target.join(key);
-            if let Some(d) = path.parent() {
-                fs::create_dir_all(d).map_err(io("creating", d))?;
-            }
-            let mut f = fs::File::create(&path).map_err(io("creating", &path))?;
-            let p2 = path.clone();
-            let h = copy_content(repo, &index, n, &mut |data| {
-                f.write_all(&data)
-                    .map_err(|e| format!("writing {}: {e}", p2.display()))
-            })?;
-            f.sync_all().map_err(io("writing", &path))?;
+            let h = write_file(repo, &index, n, &target.join(key))?;
             let meta = Stored::of(n).unwrap_or_default();
             if keep_hashes {
                 done.hashes
@@ -387,17 +400,7 @@ impl BucketSource {
         if let Some(vroot) = versions_root(repo, &index, root)? {
             let vdir = target.join(VERSIONS_IN_DIR);
             each_object(repo, &index, &vroot, "", &mut |key, n| {
-                let path = vdir.join(key);
-                if let Some(d) = path.parent() {
-                    fs::create_dir_all(d).map_err(io("creating", d))?;
-                }
-                let mut f = fs::File::create(&path).map_err(io("creating", &path))?;
-                let p2 = path.clone();
-                let h = copy_content(repo, &index, n, &mut |data| {
-                    f.write_all(&data)
-                        .map_err(|e| format!("writing {}: {e}", p2.display()))
-                })?;
-                f.sync_all().map_err(io("writing", &path))?;
+                let h = write_file(repo, &index, n, &vdir.join(key))?;
                 let meta = Stored::of(n).unwrap_or_default();
                 if keep_hashes {
                     done.hashes.push((
