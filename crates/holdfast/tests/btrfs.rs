@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
 use serde_json::Value;
 
 const MIB: usize = 1 << 20;
@@ -80,21 +79,10 @@ impl Drop for Btrfs {
     }
 }
 
-struct W {
-    dir: tempfile::TempDir,
-    runs: std::cell::Cell<i64>,
-}
+mod support;
+use support::scratch::Scratch as W;
 
 impl W {
-    fn new() -> W {
-        W {
-            dir: tempfile::tempdir().unwrap(),
-            runs: std::cell::Cell::new(0),
-        }
-    }
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
     /// One path source `app` over `paths`, with `extra` keys.
     fn source(&self, paths: &[&Path], extra: &str) {
         let paths: Vec<String> = paths
@@ -107,40 +95,11 @@ impl W {
         );
         fs::write(self.path("holdfast.toml"), toml).unwrap();
     }
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::cargo_bin("holdfast").unwrap();
-        c.env("TEST_REPO_PW", "pw")
-            .env("HOLDFAST_PASSWORD", "pw")
-            .env("HOLDFAST_INSECURE_TEST_KDF", "1")
-            .env("HOLDFAST_CONFIG", self.path("holdfast.toml"))
-            .env("HOLDFAST_STATE_DIR", self.path("state"))
-            .env_remove("HOLDFAST_NOW")
-            .current_dir(self.dir.path())
-            .args(args);
-        c
-    }
-    fn run(&self, args: &[&str], code: i32) -> (String, String) {
-        let o = self.cmd(args).output().unwrap();
-        let (out, err) = (
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        );
-        assert_eq!(
-            o.status.code(),
-            Some(code),
-            "{args:?}\nstdout: {out}\nstderr: {err}"
-        );
-        (out, err)
-    }
-    fn next_run(&self) -> String {
-        self.runs.set(self.runs.get() + 1);
-        (chrono::Utc::now() + chrono::Duration::minutes(20 * self.runs.get())).to_rfc3339()
-    }
     /// protect the source: its backup job record and standard error.
     fn protect(&self) -> (Value, String) {
         let o = self
             .cmd(&["--json", "protect", "--source", "app"])
-            .env("HOLDFAST_NOW", self.next_run())
+            .env("HOLDFAST_NOW", self.next_run().to_rfc3339())
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&o.stderr).into_owned();

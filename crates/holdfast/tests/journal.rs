@@ -11,7 +11,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command as Std, Stdio};
 
-use assert_cmd::Command;
 use serde_json::Value;
 
 const BOOT: &str = "0123456789abcdef0123456789abcdef";
@@ -98,26 +97,16 @@ fn expect(tag_ranges: &[(&str, u64, u64)]) -> Vec<String> {
         .collect()
 }
 
-struct W {
-    dir: tempfile::TempDir,
-    runs: std::cell::Cell<i64>,
-}
+mod support;
+use support::scratch::Scratch as W;
 
 impl W {
-    fn new(sources: &str) -> W {
+    /// The fixture with `sources`, once systemd-journal-remote is known to be there.
+    fn with(sources: &str) -> W {
         journal_remote();
-        let w = W {
-            dir: tempfile::tempdir().unwrap(),
-            runs: std::cell::Cell::new(0),
-        };
+        let w = W::new();
         w.sources(sources);
         w
-    }
-    fn sources(&self, s: &str) {
-        let toml = format!(
-            "[repository.local]\nurl = \"repo\"\npassword-env = \"TEST_REPO_PW\"\n\n[class.critical]\nrpo = \"15m\"\nrto = \"10m\"\nkeep = {{ last = 20 }}\n\n{s}"
-        );
-        fs::write(self.path("holdfast.toml"), toml).unwrap();
     }
     fn journal(&self, name: &str, dir: &Path, extra: &str) -> String {
         format!(
@@ -125,44 +114,10 @@ impl W {
             dir.display()
         )
     }
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::cargo_bin("holdfast").unwrap();
-        c.env("TEST_REPO_PW", "pw")
-            .env("HOLDFAST_PASSWORD", "pw")
-            .env("HOLDFAST_INSECURE_TEST_KDF", "1")
-            .env("HOLDFAST_CONFIG", self.path("holdfast.toml"))
-            .env("HOLDFAST_STATE_DIR", self.path("state"))
-            .env_remove("HOLDFAST_NOW")
-            .current_dir(self.dir.path())
-            .args(args);
-        c
-    }
-    fn run(&self, args: &[&str], code: i32) -> (String, String) {
-        let o = self.cmd(args).output().unwrap();
-        let (out, err) = (
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        );
-        assert_eq!(
-            o.status.code(),
-            Some(code),
-            "{args:?}\nstdout: {out}\nstderr: {err}"
-        );
-        (out, err)
-    }
-    fn json(&self, args: &[&str], code: i32) -> Value {
-        let mut a = vec!["--json"];
-        a.extend_from_slice(args);
-        serde_json::from_str(&self.run(&a, code).0).unwrap()
-    }
     /// protect one source, due (each run 20 minutes after the last); its backup job and the
     /// exit code.
     fn protect(&self, source: &str) -> (Value, i32) {
-        self.runs.set(self.runs.get() + 1);
-        let now = chrono::Utc::now() + chrono::Duration::minutes(20 * self.runs.get());
+        let now = self.next_run();
         let o = self
             .cmd(&["--json", "protect", "--source", source])
             .env("HOLDFAST_NOW", now.to_rfc3339())
@@ -222,7 +177,7 @@ fn tail_bytes(export: &[u8], n: usize) -> u64 {
 
 #[test]
 fn journal_incremental_restore_refuse_and_drill() {
-    let w = W::new("");
+    let w = W::with("");
     let jdir = w.path("journal");
     append(&jdir, 1, 50, "a");
     w.sources(&w.journal(
@@ -377,7 +332,7 @@ fn journal_incremental_restore_refuse_and_drill() {
 
 #[test]
 fn journal_replaced_is_a_loud_warning_never_plain_success() {
-    let w = W::new("");
+    let w = W::with("");
     let jdir = w.path("journal");
     append(&jdir, 1, 10, "old");
     w.sources(&w.journal("sys", &jdir, ""));
@@ -447,7 +402,7 @@ fn journal_replaced_is_a_loud_warning_never_plain_success() {
 
 #[test]
 fn discover_names_a_journal_until_a_source_reads_that_directory() {
-    let w = W::new("");
+    let w = W::with("");
     let root = w.path("root");
     let app = root.join("app/journal");
     let other = root.join("other/journal");
@@ -528,7 +483,7 @@ fn tohex(b: &[u8]) -> String {
 #[test]
 fn journal_drill_fails_on_a_forged_entry_count() {
     use holdfast_core::built::{backup_built, BuiltOptions, BuiltTree};
-    let w = W::new("");
+    let w = W::with("");
     let jdir = w.path("journal");
     append(&jdir, 1, 20, "a");
     w.sources(&w.journal("sys", &jdir, ""));
@@ -599,7 +554,7 @@ fn journal_drill_fails_on_a_forged_entry_count() {
 
 #[test]
 fn journal_units_filter_keeps_only_those_units_entries() {
-    let w = W::new("");
+    let w = W::with("");
     let jdir = w.path("journal");
     append(&jdir, 1, 10, "u");
     w.sources(&w.journal("web", &jdir, "units = [\"web.service\"]"));
@@ -629,7 +584,7 @@ fn journal_units_filter_keeps_only_those_units_entries() {
 /// warning, the newer entries stored once, and the next run plain again.
 #[test]
 fn journal_vacuumed_cursor_warns_and_keeps_the_newer_file_once() {
-    let w = W::new("");
+    let w = W::with("");
     let jdir = w.path("journal");
     append_to(&jdir.join("old.journal"), 1, 8, "v");
     w.sources(&w.journal("sys", &jdir, ""));
@@ -659,7 +614,7 @@ fn journal_vacuumed_cursor_warns_and_keeps_the_newer_file_once() {
 /// them all beside the target (a count of the active file alone was 26,240 of 201,000).
 #[test]
 fn journal_larger_than_one_journal_file_drills_and_restores_every_file() {
-    let w = W::new("");
+    let w = W::with("");
     let jdir = w.path("journal");
     let n = 200_000;
     append(&jdir, 1, n, "big");

@@ -12,77 +12,31 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
 
-struct W {
-    dir: tempfile::TempDir,
-    /// Runs of protect so far: each runs 20 minutes after the last, so it is due.
-    runs: std::cell::Cell<i64>,
-}
+mod support;
+use support::scratch::Scratch as W;
 
 impl W {
-    fn new() -> W {
+    /// The fixture, as root, with an empty workload.
+    fn as_root() -> W {
         // SAFETY: geteuid has no preconditions.
         assert_eq!(
             unsafe { libc::geteuid() },
             0,
             "the volume tests need root (loop devices, mount, fsfreeze)"
         );
-        let w = W {
-            dir: tempfile::tempdir().unwrap(),
-            runs: std::cell::Cell::new(0),
-        };
+        let w = W::new();
         w.sources("");
         w
-    }
-    fn sources(&self, s: &str) {
-        let toml = format!(
-            "[repository.local]\nurl = \"repo\"\npassword-env = \"TEST_REPO_PW\"\n\n[class.critical]\nrpo = \"15m\"\nrto = \"10m\"\nkeep = {{ last = 20 }}\n\n{s}"
-        );
-        fs::write(self.path("holdfast.toml"), toml).unwrap();
     }
     fn volume(&self, name: &str, path: &Path, extra: &str) {
         self.sources(&format!(
             "[[source]]\nname = \"{name}\"\nkind = \"volume\"\npath = \"{}\"\nclass = \"critical\"\nstrategy = \"backup\"\n{extra}\n",
             path.display()
         ));
-    }
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::cargo_bin("holdfast").unwrap();
-        c.env("TEST_REPO_PW", "pw")
-            .env("HOLDFAST_PASSWORD", "pw")
-            .env("HOLDFAST_INSECURE_TEST_KDF", "1")
-            .env("HOLDFAST_CONFIG", self.path("holdfast.toml"))
-            .env("HOLDFAST_STATE_DIR", self.path("state"))
-            .env_remove("HOLDFAST_NOW")
-            .current_dir(self.dir.path())
-            .args(args);
-        c
-    }
-    /// Run; assert the exit code; stdout and stderr.
-    fn run(&self, args: &[&str], code: i32) -> (String, String) {
-        let o = self.cmd(args).output().unwrap();
-        let (out, err) = (
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        );
-        assert_eq!(
-            o.status.code(),
-            Some(code),
-            "{args:?}\nstdout: {out}\nstderr: {err}"
-        );
-        (out, err)
-    }
-    fn json(&self, args: &[&str], code: i32) -> Value {
-        let mut a = vec!["--json"];
-        a.extend_from_slice(args);
-        serde_json::from_str(&self.run(&a, code).0).unwrap()
     }
     /// protect one source; its backup job record (the exit code says compliance, which a
     /// new source without a drill does not meet yet).
@@ -101,10 +55,6 @@ impl W {
             .find(|j| j["job"] == "backup")
             .cloned()
             .unwrap_or_else(|| panic!("no backup job: {v}"))
-    }
-    fn next_run(&self) -> chrono::DateTime<chrono::Utc> {
-        self.runs.set(self.runs.get() + 1);
-        chrono::Utc::now() + chrono::Duration::minutes(20 * self.runs.get())
     }
     /// Summaries of the snapshots, oldest first.
     fn summaries(&self) -> Vec<Value> {
@@ -219,7 +169,7 @@ fn same(a: &Path, b: &Path) -> bool {
 
 #[test]
 fn sparse_image_reads_used_bytes_restores_sparse_and_stores_only_changes() {
-    let w = W::new();
+    let w = W::as_root();
     let img = w.path("disk.img");
     let size = 512 * MIB;
     sparse_image(&img, size, &[0, 100 * MIB, 300 * MIB + 4096]);
@@ -310,7 +260,7 @@ fn sparse_image_reads_used_bytes_restores_sparse_and_stores_only_changes() {
 
 #[test]
 fn device_restore_checks_size_and_replace() {
-    let w = W::new();
+    let w = W::as_root();
     let img = w.path("vol.img");
     sparse_image(&img, 64 * MIB, &[0, 10 * MIB, 63 * MIB]);
     w.volume("vol", &img, "");
@@ -347,7 +297,7 @@ fn device_restore_checks_size_and_replace() {
 
 #[test]
 fn plain_backup_of_a_block_device_refuses_and_device_contents_backs_it_up() {
-    let w = W::new();
+    let w = W::as_root();
     let img = w.path("dev.img");
     sparse_image(&img, 32 * MIB, &[MIB, 20 * MIB]);
     let dev = Loop::new(&img);
@@ -400,7 +350,7 @@ fn ext4(w: &W, name: &str, size: u64) -> (Loop, Mount, PathBuf) {
 
 #[test]
 fn frozen_ext4_under_a_writer_restores_to_a_clean_matching_file_system() {
-    let w = W::new();
+    let w = W::as_root();
     let (dev, _m, mnt) = ext4(&w, "fs", 128 * MIB);
     w.volume(
         "fs",
@@ -469,7 +419,7 @@ fn frozen_ext4_under_a_writer_restores_to_a_clean_matching_file_system() {
 
 #[test]
 fn sigkill_while_frozen_is_thawed_by_the_next_run() {
-    let w = W::new();
+    let w = W::as_root();
     let (dev, _m, mnt) = ext4(&w, "k", 384 * MIB);
     // Enough data that reading it takes a while.
     let mut f = File::create(mnt.join("big")).unwrap();
@@ -561,7 +511,7 @@ fn lvm_snapshot_is_read_and_removed_and_a_stale_one_is_removed() {
     if let Err(why) = device_mapper() {
         panic!("{why}: this test needs a kernel with device-mapper (dm_mod and dm_snapshot)");
     }
-    let w = W::new();
+    let w = W::as_root();
     let img = w.path("pv.img");
     File::create(&img).unwrap().set_len(256 * MIB).unwrap();
     let pv = Loop::new(&img);
@@ -633,7 +583,7 @@ fn lvm_snapshot_is_read_and_removed_and_a_stale_one_is_removed() {
 /// and stores nothing (this runs everywhere, device-mapper or not).
 #[test]
 fn lvm_snapshot_of_a_plain_image_fails_the_job_and_stores_nothing() {
-    let w = W::new();
+    let w = W::as_root();
     let img = w.path("plain.img");
     sparse_image(&img, 8 * MIB, &[0]);
     w.volume("p", &img, "snapshot = \"lvm\"");
@@ -655,7 +605,7 @@ fn lvm_snapshot_of_a_plain_image_fails_the_job_and_stores_nothing() {
 /// that capture is not consistent, so the job fails and no recovery point is recorded.
 #[test]
 fn a_freeze_longer_than_its_timeout_records_no_recovery_point() {
-    let w = W::new();
+    let w = W::as_root();
     let (dev, _m, mnt) = ext4(&w, "t", 192 * MIB);
     let mut f = File::create(mnt.join("big")).unwrap();
     for i in 0..96 {

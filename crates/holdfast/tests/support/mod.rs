@@ -8,6 +8,7 @@ pub mod pgarch;
 pub mod rgw;
 pub mod run;
 pub mod s3proxy;
+pub mod scratch;
 pub mod service;
 pub mod sshd;
 pub mod tamperfx;
