@@ -264,14 +264,14 @@ fn unsupported_data_is_refused_up_front() {
             "{src}: {plan}"
         );
     }
-    // A bucket as a source is refused by plan (and everything else) at its line.
+    // A bucket source without its bucket is refused by plan (and everything else) at its line.
     w.write(
         "holdfast.toml",
         "[[source]]\nname = \"media\"\nkind = \"s3\"\nclass = \"critical\"\nstrategy = \"backup\"\n",
     );
     let (_, err) = w.run(&mut w.cmd(&["plan", "--no-discover"]), 2);
     assert!(
-        err.contains("kind \"s3\"") && err.contains("holdfast.toml:"),
+        err.contains("of kind s3 needs bucket") && err.contains("holdfast.toml:"),
         "{err}"
     );
 }
