@@ -18,8 +18,32 @@ use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::session::Session;
 use crate::snapshot::{Snapshot, Summary};
-use crate::tree::{Node, Tree};
+use crate::tree::{FileTime, FsName, Node, NodeKind, Tree};
 use crate::writer::Dedup;
+
+/// A node of a tree a driver builds: owned by root, one link, no inode or device, nothing
+/// stored yet (the driver sets `size` and `content`, or `subtree`).
+pub fn node(name: &str, kind: NodeKind, mode: u32, mtime: FileTime) -> Node {
+    Node {
+        name: FsName(name.as_bytes().to_vec()),
+        kind,
+        mode,
+        uid: 0,
+        gid: 0,
+        mtime,
+        ctime: mtime,
+        inode: 0,
+        dev: 0,
+        links: 1,
+        size: 0,
+        content: Vec::new(),
+        subtree: None,
+        target: None,
+        rdev: None,
+        xattrs: Vec::new(),
+        changed_while_read: false,
+    }
+}
 
 /// What the snapshot says about itself.
 #[derive(Debug, Clone, Default)]

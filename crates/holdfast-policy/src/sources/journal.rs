@@ -17,7 +17,7 @@ use holdfast_core::built::{backup_built, BuiltOptions, BuiltTree, TreeWriter};
 use holdfast_core::index::Index;
 use holdfast_core::progress::Progress;
 use holdfast_core::snapshot::Summary;
-use holdfast_core::tree::{FileTime, FsName, Node, NodeKind};
+use holdfast_core::tree::{FileTime, Node, NodeKind};
 use holdfast_core::{Id, Repository};
 
 use super::journal_export::{seqnum, Counted, Entries, Rule};
@@ -437,25 +437,8 @@ impl JournalSource {
 }
 
 fn file_node(name: &str, kind: NodeKind, mtime: FileTime) -> Node {
-    Node {
-        name: FsName(name.as_bytes().to_vec()),
-        kind,
-        mode: if kind == NodeKind::Dir { 0o755 } else { 0o640 },
-        uid: 0,
-        gid: 0,
-        mtime,
-        ctime: mtime,
-        inode: 0,
-        dev: 0,
-        links: 1,
-        size: 0,
-        content: Vec::new(),
-        subtree: None,
-        target: None,
-        rdev: None,
-        xattrs: Vec::new(),
-        changed_while_read: false,
-    }
+    let mode = if kind == NodeKind::Dir { 0o755 } else { 0o640 };
+    holdfast_core::built::node(name, kind, mode, mtime)
 }
 
 /// The tree of a snapshot's pieces (`NAME/` at its root; exactly one entry there).
