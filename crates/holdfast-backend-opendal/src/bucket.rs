@@ -1,4 +1,4 @@
-//! A bucket (or a prefix of one) as a data source: listing one "directory" at a time, reading
+//! A bucket (or a prefix of one) as a data source: listing every key in order, reading
 //! objects with their metadata, and writing them back. Synchronous, over OpenDAL's S3 service
 //! with the same retries and timeouts as repositories.
 
@@ -10,12 +10,12 @@ use opendal::{Metakey, Operator};
 
 use crate::S3Config;
 
-/// One entry of a listing: an object, or a common prefix (a "directory", its key ending `/`).
+/// One entry of a listing: an object, or a directory marker (its key ending `/`).
 #[derive(Debug, Clone)]
 pub struct Listed {
     /// The key, relative to the bucket's root.
     pub key: String,
-    /// A common prefix rather than an object.
+    /// A directory marker (key ending `/`) rather than an object.
     pub dir: bool,
     /// Size in bytes.
     pub size: u64,
@@ -125,15 +125,18 @@ impl Bucket {
         self.gets.load(Ordering::Relaxed)
     }
 
-    /// The entries directly under `dir` (`""` for the bucket's root, else ending `/`), sorted
-    /// by key; `dir` itself (a directory marker) is left out.
-    pub fn list_dir(&self, dir: &str) -> Result<Vec<Listed>, String> {
-        let path = if dir.is_empty() { "/" } else { dir };
-        let entries = self
+    /// Every key under `prefix` (`""` for the whole bucket, else ending `/`), recursively (no
+    /// delimiter), in the store's order (S3: ascending by key bytes), directory markers
+    /// (keys ending `/`) included. Pulled page by page as the store pages it: memory holds one
+    /// page, whatever the number of keys.
+    pub fn list_all(&self, prefix: &str) -> Result<Listing<'_>, String> {
+        let path = if prefix.is_empty() { "/" } else { prefix };
+        let lister = self
             .rt
             .block_on(async {
                 self.op
-                    .list_with(path)
+                    .lister_with(path)
+                    .recursive(true)
                     .metakey(
                         Metakey::Mode
                             | Metakey::ContentLength
@@ -142,23 +145,13 @@ impl Bucket {
                     )
                     .await
             })
-            .map_err(|e| format!("listing {}/{dir}: {e}", self.location))?;
-        let mut out: Vec<Listed> = entries
-            .into_iter()
-            .filter(|e| e.path() != dir && e.path() != "/")
-            .map(|e| {
-                let m = e.metadata();
-                Listed {
-                    key: e.path().to_string(),
-                    dir: m.is_dir(),
-                    size: m.content_length(),
-                    etag: m.etag().map(str::to_string),
-                    last_modified: m.last_modified(),
-                }
-            })
-            .collect();
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+            .map_err(|e| format!("listing {}/{prefix}: {e}", self.location))?;
+        Ok(Listing {
+            bucket: self,
+            lister,
+            prefix: prefix.to_string(),
+            failed: false,
+        })
     }
 
     /// An object's metadata, or `None` when there is no such object.
@@ -371,5 +364,48 @@ impl Bucket {
         self.rt
             .block_on(self.op.delete(key))
             .map_err(|e| format!("deleting {}/{key}: {e}", self.location))
+    }
+}
+
+/// The keys under a prefix, in the store's order ([`Bucket::list_all`]); after an error, the
+/// listing ends.
+pub struct Listing<'a> {
+    bucket: &'a Bucket,
+    lister: opendal::Lister,
+    prefix: String,
+    failed: bool,
+}
+
+impl Iterator for Listing<'_> {
+    type Item = Result<Listed, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        use futures_util::TryStreamExt;
+        if self.failed {
+            return None;
+        }
+        loop {
+            match self.bucket.rt.block_on(self.lister.try_next()) {
+                Ok(Some(e)) if e.path() == "/" => continue,
+                Ok(Some(e)) => {
+                    let m = e.metadata();
+                    return Some(Ok(Listed {
+                        key: e.path().to_string(),
+                        dir: e.path().ends_with('/'),
+                        size: m.content_length(),
+                        etag: m.etag().map(str::to_string),
+                        last_modified: m.last_modified(),
+                    }));
+                }
+                Ok(None) => return None,
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(format!(
+                        "listing {}/{}: {e}",
+                        self.bucket.location, self.prefix
+                    )));
+                }
+            }
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! `kind = "s3"`: a bucket, or a prefix of one, on any S3-compatible store. Each object is a
 //! file of the snapshot (`NAME/KEY`), its metadata (ETag, last-modified, version, content type,
 //! user metadata) in the file's `user.holdfast.s3` attribute; an incremental run lists the
-//! bucket one "directory" at a time beside the previous recovery point's tree and reads only
+//! bucket flat, in key order, beside the previous recovery point's trees and reads only
 //! objects whose size or ETag changed. See docs/DESIGN.md, "Buckets as data sources".
 
 use std::path::Path;
@@ -15,6 +15,9 @@ mod bucket;
 #[cfg(feature = "s3")]
 #[path = "s3_discover.rs"]
 mod discover;
+#[cfg(feature = "s3")]
+#[path = "s3_keys.rs"]
+mod keys;
 #[cfg(feature = "s3")]
 #[path = "s3_versions.rs"]
 mod versions;

@@ -57,6 +57,30 @@ pub enum BucketError {
     /// A key cannot be a path of the snapshot.
     #[error("object {0:?}: its key has an empty, `.` or `..` part and cannot be stored as a path; nothing was recorded")]
     BadKey(String),
+    /// An object's key is also the prefix of other keys (`a` and `a/b`).
+    #[error("object {object:?} is also the prefix of {key:?}: a path cannot be both a file and a directory, so nothing was recorded; rename one of them, or back up the prefixes as separate sources")]
+    ObjectAndPrefix {
+        /// The object.
+        object: String,
+        /// A key under it.
+        key: String,
+    },
+    /// The store listed keys out of order (or one twice).
+    #[error("the store listed {key:?} after {prev:?}: a bucket's keys must be listed in strictly increasing order, so the tree would be wrong and nothing was recorded; the store is not S3-compatible in its listing order")]
+    Unsorted {
+        /// The key listed before.
+        prev: String,
+        /// The key out of order.
+        key: String,
+    },
+    /// The store listed a key outside the prefix asked for.
+    #[error("the store listed {key:?} when asked for the keys under {prefix:?}; nothing was recorded")]
+    Outside {
+        /// The key.
+        key: String,
+        /// The prefix listed.
+        prefix: String,
+    },
     /// Local I/O.
     #[error("{what} {path}: {source}")]
     Io {
@@ -555,7 +579,7 @@ impl Source for BucketSource {
                 walk: Walk::default(),
                 time_ns,
             };
-            let objects = match walk.dir(&self.prefix, prev_objects) {
+            let objects = match walk.run(&self.prefix, prev_objects) {
                 Ok(id) => id,
                 Err(e) => {
                     let m = e.to_string();

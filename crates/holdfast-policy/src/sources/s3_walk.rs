@@ -1,9 +1,11 @@
-//! The backup walk of an `s3` source: one "directory" (key prefix) at a time, compared with
-//! its tree in the previous recovery point. Unchanged objects (same size and ETag, content
-//! still stored) are kept without a request; changed and new small objects are read in
-//! batches of parallel requests ([`Bucket::fetch_all`]), large ones streamed in ranges.
+//! The backup walk of an `s3` source: one flat listing of the prefix, in key order, turned into
+//! directories by [`Steps`]; each directory is compared with its tree in the previous recovery
+//! point (loaded when the directory opens). Unchanged objects (same size and ETag, content
+//! still stored) are kept without a request. Decisions are made in listing order, but reads
+//! are queued: a FIFO of actions is replayed after one [`Bucket::fetch_all`] of its small
+//! objects, so parallel reads span directories; large objects are streamed in ranges.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::Cursor;
 
 use chrono::{DateTime, Utc};
@@ -15,7 +17,8 @@ use holdfast_core::snapshot::Summary;
 use holdfast_core::tree::{FileTime, FsName, Node, NodeKind};
 use holdfast_core::Repository;
 
-use super::bucket::{store, BucketError, Stored, DELETED_SHOWN};
+use super::bucket::{store, Stored, DELETED_SHOWN};
+use super::keys::{Step, Steps};
 use crate::sources::SourceError;
 
 /// Objects read at once (each a HEAD and a GET).
@@ -24,6 +27,9 @@ pub(crate) const PARALLEL: usize = 16;
 pub(crate) const BATCH_OBJECTS: usize = 256;
 /// Bytes of one batch: its bodies are held in memory until stored.
 pub(crate) const BATCH_BYTES: u64 = 64 << 20;
+/// Actions queued before the batch is flushed even with few reads (bounds the memory of a run
+/// that keeps most nodes).
+const BATCH_ACTIONS: usize = 4096;
 
 /// Counts of one backup walk.
 #[derive(Default)]
@@ -82,6 +88,20 @@ fn time_of(t: Option<DateTime<Utc>>, default_ns: i64) -> FileTime {
     )
 }
 
+/// What to do, in listing order, when the queued reads are done.
+enum Action {
+    /// Open a directory named `name` in the top one.
+    Open(String),
+    /// Keep the previous point's node of an unchanged object.
+    Keep(Node),
+    /// Store the next object of the batch.
+    Read(ToRead),
+    /// Stream a large object.
+    Large(ToRead),
+    /// Close the top directory.
+    Close,
+}
+
 /// An object of the listing to read: its name in the directory, its listing, and whether
 /// the previous point had a file of that name (changed rather than new).
 struct ToRead {
@@ -90,77 +110,124 @@ struct ToRead {
     had: bool,
 }
 
+/// A directory open while deciding: its key prefix and what the previous point had in it
+/// (entries not seen yet).
+struct Before {
+    prefix: String,
+    nodes: HashMap<Vec<u8>, Node>,
+}
+
 impl Backup<'_, '_> {
-    /// Store the directory `dir` (a key prefix), comparing it with its tree in the previous
-    /// recovery point; its tree id.
-    pub(crate) fn dir(&mut self, dir: &str, prev: Option<Id>) -> Result<Id, SourceError> {
-        let mut before: HashMap<Vec<u8>, Node> = match prev {
+    /// Back up every object under `root` (a key prefix), comparing with `prev`, the previous
+    /// recovery point's tree of it; the new tree's id.
+    pub(crate) fn run(&mut self, root: &str, prev: Option<Id>) -> Result<Id, SourceError> {
+        let mut steps = Steps::new(root);
+        let mut before = vec![Before {
+            prefix: root.to_string(),
+            nodes: self.load(prev)?,
+        }];
+        let mut queue = Queue::default();
+        queue.actions.push_back(Action::Open(String::new()));
+        let mut building: Vec<(String, Vec<Node>)> = Vec::new();
+        let mut out = Vec::new();
+        let mut listing = self.b.list_all(root).map_err(store)?;
+        loop {
+            let listed = match listing.next() {
+                Some(l) => Some(l.map_err(store)?),
+                None => None,
+            };
+            out.clear();
+            let ended = listed.is_none();
+            match &listed {
+                Some(l) => steps.key(&l.key, &mut out)?,
+                None => steps.finish(&mut out),
+            }
+            let mut listed = listed;
+            for step in out.drain(..) {
+                match step {
+                    Step::Open { name, prefix } => {
+                        let top = before.last_mut().expect("the root is open");
+                        let sub_prev = top
+                            .nodes
+                            .remove(name.as_bytes())
+                            .filter(|o| o.kind == NodeKind::Dir)
+                            .and_then(|o| o.subtree);
+                        before.push(Before {
+                            prefix,
+                            nodes: self.load(sub_prev)?,
+                        });
+                        queue.actions.push_back(Action::Open(name));
+                    }
+                    Step::File { name } => {
+                        let e = listed.take().expect("one file per key");
+                        let top = before.last_mut().expect("the root is open");
+                        let old = top.nodes.remove(name.as_bytes());
+                        self.decide(&mut queue, name, e, old);
+                    }
+                    Step::Close => {
+                        let gone = before.pop().expect("as many closes as opens");
+                        self.deleted(gone);
+                        queue.actions.push_back(Action::Close);
+                    }
+                }
+            }
+            if ended {
+                let id = self.flush(&mut queue, &mut building)?;
+                return Ok(id.expect("the root's close stores its tree"));
+            }
+            if queue.full() {
+                self.flush(&mut queue, &mut building)?;
+            }
+        }
+    }
+
+    /// The previous point's tree `prev` by name (empty without one).
+    fn load(&self, prev: Option<Id>) -> Result<HashMap<Vec<u8>, Node>, SourceError> {
+        Ok(match prev {
             Some(id) => holdfast_core::browse::load_tree(self.repo, self.w.index(), &id)?
                 .nodes
                 .into_iter()
                 .map(|n| (n.name.0.clone(), n))
                 .collect(),
             None => HashMap::new(),
-        };
-        let mut nodes = Vec::new();
-        let mut batch: Vec<ToRead> = Vec::new();
-        let mut batch_bytes = 0u64;
-        for e in self.b.list_dir(dir).map_err(store)? {
-            let name = e.key[dir.len()..].trim_end_matches('/').to_string();
-            if name.is_empty() || name == "." || name == ".." || name.contains('/') {
-                return Err(BucketError::BadKey(e.key.clone()).into());
-            }
-            let old = before.remove(name.as_bytes());
-            if e.dir {
-                let sub_prev = old
-                    .filter(|o| o.kind == NodeKind::Dir)
-                    .and_then(|o| o.subtree);
-                let sub = self.dir(&e.key, sub_prev)?;
-                let mut n = node(&name, NodeKind::Dir, FileTime::from_nanos(self.time_ns));
-                n.subtree = Some(sub);
-                self.walk.summary.dirs += 1;
-                nodes.push(n);
-                continue;
-            }
-            let had = old.as_ref().is_some_and(|o| o.kind == NodeKind::File);
-            let same = old.filter(|o| {
-                o.kind == NodeKind::File
-                    && o.size == e.size
-                    && Stored::of(o).is_some_and(|s| s.etag.is_some() && s.etag == e.etag)
-                    && self.w.reusable(&o.content)
-            });
-            if let Some(o) = same {
-                self.walk.summary.files_unmodified += 1;
-                self.walk.summary.total_bytes += o.size;
-                nodes.push(o);
-                continue;
-            }
-            if e.size > RANGE {
-                // Large: streamed in conditional ranges, one at a time.
-                let Some(meta) = self.b.head(&e.key).map_err(store)? else {
-                    continue; // deleted between the listing and now: not part of this point
-                };
-                let (content, size) =
-                    self.w
-                        .store_file(&e.key, self.b.reader(&e.key, &meta), self.progress)?;
-                nodes.push(self.file_node(&name, &e, had, &meta, content, size));
-                continue;
-            }
-            batch_bytes += e.size;
-            batch.push(ToRead {
-                name,
-                listed: e,
-                had,
-            });
-            if batch.len() >= BATCH_OBJECTS || batch_bytes >= BATCH_BYTES {
-                self.read_batch(std::mem::take(&mut batch), &mut nodes)?;
-                batch_bytes = 0;
-            }
+        })
+    }
+
+    /// Keep the previous node of an unchanged object, or queue its read.
+    fn decide(&mut self, queue: &mut Queue, name: String, e: Listed, old: Option<Node>) {
+        let had = old.as_ref().is_some_and(|o| o.kind == NodeKind::File);
+        let same = old.filter(|o| {
+            o.kind == NodeKind::File
+                && o.size == e.size
+                && Stored::of(o).is_some_and(|s| s.etag.is_some() && s.etag == e.etag)
+                && self.w.reusable(&o.content)
+        });
+        if let Some(o) = same {
+            self.walk.summary.files_unmodified += 1;
+            self.walk.summary.total_bytes += o.size;
+            queue.actions.push_back(Action::Keep(o));
+            return;
         }
-        self.read_batch(batch, &mut nodes)?;
-        let mut gone: Vec<&Node> = before.values().collect();
-        gone.sort_by(|a, b| a.name.cmp(&b.name));
-        for g in gone {
+        let t = ToRead {
+            name,
+            listed: e,
+            had,
+        };
+        if t.listed.size > RANGE {
+            queue.actions.push_back(Action::Large(t));
+        } else {
+            queue.bytes += t.listed.size;
+            queue.keys.push(t.listed.key.clone());
+            queue.actions.push_back(Action::Read(t));
+        }
+    }
+
+    /// Count (and name the first few of) the previous point's entries of a closed directory
+    /// that the listing did not have.
+    fn deleted(&mut self, gone: Before) {
+        let mut names: Vec<&Node> = gone.nodes.values().collect();
+        names.sort_by(|a, b| a.name.cmp(&b.name));
+        for g in names {
             self.walk.deleted_count += 1;
             if self.walk.deleted.len() < DELETED_SHOWN {
                 let suffix = if g.kind == NodeKind::Dir {
@@ -170,42 +237,74 @@ impl Backup<'_, '_> {
                 };
                 self.walk
                     .deleted
-                    .push(format!("{dir}{}{suffix}", g.name.display()));
+                    .push(format!("{}{}{suffix}", gone.prefix, g.name.display()));
             }
         }
-        self.w.store_tree(nodes).map_err(SourceError::from)
     }
 
-    /// Read a batch of small objects in parallel, then store them in listing order.
-    fn read_batch(&mut self, batch: Vec<ToRead>, nodes: &mut Vec<Node>) -> Result<(), SourceError> {
-        if batch.is_empty() {
-            return Ok(());
+    /// Read the queued small objects in parallel, then replay the actions in order: files
+    /// into the directories being built, each closed directory stored. The root's tree id
+    /// once the root is closed.
+    fn flush(
+        &mut self,
+        queue: &mut Queue,
+        building: &mut Vec<(String, Vec<Node>)>,
+    ) -> Result<Option<Id>, SourceError> {
+        let keys = std::mem::take(&mut queue.keys);
+        queue.bytes = 0;
+        let mut fetched = if keys.is_empty() {
+            Vec::new()
+        } else {
+            self.b.fetch_all(&keys, PARALLEL)
         }
-        let keys: Vec<String> = batch.iter().map(|t| t.listed.key.clone()).collect();
-        let fetched = self.b.fetch_all(&keys, PARALLEL);
-        for (t, got) in batch.into_iter().zip(fetched) {
-            let Some((meta, body)) = got.map_err(store)? else {
-                continue; // deleted between the listing and now: not part of this point
-            };
-            let (content, size) =
-                self.w
-                    .store_file(&t.listed.key, Cursor::new(body), self.progress)?;
-            nodes.push(self.file_node(&t.name, &t.listed, t.had, &meta, content, size));
+        .into_iter();
+        while let Some(a) = queue.actions.pop_front() {
+            match a {
+                Action::Open(name) => building.push((name, Vec::new())),
+                Action::Keep(n) => building.last_mut().expect("open").1.push(n),
+                Action::Read(t) => {
+                    let got = fetched.next().expect("a result per key");
+                    let Some((meta, body)) = got.map_err(store)? else {
+                        continue; // deleted between the listing and now: not part of this point
+                    };
+                    let (content, size) =
+                        self.w
+                            .store_file(&t.listed.key, Cursor::new(body), self.progress)?;
+                    let n = self.file_node(&t, &meta, content, size);
+                    building.last_mut().expect("open").1.push(n);
+                }
+                Action::Large(t) => {
+                    // Streamed in conditional ranges, one at a time.
+                    let Some(meta) = self.b.head(&t.listed.key).map_err(store)? else {
+                        continue; // deleted between the listing and now
+                    };
+                    let (content, size) = self.w.store_file(
+                        &t.listed.key,
+                        self.b.reader(&t.listed.key, &meta),
+                        self.progress,
+                    )?;
+                    let n = self.file_node(&t, &meta, content, size);
+                    building.last_mut().expect("open").1.push(n);
+                }
+                Action::Close => {
+                    let (name, nodes) = building.pop().expect("as many closes as opens");
+                    let id = self.w.store_tree(nodes)?;
+                    let Some(parent) = building.last_mut() else {
+                        return Ok(Some(id));
+                    };
+                    let mut n = node(&name, NodeKind::Dir, FileTime::from_nanos(self.time_ns));
+                    n.subtree = Some(id);
+                    self.walk.summary.dirs += 1;
+                    parent.1.push(n);
+                }
+            }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// The file node of an object just stored, and its counts.
-    fn file_node(
-        &mut self,
-        name: &str,
-        listed: &Listed,
-        had: bool,
-        meta: &ObjectMeta,
-        content: Vec<Id>,
-        size: u64,
-    ) -> Node {
-        if had {
+    fn file_node(&mut self, t: &ToRead, meta: &ObjectMeta, content: Vec<Id>, size: u64) -> Node {
+        if t.had {
             self.walk.summary.files_changed += 1;
         } else {
             self.walk.summary.files_new += 1;
@@ -219,9 +318,9 @@ impl Backup<'_, '_> {
             content_type: meta.content_type.clone(),
             user: meta.user.clone(),
         };
-        let mtime = time_of(listed.last_modified, self.time_ns);
+        let mtime = time_of(t.listed.last_modified, self.time_ns);
         let mut n = node(
-            name,
+            &t.name,
             NodeKind::File,
             time_of(meta.last_modified, self.time_ns).max(mtime),
         );
@@ -229,5 +328,22 @@ impl Backup<'_, '_> {
         n.content = content;
         n.xattrs = vec![stored.xattr()];
         n
+    }
+}
+
+/// Actions decided but not replayed yet, and the small objects they read.
+#[derive(Default)]
+struct Queue {
+    actions: VecDeque<Action>,
+    keys: Vec<String>,
+    bytes: u64,
+}
+
+impl Queue {
+    /// Time to read the batch: enough objects, bytes or actions queued.
+    fn full(&self) -> bool {
+        self.keys.len() >= BATCH_OBJECTS
+            || self.bytes >= BATCH_BYTES
+            || self.actions.len() >= BATCH_ACTIONS
     }
 }
