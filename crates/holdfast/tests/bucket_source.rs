@@ -207,6 +207,12 @@ fn round_trip(c_env: &HashMap<String, String>, n: u64) {
         &[("owner", "shop"), ("tier", "gold")],
     );
     want.insert("meta.json".into(), b"{}".to_vec());
+    // Names that sort around the directory `d1/` ('!' < '.' < '/' < '0'): a flat listing
+    // gives `d1!x`, `d1.txt`, `d1/...`, `d10/...`, and each must land in its directory.
+    for k in ["d1!x", "d1.txt"] {
+        put(&b, &format!("{src}{k}"), k.as_bytes(), None, &[]);
+        want.insert(k.into(), k.as_bytes().to_vec());
+    }
     // Outside the prefix: not part of the source.
     put(&b, &format!("{run}/other/x"), b"not mine", None, &[]);
 
@@ -261,10 +267,11 @@ fn round_trip(c_env: &HashMap<String, String>, n: u64) {
         want.insert(k, data);
     }
     // The next run is due one RPO (15 minutes) after the first.
-    let second = s.protect_at(std::cmp::max(
+    let t1 = std::cmp::max(
         chrono::Utc::now() + chrono::Duration::minutes(1),
         t0 + chrono::Duration::minutes(16),
-    ));
+    );
+    let second = s.protect_at(t1);
     let sum = &second["summary"];
     assert_eq!(sum["files_changed"], changed.len() as u64, "{second}");
     assert_eq!(sum["files_new"], 5, "{second}");
@@ -364,6 +371,43 @@ fn round_trip(c_env: &HashMap<String, String>, n: u64) {
         said.contains(&format!("{} of them also match their ETag", want.len())),
         "{said}"
     );
+
+    // A key that is both an object and the prefix of others (`d1` beside `d1/...`) cannot be
+    // a path: the backup fails naming both keys, and records nothing.
+    let count = || {
+        let out = s.ok(s
+            .cmd(&["--json", "--repo", "repo", "snapshots"])
+            .env("HOLDFAST_PASSWORD", "pw"));
+        serde_json::from_str::<Value>(&out).unwrap().as_array().unwrap().len()
+    };
+    let snapshots = count();
+    put(&b, &format!("{src}d1"), b"both", None, &[]);
+    let o = s
+        .cmd(&["--json", "protect", "--source", "objects"])
+        .env("HOLDFAST_NOW", (t1 + chrono::Duration::minutes(16)).to_rfc3339())
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&o.stderr)));
+    let job = v["protect"][0]["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rfind(|j| j["job"] == "backup")
+        .cloned()
+        .unwrap_or_else(|| panic!("no backup job: {v}"));
+    assert_eq!(job["state"], "failed", "{job}");
+    let said: String = job["messages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{job}"))
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        said.contains(&format!("object \"{src}d1\" is also the prefix of \"{src}d1/")),
+        "{job}"
+    );
+    assert_eq!(count(), snapshots, "a failed backup records no snapshot");
 }
 
 fn walk(d: &Path) -> Vec<PathBuf> {
