@@ -378,13 +378,20 @@ fn round_trip(c_env: &HashMap<String, String>, n: u64) {
         let out = s.ok(s
             .cmd(&["--json", "--repo", "repo", "snapshots"])
             .env("HOLDFAST_PASSWORD", "pw"));
-        serde_json::from_str::<Value>(&out).unwrap().as_array().unwrap().len()
+        serde_json::from_str::<Value>(&out)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len()
     };
     let snapshots = count();
     put(&b, &format!("{src}d1"), b"both", None, &[]);
     let o = s
         .cmd(&["--json", "protect", "--source", "objects"])
-        .env("HOLDFAST_NOW", (t1 + chrono::Duration::minutes(16)).to_rfc3339())
+        .env(
+            "HOLDFAST_NOW",
+            (t1 + chrono::Duration::minutes(16)).to_rfc3339(),
+        )
         .output()
         .unwrap();
     let v: Value = serde_json::from_slice(&o.stdout)
@@ -404,7 +411,9 @@ fn round_trip(c_env: &HashMap<String, String>, n: u64) {
         .filter_map(Value::as_str)
         .collect();
     assert!(
-        said.contains(&format!("object \"{src}d1\" is also the prefix of \"{src}d1/")),
+        said.contains(&format!(
+            "object \"{src}d1\" is also the prefix of \"{src}d1/"
+        )),
         "{job}"
     );
     assert_eq!(count(), snapshots, "a failed backup records no snapshot");

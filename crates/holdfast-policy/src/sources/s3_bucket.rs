@@ -74,7 +74,9 @@ pub enum BucketError {
         key: String,
     },
     /// The store listed a key outside the prefix asked for.
-    #[error("the store listed {key:?} when asked for the keys under {prefix:?}; nothing was recorded")]
+    #[error(
+        "the store listed {key:?} when asked for the keys under {prefix:?}; nothing was recorded"
+    )]
     Outside {
         /// The key.
         key: String,

@@ -39,7 +39,11 @@ struct Open {
 impl Open {
     /// Drop the names of `chain` that cannot be a prefix of `name` or of any later name.
     fn trim(&mut self, name: &str) {
-        while self.chain.last().is_some_and(|c| !name.starts_with(c.as_str())) {
+        while self
+            .chain
+            .last()
+            .is_some_and(|c| !name.starts_with(c.as_str()))
+        {
             self.chain.pop();
         }
     }
@@ -264,7 +268,10 @@ mod tests {
     fn empty_dot_and_dot_dot_parts_are_refused() {
         for k in ["a//b", "./a", "a/../b", "a/.", "a//", "x/.."] {
             let e = steps("", &[k]).unwrap_err();
-            assert!(e.contains(&format!("{k:?}")) && e.contains("empty"), "{k}: {e}");
+            assert!(
+                e.contains(&format!("{k:?}")) && e.contains("empty"),
+                "{k}: {e}"
+            );
         }
     }
 }
