@@ -166,7 +166,8 @@ impl Bucket {
         }
     }
 
-    /// A reader of the object as it was when `meta` was taken (ranges conditional on its ETag).
+    /// A reader of the object as it was when `meta` was taken (ranges conditional on its ETag,
+    /// and of its version when `meta` names one).
     pub fn reader<'a>(&'a self, key: &'a str, meta: &'a ObjectMeta) -> ObjectReader<'a> {
         ObjectReader {
             bucket: self,
@@ -286,6 +287,10 @@ impl Bucket {
         let mut r = self.op.read_with(key).range(from..to);
         if let Some(e) = &meta.etag {
             r = r.if_match(e);
+        }
+        // In a versioned bucket every range comes from the version first seen.
+        if let Some(v) = &meta.version {
+            r = r.version(v);
         }
         let b = self
             .rt

@@ -1,8 +1,6 @@
 //! Object versions of a versioned bucket (`ListObjectVersions` and reads of one version), for
 //! `s3` sources with `versions = true`.
 
-use std::sync::atomic::Ordering;
-
 use chrono::{DateTime, Utc};
 use opendal::Metakey;
 
@@ -64,84 +62,5 @@ impl Bucket {
                 })
             })
             .collect())
-    }
-
-    /// The bytes of one version of an object (held in memory: the caller reads large
-    /// versions with [`Bucket::read_version_range`]).
-    pub fn read_version_range(
-        &self,
-        key: &str,
-        version: &str,
-        from: u64,
-        to: u64,
-    ) -> Result<Vec<u8>, String> {
-        self.gets.fetch_add(1, Ordering::Relaxed);
-        self.rt
-            .block_on(async {
-                self.op
-                    .read_with(key)
-                    .version(version)
-                    .range(from..to)
-                    .await
-            })
-            .map(|b| b.to_vec())
-            .map_err(|e| format!("reading {}/{key} version {version}: {e}", self.location))
-    }
-}
-
-/// Reads one version of an object in 8 MiB requests.
-pub struct VersionReader<'a> {
-    bucket: &'a Bucket,
-    key: &'a str,
-    version: &'a str,
-    size: u64,
-    pos: u64,
-    buf: Vec<u8>,
-    at: usize,
-}
-
-impl<'a> VersionReader<'a> {
-    /// A reader of `size` bytes of `key` at `version`.
-    pub fn new(bucket: &'a Bucket, key: &'a str, version: &'a str, size: u64) -> Self {
-        VersionReader {
-            bucket,
-            key,
-            version,
-            size,
-            pos: 0,
-            buf: Vec::new(),
-            at: 0,
-        }
-    }
-}
-
-impl std::io::Read for VersionReader<'_> {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        if self.at == self.buf.len() {
-            if self.pos >= self.size {
-                return Ok(0);
-            }
-            let to = (self.pos + crate::bucket::RANGE).min(self.size);
-            self.buf = self
-                .bucket
-                .read_version_range(self.key, self.version, self.pos, to)
-                .map_err(std::io::Error::other)?;
-            if self.buf.len() as u64 != to - self.pos {
-                return Err(std::io::Error::other(format!(
-                    "{}/{} version {}: the store returned {} bytes of a {}-byte range",
-                    self.bucket.location,
-                    self.key,
-                    self.version,
-                    self.buf.len(),
-                    to - self.pos
-                )));
-            }
-            self.pos = to;
-            self.at = 0;
-        }
-        let n = out.len().min(self.buf.len() - self.at);
-        out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
     }
 }

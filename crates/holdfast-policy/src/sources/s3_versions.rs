@@ -6,8 +6,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use holdfast_backend_opendal::bucket::Bucket;
-use holdfast_backend_opendal::bucket_versions::{ListedVersion, VersionReader};
+use holdfast_backend_opendal::bucket::{Bucket, ObjectMeta};
+use holdfast_backend_opendal::bucket_versions::ListedVersion;
 use holdfast_core::built::TreeWriter;
 use holdfast_core::id::Id;
 use holdfast_core::progress::Progress;
@@ -151,11 +151,15 @@ impl Store<'_, '_> {
                 nodes.push(o.clone());
                 continue;
             }
-            let (content, size) = self.w.store_file(
-                key,
-                VersionReader::new(self.b, key, &v.version, v.size),
-                self.progress,
-            )?;
+            let meta = ObjectMeta {
+                size: v.size,
+                etag: v.etag.clone(),
+                version: Some(v.version.clone()),
+                ..Default::default()
+            };
+            let (content, size) =
+                self.w
+                    .store_file(key, self.b.reader(key, &meta), self.progress)?;
             self.counts.read += 1;
             self.counts.bytes_read += size;
             let stored = Stored {

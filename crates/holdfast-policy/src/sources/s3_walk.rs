@@ -14,7 +14,7 @@ use holdfast_core::built::TreeWriter;
 use holdfast_core::id::Id;
 use holdfast_core::progress::Progress;
 use holdfast_core::snapshot::Summary;
-use holdfast_core::tree::{FileTime, FsName, Node, NodeKind};
+use holdfast_core::tree::{FileTime, Node, NodeKind};
 use holdfast_core::Repository;
 
 use super::bucket::{store, Stored, DELETED_SHOWN};
@@ -60,25 +60,8 @@ pub(crate) struct Backup<'a, 'w> {
 
 /// A node with the defaults of a bucket's files and directories.
 pub(crate) fn node(name: &str, kind: NodeKind, mtime: FileTime) -> Node {
-    Node {
-        name: FsName(name.as_bytes().to_vec()),
-        kind,
-        mode: if kind == NodeKind::Dir { 0o755 } else { 0o644 },
-        uid: 0,
-        gid: 0,
-        mtime,
-        ctime: mtime,
-        inode: 0,
-        dev: 0,
-        links: 1,
-        size: 0,
-        content: Vec::new(),
-        subtree: None,
-        target: None,
-        rdev: None,
-        xattrs: Vec::new(),
-        changed_while_read: false,
-    }
+    let mode = if kind == NodeKind::Dir { 0o755 } else { 0o644 };
+    holdfast_core::built::node(name, kind, mode, mtime)
 }
 
 fn time_of(t: Option<DateTime<Utc>>, default_ns: i64) -> FileTime {
