@@ -19,6 +19,9 @@ mod discover;
 #[path = "s3_keys.rs"]
 mod keys;
 #[cfg(feature = "s3")]
+#[path = "s3_restore.rs"]
+mod restore;
+#[cfg(feature = "s3")]
 #[path = "s3_versions.rs"]
 mod versions;
 #[cfg(feature = "s3")]
