@@ -112,6 +112,19 @@ impl TreeWriter<'_> {
         )
     }
 
+    /// The entries of an earlier tree by name (none without one): what a driver compares a
+    /// directory with.
+    pub fn previous(&self, tree: Option<Id>) -> Result<std::collections::HashMap<Vec<u8>, Node>> {
+        Ok(match tree {
+            Some(id) => crate::browse::load_tree(self.repo, self.index, &id)?
+                .nodes
+                .into_iter()
+                .map(|n| (n.name.0.clone(), n))
+                .collect(),
+            None => std::collections::HashMap::new(),
+        })
+    }
+
     /// Whether every blob of an earlier file's content is still stored, so the content can be
     /// reused without reading the file again (a pruned blob is not).
     pub fn reusable(&self, content: &[Id]) -> bool {
@@ -130,6 +143,24 @@ impl TreeWriter<'_> {
         self.dedup
             .store(&mut self.c, BlobType::Tree, &Tree { nodes }.encode())
     }
+}
+
+/// The root tree of the newest complete snapshot this host made of `source` with `label` as
+/// its `paths`: what an incremental driver continues from. Another host's points never count
+/// (recovery points belong to a host and a source).
+pub fn previous_root(repo: &Repository, source: &str, label: &str) -> Result<Option<Id>> {
+    let host = crate::util::hostname();
+    let (all, _) = crate::snapshot::load_all(repo)?;
+    Ok(all
+        .iter()
+        .filter(|s| {
+            s.snapshot.complete
+                && s.snapshot.source.as_deref() == Some(source)
+                && s.snapshot.hostname == host
+                && s.snapshot.paths.first().map(String::as_str) == Some(label)
+        })
+        .max_by_key(|s| s.snapshot.time)
+        .map(|s| s.snapshot.tree))
 }
 
 /// Record a snapshot of the tree `build` stores. Nothing is recorded when `build` fails.

@@ -658,3 +658,56 @@ fn journal_larger_than_one_journal_file_drills_and_restores_every_file() {
         .count();
     assert_eq!(count as u64, n);
 }
+
+/// A second host with a journal source of the same name and directory on the same repository
+/// starts its own chain: it never continues from the first host's cursor, nor carries the
+/// first host's entries into its recovery points.
+#[test]
+fn a_second_host_starts_its_own_journal_chain() {
+    let w = W::with("");
+    let jdir = w.path("journal");
+    append(&jdir, 1, 10, "hosta");
+    w.sources(&w.journal("sys", &jdir, ""));
+    w.run(&["--repo", "repo", "init"], 0);
+    let protect_as = |host: &str| -> Value {
+        let o = w
+            .cmd(&["--json", "protect", "--source", "sys"])
+            .env("HOLDFAST_HOSTNAME", host)
+            .env("HOLDFAST_NOW", w.next_run().to_rfc3339())
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&o.stderr)));
+        v["protect"][0]["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["job"] == "backup")
+            .cloned()
+            .unwrap_or_else(|| panic!("no backup job: {v}"))
+    };
+    assert_eq!(protect_as("host-a")["state"], "completed");
+    // Host b's journal, at the same path, holds other entries.
+    fs::remove_file(jdir.join("system.journal")).unwrap();
+    append(&jdir, 1, 4, "hostb");
+    let job = protect_as("host-b");
+    assert_eq!(
+        job["state"], "completed",
+        "a fresh chain, no lost cursor: {job}"
+    );
+    assert!(!job["messages"].to_string().contains("LOST"), "{job}");
+    let t = w.path("b.export");
+    let o = w
+        .cmd(&[
+            "restore",
+            "--source",
+            "sys",
+            "--target",
+            t.to_str().unwrap(),
+        ])
+        .env("HOLDFAST_HOSTNAME", "host-b")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(messages(&fs::read(&t).unwrap()), expect(&[("hostb", 1, 4)]));
+}

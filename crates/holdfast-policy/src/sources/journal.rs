@@ -465,16 +465,7 @@ impl Source for JournalSource {
 
     fn backup(&self, job: &BackupJob) -> Result<Backed, SourceError> {
         let label = self.label();
-        let (all, _) = holdfast_core::snapshot::load_all(job.repo)?;
-        let prev = all
-            .iter()
-            .filter(|s| {
-                s.snapshot.complete
-                    && s.snapshot.source.as_deref() == Some(job.name)
-                    && s.snapshot.paths.first() == Some(&label)
-            })
-            .max_by_key(|s| s.snapshot.time)
-            .map(|s| s.snapshot.tree);
+        let prev = holdfast_core::built::previous_root(job.repo, job.name, &label)?;
         let opts = BuiltOptions {
             label,
             source: Some(job.name.to_string()),

@@ -247,16 +247,7 @@ impl Source for BucketSource {
     fn backup(&self, job: &BackupJob) -> Result<Backed, SourceError> {
         let b = self.connect()?;
         let label = self.label();
-        let (all, _) = holdfast_core::snapshot::load_all(job.repo)?;
-        let prev = all
-            .iter()
-            .filter(|s| {
-                s.snapshot.complete
-                    && s.snapshot.source.as_deref() == Some(job.name)
-                    && s.snapshot.paths.first() == Some(&label)
-            })
-            .max_by_key(|s| s.snapshot.time)
-            .map(|s| s.snapshot.tree);
+        let prev = holdfast_core::built::previous_root(job.repo, job.name, &label)?;
         let time_ns = job.time.timestamp_nanos_opt().unwrap_or(0);
         let opts = BuiltOptions {
             label,
@@ -280,7 +271,6 @@ impl Source for BucketSource {
             };
             let mut walk = Backup {
                 b: &b,
-                repo: job.repo,
                 w,
                 progress: job.progress,
                 walk: Walk::default(),
@@ -317,22 +307,16 @@ impl Source for BucketSource {
                     },
                     None => None,
                 };
-                let (vid, counts) = match store_versions(
-                    &b,
-                    job.repo,
-                    w,
-                    job.progress,
-                    &self.prefix,
-                    prev_versions,
-                    time_ns,
-                ) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        let m = e.to_string();
-                        failed = Some(e);
-                        return Err(holdfast_core::Error::Refused(m));
-                    }
-                };
+                let (vid, counts) =
+                    match store_versions(&b, w, job.progress, &self.prefix, prev_versions, time_ns)
+                    {
+                        Ok(v) => v,
+                        Err(e) => {
+                            let m = e.to_string();
+                            failed = Some(e);
+                            return Err(holdfast_core::Error::Refused(m));
+                        }
+                    };
                 let mut vtop = node(
                     &versions_dir(job.name),
                     NodeKind::Dir,

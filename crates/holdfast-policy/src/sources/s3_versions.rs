@@ -12,7 +12,6 @@ use holdfast_core::built::TreeWriter;
 use holdfast_core::id::Id;
 use holdfast_core::progress::Progress;
 use holdfast_core::tree::{FileTime, Node, NodeKind};
-use holdfast_core::Repository;
 
 use super::bucket::{store, BucketError, Stored};
 use super::walk::node;
@@ -49,7 +48,6 @@ fn part_ok(p: &str) -> bool {
 /// versions directory.
 pub(crate) fn store_versions(
     b: &Bucket,
-    repo: &Repository,
     w: &mut TreeWriter,
     progress: &dyn Progress,
     prefix: &str,
@@ -74,7 +72,6 @@ pub(crate) fn store_versions(
     let mut counts = VersionCounts::default();
     let mut s = Store {
         b,
-        repo,
         w,
         progress,
         counts: &mut counts,
@@ -86,7 +83,6 @@ pub(crate) fn store_versions(
 
 struct Store<'a, 'w> {
     b: &'a Bucket,
-    repo: &'a Repository,
     w: &'a mut TreeWriter<'w>,
     progress: &'a dyn Progress,
     counts: &'a mut VersionCounts,
@@ -95,14 +91,7 @@ struct Store<'a, 'w> {
 
 impl Store<'_, '_> {
     fn load(&self, id: Option<Id>) -> Result<HashMap<Vec<u8>, Node>, SourceError> {
-        Ok(match id {
-            Some(id) => holdfast_core::browse::load_tree(self.repo, self.w.index(), &id)?
-                .nodes
-                .into_iter()
-                .map(|n| (n.name.0.clone(), n))
-                .collect(),
-            None => HashMap::new(),
-        })
+        Ok(self.w.previous(id)?)
     }
 
     /// A directory of the trie (key prefix `at`): its children, each a directory.

@@ -15,7 +15,6 @@ use holdfast_core::id::Id;
 use holdfast_core::progress::Progress;
 use holdfast_core::snapshot::Summary;
 use holdfast_core::tree::{FileTime, Node, NodeKind};
-use holdfast_core::Repository;
 
 use super::bucket::{store, Stored, DELETED_SHOWN};
 use super::keys::{Step, Steps};
@@ -46,8 +45,6 @@ pub(crate) struct Walk {
 pub(crate) struct Backup<'a, 'w> {
     /// The bucket read.
     pub(crate) b: &'a Bucket,
-    /// The repository written.
-    pub(crate) repo: &'a Repository,
     /// Where contents and trees go.
     pub(crate) w: &'a mut TreeWriter<'w>,
     /// Progress.
@@ -166,14 +163,7 @@ impl Backup<'_, '_> {
 
     /// The previous point's tree `prev` by name (empty without one).
     fn load(&self, prev: Option<Id>) -> Result<HashMap<Vec<u8>, Node>, SourceError> {
-        Ok(match prev {
-            Some(id) => holdfast_core::browse::load_tree(self.repo, self.w.index(), &id)?
-                .nodes
-                .into_iter()
-                .map(|n| (n.name.0.clone(), n))
-                .collect(),
-            None => HashMap::new(),
-        })
+        Ok(self.w.previous(prev)?)
     }
 
     /// Keep the previous node of an unchanged object, or queue its read.
