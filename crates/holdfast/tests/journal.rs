@@ -117,22 +117,7 @@ impl W {
     /// protect one source, due (each run 20 minutes after the last); its backup job and the
     /// exit code.
     fn protect(&self, source: &str) -> (Value, i32) {
-        let now = self.next_run();
-        let o = self
-            .cmd(&["--json", "protect", "--source", source])
-            .env("HOLDFAST_NOW", now.to_rfc3339())
-            .output()
-            .unwrap();
-        let v: Value = serde_json::from_slice(&o.stdout)
-            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&o.stderr)));
-        let job = v["protect"][0]["jobs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|j| j["job"] == "backup")
-            .cloned()
-            .unwrap_or_else(|| panic!("no backup job: {v}"));
-        (job, o.status.code().unwrap_or(-1))
+        self.protect_as(source, None)
     }
     /// The snapshots, oldest first.
     fn snapshots(&self) -> Vec<Value> {
@@ -669,23 +654,7 @@ fn a_second_host_starts_its_own_journal_chain() {
     append(&jdir, 1, 10, "hosta");
     w.sources(&w.journal("sys", &jdir, ""));
     w.run(&["--repo", "repo", "init"], 0);
-    let protect_as = |host: &str| -> Value {
-        let o = w
-            .cmd(&["--json", "protect", "--source", "sys"])
-            .env("HOLDFAST_HOSTNAME", host)
-            .env("HOLDFAST_NOW", w.next_run().to_rfc3339())
-            .output()
-            .unwrap();
-        let v: Value = serde_json::from_slice(&o.stdout)
-            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&o.stderr)));
-        v["protect"][0]["jobs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|j| j["job"] == "backup")
-            .cloned()
-            .unwrap_or_else(|| panic!("no backup job: {v}"))
-    };
+    let protect_as = |host: &str| w.protect_as("sys", Some(host)).0;
     assert_eq!(protect_as("host-a")["state"], "completed");
     // Host b's journal, at the same path, holds other entries.
     fs::remove_file(jdir.join("system.journal")).unwrap();

@@ -41,20 +41,7 @@ impl W {
     /// protect one source; its backup job record (the exit code says compliance, which a
     /// new source without a drill does not meet yet).
     fn protect(&self, source: &str) -> Value {
-        let o = self
-            .cmd(&["--json", "protect", "--source", source])
-            .env("HOLDFAST_NOW", self.next_run().to_rfc3339())
-            .output()
-            .unwrap();
-        let v: Value = serde_json::from_slice(&o.stdout)
-            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&o.stderr)));
-        v["protect"][0]["jobs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|j| j["job"] == "backup")
-            .cloned()
-            .unwrap_or_else(|| panic!("no backup job: {v}"))
+        self.protect_as(source, None).0
     }
     /// Summaries of the snapshots, oldest first.
     fn summaries(&self) -> Vec<Value> {

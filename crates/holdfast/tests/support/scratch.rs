@@ -67,6 +67,27 @@ impl Scratch {
         a.extend_from_slice(args);
         serde_json::from_str(&self.run(&a, code).0).unwrap()
     }
+    /// `protect --source SOURCE` at the next run's time, as host `host` if given: its backup
+    /// job record and exit code (the code says compliance, which a new source without a drill
+    /// does not meet yet).
+    pub fn protect_as(&self, source: &str, host: Option<&str>) -> (Value, i32) {
+        let mut c = self.cmd(&["--json", "protect", "--source", source]);
+        c.env("HOLDFAST_NOW", self.next_run().to_rfc3339());
+        if let Some(h) = host {
+            c.env("HOLDFAST_HOSTNAME", h);
+        }
+        let o = c.output().unwrap();
+        let v: Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&o.stderr)));
+        let job = v["protect"][0]["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["job"] == "backup")
+            .cloned()
+            .unwrap_or_else(|| panic!("no backup job: {v}"));
+        (job, o.status.code().unwrap_or(-1))
+    }
     /// The time of the next protect run: 20 minutes after the last, so the source is due.
     pub fn next_run(&self) -> chrono::DateTime<chrono::Utc> {
         self.runs.set(self.runs.get() + 1);
