@@ -3,11 +3,13 @@
 //! with the same retries and timeouts as repositories.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 use chrono::{DateTime, Utc};
 use opendal::{Metakey, Operator};
 
+use crate::lock::LockClient;
+use crate::tagging::{TagRead, Tags};
 use crate::S3Config;
 
 /// One entry of a listing: an object, or a directory marker (its key ending `/`).
@@ -40,6 +42,9 @@ pub struct ObjectMeta {
     pub content_type: Option<String>,
     /// User metadata (`x-amz-meta-*`, names without the prefix).
     pub user: BTreeMap<String, String>,
+    /// Tags, when read ([`Bucket::read_tags_too`]) and the store implements tagging; `None`
+    /// when not read.
+    pub tags: Option<Tags>,
 }
 
 /// An object read whole by [`Bucket::fetch_all`]: its metadata and bytes, or `None` when it
@@ -57,6 +62,7 @@ fn meta_of(m: &opendal::Metadata) -> ObjectMeta {
             .user_metadata()
             .map(|u| u.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default(),
+        tags: None,
     }
 }
 
@@ -69,6 +75,12 @@ pub struct Bucket {
     pub(crate) rt: tokio::runtime::Runtime,
     pub(crate) location: String,
     pub(crate) gets: AtomicU64,
+    /// Signs the requests OpenDAL has no call for (tagging).
+    pub(crate) signed: LockClient,
+    /// Whether the store implements tagging (see [`crate::tagging::Tagging`]).
+    pub(crate) tagging: AtomicU8,
+    /// Whether reads of whole objects and HEADs also read their tags.
+    pub(crate) with_tags: bool,
 }
 
 /// Objects larger than this are read in ranges of this size, each conditional on the ETag
@@ -98,6 +110,12 @@ impl Bucket {
         if let Some(e) = &c.endpoint {
             b = b.endpoint(e);
         }
+        let endpoint = c
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| "https://s3.amazonaws.com".into());
+        let region = c.region.as_deref().unwrap_or("us-east-1");
+        let signed = LockClient::new(&endpoint, region, &c.bucket, "", key_id, secret, &location)?;
         let op = Operator::new(b)
             .map_err(|e| format!("configuring {location}: {e}"))?
             .finish();
@@ -112,7 +130,21 @@ impl Bucket {
             rt,
             location,
             gets: AtomicU64::new(0),
+            signed,
+            tagging: AtomicU8::new(crate::tagging::UNKNOWN),
+            with_tags: false,
         })
+    }
+
+    /// Also read each object's tags in [`Bucket::head`], [`Bucket::head_all`] and
+    /// [`Bucket::fetch_all`] (one more request per object, where the store implements tagging).
+    pub fn read_tags_too(&mut self, yes: bool) {
+        self.with_tags = yes;
+    }
+
+    /// Whether [`Bucket::read_tags_too`] is on.
+    pub fn reads_tags(&self) -> bool {
+        self.with_tags
     }
 
     /// `s3://BUCKET`.
@@ -156,14 +188,30 @@ impl Bucket {
 
     /// An object's metadata, or `None` when there is no such object.
     pub fn head(&self, key: &str) -> Result<Option<ObjectMeta>, String> {
-        match self.rt.block_on(self.op.stat(key)) {
-            Ok(m) => Ok(Some(meta_of(&m))),
-            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!(
-                "reading the metadata of {}/{key}: {e}",
-                self.location
-            )),
+        self.rt.block_on(self.stat_one(key))
+    }
+
+    /// HEAD, then (when asked for, [`Bucket::read_tags_too`]) the tags of the version seen;
+    /// `None` when the object is gone.
+    async fn stat_one(&self, key: &str) -> Result<Option<ObjectMeta>, String> {
+        let mut meta = match self.op.stat(key).await {
+            Ok(m) => meta_of(&m),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(format!(
+                    "reading the metadata of {}/{key}: {e}",
+                    self.location
+                ))
+            }
+        };
+        if self.with_tags {
+            match self.read_tags(key, meta.version.as_deref()).await? {
+                TagRead::Tags(t) => meta.tags = Some(t),
+                TagRead::Gone => return Ok(None),
+                TagRead::Unsupported => {}
+            }
         }
+        Ok(Some(meta))
     }
 
     /// A reader of the object as it was when `meta` was taken (ranges conditional on its ETag,
@@ -203,23 +251,15 @@ impl Bucket {
         use futures_util::stream::{self, StreamExt};
         self.rt.block_on(
             stream::iter(keys)
-                .map(|key| async move {
-                    match self.op.stat(key).await {
-                        Ok(m) => Ok(Some(meta_of(&m))),
-                        Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
-                        Err(e) => Err(format!(
-                            "reading the metadata of {}/{key}: {e}",
-                            self.location
-                        )),
-                    }
-                })
+                .map(|key| self.stat_one(key))
                 .buffered(parallel.max(1))
                 .collect(),
         )
     }
 
-    /// Write small objects whole (key, content type and user metadata, body), up to
-    /// `parallel` at once; a result per object, in order.
+    /// Write small objects whole (key, content type and user metadata, body, then their tags
+    /// where they have any), up to `parallel` at once; a result per object, in order. Where
+    /// the store does not implement tagging, tags are not set and [`Bucket::tagging`] says so.
     pub fn put_all(
         &self,
         objects: Vec<(String, ObjectMeta, Vec<u8>)>,
@@ -237,7 +277,11 @@ impl Bucket {
                         w = w.user_metadata(meta.user.clone());
                     }
                     w.await
-                        .map_err(|e| format!("writing {}/{key}: {e}", self.location))
+                        .map_err(|e| format!("writing {}/{key}: {e}", self.location))?;
+                    if let Some(t) = meta.tags.as_ref().filter(|t| !t.is_empty()) {
+                        self.write_tags(&key, t).await?;
+                    }
+                    Ok(())
                 })
                 .buffered(parallel.max(1))
                 .collect(),
@@ -245,17 +289,9 @@ impl Bucket {
     }
 
     async fn fetch_one(&self, key: &str) -> Result<Fetched, String> {
-        let m = match self.op.stat(key).await {
-            Ok(m) => m,
-            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(format!(
-                    "reading the metadata of {}/{key}: {e}",
-                    self.location
-                ))
-            }
+        let Some(meta) = self.stat_one(key).await? else {
+            return Ok(None);
         };
-        let meta = meta_of(&m);
         let mut r = self.op.read_with(key);
         if let Some(e) = &meta.etag {
             r = r.if_match(e);
@@ -299,7 +335,8 @@ impl Bucket {
         Ok(b.to_vec())
     }
 
-    /// Write an object with its content type and user metadata (replacing any object there).
+    /// Write an object with its content type and user metadata, then its tags where it has
+    /// any (replacing any object there; see [`Bucket::put_all`] for stores without tagging).
     pub fn put(
         &self,
         key: &str,
@@ -319,6 +356,9 @@ impl Bucket {
             |data: Vec<u8>| -> Result<(), String> { self.rt.block_on(w.write(data)).map_err(fail) };
         body(&mut send)?;
         self.rt.block_on(w.close()).map_err(fail)?;
+        if let Some(t) = meta.tags.as_ref().filter(|t| !t.is_empty()) {
+            self.put_tags(key, t)?;
+        }
         Ok(())
     }
 }

@@ -16,6 +16,7 @@ pub mod bucket;
 pub mod bucket_versions;
 pub mod buckets;
 mod lock;
+pub mod tagging;
 mod versions;
 
 #[cfg(feature = "azblob")]

@@ -157,6 +157,10 @@ pub struct RawSource {
     /// Also keep every object version of a versioned bucket (`s3` sources; default false).
     #[serde(default)]
     pub versions: bool,
+    /// Also keep each object's tags (`s3` sources; default true: one `GetObjectTagging` per
+    /// object read, none where the store does not implement tagging).
+    #[serde(default)]
+    pub object_tags: Option<bool>,
     /// The journal directory (`journal` sources: `journalctl --directory`; default the
     /// system journal).
     #[serde(default)]

@@ -39,6 +39,8 @@ pub struct BucketSource {
     pub prefix: String,
     /// Also keep every object version (`versions = true`).
     pub versions: bool,
+    /// Also keep each object's tags (`object-tags`, default true).
+    pub tags: bool,
 }
 
 /// Why an `s3` source failed.
@@ -82,6 +84,19 @@ pub enum BucketError {
         /// The prefix listed.
         prefix: String,
     },
+    /// Objects were restored into a bucket whose store does not implement tagging, so the
+    /// tags they had are not set there.
+    #[error("{done}; but the tags of {count} objects could not be set, because the store of {target} does not implement object tagging (for example {keys:?}): the tags are in the recovery point; restore into a store with tagging, or into a directory (tags in .holdfast-s3-metadata.jsonl)")]
+    TagsLost {
+        /// The target.
+        target: String,
+        /// How many objects lost their tags.
+        count: usize,
+        /// The first few.
+        keys: Vec<String>,
+        /// What was restored.
+        done: String,
+    },
     /// Local I/O.
     #[error("{what} {path}: {source}")]
     Io {
@@ -122,6 +137,10 @@ pub struct Stored {
     /// User metadata.
     #[serde(default)]
     pub user: BTreeMap<String, String>,
+    /// Tags, when they were read (`None`: not read, because the source does not keep tags,
+    /// the store does not implement tagging, or the point was made before tags were kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<BTreeMap<String, String>>,
 }
 
 impl Stored {
@@ -147,6 +166,7 @@ impl Stored {
             version: self.version.clone(),
             content_type: self.content_type.clone(),
             user: self.user.clone(),
+            tags: self.tags.clone(),
         }
     }
 }
@@ -193,6 +213,7 @@ pub fn build(r: &RawSource) -> Result<Arc<dyn Source>, String> {
         s3,
         prefix,
         versions: r.versions,
+        tags: r.object_tags.unwrap_or(true),
     }))
 }
 
@@ -201,7 +222,9 @@ impl BucketSource {
         format!("s3://{}/{}", self.s3.bucket, self.prefix)
     }
     fn connect(&self) -> Result<Bucket, SourceError> {
-        Bucket::connect(&self.s3).map_err(store)
+        let mut b = Bucket::connect(&self.s3).map_err(store)?;
+        b.read_tags_too(self.tags);
+        Ok(b)
     }
 }
 
@@ -381,6 +404,15 @@ impl Source for BucketSource {
                         .join(", ")
                 ));
             }
+            if !r.tags_lost.is_empty() {
+                return Err(BucketError::TagsLost {
+                    target: target.to_string(),
+                    count: r.tags_lost.len(),
+                    keys: r.tags_lost.iter().take(DELETED_SHOWN).cloned().collect(),
+                    done: out.join("; "),
+                }
+                .into());
+            }
             let (index, _) = job.repo.load_index()?;
             if versions_root(job.repo, &index, &root)?.is_some() {
                 out.push(format!(
@@ -536,6 +568,7 @@ mod tests {
             version: Some("v1".into()),
             content_type: Some("text/plain".into()),
             user: [("owner".to_string(), "shop".to_string())].into(),
+            tags: Some([("class".to_string(), "gold".to_string())].into()),
         };
         let mut n = node("k", NodeKind::File, FileTime::from_nanos(0));
         assert_eq!(Stored::of(&n), None);

@@ -7,6 +7,7 @@ use std::io::Write;
 use std::path::Path;
 
 use holdfast_backend_opendal::bucket::{Bucket, ObjectMeta, RANGE};
+use holdfast_backend_opendal::tagging::Tagging;
 use holdfast_backend_opendal::S3Config;
 use holdfast_core::blob::BlobType;
 use holdfast_core::index::Index;
@@ -100,10 +101,19 @@ fn put_batch(
         let meta = Stored::of(n).unwrap_or_default();
         objects.push((to.clone(), meta.meta(n.size), body));
     }
-    for (r, (_, n)) in b.put_all(objects, PARALLEL).into_iter().zip(&batch) {
+    let tagged: Vec<bool> = objects.iter().map(|(_, m, _)| has_tags(m)).collect();
+    for ((r, (to, n)), tagged) in b
+        .put_all(objects, PARALLEL)
+        .into_iter()
+        .zip(&batch)
+        .zip(tagged)
+    {
         r.map_err(store)?;
         done.objects += 1;
         done.bytes += n.size;
+        if tagged {
+            done.tag_set(b, to);
+        }
     }
     Ok(())
 }
@@ -167,8 +177,24 @@ pub(crate) struct Restored {
     pub(crate) unchanged: u64,
     /// Object versions restored (into a directory).
     pub(crate) versions: u64,
+    /// Objects restored into a bucket without the tags they had (the store has no tagging).
+    pub(crate) tags_lost: Vec<String>,
     /// Key, BLAKE3 of the content read from the repository, size, ETag recorded.
     pub(crate) hashes: Vec<(String, blake3::Hash, u64, Option<String>)>,
+}
+
+/// Whether an object to write has tags.
+fn has_tags(m: &ObjectMeta) -> bool {
+    m.tags.as_ref().is_some_and(|t| !t.is_empty())
+}
+
+impl Restored {
+    /// After writing a tagged object: note it when the store could not take its tags.
+    fn tag_set(&mut self, b: &Bucket, key: &str) {
+        if b.tagging() == Tagging::Unsupported {
+            self.tags_lost.push(key.to_string());
+        }
+    }
 }
 
 impl BucketSource {
@@ -312,6 +338,9 @@ impl BucketSource {
             .map_err(|m| err.take().unwrap_or_else(|| store(m)))?;
             done.objects += 1;
             done.bytes += n.size;
+            if meta.tags.as_ref().is_some_and(|t| !t.is_empty()) {
+                done.tag_set(&b, &to);
+            }
             Ok(())
         })?;
         put_batch(&b, repo, &index, replace, &mut done, batch)?;

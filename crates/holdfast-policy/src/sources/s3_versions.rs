@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use holdfast_backend_opendal::bucket::{Bucket, ObjectMeta};
 use holdfast_backend_opendal::bucket_versions::ListedVersion;
+use holdfast_backend_opendal::tagging::TagRead;
 use holdfast_core::built::TreeWriter;
 use holdfast_core::id::Id;
 use holdfast_core::progress::Progress;
@@ -90,6 +91,22 @@ struct Store<'a, 'w> {
 }
 
 impl Store<'_, '_> {
+    /// The tags of one version, when the source keeps tags (none where the store has no
+    /// tagging, or the version is gone since it was listed).
+    fn version_tags(
+        &self,
+        key: &str,
+        version: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, SourceError> {
+        if !self.b.reads_tags() {
+            return Ok(None);
+        }
+        match self.b.tags(key, Some(version)).map_err(store)? {
+            TagRead::Tags(t) => Ok(Some(t)),
+            TagRead::Gone | TagRead::Unsupported => Ok(None),
+        }
+    }
+
     fn load(&self, id: Option<Id>) -> Result<HashMap<Vec<u8>, Node>, SourceError> {
         Ok(self.w.previous(id)?)
     }
@@ -155,6 +172,7 @@ impl Store<'_, '_> {
                 etag: v.etag.clone(),
                 last_modified: v.last_modified,
                 version: Some(v.version.clone()),
+                tags: self.version_tags(key, &v.version)?,
                 ..Default::default()
             };
             let mtime = FileTime::from_nanos(

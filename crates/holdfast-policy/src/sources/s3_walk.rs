@@ -10,6 +10,7 @@ use std::io::Cursor;
 
 use chrono::{DateTime, Utc};
 use holdfast_backend_opendal::bucket::{Bucket, Listed, ObjectMeta, RANGE};
+use holdfast_backend_opendal::tagging::TagRead;
 use holdfast_core::built::TreeWriter;
 use holdfast_core::id::Id;
 use holdfast_core::progress::Progress;
@@ -74,6 +75,9 @@ enum Action {
     Open(String),
     /// Keep the previous point's node of an unchanged object.
     Keep(Node),
+    /// Keep the previous point's node of an unchanged object, with the tags read for it now
+    /// (the previous point did not read them).
+    Retag(Node),
     /// Store the next object of the batch.
     Read(ToRead),
     /// Stream a large object.
@@ -175,9 +179,23 @@ impl Backup<'_, '_> {
                 && Stored::of(o).is_some_and(|s| s.etag.is_some() && s.etag == e.etag)
                 && self.w.reusable(&o.content)
         });
-        if let Some(o) = same {
+        if let Some(mut o) = same {
             self.walk.summary.files_unmodified += 1;
             self.walk.summary.total_bytes += o.size;
+            let mut stored = Stored::of(&o).unwrap_or_default();
+            match (self.b.reads_tags(), stored.tags.is_some()) {
+                (true, false) => {
+                    queue.tag_keys.push(e.key);
+                    queue.actions.push_back(Action::Retag(o));
+                    return;
+                }
+                (false, true) => {
+                    // Tags no longer kept: the point does not claim tags it did not read.
+                    stored.tags = None;
+                    o.xattrs = vec![stored.xattr()];
+                }
+                _ => {}
+            }
             queue.actions.push_back(Action::Keep(o));
             return;
         }
@@ -224,7 +242,14 @@ impl Backup<'_, '_> {
         building: &mut Vec<(String, Vec<Node>)>,
     ) -> Result<Option<Id>, SourceError> {
         let keys = std::mem::take(&mut queue.keys);
+        let tag_keys = std::mem::take(&mut queue.tag_keys);
         queue.bytes = 0;
+        let mut tags = if tag_keys.is_empty() {
+            Vec::new()
+        } else {
+            self.b.tags_all(&tag_keys, PARALLEL)
+        }
+        .into_iter();
         let mut fetched = if keys.is_empty() {
             Vec::new()
         } else {
@@ -235,6 +260,16 @@ impl Backup<'_, '_> {
             match a {
                 Action::Open(name) => building.push((name, Vec::new())),
                 Action::Keep(n) => building.last_mut().expect("open").1.push(n),
+                Action::Retag(mut n) => {
+                    let got = tags.next().expect("a result per key");
+                    if let TagRead::Tags(t) = got.map_err(store)? {
+                        let mut stored = Stored::of(&n).unwrap_or_default();
+                        stored.tags = Some(t);
+                        n.xattrs = vec![stored.xattr()];
+                    }
+                    // Gone since the listing, or no tagging: kept as listed, tags unread.
+                    building.last_mut().expect("open").1.push(n);
+                }
                 Action::Read(t) => {
                     let got = fetched.next().expect("a result per key");
                     let Some((meta, body)) = got.map_err(store)? else {
@@ -290,6 +325,7 @@ impl Backup<'_, '_> {
             version: meta.version.clone(),
             content_type: meta.content_type.clone(),
             user: meta.user.clone(),
+            tags: meta.tags.clone(),
         };
         let mtime = time_of(t.listed.last_modified, self.time_ns);
         let mut n = node(
@@ -309,13 +345,15 @@ impl Backup<'_, '_> {
 struct Queue {
     actions: VecDeque<Action>,
     keys: Vec<String>,
+    /// Keys of kept objects whose tags are read in the batch.
+    tag_keys: Vec<String>,
     bytes: u64,
 }
 
 impl Queue {
     /// Time to read the batch: enough objects, bytes or actions queued.
     fn full(&self) -> bool {
-        self.keys.len() >= BATCH_OBJECTS
+        self.keys.len() + self.tag_keys.len() >= BATCH_OBJECTS
             || self.bytes >= BATCH_BYTES
             || self.actions.len() >= BATCH_ACTIONS
     }
