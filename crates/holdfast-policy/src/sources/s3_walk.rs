@@ -69,6 +69,16 @@ fn time_of(t: Option<DateTime<Utc>>, default_ns: i64) -> FileTime {
     )
 }
 
+/// Whether two last-modified times are the same second, or one is unknown. A listing gives
+/// milliseconds, a HEAD whole seconds; an object written again with the same bytes keeps its
+/// ETag but not its last-modified, and may carry new metadata, so it is read again.
+fn same_second(recorded: Option<DateTime<Utc>>, listed: Option<DateTime<Utc>>) -> bool {
+    match (recorded, listed) {
+        (Some(a), Some(b)) => a.timestamp() == b.timestamp(),
+        _ => true,
+    }
+}
+
 /// What to do, in listing order, when the queued reads are done.
 enum Action {
     /// Open a directory named `name` in the top one.
@@ -176,7 +186,11 @@ impl Backup<'_, '_> {
         let same = old.filter(|o| {
             o.kind == NodeKind::File
                 && o.size == e.size
-                && Stored::of(o).is_some_and(|s| s.etag.is_some() && s.etag == e.etag)
+                && Stored::of(o).is_some_and(|s| {
+                    s.etag.is_some()
+                        && s.etag == e.etag
+                        && same_second(s.last_modified, e.last_modified)
+                })
                 && self.w.reusable(&o.content)
         });
         if let Some(mut o) = same {
@@ -337,6 +351,41 @@ impl Backup<'_, '_> {
         n.content = content;
         n.xattrs = vec![stored.xattr()];
         n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_modified_is_compared_to_the_second() {
+        let t = |s: &str| Some(s.parse::<DateTime<Utc>>().unwrap());
+        for (recorded, listed, same) in [
+            (
+                t("2026-12-01T10:00:00Z"),
+                t("2026-12-01T10:00:00.734Z"),
+                true,
+            ),
+            (
+                t("2026-12-01T10:00:00Z"),
+                t("2026-12-01T10:00:01.000Z"),
+                false,
+            ),
+            (
+                t("2026-12-01T10:00:05Z"),
+                t("2026-12-01T10:00:04.999Z"),
+                false,
+            ),
+            (None, t("2026-12-01T10:00:00Z"), true),
+            (t("2026-12-01T10:00:00Z"), None, true),
+        ] {
+            assert_eq!(
+                same_second(recorded, listed),
+                same,
+                "{recorded:?} {listed:?}"
+            );
+        }
     }
 }
 
