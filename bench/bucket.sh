@@ -8,7 +8,8 @@
 #
 # usage: bench/bucket.sh [SMALL] [LARGE]
 # Environment: HOLDFAST_BIN (default target/release/holdfast, built if missing),
-#   HOLDFAST_BENCH_SHM (default /dev/shm/holdfast-bench-bucket, removed at the end).
+#   HOLDFAST_BENCH_SHM (default /dev/shm/holdfast-bench-bucket, removed at the end),
+#   HOLDFAST_BENCH_BUCKET_RESTORES (default 1; 0: backups only, for the memory of large counts).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$here")
@@ -76,10 +77,12 @@ protect no-change
 "$fill" change "$prefix" "$small"
 "$fill" delete "$prefix" "$small"
 protect "1%-changed"
+if [ "${HOLDFAST_BENCH_BUCKET_RESTORES:-1}" = 1 ]; then
 phase restore-dir "$hf" restore --source objects --target "$shm/out"
 rm -rf "$shm/out"
 phase restore-bucket "$hf" restore --source objects --target "s3://$HOLDFAST_TEST_BUCKET/bench/restored/"
 phase drill "$hf" drill objects
+fi
 
 echo "bucket source: $small small objects (200..3200 B), $large x 20 MiB, Garage 3 nodes RF3 (filled in ${fill_s}s)"
 cat "$shm/table"

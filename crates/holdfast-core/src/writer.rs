@@ -28,8 +28,9 @@ pub const INDEX_EVERY: usize = 8;
 /// What a writer stored.
 #[derive(Debug, Default)]
 pub struct WriterStats {
-    /// Packs written, with their entries.
-    pub packs: Vec<(Id, Vec<PackEntry>)>,
+    /// Packs written (their entries are in the index files written, not kept here: memory
+    /// holds a pack id per pack, not an entry per blob).
+    pub packs: Vec<Id>,
     /// Index files written.
     pub index_files: Vec<Id>,
     /// Bytes of packs written.
@@ -79,7 +80,7 @@ impl BlobWriter {
                     let full = {
                         let mut st = stats.lock().unwrap_or_else(|p| p.into_inner());
                         st.bytes += s.bytes.len() as u64;
-                        st.packs.push((s.id, s.entries.clone()));
+                        st.packs.push(s.id);
                         let mut p = pending.lock().unwrap_or_else(|p| p.into_inner());
                         p.push((s.id, s.entries));
                         (p.len() >= INDEX_EVERY).then(|| std::mem::take(&mut *p))
@@ -291,7 +292,7 @@ impl<'a> Dedup<'a> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        out.extend(stats.packs.iter().map(|(p, _)| *p));
+        out.extend(stats.packs.iter().copied());
         out
     }
 
