@@ -618,6 +618,8 @@ fn versioned_bucket_keeps_every_version() {
     let big = bytes(77, 9 << 20);
     put(&b, "src/big", &big, None, &[]);
     all.push(("big".into(), big));
+    let tags: Tags = [("stage".to_string(), "final".to_string())].into();
+    assert!(b.put_tags("src/big", &tags).unwrap());
     b.delete("src/v/gone").unwrap();
     let s = Setup {
         dir: tempfile::tempdir().unwrap(),
@@ -677,6 +679,20 @@ fn versioned_bucket_keeps_every_version() {
     got.sort();
     assert_eq!(got.len(), 7);
     assert!(got == all, "restored versions differ from what was written");
+    // Each version's tags, read with its version id: big's only version has them.
+    let side = fs::read_to_string(out.join(".holdfast-s3-metadata.jsonl")).unwrap();
+    let tagged: Vec<Value> = side
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["meta"]["tags"]["stage"] == "final")
+        .collect();
+    assert_eq!(tagged.len(), 2, "big and its one version: {side}");
+    assert!(
+        tagged
+            .iter()
+            .all(|v| v["key"].as_str().unwrap().contains("big")),
+        "{side}"
+    );
     // The drill compares every object and version.
     let o = s.cmd(&["--json", "drill", "objects"]).output().unwrap();
     let said = String::from_utf8_lossy(&o.stdout).into_owned();
