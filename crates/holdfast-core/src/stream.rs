@@ -287,7 +287,9 @@ pub fn backup_contents(
                     Some(a) => crate::volume::extents_of(a, v.size, p.min as u64),
                     None => crate::volume::extents(v.file, v.size, p.min as u64),
                 }
-                .map_err(|e| Error::io("finding the allocated extents of", Path::new(&v.name), e))?;
+                .map_err(|e| {
+                    Error::io("finding the allocated extents of", Path::new(&v.name), e)
+                })?;
                 let read: u64 = ext.iter().filter(|e| e.data).map(|e| e.len).sum();
                 let pieces = crate::volume::pieces(
                     &dedup,

@@ -400,18 +400,45 @@ mod tests {
         assert_eq!(
             ext,
             vec![
-                Extent { start: 0, len: k, data: true },
-                Extent { start: k, len: 9 * k, data: false },
-                Extent { start: 10 * k, len: 2 * k, data: true },
-                Extent { start: 12 * k, len: 8 * k, data: false },
+                Extent {
+                    start: 0,
+                    len: k,
+                    data: true
+                },
+                Extent {
+                    start: k,
+                    len: 9 * k,
+                    data: false
+                },
+                Extent {
+                    start: 10 * k,
+                    len: 2 * k,
+                    data: true
+                },
+                Extent {
+                    start: 12 * k,
+                    len: 8 * k,
+                    data: false
+                },
             ]
         );
         // A short hole between two ranges is read as data.
         let ext = extents_of(&[(0, k), (2 * k, 3 * k)], 3 * k, 2 * k).unwrap();
-        assert_eq!(ext, vec![Extent { start: 0, len: 3 * k, data: true }]);
+        assert_eq!(
+            ext,
+            vec![Extent {
+                start: 0,
+                len: 3 * k,
+                data: true
+            }]
+        );
         assert_eq!(
             extents_of(&[], 5, 1).unwrap(),
-            vec![Extent { start: 0, len: 5, data: false }]
+            vec![Extent {
+                start: 0,
+                len: 5,
+                data: false
+            }]
         );
         for bad in [
             vec![(0, 2 * k), (k, 3 * k)],

@@ -33,9 +33,12 @@ fn sh(cmd: &str) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
+/// `(origin_block, data_block, length)`; length 0: a single block.
+type Mapping = (u64, u64, u64);
+
 /// Pool metadata XML: each device `(dev_id, mappings)`, a mapping `(origin_block, data_block,
 /// length)` written as a `range_mapping`, or a `single_mapping` when its length is 0.
-fn pool_xml(devices: &[(u64, Vec<(u64, u64, u64)>)]) -> String {
+fn pool_xml(devices: &[(u64, Vec<Mapping>)]) -> String {
     let mut x = String::from("<superblock uuid=\"\" time=\"1\" transaction=\"3\" flags=\"0\" version=\"2\" data_block_size=\"128\" nr_data_blocks=\"100000\">\n");
     for (id, maps) in devices {
         let n: u64 = maps.iter().map(|m| m.2.max(1)).sum();
@@ -153,16 +156,13 @@ fn summaries(w: &W) -> Vec<Value> {
 /// [`pool_xml`]), backed up through the thin extents thin_dump gives for it, restored with
 /// the CLI: returns the scratch fixture, the restored image's path, the expected image's,
 /// and the seconds the backup took.
-fn thin_round_trip(blocks: u64, maps: Vec<(u64, u64, u64)>) -> (W, PathBuf, PathBuf, f64) {
+fn thin_round_trip(blocks: u64, maps: Vec<Mapping>) -> (W, PathBuf, PathBuf, f64) {
     let w = W::new();
     let size = blocks * BLOCK;
     let (img, want) = (w.path("thin.img"), w.path("want.img"));
     let (f, g) = (File::create(&img).unwrap(), File::create(&want).unwrap());
     g.set_len(size).unwrap();
-    let mapped = |b: u64| {
-        maps.iter()
-            .any(|&(o, _, l)| (o..o + l.max(1)).contains(&b))
-    };
+    let mapped = |b: u64| maps.iter().any(|&(o, _, l)| (o..o + l.max(1)).contains(&b));
     let mut junk = vec![0xa5u8; BLOCK as usize];
     for b in 0..blocks {
         if mapped(b) {
@@ -269,7 +269,10 @@ fn device_mapper() -> Result<(), String> {
     if Path::new("/dev/mapper/control").exists() {
         return Ok(());
     }
-    Err("this kernel has no device-mapper (no /dev/mapper/control; modprobe dm_mod dm_thin_pool)".into())
+    Err(
+        "this kernel has no device-mapper (no /dev/mapper/control; modprobe dm_mod dm_thin_pool)"
+            .into(),
+    )
 }
 
 /// A real thin pool on a loop device: a thin volume with a few MiB written, backed up (plain

@@ -320,7 +320,10 @@ mod tests {
                 "<device dev_id=\"1\" mapped_blocks=\"{n}\" transaction=\"0\" creation_time=\"0\" snap_time=\"0\">\n{m}</device>\n"
             ))
         };
-        let good = dev("<range_mapping origin_begin=\"2\" data_begin=\"0\" length=\"2\" time=\"0\"/>\n", 2);
+        let good = dev(
+            "<range_mapping origin_begin=\"2\" data_begin=\"0\" length=\"2\" time=\"0\"/>\n",
+            2,
+        );
         let cut = &good[..good.len() / 2];
         let cases: Vec<(String, &str)> = vec![
             (cut.to_string(), ""),
@@ -349,7 +352,11 @@ mod tests {
         ];
         for (x, why) in cases {
             let e = parse(x.as_bytes(), 1, 64 * K64).expect_err(&x[..x.len().min(300)]);
-            assert!(e.to_string().contains(why), "{e} for {:?}", &x[..x.len().min(300)]);
+            assert!(
+                e.to_string().contains(why),
+                "{e} for {:?}",
+                &x[..x.len().min(300)]
+            );
         }
         assert_eq!(
             parse(good.as_bytes(), 1, 64 * K64).unwrap(),

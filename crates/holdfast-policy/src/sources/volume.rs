@@ -377,7 +377,15 @@ impl Source for VolumeSource {
             (Some(mnt), _) => {
                 let (id, w) =
                     volume_freeze::frozen(name, &self.path, mnt, self.freeze_timeout, |thaw| {
-                        backup_volume(job.repo, &self.path, &opts, &file, job.progress, Detect, thaw)
+                        backup_volume(
+                            job.repo,
+                            &self.path,
+                            &opts,
+                            &file,
+                            job.progress,
+                            Detect,
+                            thaw,
+                        )
                     })
                     .map_err(VolumeError::from)?;
                 skipped.extend(w);

@@ -17,6 +17,9 @@ use std::process::{Command, Stdio};
 
 use super::thin_xml::{self, ThinXmlError};
 
+/// Allocated byte ranges `[start, end)`, in order.
+pub type Ranges = Vec<(u64, u64)>;
+
 /// A thin logical volume, as `lvs` describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ThinLv {
@@ -140,7 +143,7 @@ pub fn dm_name(vg: &str, lv: &str) -> String {
 
 /// Run `thin_dump` with `args` and read device `dev_id`'s mappings (of a `size`-byte device)
 /// from its output as it streams; its standard error is kept (bounded) for the error.
-pub fn dump(args: &[&str], dev_id: u64, size: u64) -> Result<Vec<(u64, u64)>, ThinError> {
+pub fn dump(args: &[&str], dev_id: u64, size: u64) -> Result<Ranges, ThinError> {
     let cmd = format!("thin_dump {}", args.join(" "));
     let fail = |why: String| ThinError::Command {
         cmd: cmd.clone(),
@@ -152,7 +155,11 @@ pub fn dump(args: &[&str], dev_id: u64, size: u64) -> Result<Vec<(u64, u64)>, Th
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| fail(format!("cannot run it (install thin-provisioning-tools): {e}")))?;
+        .map_err(|e| {
+            fail(format!(
+                "cannot run it (install thin-provisioning-tools): {e}"
+            ))
+        })?;
     let mut err = child.stderr.take();
     let errs = std::thread::spawn(move || {
         let mut s = Vec::new();
@@ -204,7 +211,7 @@ fn lock(dir: &Path, tpool: &str) -> std::io::Result<PoolLock> {
 
 /// The allocated byte ranges of the thin volume `thin` (a `size`-byte device), from its pool's
 /// metadata snapshot; warnings (a stale reservation released) are returned alongside.
-pub fn mapped(thin: &ThinLv, size: u64) -> Result<(Vec<(u64, u64)>, Vec<String>), ThinError> {
+pub fn mapped(thin: &ThinLv, size: u64) -> Result<(Ranges, Vec<String>), ThinError> {
     let tpool = format!("{}-tpool", dm_name(&thin.vg, &thin.pool));
     let tmeta = format!("/dev/mapper/{}_tmeta", dm_name(&thin.vg, &thin.pool));
     let mut warnings = Vec::new();
@@ -268,7 +275,7 @@ pub fn mapped(thin: &ThinLv, size: u64) -> Result<(Vec<(u64, u64)>, Vec<String>)
 /// The allocated ranges of the block device at `path` if it is a thin logical volume:
 /// `(None, [])` when it is not thin; `(None, warnings)` when it is but its mappings could not
 /// be read (then all of it is read, and the warning says so, loudly); `(Some(ranges), ...)`.
-pub fn allocated(path: &Path, size: u64) -> (Option<Vec<(u64, u64)>>, Vec<String>) {
+pub fn allocated(path: &Path, size: u64) -> (Option<Ranges>, Vec<String>) {
     let r = thin_lv(path).and_then(|t| match t {
         None => Ok(None),
         Some(t) => mapped(&t, size).map(Some),

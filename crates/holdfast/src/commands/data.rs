@@ -209,11 +209,13 @@ fn device_contents(
     }
     print_lock(g, &lock);
     // The warnings (a thin volume read whole) were printed to standard error as they arose.
-    Ok(if matches!(lock, AfterWrite::Failed(_)) || !warnings.is_empty() {
-        exit::WARNINGS
-    } else {
-        exit::OK
-    })
+    Ok(
+        if matches!(lock, AfterWrite::Failed(_)) || !warnings.is_empty() {
+            exit::WARNINGS
+        } else {
+            exit::OK
+        },
+    )
 }
 
 /// Print what extending the store's Object Lock after a write did.
