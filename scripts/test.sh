@@ -16,6 +16,9 @@ command -v mkfs.ext4 >/dev/null || need_apt+=(e2fsprogs)
 # Path sources with snapshot = "btrfs" (tests/btrfs.rs, as root): mkfs.btrfs and btrfs subvolume.
 command -v mkfs.btrfs >/dev/null || need_apt+=(btrfs-progs)
 command -v lvcreate >/dev/null || need_apt+=(lvm2)
+# Thin logical volumes: thin_dump reads a pool's mappings; the tests (tests/volume_thin.rs) build
+# real pool metadata with thin_restore and read it back with thin_dump, no device-mapper needed.
+command -v thin_dump >/dev/null && command -v thin_restore >/dev/null || need_apt+=(thin-provisioning-tools)
 # Journal source tests (tests/journal.rs): real journal files written by systemd-journal-remote.
 [ -x /usr/lib/systemd/systemd-journal-remote ] || [ -x /lib/systemd/systemd-journal-remote ] || need_apt+=(systemd-journal-remote)
 # Real database servers for the source tests (each test starts its own throwaway server).

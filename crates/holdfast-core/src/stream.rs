@@ -199,6 +199,10 @@ pub struct VolumeItem<'a> {
     pub file: &'a std::fs::File,
     /// Its size in bytes ([`crate::volume::size`]).
     pub size: u64,
+    /// Its allocated byte ranges `[start, end)` when something other than the file knows them
+    /// (a thin logical volume's pool mappings; [`crate::volume::extents_of`]): only these are
+    /// read. `None`: ask the file ([`crate::volume::extents`], `SEEK_DATA`/`SEEK_HOLE`).
+    pub allocated: Option<Vec<(u64, u64)>>,
     /// Called once every extent is read, before the snapshot is recorded: reports whether the
     /// capture is consistent (e.g. the file system stayed frozen; thaw it here), with why not.
     pub finish: Box<dyn FnOnce() -> std::result::Result<(), String> + 'a>,
@@ -279,7 +283,11 @@ pub fn backup_contents(
                 (item.name, content, size, size)
             }
             Content::Volume(v) => {
-                let ext = crate::volume::extents(v.file, v.size, p.min as u64).map_err(|e| {
+                let ext = match &v.allocated {
+                    Some(a) => crate::volume::extents_of(a, v.size, p.min as u64),
+                    None => crate::volume::extents(v.file, v.size, p.min as u64),
+                }
+                .map_err(|e| {
                     Error::io("finding the allocated extents of", Path::new(&v.name), e)
                 })?;
                 let read: u64 = ext.iter().filter(|e| e.data).map(|e| e.len).sum();

@@ -84,7 +84,33 @@ pub fn extents(f: &File, size: u64, min_hole: u64) -> io::Result<Vec<Extent>> {
         raw.push((data, hole.max(data + 1).min(size)));
         pos = hole.max(data + 1);
     }
-    // Merge data runs separated by short holes, then fill the gaps with holes.
+    Ok(fill(raw, size, min_hole))
+}
+
+/// The extents of a volume of `size` bytes whose allocated byte ranges `[start, end)` are known
+/// from elsewhere (a thin pool's mappings, see `holdfast-policy`'s thin volumes): those ranges
+/// are data, the rest holes, as [`extents`] makes them. The ranges must be in order, not
+/// overlapping and inside the volume; anything else is refused (`InvalidInput`), never
+/// guessed at.
+pub fn extents_of(data: &[(u64, u64)], size: u64, min_hole: u64) -> io::Result<Vec<Extent>> {
+    let mut at = 0u64;
+    for &(s, e) in data {
+        if s < at || e <= s || e > size {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "allocated range {s}..{e} of a {size}-byte volume is empty, out of order, overlapping or past its end"
+                ),
+            ));
+        }
+        at = e;
+    }
+    Ok(fill(data.to_vec(), size, min_hole))
+}
+
+/// Data runs in order, separated by holes shorter than `min_hole` merged, then the gaps filled
+/// with holes, covering `[0, size)`.
+fn fill(raw: Vec<(u64, u64)>, size: u64, min_hole: u64) -> Vec<Extent> {
     let mut merged: Vec<(u64, u64)> = Vec::new();
     for (s, e) in raw {
         match merged.last_mut() {
@@ -116,7 +142,7 @@ pub fn extents(f: &File, size: u64, min_hole: u64) -> io::Result<Vec<Extent>> {
             data: false,
         });
     }
-    Ok(out)
+    out
 }
 
 /// Reads `[start, end)` of a file with `pread`, so several extents share one descriptor.
@@ -364,5 +390,64 @@ mod tests {
         assert_eq!(ext.len(), 1);
         assert!(ext[0].data);
         assert!(extents(&f, 0, 4096).unwrap().is_empty());
+    }
+
+    #[test]
+    fn known_ranges_become_data_and_the_rest_holes_and_bad_ranges_are_refused() {
+        let k = 1u64 << 16;
+        let ext = extents_of(&[(0, k), (10 * k, 12 * k)], 20 * k, 4096).unwrap();
+        covers(&ext, 20 * k);
+        assert_eq!(
+            ext,
+            vec![
+                Extent {
+                    start: 0,
+                    len: k,
+                    data: true
+                },
+                Extent {
+                    start: k,
+                    len: 9 * k,
+                    data: false
+                },
+                Extent {
+                    start: 10 * k,
+                    len: 2 * k,
+                    data: true
+                },
+                Extent {
+                    start: 12 * k,
+                    len: 8 * k,
+                    data: false
+                },
+            ]
+        );
+        // A short hole between two ranges is read as data.
+        let ext = extents_of(&[(0, k), (2 * k, 3 * k)], 3 * k, 2 * k).unwrap();
+        assert_eq!(
+            ext,
+            vec![Extent {
+                start: 0,
+                len: 3 * k,
+                data: true
+            }]
+        );
+        assert_eq!(
+            extents_of(&[], 5, 1).unwrap(),
+            vec![Extent {
+                start: 0,
+                len: 5,
+                data: false
+            }]
+        );
+        for bad in [
+            vec![(0, 2 * k), (k, 3 * k)],
+            vec![(2 * k, 3 * k), (0, k)],
+            vec![(0, 21 * k)],
+            vec![(k, k)],
+        ] {
+            let e = extents_of(&bad, 20 * k, 4096).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{bad:?}");
+        }
     }
 }

@@ -44,10 +44,12 @@ mod scratch;
 mod sqlite;
 pub mod sqlite_restore;
 pub mod sqlite_wal;
+pub mod thin_xml;
 mod tool;
 pub mod volume;
 mod volume_freeze;
 mod volume_lvm;
+pub mod volume_thin;
 
 pub mod my_scratch;
 pub mod pg_scratch;

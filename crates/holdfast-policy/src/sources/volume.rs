@@ -162,8 +162,20 @@ fn file_name(name: &str) -> String {
     format!("{name}.img")
 }
 
+/// Which parts of a volume are read.
+#[derive(Debug, Clone)]
+pub enum Allocation {
+    /// Ask the volume: a thin logical volume's pool mappings ([`super::volume_thin`]), else
+    /// `SEEK_DATA`/`SEEK_HOLE` (all of it where the device does not say).
+    Detect,
+    /// These byte ranges `[start, end)` (in order, inside the volume) are its data; the rest
+    /// reads as zeros and is recorded as holes without being read.
+    Known(Vec<(u64, u64)>),
+}
+
 /// Back up a device or image as `DIR/FILE` of a new snapshot (also `holdfast backup
-/// --device-contents`).
+/// --device-contents`); returns the snapshot and warnings (e.g. a thin volume read whole
+/// because its mappings could not be read).
 /// `finish` runs once the volume is read, before the snapshot is recorded (see
 /// [`VolumeItem::finish`]).
 pub fn backup_volume<'a>(
@@ -172,8 +184,9 @@ pub fn backup_volume<'a>(
     opts: &StreamOptions,
     file: &str,
     progress: &dyn holdfast_core::progress::Progress,
+    alloc: Allocation,
     finish: Box<dyn FnOnce() -> Result<(), String> + 'a>,
-) -> Result<holdfast_core::Id, VolumeError> {
+) -> Result<(holdfast_core::Id, Vec<String>), VolumeError> {
     let f = File::open(path).map_err(io("opening", path))?;
     let m = f.metadata().map_err(io("reading", path))?;
     if !(m.file_type().is_block_device() || m.is_file()) {
@@ -187,14 +200,22 @@ pub fn backup_volume<'a>(
         unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
     }
     let size = volume::size(&f).map_err(io("finding the size of", path))?;
+    let (allocated, warnings) = match alloc {
+        Allocation::Known(r) => (Some(r), Vec::new()),
+        Allocation::Detect if m.file_type().is_block_device() => {
+            super::volume_thin::allocated(path, size)
+        }
+        Allocation::Detect => (None, Vec::new()),
+    };
     let item = Content::Volume(VolumeItem {
         name: file.to_string(),
         file: &f,
         size,
+        allocated,
         finish,
     });
     let (id, _) = stream::backup_contents(repo, opts, vec![item], progress)?;
-    Ok(id)
+    Ok((id, warnings))
 }
 
 /// `MAJOR:MINOR` of a device number (glibc's `gnu_dev_major`/`gnu_dev_minor` encoding).
@@ -336,10 +357,11 @@ impl Source for VolumeSource {
             log: None,
         };
         let file = file_name(name);
+        use Allocation::Detect;
         let id = match (&self.freeze, &self.lvm) {
             (None, Some(size)) => {
                 super::volume_lvm::with_snapshot(name, &self.path, size.as_deref(), |dev, check| {
-                    backup_volume(job.repo, dev, &opts, &file, job.progress, check)
+                    backup_volume(job.repo, dev, &opts, &file, job.progress, Detect, check)
                 })
                 .map_err(VolumeError::from)??
             }
@@ -349,18 +371,29 @@ impl Source for VolumeSource {
                 &opts,
                 &file,
                 job.progress,
+                Detect,
                 Box::new(|| Ok(())),
             )?,
             (Some(mnt), _) => {
                 let (id, w) =
                     volume_freeze::frozen(name, &self.path, mnt, self.freeze_timeout, |thaw| {
-                        backup_volume(job.repo, &self.path, &opts, &file, job.progress, thaw)
+                        backup_volume(
+                            job.repo,
+                            &self.path,
+                            &opts,
+                            &file,
+                            job.progress,
+                            Detect,
+                            thaw,
+                        )
                     })
                     .map_err(VolumeError::from)?;
                 skipped.extend(w);
                 id?
             }
         };
+        let (id, w) = id;
+        skipped.extend(w);
         Ok(Backed {
             snapshot: Some(id),
             skipped,

@@ -102,6 +102,14 @@ pub fn vg_lv(path: &Path) -> Result<(String, String), LvmError> {
     }
 }
 
+/// Whether `lvs -o lv_attr,origin` describes a snapshot: a classic one (`s`, `S`: invalid)
+/// or a thin volume with an origin.
+fn is_snapshot(out: &str) -> bool {
+    let mut it = out.split_whitespace();
+    let attr = it.next().unwrap_or("");
+    attr.starts_with('s') || attr.starts_with('S') || attr.starts_with('V') && it.next().is_some()
+}
+
 /// Remove a snapshot a killed run left (found by its record); returns the warnings (also
 /// printed to standard error).
 pub fn remove_stale(name: &str) -> Vec<String> {
@@ -119,9 +127,11 @@ pub fn remove_stale(name: &str) -> Vec<String> {
             rec.display()
         )
     } else {
-        match lvm(&["lvs", "--noheadings", "-o", "lv_attr", &full]) {
+        match lvm(&["lvs", "--noheadings", "-o", "lv_attr,origin", &full]) {
             Err(_) => format!("WARNING: an earlier backup of {name} was interrupted; its LVM snapshot {full} is already gone"),
-            Ok(attr) if !attr.starts_with('s') && !attr.starts_with('S') => format!(
+            // A classic snapshot's attributes start `s`/`S`; a thin snapshot is a thin volume
+            // (`V`) with an origin.
+            Ok(attr) if !is_snapshot(&attr) => format!(
                 "WARNING: {full} is not a snapshot (attributes {attr}): left alone"
             ),
             Ok(_) => match lvm(&["lvremove", "-y", &full]) {
@@ -165,8 +175,13 @@ pub fn with_snapshot<T>(
         "--permission",
         "r",
     ];
+    // Of a thin volume, a snapshot without a size is a thin snapshot in the same pool (itself a
+    // thin volume, whose mappings are then read; activated, as lvcreate would skip it); with
+    // snapshot-size it is a classic copy-on-write one, read whole.
+    let thin = matches!(super::volume_thin::thin_lv(path), Ok(Some(_)));
     match size {
         Some(s) => args.extend(["-L", s]),
+        None if thin => args.extend(["--setactivationskip", "n"]),
         None => args.extend(["-l", "20%ORIGIN"]),
     }
     args.push(&origin);
@@ -189,4 +204,17 @@ pub fn with_snapshot<T>(
     lvm(&["lvremove", "-y", &full])?;
     let _ = fs::remove_file(&rec);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn classic_and_thin_snapshots_are_snapshots_and_nothing_else_is() {
+        assert!(super::is_snapshot("swi-a-s--- data"));
+        assert!(super::is_snapshot("Swi-I-s--- data"));
+        assert!(super::is_snapshot("Vri-a-tz-k data"));
+        assert!(!super::is_snapshot("Vwi-a-tz--"));
+        assert!(!super::is_snapshot("-wi-a-----"));
+        assert!(!super::is_snapshot(""));
+    }
 }

@@ -175,12 +175,13 @@ fn device_contents(
         time,
         log: None,
     };
-    let id = holdfast_policy::sources::volume::backup_volume(
+    let (id, warnings) = holdfast_policy::sources::volume::backup_volume(
         repo,
         &path,
         &opts,
         &format!("{name}.img"),
         progress,
+        holdfast_policy::sources::volume::Allocation::Detect,
         Box::new(|| Ok(())),
     )?;
     let lock = rt()?.lock_after_write(repo);
@@ -207,11 +208,14 @@ fn device_contents(
         outln!("snapshot {} saved", id.short());
     }
     print_lock(g, &lock);
-    Ok(if matches!(lock, AfterWrite::Failed(_)) {
-        exit::WARNINGS
-    } else {
-        exit::OK
-    })
+    // The warnings (a thin volume read whole) were printed to standard error as they arose.
+    Ok(
+        if matches!(lock, AfterWrite::Failed(_)) || !warnings.is_empty() {
+            exit::WARNINGS
+        } else {
+            exit::OK
+        },
+    )
 }
 
 /// Print what extending the store's Object Lock after a write did.
