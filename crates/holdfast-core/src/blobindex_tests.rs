@@ -120,6 +120,9 @@ fn pack(i: u8) -> Id {
 }
 
 proptest! {
+    // Each case merges and filters many times over the 2^16 buckets: fewer cases, in debug.
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
     /// Random adds (with duplicates within and across packs, enough to merge the recent part
     /// many times) and removals of packs: the index answers as the model.
     #[test]
@@ -162,15 +165,19 @@ proptest! {
     }
 
     /// Built at once from unsorted entries (as a load does): the same blobs, every copy kept
-    /// once, and `get` gives one of the blob's copies.
+    /// once, and `get` gives one of the blob's copies; then added to, merged and filtered.
     #[test]
-    fn built_at_once_holds_every_copy(es in proptest::collection::vec((0u8..30, 0u8..5, 0u32..1000), 0..200)) {
+    fn built_at_once_holds_every_copy(
+        es in proptest::collection::vec((0u8..30, 0u8..5, 0u32..1000), 0..200),
+        more in proptest::collection::vec((0u8..40, 0u8..6), 0..60),
+    ) {
         let packs: Vec<Id> = (0..5).map(pack).collect();
-        let mk = |&(b, p, off): &(u8, u8, u32)| {
-            let e = PackEntry { blob_type: BlobType::Data, id: blob(b), offset: off, length: 50, raw_len: 20 };
-            Entry::<32>::new(&e.id, p as u32, &e)
-        };
-        let idx = Index::from_parts(packs.clone(), None, Some(es.iter().map(mk).collect()));
+        let pe = |b: u8, off: u32| PackEntry { blob_type: BlobType::Data, id: blob(b), offset: off, length: 50, raw_len: 20 };
+        // Split into parts at arbitrary points, as per-file decoding does.
+        let full: Vec<Vec<Keyed<30>>> = es.chunks(7).map(|c| c.iter().map(|&(b, p, off)| keyed(&blob(b), p as u32, &pe(b, off))).collect()).collect();
+        let compact: Vec<Vec<Keyed<14>>> = es.chunks(5).map(|c| c.iter().map(|&(b, p, off)| keyed(&blob(b), p as u32, &pe(b, off))).collect()).collect();
+        let mut idx = Index::from_full(packs.clone(), full);
+        let mut cidx = Index::from_compact(packs, compact, vec![]);
         let mut want: Vec<(Id, u32)> = es.iter().map(|&(b, p, _)| (blob(b), p as u32)).collect();
         want.sort();
         want.dedup();
@@ -179,26 +186,38 @@ proptest! {
         prop_assert_eq!(&got, &want);
         let distinct: HashSet<Id> = want.iter().map(|w| w.0).collect();
         prop_assert_eq!(idx.len(), distinct.len());
+        prop_assert_eq!(cidx.len(), distinct.len());
         for (b, _) in &want {
             let (p, l) = idx.get(b).unwrap();
             prop_assert!(want.contains(&(*b, l.pack)));
-            prop_assert_eq!(p, packs[l.pack as usize]);
+            prop_assert_eq!(p, idx.packs()[l.pack as usize]);
+            prop_assert_eq!(cidx.get(b), idx.get(b));
         }
-        let compact = Index::from_parts(packs, Some((es.iter().map(|e| {
-            let f = mk(e);
-            Entry::<16> { key: f.key[..16].try_into().unwrap(), loc: f.loc }
-        }).collect(), HashSet::new())), None);
-        prop_assert_eq!(compact.len(), idx.len());
-        for (b, _) in &want {
-            prop_assert_eq!(compact.get(b), idx.get(b));
+        // Adds after the load (merged in place) and a filter agree between the modes and
+        // keep every copy.
+        for &(b, p) in &more {
+            idx.add_pack(pack(p), &[pe(b, 7)]);
+            cidx.add_pack(pack(p), &[pe(b, 7)]);
+        }
+        let drop: HashSet<Id> = [pack(1)].into_iter().collect();
+        for ix in [idx.clone(), idx.without_packs(&drop)] {
+            let c = if ix.packs().contains(&pack(1)) { cidx.clone() } else { cidx.without_packs(&drop) };
+            prop_assert_eq!(c.len(), ix.len());
+            prop_assert_eq!(c.packs(), ix.packs());
+            for b in (0..40).map(blob) {
+                prop_assert_eq!(c.get(&b), ix.get(&b));
+                prop_assert_eq!(c.locations(&b), ix.locations(&b));
+            }
+            let copies: usize = (0..40).map(|b| ix.locations(&blob(b)).len()).sum();
+            prop_assert_eq!(ix.iter_all().count(), copies);
         }
     }
 }
 
 #[test]
-fn entries_are_32_bytes_in_a_compact_index() {
-    assert_eq!(std::mem::size_of::<Entry<16>>(), 32);
-    assert_eq!(std::mem::size_of::<Entry<32>>(), 48);
+fn entries_are_30_bytes_in_a_compact_index() {
+    assert_eq!(std::mem::size_of::<Entry<14>>(), 30);
+    assert_eq!(std::mem::size_of::<Entry<30>>(), 46);
 }
 
 #[test]

@@ -1,14 +1,15 @@
 //! Loading every index file into one [`Index`]: files are read, authenticated and decoded on
 //! all cores at once, straight into index entries, and the entries are sorted once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use holdfast_storage::ObjectKind;
 
 use crate::blob::BlobType;
-use crate::blobindex::{Entry, IdMode, Index};
+use crate::blobindex::{IdMode, Index};
+use crate::blobtable::{keyed, Keyed};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::{IndexFile, Visit};
@@ -18,8 +19,8 @@ use crate::repo::{check_object_len, Repository};
 #[derive(Default)]
 struct Part {
     packs: Vec<Id>,
-    compact: Vec<Entry<16>>,
-    full: Vec<Entry<32>>,
+    compact: Vec<Keyed<14>>,
+    full: Vec<Keyed<30>>,
     trees: Vec<Id>,
 }
 
@@ -60,12 +61,12 @@ fn decode(repo: &Repository, name: &str, size: u64, mode: IdMode) -> Outcome {
                 let p = part.packs.len() as u32 - 1;
                 match mode {
                     IdMode::Compact => {
-                        part.compact.push(Entry::new(&e.id, p, e));
+                        part.compact.push(keyed(&e.id, p, e));
                         if e.blob_type == BlobType::Tree {
                             part.trees.push(e.id);
                         }
                     }
-                    IdMode::Full => part.full.push(Entry::new(&e.id, p, e)),
+                    IdMode::Full => part.full.push(keyed(&e.id, p, e)),
                 }
             }
         })?;
@@ -107,7 +108,6 @@ pub(crate) fn load(repo: &Repository, mode: IdMode) -> Result<(Index, Vec<Id>, V
     let mut files = Vec::new();
     let mut damaged = Vec::new();
     let mut parts = Vec::new();
-    let (mut n16, mut n32) = (0, 0);
     for (o, out) in listed.iter().zip(outcomes) {
         match out.expect("every file decoded") {
             Outcome::Read(part) => {
@@ -121,8 +121,6 @@ pub(crate) fn load(repo: &Repository, mode: IdMode) -> Result<(Index, Vec<Id>, V
                         })
                     })
                     .collect();
-                n16 += part.compact.len();
-                n32 += part.full.len();
                 parts.push((map, part));
             }
             Outcome::Damaged(e) => {
@@ -136,28 +134,31 @@ pub(crate) fn load(repo: &Repository, mode: IdMode) -> Result<(Index, Vec<Id>, V
             files.push(id);
         }
     }
+    // Pack numbers of the whole index, in place.
+    let renumber = |(map, mut part): (Vec<u32>, Part)| {
+        for (_, e) in part.compact.iter_mut() {
+            e.loc.set_pack(map[e.loc.pack() as usize]);
+        }
+        for (_, e) in part.full.iter_mut() {
+            e.loc.set_pack(map[e.loc.pack() as usize]);
+        }
+        part
+    };
     let index = match mode {
         IdMode::Compact => {
-            let mut all = Vec::with_capacity(n16);
-            let mut trees = HashSet::new();
-            for (map, part) in parts {
-                all.extend(part.compact.into_iter().map(|mut e| {
-                    e.loc.pack = map[e.loc.pack as usize];
-                    e
-                }));
-                trees.extend(part.trees);
-            }
-            Index::from_parts(packs, Some((all, trees)), None)
+            let mut trees = Vec::new();
+            let parts = parts
+                .into_iter()
+                .map(|p| {
+                    let mut p = renumber(p);
+                    trees.append(&mut p.trees);
+                    p.compact
+                })
+                .collect();
+            Index::from_compact(packs, parts, trees)
         }
         IdMode::Full => {
-            let mut all = Vec::with_capacity(n32);
-            for (map, part) in parts {
-                all.extend(part.full.into_iter().map(|mut e| {
-                    e.loc.pack = map[e.loc.pack as usize];
-                    e
-                }));
-            }
-            Index::from_parts(packs, None, Some(all))
+            Index::from_full(packs, parts.into_iter().map(|p| renumber(p).full).collect())
         }
     };
     Ok((index, files, damaged))

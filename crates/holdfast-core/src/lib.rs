@@ -9,6 +9,7 @@
 pub mod backup;
 pub mod blob;
 mod blobindex;
+mod blobtable;
 pub mod browse;
 pub mod built;
 pub mod check;
