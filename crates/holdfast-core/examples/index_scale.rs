@@ -67,6 +67,14 @@ fn reset_peak() -> usize {
     n
 }
 
+/// CPU seconds this process has used (user + system, all threads).
+fn cpu_s() -> f64 {
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -188,17 +196,19 @@ fn main() {
     for mode in [IdMode::Compact, IdMode::Full] {
         let base = reset_peak();
         let rss0 = rss_kib();
+        let cpu0 = cpu_s();
         let t = Instant::now();
         let repo = Repository::open(storage.clone(), b"pw").expect("open");
         let opened = t.elapsed();
         let (idx, _, damaged) = repo.load_index_files_as(mode).expect("load");
         let total = t.elapsed();
+        let cpu = cpu_s() - cpu0;
         assert!(damaged.is_empty());
         assert_eq!(idx.len(), n);
         let held = now() - base;
         let peak = PEAK.load(Ordering::Relaxed) - base;
         println!(
-            "{mode:?}: open {:.3} s, open + index load {:.3} s; index holds {} B ({:.1} B/blob, entry arrays {:.1} B/blob), peak during load {:.1} B/blob, RSS +{} MB",
+            "{mode:?}: open {:.3} s, open + index load {:.3} s (CPU {cpu:.3} s); index holds {} B ({:.1} B/blob, entry arrays {:.1} B/blob), peak during load {:.1} B/blob, RSS +{} MB",
             opened.as_secs_f64(),
             total.as_secs_f64(),
             held,
@@ -212,6 +222,7 @@ fn main() {
 
     // The previous index: files read one by one into the HashMaps.
     let base = reset_peak();
+    let cpu0 = cpu_s();
     let t = Instant::now();
     let repo = Repository::open(storage.clone(), b"pw").expect("open");
     let mut old = OldIndex::default();
@@ -226,8 +237,9 @@ fn main() {
     let held = now() - base;
     let peak = PEAK.load(Ordering::Relaxed) - base;
     println!(
-        "previous HashMap index: open + index load {:.3} s; holds {} B ({:.1} B/blob), peak during load {:.1} B/blob",
+        "previous HashMap index: open + index load {:.3} s (CPU {:.3} s); holds {} B ({:.1} B/blob), peak during load {:.1} B/blob",
         total.as_secs_f64(),
+        cpu_s() - cpu0,
         held,
         held as f64 / n as f64,
         peak as f64 / n as f64
