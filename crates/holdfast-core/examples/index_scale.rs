@@ -138,9 +138,14 @@ impl OldIndex {
 fn main() {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().map_or(1_000_000, |a| a.parse().expect("N"));
-    let per_file: usize = args.next().map_or(16384, |a| a.parse().expect("entries per file"));
+    let per_file: usize = args
+        .next()
+        .map_or(16384, |a| a.parse().expect("entries per file"));
     let per_pack = 2048.min(per_file);
-    let dir = std::path::PathBuf::from(format!("/dev/shm/holdfast-index-scale-{}", std::process::id()));
+    let dir = std::path::PathBuf::from(format!(
+        "/dev/shm/holdfast-index-scale-{}",
+        std::process::id()
+    ));
     let storage: Arc<dyn Storage> = Arc::new(LocalStorage::new(&dir));
     let opts = InitOptions {
         kdf: KdfParams::insecure_for_tests(),
@@ -166,7 +171,11 @@ fn main() {
                 let raw_len = 8192;
                 let length = 4000 + (seed % 4000) as u32;
                 entries.push(PackEntry {
-                    blob_type: if i % 64 == 0 { BlobType::Tree } else { BlobType::Data },
+                    blob_type: if i % 64 == 0 {
+                        BlobType::Tree
+                    } else {
+                        BlobType::Data
+                    },
                     id,
                     offset,
                     length,
@@ -175,7 +184,10 @@ fn main() {
                 offset += length;
             }
             seed += 1;
-            f.packs.push((Id(*blake3::hash(&(!seed).to_le_bytes()).as_bytes()), entries));
+            f.packs.push((
+                Id(*blake3::hash(&(!seed).to_le_bytes()).as_bytes()),
+                entries,
+            ));
             left -= k;
         }
         repo.write_index_file(&f).expect("write index file");
@@ -186,7 +198,10 @@ fn main() {
     println!(
         "wrote {n} entries in {files} index files ({} MB) in {:.1} s",
         std::fs::read_dir(dir.join("index"))
-            .map(|d| d.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum::<u64>())
+            .map(|d| d
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum::<u64>())
             .unwrap_or(0)
             / 1_000_000,
         t.elapsed().as_secs_f64()

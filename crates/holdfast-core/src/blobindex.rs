@@ -69,7 +69,11 @@ impl Default for Index {
 }
 
 fn pack_map(packs: &[Id]) -> HashMap<Id, u32> {
-    packs.iter().enumerate().map(|(i, p)| (*p, i as u32)).collect()
+    packs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (*p, i as u32))
+        .collect()
 }
 
 impl Index {
@@ -90,7 +94,11 @@ impl Index {
 
     /// A compact index built at once from decoded entries (`crate::indexload`): `packs` in
     /// the order they were first seen, entries naming them by position. Sorted once.
-    pub(crate) fn from_compact(packs: Vec<Id>, parts: Vec<Vec<Keyed<14>>>, mut trees: Vec<Id>) -> Index {
+    pub(crate) fn from_compact(
+        packs: Vec<Id>,
+        parts: Vec<Vec<Keyed<14>>>,
+        mut trees: Vec<Id>,
+    ) -> Index {
         trees.sort_unstable();
         trees.dedup();
         trees.shrink_to_fit();

@@ -32,13 +32,22 @@ impl Model {
         }
         let mut out = Model::default();
         for (id, v) in &self.blobs {
-            let v: Vec<_> = v.iter().filter(|(p, _)| !drop.contains(p)).copied().collect();
+            let v: Vec<_> = v
+                .iter()
+                .filter(|(p, _)| !drop.contains(p))
+                .copied()
+                .collect();
             if !v.is_empty() {
                 out.blobs.insert(*id, v);
             }
         }
         let used: HashSet<Id> = out.blobs.values().flatten().map(|(p, _)| *p).collect();
-        out.packs = self.packs.iter().filter(|p| used.contains(p)).copied().collect();
+        out.packs = self
+            .packs
+            .iter()
+            .filter(|p| used.contains(p))
+            .copied()
+            .collect();
         out
     }
 }
@@ -84,7 +93,8 @@ fn same(idx: &Index, m: &Model, pool: &[Id]) -> std::result::Result<(), TestCase
             .iter()
             .flat_map(|(id, v)| v.iter().map(move |(p, e)| (*id, *p, e.offset)))
             .collect();
-        let mut got: Vec<(Id, Id, u32)> = idx.iter_all().map(|(i, p, l)| (i, p, l.offset)).collect();
+        let mut got: Vec<(Id, Id, u32)> =
+            idx.iter_all().map(|(i, p, l)| (i, p, l.offset)).collect();
         want.sort();
         got.sort();
         prop_assert_eq!(got, want);
@@ -224,7 +234,13 @@ fn entries_are_30_bytes_in_a_compact_index() {
 fn a_compact_index_matches_on_the_first_128_bits_and_keeps_tree_ids() {
     let mut idx = Index::new(IdMode::Compact);
     let mut a = Id::of_bytes(b"a");
-    let e = |id, t| PackEntry { blob_type: t, id, offset: 0, length: 50, raw_len: 9 };
+    let e = |id, t| PackEntry {
+        blob_type: t,
+        id,
+        offset: 0,
+        length: 50,
+        raw_len: 9,
+    };
     idx.add_pack(pack(1), &[e(a, BlobType::Tree)]);
     assert_eq!(idx.trees(), vec![(a, pack(1), idx.get(&a).unwrap().1)]);
     // Another id with the same first 16 bytes finds the same entry: the reader's full-id check

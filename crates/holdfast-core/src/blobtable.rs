@@ -77,7 +77,13 @@ pub(crate) type Keyed<const K: usize> = (u16, Entry<K>);
 /// The bucket and entry of blob `id` in pack number `pack`.
 pub(crate) fn keyed<const K: usize>(id: &Id, pack: u32, e: &PackEntry) -> Keyed<K> {
     let (b, key) = split::<K>(id);
-    (b, Entry { key, loc: Loc::new(pack, e) })
+    (
+        b,
+        Entry {
+            key,
+            loc: Loc::new(pack, e),
+        },
+    )
 }
 
 /// An id's bucket and key.
@@ -169,11 +175,12 @@ impl<const K: usize> Table<K> {
                         // Drop repeats of (key, pack) within the bucket, keeping order.
                         let mut w = 0;
                         for i in 0..slice.len() {
+                            let e = slice[i];
                             if w == 0
-                                || slice[w - 1].key != slice[i].key
-                                || slice[w - 1].loc.pack() != slice[i].loc.pack()
+                                || slice[w - 1].key != e.key
+                                || slice[w - 1].loc.pack() != e.loc.pack()
                             {
-                                slice[w] = slice[i];
+                                slice[w] = e;
                                 w += 1;
                             }
                         }

@@ -84,11 +84,7 @@ impl IndexFile {
     /// entries (every one checked as [`IndexFile::decode`]
     /// does); returns the superseded ids. Never panics on malformed input; on an error, what
     /// was visited so far must be discarded.
-    pub fn visit(
-        what: &str,
-        data: &[u8],
-        mut f: impl FnMut(Visit<'_>),
-    ) -> Result<Vec<Id>> {
+    pub fn visit(what: &str, data: &[u8], mut f: impl FnMut(Visit<'_>)) -> Result<Vec<Id>> {
         let bad = |d: &str| Error::corrupt(format!("index {what}"), d.to_string());
         let mut r = Reader { data, pos: 0 };
         if r.take(4).ok_or_else(|| bad("truncated"))? != MAGIC {
