@@ -312,7 +312,7 @@ impl<const K: usize> Table<K> {
         }
         let mut r = std::mem::take(&mut self.recent);
         self.recent_pos = HashMap::new();
-        r.sort_by(|x, y| (x.0, x.1.key).cmp(&(y.0, y.1.key)));
+        r.sort_by_key(|x| (x.0, x.1.key));
         if self.starts.is_empty() {
             self.starts = vec![0; BUCKETS + 1];
         }
