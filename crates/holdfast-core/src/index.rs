@@ -10,32 +10,26 @@
 //! rewrites the index); a reader may ignore them. An index file's name is the BLAKE3 of its
 //! encrypted bytes.
 
-use std::collections::HashMap;
-
 use crate::blob::BlobType;
 use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::pack::PackEntry;
 
+pub use crate::blobindex::{IdMode, Index, Location};
+
 const MAGIC: &[u8; 4] = b"HFI1";
 /// Associated data of index files.
 pub const AAD: &[u8] = b"holdfast index";
 const ENTRY_LEN: usize = 45;
 
-/// Where a blob is stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Location {
-    /// Index into [`Index::packs`].
-    pub pack: u32,
-    /// Blob type.
-    pub blob_type: BlobType,
-    /// Offset in the pack.
-    pub offset: u32,
-    /// Stored length.
-    pub length: u32,
-    /// Plaintext length.
-    pub raw_len: u32,
+/// What [`IndexFile::visit`] shows, in file order.
+#[derive(Debug)]
+pub enum Visit<'a> {
+    /// A pack and how many entries follow for it.
+    Pack(&'a Id, usize),
+    /// One entry of the last pack.
+    Entry(&'a PackEntry),
 }
 
 /// One index file's content.
@@ -74,20 +68,36 @@ impl IndexFile {
 
     /// Parse plaintext; never panics on malformed input.
     pub fn decode(what: &str, data: &[u8]) -> Result<Self> {
+        let mut packs: Vec<(Id, Vec<PackEntry>)> = Vec::new();
+        let superseded = Self::visit(what, data, |v| match v {
+            Visit::Pack(pack, n) => packs.push((*pack, Vec::with_capacity(n))),
+            Visit::Entry(e) => {
+                if let Some((_, v)) = packs.last_mut() {
+                    v.push(*e);
+                }
+            }
+        })?;
+        Ok(IndexFile { packs, superseded })
+    }
+
+    /// Parse plaintext without building an [`IndexFile`]: `f` sees each pack, then each of its
+    /// entries (every one checked as [`IndexFile::decode`]
+    /// does); returns the superseded ids. Never panics on malformed input; on an error, what
+    /// was visited so far must be discarded.
+    pub fn visit(what: &str, data: &[u8], mut f: impl FnMut(Visit<'_>)) -> Result<Vec<Id>> {
         let bad = |d: &str| Error::corrupt(format!("index {what}"), d.to_string());
         let mut r = Reader { data, pos: 0 };
         if r.take(4).ok_or_else(|| bad("truncated"))? != MAGIC {
             return Err(bad("bad magic"));
         }
         let npacks = r.u32().ok_or_else(|| bad("truncated"))? as usize;
-        let mut packs = Vec::with_capacity(npacks.min(data.len() / 36));
         for _ in 0..npacks {
-            let pack = r.id().ok_or_else(|| bad("truncated pack id"))?;
+            let p = r.id().ok_or_else(|| bad("truncated pack id"))?;
             let n = r.u32().ok_or_else(|| bad("truncated"))? as usize;
             if n > r.remaining() / ENTRY_LEN {
                 return Err(bad("entry count exceeds the file"));
             }
-            let mut entries = Vec::with_capacity(n);
+            f(Visit::Pack(&p, n));
             for _ in 0..n {
                 let t = r.take(1).ok_or_else(|| bad("truncated"))?[0];
                 let blob_type = BlobType::from_u8(t).ok_or_else(|| bad("unknown blob type"))?;
@@ -102,15 +112,14 @@ impl IndexFile {
                         "blob {id}: offset {offset} + length {length} overflows"
                     )));
                 }
-                entries.push(PackEntry {
+                f(Visit::Entry(&PackEntry {
                     blob_type,
                     id,
                     offset,
                     length,
                     raw_len,
-                });
+                }));
             }
-            packs.push((pack, entries));
         }
         let ns = r.u32().ok_or_else(|| bad("truncated"))? as usize;
         if ns > r.remaining() / 32 {
@@ -120,7 +129,7 @@ impl IndexFile {
         if r.remaining() != 0 {
             return Err(bad("trailing bytes"));
         }
-        Ok(IndexFile { packs, superseded })
+        Ok(superseded)
     }
 
     /// Encrypt.
@@ -156,134 +165,6 @@ impl<'a> Reader<'a> {
     }
     fn remaining(&self) -> usize {
         self.data.len() - self.pos
-    }
-}
-
-/// The in-memory index of a repository: blob id to location.
-#[derive(Debug, Default, Clone)]
-pub struct Index {
-    packs: Vec<Id>,
-    pack_pos: HashMap<Id, u32>,
-    blobs: HashMap<Id, Location>,
-    /// Further locations of blobs stored more than once.
-    alternates: HashMap<Id, Vec<Location>>,
-}
-
-impl Index {
-    /// Add the entries of one pack. A blob already indexed keeps its first location.
-    pub fn add_pack(&mut self, pack: Id, entries: &[PackEntry]) {
-        let p = match self.pack_pos.get(&pack) {
-            Some(&p) => p,
-            None => {
-                let p = self.packs.len() as u32;
-                self.packs.push(pack);
-                self.pack_pos.insert(pack, p);
-                p
-            }
-        };
-        self.blobs.reserve(entries.len());
-        for e in entries {
-            let loc = Location {
-                pack: p,
-                blob_type: e.blob_type,
-                offset: e.offset,
-                length: e.length,
-                raw_len: e.raw_len,
-            };
-            match self.blobs.entry(e.id) {
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(loc);
-                }
-                std::collections::hash_map::Entry::Occupied(o) => {
-                    // A second copy (concurrent writers, or a repack): remember it, so dropping
-                    // the first pack does not lose the blob.
-                    if o.get().pack != p {
-                        self.alternates.entry(e.id).or_default().push(loc);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Where a blob is.
-    pub fn get(&self, id: &Id) -> Option<(Id, Location)> {
-        self.blobs
-            .get(id)
-            .map(|l| (self.packs[l.pack as usize], *l))
-    }
-
-    /// Whether a blob is indexed.
-    pub fn contains(&self, id: &Id) -> bool {
-        self.blobs.contains_key(id)
-    }
-
-    /// Number of blobs.
-    pub fn len(&self) -> usize {
-        self.blobs.len()
-    }
-
-    /// Whether empty.
-    pub fn is_empty(&self) -> bool {
-        self.blobs.is_empty()
-    }
-
-    /// Every pack that holds at least one indexed blob.
-    pub fn packs(&self) -> &[Id] {
-        &self.packs
-    }
-
-    /// Whether a pack is known.
-    pub fn has_pack(&self, pack: &Id) -> bool {
-        self.pack_pos.contains_key(pack)
-    }
-
-    /// Iterate over every blob and its location.
-    pub fn iter(&self) -> impl Iterator<Item = (&Id, Id, &Location)> + '_ {
-        self.blobs
-            .iter()
-            .map(move |(id, l)| (id, self.packs[l.pack as usize], l))
-    }
-
-    /// Every location of every blob, duplicates included.
-    pub fn iter_all(&self) -> impl Iterator<Item = (&Id, Id, &Location)> + '_ {
-        self.iter().chain(
-            self.alternates.iter().flat_map(move |(id, ls)| {
-                ls.iter().map(move |l| (id, self.packs[l.pack as usize], l))
-            }),
-        )
-    }
-
-    /// A copy without the blobs of the given packs (used to avoid deduplicating against packs
-    /// that garbage collection has condemned).
-    pub fn without_packs(&self, drop: &std::collections::HashSet<Id>) -> Index {
-        if drop.is_empty() {
-            return self.clone();
-        }
-        let mut out = Index::default();
-        let mut by_pack: HashMap<u32, Vec<PackEntry>> = HashMap::new();
-        let all = self.blobs.iter().chain(
-            self.alternates
-                .iter()
-                .flat_map(|(id, ls)| ls.iter().map(move |l| (id, l))),
-        );
-        for (id, l) in all {
-            by_pack.entry(l.pack).or_default().push(PackEntry {
-                blob_type: l.blob_type,
-                id: *id,
-                offset: l.offset,
-                length: l.length,
-                raw_len: l.raw_len,
-            });
-        }
-        let mut ps: Vec<_> = by_pack.into_iter().collect();
-        ps.sort_by_key(|(p, _)| *p);
-        for (p, entries) in ps {
-            let pack = self.packs[p as usize];
-            if !drop.contains(&pack) {
-                out.add_pack(pack, &entries);
-            }
-        }
-        out
     }
 }
 

@@ -8,6 +8,8 @@
 
 pub mod backup;
 pub mod blob;
+mod blobindex;
+mod blobtable;
 pub mod browse;
 pub mod built;
 pub mod check;
@@ -23,6 +25,7 @@ pub mod fsmeta;
 pub mod history;
 pub mod id;
 pub mod index;
+mod indexload;
 pub mod keys;
 pub mod liveness;
 pub mod localstate;

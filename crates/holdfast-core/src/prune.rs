@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::blob::BlobType;
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::index::{Index, IndexFile};
+use crate::index::{IdMode, Index, IndexFile};
 use crate::pack::PackEntry;
 use crate::progress::Progress;
 use crate::repo::Repository;
@@ -251,7 +251,7 @@ fn by_pack(index: &Index) -> HashMap<Id, Vec<PackEntry>> {
     for (id, pack, l) in index.iter_all() {
         m.entry(pack).or_default().push(PackEntry {
             blob_type: l.blob_type,
-            id: *id,
+            id,
             offset: l.offset,
             length: l.length,
             raw_len: l.raw_len,
@@ -288,6 +288,7 @@ pub fn prune(
             )));
         }
     }
+    drop(index);
 
     if !opts.dry_run {
         let swept = session::sweep_dead_sessions(repo, now, opts.remove_unreadable_sessions)?;
@@ -329,7 +330,7 @@ pub fn prune(
         .iter()
         .flat_map(|(_, p)| p.condemned.iter().copied())
         .collect();
-    let (index, _, gone) = repo.load_index_and_gone()?;
+    let (index, _, gone) = repo.load_index_and_gone_as(IdMode::Full)?;
     let live_index = index.without_packs(&already);
     let packs = by_pack(&live_index);
     let sizes: HashMap<Id, u64> = repo
@@ -432,7 +433,7 @@ fn execute(repo: &Repository, plan_id: &Id, plan: &GcPlan, report: &mut PruneRep
     // writer that ended meanwhile wrote its snapshot before removing its session, so it is seen
     // here (a set computed earlier would miss it and delete what it references).
     let snaps = snapshot::load_all(repo)?.0;
-    let (index, files) = repo.load_index()?;
+    let (index, files) = repo.load_index_as(IdMode::Full)?;
     let used = &used_blobs(repo, &index, &snaps)?;
     let condemned: HashSet<Id> = plan.condemned.iter().copied().collect();
     let survivors = index.without_packs(&condemned);

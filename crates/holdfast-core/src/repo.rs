@@ -12,7 +12,7 @@ use crate::blob::{self, BlobType};
 use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::index::{Index, IndexFile};
+use crate::index::{IdMode, Index, IndexFile};
 use crate::keys::{KdfParams, KeySlot};
 
 pub use crate::config::{ChunkerParams, RepoConfig, FORMAT_VERSION};
@@ -445,10 +445,16 @@ impl Repository {
         serde_json::from_slice(&plain).map_err(|e| Error::corrupt(what(), e.to_string()))
     }
 
-    /// Read every index file into one index. Returns the index and the ids of the files read.
-    /// Entries of packs that are gone are left out (see [`Repository::load_index_and_gone`]).
+    /// Read every index file into one compact index ([`IdMode::Compact`]: what readers and
+    /// backups need). Returns the index and the ids of the files read. Entries of packs that
+    /// are gone are left out (see [`Repository::load_index_and_gone`]).
     pub fn load_index(&self) -> Result<(Index, Vec<Id>)> {
-        let (idx, files, _) = self.load_index_and_gone()?;
+        self.load_index_as(IdMode::Compact)
+    }
+
+    /// [`Repository::load_index`], keeping ids as `mode` says ([`IdMode::Full`] to list them).
+    pub fn load_index_as(&self, mode: IdMode) -> Result<(Index, Vec<Id>)> {
+        let (idx, files, _) = self.load_index_and_gone_as(mode)?;
         Ok((idx, files))
     }
 
@@ -461,7 +467,12 @@ impl Repository {
     /// files, and a writer stores a pack before it indexes it, so a pack missing here was
     /// deleted (by a prune, which condemned it) and not just not written yet.
     pub fn load_index_and_gone(&self) -> Result<(Index, Vec<Id>, HashSet<Id>)> {
-        let (mut idx, files, _) = self.load_index_files()?;
+        self.load_index_and_gone_as(IdMode::Compact)
+    }
+
+    /// [`Repository::load_index_and_gone`], keeping ids as `mode` says.
+    pub fn load_index_and_gone_as(&self, mode: IdMode) -> Result<(Index, Vec<Id>, HashSet<Id>)> {
+        let (mut idx, files, _) = self.load_index_files_as(mode)?;
         let mut listed = HashSet::new();
         // Packs no readable index names (an interrupted writer's, or the index file naming them
         // is damaged): index them from their own headers, in memory.
@@ -488,35 +499,17 @@ impl Repository {
         Ok((idx, files, gone))
     }
 
-    /// Read the index files only. Damaged files are skipped with a warning (their packs can be
-    /// indexed from the packs' headers) and named in the third list; the second list has every
-    /// index file, damaged ones included.
+    /// Read the index files only, into a compact index. Damaged files are skipped with a
+    /// warning (their packs can be indexed from the packs' headers) and named in the third
+    /// list; the second list has every index file, damaged ones included.
     pub fn load_index_files(&self) -> Result<(Index, Vec<Id>, Vec<String>)> {
-        let mut idx = Index::default();
-        let mut files = Vec::new();
-        let mut damaged = Vec::new();
-        for o in self.storage.list(ObjectKind::Index)? {
-            let read = check_object_len(ObjectKind::Index, &o.name, o.size)
-                .and_then(|()| self.read_index_file(&o.name));
-            match read {
-                Ok(f) => {
-                    for (pack, entries) in &f.packs {
-                        idx.add_pack(*pack, entries);
-                    }
-                }
-                Err(e @ Error::Corrupt { .. }) => {
-                    tracing::warn!("{e}; its packs are indexed from their headers instead");
-                    damaged.push(e.to_string());
-                }
-                // Listed, then replaced by a concurrent prune: its content is in the new file.
-                Err(Error::Storage(e)) if e.is_not_found() => continue,
-                Err(e) => return Err(e),
-            }
-            if let Some(id) = Id::from_hex(&o.name) {
-                files.push(id);
-            }
-        }
-        Ok((idx, files, damaged))
+        self.load_index_files_as(IdMode::Compact)
+    }
+
+    /// [`Repository::load_index_files`], keeping ids as `mode` says. The files are read and
+    /// decoded on every core (`indexload.rs`).
+    pub fn load_index_files_as(&self, mode: IdMode) -> Result<(Index, Vec<Id>, Vec<String>)> {
+        crate::indexload::load(self, mode)
     }
 
     /// Read one index file.

@@ -145,10 +145,8 @@ impl<'a> Trees<'a> {
 /// The tree blobs of each pack.
 fn trees_by_pack(index: &Index) -> HashMap<Id, Vec<Id>> {
     let mut m: HashMap<Id, Vec<Id>> = HashMap::new();
-    for (id, pack, loc) in index.iter() {
-        if loc.blob_type == BlobType::Tree {
-            m.entry(pack).or_default().push(*id);
-        }
+    for (id, pack, _) in index.trees() {
+        m.entry(pack).or_default().push(id);
     }
     m
 }
