@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod backup;
+mod bigfile;
 pub mod blob;
 pub mod browse;
 pub mod built;
