@@ -244,6 +244,8 @@ impl Ctx<'_> {
         job: &Job,
         f: impl Read,
     ) -> std::result::Result<(Vec<Id>, u64), String> {
+        #[cfg(test)]
+        let f = tests::seam::wrap(&job.path, f);
         let mut chunker = Chunker::new(f, self.chunker, self.seed);
         let (done_tx, done_rx) = unbounded();
         let cancelled = Arc::new(AtomicBool::new(false));

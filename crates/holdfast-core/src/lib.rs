@@ -35,6 +35,7 @@ pub mod prune;
 pub mod records;
 pub mod repo;
 pub mod restore;
+mod restore_big;
 pub mod retention;
 pub mod rollup;
 pub mod session;
