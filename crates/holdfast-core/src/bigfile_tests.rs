@@ -404,3 +404,60 @@ fn a_big_file_changing_during_every_pipelined_read_is_stored_and_marked() {
     assert!(s.summary.bytes_read >= 2 * (4 << 20), "{:?}", s.summary);
     assert!(stored_content(&repo, "busy.db").len() > 10);
 }
+
+#[test]
+fn a_damaged_pack_fails_only_the_big_file_it_touches_naming_the_byte() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("big"), random(8, 6 << 20)).unwrap();
+    fs::write(src.join("other"), b"other").unwrap();
+    let repo = init(d.path());
+    run(&repo, &src, &NoProgress);
+    // Flip a byte in the middle of the pack that holds the big file's 40th chunk.
+    let content = stored_content(&repo, "big");
+    let (index, _) = repo.load_index().unwrap();
+    let (pack, loc) = index.get(&content[40]).unwrap();
+    let path = fs::read_dir(d.path().join("repo/data"))
+        .unwrap()
+        .flat_map(|e| {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                fs::read_dir(p).unwrap().map(|e| e.unwrap().path()).collect()
+            } else {
+                vec![p]
+            }
+        })
+        .find(|p| p.file_name().unwrap().to_string_lossy() == pack.to_hex())
+        .expect("the pack file");
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[loc.offset as usize + loc.length as usize / 2] ^= 0x55;
+    fs::write(&path, bytes).unwrap();
+    let (all, _) = snapshot::load_all(&repo).unwrap();
+    let target = d.path().join("out");
+    let r = restore(
+        &repo,
+        &index,
+        all.last().unwrap(),
+        &RestoreOptions {
+            target: target.clone(),
+            threads: 4,
+            ..Default::default()
+        },
+        &NoProgress,
+    )
+    .unwrap();
+    assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+    let at: u64 = content[..40]
+        .iter()
+        .map(|id| index.get(id).unwrap().1.raw_len as u64)
+        .sum();
+    assert!(
+        r.errors[0].contains("big: content lost from byte")
+            && r.errors[0].contains(&format!("byte {at}:")),
+        "{:?} (the chunk starts at {at})",
+        r.errors
+    );
+    assert_eq!(r.files, 1, "only the other file is restored");
+    assert_eq!(fs::read(target.join("src/other")).unwrap(), b"other");
+}
