@@ -129,9 +129,7 @@ impl ChunkPool {
     fn submit(&self, t: Task) -> std::result::Result<(), String> {
         let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match tx {
-            Some(tx) => tx
-                .send(t)
-                .map_err(|_| "the chunk pool stopped".to_string()),
+            Some(tx) => tx.send(t).map_err(|_| "the chunk pool stopped".to_string()),
             None => Err("the chunk pool is closed".to_string()),
         }
     }

@@ -192,7 +192,10 @@ fn a_big_file_goes_through_the_pipeline_and_restores_identical_with_holes() {
     // were in flight at the same time: data blobs = distinct chunks + the small file, plus
     // two trees.
     let distinct: HashSet<&Id> = content.iter().collect();
-    assert!(distinct.len() + 5 < content.len(), "the file repeats chunks");
+    assert!(
+        distinct.len() + 5 < content.len(),
+        "the file repeats chunks"
+    );
     assert_eq!(
         out.snapshot.summary.blobs_added,
         distinct.len() as u64 + 1 + 2
@@ -224,7 +227,11 @@ fn a_big_file_goes_through_the_pipeline_and_restores_identical_with_holes() {
 fn assert_few_reads(repo: &Repository, dir: &Path, name: &str) {
     let (index, _) = repo.load_index().unwrap();
     let node = stored_node(repo, name);
-    let packs: HashSet<Id> = node.content.iter().map(|id| index.get(id).unwrap().0).collect();
+    let packs: HashSet<Id> = node
+        .content
+        .iter()
+        .map(|id| index.get(id).unwrap().0)
+        .collect();
     let job = crate::restore::FileJob {
         path: dir.join(name),
         node,
@@ -365,7 +372,10 @@ impl Progress for Changer {
         let n = self.changes.fetch_add(1, Ordering::SeqCst);
         if self.every_time {
             // Grow it by a byte: its size differs before and after every read.
-            let f = fs::OpenOptions::new().append(true).open(&self.path).unwrap();
+            let f = fs::OpenOptions::new()
+                .append(true)
+                .open(&self.path)
+                .unwrap();
             f.write_all_at(&[n as u8], 0).unwrap();
         } else {
             fs::write(&self.path, random(99, (5 << 20) + 1)).unwrap();
@@ -444,7 +454,10 @@ fn a_damaged_pack_fails_only_the_big_file_it_touches_naming_the_byte() {
         .flat_map(|e| {
             let p = e.unwrap().path();
             if p.is_dir() {
-                fs::read_dir(p).unwrap().map(|e| e.unwrap().path()).collect()
+                fs::read_dir(p)
+                    .unwrap()
+                    .map(|e| e.unwrap().path())
+                    .collect()
             } else {
                 vec![p]
             }

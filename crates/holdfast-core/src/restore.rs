@@ -62,7 +62,10 @@ pub struct RestoreOutcome {
 }
 
 /// One line per piece of metadata of `path` that could not be set.
-pub(crate) fn metadata_errors(path: &Path, missed: Vec<String>) -> impl Iterator<Item = String> + '_ {
+pub(crate) fn metadata_errors(
+    path: &Path,
+    missed: Vec<String>,
+) -> impl Iterator<Item = String> + '_ {
     missed
         .into_iter()
         .map(move |m| format!("{}: restored, but its {m}", path.display()))
@@ -486,7 +489,9 @@ pub fn restore(
                         let results = match &item {
                             Work::File(job) => vec![write_file(repo, index, job, progress)],
                             Work::Batch(batch) => write_batch(repo, index, batch, progress),
-                            Work::Part(part) => part.write(repo, index, progress).into_iter().collect(),
+                            Work::Part(part) => {
+                                part.write(repo, index, progress).into_iter().collect()
+                            }
                         };
                         for r in results {
                             match r {
