@@ -33,7 +33,7 @@ trap '[ -n "${KEEP:-}" ] || rm -rf "$shm"' EXIT
 img=$shm/src/disk.img
 third=$(( bytes / 3 / 1048576 ))            # MiB per third
 # random: AES-CTR of zeros (fast); text: random lines, never a repeated chunk; zeros: a hole
-openssl enc -aes-128-ctr -nosalt -pass pass:holdfast -in /dev/zero 2>/dev/null | head -c $(( third << 20 )) > "$img"
+head -c $(( third << 20 )) < <(openssl enc -aes-128-ctr -nosalt -pass pass:holdfast -in /dev/zero 2>/dev/null) > "$img"
 python3 - "$img" "$third" <<'PY'
 import sys, random
 path, third = sys.argv[1], int(sys.argv[2])
