@@ -118,6 +118,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) bytes_read: AtomicU64,
     /// The first repository error: it ends the backup (unlike an unreadable source file).
     fatal: Mutex<Option<Error>>,
+    /// Where big files' chunks are stored in parallel (none with one thread).
+    pub(crate) pool: Option<crate::bigfile::ChunkPool>,
 }
 
 impl Ctx<'_> {
@@ -145,7 +147,13 @@ impl Ctx<'_> {
         })
     }
 
-    fn failed(&self) -> bool {
+    /// The zstd level of new blobs.
+    pub(crate) fn level(&self) -> i32 {
+        self.level
+    }
+
+    /// Whether the repository failed (the backup ends with that error).
+    pub(crate) fn failed(&self) -> bool {
         self.fatal
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -604,6 +612,13 @@ pub fn backup(
         }
     };
 
+    let threads = if opts.threads == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    } else {
+        opts.threads
+    };
     let ctx = Ctx {
         repo,
         index: &index,
@@ -617,23 +632,28 @@ pub fn backup(
         inconsistent: Mutex::new(Vec::new()),
         bytes_read: AtomicU64::new(0),
         fatal: Mutex::new(None),
+        // As many pool threads as workers: see "Backup pipeline" in docs/DESIGN.md.
+        pool: (threads > 1)
+            .then(|| crate::bigfile::ChunkPool::new(threads, repo.config().chunker.max)),
     };
     progress.phase("backup");
-    let threads = if opts.threads == 0 {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-    } else {
-        opts.threads
-    };
     let excludes = Excludes::new(&opts.excludes)?;
     let next_job = AtomicU64::new(0);
     let (job_tx, job_rx) = unbounded::<Job>();
     let (done_tx, done_rx) = unbounded::<(usize, std::result::Result<FileDone, String>)>();
     let (pending, mut summary) = std::thread::scope(|s| {
+        // Closes the pool when the walk ends, also by a panic (the scope then joins its threads).
+        let _close = crate::bigfile::CloseOnDrop(ctx.pool.as_ref());
+        if let Some(pool) = &ctx.pool {
+            for _ in 0..pool.threads {
+                let ctx = &ctx;
+                s.spawn(move || pool.run(ctx));
+            }
+        }
+        let mut workers = Vec::with_capacity(threads);
         for _ in 0..threads {
             let (rx, tx, ctx) = (job_rx.clone(), done_tx.clone(), &ctx);
-            s.spawn(move || {
+            workers.push(s.spawn(move || {
                 let mut c = Compressor::new(ctx.level);
                 for job in rx.iter() {
                     let r = if ctx.failed() {
@@ -644,7 +664,7 @@ pub fn backup(
                     ctx.progress.inc(1, 0);
                     let _ = tx.send((job.id, r));
                 }
-            });
+            }));
         }
         drop(done_tx);
         let mut w = Walker {
@@ -668,6 +688,12 @@ pub fn backup(
         }
         let summary = std::mem::take(&mut w.summary);
         drop(w); // closes the job channel: workers end when it drains
+        for h in workers {
+            if let Err(e) = h.join() {
+                std::panic::resume_unwind(e);
+            }
+        }
+        // Every file is read: `_close` ends the pool threads once its queue is drained.
         (pending, summary)
     });
     let mut done: HashMap<usize, _> = done_rx.iter().collect();

@@ -76,9 +76,10 @@ pub fn batches<T>(
 }
 
 /// Group one file's blobs, in file order, into ranged reads: a blob joins the previous read if
-/// it lies in the same pack, after it and within the gap and span limits (a backup writes a
-/// file's chunks one after another, so a whole file is usually a few reads). Items are the
-/// blobs' positions in `ids`. `None` if a blob is not indexed: the caller then reads blob by
+/// it lies in the same pack, within the gap limit of the read's bytes (before or after them)
+/// and the read stays within the span limit (a backup writes a file's chunks close together,
+/// though the big-file pipeline may pack neighbours out of order, so a whole file is usually a
+/// few reads). Items are the blobs' positions in `ids`, in file order. `None` if a blob is not indexed: the caller then reads blob by
 /// blob, which names the missing blob and where the file breaks.
 pub fn runs(ids: &[Id], index: &Index, max_gap: u64, max_span: u64) -> Option<Vec<Batch<usize>>> {
     let mut out: Vec<Batch<usize>> = Vec::new();
@@ -88,11 +89,12 @@ pub fn runs(ids: &[Id], index: &Index, max_gap: u64, max_span: u64) -> Option<Ve
         match out.last_mut() {
             Some(b)
                 if b.pack == pack
-                    && s >= b.end
                     && s <= b.end + max_gap
-                    && e - b.start <= max_span =>
+                    && e + max_gap >= b.start
+                    && e.max(b.end) - s.min(b.start) <= max_span =>
             {
-                b.end = e;
+                b.start = b.start.min(s);
+                b.end = b.end.max(e);
                 b.items.push((i, *id, loc));
             }
             _ => out.push(Batch {
@@ -168,14 +170,18 @@ mod tests {
                 (p2, 0, 10, vec![5]),
             ]
         );
-        // A blob that lies before the previous one (a repeated chunk, or a reordered pack)
-        // starts a new read, so positions stay in file order.
+        // A blob that lies just before the previous one (a repeated chunk, or neighbours the
+        // big-file pipeline packed out of order) joins the read, which grows backwards;
+        // positions stay in file order.
+        assert_eq!(shape(&[2, 1, 1]), vec![(p1, 0, 200, vec![0, 1, 2])]);
+        // One far before it, or one that would stretch the read past the span, does not.
         assert_eq!(
-            shape(&[2, 1, 1]),
+            shape(&[4, 1, 5, 4]),
             vec![
-                (p1, 100, 200, vec![0]),
+                (p1, 300_400, 300_500, vec![0]),
                 (p1, 0, 100, vec![1]),
-                (p1, 0, 100, vec![2]),
+                (p1, 400_000, 8_700_000, vec![2]),
+                (p1, 300_400, 300_500, vec![3]),
             ]
         );
         assert!(runs(&[Id::of_bytes(b"unindexed")], &index, MAX_GAP, MAX_SPAN).is_none());

@@ -108,6 +108,11 @@ impl Ctx<'_> {
         f: &File,
         size: u64,
     ) -> std::result::Result<(Vec<Id>, u64), String> {
+        if let Some(pool) = &self.pool {
+            if size >= crate::bigfile::PIPELINE_MIN_CHUNKS * self.chunker.avg as u64 {
+                return self.read_pipelined(pool, job, f);
+            }
+        }
         if size >= self.chunker.min as u64 {
             return self.read_large(c, job, f);
         }

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod backup;
+mod bigfile;
 pub mod blob;
 mod blobindex;
 mod blobtable;
@@ -37,6 +38,7 @@ pub mod prune;
 pub mod records;
 pub mod repo;
 pub mod restore;
+mod restore_big;
 pub mod retention;
 pub mod rollup;
 pub mod session;

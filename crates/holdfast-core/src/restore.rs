@@ -7,9 +7,8 @@
 //! Blocks of zeros are skipped with a seek, so sparse files come back sparse.
 
 use std::collections::HashMap;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -25,6 +24,7 @@ use crate::id::Id;
 use crate::index::Index;
 use crate::progress::Progress;
 use crate::repo::Repository;
+use crate::restore_big;
 use crate::snapshot::SnapshotEntry;
 use crate::tree::{Node, NodeKind};
 use crate::trees::Trees;
@@ -62,15 +62,19 @@ pub struct RestoreOutcome {
 }
 
 /// One line per piece of metadata of `path` that could not be set.
-fn metadata_errors(path: &Path, missed: Vec<String>) -> impl Iterator<Item = String> + '_ {
+pub(crate) fn metadata_errors(
+    path: &Path,
+    missed: Vec<String>,
+) -> impl Iterator<Item = String> + '_ {
     missed
         .into_iter()
         .map(move |m| format!("{}: restored, but its {m}", path.display()))
 }
 
-struct FileJob {
-    path: PathBuf,
-    node: Node,
+/// A file to restore: where, and its node.
+pub(crate) struct FileJob {
+    pub(crate) path: PathBuf,
+    pub(crate) node: Node,
 }
 
 /// Translate include arguments into paths relative to the snapshot root.
@@ -254,16 +258,8 @@ struct Sink<'a> {
 
 impl<'a> Sink<'a> {
     fn create(job: &'a FileJob) -> std::result::Result<Sink<'a>, String> {
-        let f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .mode(0o600)
-            .open(&job.path)
-            .map_err(|e| format!("{}: cannot be created: {e}", job.path.display()))?;
         Ok(Sink {
-            f,
+            f: restore_big::create(&job.path)?,
             job,
             pos: 0,
             written_end: 0,
@@ -271,32 +267,8 @@ impl<'a> Sink<'a> {
     }
 
     fn write(&mut self, data: &[u8]) -> std::result::Result<(), String> {
-        use std::os::unix::fs::FileExt;
-        const BLOCK: usize = 4096;
-        let fail = |e: io::Error| format!("{}: write failed: {e}", self.job.path.display());
-        let mut run_start: Option<usize> = None;
-        let mut i = 0;
-        while i < data.len() {
-            let end = (i + BLOCK).min(data.len());
-            let zero = data[i..end].iter().all(|&b| b == 0);
-            match (zero, run_start) {
-                (false, None) => run_start = Some(i),
-                (true, Some(s)) => {
-                    self.f
-                        .write_all_at(&data[s..i], self.pos + s as u64)
-                        .map_err(fail)?;
-                    self.written_end = self.pos + i as u64;
-                    run_start = None;
-                }
-                _ => {}
-            }
-            i = end;
-        }
-        if let Some(s) = run_start {
-            self.f
-                .write_all_at(&data[s..], self.pos + s as u64)
-                .map_err(fail)?;
-            self.written_end = self.pos + data.len() as u64;
+        if let Some(end) = restore_big::write_sparse(&self.f, &self.job.path, self.pos, data)? {
+            self.written_end = end;
         }
         self.pos += data.len() as u64;
         Ok(())
@@ -328,9 +300,9 @@ impl<'a> Sink<'a> {
 }
 
 /// A file written: its length, and what of its metadata could not be set.
-struct Written {
-    bytes: u64,
-    missed: Vec<String>,
+pub(crate) struct Written {
+    pub(crate) bytes: u64,
+    pub(crate) missed: Vec<String>,
 }
 
 /// Write one file's content, with one ranged read per run of its blobs that lie together in a
@@ -384,6 +356,8 @@ fn write_file(
 enum Work<'a> {
     File(&'a FileJob),
     Batch(Batch<&'a FileJob>),
+    /// A run of a big file's blobs, written by whichever worker takes it.
+    Part(restore_big::Part<'a>),
 }
 
 /// Write the files of a batch; each result is one file's. If the ranged read fails, each file
@@ -420,21 +394,26 @@ fn write_batch(
         .collect()
 }
 
-/// Order the work: big multi-blob files first (they keep workers busy to the end), then the
-/// batches of small files, pack by pack.
+/// Order the work: big multi-blob files first (they keep workers busy to the end), each split
+/// into its runs so that all workers share one big file, then the batches of small files, pack
+/// by pack.
 fn plan_work<'a>(files: &'a [FileJob], index: &Index) -> Vec<Work<'a>> {
     let mut singles = Vec::new();
-    let mut work = Vec::new();
+    let mut multi = Vec::new();
     for j in files {
         match j.node.content.as_slice() {
             [id] => singles.push((j, *id)),
-            _ => work.push(Work::File(j)),
+            _ => multi.push(j),
         }
     }
-    work.sort_by_key(|w| match w {
-        Work::File(j) => std::cmp::Reverse(j.node.size),
-        Work::Batch(_) => std::cmp::Reverse(0),
-    });
+    multi.sort_by_key(|j| std::cmp::Reverse(j.node.size));
+    let mut work = Vec::new();
+    for j in multi {
+        match restore_big::split(j, index) {
+            Some(parts) => work.extend(parts.into_iter().map(Work::Part)),
+            None => work.push(Work::File(j)),
+        }
+    }
     let (batches, unindexed) = fetch::batches(singles, index, fetch::MAX_GAP, fetch::MAX_SPAN);
     work.extend(batches.into_iter().map(Work::Batch));
     work.extend(unindexed.into_iter().map(Work::File));
@@ -510,6 +489,9 @@ pub fn restore(
                         let results = match &item {
                             Work::File(job) => vec![write_file(repo, index, job, progress)],
                             Work::Batch(batch) => write_batch(repo, index, batch, progress),
+                            Work::Part(part) => {
+                                part.write(repo, index, progress).into_iter().collect()
+                            }
                         };
                         for r in results {
                             match r {
