@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 
+mod assemble;
 pub mod backup;
 pub mod blob;
 pub mod browse;
