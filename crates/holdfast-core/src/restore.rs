@@ -3,8 +3,8 @@
 //! Directories, symlinks and special files are created while the trees are walked, depth
 //! first; file contents are written by a pool of workers while the walk goes on, in rounds of
 //! [`ROUND_FILES`] files (small files in batches that share one ranged read of their pack, see
-//! [`crate::fetch`]), so memory is bounded by a round and the open path, not by the number of
-//! files; hard links are made once every content is written; directory metadata is applied
+//! [`crate::fetch`]), at most one more round than workers queued or being written, so memory
+//! is bounded by the rounds and the open path, not by the number of files; hard links are made once every content is written; directory metadata is applied
 //! last, deepest first, so writing children does not disturb it. Blocks of zeros are skipped
 //! with a seek, so sparse files come back sparse.
 
@@ -15,7 +15,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crossbeam_channel::{bounded, Sender};
+use std::sync::Arc;
+
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use holdfast_storage::ObjectKind;
 use serde::Serialize;
 
@@ -128,6 +130,15 @@ fn selected(path: &[Vec<u8>], includes: &[Vec<Vec<u8>>]) -> Option<bool> {
 /// Files gathered before their contents are handed to the workers (one round of batching).
 pub const ROUND_FILES: usize = 4096;
 
+/// A round being written: when the last of its work is done, its token is given back.
+struct Round(Receiver<()>);
+
+impl Drop for Round {
+    fn drop(&mut self) {
+        let _ = self.0.try_recv();
+    }
+}
+
 struct Walk<'a> {
     trees: &'a Trees<'a>,
     index: &'a Index,
@@ -136,7 +147,9 @@ struct Walk<'a> {
     /// Files of the current round.
     files: Vec<FileJob>,
     /// Where rounds go: the workers.
-    work: Sender<Work>,
+    work: Sender<(Work, Arc<Round>)>,
+    /// One token per round not yet written: at most `threads + 1` rounds are.
+    rounds: (Sender<()>, Receiver<()>),
     links: Vec<(PathBuf, (u64, u64))>,
     first_link: HashMap<(u64, u64), PathBuf>,
     dirs: Vec<(PathBuf, Node)>,
@@ -160,8 +173,11 @@ impl Walk<'_> {
         let files = std::mem::take(&mut self.files);
         let total: u64 = files.iter().map(|f| f.node.size).sum();
         self.progress.add_total(files.len() as u64, total);
+        // Wait while enough rounds are queued or being written.
+        let _ = self.rounds.0.send(());
+        let round = Arc::new(Round(self.rounds.1.clone()));
         for item in plan_work(files, self.index) {
-            let _ = self.work.send(item);
+            let _ = self.work.send((item, round.clone()));
         }
     }
 
@@ -539,8 +555,9 @@ pub fn restore(
         opts.threads
     };
     let errors = Mutex::new(Vec::new());
-    // A few rounds' work queued at most: the walk waits for the workers.
-    let (tx, rx) = bounded::<Work>(4 * threads);
+    // At most `threads + 1` rounds queued or being written (so every worker has work while the
+    // walk gathers the next): the walk waits for the workers.
+    let (tx, rx) = unbounded::<(Work, Arc<Round>)>();
     let mut w = Walk {
         trees: &trees,
         index,
@@ -548,6 +565,7 @@ pub fn restore(
         includes,
         files: Vec::new(),
         work: tx,
+        rounds: bounded(threads + 1),
         links: Vec::new(),
         first_link: HashMap::new(),
         dirs: Vec::new(),
@@ -560,7 +578,7 @@ pub fn restore(
                 let (rx, errors) = (rx.clone(), &errors);
                 s.spawn(move || {
                     let (mut n, mut b) = (0u64, 0u64);
-                    for item in rx.iter() {
+                    for (item, _round) in rx.iter() {
                         let results = match &item {
                             Work::File(job) => vec![write_file(repo, index, job, progress)],
                             Work::Batch(batch) => write_batch(repo, index, batch, progress),
@@ -596,7 +614,7 @@ pub fn restore(
         w.tree(&snap.snapshot.tree, t, &mut Vec::new());
         w.flush();
         // Close the queue: the workers end when it drains.
-        let (done_tx, _) = bounded(0);
+        let (done_tx, _) = unbounded();
         drop(std::mem::replace(&mut w.work, done_tx));
         hs.into_iter()
             .map(|h| h.join().unwrap_or((0, 0)))
