@@ -22,7 +22,11 @@ thread_local! {
 fn grow(root: &std::path::Path, width: usize, depth: usize, files: usize) -> usize {
     if depth == 0 {
         for f in 0..files {
-            fs::write(root.join(format!("f{f}")), format!("{} {f}", root.display())).unwrap();
+            fs::write(
+                root.join(format!("f{f}")),
+                format!("{} {f}", root.display()),
+            )
+            .unwrap();
         }
         return 0;
     }

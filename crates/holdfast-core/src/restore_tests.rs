@@ -122,7 +122,11 @@ fn trees_read_ahead_within_a_budget() {
     let one = everything.held_bytes() / 22;
     let budget = 5 * one;
     let some = Trees::prefetch_within(&repo, &index, &[root], &|_| true, budget);
-    assert!(some.held_bytes() <= budget, "{} > {budget}", some.held_bytes());
+    assert!(
+        some.held_bytes() <= budget,
+        "{} > {budget}",
+        some.held_bytes()
+    );
     assert!(some.prefetched() < 22 && some.prefetched() > 0);
     // A walk sees every tree, read ahead or not, and holds nothing after taking them.
     let mut stack = vec![root];

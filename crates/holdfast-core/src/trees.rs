@@ -118,7 +118,9 @@ impl<'a> Trees<'a> {
             packs.dedup();
             'packs: for p in &packs {
                 for id in by_pack.get(p).into_iter().flatten() {
-                    let Some((_, loc)) = index.get(id) else { continue };
+                    let Some((_, loc)) = index.get(id) else {
+                        continue;
+                    };
                     if requested.contains(id) {
                         continue;
                     }

@@ -490,7 +490,10 @@ mod tests {
         for i in 0..n {
             assert!(s.insert(id(i)), "{i} is new");
         }
-        assert!(s.sorted.len() >= 2 * NewIds::MERGE_AT, "merged into the vector");
+        assert!(
+            s.sorted.len() >= 2 * NewIds::MERGE_AT,
+            "merged into the vector"
+        );
         assert!(s.sorted.windows(2).all(|w| w[0] < w[1]), "sorted, unique");
         for i in 0..n {
             assert!(s.contains(&id(i)), "{i} is known");
