@@ -4,6 +4,8 @@
 //! The walker runs on the calling thread and hands each file that must be read to a pool of
 //! workers (chunk, hash, compress, encrypt); a background thread stores full packs. A file whose
 //! size, mtime, ctime and inode equal its entry in the parent snapshot is not read again.
+//! Each directory's tree is stored as soon as its subtree is walked and its files are stored
+//! ([`crate::assemble`]), so memory is bounded by the tree's width, not by its size.
 
 use std::collections::HashSet;
 use std::fs;
