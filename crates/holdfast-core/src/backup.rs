@@ -4,8 +4,10 @@
 //! The walker runs on the calling thread and hands each file that must be read to a pool of
 //! workers (chunk, hash, compress, encrypt); a background thread stores full packs. A file whose
 //! size, mtime, ctime and inode equal its entry in the parent snapshot is not read again.
+//! Each directory's tree is stored as soon as its subtree is walked and its files are stored
+//! ([`crate::assemble`]), so memory is bounded by the tree's width, not by its size.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -15,14 +17,15 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use crossbeam_channel::unbounded;
+use crossbeam_channel::{bounded, unbounded, Sender};
 
+use crate::assemble::{Assembler, DirDone, JobResult, Pending, DIR_QUEUE, JOB_QUEUE};
 use crate::blob::{BlobType, Compressor};
 use crate::error::{Error, Result};
 pub use crate::exclude::read_exclude_file;
 use crate::exclude::Excludes;
+use crate::fileread::describe_io;
 pub use crate::fileread::{content_ids, RE_READS};
-use crate::fileread::{describe_io, FileDone};
 use crate::fsmeta;
 use crate::id::Id;
 use crate::index::Index;
@@ -91,12 +94,6 @@ pub struct BackupOutcome {
     pub snapshot: Snapshot,
 }
 
-enum Pending {
-    Ready(Node),
-    File { node: Node, job: usize },
-    Dir { node: Node, children: Vec<Pending> },
-}
-
 pub(crate) struct Job {
     pub(crate) id: usize,
     pub(crate) path: PathBuf,
@@ -109,7 +106,7 @@ pub(crate) struct Ctx<'a> {
     dedup: Dedup<'a>,
     pub(crate) chunker: ChunkerParams,
     pub(crate) seed: u64,
-    level: i32,
+    pub(crate) level: i32,
     pub(crate) progress: &'a dyn Progress,
     errors: Mutex<Vec<String>>,
     warnings: Mutex<Vec<String>>,
@@ -127,22 +124,27 @@ impl Ctx<'_> {
         self.dedup.known(id)
     }
 
-    fn store(&self, c: &mut Compressor, t: BlobType, data: &[u8]) -> Result<Id> {
+    pub(crate) fn store(&self, c: &mut Compressor, t: BlobType, data: &[u8]) -> Result<Id> {
         self.dedup.store(c, t, data)
     }
 
     /// Store a file's chunk. A repository error is kept as the backup's fatal error (once, not
     /// once per file) and stops the remaining file jobs.
+    /// Keep `e` as the backup's fatal error (the first one wins); workers and walkers stop.
+    pub(crate) fn fail(&self, e: Error) {
+        let mut f = self.fatal.lock().unwrap_or_else(|p| p.into_inner());
+        if f.is_none() {
+            *f = Some(e);
+        }
+    }
+
     pub(crate) fn store_chunk(
         &self,
         c: &mut Compressor,
         data: &[u8],
     ) -> std::result::Result<Id, String> {
         self.store(c, BlobType::Data, data).map_err(|e| {
-            let mut f = self.fatal.lock().unwrap_or_else(|p| p.into_inner());
-            if f.is_none() {
-                *f = Some(e);
-            }
+            self.fail(e);
             "the repository failed".to_string()
         })
     }
@@ -160,7 +162,7 @@ impl Ctx<'_> {
             .is_some()
     }
 
-    fn error(&self, msg: String) {
+    pub(crate) fn error(&self, msg: String) {
         self.progress.warn(&msg);
         self.errors
             .lock()
@@ -192,8 +194,11 @@ struct Walker<'a, 'b> {
     /// under the recorded root ([`BackupOptions::read_from`]).
     renamed: &'b [(PathBuf, PathBuf)],
     one_fs: bool,
-    jobs: crossbeam_channel::Sender<Job>,
+    jobs: Sender<Job>,
     next_job: &'b AtomicU64,
+    /// Finished directories go to the assembler.
+    dirs: Sender<DirDone>,
+    next_dir: &'b AtomicU64,
     summary: Summary,
     /// Depth below a backed-up path; the top levels are walked by several threads.
     depth: usize,
@@ -289,19 +294,22 @@ impl Walker<'_, '_> {
             }
             NodeKind::Dir => {
                 self.summary.dirs += 1;
-                if self.one_fs && m.dev() != root_dev {
-                    return Pending::Dir {
-                        node,
-                        children: Vec::new(),
-                    };
-                }
-                let ptree = self.parent_tree(
-                    parent
-                        .filter(|p| p.kind == NodeKind::Dir)
-                        .and_then(|p| p.subtree),
-                );
-                let children = self.dir(path, ptree.as_ref(), root_dev);
-                Pending::Dir { node, children }
+                let dir = self.next_dir.fetch_add(1, Ordering::Relaxed) as usize;
+                let entries = if self.one_fs && m.dev() != root_dev {
+                    Vec::new()
+                } else {
+                    // The parent snapshot's tree of this directory, held while it is walked.
+                    let ptree = self.parent_tree(
+                        parent
+                            .filter(|p| p.kind == NodeKind::Dir)
+                            .and_then(|p| p.subtree),
+                    );
+                    self.dir(path, ptree.as_ref(), root_dev)
+                };
+                // Every entry below is walked: the assembler can store this directory once its
+                // files are stored. A send fails only when the assembler stopped on an error.
+                let _ = self.dirs.send(DirDone { dir, entries });
+                Pending::Dir { node, dir }
             }
             NodeKind::Symlink => {
                 self.summary.others += 1;
@@ -323,6 +331,9 @@ impl Walker<'_, '_> {
     }
 
     fn dir(&mut self, path: &Path, ptree: Option<&Tree>, root_dev: u64) -> Vec<Pending> {
+        if self.ctx.failed() {
+            return Vec::new(); // the backup is failing: walk no further
+        }
         let rd = match fs::read_dir(path) {
             Ok(rd) => rd,
             Err(e) => {
@@ -390,19 +401,21 @@ impl Walker<'_, '_> {
     ) -> Vec<Pending> {
         let slots: Vec<Mutex<Option<Pending>>> = entries.iter().map(|_| Mutex::new(None)).collect();
         let next = std::sync::atomic::AtomicUsize::new(0);
-        let (ctx, excludes, renamed, one_fs, next_job, depth, threads) = (
+        let (ctx, excludes, renamed, one_fs, next_job, next_dir, depth, threads) = (
             self.ctx,
             self.excludes,
             self.renamed,
             self.one_fs,
             self.next_job,
+            self.next_dir,
             self.depth,
             self.threads,
         );
         let summaries: Vec<Summary> = std::thread::scope(|sc| {
             let hs: Vec<_> = (0..threads)
                 .map(|_| {
-                    let (jobs, slots, next) = (self.jobs.clone(), &slots, &next);
+                    let (jobs, dirs, slots, next) =
+                        (self.jobs.clone(), self.dirs.clone(), &slots, &next);
                     sc.spawn(move || {
                         let mut w = Walker {
                             ctx,
@@ -411,6 +424,8 @@ impl Walker<'_, '_> {
                             one_fs,
                             jobs,
                             next_job,
+                            dirs,
+                            next_dir,
                             summary: Summary::default(),
                             depth: depth + 1,
                             threads,
@@ -450,42 +465,69 @@ fn recorded_path<'p>(renamed: &[(PathBuf, PathBuf)], path: &'p Path) -> std::bor
     std::borrow::Cow::Borrowed(path)
 }
 
-/// Turn pending entries into nodes, storing directory trees bottom-up.
-fn assemble(
-    ctx: &Ctx,
-    c: &mut Compressor,
-    p: Pending,
-    done: &mut HashMap<usize, std::result::Result<FileDone, String>>,
-) -> Result<Option<Node>> {
-    Ok(match p {
-        Pending::Ready(n) => Some(n),
-        Pending::File { mut node, job } => match done.remove(&job) {
-            Some(Ok(f)) => {
-                node.content = f.content;
-                node.size = f.size;
-                // The times of the content stored, so the next backup compares with them.
-                (node.mtime, node.ctime) = (f.stamp.mtime, f.stamp.ctime);
-                node.changed_while_read = f.changed_while_read;
-                Some(node)
+/// Run `walk` (given the file job and directory channels, it walks and returns the root
+/// entries) while file workers store contents and the assembler stores each directory's tree as
+/// it is finished ([`crate::assemble`]); then store the root tree and return its id.
+fn walk_and_store<F>(ctx: &Ctx, threads: usize, walk: F) -> Result<Id>
+where
+    F: FnOnce(Sender<Job>, Sender<DirDone>) -> Vec<Pending>,
+{
+    let (job_tx, job_rx) = bounded::<Job>(JOB_QUEUE);
+    let (done_tx, done_rx) = unbounded::<JobResult>();
+    let (dir_tx, dir_rx) = bounded::<DirDone>(DIR_QUEUE);
+    let mut asm = Assembler::new(done_rx);
+    let roots = std::thread::scope(|s| {
+        // Closes the big-file chunk pool when the file workers have ended, also by a panic (the
+        // scope then joins its threads).
+        let _close = crate::bigfile::CloseOnDrop(ctx.pool.as_ref());
+        if let Some(pool) = &ctx.pool {
+            for _ in 0..pool.threads {
+                s.spawn(move || pool.run(ctx));
             }
-            Some(Err(msg)) => {
-                ctx.error(msg);
-                None
-            }
-            None => return Err(Error::Refused("a file job produced no result".into())),
-        },
-        Pending::Dir { mut node, children } => {
-            let mut nodes = Vec::with_capacity(children.len());
-            for ch in children {
-                if let Some(n) = assemble(ctx, c, ch, done)? {
-                    nodes.push(n);
-                }
-            }
-            let tree = Tree { nodes };
-            node.subtree = Some(ctx.store(c, BlobType::Tree, &tree.encode())?);
-            Some(node)
         }
-    })
+        let mut workers = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            let (rx, tx) = (job_rx.clone(), done_tx.clone());
+            workers.push(s.spawn(move || {
+                let mut c = Compressor::new(ctx.level);
+                for job in rx.iter() {
+                    let r = if ctx.failed() {
+                        Err("not read: the repository failed".into())
+                    } else {
+                        ctx.read_file(&mut c, &job)
+                    };
+                    ctx.progress.inc(1, 0);
+                    let _ = tx.send((job.id, r));
+                }
+            }));
+        }
+        drop(done_tx);
+        let asm = &mut asm;
+        let assembler = s.spawn(move || {
+            if let Err(e) = asm.run(ctx, dir_rx) {
+                ctx.fail(e); // stops the workers and the walk
+            }
+        });
+        let roots = walk(job_tx, dir_tx);
+        // The walk has dropped the job channel: the workers end when it drains, then the pool.
+        for h in workers {
+            if let Err(e) = h.join() {
+                std::panic::resume_unwind(e);
+            }
+        }
+        if let Err(e) = assembler.join() {
+            std::panic::resume_unwind(e);
+        }
+        roots
+    });
+    if let Some(e) = ctx.fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(e);
+    }
+    let nodes = asm.nodes(ctx, roots)?;
+    #[cfg(test)]
+    tests::PEAKS.with(|p| p.set((asm.peak_trees, asm.peak_early)));
+    let mut c = Compressor::new(ctx.level);
+    ctx.store(&mut c, BlobType::Tree, &Tree { nodes }.encode())
 }
 
 /// Load the index, adopt packs that a crashed writer stored but never indexed, and drop the
@@ -639,34 +681,9 @@ pub fn backup(
     progress.phase("backup");
     let excludes = Excludes::new(&opts.excludes)?;
     let next_job = AtomicU64::new(0);
-    let (job_tx, job_rx) = unbounded::<Job>();
-    let (done_tx, done_rx) = unbounded::<(usize, std::result::Result<FileDone, String>)>();
-    let (pending, mut summary) = std::thread::scope(|s| {
-        // Closes the pool when the walk ends, also by a panic (the scope then joins its threads).
-        let _close = crate::bigfile::CloseOnDrop(ctx.pool.as_ref());
-        if let Some(pool) = &ctx.pool {
-            for _ in 0..pool.threads {
-                let ctx = &ctx;
-                s.spawn(move || pool.run(ctx));
-            }
-        }
-        let mut workers = Vec::with_capacity(threads);
-        for _ in 0..threads {
-            let (rx, tx, ctx) = (job_rx.clone(), done_tx.clone(), &ctx);
-            workers.push(s.spawn(move || {
-                let mut c = Compressor::new(ctx.level);
-                for job in rx.iter() {
-                    let r = if ctx.failed() {
-                        Err("not read: the repository failed".into())
-                    } else {
-                        ctx.read_file(&mut c, &job)
-                    };
-                    ctx.progress.inc(1, 0);
-                    let _ = tx.send((job.id, r));
-                }
-            }));
-        }
-        drop(done_tx);
+    let next_dir = AtomicU64::new(0);
+    let mut summary = Summary::default();
+    let root = walk_and_store(&ctx, threads, |job_tx, dir_tx| {
         let mut w = Walker {
             ctx: &ctx,
             excludes: &excludes,
@@ -674,6 +691,8 @@ pub fn backup(
             one_fs: opts.one_file_system,
             jobs: job_tx,
             next_job: &next_job,
+            dirs: dir_tx,
+            next_dir: &next_dir,
             summary: Summary::default(),
             depth: 0,
             threads,
@@ -686,28 +705,9 @@ pub fn backup(
             let pnode = ptree.as_ref().and_then(|t| t.get(&name.0));
             pending.push(w.entry(read, name.clone(), m, pnode, m.dev()));
         }
-        let summary = std::mem::take(&mut w.summary);
-        drop(w); // closes the job channel: workers end when it drains
-        for h in workers {
-            if let Err(e) = h.join() {
-                std::panic::resume_unwind(e);
-            }
-        }
-        // Every file is read: `_close` ends the pool threads once its queue is drained.
-        (pending, summary)
-    });
-    let mut done: HashMap<usize, _> = done_rx.iter().collect();
-    if let Some(e) = ctx.fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        return Err(e);
-    }
-    let mut c = Compressor::new(ctx.level);
-    let mut nodes = Vec::new();
-    for p in pending {
-        if let Some(n) = assemble(&ctx, &mut c, p, &mut done)? {
-            nodes.push(n);
-        }
-    }
-    let root = ctx.store(&mut c, BlobType::Tree, &Tree { nodes }.encode())?;
+        summary = std::mem::take(&mut w.summary);
+        pending // dropping the walker closes the job and directory channels
+    })?;
     let stored = ctx.dedup.writer.finish()?;
     let needed = ctx.dedup.referenced_packs(&stored);
 

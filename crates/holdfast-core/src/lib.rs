@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 
+mod assemble;
 pub mod backup;
 mod bigfile;
 pub mod blob;

@@ -1,10 +1,12 @@
 //! Restore: recreate a snapshot's files under a target directory.
 //!
-//! Directories, symlinks and special files are created while the trees are walked; file
-//! contents are written by a pool of workers (small files in batches that share one ranged read
-//! of their pack, see [`crate::fetch`]); hard links are made once their first path exists;
-//! directory metadata is applied last, deepest first, so writing children does not disturb it.
-//! Blocks of zeros are skipped with a seek, so sparse files come back sparse.
+//! Directories, symlinks and special files are created while the trees are walked, depth
+//! first; file contents are written by a pool of workers while the walk goes on, in rounds of
+//! [`ROUND_FILES`] files (small files in batches that share one ranged read of their pack, see
+//! [`crate::fetch`]), at most one more round than workers queued or being written, so memory
+//! is bounded by the rounds and the open path, not by the number of files; hard links are made once every content is written; directory metadata is applied
+//! last, deepest first, so writing children does not disturb it. Blocks of zeros are skipped
+//! with a seek, so sparse files come back sparse.
 
 use std::collections::HashMap;
 use std::fs;
@@ -12,7 +14,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crossbeam_channel::unbounded;
+use std::sync::Arc;
+
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use holdfast_storage::ObjectKind;
 use serde::Serialize;
 
@@ -127,15 +131,35 @@ fn selected(path: &[Vec<u8>], includes: &[Vec<Vec<u8>>]) -> Option<bool> {
     partial.then_some(false)
 }
 
+/// Files gathered before their contents are handed to the workers (one round of batching).
+pub const ROUND_FILES: usize = 4096;
+
+/// A round being written: when the last of its work is done, its token is given back.
+struct Round(Receiver<()>);
+
+impl Drop for Round {
+    fn drop(&mut self) {
+        let _ = self.0.try_recv();
+    }
+}
+
 struct Walk<'a> {
     trees: &'a Trees<'a>,
+    index: &'a Index,
+    progress: &'a dyn Progress,
     includes: Vec<Vec<Vec<u8>>>,
+    /// Files of the current round.
     files: Vec<FileJob>,
+    /// Where rounds go: the workers.
+    work: Sender<(Work, Arc<Round>)>,
+    /// One token per round not yet written: at most `threads + 1` rounds are.
+    rounds: (Sender<()>, Receiver<()>),
     links: Vec<(PathBuf, (u64, u64))>,
     first_link: HashMap<(u64, u64), PathBuf>,
     dirs: Vec<(PathBuf, Node)>,
     out: RestoreOutcome,
-    matched: Vec<bool>,
+    /// The most files held in a round (for the test of the bound).
+    peak_round: usize,
 }
 
 impl Walk<'_> {
@@ -144,8 +168,25 @@ impl Walk<'_> {
         self.out.errors.extend(metadata_errors(path, missed));
     }
 
+    /// Hand the round's files to the workers (blocks while they are busy with earlier ones).
+    fn flush(&mut self) {
+        if self.files.is_empty() {
+            return;
+        }
+        self.peak_round = self.peak_round.max(self.files.len());
+        let files = std::mem::take(&mut self.files);
+        let total: u64 = files.iter().map(|f| f.node.size).sum();
+        self.progress.add_total(files.len() as u64, total);
+        // Wait while enough rounds are queued or being written.
+        let _ = self.rounds.0.send(());
+        let round = Arc::new(Round(self.rounds.1.clone()));
+        for item in plan_work(files, self.index) {
+            let _ = self.work.send((item, round.clone()));
+        }
+    }
+
     fn tree(&mut self, id: &Id, dir: &Path, rel: &mut Vec<Vec<u8>>) {
-        let tree = match self.trees.get(id) {
+        let tree = match self.trees.take(id) {
             Ok(t) => t,
             Err(e) => {
                 self.out
@@ -157,11 +198,6 @@ impl Walk<'_> {
         for node in tree.nodes.iter().cloned() {
             rel.push(node.name.0.clone());
             if let Some(full) = selected(rel, &self.includes) {
-                for (i, inc) in self.includes.iter().enumerate() {
-                    if rel.len() >= inc.len() && rel[..inc.len()] == inc[..] {
-                        self.matched[i] = true;
-                    }
-                }
                 let path = dir.join(node.name.to_os());
                 if full || node.kind == NodeKind::Dir {
                     self.node(node, path, rel, full);
@@ -212,6 +248,9 @@ impl Walk<'_> {
                     self.first_link.insert(key, path.clone());
                 }
                 self.files.push(FileJob { path, node });
+                if self.files.len() >= ROUND_FILES {
+                    self.flush();
+                }
             }
             NodeKind::Symlink => {
                 let _ = fs::remove_file(&path);
@@ -353,11 +392,11 @@ fn write_file(
 
 /// Work for a restore worker: one file read blob by blob, or a batch of one-blob files served
 /// by one ranged read of their pack.
-enum Work<'a> {
-    File(&'a FileJob),
-    Batch(Batch<&'a FileJob>),
+enum Work {
+    File(FileJob),
+    Batch(Batch<FileJob>),
     /// A run of a big file's blobs, written by whichever worker takes it.
-    Part(restore_big::Part<'a>),
+    Part(restore_big::Part),
 }
 
 /// Write the files of a batch; each result is one file's. If the ranged read fails, each file
@@ -365,7 +404,7 @@ enum Work<'a> {
 fn write_batch(
     repo: &Repository,
     index: &Index,
-    b: &Batch<&FileJob>,
+    b: &Batch<FileJob>,
     progress: &dyn Progress,
 ) -> Vec<std::result::Result<Written, String>> {
     let Ok(buf) =
@@ -397,12 +436,15 @@ fn write_batch(
 /// Order the work: big multi-blob files first (they keep workers busy to the end), each split
 /// into its runs so that all workers share one big file, then the batches of small files, pack
 /// by pack.
-fn plan_work<'a>(files: &'a [FileJob], index: &Index) -> Vec<Work<'a>> {
+fn plan_work(files: Vec<FileJob>, index: &Index) -> Vec<Work> {
     let mut singles = Vec::new();
     let mut multi = Vec::new();
     for j in files {
         match j.node.content.as_slice() {
-            [id] => singles.push((j, *id)),
+            [id] => {
+                let id = *id;
+                singles.push((j, id))
+            }
             _ => multi.push(j),
         }
     }
@@ -410,14 +452,45 @@ fn plan_work<'a>(files: &'a [FileJob], index: &Index) -> Vec<Work<'a>> {
     let mut work = Vec::new();
     for j in multi {
         match restore_big::split(j, index) {
-            Some(parts) => work.extend(parts.into_iter().map(Work::Part)),
-            None => work.push(Work::File(j)),
+            Ok(parts) => work.extend(parts.into_iter().map(Work::Part)),
+            Err(j) => work.push(Work::File(*j)),
         }
     }
     let (batches, unindexed) = fetch::batches(singles, index, fetch::MAX_GAP, fetch::MAX_SPAN);
     work.extend(batches.into_iter().map(Work::Batch));
     work.extend(unindexed.into_iter().map(Work::File));
     work
+}
+
+/// Which includes a walk of the snapshot would find: only the trees along each include's path
+/// are read (and kept for the walk), so a missing include is refused before anything is
+/// written.
+fn find_includes(trees: &Trees, root: &Id, includes: &[Vec<Vec<u8>>]) -> Vec<bool> {
+    let mut matched = vec![false; includes.len()];
+    if includes.is_empty() {
+        return matched;
+    }
+    let mut stack = vec![(*root, Vec::<Vec<u8>>::new())];
+    while let Some((id, rel)) = stack.pop() {
+        let Ok(tree) = trees.get(&id) else {
+            continue; // the walk reports the directory as lost
+        };
+        for node in &tree.nodes {
+            let mut p = rel.clone();
+            p.push(node.name.0.clone());
+            for (i, inc) in includes.iter().enumerate() {
+                if p.len() >= inc.len() && p[..inc.len()] == inc[..] {
+                    matched[i] = true;
+                }
+            }
+            if let (Some(false), NodeKind::Dir, Some(sub)) =
+                (selected(&p, includes), node.kind, node.subtree)
+            {
+                stack.push((sub, p));
+            }
+        }
+    }
+    matched
 }
 
 /// Restore a snapshot.
@@ -448,44 +521,43 @@ pub fn restore(
     let trees = Trees::prefetch(repo, index, &[snap.snapshot.tree], &|p| {
         selected(p, &includes).is_some()
     });
-    let mut w = Walk {
-        trees: &trees,
-        matched: vec![false; includes.len()],
-        includes,
-        files: Vec::new(),
-        links: Vec::new(),
-        first_link: HashMap::new(),
-        dirs: Vec::new(),
-        out: RestoreOutcome::default(),
-    };
-    w.tree(&snap.snapshot.tree, t, &mut Vec::new());
-    if let Some(i) = w.matched.iter().position(|m| !m) {
+    let matched = find_includes(&trees, &snap.snapshot.tree, &includes);
+    if let Some(i) = matched.iter().position(|m| !m) {
         return Err(Error::PathNotInSnapshot {
             path: opts.include[i].clone(),
             snapshot: snap.id.short(),
         });
     }
-    let total: u64 = w.files.iter().map(|f| f.node.size).sum();
-    progress.add_total(w.files.len() as u64, total);
-
     let threads = if opts.threads == 0 {
         repo.storage().read_concurrency().max(1)
     } else {
         opts.threads
     };
     let errors = Mutex::new(Vec::new());
-    let (tx, rx) = unbounded::<Work>();
-    for item in plan_work(&w.files, index) {
-        let _ = tx.send(item);
-    }
-    drop(tx);
+    // At most `threads + 1` rounds queued or being written (so every worker has work while the
+    // walk gathers the next): the walk waits for the workers.
+    let (tx, rx) = unbounded::<(Work, Arc<Round>)>();
+    let mut w = Walk {
+        trees: &trees,
+        index,
+        progress,
+        includes,
+        files: Vec::new(),
+        work: tx,
+        rounds: bounded(threads + 1),
+        links: Vec::new(),
+        first_link: HashMap::new(),
+        dirs: Vec::new(),
+        out: RestoreOutcome::default(),
+        peak_round: 0,
+    };
     let (files, bytes) = std::thread::scope(|s| {
         let hs: Vec<_> = (0..threads)
             .map(|_| {
                 let (rx, errors) = (rx.clone(), &errors);
                 s.spawn(move || {
                     let (mut n, mut b) = (0u64, 0u64);
-                    for item in rx.iter() {
+                    for (item, _round) in rx.iter() {
                         let results = match &item {
                             Work::File(job) => vec![write_file(repo, index, job, progress)],
                             Work::Batch(batch) => write_batch(repo, index, batch, progress),
@@ -520,10 +592,18 @@ pub fn restore(
                 })
             })
             .collect();
+        drop(rx);
+        w.tree(&snap.snapshot.tree, t, &mut Vec::new());
+        w.flush();
+        // Close the queue: the workers end when it drains.
+        let (done_tx, _) = unbounded();
+        drop(std::mem::replace(&mut w.work, done_tx));
         hs.into_iter()
             .map(|h| h.join().unwrap_or((0, 0)))
             .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
     });
+    #[cfg(test)]
+    tests::PEAK_ROUND.with(|p| p.set(w.peak_round));
     w.out.files = files;
     w.out.bytes = bytes;
     w.out
@@ -550,23 +630,8 @@ pub fn restore(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::selected;
-
-    fn p(s: &str) -> Vec<Vec<u8>> {
-        s.split('/').map(|c| c.as_bytes().to_vec()).collect()
-    }
-
-    #[test]
-    fn include_selection() {
-        let inc = vec![p("src/lib")];
-        assert_eq!(selected(&p("src"), &inc), Some(false));
-        assert_eq!(selected(&p("src/lib"), &inc), Some(true));
-        assert_eq!(selected(&p("src/lib/a.rs"), &inc), Some(true));
-        assert_eq!(selected(&p("src/bin"), &inc), None);
-        assert_eq!(selected(&p("docs"), &[]), Some(true));
-    }
-}
+#[path = "restore_tests.rs"]
+mod tests;
 
 /// What a validation of a restored tree found.
 #[derive(Debug, Clone, Default, Serialize)]

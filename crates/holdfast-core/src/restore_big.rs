@@ -70,8 +70,8 @@ pub(crate) fn create(path: &Path) -> std::result::Result<fs::File, String> {
 }
 
 /// A file restored in parts, shared by the parts.
-pub(crate) struct Split<'a> {
-    job: &'a FileJob,
+pub(crate) struct Split {
+    job: FileJob,
     /// Created by the first part that runs.
     file: OnceLock<std::result::Result<fs::File, String>>,
     /// Parts not finished yet.
@@ -81,28 +81,33 @@ pub(crate) struct Split<'a> {
 }
 
 /// One part of a split file: a ranged read of its blobs and where the first one goes.
-pub(crate) struct Part<'a> {
-    pub(crate) file: Arc<Split<'a>>,
+pub(crate) struct Part {
+    pub(crate) file: Arc<Split>,
     run: Batch<usize>,
     offsets: Vec<u64>,
 }
 
-/// A file of several runs becomes one part per run; `None` if it should be written whole by one
-/// worker (one run, a blob the index lacks, or lengths in the index that do not add up to the
-/// file's size, which the one-worker path reports).
-pub(crate) fn split<'a>(job: &'a FileJob, index: &Index) -> Option<Vec<Part<'a>>> {
-    let runs = fetch::runs(&job.node.content, index, fetch::MAX_GAP, fetch::MAX_SPAN)?;
+/// A file of several runs becomes one part per run; the job back if it should be written whole
+/// by one worker (one run, a blob the index lacks, or lengths in the index that do not add up
+/// to the file's size, which the one-worker path reports).
+pub(crate) fn split(job: FileJob, index: &Index) -> Result<Vec<Part>, Box<FileJob>> {
+    let Some(runs) = fetch::runs(&job.node.content, index, fetch::MAX_GAP, fetch::MAX_SPAN) else {
+        return Err(Box::new(job));
+    };
     if runs.len() < 2 {
-        return None;
+        return Err(Box::new(job));
     }
     let mut at = Vec::with_capacity(job.node.content.len());
     let mut pos = 0u64;
     for id in &job.node.content {
         at.push(pos);
-        pos += index.get(id)?.1.raw_len as u64;
+        match index.get(id) {
+            Some((_, loc)) => pos += loc.raw_len as u64,
+            None => return Err(Box::new(job)),
+        }
     }
     if pos != job.node.size {
-        return None;
+        return Err(Box::new(job));
     }
     let file = Arc::new(Split {
         job,
@@ -110,18 +115,17 @@ pub(crate) fn split<'a>(job: &'a FileJob, index: &Index) -> Option<Vec<Part<'a>>
         left: AtomicUsize::new(runs.len()),
         lost: Mutex::new(None),
     });
-    Some(
-        runs.into_iter()
-            .map(|run| Part {
-                file: file.clone(),
-                offsets: run.items.iter().map(|(i, _, _)| at[*i]).collect(),
-                run,
-            })
-            .collect(),
-    )
+    Ok(runs
+        .into_iter()
+        .map(|run| Part {
+            file: file.clone(),
+            offsets: run.items.iter().map(|(i, _, _)| at[*i]).collect(),
+            run,
+        })
+        .collect())
 }
 
-impl Part<'_> {
+impl Part {
     /// Fetch and write this part. Returns the file's result if this was its last part.
     pub(crate) fn write(
         &self,
@@ -190,7 +194,7 @@ impl Part<'_> {
     /// After the last part: the length, the metadata, or the first error.
     fn finish(&self) -> std::result::Result<Written, String> {
         let s = &self.file;
-        let (job, p) = (s.job, &s.job.path);
+        let (job, p) = (&s.job, &s.job.path);
         if let Some((_, e)) = s.lost.lock().unwrap_or_else(|p| p.into_inner()).take() {
             return Err(e);
         }

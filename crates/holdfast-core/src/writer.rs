@@ -232,11 +232,44 @@ pub fn write_index(repo: &Repository, packs: Vec<(Id, Vec<PackEntry>)>) -> Resul
     Ok(id)
 }
 
+/// The ids a writer stored, in 32 bytes each: a sorted vector and a hash set of the newest,
+/// merged into the vector when it reaches an eighth of it (a hash set of millions of ids costs
+/// twice the bytes, and its growth doubles them again for a moment).
+#[derive(Default)]
+struct NewIds {
+    sorted: Vec<Id>,
+    recent: HashSet<Id>,
+}
+
+impl NewIds {
+    /// Smallest number of recent ids merged at once.
+    const MERGE_AT: usize = 1 << 14;
+
+    fn contains(&self, id: &Id) -> bool {
+        self.recent.contains(id) || self.sorted.binary_search(id).is_ok()
+    }
+
+    /// Add `id`; false if it was there.
+    fn insert(&mut self, id: Id) -> bool {
+        if self.sorted.binary_search(&id).is_ok() || !self.recent.insert(id) {
+            return false;
+        }
+        if self.recent.len() >= Self::MERGE_AT.max(self.sorted.len() / 8) {
+            self.sorted.reserve_exact(self.recent.len());
+            self.sorted.extend(self.recent.drain());
+            // Two sorted runs: the standard sort merges them in linear time.
+            self.sorted.sort();
+            self.recent = HashSet::new();
+        }
+        true
+    }
+}
+
 /// Deduplicating blob storage for one writer: skips blobs the index (or this writer) already has.
 pub struct Dedup<'a> {
     repo: &'a Repository,
     index: &'a Index,
-    new_ids: Mutex<HashSet<Id>>,
+    new_ids: Mutex<NewIds>,
     /// Packs of the index that blobs were deduplicated against (what the snapshot will need
     /// besides the packs this writer stores).
     hit_packs: Mutex<HashSet<Id>>,
@@ -252,7 +285,7 @@ impl<'a> Dedup<'a> {
         Dedup {
             repo,
             index,
-            new_ids: Mutex::new(HashSet::new()),
+            new_ids: Mutex::new(NewIds::default()),
             hit_packs: Mutex::new(HashSet::new()),
             writer: BlobWriter::new(repo, dry_run),
             blobs_added: AtomicU64::new(0),
@@ -436,4 +469,37 @@ pub fn record_snapshot(
     let id = crate::snapshot::save(repo, snap)?;
     confirm_after_snapshot(repo, &id, packs)?;
     Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NewIds;
+    use crate::id::Id;
+
+    /// The compact set of stored ids answers like a hash set across its merges.
+    #[test]
+    fn new_ids_answer_across_merges() {
+        let mut s = NewIds::default();
+        let id = |i: u32| {
+            let mut b = [0u8; 32];
+            b[..4].copy_from_slice(&i.wrapping_mul(2_654_435_761).to_le_bytes());
+            b[4..8].copy_from_slice(&i.to_le_bytes());
+            Id(b)
+        };
+        let n = 3 * NewIds::MERGE_AT as u32 + 17;
+        for i in 0..n {
+            assert!(s.insert(id(i)), "{i} is new");
+        }
+        assert!(
+            s.sorted.len() >= 2 * NewIds::MERGE_AT,
+            "merged into the vector"
+        );
+        assert!(s.sorted.windows(2).all(|w| w[0] < w[1]), "sorted, unique");
+        for i in 0..n {
+            assert!(s.contains(&id(i)), "{i} is known");
+            assert!(!s.insert(id(i)), "{i} is not new again");
+        }
+        assert!(!s.contains(&id(n)));
+        assert_eq!(s.sorted.len() + s.recent.len(), n as usize);
+    }
 }
