@@ -44,6 +44,7 @@ mod scratch;
 mod sqlite;
 pub mod sqlite_restore;
 pub mod sqlite_wal;
+mod systool;
 pub mod thin_xml;
 mod tool;
 pub mod volume;

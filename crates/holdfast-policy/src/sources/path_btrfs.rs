@@ -15,7 +15,6 @@
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use holdfast_core::exclude::Excludes;
 
@@ -77,32 +76,12 @@ pub enum BtrfsError {
 }
 
 fn btrfs(args: &[&std::ffi::OsStr]) -> Result<String, BtrfsError> {
-    let cmd = format!(
-        "btrfs {}",
-        args.iter()
-            .map(|a| a.to_string_lossy())
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    let o = Command::new("btrfs")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| BtrfsError::Command {
-            cmd: cmd.clone(),
-            why: format!("cannot run it (install btrfs-progs): {e}"),
-        })?;
-    if !o.status.success() {
-        return Err(BtrfsError::Command {
-            cmd,
-            why: format!(
-                "{}: {}",
-                o.status,
-                String::from_utf8_lossy(&o.stderr).trim()
-            ),
-        });
-    }
-    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    let mut all = vec![os("btrfs")];
+    all.extend_from_slice(args);
+    super::systool::run(&all, "install btrfs-progs").map_err(|f| BtrfsError::Command {
+        cmd: f.cmd,
+        why: f.why,
+    })
 }
 
 fn os<P: AsRef<std::ffi::OsStr> + ?Sized>(p: &P) -> &std::ffi::OsStr {

@@ -13,7 +13,6 @@
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use super::volume_lvm::{self, LvmError};
 
@@ -162,26 +161,12 @@ pub fn volume_of(paths: &[PathBuf]) -> Result<(MountInfo, Vec<PathBuf>), PathLvm
 }
 
 fn run(args: &[&std::ffi::OsStr]) -> Result<(), PathLvmError> {
-    let cmd = args
-        .iter()
-        .map(|a| a.to_string_lossy())
-        .collect::<Vec<_>>()
-        .join(" ");
-    let o = Command::new(args[0])
-        .args(&args[1..])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| PathLvmError::Mount {
-            cmd: cmd.clone(),
-            why: e.to_string(),
-        })?;
-    if !o.status.success() {
-        return Err(PathLvmError::Mount {
-            cmd,
-            why: String::from_utf8_lossy(&o.stderr).trim().to_string(),
-        });
-    }
-    Ok(())
+    super::systool::run(args, "")
+        .map(drop)
+        .map_err(|f| PathLvmError::Mount {
+            cmd: f.cmd,
+            why: f.why,
+        })
 }
 
 fn mount_dir(name: &str) -> Option<PathBuf> {

@@ -9,7 +9,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 /// Why an LVM snapshot failed.
 #[derive(Debug, thiserror::Error)]
@@ -48,26 +47,12 @@ pub enum LvmError {
 }
 
 fn lvm(args: &[&str]) -> Result<String, LvmError> {
-    let cmd = args.join(" ");
-    let o = Command::new(args[0])
-        .args(&args[1..])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| LvmError::Command {
-            cmd: cmd.clone(),
-            why: format!("cannot run it (install lvm2): {e}"),
-        })?;
-    if !o.status.success() {
-        return Err(LvmError::Command {
-            cmd,
-            why: format!(
-                "{}: {}",
-                o.status,
-                String::from_utf8_lossy(&o.stderr).trim()
-            ),
-        });
-    }
-    Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+    super::systool::run(args, "install lvm2")
+        .map(|out| out.trim().to_string())
+        .map_err(|f| LvmError::Command {
+            cmd: f.cmd,
+            why: f.why,
+        })
 }
 
 fn record_path(name: &str) -> Option<PathBuf> {

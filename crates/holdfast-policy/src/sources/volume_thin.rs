@@ -59,26 +59,10 @@ pub enum ThinError {
 }
 
 fn run(args: &[&str]) -> Result<String, ThinError> {
-    let cmd = args.join(" ");
-    let o = Command::new(args[0])
-        .args(&args[1..])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| ThinError::Command {
-            cmd: cmd.clone(),
-            why: format!("cannot run it: {e}"),
-        })?;
-    if !o.status.success() {
-        return Err(ThinError::Command {
-            cmd,
-            why: format!(
-                "{}: {}",
-                o.status,
-                String::from_utf8_lossy(&o.stderr).trim()
-            ),
-        });
-    }
-    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    super::systool::run(args, "").map_err(|f| ThinError::Command {
+        cmd: f.cmd,
+        why: f.why,
+    })
 }
 
 /// `lvs --reportformat json -o lv_name,vg_name,segtype,pool_lv,thin_id,lv_size` of one
