@@ -108,6 +108,11 @@ impl Assembler {
                         node.changed_while_read = f.changed_while_read;
                         nodes.push(node);
                     }
+                    // The repository failed: that error is the backup's, reported once;
+                    // the files it stopped are not listed one by one.
+                    Err(_) if ctx.failed() => {
+                        return Err(Error::Refused("the repository failed".into()))
+                    }
                     Err(msg) => ctx.error(msg),
                 },
             }
