@@ -6,8 +6,13 @@
 //! several workers still share a big pack). The bytes of a gap are read and dropped: a restore
 //! of a whole snapshot needs nearly every blob of its packs, so gaps are rare and small.
 
+use holdfast_storage::ObjectKind;
+
+use crate::blob::BlobType;
+use crate::error::Result;
 use crate::id::Id;
 use crate::index::{Index, Location};
+use crate::repo::Repository;
 
 /// Read gaps up to this size rather than splitting the range.
 pub const MAX_GAP: u64 = 256 * 1024;
@@ -34,6 +39,33 @@ impl<T> Batch<T> {
     pub fn slice<'b>(&self, buf: &'b [u8], loc: &Location) -> Option<&'b [u8]> {
         let from = (loc.offset as u64).checked_sub(self.start)? as usize;
         buf.get(from..from + loc.length as usize)
+    }
+
+    /// Fetch the batch's range of its pack (one ranged read) and open each item's data blob
+    /// from it, in order. A blob the range does not give (the read failed or came back short)
+    /// is read on its own, so an error is the blob's, never the range's.
+    pub fn open_each<'a>(
+        &'a self,
+        repo: &'a Repository,
+        index: &'a Index,
+    ) -> impl Iterator<Item = (&'a (T, Id, Location), Result<Vec<u8>>)> + 'a {
+        let buf = repo
+            .storage()
+            .get_range(
+                ObjectKind::Pack,
+                &self.pack.to_hex(),
+                self.start,
+                self.end - self.start,
+            )
+            .ok();
+        self.items.iter().map(move |item| {
+            let (_, id, loc) = item;
+            let data = match buf.as_deref().and_then(|b| self.slice(b, loc)) {
+                Some(stored) => repo.open_blob(BlobType::Data, id, &self.pack, stored, loc.raw_len),
+                None => repo.read_blob(index, BlobType::Data, id),
+            };
+            (item, data)
+        })
     }
 }
 

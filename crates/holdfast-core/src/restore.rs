@@ -368,21 +368,8 @@ fn write_file(
         return sink.finish();
     };
     for run in &runs {
-        let buf = repo
-            .storage()
-            .get_range(
-                ObjectKind::Pack,
-                &run.pack.to_hex(),
-                run.start,
-                run.end - run.start,
-            )
-            .ok();
-        for (_, id, loc) in &run.items {
-            let data = match buf.as_deref().and_then(|b| run.slice(b, loc)) {
-                Some(stored) => repo.open_blob(BlobType::Data, id, &run.pack, stored, loc.raw_len),
-                None => repo.read_blob(index, BlobType::Data, id),
-            }
-            .map_err(|e| lost(sink.pos, e))?;
+        for (_, data) in run.open_each(repo, index) {
+            let data = data.map_err(|e| lost(sink.pos, e))?;
             sink.write(&data)?;
             progress.inc(0, data.len() as u64);
         }

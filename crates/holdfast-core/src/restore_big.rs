@@ -10,9 +10,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use holdfast_storage::ObjectKind;
-
-use crate::blob::BlobType;
 use crate::fetch::{self, Batch};
 use crate::fsmeta;
 use crate::index::Index;
@@ -164,22 +161,8 @@ impl Part {
             // The file is lost already: do not spend reads on it.
             return Err((first, "not written: another part failed".into()));
         }
-        let run = &self.run;
-        let buf = repo
-            .storage()
-            .get_range(
-                ObjectKind::Pack,
-                &run.pack.to_hex(),
-                run.start,
-                run.end - run.start,
-            )
-            .ok();
-        for ((_, id, loc), at) in run.items.iter().zip(&self.offsets) {
-            let data = match buf.as_deref().and_then(|b| run.slice(b, loc)) {
-                Some(stored) => repo.open_blob(BlobType::Data, id, &run.pack, stored, loc.raw_len),
-                None => repo.read_blob(index, BlobType::Data, id),
-            }
-            .map_err(|e| {
+        for ((_, data), at) in self.run.open_each(repo, index).zip(&self.offsets) {
+            let data = data.map_err(|e| {
                 (
                     *at,
                     format!("{}: content lost from byte {at}: {e}", path.display()),
