@@ -102,6 +102,7 @@ impl Assembler {
                 Pending::File { mut node, job } => match self.result(job)? {
                     Ok(f) => {
                         node.content = f.content;
+                        node.inline = f.inline;
                         node.size = f.size;
                         // The times of the content stored, so the next backup compares with them.
                         (node.mtime, node.ctime) = (f.stamp.mtime, f.stamp.ctime);

@@ -107,6 +107,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) chunker: ChunkerParams,
     pub(crate) seed: u64,
     pub(crate) level: i32,
+    /// Files of at most this many bytes go inline into their tree node (0: never).
+    pub(crate) inline_max: u64,
     pub(crate) progress: &'a dyn Progress,
     errors: Mutex<Vec<String>>,
     warnings: Mutex<Vec<String>>,
@@ -273,6 +275,7 @@ impl Walker<'_, '_> {
                         && p.content.iter().all(|c| self.ctx.known(c))
                 }) {
                     node.content = p.content.clone();
+                    node.inline = p.inline.clone();
                     self.summary.files_unmodified += 1;
                     self.summary.total_bytes += node.size;
                     self.ctx.progress.add_total(1, node.size);
@@ -668,6 +671,7 @@ pub fn backup(
         chunker: repo.config().chunker,
         seed: repo.key().chunker_seed(),
         level: repo.config().compression,
+        inline_max: crate::inline::inline_max(repo),
         progress,
         errors: Mutex::new(Vec::new()),
         warnings: Mutex::new(Vec::new()),

@@ -108,7 +108,11 @@ pub fn diff(
                         change: 'T',
                         path: p.clone(),
                     });
-                } else if x.content != y.content || x.target != y.target || x.size != y.size {
+                } else if x.content != y.content
+                    || x.inline != y.inline
+                    || x.target != y.target
+                    || x.size != y.size
+                {
                     out.push(Change {
                         change: 'M',
                         path: p.clone(),

@@ -37,6 +37,7 @@ pub fn node(name: &str, kind: NodeKind, mode: u32, mtime: FileTime) -> Node {
         links: 1,
         size: 0,
         content: Vec::new(),
+        inline: None,
         subtree: None,
         target: None,
         rdev: None,

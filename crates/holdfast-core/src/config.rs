@@ -9,8 +9,9 @@ use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
 
 /// The repository format version this build writes and the highest it reads. Version 1 (no
-/// config MAC, no history) is still read; `holdfast migrate` brings it to version 2.
-pub const FORMAT_VERSION: u32 = 2;
+/// config MAC, no history) and version 2 (no inline content) are still read and written;
+/// `holdfast migrate` brings either to version 3.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The first version whose config carries a MAC.
 pub const AUTHENTICATED_VERSION: u32 = 2;
@@ -79,6 +80,10 @@ pub struct RepoConfig {
     pub pack_size: u32,
     /// Always "xchacha20-poly1305".
     pub cipher: String,
+    /// Version 3 on: files of at most this many bytes are stored inline in their tree node
+    /// (0: never). Absent before version 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline_max: Option<u32>,
     /// Version 2 on: hex keyed BLAKE3 of [`RepoConfig::canonical`] under the config MAC key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
@@ -123,7 +128,10 @@ impl RepoConfig {
             return Err(Error::ConfigTampered {
                 location: location.into(),
                 detail: if self.mac.is_none() {
-                    "it claims format version 2 but carries no MAC".into()
+                    format!(
+                        "it claims format version {} but carries no MAC",
+                        self.version
+                    )
                 } else {
                     "its MAC does not match its content".into()
                 },
@@ -152,6 +160,19 @@ impl RepoConfig {
                 "cipher {:?} is not {CIPHER:?}, the only cipher holdfast has",
                 self.cipher
             ));
+        }
+        match self.inline_max {
+            Some(m) if self.version < crate::inline::INLINE_VERSION => return Err(format!(
+                "it sets an inline limit ({m} bytes) but claims format version {}, which has none",
+                self.version
+            )),
+            Some(m) if m > crate::inline::INLINE_LIMIT => {
+                return Err(format!(
+                    "inline limit {m} is above {} bytes",
+                    crate::inline::INLINE_LIMIT
+                ))
+            }
+            _ => {}
         }
         if self.id.len() != 64 || !self.id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(format!("repository id {:?} is not 64 hex digits", self.id));
@@ -232,6 +253,7 @@ mod tests {
             compression: 3,
             pack_size: 16 << 20,
             cipher: CIPHER.into(),
+            inline_max: Some(crate::inline::DEFAULT_INLINE_MAX),
             mac: None,
         }
     }

@@ -42,6 +42,8 @@ struct Translator<'a> {
     c: Compressor,
     trees: HashMap<Id, Id>,
     blobs: HashMap<Id, Id>,
+    /// The destination reads inline content (format 3); if not, it is stored as a data blob.
+    dst_inline: bool,
 }
 
 impl Translator<'_> {
@@ -61,6 +63,13 @@ impl Translator<'_> {
         }
         let mut t = Tree::decode(id, &self.src.read_blob(self.src_index, BlobType::Tree, id)?)?;
         for n in &mut t.nodes {
+            if !self.dst_inline {
+                // A reader of the destination's format would take the file for empty.
+                if let Some(data) = n.inline.take().filter(|d| !d.is_empty()) {
+                    n.content = vec![self.dst.store(&mut self.c, BlobType::Data, &data)?];
+                    continue;
+                }
+            }
             let content = std::mem::take(&mut n.content);
             n.content = content
                 .iter()
@@ -121,6 +130,7 @@ pub fn copy(
         c: Compressor::new(dst.config().compression),
         trees: HashMap::new(),
         blobs: HashMap::new(),
+        dst_inline: dst.config().version >= crate::inline::INLINE_VERSION,
     };
     progress.phase("copy");
     let mut pending = Vec::new();

@@ -41,6 +41,8 @@ pub const RE_READS: usize = 1;
 pub(crate) struct FileDone {
     /// Its content blobs.
     pub(crate) content: Vec<Id>,
+    /// Or its whole content, to go inline into its tree node.
+    pub(crate) inline: Option<Vec<u8>>,
     /// Bytes read.
     pub(crate) size: u64,
     /// The file's size and times when its content was read (they replace the walker's).
@@ -73,7 +75,16 @@ impl Ctx<'_> {
                 (&f).seek(io::SeekFrom::Start(0))
                     .map_err(|e| describe_io(&job.path, "cannot be read", e))?;
             }
-            let (content, size) = self.read_once(c, job, &f, before.size)?;
+            let (content, inline, size) = match self.read_inline(job, &f, before.size)? {
+                Some(data) => {
+                    let n = data.len() as u64;
+                    (Vec::new(), Some(data), n)
+                }
+                None => {
+                    let (content, size) = self.read_once(c, job, &f, before.size)?;
+                    (content, None, size)
+                }
+            };
             self.bytes_read.fetch_add(size, Ordering::Relaxed);
             let after = stamp(&f)?;
             let steady = before == after && size == after.size;
@@ -87,6 +98,7 @@ impl Ctx<'_> {
                 }
                 return Ok(FileDone {
                     content,
+                    inline,
                     size,
                     stamp: after,
                     changed_while_read: !steady,
@@ -98,6 +110,34 @@ impl Ctx<'_> {
             );
             attempt += 1;
         }
+    }
+
+    /// One read of a file from its start, for its tree node, if the repository inlines files of
+    /// its `size` and it still has at most that many bytes; otherwise the file is left at its
+    /// start. An empty file is not inlined (it has no content to hold).
+    fn read_inline(
+        &self,
+        job: &Job,
+        f: &File,
+        size: u64,
+    ) -> std::result::Result<Option<Vec<u8>>, String> {
+        if size == 0 || size > self.inline_max {
+            return Ok(None);
+        }
+        let mut buf = Vec::with_capacity(size as usize);
+        f.take(self.inline_max + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| describe_io(&job.path, "cannot be read", e))?;
+        if !buf.is_empty() && buf.len() as u64 <= self.inline_max {
+            self.progress.inc(0, buf.len() as u64);
+            return Ok(Some(buf));
+        }
+        // It changed size while we looked: read it the usual way, from its start.
+        use std::io::Seek;
+        let mut r = f;
+        r.seek(io::SeekFrom::Start(0))
+            .map_err(|e| describe_io(&job.path, "cannot be read", e))?;
+        Ok(None)
     }
 
     /// One read of a file from its start: small files as one blob, larger ones chunked.

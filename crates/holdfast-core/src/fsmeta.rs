@@ -41,6 +41,7 @@ pub fn node_from_metadata(name: FsName, m: &Metadata) -> Node {
         links: m.nlink(),
         size: if kind == NodeKind::File { m.size() } else { 0 },
         content: Vec::new(),
+        inline: None,
         subtree: None,
         target: None,
         rdev: matches!(kind, NodeKind::Chardev | NodeKind::Blockdev).then(|| m.rdev()),

@@ -28,6 +28,7 @@ pub mod history;
 pub mod id;
 pub mod index;
 mod indexload;
+pub mod inline;
 pub mod keys;
 pub mod liveness;
 pub mod localstate;

@@ -28,6 +28,8 @@ pub struct InitOptions {
     pub pack_size: u32,
     /// Argon2id cost.
     pub kdf: KdfParams,
+    /// Files of at most this many bytes are stored inline in their tree node (0: never).
+    pub inline_max: u32,
 }
 
 impl Default for InitOptions {
@@ -37,6 +39,7 @@ impl Default for InitOptions {
             chunker: ChunkerParams::default(),
             pack_size: 16 << 20,
             kdf: KdfParams::default(),
+            inline_max: crate::inline::DEFAULT_INLINE_MAX,
         }
     }
 }
@@ -162,6 +165,13 @@ impl Repository {
             )));
         }
         opts.chunker.validate().map_err(Error::Invalid)?;
+        if opts.inline_max > crate::inline::INLINE_LIMIT {
+            return Err(Error::Invalid(format!(
+                "inline limit {} is above {} bytes",
+                opts.inline_max,
+                crate::inline::INLINE_LIMIT
+            )));
+        }
         if !(1 << 20..=1 << 30).contains(&opts.pack_size) {
             return Err(Error::Invalid(format!(
                 "pack size {} is outside 1 MiB..=1 GiB",
@@ -189,6 +199,7 @@ impl Repository {
             compression: opts.compression,
             pack_size: opts.pack_size,
             cipher: crate::config::CIPHER.into(),
+            inline_max: Some(opts.inline_max),
             mac: None,
         };
         let mut config = config;
@@ -287,13 +298,17 @@ impl Repository {
         &self.config
     }
 
-    /// Rewrite a version 1 config as version 2, authenticated with the master key. Returns false
-    /// if it already was. The values are kept as they are (they were bounded when read).
+    /// Bring the config to [`FORMAT_VERSION`]: a version 1 config is authenticated with the
+    /// master key, and a version 1 or 2 one gets the default inline limit (from then on, holdfast
+    /// older than format 3 refuses the repository). Returns false if it already was. The other
+    /// values are kept as they are (they were bounded when read).
     pub fn migrate_config(&mut self) -> Result<bool> {
-        if self.config.is_authenticated_format() {
+        if self.config.version >= FORMAT_VERSION {
             return Ok(false);
         }
         let mut c = self.config.clone();
+        c.version = FORMAT_VERSION;
+        c.inline_max = Some(crate::inline::DEFAULT_INLINE_MAX);
         c.seal(&self.key);
         let bytes = serde_json::to_vec_pretty(&c).expect("serializable");
         self.storage

@@ -354,6 +354,11 @@ fn write_file(
     progress: &dyn Progress,
 ) -> std::result::Result<Written, String> {
     let mut sink = Sink::create(job)?;
+    if let Some(data) = &job.node.inline {
+        sink.write(data)?;
+        progress.inc(0, data.len() as u64);
+        return sink.finish();
+    }
     let lost =
         |pos: u64, e: Error| format!("{}: content lost from byte {pos}: {e}", job.path.display());
     let content = &job.node.content;
@@ -426,8 +431,10 @@ fn write_batch(
 fn plan_work(files: Vec<FileJob>, index: &Index) -> Vec<Work> {
     let mut singles = Vec::new();
     let mut multi = Vec::new();
+    let mut inline = Vec::new();
     for j in files {
         match j.node.content.as_slice() {
+            _ if j.node.inline.is_some() => inline.push(Work::File(j)),
             [id] => {
                 let id = *id;
                 singles.push((j, id))
@@ -446,6 +453,7 @@ fn plan_work(files: Vec<FileJob>, index: &Index) -> Vec<Work> {
     let (batches, unindexed) = fetch::batches(singles, index, fetch::MAX_GAP, fetch::MAX_SPAN);
     work.extend(batches.into_iter().map(Work::Batch));
     work.extend(unindexed.into_iter().map(Work::File));
+    work.extend(inline);
     work
 }
 
@@ -661,8 +669,8 @@ pub fn validate(repo: &Repository, index: &Index, tree: &Id, dir: &Path) -> Resu
                         stack.push((s, p));
                     }
                 }
-                NodeKind::File => match crate::backup::content_ids(repo, &p) {
-                    Ok(ids) if ids == n.content && m.len() == n.size => {
+                NodeKind::File => match crate::inline::file_matches(repo, &p, &n) {
+                    Ok(true) if m.len() == n.size => {
                         v.files += 1;
                         v.bytes += n.size;
                     }

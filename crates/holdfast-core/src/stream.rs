@@ -69,6 +69,7 @@ fn synthetic(
         links: 1,
         size: 0,
         content: Vec::new(),
+        inline: None,
         subtree: None,
         target: None,
         rdev: None,
@@ -381,6 +382,11 @@ pub fn read_file(
         .ok_or_else(|| Error::Invalid(format!("{path} is not in the snapshot")))?;
     if node.kind != NodeKind::File {
         return Err(Error::Invalid(format!("{path} is not a file")));
+    }
+    if let Some(data) = &node.inline {
+        out.write_all(data)
+            .map_err(|e| Error::io("writing", path, e))?;
+        return Ok(data.len() as u64);
     }
     let ids = &node.content;
     let workers = std::thread::available_parallelism()

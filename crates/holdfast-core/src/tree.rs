@@ -164,6 +164,9 @@ pub struct Node {
     pub size: u64,
     /// Content blobs, in order (files).
     pub content: Vec<Id>,
+    /// The whole content of a small file, stored in the tree instead of as blobs (repository
+    /// format 3; see [`crate::inline`]). When set, `content` is empty and its length is `size`.
+    pub inline: Option<Vec<u8>>,
     /// Subtree (directories).
     pub subtree: Option<Id>,
     /// Link target (symlinks).
@@ -195,6 +198,11 @@ struct NodeOut<'a> {
     size: u64,
     #[serde(skip_serializing_if = "no_ids")]
     content: &'a [Id],
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::inline::serialize"
+    )]
+    inline: Option<&'a Vec<u8>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     subtree: Option<Id>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -233,6 +241,8 @@ struct NodeIn {
     size: u64,
     #[serde(default)]
     content: Vec<Id>,
+    #[serde(default, deserialize_with = "crate::inline::deserialize")]
+    inline: Option<Vec<u8>>,
     #[serde(default)]
     subtree: Option<Id>,
     #[serde(default)]
@@ -293,6 +303,7 @@ impl Serialize for Node {
             links: self.links,
             size: self.size,
             content: &self.content,
+            inline: self.inline.as_ref(),
             subtree: self.subtree,
             target: self.target.as_ref(),
             rdev: self.rdev,
@@ -324,6 +335,7 @@ impl<'de> Deserialize<'de> for Node {
             links: n.links,
             size: n.size,
             content: n.content,
+            inline: n.inline,
             subtree: n.subtree,
             target: n.target,
             rdev: n.rdev,
@@ -386,6 +398,12 @@ impl Tree {
                     format!("entry name {:?} is not a plain file name", n.name.display()),
                 ));
             }
+            if let Some(why) = crate::inline::invalid(n) {
+                return Err(Error::corrupt(
+                    format!("tree {id}"),
+                    format!("entry {:?} {why}", n.name.display()),
+                ));
+            }
         }
         Ok(t)
     }
@@ -417,6 +435,7 @@ mod tests {
             links: 1,
             size: 3,
             content: vec![Id([1; 32])],
+            inline: None,
             subtree: None,
             target: None,
             rdev: None,

@@ -264,6 +264,12 @@ pub fn restore(
 ) -> Result<(u64, u64)> {
     let node = crate::browse::find_node(repo, index, root, path)?
         .ok_or_else(|| Error::Invalid(format!("{path} is not in the snapshot")))?;
+    if node.inline.is_some() {
+        // Volume images are always stored as chunks; a small file is not one.
+        return Err(Error::Invalid(format!(
+            "{path} is a small file stored inline, not a volume image"
+        )));
+    }
     let (f, sparse) = match target {
         Target::Image(f) => (f, true),
         Target::Device(f) => (f, false),

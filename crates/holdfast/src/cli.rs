@@ -59,6 +59,10 @@ pub enum Command {
         /// Target pack size in MiB.
         #[arg(long, default_value_t = 16)]
         pack_size_mib: u32,
+        /// Files of at most this many bytes are stored inside their directory's tree instead of
+        /// as data blobs (0 = never; at most 16384).
+        #[arg(long, default_value_t = holdfast_core::inline::DEFAULT_INLINE_MAX)]
+        inline_max: u32,
     },
     /// Back up files and directories into a new snapshot.
     Backup(BackupArgs),

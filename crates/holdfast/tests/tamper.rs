@@ -47,6 +47,7 @@ fn config_rollback_to_unauthenticated_format_1_is_refused() {
     edit_config(&fx, |c| {
         c["version"] = 1.into();
         c.as_object_mut().unwrap().remove("mac");
+        c.as_object_mut().unwrap().remove("inline_max");
         c["chunker"]["min"] = 64.into();
         c["chunker"]["avg"] = 256.into();
     });
@@ -134,6 +135,7 @@ fn format_1_repository_opens_warns_and_migrates() {
     edit_config(&fx, |c| {
         c["version"] = 1.into();
         c.as_object_mut().unwrap().remove("mac");
+        c.as_object_mut().unwrap().remove("inline_max");
     });
     fs::remove_dir_all(fx.at("history")).unwrap();
     fs::remove_dir_all(fx.dir.path().join("state")).unwrap();
@@ -145,7 +147,8 @@ fn format_1_repository_opens_warns_and_migrates() {
     assert_eq!(j["config_migrated"], true, "{o}");
     assert_eq!(j["snapshots_recorded"], 2, "{o}");
     let c: Value = serde_json::from_slice(&fs::read(fx.at("config")).unwrap()).unwrap();
-    assert_eq!(c["version"], 2);
+    assert_eq!(c["version"], 3);
+    assert_eq!(c["inline_max"], 512);
     fx.ok(&["check"]);
     // Now a deleted snapshot of the migrated repository is found.
     let (newest, _) = fx.snapshots().pop().unwrap();

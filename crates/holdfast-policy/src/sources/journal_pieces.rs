@@ -229,6 +229,7 @@ mod tests {
             links: 1,
             size: 100,
             content: Vec::new(),
+            inline: None,
             subtree: None,
             target: None,
             rdev: None,

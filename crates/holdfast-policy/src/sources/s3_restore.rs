@@ -26,6 +26,10 @@ fn copy_content(
     out: &mut dyn FnMut(Vec<u8>) -> Result<(), String>,
 ) -> Result<blake3::Hash, SourceError> {
     let mut h = blake3::Hasher::new();
+    if let Some(data) = &n.inline {
+        h.update(data);
+        out(data.clone()).map_err(store)?;
+    }
     for id in &n.content {
         let data = repo.read_blob(index, BlobType::Data, id)?;
         h.update(&data);

@@ -15,10 +15,11 @@ use crate::cli::{BackupArgs, Global, RestoreArgs};
 use crate::exit;
 use crate::progress::CliProgress;
 
-pub fn init(g: &Global, compression: i32, pack_size_mib: u32) -> Result<u8> {
+pub fn init(g: &Global, compression: i32, pack_size_mib: u32, inline_max: u32) -> Result<u8> {
     let opts = InitOptions {
         compression,
         pack_size: pack_size_mib.clamp(1, 512) << 20,
+        inline_max,
         ..Default::default()
     };
     let repo = rt()?.init(

@@ -72,7 +72,8 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Init {
             compression,
             pack_size_mib,
-        } => data::init(g, compression, pack_size_mib),
+            inline_max,
+        } => data::init(g, compression, pack_size_mib, inline_max),
         Command::Backup(a) => data::backup(g, a),
         Command::Restore(a) => data::restore(g, a),
         Command::Snapshots { filter } => browse::snapshots(g, &filter),

@@ -8,7 +8,8 @@ use super::{open, print_json};
 use crate::cli::Global;
 use crate::exit;
 
-/// Authenticate a format 1 config and record the snapshots the history does not know.
+/// Bring the config to the current format (authenticating a format 1 config) and record the
+/// snapshots the history does not know.
 pub fn migrate(g: &Global) -> Result<u8> {
     let mut repo = open(g)?;
     let c = repo.config().clone();
@@ -20,7 +21,7 @@ pub fn migrate(g: &Global) -> Result<u8> {
             "snapshots_recorded": recorded,
         }))?;
     } else {
-        if migrated {
+        if migrated && !c.is_authenticated_format() {
             outln!(
                 "config authenticated (format version {} -> {}) with these settings: chunker min {} avg {} max {}, compression {}, pack size {}, cipher {}; if any of them is not what you set, the config was changed before: do not use this repository",
                 c.version,
@@ -32,9 +33,17 @@ pub fn migrate(g: &Global) -> Result<u8> {
                 c.pack_size,
                 c.cipher
             );
+        } else if migrated {
+            outln!(
+                "format version {} -> {}: files of at most {} bytes are now stored inside their directory's tree; holdfast releases that read only format {} cannot open this repository any more",
+                c.version,
+                repo.config().version,
+                repo.config().inline_max.unwrap_or(0),
+                c.version
+            );
         } else {
             outln!(
-                "config already authenticated (format version {})",
+                "config already authenticated and at format version {}",
                 c.version
             );
         }
