@@ -189,8 +189,8 @@ fn a_big_file_goes_through_the_pipeline_and_restores_identical_with_holes() {
     assert_eq!(content, content_ids(&repo, &big).unwrap());
     assert!(content.len() > 40, "{} chunks", content.len());
     // Repeated chunks (the block twice, the zero runs) were stored once, though many of them
-    // were in flight at the same time: data blobs = distinct chunks + the small file, plus
-    // two trees.
+    // were in flight at the same time: data blobs = distinct chunks, plus two trees (the small
+    // file is inline in its tree).
     let distinct: HashSet<&Id> = content.iter().collect();
     assert!(
         distinct.len() + 5 < content.len(),
@@ -198,8 +198,9 @@ fn a_big_file_goes_through_the_pipeline_and_restores_identical_with_holes() {
     );
     assert_eq!(
         out.snapshot.summary.blobs_added,
-        distinct.len() as u64 + 1 + 2
+        distinct.len() as u64 + 2
     );
+    assert!(stored_node(&repo, "small").inline.is_some());
     let target = d.path().join("out");
     restore_latest(&repo, &target);
     let got = target.join("src/disk.img");

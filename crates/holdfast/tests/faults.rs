@@ -1438,7 +1438,7 @@ fn newer_format_version_says_upgrade() {
     init(&repo);
     let cfg_path = repo.join("config");
     let mut cfg: Value = serde_json::from_slice(&fs::read(&cfg_path).unwrap()).unwrap();
-    assert_eq!(cfg["version"], 2);
+    assert_eq!(cfg["version"], 3);
     cfg["version"] = 99.into();
     fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
     for args in [
