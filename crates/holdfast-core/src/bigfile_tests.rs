@@ -196,10 +196,7 @@ fn a_big_file_goes_through_the_pipeline_and_restores_identical_with_holes() {
         distinct.len() + 5 < content.len(),
         "the file repeats chunks"
     );
-    assert_eq!(
-        out.snapshot.summary.blobs_added,
-        distinct.len() as u64 + 2
-    );
+    assert_eq!(out.snapshot.summary.blobs_added, distinct.len() as u64 + 2);
     assert!(stored_node(&repo, "small").inline.is_some());
     let target = d.path().join("out");
     restore_latest(&repo, &target);

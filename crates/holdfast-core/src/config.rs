@@ -162,10 +162,12 @@ impl RepoConfig {
             ));
         }
         match self.inline_max {
-            Some(m) if self.version < crate::inline::INLINE_VERSION => return Err(format!(
+            Some(m) if self.version < crate::inline::INLINE_VERSION => {
+                return Err(format!(
                 "it sets an inline limit ({m} bytes) but claims format version {}, which has none",
                 self.version
-            )),
+            ))
+            }
             Some(m) if m > crate::inline::INLINE_LIMIT => {
                 return Err(format!(
                     "inline limit {m} is above {} bytes",
