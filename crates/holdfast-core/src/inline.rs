@@ -124,29 +124,14 @@ pub fn file_matches(repo: &Repository, path: &Path, n: &Node) -> io::Result<bool
 mod tests {
     use super::*;
     use crate::id::Id;
-    use crate::tree::{FileTime, FsName, Tree};
+    use crate::tree::Tree;
 
     fn file(inline: Option<&[u8]>, size: u64) -> Node {
-        Node {
-            name: FsName(b"f".to_vec()),
-            kind: NodeKind::File,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            mtime: FileTime::from_nanos(1),
-            ctime: FileTime::from_nanos(1),
-            inode: 1,
-            dev: 1,
-            links: 1,
-            size,
-            content: Vec::new(),
-            inline: inline.map(|d| d.to_vec()),
-            subtree: None,
-            target: None,
-            rdev: None,
-            xattrs: Vec::new(),
-            changed_while_read: false,
-        }
+        let mut n = crate::tree::tests::node(b"f");
+        n.size = size;
+        n.content = Vec::new();
+        n.inline = inline.map(|d| d.to_vec());
+        n
     }
 
     #[test]

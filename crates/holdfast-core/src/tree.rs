@@ -418,10 +418,11 @@ impl Tree {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn node(name: &[u8]) -> Node {
+    /// A file node named `name`, 3 bytes in one blob.
+    pub(crate) fn node(name: &[u8]) -> Node {
         Node {
             name: FsName(name.to_vec()),
             kind: NodeKind::File,
