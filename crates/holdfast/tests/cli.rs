@@ -561,6 +561,12 @@ fn exit_codes_for_common_mistakes() {
     let o = e.cmd(&["snapshots"]).output().unwrap();
     assert_eq!(o.status.code(), Some(10));
     assert!(String::from_utf8_lossy(&o.stderr).contains("holdfast init"));
+    // An inline limit past its bound is refused, and creates nothing.
+    let o = e.cmd(&["init", "--inline-max", "16385"]).output().unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("inline limit 16385"));
+    let o = e.cmd(&["snapshots"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(10));
     e.init();
     // Init twice is refused and leaves the repository usable.
     assert!(!e.cmd(&["init"]).output().unwrap().status.success());
