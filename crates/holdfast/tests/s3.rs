@@ -227,3 +227,66 @@ fn s3_copy_to_another_region() {
     assert_same_tree(&src, &out.join("src"));
     b.hf(&rb, &["check", "--read-data"]).assert().success();
 }
+
+/// A GET's response body must not wait for the client's delayed ACK. Garage (like any server
+/// with Nagle's algorithm on) holds the body's last segment until the header is ACKed, and a
+/// Linux client delays that ACK by up to 40 ms: every read then cost about 40 ms however
+/// small, which bound restore by request latency. Sequential small ranged reads through the
+/// repository backend must take well under that.
+#[test]
+fn s3_small_reads_do_not_wait_for_delayed_acks() {
+    use holdfast_backend_opendal::{ObjectStorage, S3Config};
+    use holdfast_storage::{ObjectKind, PutMode, Storage, StorageError};
+    if skip() {
+        return;
+    }
+    let c = cluster();
+    let cfg = S3Config {
+        bucket: c.env["HOLDFAST_TEST_BUCKET"].clone(),
+        prefix: "quickack".into(),
+        endpoint: Some(c.env["AWS_ENDPOINT_URL"].clone()),
+        region: Some(c.env["AWS_REGION"].clone()),
+        access_key_id: Some(c.env["AWS_ACCESS_KEY_ID"].clone()),
+        secret_access_key: Some(c.env["AWS_SECRET_ACCESS_KEY"].clone()),
+        env_prefix: "AWS".into(),
+    };
+    let s = ObjectStorage::s3(&cfg).unwrap();
+    let data = support::bytes(7, 1 << 20);
+    let name = "ab".repeat(32);
+    s.put(ObjectKind::Pack, &name, &data, PutMode::Overwrite)
+        .unwrap();
+    assert_eq!(s.get(ObjectKind::Pack, &name).unwrap(), data);
+    let mut took = Vec::new();
+    for i in 0..41u64 {
+        let (off, len) = (i * 20_011 % 1_000_000, 10_000 + i * 37);
+        let t = Instant::now();
+        let got = s.get_range(ObjectKind::Pack, &name, off, len).unwrap();
+        took.push(t.elapsed());
+        assert_eq!(
+            got,
+            data[off as usize..(off + len) as usize],
+            "range {off}+{len}"
+        );
+    }
+    took.sort();
+    let median = took[took.len() / 2];
+    eprintln!(
+        "small ranged reads: median {median:?}, slowest {:?}",
+        took[took.len() - 1]
+    );
+    assert!(
+        median < Duration::from_millis(25),
+        "a 10 kB ranged read takes {median:?} (median of 41): the response waits for a delayed ACK"
+    );
+    // Errors keep their meaning: a missing object, and a range past the end.
+    let e = s.get(ObjectKind::Pack, &"cd".repeat(32)).unwrap_err();
+    assert!(e.is_not_found(), "{e}");
+    let e = s
+        .get_range(ObjectKind::Pack, &name, (1 << 20) - 10, 100)
+        .unwrap_err();
+    assert!(matches!(e, StorageError::ShortRead { .. }), "{e}");
+    let e = s
+        .get_range(ObjectKind::Pack, &name, 2 << 20, 100)
+        .unwrap_err();
+    assert!(matches!(e, StorageError::ShortRead { .. }), "{e}");
+}
