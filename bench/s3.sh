@@ -74,22 +74,22 @@ requests_since() {
 # s), OUT_req ("total GET PUT HEAD LIST other", empty without a store), all from the fastest
 # round; each round starts from the state `prep` makes.
 best() { # OUT name prep cmd...
-  local out=$1 name=$2 prep=$3; shift 3; local b="" bc="" bs="" br=""
+  local _out=$1 _name=$2 _prep=$3; shift 3; local _b="" _bc="" _bs="" _br=""
   for _ in $(seq 1 "$rounds"); do
-    eval "$prep"
-    local s0=0 l0=0; [ -n "${store:-}" ] && { s0=$(store_cpu); l0=$(log_lines); }
-    local t0; t0=$(now)
-    eval "/usr/bin/time -f '%U %S' -o '$shm/time.$name' $*" >"$shm/log.$name" 2>&1 || { echo "$name failed:"; tail -20 "$shm/log.$name"; exit 1; }
-    local t; t=$(echo "$(now) - $t0" | bc)
-    local s=0 r=""
-    if [ -n "${store:-}" ]; then s=$(echo "$(store_cpu) - $s0" | bc); sleep 0.3; r=$(requests_since "$l0"); fi
-    local c; c=$(awk 'END {print $1 + $2}' "$shm/time.$name")
-    if [ -z "$b" ] || [ "$(echo "$t < $b" | bc)" = 1 ]; then b=$t; bc=$c; bs=$s; br=$r; fi
+    eval "$_prep"
+    local _s0=0 _l0=0; [ -n "${store:-}" ] && { _s0=$(store_cpu); _l0=$(log_lines); }
+    local _t0; _t0=$(now)
+    eval "/usr/bin/time -f '%U %S' -o '$shm/time.$_name' $*" >"$shm/log.$_name" 2>&1 || { echo "$_name failed:"; tail -20 "$shm/log.$_name"; exit 1; }
+    local _t; _t=$(echo "$(now) - $_t0" | bc)
+    local _s=0 _r=""
+    if [ -n "${store:-}" ]; then _s=$(echo "$(store_cpu) - $_s0" | bc); sleep 0.3; _r=$(requests_since "$_l0"); fi
+    local _c; _c=$(awk 'END {print $1 + $2}' "$shm/time.$_name")
+    if [ -z "$_b" ] || [ "$(echo "$_t < $_b" | bc)" = 1 ]; then _b=$_t; _bc=$_c; _bs=$_s; _br=$_r; fi
   done
-  printf -v "$out" '%s' "$b"
-  printf -v "${out}_cpu" '%s' "$bc"
-  printf -v "${out}_scpu" '%s' "$bs"
-  printf -v "${out}_req" '%s' "$br"
+  printf -v "$_out" '%s' "$_b"
+  printf -v "${_out}_cpu" '%s' "$_bc"
+  printf -v "${_out}_scpu" '%s' "$_bs"
+  printf -v "${_out}_req" '%s' "$_br"
 }
 n=0
 fresh_local() { rm -rf "$shm/local"; "$hf" --repo "$shm/local" init >/dev/null; }
@@ -97,9 +97,9 @@ fresh_s3() { n=$((n+1)); s3repo="s3://$HOLDFAST_TEST_BUCKET/hf$n"; "$hf" --repo 
 fresh_restic() { n=$((n+1)); rrepo="s3:$AWS_ENDPOINT_URL/$HOLDFAST_TEST_BUCKET/restic$n"; "$restic" -r "$rrepo" init >/dev/null; }
 clear_out() { rm -rf "$shm/out"; }
 same() { diff -r "$src" "$shm/out/linux-old" >/dev/null || { echo "$1 restore differs"; exit 1; }; }
-ratio() { echo "scale=2; $1 / $2" | bc; }
+ratio() { printf "%.2f" "$(echo "scale=4; $1 / $2" | bc)"; }
 # local wall / (S3 wall - store CPU / cores)
-accounted() { echo "scale=2; $1 / ($2 - $3 / $cores)" | bc; }
+accounted() { printf "%.2f" "$(echo "scale=4; $1 / ($2 - $3 / $cores)" | bc)"; }
 per_gb() { echo "scale=0; $1 * 1000000000 / $size" | bc; }
 
 size=$(du -sb "$src" | cut -f1); files=$(find "$src" -type f | wc -l)
@@ -110,10 +110,10 @@ best rl restore-local clear_out '"$hf" --repo "$shm/local" restore latest "$shm/
 same local
 rows=()
 row() { # tool phase store local_wall VAR
-  local v=$5 w c s r; w=${!v}; c=$(eval echo "\${${v}_cpu}"); s=$(eval echo "\${${v}_scpu}"); r=$(eval echo "\${${v}_req}")
-  local t g u h l o; read -r t g u h l o <<<"$r"
+  local _v=$5 _w _c _s _r; _w=${!_v}; _c=$(eval echo "\${${_v}_cpu}"); _s=$(eval echo "\${${_v}_scpu}"); _r=$(eval echo "\${${_v}_req}")
+  local _tt _g _u _h _l _o; read -r _tt _g _u _h _l _o <<<"$_r"
   rows+=("$(printf '| %s | %s | %s | %.2f s | %.1f s | %.1f s | %s | %s | %s (%s GET, %s PUT, %s HEAD, %s LIST, %s other) | %s |' \
-    "$1" "$2" "$3" "$w" "$c" "$s" "$(ratio "$4" "$w")" "$(accounted "$4" "$w" "$s")" "$t" "$g" "$u" "$h" "$l" "$o" "$(per_gb "$t")")")
+    "$1" "$2" "$3" "$_w" "$_c" "$_s" "$(ratio "$4" "$_w")" "$(accounted "$4" "$_w" "$_s")" "$_tt" "$_g" "$_u" "$_h" "$_l" "$_o" "$(per_gb "$_tt")")")
 }
 for c in $stores; do
   use_store $c
