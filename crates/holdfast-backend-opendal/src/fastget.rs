@@ -299,3 +299,24 @@ impl Connection for QuickIo {
         Connected::new()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_http_and_keys_are_encoded() {
+        let f = |e: &str, p: &str| FastGet::new(e, "r", "bkt", p, "k", "s");
+        assert!(
+            f("https://s3.example.com", "").is_none(),
+            "TLS stays on OpenDAL"
+        );
+        let g = f("http://127.0.0.1:3900/", "/a b/c+d/").unwrap();
+        assert_eq!(
+            g.url("data/ab/abcd"),
+            "http://127.0.0.1:3900/bkt/a%20b/c%2Bd/data/ab/abcd"
+        );
+        let g = f("http://127.0.0.1:3900", "").unwrap();
+        assert_eq!(g.url("config"), "http://127.0.0.1:3900/bkt/config");
+    }
+}
