@@ -301,7 +301,7 @@ fn permission_for(op: &str) -> &'static str {
 }
 
 /// Up to half of `d`, at random, so retries from many workers spread apart.
-fn rand_jitter(d: Duration) -> Duration {
+pub(crate) fn rand_jitter(d: Duration) -> Duration {
     use rand::Rng;
     Duration::from_millis(rand::thread_rng().gen_range(0..=d.as_millis() as u64 / 2))
 }
