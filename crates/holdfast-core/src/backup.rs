@@ -736,6 +736,8 @@ pub fn backup(
     tests::ASSEMBLED.with(|a| a.set(next_dir.load(Ordering::Relaxed) as usize));
     let stored = ctx.dedup.writer.finish()?;
     let needed = ctx.dedup.referenced_packs(&stored);
+    #[cfg(test)]
+    tests::NEEDED.with(|n| *n.borrow_mut() = needed.clone());
 
     let errors = std::mem::take(&mut *ctx.errors.lock().unwrap_or_else(|p| p.into_inner()));
     let warnings = std::mem::take(&mut *ctx.warnings.lock().unwrap_or_else(|p| p.into_inner()));

@@ -19,6 +19,25 @@ thread_local! {
     /// How many directories the last backup on this thread sent to the assembler (the others
     /// kept their parent snapshot's tree).
     pub(super) static ASSEMBLED: Cell<usize> = const { Cell::new(usize::MAX) };
+    /// The packs the last backup on this thread confirmed before recording its snapshot.
+    pub(super) static NEEDED: std::cell::RefCell<std::collections::HashSet<crate::id::Id>> =
+        std::cell::RefCell::new(std::collections::HashSet::new());
+}
+
+/// Every tree id of a snapshot, from its root.
+fn tree_ids(repo: &Repository, root: crate::id::Id) -> Vec<crate::id::Id> {
+    let (index, _) = repo.load_index().unwrap();
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() {
+        let data = repo
+            .read_blob(&index, crate::blob::BlobType::Tree, &out[i])
+            .unwrap();
+        let t = crate::tree::Tree::decode(&out[i], &data).unwrap();
+        out.extend(t.nodes.iter().filter_map(|n| n.subtree));
+        i += 1;
+    }
+    out
 }
 
 /// Directories `width` wide and `depth` deep below `root`, each leaf with `files` files.
@@ -405,4 +424,42 @@ fn a_file_rewritten_with_the_same_mtime_is_read_again() {
     restored(&repo, &second, &target);
     assert_eq!(fs::read(target.join("src/same-size")).unwrap(), b"bbbb");
     assert_eq!(fs::read(target.join("src/longer")).unwrap(), b"bbbbbbbb");
+}
+
+/// A reused tree counts as referenced by the new snapshot like a stored one: its pack is among
+/// those confirmed before the snapshot is recorded (so garbage collection cannot take it while
+/// the backup runs). Here the reused tree's pack holds nothing else the new snapshot uses.
+#[test]
+fn a_reused_tree_pack_is_confirmed_before_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(src.join("e/deeper")).unwrap();
+    fs::write(src.join("a"), b"first").unwrap();
+    fs::write(src.join("e/empty"), b"").unwrap();
+    std::os::unix::fs::symlink("empty", src.join("e/link")).unwrap();
+    let repo = test_repo();
+    let (first, _) = backup_counted(&repo, &src);
+    fs::write(src.join("a"), b"second, longer").unwrap();
+    let (second, n) = backup_counted(&repo, &src);
+    assert_eq!(n, 1, "only src is stored again");
+    let reused = node_at(&repo, &second.snapshot, &["e"]).subtree.unwrap();
+    assert_eq!(
+        Some(reused),
+        node_at(&repo, &first.snapshot, &["e"]).subtree
+    );
+    let (index, _) = repo.load_index().unwrap();
+    let needed = NEEDED.with(|n| n.borrow().clone());
+    for id in tree_ids(&repo, second.snapshot.tree) {
+        let (pack, _) = index.get(&id).unwrap();
+        assert!(
+            needed.contains(&pack),
+            "tree {id} in pack {pack} not confirmed"
+        );
+    }
+    let (old_pack, _) = index.get(&reused).unwrap();
+    let (new_pack, _) = index.get(&second.snapshot.tree).unwrap();
+    assert_ne!(
+        old_pack, new_pack,
+        "the reused tree is in the first backup's pack"
+    );
 }
