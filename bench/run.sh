@@ -17,6 +17,8 @@
 #   HOLDFAST_BENCH_LOGS     where per-phase logs go; default /var/tmp/holdfast-bench-logs/<timestamp>
 #   HOLDFAST_BENCH_VERIFY   1 (default): diff every restore against the source (not timed); 0: skip
 #   HOLDFAST_BENCH_KEEP     1: keep the tmpfs scratch dir at the end
+#   HOLDFAST_BENCH_RESTIC   restic binary; default the first restic on PATH (e.g. a newer restic than the
+#                           distribution's: HOLDFAST_BENCH_RESTIC=/opt/holdfast-peers/x/usr/bin/restic)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -53,6 +55,7 @@ export RESTIC_PASSWORD=$HOLDFAST_PASSWORD RUSTIC_PASSWORD=$HOLDFAST_PASSWORD BOR
 export RESTIC_CACHE_DIR=$shm/cache/restic RUSTIC_CACHE_DIR=$shm/cache/rustic BORG_BASE_DIR=$shm/cache/borg
 export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
 
+restic_bin=${HOLDFAST_BENCH_RESTIC:-$(command -v restic || true)}
 rustic_bin=$(command -v rustic || true)
 [ -n "$rustic_bin" ] || { [ -x "$HOME/.cargo/bin/rustic" ] && rustic_bin=$HOME/.cargo/bin/rustic; } || true
 
@@ -69,7 +72,7 @@ for t in $tools_wanted; do
       fi
       tools+=(holdfast) ;;
     restic)
-      if command -v restic >/dev/null; then tools+=(restic); else
+      if [ -n "$restic_bin" ] && [ -x "$restic_bin" ]; then tools+=(restic); else
         say "SKIPPING restic: not installed (install: apt-get update && apt-get install -y restic)"; skipped+=("restic (not installed)"); fi ;;
     rustic)
       if [ -n "$rustic_bin" ]; then tools+=(rustic); else
@@ -166,7 +169,7 @@ measure() {
 tool_version() {
   case $1 in
     holdfast) echo "holdfast $("$hf" --version | awk '{print $NF}') (binary $hf_orig built $hf_built; source: $hf_rev)" ;;
-    restic) restic version | head -n 1 ;;
+    restic) "$restic_bin" version | head -n 1 ;;
     rustic) "$rustic_bin" --version | head -n 1 ;;
     borg) borg --version ;;
   esac
@@ -175,7 +178,7 @@ tool_version() {
 do_init() {  # tool repo
   case $1 in
     holdfast) "$hf" init --repo "$2" ;;
-    restic) restic -r "$2" init ;;
+    restic) "$restic_bin" -r "$2" init ;;
     rustic) "$rustic_bin" -r "$2" init ;;
     borg) borg init -e repokey "$2" ;;
   esac
@@ -184,7 +187,7 @@ do_init() {  # tool repo
 backup_cmd() {  # tool repo n -> CMD
   case $1 in
     holdfast) CMD=("$hf" backup --repo "$2" "$src") ;;
-    restic) CMD=(restic -r "$2" backup "$src") ;;
+    restic) CMD=("$restic_bin" -r "$2" backup "$src") ;;
     rustic) CMD=("$rustic_bin" -r "$2" --no-progress backup "$src") ;;
     borg) CMD=(borg create "$2::b$3" "$src") ;;
   esac
@@ -193,7 +196,7 @@ backup_cmd() {  # tool repo n -> CMD
 restore_cmd() {  # tool repo target -> CMD
   case $1 in
     holdfast) CMD=("$hf" restore --repo "$2" latest "$3") ;;
-    restic) CMD=(restic -r "$2" restore latest --target "$3") ;;
+    restic) CMD=("$restic_bin" -r "$2" restore latest --target "$3") ;;
     rustic) CMD=("$rustic_bin" -r "$2" --no-progress restore latest "$3") ;;
     borg) CMD=(sh -c 'cd "$1" && exec borg extract "$2::b3"' sh "$3" "$2") ;;
   esac

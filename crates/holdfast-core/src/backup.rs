@@ -3,7 +3,9 @@
 //!
 //! The walker runs on the calling thread and hands each file that must be read to a pool of
 //! workers (chunk, hash, compress, encrypt); a background thread stores full packs. A file whose
-//! size, mtime, ctime and inode equal its entry in the parent snapshot is not read again.
+//! size, mtime, ctime and inode equal its entry in the parent snapshot is not read again, and a
+//! directory whose entries all equal the parent's keeps the parent's tree id (nothing is
+//! assembled for it; see "Unchanged directories keep their tree" in docs/DESIGN.md).
 //! Each directory's tree is stored as soon as its subtree is walked and its files are stored
 //! ([`crate::assemble`]), so memory is bounded by the tree's width, not by its size.
 
@@ -297,18 +299,26 @@ impl Walker<'_, '_> {
             }
             NodeKind::Dir => {
                 self.summary.dirs += 1;
-                let dir = self.next_dir.fetch_add(1, Ordering::Relaxed) as usize;
                 let entries = if self.one_fs && m.dev() != root_dev {
                     Vec::new()
                 } else {
                     // The parent snapshot's tree of this directory, held while it is walked.
-                    let ptree = self.parent_tree(
-                        parent
-                            .filter(|p| p.kind == NodeKind::Dir)
-                            .and_then(|p| p.subtree),
-                    );
-                    self.dir(path, ptree.as_ref(), root_dev)
+                    let psub = parent
+                        .filter(|p| p.kind == NodeKind::Dir)
+                        .and_then(|p| p.subtree);
+                    let ptree = self.parent_tree(psub);
+                    let entries = self.dir(path, ptree.as_ref(), root_dev);
+                    if let (Some(id), Some(t)) = (psub, &ptree) {
+                        if same_entries(&entries, t) && self.ctx.known(&id) {
+                            // Every entry equals the parent's: this directory's tree is the
+                            // parent's, byte for byte what storing it again would give.
+                            node.subtree = Some(id);
+                            return Pending::Ready(node);
+                        }
+                    }
+                    entries
                 };
+                let dir = self.next_dir.fetch_add(1, Ordering::Relaxed) as usize;
                 // Every entry below is walked: the assembler can store this directory once its
                 // files are stored. A send fails only when the assembler stopped on an error.
                 let _ = self.dirs.send(DirDone { dir, entries });
@@ -455,6 +465,20 @@ impl Walker<'_, '_> {
             .filter_map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
             .collect()
     }
+}
+
+/// Whether a directory's walked entries are exactly the nodes of its tree in the parent
+/// snapshot: every entry finished (no file to read, no subdirectory to store) and equal, field
+/// for field, to the parent's node of the same position. Then the directory's tree would encode
+/// to the parent's tree and its id is reused without encoding, hashing and storing it again.
+/// Anything that differs (a file read again, an entry added, removed, excluded or unreadable,
+/// changed metadata or extended attributes, a subdirectory whose tree changed) fails this test.
+fn same_entries(entries: &[Pending], parent: &Tree) -> bool {
+    entries.len() == parent.nodes.len()
+        && entries.iter().zip(&parent.nodes).all(|(e, p)| match e {
+            Pending::Ready(n) => n == p,
+            Pending::File { .. } | Pending::Dir { .. } => false,
+        })
 }
 
 /// Where `path` (read under a root of `renamed`, `(read root, recorded root)` pairs) is
@@ -712,8 +736,12 @@ pub fn backup(
         summary = std::mem::take(&mut w.summary);
         pending // dropping the walker closes the job and directory channels
     })?;
+    #[cfg(test)]
+    tests::ASSEMBLED.with(|a| a.set(next_dir.load(Ordering::Relaxed) as usize));
     let stored = ctx.dedup.writer.finish()?;
     let needed = ctx.dedup.referenced_packs(&stored);
+    #[cfg(test)]
+    tests::NEEDED.with(|n| *n.borrow_mut() = needed.clone());
 
     let errors = std::mem::take(&mut *ctx.errors.lock().unwrap_or_else(|p| p.into_inner()));
     let warnings = std::mem::take(&mut *ctx.warnings.lock().unwrap_or_else(|p| p.into_inner()));
