@@ -21,8 +21,10 @@ use holdfast_storage::{ObjectKind, Storage};
 
 fn init(dir: &Path) -> Repository {
     let s: Arc<dyn Storage> = Arc::new(LocalStorage::new(dir));
+    // Small files as data blobs (not inline): the index is what this test is about.
     let opts = InitOptions {
         kdf: KdfParams::insecure_for_tests(),
+        inline_max: 0,
         ..Default::default()
     };
     Repository::init(s, b"pw", &opts).unwrap()
