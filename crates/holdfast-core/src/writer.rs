@@ -83,6 +83,9 @@ pub struct WriterStats {
     pub peak_pending_entries: usize,
 }
 
+/// Packs and their entries, as an index file lists them.
+type PackList = Vec<(Id, Vec<PackEntry>)>;
+
 struct Sealed {
     bytes: Vec<u8>,
     id: Id,
@@ -120,8 +123,7 @@ impl BlobWriter {
                 // Several uploads in flight: object stores are latency-bound per request.
                 let stats = Mutex::new(WriterStats::default());
                 // The packs stored since the last index file, and how many blobs they hold.
-                let pending: Mutex<(Vec<(Id, Vec<PackEntry>)>, usize)> =
-                    Mutex::new((Vec::new(), 0));
+                let pending: Mutex<(PackList, usize)> = Mutex::new((Vec::new(), 0));
                 let upload = |s: Sealed| -> Result<()> {
                     if !dry_run {
                         r.storage().put(
@@ -313,7 +315,9 @@ struct Part {
 impl Default for NewIds {
     fn default() -> Self {
         NewIds {
-            parts: (0..Self::PARTS).map(|_| Mutex::new(Part::default())).collect(),
+            parts: (0..Self::PARTS)
+                .map(|_| Mutex::new(Part::default()))
+                .collect(),
         }
     }
 }
@@ -586,7 +590,12 @@ mod tests {
             kdf: KdfParams::insecure_for_tests(),
             ..Default::default()
         };
-        Repository::init(Arc::new(holdfast_storage::MemoryStorage::new()), b"pw", &init).unwrap()
+        Repository::init(
+            Arc::new(holdfast_storage::MemoryStorage::new()),
+            b"pw",
+            &init,
+        )
+        .unwrap()
     }
 
     const SMALL: Limits = Limits {
@@ -618,7 +627,11 @@ mod tests {
             "held {} entries at once",
             stats.peak_pending_entries
         );
-        assert!(stats.packs.len() >= n / SMALL.pack_blobs, "{}", stats.packs.len());
+        assert!(
+            stats.packs.len() >= n / SMALL.pack_blobs,
+            "{}",
+            stats.packs.len()
+        );
         assert!(
             stats.index_files.len() >= n / (SMALL.index_entries + SMALL.pack_blobs),
             "{} index files",
