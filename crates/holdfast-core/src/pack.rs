@@ -71,6 +71,11 @@ impl PackBuilder {
         self.data.len()
     }
 
+    /// Blobs so far.
+    pub fn count(&self) -> usize {
+        self.entries.len()
+    }
+
     /// Whether no blob was added.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()

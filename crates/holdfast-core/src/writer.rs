@@ -1,7 +1,8 @@
 //! Writing blobs: packing them, uploading packs in the background, and indexing them.
 //!
 //! Order of writes (the crash-safety argument, see docs/DESIGN.md): a pack is stored whole under
-//! its final name; every [`INDEX_EVERY`] packs the backend is flushed (the packs are durable) and
+//! its final name; every [`INDEX_EVERY`] packs, or as soon as the packs stored since the last
+//! index file hold [`INDEX_ENTRIES`] blobs, the backend is flushed (the packs are durable) and
 //! only then an index file naming them is written and flushed. A snapshot is written only after
 //! [`BlobWriter::finish`] returned, so everything it references is indexed and durable.
 
@@ -25,6 +26,49 @@ use crate::repo::Repository;
 /// entries, and the next backup adopts those packs from their headers).
 pub const INDEX_EVERY: usize = 8;
 
+/// Blobs of the packs stored since the last index file at which the next index file is
+/// written, even before [`INDEX_EVERY`] packs: what a writer holds of its index entries (48
+/// bytes a blob) is bounded by this, not by the pack size (a 16 MiB pack of 100-byte files
+/// holds some 110,000 blobs, eight of them 42 MB of entries, and their index file as much again).
+pub const INDEX_ENTRIES: usize = 1 << 16;
+
+/// Most blobs in one pack: a pack is closed when it holds this many, however small they are
+/// (bounds the entries and the header a pack being filled or uploaded holds: 48 + 41 bytes a
+/// blob).
+pub const PACK_BLOBS: usize = 1 << 16;
+
+/// When a writer closes a pack and writes an index file.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Packs per index file at most.
+    pub(crate) index_every: usize,
+    /// An index file is written when the packs since the last one hold this many blobs.
+    pub(crate) index_entries: usize,
+    /// Blobs per pack at most.
+    pub(crate) pack_blobs: usize,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Limits the writers made on this thread use instead of the defaults (tests only: lets an
+    /// engine-level test cross them with a few hundred files).
+    pub(crate) static TEST_LIMITS: std::cell::Cell<Option<Limits>> = const { std::cell::Cell::new(None) };
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        #[cfg(test)]
+        if let Some(l) = TEST_LIMITS.with(|l| l.get()) {
+            return l;
+        }
+        Limits {
+            index_every: INDEX_EVERY,
+            index_entries: INDEX_ENTRIES,
+            pack_blobs: PACK_BLOBS,
+        }
+    }
+}
+
 /// What a writer stored.
 #[derive(Debug, Default)]
 pub struct WriterStats {
@@ -35,7 +79,12 @@ pub struct WriterStats {
     pub index_files: Vec<Id>,
     /// Bytes of packs written.
     pub bytes: u64,
+    /// The most index entries held at once, waiting for their index file.
+    pub peak_pending_entries: usize,
 }
+
+/// Packs and their entries, as an index file lists them.
+type PackList = Vec<(Id, Vec<PackEntry>)>;
 
 struct Sealed {
     bytes: Vec<u8>,
@@ -48,6 +97,7 @@ pub struct BlobWriter {
     repo: Repository,
     current: Mutex<PackBuilder>,
     target: usize,
+    pack_blobs: usize,
     tx: Mutex<Option<Sender<Sealed>>>,
     uploader: Mutex<Option<JoinHandle<Result<WriterStats>>>>,
     failed: Arc<Mutex<Option<String>>>,
@@ -56,6 +106,11 @@ pub struct BlobWriter {
 impl BlobWriter {
     /// A writer into `repo`. With `dry_run`, packs are built and counted but not stored.
     pub fn new(repo: &Repository, dry_run: bool) -> Self {
+        Self::with_limits(repo, dry_run, Limits::default())
+    }
+
+    /// A writer that closes packs and writes index files at `limits`.
+    pub(crate) fn with_limits(repo: &Repository, dry_run: bool, limits: Limits) -> Self {
         let target = repo.config().pack_size.max(1 << 20) as usize;
         let uploaders = repo.storage().write_concurrency().clamp(1, 16);
         let (tx, rx) = bounded::<Sealed>(uploaders - 1);
@@ -67,7 +122,8 @@ impl BlobWriter {
             .spawn(move || {
                 // Several uploads in flight: object stores are latency-bound per request.
                 let stats = Mutex::new(WriterStats::default());
-                let pending: Mutex<Vec<(Id, Vec<PackEntry>)>> = Mutex::new(Vec::new());
+                // The packs stored since the last index file, and how many blobs they hold.
+                let pending: Mutex<(PackList, usize)> = Mutex::new((Vec::new(), 0));
                 let upload = |s: Sealed| -> Result<()> {
                     if !dry_run {
                         r.storage().put(
@@ -82,8 +138,11 @@ impl BlobWriter {
                         st.bytes += s.bytes.len() as u64;
                         st.packs.push(s.id);
                         let mut p = pending.lock().unwrap_or_else(|p| p.into_inner());
-                        p.push((s.id, s.entries));
-                        (p.len() >= INDEX_EVERY).then(|| std::mem::take(&mut *p))
+                        p.1 += s.entries.len();
+                        p.0.push((s.id, s.entries));
+                        st.peak_pending_entries = st.peak_pending_entries.max(p.1);
+                        (p.0.len() >= limits.index_every || p.1 >= limits.index_entries)
+                            .then(|| std::mem::take(&mut *p).0)
                     };
                     if let (Some(batch), false) = (full, dry_run) {
                         let id = write_index(&r, batch)?;
@@ -126,7 +185,8 @@ impl BlobWriter {
                     first
                 });
                 res?;
-                let rest = std::mem::take(&mut *pending.lock().unwrap_or_else(|p| p.into_inner()));
+                let rest =
+                    std::mem::take(&mut *pending.lock().unwrap_or_else(|p| p.into_inner())).0;
                 let mut stats = stats.into_inner().unwrap_or_else(|p| p.into_inner());
                 if !rest.is_empty() && !dry_run {
                     stats.index_files.push(write_index(&r, rest)?);
@@ -138,6 +198,7 @@ impl BlobWriter {
             repo: repo.clone(),
             current: Mutex::new(PackBuilder::with_capacity(target + 4096)),
             target,
+            pack_blobs: limits.pack_blobs.max(1),
             tx: Mutex::new(Some(tx)),
             uploader: Mutex::new(Some(uploader)),
             failed,
@@ -157,8 +218,10 @@ impl BlobWriter {
         let full = {
             let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
             // Close the pack before it would outgrow its buffer (no reallocation to twice the
-            // size), or once it reached the target.
-            let full = if !cur.is_empty() && cur.len() + stored.len() > self.target {
+            // size), or once it reached the target or holds the most blobs a pack may.
+            let full = if !cur.is_empty()
+                && (cur.len() + stored.len() > self.target || cur.count() >= self.pack_blobs)
+            {
                 Some(std::mem::replace(
                     &mut *cur,
                     PackBuilder::with_capacity(self.target + 4096),
@@ -232,36 +295,76 @@ pub fn write_index(repo: &Repository, packs: Vec<(Id, Vec<PackEntry>)>) -> Resul
     Ok(id)
 }
 
-/// The ids a writer stored, in 32 bytes each: a sorted vector and a hash set of the newest,
-/// merged into the vector when it reaches an eighth of it (a hash set of millions of ids costs
-/// twice the bytes, and its growth doubles them again for a moment).
-#[derive(Default)]
+/// The ids a writer stored, in 32 bytes each (plus at most an eighth more, hashed): split by
+/// their first byte into [`NewIds::PARTS`] parts, each a sorted vector and a hash set of its
+/// newest ids, merged into the vector when the set reaches an eighth of it. A hash set of
+/// millions of ids costs twice the bytes, and its growth doubles them again for a moment; one
+/// sorted vector of them all needs a second copy of itself when it grows and a buffer of half
+/// its size when it is merged. A part is 1/256 of the ids, so what a merge needs besides is
+/// 1/256 of that, and each part has its own lock (the workers rarely wait for each other).
 struct NewIds {
+    parts: Vec<Mutex<Part>>,
+}
+
+#[derive(Default)]
+struct Part {
     sorted: Vec<Id>,
     recent: HashSet<Id>,
 }
 
+impl Default for NewIds {
+    fn default() -> Self {
+        NewIds {
+            parts: (0..Self::PARTS)
+                .map(|_| Mutex::new(Part::default()))
+                .collect(),
+        }
+    }
+}
+
 impl NewIds {
-    /// Smallest number of recent ids merged at once.
-    const MERGE_AT: usize = 1 << 14;
+    /// Parts, by an id's first byte (ids are keyed hashes: evenly spread).
+    const PARTS: usize = 256;
+    /// Smallest number of recent ids of a part merged at once.
+    const MERGE_AT: usize = 64;
+
+    fn part(&self, id: &Id) -> std::sync::MutexGuard<'_, Part> {
+        self.parts[id.0[0] as usize % Self::PARTS]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
 
     fn contains(&self, id: &Id) -> bool {
-        self.recent.contains(id) || self.sorted.binary_search(id).is_ok()
+        let p = self.part(id);
+        p.recent.contains(id) || p.sorted.binary_search(id).is_ok()
     }
 
     /// Add `id`; false if it was there.
-    fn insert(&mut self, id: Id) -> bool {
-        if self.sorted.binary_search(&id).is_ok() || !self.recent.insert(id) {
+    fn insert(&self, id: Id) -> bool {
+        let mut p = self.part(&id);
+        if p.sorted.binary_search(&id).is_ok() || !p.recent.insert(id) {
             return false;
         }
-        if self.recent.len() >= Self::MERGE_AT.max(self.sorted.len() / 8) {
-            self.sorted.reserve_exact(self.recent.len());
-            self.sorted.extend(self.recent.drain());
+        if p.recent.len() >= Self::MERGE_AT.max(p.sorted.len() / 8) {
+            let p = &mut *p;
+            p.sorted.reserve_exact(p.recent.len());
+            p.sorted.extend(p.recent.drain());
             // Two sorted runs: the standard sort merges them in linear time.
-            self.sorted.sort();
-            self.recent = HashSet::new();
+            p.sorted.sort();
+            p.recent = HashSet::new();
         }
         true
+    }
+
+    /// Ids held (for the tests).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        (0..Self::PARTS)
+            .map(|i| {
+                let p = self.parts[i].lock().unwrap();
+                p.sorted.len() + p.recent.len()
+            })
+            .sum()
     }
 }
 
@@ -269,7 +372,7 @@ impl NewIds {
 pub struct Dedup<'a> {
     repo: &'a Repository,
     index: &'a Index,
-    new_ids: Mutex<NewIds>,
+    new_ids: NewIds,
     /// Packs of the index that blobs were deduplicated against (what the snapshot will need
     /// besides the packs this writer stores).
     hit_packs: Mutex<HashSet<Id>>,
@@ -282,12 +385,22 @@ pub struct Dedup<'a> {
 impl<'a> Dedup<'a> {
     /// Store into `repo`, deduplicating against `index`.
     pub fn new(repo: &'a Repository, index: &'a Index, dry_run: bool) -> Self {
+        Self::with_limits(repo, index, dry_run, Limits::default())
+    }
+
+    /// A deduplicating writer whose packs and index files are closed at `limits`.
+    pub(crate) fn with_limits(
+        repo: &'a Repository,
+        index: &'a Index,
+        dry_run: bool,
+        limits: Limits,
+    ) -> Self {
         Dedup {
             repo,
             index,
-            new_ids: Mutex::new(NewIds::default()),
+            new_ids: NewIds::default(),
             hit_packs: Mutex::new(HashSet::new()),
-            writer: BlobWriter::new(repo, dry_run),
+            writer: BlobWriter::with_limits(repo, dry_run, limits),
             blobs_added: AtomicU64::new(0),
             bytes_added: AtomicU64::new(0),
         }
@@ -295,12 +408,7 @@ impl<'a> Dedup<'a> {
 
     /// Whether the blob is already stored (or being stored by this writer).
     pub fn known(&self, id: &Id) -> bool {
-        self.hit(id)
-            || self
-                .new_ids
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(id)
+        self.hit(id) || self.new_ids.contains(id)
     }
 
     /// Whether the index has the blob; if so, remember its pack.
@@ -350,13 +458,7 @@ impl<'a> Dedup<'a> {
             )));
         }
         let id = self.repo.key().blob_id(data);
-        if self.hit(&id)
-            || !self
-                .new_ids
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id)
-        {
+        if self.hit(&id) || !self.new_ids.insert(id) {
             return Ok(id);
         }
         let sealed = c.seal(self.repo.key(), t, &id, data);
@@ -473,33 +575,169 @@ pub fn record_snapshot(
 
 #[cfg(test)]
 mod tests {
-    use super::NewIds;
+    use super::{Dedup, Limits, NewIds, TEST_LIMITS};
+    use crate::blob::{BlobType, Compressor};
     use crate::id::Id;
+    use crate::index::{Index, IndexFile};
+    use crate::keys::KdfParams;
+    use crate::progress::NoProgress;
+    use crate::repo::{InitOptions, Repository};
+    use holdfast_storage::ObjectKind;
+    use std::sync::Arc;
+
+    fn repo() -> Repository {
+        let init = InitOptions {
+            kdf: KdfParams::insecure_for_tests(),
+            ..Default::default()
+        };
+        Repository::init(
+            Arc::new(holdfast_storage::MemoryStorage::new()),
+            b"pw",
+            &init,
+        )
+        .unwrap()
+    }
+
+    const SMALL: Limits = Limits {
+        index_every: 8,
+        index_entries: 100,
+        pack_blobs: 30,
+    };
+
+    /// A writer of many small blobs closes a pack at `pack_blobs` blobs and writes an index
+    /// file as soon as the packs since the last one hold `index_entries` blobs (not only every
+    /// `index_every` packs): the entries it holds are bounded by those, and every blob is still
+    /// indexed, in its pack, readable.
+    #[test]
+    fn pending_index_entries_are_flushed_by_count() {
+        let repo = repo();
+        let empty = Index::default();
+        let dedup = Dedup::with_limits(&repo, &empty, false, SMALL);
+        let mut c = Compressor::new(3);
+        let n = 1000;
+        let blobs: Vec<(Id, Vec<u8>)> = (0..n)
+            .map(|i| {
+                let d = format!("blob {i}").into_bytes();
+                (dedup.store(&mut c, BlobType::Data, &d).unwrap(), d)
+            })
+            .collect();
+        let stats = dedup.writer.finish().unwrap();
+        assert!(
+            stats.peak_pending_entries <= SMALL.index_entries + SMALL.pack_blobs,
+            "held {} entries at once",
+            stats.peak_pending_entries
+        );
+        assert!(
+            stats.packs.len() >= n / SMALL.pack_blobs,
+            "{}",
+            stats.packs.len()
+        );
+        assert!(
+            stats.index_files.len() >= n / (SMALL.index_entries + SMALL.pack_blobs),
+            "{} index files",
+            stats.index_files.len()
+        );
+        let listed = repo.storage().list(ObjectKind::Index).unwrap();
+        assert_eq!(listed.len(), stats.index_files.len());
+        let mut indexed = 0;
+        for o in &listed {
+            let IndexFile { packs, .. } = repo.read_index_file(&o.name).unwrap();
+            for (_, entries) in packs {
+                assert!(entries.len() <= SMALL.pack_blobs, "{}", entries.len());
+                indexed += entries.len();
+            }
+        }
+        assert_eq!(indexed, n);
+        let (index, _) = repo.load_index().unwrap();
+        for (id, d) in &blobs {
+            assert_eq!(&repo.read_blob(&index, BlobType::Data, id).unwrap(), d);
+        }
+    }
+
+    /// A backup whose writer closes packs and index files often (small limits) restores every
+    /// file and checks clean, and its snapshot is written after every index file it needs.
+    #[test]
+    fn backup_with_small_packs_and_index_files_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        for d in 0..6 {
+            std::fs::create_dir_all(src.join(format!("d{d}"))).unwrap();
+            for f in 0..70 {
+                std::fs::write(src.join(format!("d{d}/f{f}")), format!("file {d} {f}")).unwrap();
+            }
+        }
+        let repo = repo();
+        TEST_LIMITS.with(|l| l.set(Some(SMALL)));
+        let opts = crate::backup::BackupOptions {
+            paths: vec![src.clone()],
+            threads: 2,
+            ..Default::default()
+        };
+        let out = crate::backup::backup(&repo, &opts, &NoProgress);
+        TEST_LIMITS.with(|l| l.set(None));
+        let out = out.unwrap();
+        assert_eq!(out.snapshot.summary.files_new, 420);
+        let index_files = repo.storage().list(ObjectKind::Index).unwrap().len();
+        assert!(index_files >= 420 / 130, "{index_files} index files");
+        let report = crate::check::check(&repo, crate::check::ReadData::All, &NoProgress).unwrap();
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+        let (index, _) = repo.load_index().unwrap();
+        let (all, _) = crate::snapshot::load_all(&repo).unwrap();
+        let target = dir.path().join("restored");
+        let r = crate::restore::restore(
+            &repo,
+            &index,
+            all.last().unwrap(),
+            &crate::restore::RestoreOptions {
+                target: target.clone(),
+                ..Default::default()
+            },
+            &NoProgress,
+        )
+        .unwrap();
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        assert_eq!(r.files, 420);
+        for d in 0..6 {
+            for f in 0..70 {
+                assert_eq!(
+                    std::fs::read_to_string(target.join(format!("src/d{d}/f{f}"))).unwrap(),
+                    format!("file {d} {f}")
+                );
+            }
+        }
+    }
 
     /// The compact set of stored ids answers like a hash set across its merges.
     #[test]
     fn new_ids_answer_across_merges() {
-        let mut s = NewIds::default();
+        let s = NewIds::default();
         let id = |i: u32| {
             let mut b = [0u8; 32];
             b[..4].copy_from_slice(&i.wrapping_mul(2_654_435_761).to_le_bytes());
             b[4..8].copy_from_slice(&i.to_le_bytes());
             Id(b)
         };
-        let n = 3 * NewIds::MERGE_AT as u32 + 17;
+        let n = 40 * NewIds::PARTS as u32 * NewIds::MERGE_AT as u32 + 17;
         for i in 0..n {
             assert!(s.insert(id(i)), "{i} is new");
         }
-        assert!(
-            s.sorted.len() >= 2 * NewIds::MERGE_AT,
-            "merged into the vector"
-        );
-        assert!(s.sorted.windows(2).all(|w| w[0] < w[1]), "sorted, unique");
+        let merged: usize = s
+            .parts
+            .iter()
+            .map(|p| {
+                let p = p.lock().unwrap();
+                assert!(p.sorted.windows(2).all(|w| w[0] < w[1]), "sorted, unique");
+                assert!(p.recent.len() <= NewIds::MERGE_AT.max(p.sorted.len() / 8));
+                p.sorted.len()
+            })
+            .sum();
+        assert!(merged >= n as usize * 3 / 4, "merged into the vectors");
         for i in 0..n {
             assert!(s.contains(&id(i)), "{i} is known");
             assert!(!s.insert(id(i)), "{i} is not new again");
         }
         assert!(!s.contains(&id(n)));
-        assert_eq!(s.sorted.len() + s.recent.len(), n as usize);
+        assert_eq!(s.len(), n as usize);
     }
 }
