@@ -6,7 +6,8 @@
 # Generates N files of 100 bytes each (distinct content) in N/200 directories on tmpfs, then
 # measures holdfast's initial backup, no-change backup and restore (wall time and peak RSS via
 # /usr/bin/time), the repository size, `tar cf - | zstd -3 -T0 | wc -c` of the tree as the size
-# floor, and restic 0.18 on the same data. rustic is not installed here: it is skipped, loudly.
+# floor, and restic 0.18 and rustic on the same data (rustic from PATH or /opt/holdfast-peers/rustic/bin;
+# skipped, loudly, when it is not installed).
 #
 # Environment knobs (all optional):
 #   HOLDFAST_BIN            holdfast binary; default target/release/holdfast (CARGO_TARGET_DIR honoured)
@@ -32,7 +33,9 @@ for c in tar zstd awk du; do command -v "$c" >/dev/null || { say "missing $c"; e
 
 unset HOLDFAST_INSECURE_TEST_KDF HOLDFAST_REPOSITORY RESTIC_REPOSITORY || true
 export HOLDFAST_PASSWORD=holdfast-bench-password RESTIC_PASSWORD=holdfast-bench-password
-export RESTIC_CACHE_DIR=$shm/cache/restic
+export RUSTIC_PASSWORD=holdfast-bench-password
+export RESTIC_CACHE_DIR=$shm/cache/restic RUSTIC_CACHE_DIR=$shm/cache/rustic
+[ -x /opt/holdfast-peers/rustic/bin/rustic ] && export PATH="$PATH:/opt/holdfast-peers/rustic/bin"
 
 restic_bin=${RESTIC_BIN:-}
 if [ -z "$restic_bin" ]; then

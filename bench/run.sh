@@ -51,6 +51,7 @@ fi
 # the benchmark measures the real key derivation, never the test shortcut
 unset HOLDFAST_INSECURE_TEST_KDF HOLDFAST_REPOSITORY RESTIC_REPOSITORY RUSTIC_REPOSITORY BORG_REPO || true
 export HOLDFAST_PASSWORD=holdfast-bench-password
+[ -x /opt/holdfast-peers/rustic/bin/rustic ] && export PATH="$PATH:/opt/holdfast-peers/rustic/bin"
 export RESTIC_PASSWORD=$HOLDFAST_PASSWORD RUSTIC_PASSWORD=$HOLDFAST_PASSWORD BORG_PASSPHRASE=$HOLDFAST_PASSWORD
 export RESTIC_CACHE_DIR=$shm/cache/restic RUSTIC_CACHE_DIR=$shm/cache/rustic BORG_BASE_DIR=$shm/cache/borg
 export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
