@@ -177,8 +177,10 @@ fn restore_drill(
     record_of(o, base, t, None)
 }
 
-/// The record of a drill the kind ran: its outcome, or its error as a failed drill (a
-/// repository error fails the drill command itself); `head` is said first.
+/// The record of a drill the kind ran: its outcome, or its error as a failed drill; `head` is
+/// said first. Damage found in the repository (a blob that fails authentication, or is missing)
+/// fails the drill, since a restore of that point would fail the same way; any other repository
+/// error (the store unreachable, a wrong password) fails the drill command itself.
 fn record_of(
     o: Result<crate::sources::DrillOutcome, SourceError>,
     base: DrillRecord,
@@ -192,6 +194,17 @@ fn record_of(
             messages: head.into_iter().chain(o.messages).collect(),
             files: o.files,
             bytes: o.bytes,
+            seconds,
+            ..base
+        },
+        Err(SourceError::Engine(
+            e @ (holdfast_core::Error::Corrupt { .. } | holdfast_core::Error::MissingBlob { .. }),
+        )) => DrillRecord {
+            messages: head
+                .into_iter()
+                .chain([format!("the restore failed: {e}")])
+                .collect(),
+            files: 1,
             seconds,
             ..base
         },
