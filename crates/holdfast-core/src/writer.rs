@@ -585,9 +585,12 @@ mod tests {
     use holdfast_storage::ObjectKind;
     use std::sync::Arc;
 
+    /// A repository that stores every file as data blobs (none inline): these tests count
+    /// blobs, packs and index files.
     fn repo() -> Repository {
         let init = InitOptions {
             kdf: KdfParams::insecure_for_tests(),
+            inline_max: 0,
             ..Default::default()
         };
         Repository::init(
