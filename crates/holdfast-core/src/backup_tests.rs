@@ -372,7 +372,6 @@ fn a_file_rewritten_with_the_same_mtime_is_read_again() {
     fs::write(&longer, b"aaaa").unwrap();
     let repo = test_repo();
     backup_counted(&repo, &src);
-    use std::os::unix::fs::MetadataExt;
     let before = fs::symlink_metadata(&same_size).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(30));
     for (p, data) in [(&same_size, &b"bbbb"[..]), (&longer, &b"bbbbbbbb"[..])] {
