@@ -170,22 +170,28 @@ impl FastGet {
             .and_then(|v| v.strip_prefix("bytes "))
             .and_then(|v| v.split('-').next())
             .and_then(|v| v.parse::<u64>().ok());
-        let body = resp
-            .into_body()
-            .collect()
+        // Read no more than the answer can use (a store may be hostile or broken): the
+        // range, the start of the object up to the range's end when the store ignored the
+        // range, a bounded error text, or a whole object up to MAX_OBJECT.
+        let cap = match (status, range) {
+            (206, Some((from, to))) => to - from,
+            (200, Some((_, to))) => to,
+            (200, None) => MAX_OBJECT,
+            _ => 64 << 10,
+        };
+        let body = at_most(resp.into_body(), cap)
             .await
-            .map_err(|e| Try::Again(format!("reading the body: {e}")))?
-            .to_bytes();
+            .map_err(|e| Try::Again(format!("reading the body: {e}")))?;
         match status {
             200 => Ok(match range {
-                None => body.to_vec(),
+                None => body,
                 Some((from, to)) => {
                     let (from, to) = (from.min(body.len() as u64), to.min(body.len() as u64));
                     body[from as usize..to as usize].to_vec()
                 }
             }),
             206 => match (range, starts_at) {
-                (Some((from, _)), Some(at)) if at == from => Ok(body.to_vec()),
+                (Some((from, _)), Some(at)) if at == from => Ok(body),
                 _ => Err(Try::Final(failed(format!(
                     "the store answered a read of {range:?} with the range starting at {starts_at:?}"
                 )))),
@@ -200,6 +206,24 @@ impl FastGet {
             )))),
         }
     }
+}
+
+/// The largest whole object read: repository objects are at most a 1 GiB pack and its header.
+const MAX_OBJECT: u64 = 2 << 30;
+
+/// The body's first `cap` bytes; the rest is not read (the connection is then dropped).
+async fn at_most(mut body: hyper::body::Incoming, cap: u64) -> Result<Vec<u8>, hyper::Error> {
+    let mut out = Vec::new();
+    while (out.len() as u64) < cap {
+        let Some(frame) = body.frame().await else {
+            break;
+        };
+        if let Ok(data) = frame?.into_data() {
+            let room = (cap - out.len() as u64).min(data.len() as u64) as usize;
+            out.extend_from_slice(&data[..room]);
+        }
+    }
+    Ok(out)
 }
 
 fn failed(message: String) -> GetError {
@@ -318,5 +342,55 @@ mod tests {
         );
         let g = f("http://127.0.0.1:3900", "").unwrap();
         assert_eq!(g.url("config"), "http://127.0.0.1:3900/bkt/config");
+    }
+
+    /// A store that answers with far more bytes than asked is read only as far as the answer
+    /// can use: the range of a 206, the start of the object of a 200 that ignored the range.
+    #[test]
+    fn an_oversized_answer_is_read_only_as_far_as_it_is_used() {
+        use std::io::{Read, Write};
+        for (status, extra) in [
+            ("206 Partial Content", "content-range: bytes 2-5/99\r\n"),
+            ("200 OK", ""),
+        ] {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = l.local_addr().unwrap().port();
+            let sent = std::thread::spawn(move || {
+                let (mut c, _) = l.accept().unwrap();
+                let mut req = [0u8; 4096];
+                let _ = c.read(&mut req).unwrap();
+                let head = format!("HTTP/1.1 {status}\r\n{extra}content-length: 100000000\r\n\r\n");
+                c.write_all(head.as_bytes()).unwrap();
+                // Far more than the range; stop when the reader hangs up.
+                let chunk = [b'x'; 64 << 10];
+                let mut sent = 0usize;
+                while c.write_all(&chunk).is_ok() && sent < 100_000_000 {
+                    sent += chunk.len();
+                }
+                sent
+            });
+            let g = FastGet::new(
+                &format!("http://127.0.0.1:{port}"),
+                "r",
+                "bkt",
+                "",
+                "k",
+                "s",
+            )
+            .unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let got = rt.block_on(g.get("data/x", Some((2, 6)))).unwrap();
+            drop(g);
+            drop(rt);
+            let want: &[u8] = b"xxxx";
+            assert_eq!(got, want, "{status}");
+            assert!(
+                sent.join().unwrap() < 100_000_000,
+                "{status}: the whole answer was read"
+            );
+        }
     }
 }
