@@ -57,8 +57,19 @@ impl Serialize for Id {
 
 impl<'de> Deserialize<'de> for Id {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Id::from_hex(&s).ok_or_else(|| serde::de::Error::custom("expected 64 hex digits"))
+        // A visitor rather than a `Cow<str>` (which serde always makes owned): trees and index
+        // files hold millions of ids, and none needs an allocation to be read.
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Id;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("64 hex digits")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Id, E> {
+                Id::from_hex(s).ok_or_else(|| E::custom("expected 64 hex digits"))
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 

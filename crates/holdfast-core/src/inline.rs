@@ -16,7 +16,7 @@ use std::io::{self, Read};
 use std::path::Path;
 
 use base64::Engine;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserializer, Serialize, Serializer};
 
 use crate::repo::Repository;
 use crate::tree::{Node, NodeKind};
@@ -44,11 +44,10 @@ pub fn inline_max(repo: &Repository) -> u64 {
 
 /// Inline content as JSON: a string when it is UTF-8 (text files stay readable and compress as
 /// text), else `{"b64": "..."}` (standard alphabet, padded).
-#[derive(Serialize, Deserialize)]
-#[serde(untagged)]
-enum Repr {
-    Text(String),
-    Bytes { b64: String },
+/// Not UTF-8, as written (read by [`crate::textrepr`]).
+#[derive(Serialize)]
+struct B64 {
+    b64: String,
 }
 
 /// Serialize `Node::inline` (only called when it is `Some`).
@@ -59,7 +58,7 @@ pub(crate) fn serialize<S: Serializer>(
     let data = data.map(|d| d.as_slice()).unwrap_or_default();
     match std::str::from_utf8(data) {
         Ok(t) => s.serialize_str(t),
-        Err(_) => Repr::Bytes {
+        Err(_) => B64 {
             b64: base64::engine::general_purpose::STANDARD.encode(data),
         }
         .serialize(s),
@@ -70,13 +69,7 @@ pub(crate) fn serialize<S: Serializer>(
 pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
     d: D,
 ) -> std::result::Result<Option<Vec<u8>>, D::Error> {
-    let bytes = match Repr::deserialize(d)? {
-        Repr::Text(t) => t.into_bytes(),
-        Repr::Bytes { b64 } => base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .map_err(serde::de::Error::custom)?,
-    };
-    Ok(Some(bytes))
+    crate::textrepr::deserialize::<crate::textrepr::B64, _>(d).map(Some)
 }
 
 /// Why a node's inline content is not valid, if it is not: only a file has it, never beside

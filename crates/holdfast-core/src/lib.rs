@@ -46,6 +46,7 @@ pub mod rollup;
 pub mod session;
 pub mod snapshot;
 pub mod stream;
+mod textrepr;
 pub mod tree;
 pub mod trees;
 pub mod util;

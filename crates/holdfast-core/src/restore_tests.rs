@@ -3,7 +3,7 @@
 use std::fs;
 use std::sync::Arc;
 
-use super::{restore, selected, RestoreOptions, ROUND_FILES};
+use super::{restore, selected, RestoreOptions};
 use crate::backup::{backup, BackupOptions};
 use crate::keys::KdfParams;
 use crate::progress::NoProgress;
@@ -12,8 +12,10 @@ use crate::snapshot;
 use crate::trees::Trees;
 
 thread_local! {
-    /// The most files the last restore on this thread held in one round.
+    /// The most file-record bytes the last restore on this thread held in one round.
     pub(super) static PEAK_ROUND: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// A round budget for restores on this thread instead of `ROUND_BYTES`.
+    pub(super) static ROUND_BUDGET: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
 }
 
 fn p(s: &str) -> Vec<Vec<u8>> {
@@ -59,7 +61,10 @@ fn snapshot_of(dirs: usize, files: usize) -> (tempfile::TempDir, Repository) {
 /// than one round of files, however many the snapshot has, and every file comes back.
 #[test]
 fn restore_holds_one_round_of_files() {
-    let (dirs, files) = (3, 2 * ROUND_FILES / 3 + 5);
+    // A small budget so that 8,000 files make a dozen rounds.
+    let budget = 256 << 10;
+    ROUND_BUDGET.with(|b| b.set(Some(budget)));
+    let (dirs, files) = (3, 2735);
     let (dir, repo) = snapshot_of(dirs, files);
     let (index, _) = repo.load_index().unwrap();
     let (all, _) = snapshot::load_all(&repo).unwrap();
@@ -77,12 +82,13 @@ fn restore_holds_one_round_of_files() {
         &NoProgress,
     )
     .unwrap();
+    ROUND_BUDGET.with(|b| b.set(None));
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     assert_eq!(r.files as usize, dirs * files);
     let peak = PEAK_ROUND.with(|p| p.get());
     assert!(
-        peak <= ROUND_FILES && peak > 0,
-        "held {peak} files at once of {}",
+        peak <= budget && peak > budget / 2,
+        "held {peak} bytes of file records at once (budget {budget}) of {} files",
         dirs * files
     );
     for d in 0..dirs {

@@ -27,18 +27,17 @@ impl FsName {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-#[serde(untagged)]
-enum FsNameRepr {
-    Text(String),
-    Bytes { hex: String },
+/// A name that is not UTF-8, as written: `{"hex": "..."}` (read by [`crate::textrepr`]).
+#[derive(Serialize)]
+struct HexName {
+    hex: String,
 }
 
 impl Serialize for FsName {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         match std::str::from_utf8(&self.0) {
             Ok(t) => s.serialize_str(t),
-            Err(_) => FsNameRepr::Bytes {
+            Err(_) => HexName {
                 hex: hex::encode(&self.0),
             }
             .serialize(s),
@@ -48,12 +47,7 @@ impl Serialize for FsName {
 
 impl<'de> Deserialize<'de> for FsName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        match FsNameRepr::deserialize(d)? {
-            FsNameRepr::Text(t) => Ok(FsName(t.into_bytes())),
-            FsNameRepr::Bytes { hex } => hex::decode(hex)
-                .map(FsName)
-                .map_err(serde::de::Error::custom),
-        }
+        crate::textrepr::deserialize::<crate::textrepr::Hex, _>(d).map(FsName)
     }
 }
 
