@@ -55,6 +55,15 @@ for t in $tools_wanted; do
 done
 
 rm -rf "$shm"; mkdir -p "$shm"
+# The source and one restore at a time: 2N files, plus the repositories. A tmpfs has a fixed
+# number of inodes (about 3M on a 24 GiB machine), and running out shows as ENOSPC file by file.
+need_inodes=$(( 2 * n + 2 * n / 200 + 100000 ))
+have_inodes=$(df --output=iavail "$shm" | tail -1 | tr -d ' ')
+if [ "$have_inodes" -lt "$need_inodes" ]; then
+  say "$shm has $have_inodes free inodes, this run needs about $need_inodes (source and restore)."
+  say "Give the tmpfs more, e.g.: mount -o remount,nr_inodes=$(( need_inodes * 2 )) $(df --output=target "$shm" | tail -1)"
+  exit 2
+fi
 trap '[ "${HOLDFAST_BENCH_KEEP:-0}" = 1 ] || rm -rf "$shm"' EXIT
 src=$shm/src
 dirs=$(( (n + 199) / 200 ))

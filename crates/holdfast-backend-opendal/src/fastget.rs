@@ -29,8 +29,9 @@ use hyper::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use reqsign::{AwsCredential, AwsV4Signer};
 use tokio::net::TcpStream;
+
+use crate::signing::Signing;
 
 /// How one read ended, when it did not return the bytes.
 #[derive(Debug)]
@@ -53,10 +54,8 @@ pub(crate) enum GetError {
 /// Reads objects of one bucket over HTTP/1.1 with quick ACKs.
 pub(crate) struct FastGet {
     client: Client<QuickConnector, Empty<Bytes>>,
-    signer: AwsV4Signer,
-    cred: AwsCredential,
-    /// `http://host:port/bucket`, path style, as OpenDAL addresses it.
-    base: String,
+    /// The signer, and `http://host:port/bucket` (path style, as OpenDAL addresses it).
+    signing: Signing,
     /// The repository prefix inside the bucket, without slashes at either end.
     prefix: String,
     /// Requests sent (tries included).
@@ -91,13 +90,7 @@ impl FastGet {
             .build(QuickConnector);
         Some(FastGet {
             client,
-            signer: AwsV4Signer::new("s3", region),
-            cred: AwsCredential {
-                access_key_id: access_key_id.into(),
-                secret_access_key: secret_access_key.into(),
-                ..Default::default()
-            },
-            base: format!("{}/{}", endpoint.trim_end_matches('/'), bucket),
+            signing: Signing::new(endpoint, region, bucket, access_key_id, secret_access_key),
             prefix: prefix.trim_matches('/').into(),
             requests: AtomicU64::new(0),
         })
@@ -106,10 +99,10 @@ impl FastGet {
     fn url(&self, key: &str) -> String {
         let key = percent_encoding::utf8_percent_encode(key, KEY);
         match self.prefix.as_str() {
-            "" => format!("{}/{key}", self.base),
+            "" => format!("{}/{key}", self.signing.base),
             p => format!(
                 "{}/{}/{key}",
-                self.base,
+                self.signing.base,
                 percent_encoding::utf8_percent_encode(p, KEY)
             ),
         }
@@ -151,9 +144,9 @@ impl FastGet {
         let mut req = b
             .body(Empty::<Bytes>::new())
             .map_err(|e| Try::Final(failed(format!("building the request: {e}"))))?;
-        self.signer
-            .sign(&mut req, &self.cred)
-            .map_err(|e| Try::Final(failed(format!("signing: {e}"))))?;
+        self.signing
+            .sign_http(&mut req)
+            .map_err(|e| Try::Final(failed(e)))?;
         self.requests.fetch_add(1, Ordering::Relaxed);
         let resp = self
             .client

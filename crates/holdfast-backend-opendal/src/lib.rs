@@ -17,6 +17,7 @@ pub mod bucket_versions;
 pub mod buckets;
 mod fastget;
 mod lock;
+mod signing;
 pub mod tagging;
 mod versions;
 

@@ -10,16 +10,15 @@ use std::time::Duration;
 use base64::Engine;
 use holdfast_storage::{BucketLock, LockMode, ObjectKind, StorageError};
 use md5::{Digest, Md5};
-use reqsign::{AwsCredential, AwsV4Signer};
 use serde::Deserialize;
+
+use crate::signing::Signing;
 
 /// Signs and sends Object Lock requests for one bucket.
 pub(crate) struct LockClient {
     http: reqwest::Client,
-    signer: AwsV4Signer,
-    cred: AwsCredential,
-    /// `endpoint/bucket`, path style, as OpenDAL addresses it.
-    pub(crate) base: String,
+    /// The signer, and `endpoint/bucket` (path style, as OpenDAL addresses it).
+    pub(crate) signing: Signing,
     /// The repository prefix inside the bucket, without slashes at either end.
     pub(crate) prefix: String,
     location: String,
@@ -76,13 +75,7 @@ impl LockClient {
             .map_err(|e| format!("starting the HTTP client: {e}"))?;
         Ok(LockClient {
             http,
-            signer: AwsV4Signer::new("s3", region),
-            cred: AwsCredential {
-                access_key_id: access_key_id.into(),
-                secret_access_key: secret_access_key.into(),
-                ..Default::default()
-            },
-            base: format!("{}/{}", endpoint.trim_end_matches('/'), bucket),
+            signing: Signing::new(endpoint, region, bucket, access_key_id, secret_access_key),
             prefix: prefix.into(),
             location: location.into(),
         })
@@ -90,8 +83,8 @@ impl LockClient {
 
     fn object_url(&self, key: &str) -> String {
         match self.prefix.as_str() {
-            "" => format!("{}/{key}", self.base),
-            p => format!("{}/{p}/{key}", self.base),
+            "" => format!("{}/{key}", self.signing.base),
+            p => format!("{}/{p}/{key}", self.signing.base),
         }
     }
 
@@ -122,9 +115,9 @@ impl LockClient {
             let mut req = b
                 .build()
                 .map_err(|e| self.remote(op, e.to_string(), false))?;
-            self.signer
-                .sign(&mut req, &self.cred)
-                .map_err(|e| self.remote(op, format!("signing: {e}"), false))?;
+            self.signing
+                .sign_reqwest(&mut req)
+                .map_err(|e| self.remote(op, e, false))?;
             match self.http.execute(req).await {
                 Ok(r) => {
                     let status = r.status().as_u16();
@@ -180,7 +173,7 @@ impl LockClient {
     /// The bucket's Object Lock configuration; `None` if the store does not implement it.
     pub(crate) async fn bucket_lock(&self) -> Result<Option<BucketLock>, StorageError> {
         let op = "reading the bucket's object lock configuration";
-        let url = format!("{}?object-lock", self.base);
+        let url = format!("{}?object-lock", self.signing.base);
         let (status, body) = self.send(reqwest::Method::GET, &url, None, op).await?;
         if status == 404 {
             // ObjectLockConfigurationNotFoundError: a store that has Object Lock, not enabled

@@ -98,7 +98,7 @@ impl Bucket {
     fn tags_url(&self, key: &str, version: Option<&str>) -> String {
         let mut url = format!(
             "{}/{}?tagging",
-            self.signed.base,
+            self.signed.signing.base,
             utf8_percent_encode(key.trim_start_matches('/'), KEY_SET)
         );
         if let Some(v) = version {

@@ -52,7 +52,7 @@ impl LockClient {
         let (mut key_marker, mut version_marker) = (String::new(), String::new());
         let mut out = Vec::new();
         loop {
-            let mut url = reqwest::Url::parse(&self.base)
+            let mut url = reqwest::Url::parse(&self.signing.base)
                 .map_err(|e| self.remote(op, format!("bad endpoint: {e}"), false))?;
             {
                 let mut q = url.query_pairs_mut();
@@ -123,7 +123,7 @@ impl LockClient {
             if !dry_run {
                 for id in markers {
                     let op = format!("removing the delete marker of {key}");
-                    let mut url = reqwest::Url::parse(&format!("{}/{key}", self.base))
+                    let mut url = reqwest::Url::parse(&format!("{}/{key}", self.signing.base))
                         .map_err(|e| self.remote(&op, format!("bad key: {e}"), false))?;
                     url.query_pairs_mut().append_pair("versionId", &id);
                     let (status, body) = self

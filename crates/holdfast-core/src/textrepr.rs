@@ -20,7 +20,9 @@ pub(crate) trait Encoding {
 }
 
 /// Bytes read from a JSON string (taken as UTF-8 bytes) or from `{KEY: "..."}`.
-pub(crate) fn deserialize<'de, E: Encoding, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+pub(crate) fn deserialize<'de, E: Encoding, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<u8>, D::Error> {
     d.deserialize_any(Keyed::<E>(PhantomData))
 }
 
