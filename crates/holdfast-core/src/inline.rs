@@ -42,9 +42,9 @@ pub fn inline_max(repo: &Repository) -> u64 {
     }
 }
 
-/// Inline content as JSON: a string when it is UTF-8 (text files stay readable and compress as
-/// text), else `{"b64": "..."}` (standard alphabet, padded).
-/// Not UTF-8, as written (read by [`crate::textrepr`]).
+/// Inline content as JSON is a string when it is UTF-8 (text files stay readable and compress
+/// as text), else this: `{"b64": "..."}` (standard alphabet, padded). Both forms are read by
+/// [`crate::textrepr`].
 #[derive(Serialize)]
 struct B64 {
     b64: String,
