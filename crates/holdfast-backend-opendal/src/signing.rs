@@ -33,6 +33,9 @@ impl Signing {
         }
     }
 
+    // reqsign's `SignableRequest` trait is not exported, so a caller cannot be generic over
+    // it: one method per request type holdfast sends.
+
     /// Sign a hyper request in place (its headers); the error says why it could not be.
     pub(crate) fn sign_http<T>(&self, req: &mut hyper::Request<T>) -> Result<(), String> {
         self.signer
