@@ -172,7 +172,15 @@ impl FastGet {
             (200, None) => MAX_OBJECT,
             _ => 64 << 10,
         };
-        let body = at_most(resp.into_body(), cap)
+        // Sized once from the announced length (bounded by the cap, so a hostile header
+        // cannot make it allocate more than the answer may hold), not grown by doubling.
+        let announced = resp
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        let body = at_most(resp.into_body(), cap, announced.min(cap).min(RESERVE_MAX))
             .await
             .map_err(|e| Try::Again(format!("reading the body: {e}")))?;
         match status {
@@ -204,9 +212,18 @@ impl FastGet {
 /// The largest whole object read: repository objects are at most a 1 GiB pack and its header.
 const MAX_OBJECT: u64 = 2 << 30;
 
-/// The body's first `cap` bytes; the rest is not read (the connection is then dropped).
-async fn at_most(mut body: hyper::body::Incoming, cap: u64) -> Result<Vec<u8>, hyper::Error> {
-    let mut out = Vec::new();
+/// The most reserved up front for a body from its `Content-Length` (a larger body grows as it
+/// arrives): a ranged read of a restore is at most 8 MiB.
+const RESERVE_MAX: u64 = 64 << 20;
+
+/// The body's first `cap` bytes, in a buffer of `reserve` bytes to start with; the rest is not
+/// read (the connection is then dropped).
+async fn at_most(
+    mut body: hyper::body::Incoming,
+    cap: u64,
+    reserve: u64,
+) -> Result<Vec<u8>, hyper::Error> {
+    let mut out = Vec::with_capacity(reserve as usize);
     while (out.len() as u64) < cap {
         let Some(frame) = body.frame().await else {
             break;

@@ -139,7 +139,11 @@ fn selected(path: &[Vec<u8>], includes: &[Vec<Vec<u8>>]) -> Option<bool> {
 /// batching), as estimated by [`job_bytes`]: about 45,000 files of the Linux sources.
 pub const ROUND_BYTES: usize = 16 << 20;
 
-/// Rounds handed to the workers and not yet written, at most (the walk gathers one more).
+/// Rounds handed to the workers of which some work is not yet taken up, at most (the walk
+/// gathers one more). A round is released when its last item is taken, not when it is
+/// written: the next round is then queued while the slowest items of this one are written,
+/// so no worker waits for them (on S3 that wait was 0.8 s of a 6 s restore of the Linux
+/// sources).
 const ROUNDS_IN_FLIGHT: usize = 1;
 
 /// The memory a file record holds: its path, node and what the node owns.
@@ -166,7 +170,7 @@ fn round_budget() -> usize {
     ROUND_BYTES
 }
 
-/// A round being written: when the last of its work is done, its token is given back.
+/// A round handed to the workers: when the last of its work is taken, its token is given back.
 struct Round(Receiver<()>);
 
 impl Drop for Round {
@@ -188,7 +192,7 @@ struct Walk<'a> {
     budget: usize,
     /// Where rounds go: the workers.
     work: Sender<(Work, Arc<Round>)>,
-    /// One token per round not yet written: at most [`ROUNDS_IN_FLIGHT`] rounds are.
+    /// One token per round not yet taken up: at most [`ROUNDS_IN_FLIGHT`] rounds are.
     rounds: (Sender<()>, Receiver<()>),
     links: Vec<(PathBuf, (u64, u64))>,
     first_link: HashMap<(u64, u64), PathBuf>,
@@ -214,8 +218,15 @@ impl Walk<'_> {
         let files = std::mem::take(&mut self.files);
         let total: u64 = files.iter().map(|f| f.node.size).sum();
         self.progress.add_total(files.len() as u64, total);
-        // Wait while enough rounds are queued or being written.
+        // Wait while enough rounds are queued and not yet taken up.
+        let waited = std::time::Instant::now();
         let _ = self.rounds.0.send(());
+        tracing::debug!(
+            files = files.len(),
+            bytes = total,
+            waited_ms = waited.elapsed().as_millis() as u64,
+            "restore round handed to the workers"
+        );
         let round = Arc::new(Round(self.rounds.1.clone()));
         for item in plan_work(files, self.index) {
             let _ = self.work.send((item, round.clone()));
@@ -556,6 +567,11 @@ pub fn restore(
     let trees = Trees::prefetch(repo, index, &[snap.snapshot.tree], &|p| {
         selected(p, &includes).is_some()
     });
+    tracing::debug!(
+        trees = trees.prefetched(),
+        bytes = trees.held_bytes(),
+        "restore: trees read ahead"
+    );
     let matched = find_includes(&trees, &snap.snapshot.tree, &includes);
     if let Some(i) = matched.iter().position(|m| !m) {
         return Err(Error::PathNotInSnapshot {
@@ -569,8 +585,8 @@ pub fn restore(
         opts.threads
     };
     let errors = Mutex::new(Vec::new());
-    // One round queued or being written while the walk gathers the next, whatever the number
-    // of workers (a round is thousands of work items): the walk waits for the workers.
+    // One round queued while the walk gathers the next, whatever the number of workers (a
+    // round is thousands of work items): the walk waits for the workers.
     let (tx, rx) = unbounded::<(Work, Arc<Round>)>();
     let mut w = Walk {
         trees: &trees,
@@ -594,7 +610,9 @@ pub fn restore(
                 let (rx, errors) = (rx.clone(), &errors);
                 s.spawn(move || {
                     let (mut n, mut b) = (0u64, 0u64);
-                    for (item, _round) in rx.iter() {
+                    for (item, round) in rx.iter() {
+                        // Taken: once a round's last item is, the walk may queue the next.
+                        drop(round);
                         let results = match &item {
                             Work::File(job) => vec![write_file(repo, index, job, progress)],
                             Work::Batch(batch) => write_batch(repo, index, batch, progress),
@@ -632,6 +650,7 @@ pub fn restore(
         drop(rx);
         w.tree(&snap.snapshot.tree, t, &mut Vec::new());
         w.flush();
+        tracing::debug!("restore: walk done, waiting for the workers");
         // Close the queue: the workers end when it drains.
         let (done_tx, _) = unbounded();
         drop(std::mem::replace(&mut w.work, done_tx));

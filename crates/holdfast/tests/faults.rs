@@ -389,6 +389,15 @@ fn copy_tree(from: &Path, to: &Path) {
 }
 
 /// Objects in a repository directory (`data` is fanned out).
+/// `packs` split into data packs and tree packs, told apart by size: in these fixtures a tree
+/// pack holds a few small trees (under 16,000 bytes) and a data pack at least 100 kB.
+fn by_size(repo: &Path, packs: &[String]) -> (Vec<String>, Vec<String>) {
+    packs
+        .iter()
+        .cloned()
+        .partition(|p| fs::metadata(pack_path(repo, p)).unwrap().len() >= 16_000)
+}
+
 fn objects(repo: &Path, kind: &str) -> Vec<String> {
     let mut out = Vec::new();
     let base = repo.join(kind);
@@ -915,10 +924,12 @@ impl Damage {
         write_file(&src.join("victim.bin"), &victim);
         let s1 = snapshot_id(&backup_ok(&repo, &src));
         let p1 = objects(&repo, "data");
+        // Trees go to packs of their own: a data pack and a (small) tree pack.
+        let (data1, trees1) = by_size(&repo, &p1);
         assert_eq!(
-            p1.len(),
-            1,
-            "the first backup should write exactly one pack"
+            (data1.len(), trees1.len()),
+            (1, 1),
+            "the first backup should write one data pack and one tree pack: {p1:?}"
         );
 
         for i in 0..12 {
@@ -933,7 +944,8 @@ impl Damage {
             .into_iter()
             .filter(|p| !p1.contains(p))
             .collect();
-        assert!(!p2.is_empty());
+        let (data2, trees2) = by_size(&repo, &p2);
+        assert!(!data2.is_empty() && trees2.len() == 1, "{p2:?}");
 
         write_file(&src.join("sub/copy.bin"), &victim);
         let j = backup_ok(&repo, &src);
@@ -957,8 +969,8 @@ impl Damage {
 
         hf!(&repo, "check", "--read-data").expect_ok();
         Damage {
-            victim_pack: p1[0].clone(),
-            s2_packs: p2,
+            victim_pack: data1[0].clone(),
+            s2_packs: data2,
             tree_pack: p3[0].clone(),
             t,
             src,
