@@ -10,12 +10,16 @@
 # which removes the store's CPU from the S3 run as if it had run on other cores, assuming the
 # client could have used every freed core-second (so it is an upper bound on the client's speed
 # against a store elsewhere: the plain ratio is the lower bound).
+# holdfast runs in interleaved rounds (each round: local backup and restore, then each store's),
+# so a slow minute of a shared machine hits both sides of a ratio; a row gives the medians over
+# the rounds of the times and of the per-round ratios. restic runs after, best of N.
 #
 # usage: bench/s3.sh [DATA_DIR]   (default /var/tmp/holdfast-bench; needs DATA_DIR/linux-old,
 #                                  fetched by ../shared/bench/fetch-linux-sources.sh)
 # Environment: HOLDFAST_BIN (default target/release/holdfast, built if missing),
 #   HOLDFAST_BENCH_SHM (default /dev/shm/holdfast-bench-s3, removed at the end),
-#   HOLDFAST_BENCH_ROUNDS (default 2; best of N), HOLDFAST_BENCH_RESTIC (default 1),
+#   HOLDFAST_BENCH_ROUNDS (default 3: rounds of holdfast, best of N for restic),
+#   HOLDFAST_BENCH_RESTIC (default 1),
 #   RESTIC_BIN (default restic on PATH, else /opt/holdfast-peers/x/usr/bin/restic),
 #   HOLDFAST_BENCH_STORES (default "garage3 garage1").
 set -euo pipefail
@@ -24,7 +28,7 @@ root=$(dirname "$here")
 data=${1:-/var/tmp/holdfast-bench}
 src=$data/linux-old
 shm=${HOLDFAST_BENCH_SHM:-/dev/shm/holdfast-bench-s3}
-rounds=${HOLDFAST_BENCH_ROUNDS:-2}
+rounds=${HOLDFAST_BENCH_ROUNDS:-3}
 with_restic=${HOLDFAST_BENCH_RESTIC:-1}
 stores=${HOLDFAST_BENCH_STORES:-garage3 garage1}
 restic=${RESTIC_BIN:-$(command -v restic || echo /opt/holdfast-peers/x/usr/bin/restic)}
@@ -103,26 +107,57 @@ accounted() { printf "%.2f" "$(echo "scale=4; $1 / ($2 - $3 / $cores)" | bc)"; }
 per_gb() { echo "scale=0; $1 * 1000000000 / $size" | bc; }
 
 size=$(du -sb "$src" | cut -f1); files=$(find "$src" -type f | wc -l)
-echo "data: $src ($files files, $((size/1000000)) MB); best of $rounds; tmpfs; Garage on loopback; $cores cores; load $(cut -d' ' -f1-3 /proc/loadavg)"
-store=
-best bl backup-local fresh_local '"$hf" --repo "$shm/local" backup "$src"'
-best rl restore-local clear_out '"$hf" --repo "$shm/local" restore latest "$shm/out"'
-same local
+echo "data: $src ($files files, $((size/1000000)) MB); $rounds rounds; tmpfs; Garage on loopback; $cores cores; load $(cut -d' ' -f1-3 /proc/loadavg)"
+median() { sort -g | awk '{v[NR] = $1} END {if (NR % 2) print v[(NR + 1) / 2]; else printf "%.4f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+# holdfast, interleaved: each round runs the local backup and restore, then every store's. One
+# line per run in $shm/runs: "round phase store wall client_cpu store_cpu total GET PUT HEAD LIST other".
+: >"$shm/runs"
+run() { # phase store prep cmd...
+  local _ph=$1 _st=$2 _prep=$3; shift 3
+  local _saved=$rounds; rounds=1
+  best one "$_ph-$_st" "$_prep" "$@"
+  rounds=$_saved
+  echo "$r $_ph $_st $one $one_cpu $one_scpu ${one_req:-0 0 0 0 0 0}" >>"$shm/runs"
+}
+for r in $(seq 1 "$rounds"); do
+  store=
+  run backup local fresh_local '"$hf" --repo "$shm/local" backup "$src"'
+  run restore local clear_out '"$hf" --repo "$shm/local" restore latest "$shm/out"'
+  same local
+  for c in $stores; do
+    use_store $c
+    run backup $c fresh_s3 '"$hf" --repo "$s3repo" backup "$src"'
+    run restore $c clear_out '"$hf" --repo "$s3repo" restore latest "$shm/out"'
+    same $c
+  done
+done
+# field F (4 wall, 5 client CPU, 6 store CPU) of phase P and store S, one line per round.
+col() { awk -v p="$1" -v s="$2" -v f="$3" '$2 == p && $3 == s {print $f}' "$shm/runs"; }
+bl=$(col backup local 4 | median); bl_cpu=$(col backup local 5 | median)
+rl=$(col restore local 4 | median); rl_cpu=$(col restore local 5 | median)
 rows=()
+# A row of the interleaved rounds: medians of wall, CPU, per-round plain and accounted ratios;
+# the requests of the last round.
+hrow() { # phase store
+  local _w _c _s _pr _ar _req
+  _w=$(col "$1" "$2" 4 | median); _c=$(col "$1" "$2" 5 | median); _s=$(col "$1" "$2" 6 | median)
+  _pr=$(paste <(col "$1" local 4) <(col "$1" "$2" 4) | awk '{print $1 / $2}' | median)
+  _ar=$(paste <(col "$1" local 4) <(col "$1" "$2" 4) <(col "$1" "$2" 6) | awk -v c="$cores" '{print $1 / ($2 - $3 / c)}' | median)
+  _req=$(awk -v p="$1" -v s="$2" '$2 == p && $3 == s {r = $7 " " $8 " " $9 " " $10 " " $11 " " $12} END {print r}' "$shm/runs")
+  local _tt _g _u _h _l _o; read -r _tt _g _u _h _l _o <<<"$_req"
+  rows+=("$(printf '| holdfast | %s | %s | %.2f s | %.1f s | %.1f s | %.2f | %.2f | %s (%s GET, %s PUT, %s HEAD, %s LIST, %s other) | %s |' \
+    "$1" "$2" "$_w" "$_c" "$_s" "$_pr" "$_ar" "$_tt" "$_g" "$_u" "$_h" "$_l" "$_o" "$(per_gb "$_tt")")")
+}
+for c in $stores; do
+  hrow backup $c
+  hrow restore $c
+done
 row() { # tool phase store local_wall VAR
   local _v=$5 _w _c _s _r; _w=${!_v}; _c=$(eval echo "\${${_v}_cpu}"); _s=$(eval echo "\${${_v}_scpu}"); _r=$(eval echo "\${${_v}_req}")
   local _tt _g _u _h _l _o; read -r _tt _g _u _h _l _o <<<"$_r"
   rows+=("$(printf '| %s | %s | %s | %.2f s | %.1f s | %.1f s | %s | %s | %s (%s GET, %s PUT, %s HEAD, %s LIST, %s other) | %s |' \
     "$1" "$2" "$3" "$_w" "$_c" "$_s" "$(ratio "$4" "$_w")" "$(accounted "$4" "$_w" "$_s")" "$_tt" "$_g" "$_u" "$_h" "$_l" "$_o" "$(per_gb "$_tt")")")
 }
-for c in $stores; do
-  use_store $c
-  best b backup-$c fresh_s3 '"$hf" --repo "$s3repo" backup "$src"'
-  best r restore-$c clear_out '"$hf" --repo "$s3repo" restore latest "$shm/out"'
-  same $c
-  row holdfast backup $c "$bl" b
-  row holdfast restore $c "$rl" r
-done
 if [ "$with_restic" = 1 ] && [ -x "$restic" ]; then
   export RESTIC_CACHE_DIR=$shm/restic-cache
   for c in $stores; do
@@ -135,6 +170,8 @@ if [ "$with_restic" = 1 ] && [ -x "$restic" ]; then
 elif [ "$with_restic" = 1 ]; then
   echo "restic not found at $restic (set RESTIC_BIN): skipped"
 fi
-printf '\nlocal repository: backup %.2f s (CPU %.1f s), restore %.2f s (CPU %.1f s)\n' "$bl" "$bl_cpu" "$rl" "$rl_cpu"
+printf '\nlocal repository (median of %s rounds): backup %.2f s (CPU %.1f s), restore %.2f s (CPU %.1f s)\n' "$rounds" "$bl" "$bl_cpu" "$rl" "$rl_cpu"
+printf '\nevery run (round phase store wall client-CPU store-CPU requests GET PUT HEAD LIST other):\n'
+cat "$shm/runs"
 printf '\n| tool | phase | store | wall | client CPU | store CPU | S3/local | accounted | requests | per GB |\n|---|---|---|---|---|---|---|---|---|---|\n'
 printf '%s\n' "${rows[@]}"

@@ -13,6 +13,7 @@ pub mod blob;
 mod blobindex;
 mod blobtable;
 pub mod browse;
+mod budget;
 pub mod built;
 pub mod check;
 pub mod config;

@@ -25,6 +25,7 @@ use holdfast_storage::ObjectKind;
 use serde::Serialize;
 
 use crate::blob::BlobType;
+use crate::budget::ByteBudget;
 use crate::error::{Error, Result};
 use crate::fetch::{self, Batch};
 use crate::fsmeta;
@@ -442,6 +443,24 @@ enum Work {
     Part(restore_big::Part),
 }
 
+impl Work {
+    /// The most bytes of packs this item holds at once: its ranged read (a file read on its
+    /// own reads one run of up to [`fetch::MAX_SPAN`] at a time).
+    fn read_bytes(&self) -> u64 {
+        match self {
+            Work::File(j) if j.node.inline.is_some() => 0,
+            Work::File(j) => j.node.size.min(fetch::MAX_SPAN),
+            Work::Batch(b) => b.end - b.start,
+            Work::Part(p) => p.span(),
+        }
+    }
+}
+
+/// Bytes of pack reads the restore workers hold at once, at most: with 32 workers on an object
+/// store, each holding a ranged read of up to 8 MiB while it writes the files, the buffers
+/// alone were 256 MiB (a restore of the Linux sources from Garage peaked at 400 MB).
+pub const READ_BUDGET: u64 = 64 << 20;
+
 /// Write the files of a batch; each result is one file's. If the ranged read fails, each file
 /// is read on its own, so an error names exactly the files it touches.
 fn write_batch(
@@ -585,6 +604,7 @@ pub fn restore(
         opts.threads
     };
     let errors = Mutex::new(Vec::new());
+    let reads = ByteBudget::new(READ_BUDGET);
     // One round queued while the walk gathers the next, whatever the number of workers (a
     // round is thousands of work items): the walk waits for the workers.
     let (tx, rx) = unbounded::<(Work, Arc<Round>)>();
@@ -607,12 +627,13 @@ pub fn restore(
     let (files, bytes) = std::thread::scope(|s| {
         let hs: Vec<_> = (0..threads)
             .map(|_| {
-                let (rx, errors) = (rx.clone(), &errors);
+                let (rx, errors, reads) = (rx.clone(), &errors, &reads);
                 s.spawn(move || {
                     let (mut n, mut b) = (0u64, 0u64);
                     for (item, round) in rx.iter() {
                         // Taken: once a round's last item is, the walk may queue the next.
                         drop(round);
+                        let _held = reads.take(item.read_bytes());
                         let results = match &item {
                             Work::File(job) => vec![write_file(repo, index, job, progress)],
                             Work::Batch(batch) => write_batch(repo, index, batch, progress),

@@ -123,6 +123,11 @@ pub(crate) fn split(job: FileJob, index: &Index) -> Result<Vec<Part>, Box<FileJo
 }
 
 impl Part {
+    /// The bytes its ranged read fetches.
+    pub(crate) fn span(&self) -> u64 {
+        self.run.end - self.run.start
+    }
+
     /// Fetch and write this part. Returns the file's result if this was its last part.
     pub(crate) fn write(
         &self,
