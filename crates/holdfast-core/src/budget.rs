@@ -88,7 +88,7 @@ mod tests {
             }
         });
         let peak = peak.load(Ordering::SeqCst);
-        assert!(peak <= 100 && peak >= 60, "peak {peak}");
+        assert!((60..=100).contains(&peak), "peak {peak}");
         assert_eq!(b.in_use(), 0);
     }
 }
