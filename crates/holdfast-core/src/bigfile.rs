@@ -8,12 +8,13 @@
 
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 
 use crate::backup::{Ctx, Job};
 use crate::blob::Compressor;
+use crate::budget::{ByteBudget, Taken};
 use crate::fileread::describe_io;
 use crate::id::Id;
 
@@ -29,48 +30,13 @@ pub(crate) const PIPELINE_BYTES: u64 = 64 << 20;
 /// the last whole chunk is moved to its front before the next read.
 const READ_BUFFER_CHUNKS: usize = 4;
 
-/// Chunk bytes in flight, bounded: a reader waits before it hands over a chunk that would
-/// exceed the limit (unless nothing is in flight, so one chunk always goes).
-struct Budget {
-    used: Mutex<u64>,
-    freed: Condvar,
-    limit: u64,
-}
-
-impl Budget {
-    fn acquire(self: &Arc<Self>, n: u64) -> Permit {
-        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
-        while *used > 0 && *used + n > self.limit {
-            used = self.freed.wait(used).unwrap_or_else(|p| p.into_inner());
-        }
-        *used += n;
-        Permit {
-            budget: self.clone(),
-            n,
-        }
-    }
-}
-
-/// Bytes of the budget held by one chunk; given back when it is dropped (stored, failed, or a
-/// helper that panicked), so no reader waits forever.
-struct Permit {
-    budget: Arc<Budget>,
-    n: u64,
-}
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        let mut used = self.budget.used.lock().unwrap_or_else(|p| p.into_inner());
-        *used -= self.n;
-        self.budget.freed.notify_all();
-    }
-}
-
 /// One chunk of a big file, for a pool thread.
 struct Task {
     seq: usize,
     data: Vec<u8>,
-    permit: Permit,
+    /// Its bytes of the pool's budget: a reader waits before it hands over a chunk that would
+    /// exceed it (unless nothing is in flight, so one chunk always goes).
+    permit: Taken,
     done: Sender<(usize, std::result::Result<Id, String>)>,
     /// Set when the file's read failed: its remaining chunks are not stored.
     cancelled: Arc<AtomicBool>,
@@ -81,7 +47,7 @@ struct Task {
 pub(crate) struct ChunkPool {
     tx: Mutex<Option<Sender<Task>>>,
     rx: Receiver<Task>,
-    budget: Arc<Budget>,
+    budget: Arc<ByteBudget>,
     /// How many threads [`ChunkPool::run`] should be started on.
     pub(crate) threads: usize,
 }
@@ -94,11 +60,7 @@ impl ChunkPool {
         ChunkPool {
             tx: Mutex::new(Some(tx)),
             rx,
-            budget: Arc::new(Budget {
-                used: Mutex::new(0),
-                freed: Condvar::new(),
-                limit: PIPELINE_BYTES.max(threads as u64 * max_chunk as u64),
-            }),
+            budget: ByteBudget::new(PIPELINE_BYTES.max(threads as u64 * max_chunk as u64)),
             threads,
         }
     }
@@ -270,7 +232,7 @@ impl Ctx<'_> {
             };
             size += data.len() as u64;
             self.progress.inc(0, data.len() as u64);
-            let permit = pool.budget.acquire(data.len() as u64);
+            let permit = pool.budget.take(data.len() as u64);
             g.content.push(None);
             let task = Task {
                 seq: g.content.len() - 1,

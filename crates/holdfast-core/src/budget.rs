@@ -1,45 +1,44 @@
-//! A byte budget shared by threads: a blocking counting semaphore over bytes. Restore workers
-//! take the size of a read from it before the read and give it back when its data is written,
-//! so the read buffers held at once are bounded by the budget, not by the number of workers
-//! (32 for an object store, each with a ranged read of up to 8 MiB).
+//! A byte budget shared by threads: a blocking counting semaphore over bytes. The big-file
+//! pipeline takes each chunk's length before handing it to the pool; restore workers take the
+//! size of a pack read before the read. What they hold at once is bounded by the budget, not by
+//! the number of threads.
 
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 /// Bytes that may be held at once.
 pub(crate) struct ByteBudget {
-    total: u64,
-    free: Mutex<u64>,
+    used: Mutex<u64>,
     freed: Condvar,
+    limit: u64,
 }
 
-/// Bytes taken from a [`ByteBudget`]; given back when dropped.
-pub(crate) struct Taken<'a> {
-    budget: &'a ByteBudget,
+/// Bytes taken from a [`ByteBudget`]; given back when dropped (used, failed, or held by a
+/// thread that panicked), so nobody waits forever.
+pub(crate) struct Taken {
+    budget: Arc<ByteBudget>,
     bytes: u64,
 }
 
 impl ByteBudget {
-    /// A budget of `total` bytes (at least 1).
-    pub(crate) fn new(total: u64) -> Self {
-        let total = total.max(1);
-        ByteBudget {
-            total,
-            free: Mutex::new(total),
+    /// A budget of `limit` bytes.
+    pub(crate) fn new(limit: u64) -> Arc<Self> {
+        Arc::new(ByteBudget {
+            used: Mutex::new(0),
             freed: Condvar::new(),
-        }
+            limit,
+        })
     }
 
-    /// Take `bytes`, waiting until they are free. A request larger than the whole budget takes
-    /// all of it (it then runs alone rather than never).
-    pub(crate) fn take(&self, bytes: u64) -> Taken<'_> {
-        let bytes = bytes.min(self.total);
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        while *free < bytes {
-            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+    /// Take `bytes`, waiting while others hold bytes and these would exceed the limit. With
+    /// nothing held, any request goes (a larger one then runs alone rather than never).
+    pub(crate) fn take(self: &Arc<Self>, bytes: u64) -> Taken {
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        while *used > 0 && *used + bytes > self.limit {
+            used = self.freed.wait(used).unwrap_or_else(|p| p.into_inner());
         }
-        *free -= bytes;
+        *used += bytes;
         Taken {
-            budget: self,
+            budget: self.clone(),
             bytes,
         }
     }
@@ -47,15 +46,15 @@ impl ByteBudget {
     /// Bytes taken now.
     #[cfg(test)]
     pub(crate) fn in_use(&self) -> u64 {
-        self.total - *self.free.lock().unwrap_or_else(|p| p.into_inner())
+        *self.used.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-impl Drop for Taken<'_> {
+impl Drop for Taken {
     fn drop(&mut self) {
-        let mut free = self.budget.free.lock().unwrap_or_else(|p| p.into_inner());
-        *free += self.bytes;
-        drop(free);
+        let mut used = self.budget.used.lock().unwrap_or_else(|p| p.into_inner());
+        *used -= self.bytes;
+        drop(used);
         self.budget.freed.notify_all();
     }
 }
@@ -63,32 +62,47 @@ impl Drop for Taken<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Mutex;
 
-    /// Many threads taking and giving back never hold more than the budget together, an
-    /// oversized request still gets through, and everything is given back at the end.
+    /// Many threads taking and giving back never hold more than the budget together, except
+    /// one oversized request alone; it still gets through, and everything is given back.
     #[test]
     fn holders_never_exceed_the_budget() {
         let b = ByteBudget::new(100);
-        let (held, peak) = (AtomicU64::new(0), AtomicU64::new(0));
+        // (bytes held, holders, the most bytes held by two or more, oversized ones served)
+        let seen = Mutex::new((0u64, 0u32, 0u64, 0u32));
         std::thread::scope(|s| {
             for t in 0..8u64 {
-                let (b, held, peak) = (&b, &held, &peak);
+                let (b, seen) = (&b, &seen);
                 s.spawn(move || {
                     for i in 0..200u64 {
                         let n = [10, 30, 60, 250][((t + i) % 4) as usize];
                         let got = b.take(n);
-                        let now = held.fetch_add(n.min(100), Ordering::SeqCst) + n.min(100);
-                        peak.fetch_max(now, Ordering::SeqCst);
+                        {
+                            let mut v = seen.lock().unwrap();
+                            v.0 += n;
+                            v.1 += 1;
+                            if v.1 > 1 {
+                                v.2 = v.2.max(v.0);
+                            }
+                            if n > 100 {
+                                assert_eq!(v.1, 1, "an oversized request shares the budget");
+                                v.3 += 1;
+                            }
+                        }
                         std::thread::yield_now();
-                        held.fetch_sub(n.min(100), Ordering::SeqCst);
+                        let mut v = seen.lock().unwrap();
+                        v.0 -= n;
+                        v.1 -= 1;
+                        drop(v);
                         drop(got);
                     }
                 });
             }
         });
-        let peak = peak.load(Ordering::SeqCst);
-        assert!((60..=100).contains(&peak), "peak {peak}");
+        let (_, _, shared_peak, oversized) = *seen.lock().unwrap();
+        assert!((60..=100).contains(&shared_peak), "peak {shared_peak}");
+        assert_eq!(oversized, 400);
         assert_eq!(b.in_use(), 0);
     }
 }
