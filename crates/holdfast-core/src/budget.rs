@@ -32,6 +32,13 @@ impl ByteBudget {
     /// Take `bytes`, waiting while others hold bytes and these would exceed the limit. With
     /// nothing held, any request goes (a larger one then runs alone rather than never).
     pub(crate) fn take(self: &Arc<Self>, bytes: u64) -> Taken {
+        if bytes == 0 {
+            // Nothing to hold: no lock, and nobody to wake when it is given back.
+            return Taken {
+                budget: self.clone(),
+                bytes,
+            };
+        }
         let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
         while *used > 0 && *used + bytes > self.limit {
             used = self.freed.wait(used).unwrap_or_else(|p| p.into_inner());
@@ -52,6 +59,9 @@ impl ByteBudget {
 
 impl Drop for Taken {
     fn drop(&mut self) {
+        if self.bytes == 0 {
+            return;
+        }
         let mut used = self.budget.used.lock().unwrap_or_else(|p| p.into_inner());
         *used -= self.bytes;
         drop(used);

@@ -441,7 +441,14 @@ enum Work {
     Batch(Batch<FileJob>),
     /// A run of a big file's blobs, written by whichever worker takes it.
     Part(restore_big::Part),
+    /// Files whose content is in their tree node: nothing to read, so many go as one item
+    /// (one hand-over between threads, not one per file).
+    Inline(Vec<FileJob>),
 }
+
+/// Inline files per work item: enough that handing them over costs nothing per file, few enough
+/// that the workers share them.
+const INLINE_PER_ITEM: usize = 256;
 
 impl Work {
     /// The most bytes of packs this item holds at once: its ranged read (a file read on its
@@ -449,6 +456,7 @@ impl Work {
     fn read_bytes(&self) -> u64 {
         match self {
             Work::File(j) if j.node.inline.is_some() => 0,
+            Work::Inline(_) => 0,
             Work::File(j) => j.node.size.min(fetch::MAX_SPAN),
             Work::Batch(b) => b.end - b.start,
             Work::Part(p) => p.span(),
@@ -504,7 +512,7 @@ fn plan_work(files: Vec<FileJob>, index: &Index) -> Vec<Work> {
     let mut inline = Vec::new();
     for j in files {
         match j.node.content.as_slice() {
-            _ if j.node.inline.is_some() => inline.push(Work::File(j)),
+            _ if j.node.inline.is_some() => inline.push(j),
             [id] => {
                 let id = *id;
                 singles.push((j, id))
@@ -523,7 +531,10 @@ fn plan_work(files: Vec<FileJob>, index: &Index) -> Vec<Work> {
     let (batches, unindexed) = fetch::batches(singles, index, fetch::MAX_GAP, fetch::MAX_SPAN);
     work.extend(batches.into_iter().map(Work::Batch));
     work.extend(unindexed.into_iter().map(Work::File));
-    work.extend(inline);
+    while !inline.is_empty() {
+        let rest = inline.split_off(inline.len().saturating_sub(INLINE_PER_ITEM));
+        work.push(Work::Inline(rest));
+    }
     work
 }
 
@@ -640,6 +651,10 @@ pub fn restore(
                             Work::Part(part) => {
                                 part.write(repo, index, progress).into_iter().collect()
                             }
+                            Work::Inline(jobs) => jobs
+                                .iter()
+                                .map(|job| write_file(repo, index, job, progress))
+                                .collect(),
                         };
                         for r in results {
                             match r {

@@ -81,7 +81,24 @@ fn code_for(e: &anyhow::Error) -> u8 {
     exit::ERROR
 }
 
+/// At most two malloc arenas per core (glibc). glibc makes up to eight per core, and a restore
+/// from object storage runs 32 reading threads: each thread's arena kept its freed pack
+/// buffers, about 110 MB more peak memory (kernel sources from Garage: 316 -> 206 MB) for no
+/// gain in speed. `MALLOC_ARENA_MAX` in the environment still decides, if set.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let arenas = i32::try_from(2 * cores).unwrap_or(i32::MAX);
+        // SAFETY: mallopt only sets an allocator parameter; called before any thread starts.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, arenas);
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let args = cli::Cli::parse();
     let filter = match args.global.verbose {
         0 => "warn",
