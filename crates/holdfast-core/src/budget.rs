@@ -115,4 +115,24 @@ mod tests {
         assert_eq!(oversized, 400);
         assert_eq!(b.in_use(), 0);
     }
+
+    /// Taking nothing never waits, even with the budget full, and giving it back leaves the
+    /// holders' bytes as they were.
+    #[test]
+    fn taking_nothing_never_waits() {
+        let b = ByteBudget::new(100);
+        let full = b.take(100);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let b2 = b.clone();
+        std::thread::spawn(move || {
+            let none = b2.take(0);
+            drop(none);
+            tx.send(()).unwrap();
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("a take of 0 bytes waited for a full budget");
+        assert_eq!(b.in_use(), 100);
+        drop(full);
+        assert_eq!(b.in_use(), 0);
+    }
 }

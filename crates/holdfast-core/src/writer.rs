@@ -128,17 +128,18 @@ impl BlobWriter {
                 // The packs stored since the last index file, and how many blobs they hold.
                 let pending: Mutex<(PackList, usize)> = Mutex::new((Vec::new(), 0));
                 let upload = |s: Sealed| -> Result<()> {
+                    let len = s.bytes.len() as u64;
                     if !dry_run {
-                        r.storage().put(
+                        r.storage().put_owned(
                             ObjectKind::Pack,
                             &s.id.to_hex(),
-                            &s.bytes,
+                            s.bytes,
                             PutMode::Overwrite,
                         )?;
                     }
                     let full = {
                         let mut st = stats.lock().unwrap_or_else(|p| p.into_inner());
-                        st.bytes += s.bytes.len() as u64;
+                        st.bytes += len;
                         st.packs.push(s.id);
                         let mut p = pending.lock().unwrap_or_else(|p| p.into_inner());
                         p.1 += s.entries.len();

@@ -332,6 +332,12 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Store an object atomically.
     fn put(&self, kind: ObjectKind, name: &str, data: &[u8], mode: PutMode) -> Result<()>;
 
+    /// [`Storage::put`], handing the bytes over: a backend whose client must own the body (an
+    /// object store) takes them without a copy. The default stores them with `put`.
+    fn put_owned(&self, kind: ObjectKind, name: &str, data: Vec<u8>, mode: PutMode) -> Result<()> {
+        self.put(kind, name, &data, mode)
+    }
+
     /// Read a whole object.
     fn get(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>>;
 
