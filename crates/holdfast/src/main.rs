@@ -83,7 +83,7 @@ fn code_for(e: &anyhow::Error) -> u8 {
 
 /// At most two malloc arenas per core (glibc). glibc makes up to eight per core, and a restore
 /// from object storage runs 32 reading threads: each thread's arena kept its freed pack
-/// buffers, about 110 MB more peak memory (kernel sources from Garage: 316 -> 206 MB) for no
+/// buffers, about 110 MB more peak memory (kernel sources from Garage: 316 -> 233 MB) for no
 /// gain in speed. `MALLOC_ARENA_MAX` in the environment still decides, if set.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
